@@ -1,0 +1,88 @@
+//! Starts the test fixture directory in a private slapd and runs one command against it.
+//!
+//! ```text
+//! cargo run --example fixture_ldap -- [--generate N] [--keep-state FILE] -- COMMAND [ARGS...]
+//! ```
+//!
+//! The demo and the benchmark use it, so they run against exactly the server the integration
+//! tests use (`tests/support/slapd.rs`): StartTLS with a freshly made test CA, the read-only
+//! service account, the campus fixture (and with `--generate N`, N more generated people).
+//! It writes an ldap2exo configuration for that server and runs COMMAND with
+//! `LDAP2EXO_CONFIG` and `LDAP2EXO__LDAP__BIND_PASSWORD` set, plus `FIXTURE_*` variables for
+//! other LDAP clients (see below). Then it stops slapd and exits with COMMAND's status.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use support::slapd::{self, Slapd, SlapdOptions};
+
+fn usage() -> ExitCode {
+    eprintln!("usage: fixture_ldap [--generate N] [--state FILE] -- COMMAND [ARGS...]");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mut generate = 0usize;
+    let mut state: Option<PathBuf> = None;
+    let mut command: Vec<String> = Vec::new();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--generate" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) => generate = n,
+                None => return usage(),
+            },
+            "--state" => match args.next() {
+                Some(p) => state = Some(p.into()),
+                None => return usage(),
+            },
+            "--" => {
+                command = args.by_ref().collect();
+            }
+            _ => return usage(),
+        }
+    }
+    if command.is_empty() {
+        return usage();
+    }
+
+    let options = if generate > 0 { SlapdOptions::with_generated(generate, 1) } else { SlapdOptions::default() };
+    eprintln!("fixture_ldap: starting slapd with the campus fixture{}", if generate > 0 { format!(" and {generate} generated people") } else { String::new() });
+    let server = Slapd::start(options);
+    // With generated people the base is the whole suffix, so both populations are read.
+    let base = if generate > 0 { slapd::SUFFIX } else { slapd::PEOPLE_DN };
+    let state = state.unwrap_or_else(|| server.dir().join("state.db"));
+    let config_path = server.dir().join("ldap2exo.toml");
+    let config = format!(
+        "{}\n[tenant]\naccepted_domains = [\"example.edu\", \"staff.example.edu\"]\n\
+         onmicrosoft_domain = \"exampleedu.onmicrosoft.com\"\n\
+         routing_domain = \"exampleedu.mail.onmicrosoft.com\"\nupn_domain = \"example.edu\"\n\n\
+         [state]\npath = {:?}\n",
+        server.ldap_toml().replace(&format!("base_dn = \"{}\"", slapd::PEOPLE_DN), &format!("base_dn = \"{base}\"")),
+        state.display().to_string(),
+    );
+    std::fs::write(&config_path, config).expect("write the fixture configuration");
+    eprintln!("fixture_ldap: {} (config {})", server.ldap_url(), config_path.display());
+
+    let status = Command::new(&command[0])
+        .args(&command[1..])
+        .env("LDAP2EXO_CONFIG", &config_path)
+        .env("LDAP2EXO__LDAP__BIND_PASSWORD", slapd::SERVICE_PASSWORD)
+        .env("FIXTURE_LDAP_URL", server.ldap_url())
+        .env("FIXTURE_CA_FILE", server.ca_pem_path())
+        .env("FIXTURE_BIND_DN", slapd::SERVICE_DN)
+        .env("FIXTURE_BIND_PASSWORD", slapd::SERVICE_PASSWORD)
+        .env("FIXTURE_BASE_DN", base)
+        .status();
+    drop(server);
+    match status {
+        Ok(s) => ExitCode::from(s.code().unwrap_or(1).clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("fixture_ldap: cannot run {}: {e}", command[0]);
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what ldap2exo's demo, tests and benchmarks need on Debian: slapd and the LDAP
+# client tools (for the fixture directory), and GNU time (peak memory in the benchmark).
+# The Rust toolchain itself comes from rustup and is not installed here.
+set -euo pipefail
+
+command -v cargo >/dev/null || {
+  echo "cargo not found: install Rust (https://rustup.rs), then run this again" >&2
+  exit 1
+}
+
+missing=()
+[ -x /usr/sbin/slapd ] || missing+=(slapd)
+command -v ldapsearch >/dev/null || missing+=(ldap-utils)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing ${missing[*]} from Debian's packages" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

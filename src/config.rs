@@ -1,0 +1,622 @@
+//! Configuration: a TOML file, overridden by `LDAP2EXO__SECTION__KEY` environment variables.
+//!
+//! Layering is file, then environment; secrets never come from the file (only from a
+//! `*_file` path or the environment), and every unknown key is an error that names it, so a
+//! typo cannot silently fall back to a default. The example file `config/ldap2exo.example.toml`
+//! documents every key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ids::is_domain;
+use crate::secret::Secret;
+
+/// Environment variables with this prefix override file keys: `LDAP2EXO__LDAP__PAGE_SIZE`.
+pub const ENV_PREFIX: &str = "LDAP2EXO__";
+
+/// Where the configuration lives when neither `--config` nor `LDAP2EXO_CONFIG` says.
+pub const DEFAULT_PATH: &str = "/etc/ldap2exo/ldap2exo.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("configuration file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("configuration key `{key}`: {message}")]
+    Key { key: String, message: String },
+    #[error(
+        "configuration key `{key}` holds a secret and is not read from the file: use `{key}_file` or the environment variable {env}"
+    )]
+    SecretInFile { key: String, env: String },
+    #[error("cannot read {key} from {path}: {source}")]
+    SecretFile { key: String, path: PathBuf, source: std::io::Error },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub ldap: LdapConfig,
+    pub tenant: TenantConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub safety: SafetyConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Base,
+    One,
+    Sub,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    pub url: String,
+    #[serde(default)]
+    pub starttls: bool,
+    pub ca_file: Option<PathBuf>,
+    /// Absent means an anonymous bind.
+    pub bind_dn: Option<String>,
+    pub bind_password_file: Option<PathBuf>,
+    /// Filled from `bind_password_file` or `LDAP2EXO__LDAP__BIND_PASSWORD`, never the file.
+    #[serde(skip)]
+    pub bind_password: Option<Secret>,
+    pub base_dn: String,
+    #[serde(default = "default_scope")]
+    pub scope: Scope,
+    #[serde(default = "default_filter")]
+    pub filter: String,
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Seconds the server may spend on one search; 0 means the server's own limit.
+    #[serde(default = "default_ldap_timeout")]
+    pub timeout_seconds: u64,
+    #[serde(default)]
+    pub attributes: AttributeMap,
+    #[serde(default)]
+    pub rules: Rules,
+}
+
+/// Which LDAP attribute feeds which field. An empty string leaves a field unmapped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttributeMap {
+    pub anchor: String,
+    pub uid: String,
+    pub mail: String,
+    pub aliases: Vec<String>,
+    pub forward: String,
+    pub display_name: String,
+    pub given_name: String,
+    pub surname: String,
+    pub department: String,
+    pub job_title: String,
+    pub phone: String,
+    pub mobile: String,
+    pub office: String,
+    pub company: String,
+}
+
+impl Default for AttributeMap {
+    fn default() -> Self {
+        Self {
+            anchor: "entryUUID".into(),
+            uid: "uid".into(),
+            mail: "mail".into(),
+            aliases: vec!["mailAlternateAddress".into()],
+            forward: "mailForwardingAddress".into(),
+            display_name: "displayName".into(),
+            given_name: "givenName".into(),
+            surname: "sn".into(),
+            department: "ou".into(),
+            job_title: "title".into(),
+            phone: "telephoneNumber".into(),
+            mobile: "mobile".into(),
+            office: "roomNumber".into(),
+            company: "o".into(),
+        }
+    }
+}
+
+impl AttributeMap {
+    /// Every mapped LDAP attribute: exactly what the search asks the server for.
+    pub fn requested(&self) -> Vec<String> {
+        let mut names: Vec<String> = [
+            &self.anchor,
+            &self.uid,
+            &self.mail,
+            &self.forward,
+            &self.display_name,
+            &self.given_name,
+            &self.surname,
+            &self.department,
+            &self.job_title,
+            &self.phone,
+            &self.mobile,
+            &self.office,
+            &self.company,
+        ]
+        .into_iter()
+        .chain(self.aliases.iter())
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .collect();
+        names.sort_by_key(|n| n.to_ascii_lowercase());
+        names.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+        names
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    /// Entries matching this filter are provisioned but hidden from the address list.
+    pub hidden_filter: Option<String>,
+    /// Entries matching this filter are treated as leaving.
+    pub disabled_filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Needed to write to the tenant; a dry run works without it.
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub client_secret: Option<Secret>,
+    pub certificate_file: Option<PathBuf>,
+    pub accepted_domains: Vec<String>,
+    pub onmicrosoft_domain: String,
+    pub routing_domain: String,
+    pub upn_domain: String,
+    pub mailbox_sku: Option<String>,
+    pub usage_location: Option<String>,
+    #[serde(default = "default_anchor_attribute")]
+    pub anchor_attribute: String,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Endpoints {
+    pub login: String,
+    pub graph: String,
+    pub exchange: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self {
+            login: "https://login.microsoftonline.com".into(),
+            graph: "https://graph.microsoft.com".into(),
+            exchange: "https://outlook.office365.com".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub path: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self { path: "/var/lib/ldap2exo/state.db".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SafetyConfig {
+    pub max_deletes_per_run: u32,
+    pub max_delete_percent: f64,
+    pub max_source_shrink_percent: f64,
+    pub grace_period_days: u32,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        Self {
+            max_deletes_per_run: 50,
+            max_delete_percent: 5.0,
+            max_source_shrink_percent: 10.0,
+            grace_period_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    pub schedule: String,
+    pub listen: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self { schedule: "0 */15 * * * *".into(), listen: "127.0.0.1:9464".into() }
+    }
+}
+
+fn default_scope() -> Scope {
+    Scope::Sub
+}
+fn default_filter() -> String {
+    "(&(objectClass=inetOrgPerson)(mail=*))".into()
+}
+fn default_page_size() -> u32 {
+    500
+}
+fn default_ldap_timeout() -> u64 {
+    120
+}
+fn default_anchor_attribute() -> String {
+    "extensionAttribute15".into()
+}
+
+/// Keys that hold secrets: `(section, key)`. They are read from `<key>_file` or the
+/// environment, never from the TOML file itself.
+const SECRET_KEYS: [(&str, &str); 2] = [("ldap", "bind_password"), ("tenant", "client_secret")];
+
+impl Config {
+    /// Reads the file at `path` and layers the `LDAP2EXO__*` variables of `env` over it.
+    ///
+    /// `env` is passed in (normally `std::env::vars()`) so tests need not touch the process
+    /// environment.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text, path, env)
+    }
+
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        for (section, key) in SECRET_KEYS {
+            let in_file = tree
+                .get(section)
+                .and_then(|s| s.as_table())
+                .is_some_and(|s| s.contains_key(key));
+            if in_file {
+                return Err(ConfigError::SecretInFile {
+                    key: format!("{section}.{key}"),
+                    env: env_name(&[section, key]),
+                });
+            }
+        }
+
+        let mut env_secrets: Vec<(String, Secret)> = Vec::new();
+        let mut overrides: Vec<(String, String)> =
+            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        // Deterministic order, so a conflict between two variables resolves the same way.
+        overrides.sort();
+        for (var, raw) in overrides {
+            let path: Vec<String> =
+                var[ENV_PREFIX.len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
+            if path.iter().any(String::is_empty) {
+                return Err(ConfigError::Env { var, message: "empty key between `__`".into() });
+            }
+            let dotted = path.join(".");
+            if SECRET_KEYS.iter().any(|(s, k)| dotted == format!("{s}.{k}")) {
+                env_secrets.push((dotted, Secret::new(raw)));
+                continue;
+            }
+            set_path(&mut tree, &path, env_value(&raw))
+                .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+        }
+
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Key {
+                    key: if key == "." { "(top level)".into() } else { key },
+                    message: e.into_inner().to_string().trim_end().to_owned(),
+                }
+            })?;
+
+        for (key, secret) in env_secrets {
+            match key.as_str() {
+                "ldap.bind_password" => config.ldap.bind_password = Some(secret),
+                _ => config.tenant.client_secret = Some(secret),
+            }
+        }
+        if config.ldap.bind_password.is_none() {
+            if let Some(file) = &config.ldap.bind_password_file {
+                config.ldap.bind_password = Some(read_secret("ldap.bind_password_file", file)?);
+            }
+        }
+        if config.tenant.client_secret.is_none() {
+            if let Some(file) = &config.tenant.client_secret_file {
+                config.tenant.client_secret =
+                    Some(read_secret("tenant.client_secret_file", file)?);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that go beyond types: URL schemes, domains, ranges.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str, m: String| ConfigError::Key { key: k.into(), message: m };
+        let l = &self.ldap;
+        let scheme = l.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("ldap") => {}
+            Some("ldaps") if l.starttls => {
+                return Err(key("ldap.starttls", "StartTLS cannot be used with ldaps://".into()));
+            }
+            Some("ldaps") => {}
+            _ => return Err(key("ldap.url", format!("`{}` is not an ldap:// or ldaps:// URL", l.url))),
+        }
+        if l.bind_dn.is_some() && l.bind_password.is_none() {
+            return Err(key(
+                "ldap.bind_password_file",
+                "ldap.bind_dn is set but no password: set bind_password_file or LDAP2EXO__LDAP__BIND_PASSWORD".into(),
+            ));
+        }
+        if l.base_dn.trim().is_empty() {
+            return Err(key("ldap.base_dn", "must not be empty".into()));
+        }
+        if !(1..=100_000).contains(&l.page_size) {
+            return Err(key("ldap.page_size", format!("{} is not between 1 and 100000", l.page_size)));
+        }
+        for (k, f) in [
+            ("ldap.filter", Some(&l.filter)),
+            ("ldap.rules.hidden_filter", l.rules.hidden_filter.as_ref()),
+            ("ldap.rules.disabled_filter", l.rules.disabled_filter.as_ref()),
+        ] {
+            if let Some(f) = f {
+                let f = f.trim();
+                if !(f.starts_with('(') && f.ends_with(')')) {
+                    return Err(key(k, format!("`{f}` is not an LDAP filter in parentheses")));
+                }
+            }
+        }
+        let a = &l.attributes;
+        for (k, v) in [("ldap.attributes.anchor", &a.anchor), ("ldap.attributes.uid", &a.uid), ("ldap.attributes.mail", &a.mail)] {
+            if v.trim().is_empty() {
+                return Err(key(k, "must name an LDAP attribute".into()));
+            }
+        }
+
+        let t = &self.tenant;
+        if t.accepted_domains.is_empty() {
+            return Err(key("tenant.accepted_domains", "must list at least one domain".into()));
+        }
+        for d in &t.accepted_domains {
+            if !is_domain(d) {
+                return Err(key("tenant.accepted_domains", format!("`{d}` is not a domain name")));
+            }
+        }
+        for (k, d) in [
+            ("tenant.onmicrosoft_domain", &t.onmicrosoft_domain),
+            ("tenant.routing_domain", &t.routing_domain),
+            ("tenant.upn_domain", &t.upn_domain),
+        ] {
+            if !is_domain(d) {
+                return Err(key(k, format!("`{d}` is not a domain name")));
+            }
+        }
+        let verified = t
+            .accepted_domains
+            .iter()
+            .chain([&t.onmicrosoft_domain])
+            .any(|d| d.eq_ignore_ascii_case(&t.upn_domain));
+        if !verified {
+            return Err(key(
+                "tenant.upn_domain",
+                format!("`{}` is neither an accepted domain nor the onmicrosoft domain", t.upn_domain),
+            ));
+        }
+        let n: Option<u32> = t.anchor_attribute.strip_prefix("extensionAttribute").and_then(|n| n.parse().ok());
+        if !matches!(n, Some(1..=15)) {
+            return Err(key(
+                "tenant.anchor_attribute",
+                format!("`{}` is not extensionAttribute1 … extensionAttribute15", t.anchor_attribute),
+            ));
+        }
+        for (k, id) in [("tenant.tenant_id", &t.tenant_id), ("tenant.client_id", &t.client_id)] {
+            if let Some(id) = id {
+                if !is_guid(id) {
+                    return Err(key(k, format!("`{id}` is not a GUID")));
+                }
+            }
+        }
+        if let Some(loc) = &t.usage_location {
+            if !(loc.len() == 2 && loc.chars().all(|c| c.is_ascii_uppercase())) {
+                return Err(key("tenant.usage_location", format!("`{loc}` is not a two-letter country code such as DE")));
+            }
+        }
+        for (k, u) in [("tenant.endpoints.login", &t.endpoints.login), ("tenant.endpoints.graph", &t.endpoints.graph), ("tenant.endpoints.exchange", &t.endpoints.exchange)] {
+            if !u.starts_with("https://") {
+                return Err(key(k, format!("`{u}` is not an https:// URL")));
+            }
+        }
+
+        let s = &self.safety;
+        for (k, p) in [("safety.max_delete_percent", s.max_delete_percent), ("safety.max_source_shrink_percent", s.max_source_shrink_percent)] {
+            if !(0.0..=100.0).contains(&p) {
+                return Err(key(k, format!("{p} is not a percentage between 0 and 100")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts.iter().all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn env_name(path: &[&str]) -> String {
+    format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase())
+}
+
+/// An environment value is read as a TOML value when it is one (`500`, `true`, `["a", "b"]`),
+/// otherwise as a plain string, so `LDAP2EXO__LDAP__FILTER=(uid=*)` needs no quoting.
+fn env_value(raw: &str) -> toml::Value {
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v"));
+    match parsed {
+        Some(v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) | toml::Value::Array(_))) => v,
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("no key")?;
+    let mut table = tree;
+    for (i, p) in parents.iter().enumerate() {
+        let entry = table.entry(p.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{}` is a value, not a section", path[..=i].join(".")))?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+fn read_secret(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::SecretFile { key: key.into(), path: path.to_owned(), source })?;
+    // Files written with `echo` end in a newline that is not part of the secret.
+    Ok(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[ldap]
+url = "ldap://127.0.0.1:3890"
+base_dn = "ou=people,dc=example,dc=edu"
+
+[tenant]
+accepted_domains = ["example.edu"]
+onmicrosoft_domain = "exampleedu.onmicrosoft.com"
+routing_domain = "exampleedu.mail.onmicrosoft.com"
+upn_domain = "example.edu"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_toml(text, Path::new("test.toml"), env)
+    }
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.ldap.page_size, 500);
+        assert_eq!(c.ldap.scope, Scope::Sub);
+        assert_eq!(c.ldap.attributes.anchor, "entryUUID");
+        assert_eq!(c.tenant.anchor_attribute, "extensionAttribute15");
+        assert_eq!(c.safety.max_deletes_per_run, 50);
+        assert_eq!(c.tenant.endpoints.graph, "https://graph.microsoft.com");
+    }
+
+    #[test]
+    fn environment_overrides_file_at_any_depth() {
+        let c = load(
+            MINIMAL,
+            &[
+                ("LDAP2EXO__LDAP__PAGE_SIZE", "42"),
+                ("LDAP2EXO__LDAP__ATTRIBUTES__ANCHOR", "uidNumber"),
+                ("LDAP2EXO__LDAP__FILTER", "(uid=*)"),
+                ("LDAP2EXO__SAFETY__MAX_DELETE_PERCENT", "2.5"),
+                ("LDAP2EXO__TENANT__ACCEPTED_DOMAINS", r#"["example.edu", "staff.example.edu"]"#),
+                ("LDAP2EXO_CONFIG", "/not/a/key"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.ldap.page_size, 42);
+        assert_eq!(c.ldap.attributes.anchor, "uidNumber");
+        assert_eq!(c.ldap.filter, "(uid=*)");
+        assert_eq!(c.safety.max_delete_percent, 2.5);
+        assert_eq!(c.tenant.accepted_domains.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = MINIMAL.replace("[tenant]", "[tenant]\nacepted_domains = []");
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("acepted_domains"), "{err}");
+        let err = load(MINIMAL, &[("LDAP2EXO__LDAP__PAGESIZE", "1")]).unwrap_err().to_string();
+        assert!(err.contains("pagesize") && err.contains("ldap"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_come_from_the_file() {
+        let text = MINIMAL.replace("[ldap]", "[ldap]\nbind_password = \"hunter2\"");
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("ldap.bind_password") && !err.contains("hunter2"), "{err}");
+        assert!(err.contains("LDAP2EXO__LDAP__BIND_PASSWORD"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_environment_or_file() {
+        let text = MINIMAL.replace("[ldap]", "[ldap]\nbind_dn = \"cn=admin,dc=example,dc=edu\"");
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("no password"), "{err}");
+        let c = load(&text, &[("LDAP2EXO__LDAP__BIND_PASSWORD", "s3cret")]).unwrap();
+        assert_eq!(c.ldap.bind_password.as_ref().unwrap().expose(), "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let text = text.replace("[ldap]", &format!("[ldap]\nbind_password_file = {:?}", file));
+        let c = load(&text, &[]).unwrap();
+        assert_eq!(c.ldap.bind_password.unwrap().expose(), "from-file");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        for (env, key) in [
+            (("LDAP2EXO__LDAP__URL", "http://x"), "ldap.url"),
+            (("LDAP2EXO__LDAP__PAGE_SIZE", "0"), "ldap.page_size"),
+            (("LDAP2EXO__TENANT__UPN_DOMAIN", "other.org"), "tenant.upn_domain"),
+            (("LDAP2EXO__TENANT__ANCHOR_ATTRIBUTE", "extensionAttribute16"), "tenant.anchor_attribute"),
+            (("LDAP2EXO__TENANT__TENANT_ID", "not-a-guid"), "tenant.tenant_id"),
+            (("LDAP2EXO__TENANT__ENDPOINTS__GRAPH", "http://127.0.0.1"), "tenant.endpoints.graph"),
+            (("LDAP2EXO__SAFETY__MAX_SOURCE_SHRINK_PERCENT", "150"), "safety.max_source_shrink_percent"),
+            (("LDAP2EXO__LDAP__SCOPE", "subtree"), "ldap.scope"),
+        ] {
+            let err = load(MINIMAL, &[env]).unwrap_err().to_string();
+            assert!(err.contains(key), "{env:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn requested_attributes_are_the_mapped_ones() {
+        let mut m = AttributeMap::default();
+        m.company = String::new();
+        m.aliases.push("MAIL".into());
+        let r = m.requested();
+        assert!(r.contains(&"entryUUID".to_string()));
+        assert!(!r.contains(&"o".to_string()));
+        assert_eq!(r.iter().filter(|a| a.eq_ignore_ascii_case("mail")).count(), 1);
+    }
+}

@@ -1,0 +1,180 @@
+//! Settling what entries contest between them: anchors, user principal names, Names, aliases
+//! and addresses. The tenant holds each at most once, so only one entry can have it.
+//!
+//! Entries are taken in a fixed order: first those whose anchor is already provisioned (an
+//! existing person never loses an address to a newcomer), then the rest, each group by DN in
+//! lower case. The first to claim a value keeps it; a later entry that wants anything already
+//! held is quarantined whole and claims nothing, so it cannot block a third entry either.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::Candidate;
+use super::read::Fault;
+use crate::desired::{Disabled, Quarantined, Recipient};
+use crate::ids::Anchor;
+
+/// An entry that wants to hold something in the tenant.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "almost every claimant is a recipient; boxing would only add an allocation each"
+)]
+pub(super) enum Claimant {
+    Recipient(Candidate),
+    /// A leaver holds only its anchor: two entries for one person are a clash even when one
+    /// of them is leaving.
+    Disabled(Disabled),
+}
+
+impl Claimant {
+    fn anchor(&self) -> &Anchor {
+        match self {
+            Claimant::Recipient(c) => &c.recipient.anchor,
+            Claimant::Disabled(d) => &d.anchor,
+        }
+    }
+
+    fn dn(&self) -> &str {
+        match self {
+            Claimant::Recipient(c) => &c.recipient.dn,
+            Claimant::Disabled(d) => &d.dn,
+        }
+    }
+
+    /// The processing order. Beyond the rule (known first, then DN lower-cased), the extra
+    /// keys only break ties that well-formed LDAP output cannot produce (equal DNs), so even
+    /// malformed input gives one result whatever order it came in.
+    fn order_key(&self, known: &BTreeSet<Anchor>) -> (bool, String, String, Anchor, u8, String, String) {
+        let (tag, uid, primary) = match self {
+            Claimant::Recipient(c) => (0, c.recipient.uid.clone(), c.recipient.primary.to_string()),
+            Claimant::Disabled(d) => (1, d.uid.clone().unwrap_or_default(), String::new()),
+        };
+        let dn = self.dn();
+        (
+            !known.contains(self.anchor()),
+            dn.to_lowercase(),
+            dn.to_owned(),
+            self.anchor().clone(),
+            tag,
+            uid,
+            primary,
+        )
+    }
+}
+
+/// The outcome: who keeps what, and who is quarantined for wanting something taken.
+#[derive(Default)]
+pub(super) struct Settled {
+    pub recipients: Vec<Recipient>,
+    pub disabled: Vec<Disabled>,
+    pub quarantined: Vec<Quarantined>,
+}
+
+pub(super) fn settle(mut claimants: Vec<Claimant>, known: &BTreeSet<Anchor>) -> Settled {
+    claimants.sort_by_cached_key(|c| c.order_key(known));
+    let mut book = Book::default();
+    let mut out = Settled::default();
+    for claimant in claimants {
+        let provisioned = known.contains(claimant.anchor());
+        match book.conflict(&claimant) {
+            Some(fault) => out.quarantined.push(quarantine(claimant, fault)),
+            None => {
+                book.claim(&claimant, provisioned);
+                match claimant {
+                    Claimant::Recipient(c) => out.recipients.push(c.recipient),
+                    Claimant::Disabled(d) => out.disabled.push(d),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn quarantine(claimant: Claimant, fault: Fault) -> Quarantined {
+    let (dn, anchor, uid) = match claimant {
+        Claimant::Recipient(c) => (c.recipient.dn, c.recipient.anchor, Some(c.recipient.uid)),
+        Claimant::Disabled(d) => (d.dn, d.anchor, d.uid),
+    };
+    Quarantined { dn, anchor: Some(anchor), uid, field: fault.field.to_owned(), reason: fault.reason }
+}
+
+/// Who holds a value, and as what.
+struct Holder {
+    /// Index into [`Book::holders`].
+    who: usize,
+    what: &'static str,
+}
+
+/// What the entries processed so far hold.
+#[derive(Default)]
+struct Book {
+    /// DN of each claimant that holds something, and whether it is already provisioned.
+    holders: Vec<(String, bool)>,
+    anchors: HashMap<Anchor, Holder>,
+    /// UPNs and SMTP addresses share one namespace: the tenant refuses a UPN that is another
+    /// object's address ("the proxy address … is already being used"), and licensing a
+    /// mailbox adds its UPN as an address.
+    identities: HashMap<String, Holder>,
+    /// `New-MailUser -Name`, compared case-insensitively as Exchange does.
+    names: HashMap<String, Holder>,
+    /// Exchange `Alias` / `mailNickname`, also case-insensitive.
+    aliases: HashMap<String, Holder>,
+}
+
+const ANCHOR: &str = "anchor";
+const UPN: &str = "user principal name";
+const NAME: &str = "name (New-MailUser -Name)";
+const ALIAS: &str = "alias (mailNickname)";
+const ADDRESS: &str = "address";
+
+impl Book {
+    /// The first thing the claimant wants that someone else already holds.
+    fn conflict(&self, claimant: &Claimant) -> Option<Fault> {
+        let me = claimant.dn();
+        let anchor = claimant.anchor();
+        if let Some(h) = self.anchors.get(anchor) {
+            return Some(self.taken("anchor", ANCHOR, anchor.as_str(), h, me));
+        }
+        let Claimant::Recipient(c) = claimant else { return None };
+        let r = &c.recipient;
+        let upn = r.upn.as_str();
+        if let Some(h) = self.identities.get(upn) {
+            return Some(self.taken("uid", UPN, upn, h, me));
+        }
+        if let Some(h) = self.names.get(&r.name.to_lowercase()) {
+            return Some(self.taken("uid", NAME, &r.name, h, me));
+        }
+        if let Some(h) = self.aliases.get(&r.alias.to_ascii_lowercase()) {
+            return Some(self.taken("uid", ALIAS, &r.alias, h, me));
+        }
+        c.addresses.iter().find_map(|(address, field)| {
+            self.identities.get(address.as_str()).map(|h| self.taken(field, ADDRESS, address.as_str(), h, me))
+        })
+    }
+
+    fn claim(&mut self, claimant: &Claimant, provisioned: bool) {
+        let who = self.holders.len();
+        self.holders.push((claimant.dn().to_owned(), provisioned));
+        self.anchors.insert(claimant.anchor().clone(), Holder { who, what: ANCHOR });
+        let Claimant::Recipient(c) = claimant else { return };
+        let r = &c.recipient;
+        self.identities.insert(r.upn.as_str().to_owned(), Holder { who, what: UPN });
+        // After the UPN, so a UPN that is also the person's own address is recorded as the
+        // address, which is what a clash with it will mostly be about.
+        for (address, _) in &c.addresses {
+            self.identities.insert(address.as_str().to_owned(), Holder { who, what: ADDRESS });
+        }
+        self.names.insert(r.name.to_lowercase(), Holder { who, what: NAME });
+        self.aliases.insert(r.alias.to_ascii_lowercase(), Holder { who, what: ALIAS });
+    }
+
+    /// The reason for a clash, naming the value and both DNs.
+    fn taken(&self, field: &'static str, what: &str, value: &str, holder: &Holder, me: &str) -> Fault {
+        let (dn, provisioned) = &self.holders[holder.who];
+        let as_its = if holder.what == what { String::new() } else { format!(" as its {}", holder.what) };
+        let status = if *provisioned { " (already provisioned)" } else { "" };
+        Fault::new(
+            field,
+            format!("{what} {value} is already claimed by {dn}{as_its}{status}, so {me} cannot have it too"),
+        )
+    }
+}

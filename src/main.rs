@@ -1,0 +1,48 @@
+//! The `ldap2exo` binary: parse the command line, load the configuration, start logging,
+//! dispatch, and turn the outcome into an exit code.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use ldap2exo::cli::{Cli, Command};
+use ldap2exo::commands::{self, Exit};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ldap2exo::telemetry::init(cli.log_format);
+    let result: anyhow::Result<Exit> = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map(|runtime| runtime.block_on(async {
+        let config = match commands::load_config(&cli.config) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ldap2exo: {e}");
+                return e.exit();
+            }
+        };
+        let outcome = match &cli.command {
+            Command::CheckConfig => commands::check_config(&config).await,
+            Command::Sync(args) => commands::sync(&config, args).await,
+            Command::Plan(args) => commands::plan(&config, args).await,
+            Command::Status(args) => commands::status(&config, args).await,
+        };
+        match outcome {
+            Ok(exit) => exit,
+            Err(e) => {
+                eprintln!("ldap2exo: {e}");
+                e.exit()
+            }
+        }
+    }));
+    match result {
+        Ok(exit) => ExitCode::from(exit as u8),
+        Err(e) => {
+            eprintln!("ldap2exo: {e:#}");
+            ExitCode::from(Exit::Failed as u8)
+        }
+    }
+}

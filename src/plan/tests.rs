@@ -1,0 +1,338 @@
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::desired::Disabled;
+use crate::ids::{SmtpAddress, Upn};
+
+const NOW: i64 = 1_800_000_000;
+const DAY: i64 = 86_400;
+
+fn person(anchor: &str, uid: &str, mail: &str) -> Recipient {
+    Recipient {
+        anchor: Anchor::new(anchor).unwrap(),
+        dn: format!("uid={uid},ou=people,dc=example,dc=edu"),
+        uid: uid.into(),
+        kind: Kind::MailUser,
+        upn: Upn::new(uid, "example.edu").unwrap(),
+        alias: uid.into(),
+        name: uid.into(),
+        display_name: format!("Person {uid}"),
+        given_name: None,
+        surname: None,
+        primary: SmtpAddress::parse(mail).unwrap(),
+        secondary: BTreeSet::new(),
+        external_address: Some(SmtpAddress::parse(mail).unwrap()),
+        forward: None,
+        department: None,
+        job_title: None,
+        phone: None,
+        mobile: None,
+        office: None,
+        company: None,
+        hidden: false,
+    }
+}
+
+fn managed(r: &Recipient) -> ManagedObject {
+    ManagedObject {
+        anchor: r.anchor.clone(),
+        kind: r.kind,
+        uid: r.uid.clone(),
+        dn: r.dn.clone(),
+        tenant_object_id: Some(format!("oid-{}", r.uid)),
+        attributes: r.fields(),
+        stage: Stage::Active,
+        created_at: NOW - 100 * DAY,
+        updated_at: NOW - 100 * DAY,
+        disabled_at: None,
+        delete_due_at: None,
+        deleted_at: None,
+    }
+}
+
+fn disabled_since(mut o: ManagedObject, days_ago: i64) -> ManagedObject {
+    o.stage = Stage::Disabled;
+    o.disabled_at = Some(NOW - days_ago * DAY);
+    o.delete_due_at = Some(NOW - days_ago * DAY + 30 * DAY);
+    o
+}
+
+fn desired(recipients: Vec<Recipient>) -> Desired {
+    Desired { source_count: recipients.len(), recipients, ..Default::default() }
+}
+
+struct Case {
+    desired: Desired,
+    objects: Vec<ManagedObject>,
+    baseline: Option<u64>,
+    scope: Scope,
+    safety: SafetyConfig,
+    max_deletes: Option<u32>,
+}
+
+impl Case {
+    fn new(desired: Desired, objects: Vec<ManagedObject>) -> Self {
+        Case { desired, objects, baseline: None, scope: Scope::Full, safety: SafetyConfig::default(), max_deletes: None }
+    }
+    fn run(&self) -> Plan {
+        plan(&Input {
+            desired: &self.desired,
+            objects: &self.objects,
+            baseline: self.baseline,
+            scope: self.scope,
+            safety: &self.safety,
+            max_deletes: self.max_deletes,
+            now: NOW,
+        })
+    }
+}
+
+fn only_action(p: &Plan) -> &Action {
+    assert_eq!(p.actions.len(), 1, "{:#?}", p.actions);
+    &p.actions[0]
+}
+
+#[test]
+fn new_people_are_created_with_every_field() {
+    let mut r = person("a1", "jdoe", "jane.doe@example.edu");
+    r.secondary.insert(SmtpAddress::parse("jd@example.edu").unwrap());
+    let p = Case::new(desired(vec![r]), vec![]).run();
+    let a = only_action(&p);
+    assert_eq!(a.op, Op::Create);
+    assert_eq!(a.changes["primarySmtpAddress"], (None, Some(json!("jane.doe@example.edu"))));
+    assert_eq!(a.changes["emailAddresses"], (None, Some(json!(["jd@example.edu"]))));
+    assert_eq!(a.changes["externalEmailAddress"], (None, Some(json!("jane.doe@example.edu"))));
+    assert!(a.changes.values().all(|(before, _)| before.is_none()));
+    assert_eq!(p.summary.create, 1);
+    assert_eq!(p.safety.verdict, Verdict::Ok);
+}
+
+#[test]
+fn nothing_changes_when_the_state_matches() {
+    let r = person("a1", "jdoe", "jane.doe@example.edu");
+    let p = Case::new(desired(vec![r.clone()]), vec![managed(&r)]).run();
+    assert!(p.actions.is_empty());
+    assert_eq!(p.summary.unchanged, 1);
+}
+
+#[test]
+fn a_mail_change_is_an_update_that_keeps_the_old_primary() {
+    let before = person("a1", "jdoe", "jane.doe@example.edu");
+    let after = person("a1", "jdoe", "jane.smith@example.edu");
+    let p = Case::new(desired(vec![after]), vec![managed(&before)]).run();
+    let a = only_action(&p);
+    assert_eq!(a.op, Op::Update);
+    assert_eq!(
+        a.changes["primarySmtpAddress"],
+        (Some(json!("jane.doe@example.edu")), Some(json!("jane.smith@example.edu")))
+    );
+    assert_eq!(a.changes[RETAINED], (None, Some(json!(["jane.doe@example.edu"]))));
+}
+
+#[test]
+fn retained_addresses_survive_later_runs_but_yield_to_a_new_owner() {
+    let before = person("a1", "jdoe", "jane.doe@example.edu");
+    let after = person("a1", "jdoe", "jane.smith@example.edu");
+    let mut applied = managed(&after);
+    applied.attributes.insert(RETAINED.into(), json!(["jane.doe@example.edu"]));
+    let p = Case::new(desired(vec![after.clone()]), vec![applied.clone()]).run();
+    assert!(p.actions.is_empty(), "retained alias must not flap: {:#?}", p.actions);
+
+    let newcomer = person("b2", "jdoe2", "jane.doe@example.edu");
+    let p = Case::new(desired(vec![after, newcomer]), vec![applied]).run();
+    let update = p.actions.iter().find(|a| a.op == Op::Update).expect("an update");
+    assert_eq!(update.changes[RETAINED], (Some(json!(["jane.doe@example.edu"])), None));
+    let _ = before;
+}
+
+#[test]
+fn a_uid_change_is_an_update_of_the_same_anchor() {
+    let before = person("a1", "jdoe", "jane.doe@example.edu");
+    let after = person("a1", "jsmith", "jane.doe@example.edu");
+    let p = Case::new(desired(vec![after]), vec![managed(&before)]).run();
+    let a = only_action(&p);
+    assert_eq!(a.op, Op::Update);
+    assert_eq!(a.anchor.as_str(), "a1");
+    assert!(a.changes.contains_key("userPrincipalName"));
+    assert!(a.changes.contains_key("mailNickname"));
+    assert_eq!(p.summary.create + p.summary.disable, 0);
+}
+
+#[test]
+fn a_forward_into_the_tenant_converts_the_mailuser() {
+    let before = person("a1", "jdoe", "jane.doe@example.edu");
+    let mut after = before.clone();
+    after.kind = Kind::Mailbox;
+    after.external_address = None;
+    after.secondary.insert(SmtpAddress::parse("jdoe@exampleedu.mail.onmicrosoft.com").unwrap());
+    let p = Case::new(desired(vec![after]), vec![managed(&before)]).run();
+    let a = only_action(&p);
+    assert_eq!(a.op, Op::Convert);
+    assert_eq!(a.changes[KIND], (Some(json!("mail_user")), Some(json!("mailbox"))));
+    assert_eq!(a.changes["externalEmailAddress"].1, None);
+}
+
+#[test]
+fn people_missing_from_ldap_are_disabled_not_deleted() {
+    let stays = person("a1", "stays", "stays@example.edu");
+    let leaves = person("a2", "leaves", "leaves@example.edu");
+    let mut case = Case::new(desired(vec![stays.clone()]), vec![managed(&stays), managed(&leaves)]);
+    case.safety.max_delete_percent = 100.0;
+    let p = case.run();
+    let a = only_action(&p);
+    assert_eq!((a.op, a.uid.as_str()), (Op::Disable, "leaves"));
+    assert_eq!(a.changes[ACCOUNT_ENABLED], (Some(json!(true)), Some(json!(false))));
+    assert_eq!(a.changes[HIDDEN], (Some(json!(false)), Some(json!(true))));
+    assert_eq!(a.reason.as_deref(), Some("no longer matched by the LDAP filter"));
+}
+
+#[test]
+fn disabled_in_ldap_gives_its_own_reason() {
+    let leaves = person("a2", "leaves", "leaves@example.edu");
+    let mut d = desired(vec![]);
+    d.source_count = 1;
+    d.disabled.push(Disabled { anchor: leaves.anchor.clone(), dn: leaves.dn.clone(), uid: Some("leaves".into()) });
+    let mut case = Case::new(d, vec![managed(&leaves)]);
+    case.safety.max_delete_percent = 100.0;
+    let a = case.run().actions.remove(0);
+    assert_eq!(a.op, Op::Disable);
+    assert!(a.reason.unwrap().contains("disabled in LDAP"));
+}
+
+#[test]
+fn a_quarantined_person_is_not_treated_as_leaving() {
+    let r = person("a1", "jdoe", "jane.doe@example.edu");
+    let mut d = desired(vec![]);
+    d.source_count = 1;
+    d.quarantined.push(Quarantined {
+        dn: r.dn.clone(),
+        anchor: Some(r.anchor.clone()),
+        uid: Some("jdoe".into()),
+        field: "mail".into(),
+        reason: "bad".into(),
+    });
+    let p = Case::new(d, vec![managed(&r)]).run();
+    assert!(p.actions.is_empty());
+    assert_eq!((p.summary.unchanged, p.summary.quarantined), (1, 1));
+}
+
+#[test]
+fn only_runs_plan_nobody_else_as_leaving() {
+    let named = person("a1", "named", "named@example.edu");
+    let other = person("a2", "other", "other@example.edu");
+    let mut case = Case::new(desired(vec![named.clone()]), vec![managed(&other)]);
+    case.scope = Scope::Only;
+    let p = case.run();
+    assert_eq!(only_action(&p).op, Op::Create);
+    assert_eq!(p.summary.disable, 0);
+}
+
+#[test]
+fn deletion_waits_for_the_grace_period() {
+    let r = person("a1", "gone", "gone@example.edu");
+    let mut d = desired(vec![person("a9", "x", "x@example.edu")]);
+    d.source_count = 1;
+    let mut case = Case::new(d.clone(), vec![disabled_since(managed(&r), 29)]);
+    case.safety.max_delete_percent = 100.0;
+    assert_eq!(case.run().summary.delete, 0);
+    let mut case = Case::new(d, vec![disabled_since(managed(&r), 30)]);
+    case.safety.max_delete_percent = 100.0;
+    let p = case.run();
+    let del = p.actions.iter().find(|a| a.op == Op::Delete).expect("a delete");
+    assert!(del.reason.as_ref().unwrap().contains("grace period"));
+}
+
+#[test]
+fn people_back_within_the_grace_period_are_enabled() {
+    let r = person("a1", "back", "back@example.edu");
+    let mut o = disabled_since(managed(&r), 3);
+    o.attributes.insert(HIDDEN.into(), Value::Bool(true));
+    let p = Case::new(desired(vec![r]), vec![o]).run();
+    let a = only_action(&p);
+    assert_eq!(a.op, Op::Enable);
+    assert_eq!(a.changes[ACCOUNT_ENABLED], (Some(json!(false)), Some(json!(true))));
+    assert_eq!(a.changes[HIDDEN].1, Some(json!(false)));
+}
+
+#[test]
+fn deleted_people_who_return_are_created_again() {
+    let r = person("a1", "back", "back@example.edu");
+    let mut o = managed(&r);
+    o.stage = Stage::Deleted;
+    o.deleted_at = Some(NOW - DAY);
+    let p = Case::new(desired(vec![r]), vec![o]).run();
+    assert_eq!(only_action(&p).op, Op::Create);
+}
+
+fn population(n: usize) -> Vec<Recipient> {
+    (0..n).map(|i| person(&format!("a{i:04}"), &format!("u{i:04}"), &format!("u{i:04}@example.edu"))).collect()
+}
+
+#[test]
+fn an_empty_read_is_blocked_even_with_approval() {
+    let people = population(3);
+    let objects: Vec<_> = people.iter().map(managed).collect();
+    let mut case = Case::new(desired(vec![]), objects);
+    case.max_deletes = Some(1000);
+    let p = case.run();
+    assert_eq!(p.safety.verdict, Verdict::Blocked);
+    assert!(p.safety.reasons.iter().any(|r| r.contains("no entries")));
+    assert_eq!(p.summary.disable, 3, "a blocked plan still shows what it would do");
+}
+
+#[test]
+fn a_shrunken_read_is_blocked() {
+    let people = population(100);
+    let objects: Vec<_> = people.iter().map(managed).collect();
+    let mut case = Case::new(desired(people[..85].to_vec()), objects);
+    case.baseline = Some(100);
+    case.safety.max_deletes_per_run = 1000;
+    case.safety.max_delete_percent = 100.0;
+    let p = case.run();
+    assert_eq!(p.safety.verdict, Verdict::Blocked);
+    assert!(p.safety.reasons.iter().any(|r| r.contains("15.0% fewer")), "{:?}", p.safety.reasons);
+
+    case.desired = desired(people[..95].to_vec());
+    assert_eq!(case.run().safety.verdict, Verdict::Ok, "5% is within the 10% limit");
+}
+
+#[test]
+fn removal_caps_block_and_max_deletes_approves() {
+    let people = population(100);
+    let objects: Vec<_> = people.iter().map(managed).collect();
+    let mut case = Case::new(desired(people[..94].to_vec()), objects);
+    case.baseline = Some(100);
+    let p = case.run();
+    assert_eq!(p.summary.disable, 6);
+    assert_eq!(p.safety.verdict, Verdict::Blocked);
+    assert!(p.safety.reasons.iter().any(|r| r.contains("max_delete_percent")), "{:?}", p.safety.reasons);
+
+    case.safety.max_deletes_per_run = 5;
+    case.safety.max_delete_percent = 100.0;
+    assert!(case.run().safety.reasons.iter().any(|r| r.contains("max_deletes_per_run = 5")));
+
+    case.max_deletes = Some(6);
+    assert_eq!(case.run().safety.verdict, Verdict::Ok);
+    case.max_deletes = Some(5);
+    let p = case.run();
+    assert_eq!(p.safety.verdict, Verdict::Blocked);
+    assert!(p.safety.reasons.iter().any(|r| r.contains("--max-deletes")));
+}
+
+#[test]
+fn planning_is_deterministic() {
+    let people = population(20);
+    let mut objects: Vec<_> = people[5..].iter().map(managed).collect();
+    objects.push(managed(&person("zz", "leaver", "leaver@example.edu")));
+    let case = Case::new(desired(people.clone()), objects.clone());
+    let first = case.run();
+    let mut reversed = people;
+    reversed.reverse();
+    objects.reverse();
+    let mut d = desired(reversed);
+    d.recipients.sort_by(|a, b| a.anchor.cmp(&b.anchor));
+    let second = Case::new(d, objects).run();
+    assert_eq!(first, second);
+}

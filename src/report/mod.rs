@@ -1,0 +1,296 @@
+//! report: renders a plan for people and for scripts.
+//!
+//! `text` is the terminal diff, `json` the machine-readable plan of INTERFACE.md, `csv` one
+//! row per changed field for spreadsheets, `markdown` for tickets and change reviews.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::plan::{Action, Change, Op, Plan, Verdict};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Csv,
+    Markdown,
+}
+
+/// Renders `plan`; `title` names what produced it (e.g. "sync --dry-run").
+pub fn render(plan: &Plan, format: Format, title: &str) -> String {
+    match format {
+        Format::Text => text(plan, title),
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(plan).expect("a plan serialises");
+            s.push('\n');
+            s
+        }
+        Format::Csv => csv(plan),
+        Format::Markdown => markdown(plan, title),
+    }
+}
+
+fn heading(op: Op) -> &'static str {
+    match op {
+        Op::Create => "Create",
+        Op::Update => "Update",
+        Op::Convert => "Convert",
+        Op::Disable => "Disable (hide from the address list, block sign-in)",
+        Op::Enable => "Enable (back within the grace period)",
+        Op::Delete => "Delete (grace period over)",
+    }
+}
+
+fn marker(op: Op) -> char {
+    match op {
+        Op::Create | Op::Enable => '+',
+        Op::Update | Op::Convert => '~',
+        Op::Disable | Op::Delete => '-',
+    }
+}
+
+/// A value for people: strings bare, lists joined, absence as `∅`.
+fn show(v: &Option<Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "∅".into(),
+        Some(Value::String(s)) => format!("\"{s}\""),
+        Some(Value::Array(items)) if items.is_empty() => "[]".into(),
+        Some(Value::Array(items)) => {
+            let parts: Vec<String> = items.iter().map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string())).collect();
+            format!("[{}]", parts.join(", "))
+        }
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A value for CSV and Markdown cells: no quotes, lists joined with `; `, absence empty.
+fn cell(v: &Option<Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn after_str<'a>(a: &'a Action, field: &str) -> Option<&'a str> {
+    a.changes.get(field).and_then(|(_, after)| after.as_ref()).and_then(Value::as_str)
+}
+
+fn summary_line(plan: &Plan) -> String {
+    let s = &plan.summary;
+    format!(
+        "{} to create, {} to update, {} to convert, {} to disable, {} to enable, {} to delete, {} unchanged, {} quarantined",
+        s.create, s.update, s.convert, s.disable, s.enable, s.delete, s.unchanged, s.quarantined
+    )
+}
+
+fn text(plan: &Plan, title: &str) -> String {
+    let mut out = String::new();
+    let src = &plan.source;
+    let _ = writeln!(
+        out,
+        "ldap2exo {title} at {}: {} LDAP entries read ({} scope), {} without mail skipped, {} marked disabled",
+        plan.generated_at, src.entries, src.scope, src.skipped_no_mail, src.disabled_in_ldap
+    );
+    for op in Op::ALL {
+        let actions: Vec<&Action> = plan.actions.iter().filter(|a| a.op == op).collect();
+        if actions.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{} ({})", heading(op), actions.len());
+        for a in actions {
+            text_action(&mut out, a);
+        }
+    }
+    if !plan.quarantined.is_empty() {
+        let _ = writeln!(out, "\nQuarantined ({}): not provisioned, not changed, not treated as leaving", plan.quarantined.len());
+        for q in &plan.quarantined {
+            let _ = writeln!(out, "  ! {}\n      {}: {}", q.dn, q.field, q.reason);
+        }
+    }
+    let _ = writeln!(out);
+    match plan.safety.verdict {
+        Verdict::Ok => {
+            let _ = writeln!(out, "Safety: ok");
+        }
+        Verdict::Blocked => {
+            let _ = writeln!(out, "Safety: BLOCKED — nothing would be disabled or deleted:");
+            for r in &plan.safety.reasons {
+                let _ = writeln!(out, "  - {r}");
+            }
+        }
+    }
+    let _ = writeln!(out, "Summary: {}", summary_line(plan));
+    out
+}
+
+fn text_action(out: &mut String, a: &Action) {
+    let m = marker(a.op);
+    match a.op {
+        Op::Create => {
+            let primary = after_str(a, "primarySmtpAddress").unwrap_or("");
+            let display = after_str(a, "displayName").unwrap_or("");
+            let _ = writeln!(out, "  {m} {:<16} {:<9} {primary}  \"{display}\"", a.uid, a.kind.as_str());
+            let extra: Vec<String> = ["emailAddresses", "externalEmailAddress", "hiddenFromAddressLists"]
+                .into_iter()
+                .filter_map(|f| {
+                    let (_, after) = a.changes.get(f)?;
+                    match after {
+                        Some(Value::Array(v)) if v.is_empty() => None,
+                        Some(Value::Bool(false)) => None,
+                        _ => Some(format!("{f}: {}", show(after))),
+                    }
+                })
+                .collect();
+            if !extra.is_empty() {
+                let _ = writeln!(out, "      {}", extra.join("  "));
+            }
+        }
+        _ => {
+            let why = a.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default();
+            let _ = writeln!(out, "  {m} {:<16} {:<9}{why}", a.uid, a.kind.as_str());
+            for (field, (before, after)) in &a.changes {
+                let _ = writeln!(out, "      {field}: {} → {}", show(before), show(after));
+            }
+        }
+    }
+}
+
+/// RFC 4180: quote a field when it holds a comma, quote, CR or LF; double inner quotes.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn csv_row(out: &mut String, fields: &[&str]) {
+    let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+    out.push_str(&row.join(","));
+    out.push_str("\r\n");
+}
+
+fn csv(plan: &Plan) -> String {
+    let mut out = String::new();
+    csv_row(&mut out, &["op", "anchor", "uid", "kind", "dn", "field", "before", "after", "reason"]);
+    for a in &plan.actions {
+        let reason = a.reason.as_deref().unwrap_or("");
+        if a.changes.is_empty() {
+            csv_row(&mut out, &[a.op.as_str(), a.anchor.as_str(), &a.uid, a.kind.as_str(), &a.dn, "", "", "", reason]);
+        }
+        for (field, (before, after)) in &a.changes {
+            csv_row(
+                &mut out,
+                &[a.op.as_str(), a.anchor.as_str(), &a.uid, a.kind.as_str(), &a.dn, field, &cell(before), &cell(after), reason],
+            );
+        }
+    }
+    for q in &plan.quarantined {
+        let anchor = q.anchor.as_ref().map(|a| a.as_str()).unwrap_or("");
+        csv_row(&mut out, &["quarantined", anchor, q.uid.as_deref().unwrap_or(""), "", &q.dn, &q.field, "", "", &q.reason]);
+    }
+    out
+}
+
+/// Markdown table cells must not break the table: escape pipes, fold newlines.
+fn md(s: &str) -> String {
+    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+fn markdown(plan: &Plan, title: &str) -> String {
+    let mut out = String::new();
+    let s = &plan.summary;
+    let _ = writeln!(out, "# ldap2exo {title}\n");
+    let _ = writeln!(
+        out,
+        "Generated {}. {} LDAP entries read ({} scope), {} without mail skipped, {} marked disabled.\n",
+        plan.generated_at, plan.source.entries, plan.source.scope, plan.source.skipped_no_mail, plan.source.disabled_in_ldap
+    );
+    let _ = writeln!(out, "| create | update | convert | disable | enable | delete | unchanged | quarantined |");
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        s.create, s.update, s.convert, s.disable, s.enable, s.delete, s.unchanged, s.quarantined
+    );
+    match plan.safety.verdict {
+        Verdict::Ok => {
+            let _ = writeln!(out, "**Safety:** ok\n");
+        }
+        Verdict::Blocked => {
+            let _ = writeln!(out, "**Safety: blocked.** Nothing would be disabled or deleted:\n");
+            for r in &plan.safety.reasons {
+                let _ = writeln!(out, "- {}", md(r));
+            }
+            let _ = writeln!(out);
+        }
+    }
+    for op in Op::ALL {
+        let actions: Vec<&Action> = plan.actions.iter().filter(|a| a.op == op).collect();
+        if actions.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "## {} ({})\n", heading(op), actions.len());
+        let _ = writeln!(out, "| uid | kind | field | before | after |");
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        for a in actions {
+            let mut rows: Vec<(&str, &Change)> = a.changes.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            let none: Change = (None, None);
+            if rows.is_empty() {
+                rows.push(("", &none));
+            }
+            for (i, (field, (before, after))) in rows.into_iter().enumerate() {
+                let (uid, kind) = if i == 0 { (md(&a.uid), a.kind.as_str()) } else { (String::new(), "") };
+                let _ = writeln!(out, "| {uid} | {kind} | {} | {} | {} |", md(field), md(&cell(before)), md(&cell(after)));
+            }
+            if let Some(r) = &a.reason {
+                let _ = writeln!(out, "| | | *reason* | | {} |", md(r));
+            }
+        }
+        let _ = writeln!(out);
+    }
+    if !plan.quarantined.is_empty() {
+        let _ = writeln!(out, "## Quarantined ({})\n", plan.quarantined.len());
+        let _ = writeln!(out, "| entry | field | reason |");
+        let _ = writeln!(out, "|---|---|---|");
+        for q in &plan.quarantined {
+            let _ = writeln!(out, "| {} | {} | {} |", md(&q.dn), md(&q.field), md(&q.reason));
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn markdown_cells_cannot_break_the_table() {
+        assert_eq!(md("a|b\nc"), "a\\|b c");
+    }
+
+    #[test]
+    fn values_are_shown_plainly() {
+        assert_eq!(show(&None), "∅");
+        assert_eq!(show(&Some(Value::from("x"))), "\"x\"");
+        assert_eq!(show(&Some(serde_json::json!(["a", "b"]))), "[a, b]");
+        assert_eq!(cell(&Some(serde_json::json!(["a", "b"]))), "a; b");
+        assert_eq!(cell(&Some(Value::Bool(true))), "true");
+    }
+}

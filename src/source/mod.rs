@@ -1,0 +1,55 @@
+//! source: reads people from OpenLDAP.
+//!
+//! Knows LDAP (bind, StartTLS/LDAPS, paged search per RFC 2696, filter escaping) and nothing
+//! about Exchange. Its one promise: a read either returns every matching entry or fails.
+//! A short result from a size or time limit, an unfollowed referral or a dropped connection
+//! is an error, because downstream a missing entry means "this person left".
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One LDAP entry as read, before any mapping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawEntry {
+    pub dn: String,
+    /// Attribute values by attribute name in lower case (LDAP names are case-insensitive).
+    pub attrs: BTreeMap<String, Vec<String>>,
+    /// Lower-case names of requested attributes that had values that are not UTF-8.
+    pub binary: BTreeSet<String>,
+    /// The entry also matches `ldap.rules.hidden_filter`.
+    pub hidden: bool,
+    /// The entry also matches `ldap.rules.disabled_filter`.
+    pub disabled: bool,
+}
+
+impl RawEntry {
+    /// All values of `attr` (any case); empty when absent.
+    pub fn values(&self, attr: &str) -> &[String] {
+        self.attrs.get(&attr.to_ascii_lowercase()).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The first value of `attr`, if any.
+    pub fn first(&self, attr: &str) -> Option<&str> {
+        self.values(attr).first().map(String::as_str)
+    }
+
+    /// True when `attr` had a value that is not valid UTF-8.
+    pub fn is_binary(&self, attr: &str) -> bool {
+        self.binary.contains(&attr.to_ascii_lowercase())
+    }
+}
+
+/// Which people a run reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Everyone the configured filter matches: a full run, which may also plan leavers.
+    All,
+    /// Just these uids (`sync --only`); nobody else is planned.
+    Only(Vec<String>),
+}
+
+mod error;
+pub mod filter;
+mod reader;
+
+pub use error::{SourceError, rc_name};
+pub use reader::{CheckReport, TlsMode, check, read};

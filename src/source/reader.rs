@@ -1,0 +1,650 @@
+//! Connecting, binding and the paged search.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ldap3::controls::{Control, ControlType, PagedResults};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope as LdapScope, SearchEntry, SearchOptions};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tracing::{debug, info, warn};
+
+use super::error::{SourceError, display_url, redact};
+use super::filter::{and, is_valid, normalize_dn, selection_filter};
+use super::{RawEntry, Selection};
+use crate::config::{LdapConfig, Scope};
+
+/// OID of the paged results control (RFC 2696).
+const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
+
+/// How the connection was protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain `ldap://` without StartTLS.
+    None,
+    /// `ldap://` upgraded with StartTLS.
+    StartTls,
+    /// `ldaps://`.
+    Ldaps,
+}
+
+impl TlsMode {
+    pub fn is_tls(self) -> bool {
+        self != TlsMode::None
+    }
+}
+
+/// What `check-config` learns about the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The URL (without any credentials).
+    pub url: String,
+    pub tls: TlsMode,
+    /// The DN bound as; `None` for an anonymous bind.
+    pub bind_dn: Option<String>,
+    /// The base DN, which exists.
+    pub base_dn: String,
+    /// `vendorName` and `vendorVersion` from the root DSE, when the server publishes them.
+    pub vendor: Option<String>,
+    /// `namingContexts` from the root DSE (empty when it cannot be read).
+    pub naming_contexts: Vec<String>,
+    /// The root DSE lists the paged results control. `None` when it cannot be read.
+    pub paged_results: Option<bool>,
+    /// Things that work but deserve attention (plain-text bind, no paging support, …).
+    pub warnings: Vec<String>,
+}
+
+/// Everything a search needs to name itself in errors and logs.
+struct Ctx<'a> {
+    url: String,
+    base_dn: &'a str,
+    scope: LdapScope,
+    page_size: i32,
+    server_time_limit: i32,
+    op_timeout: Duration,
+}
+
+impl Ctx<'_> {
+    fn new(config: &LdapConfig) -> Ctx<'_> {
+        Ctx {
+            url: display_url(&config.url),
+            base_dn: &config.base_dn,
+            scope: match config.scope {
+                Scope::Base => LdapScope::Base,
+                Scope::One => LdapScope::OneLevel,
+                Scope::Sub => LdapScope::Subtree,
+            },
+            page_size: i32::try_from(config.page_size.max(1)).unwrap_or(i32::MAX),
+            server_time_limit: i32::try_from(config.timeout_seconds).unwrap_or(i32::MAX),
+            op_timeout: op_timeout(config.timeout_seconds),
+        }
+    }
+
+    /// Maps a library error during a search to a `SourceError`.
+    fn search_error(&self, e: LdapError, entries: usize) -> SourceError {
+        match e {
+            LdapError::Timeout { .. } => SourceError::Timeout {
+                url: self.url.clone(),
+                base_dn: self.base_dn.to_owned(),
+                seconds: self.op_timeout.as_secs(),
+            },
+            LdapError::LdapResult { result } => self.result_error(result.rc, result.text, result.refs, entries),
+            other => SourceError::Dropped {
+                url: self.url.clone(),
+                base_dn: self.base_dn.to_owned(),
+                entries,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// Maps a non-zero result code to a `SourceError`.
+    fn result_error(&self, rc: u32, text: String, refs: Vec<String>, entries: usize) -> SourceError {
+        let url = self.url.clone();
+        let base_dn = self.base_dn.to_owned();
+        match rc {
+            3 | 4 | 11 => SourceError::Limit { url, base_dn, rc, entries, message: text },
+            10 => SourceError::Referral { url, base_dn, refs },
+            32 => SourceError::NoSuchBase { url, base_dn, message: text },
+            // 80 "user cancelled" is what the library reports when the stream ended
+            // without a result: the connection went away.
+            _ => SourceError::Search { url, base_dn, rc, message: text },
+        }
+    }
+}
+
+/// Client-side patience for one server reply: the server's own time limit plus slack, so a
+/// server-side limit is reported as such (rc 3) before the client gives up.
+fn op_timeout(timeout_seconds: u64) -> Duration {
+    if timeout_seconds == 0 { Duration::from_secs(600) } else { Duration::from_secs(timeout_seconds.saturating_add(30)) }
+}
+
+/// An open, bound connection.
+struct Session {
+    ldap: Ldap,
+    driver: tokio::task::JoinHandle<()>,
+    tls: TlsMode,
+}
+
+impl Session {
+    async fn close(mut self) {
+        if let Err(e) = self.ldap.unbind().await {
+            debug!(error = %e, "unbind failed");
+        }
+        // The driver ends when the server closes the connection; do not wait on it.
+        self.driver.abort();
+    }
+}
+
+/// Builds the TLS client configuration: the aws-lc-rs provider set explicitly (no
+/// process-wide default needed), system roots plus the optional `ca_file`, and certificate
+/// verification always on.
+pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, SourceError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        debug!(error = %e, "skipping unreadable system certificate");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    debug!(added, ignored, "loaded system trust roots");
+    if let Some(path) = ca_file {
+        let ca_err = |message: String| SourceError::CaFile { path: path.to_owned(), message };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| ca_err(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| ca_err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ca_err("no PEM certificate in the file".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SourceError::Tls { url: String::from("(any)"), message: e.to_string() })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// True when the error comes from TLS (handshake, certificate verification).
+fn is_tls_error(e: &LdapError) -> bool {
+    match e {
+        LdapError::Rustls { .. } | LdapError::DNSName { .. } => true,
+        LdapError::Io { source } => source.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()),
+        _ => false,
+    }
+}
+
+/// The TLS failure in plain words, with a hint for the usual cause.
+fn tls_message(e: &LdapError, password: Option<&str>) -> String {
+    let inner = match e {
+        LdapError::Io { source } => source.get_ref().map(|i| i.to_string()),
+        _ => None,
+    }
+    .unwrap_or_else(|| e.to_string());
+    let hint = if inner.contains("UnknownIssuer") {
+        " (the server's certificate is not signed by a trusted CA: set ldap.ca_file to the CA that signed it)"
+    } else if inner.contains("NotValidForName") {
+        " (the certificate does not name the host in ldap.url)"
+    } else if inner.contains("Expired") {
+        " (the server's certificate has expired)"
+    } else {
+        ""
+    };
+    redact(&format!("{inner}{hint}"), password)
+}
+
+/// Connects (with StartTLS or LDAPS as configured) and binds.
+async fn open(config: &LdapConfig) -> Result<Session, SourceError> {
+    let url = display_url(&config.url);
+    let password = config.bind_password.as_ref().map(|p| p.expose());
+    let scheme = config.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+    let tls = match (scheme.as_str(), config.starttls) {
+        ("ldap", false) => TlsMode::None,
+        ("ldap", true) => TlsMode::StartTls,
+        ("ldaps", false) => TlsMode::Ldaps,
+        ("ldaps", true) => {
+            return Err(SourceError::Url { url, message: "StartTLS cannot be used with ldaps://".into() });
+        }
+        _ => return Err(SourceError::Url { url, message: "the scheme must be ldap:// or ldaps://".into() }),
+    };
+
+    let connect_timeout = Duration::from_secs(config.timeout_seconds.clamp(1, 30));
+    let mut settings = LdapConnSettings::new().set_conn_timeout(connect_timeout);
+    if tls.is_tls() {
+        let client = tls_config(config.ca_file.as_deref())?;
+        settings = settings.set_config(Arc::new(client)).set_starttls(tls == TlsMode::StartTls);
+    }
+
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &config.url).await.map_err(|e| {
+        let message = redact(&e.to_string(), password);
+        match e {
+            LdapError::UrlParsing { .. } | LdapError::UnknownScheme(_) => SourceError::Url { url: url.clone(), message },
+            LdapError::Timeout { .. } => SourceError::Connect {
+                url: url.clone(),
+                message: format!("no connection within {} s", connect_timeout.as_secs()),
+            },
+            ref e if is_tls_error(e) => SourceError::Tls { url: url.clone(), message: tls_message(e, password) },
+            LdapError::LdapResult { .. } if tls == TlsMode::StartTls => {
+                SourceError::Tls { url: url.clone(), message: format!("the server refused StartTLS: {message}") }
+            }
+            _ => SourceError::Connect { url: url.clone(), message },
+        }
+    })?;
+    let driver_url = url.clone();
+    let driver = tokio::spawn(async move {
+        if let Err(e) = conn.drive().await {
+            debug!(url = %driver_url, error = %e, "LDAP connection ended with an error");
+        }
+    });
+
+    let bind_dn = config.bind_dn.as_deref().unwrap_or("");
+    let shown_dn = if bind_dn.is_empty() { "anonymous".to_owned() } else { bind_dn.to_owned() };
+    let pw = match (bind_dn.is_empty(), password) {
+        (true, _) => "",
+        (false, Some(p)) if !p.is_empty() => p,
+        (false, _) => {
+            driver.abort();
+            return Err(SourceError::Bind {
+                url,
+                bind_dn: shown_dn,
+                rc: 48,
+                message: "no bind password: an empty password would be an unauthenticated bind".into(),
+            });
+        }
+    };
+    let op_timeout = op_timeout(config.timeout_seconds);
+    let bound = ldap.with_timeout(op_timeout).simple_bind(bind_dn, pw).await;
+    let fail = |rc: u32, message: String| SourceError::Bind {
+        url: url.clone(),
+        bind_dn: shown_dn.clone(),
+        rc,
+        message: redact(&message, password),
+    };
+    let result = match bound {
+        Ok(r) if r.rc == 0 => Ok(()),
+        Ok(r) => Err(fail(r.rc, r.text)),
+        Err(LdapError::Timeout { .. }) => {
+            Err(SourceError::Timeout { url: url.clone(), base_dn: config.base_dn.clone(), seconds: op_timeout.as_secs() })
+        }
+        Err(e) => Err(SourceError::Connect { url: url.clone(), message: redact(&e.to_string(), password) }),
+    };
+    if let Err(e) = result {
+        driver.abort();
+        return Err(e);
+    }
+    debug!(url = %url, bind_dn = %shown_dn, tls = ?tls, "bound to LDAP");
+    Ok(Session { ldap, driver, tls })
+}
+
+/// Runs one complete paged search and hands every entry to `on_entry`. Returns the number
+/// of entries. Any non-zero result on any page, any continuation reference, any broken
+/// connection is an error.
+async fn paged_search(
+    ldap: &mut Ldap,
+    ctx: &Ctx<'_>,
+    filter: &str,
+    attrs: &[String],
+    mut on_entry: impl FnMut(SearchEntry),
+) -> Result<usize, SourceError> {
+    let mut cookie: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    let mut page = 0u32;
+    loop {
+        page += 1;
+        let control = PagedResults { size: ctx.page_size, cookie: std::mem::take(&mut cookie) };
+        let opts = SearchOptions::new().timelimit(ctx.server_time_limit);
+        let mut stream = ldap
+            .with_controls(control)
+            .with_search_options(opts)
+            .with_timeout(ctx.op_timeout)
+            .streaming_search(ctx.base_dn, ctx.scope, filter, attrs)
+            .await
+            .map_err(|e| match e {
+                LdapError::FilterParsing => SourceError::Filter { filter: filter.to_owned() },
+                e => ctx.search_error(e, total),
+            })?;
+        let mut in_page = 0usize;
+        let mut refs: Vec<String> = Vec::new();
+        loop {
+            match stream.next().await {
+                Ok(Some(entry)) if entry.is_ref() => refs.extend(ldap3::parse_refs(entry.0)),
+                Ok(Some(entry)) if entry.is_intermediate() => {}
+                Ok(Some(entry)) => {
+                    on_entry(SearchEntry::construct(entry));
+                    in_page += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = stream.finish().await;
+                    return Err(ctx.search_error(e, total + in_page));
+                }
+            }
+        }
+        let result = stream.finish().await;
+        total += in_page;
+        debug!(
+            url = %ctx.url, base_dn = %ctx.base_dn, page, entries = in_page, total, rc = result.rc,
+            "read a page"
+        );
+        if !refs.is_empty() {
+            return Err(SourceError::Referral { url: ctx.url.clone(), base_dn: ctx.base_dn.to_owned(), refs });
+        }
+        if result.rc != 0 {
+            let mut refs = result.refs;
+            refs.retain(|r| !r.is_empty());
+            return Err(ctx.result_error(result.rc, result.text, refs, total));
+        }
+        let next = result.ctrls.iter().find_map(|c| match c {
+            Control(Some(ControlType::PagedResults), raw) => Some(raw.parse::<PagedResults>().cookie),
+            Control(None, raw) if raw.ctype == PAGED_RESULTS_OID => Some(raw.parse::<PagedResults>().cookie),
+            _ => None,
+        });
+        match next {
+            // The server ignored the (non-critical) control and sent everything at once,
+            // with success: complete.
+            None => {
+                if page == 1 {
+                    debug!(url = %ctx.url, "server did not page the result");
+                }
+                return Ok(total);
+            }
+            Some(c) if c.is_empty() => return Ok(total),
+            Some(c) => cookie = c,
+        }
+    }
+}
+
+/// Turns a library entry into a `RawEntry`: attribute names in lower case, names with
+/// values that are not UTF-8 recorded in `binary` (their values are left out of `attrs`).
+fn to_raw(entry: SearchEntry) -> RawEntry {
+    let mut raw = RawEntry { dn: entry.dn, ..RawEntry::default() };
+    for (name, values) in entry.attrs {
+        raw.attrs.entry(name.to_ascii_lowercase()).or_default().extend(values);
+    }
+    for name in entry.bin_attrs.into_keys() {
+        raw.binary.insert(name.to_ascii_lowercase());
+    }
+    raw
+}
+
+/// Reads the people of `selection`: every entry under `base_dn` that matches the configured
+/// filter, with the mapped attributes only, and the `hidden`/`disabled` flags of the rules.
+///
+/// Returns every matching entry in server order, or an error: a partial result (size, time
+/// or admin limit, referral, dropped connection, any non-zero result code) is never returned.
+/// `Selection::Only` with no uid searches nothing and returns an empty list.
+pub async fn read(config: &LdapConfig, selection: &Selection) -> Result<Vec<RawEntry>, SourceError> {
+    let started = Instant::now();
+    let uid_attr = &config.attributes.uid;
+    let Some(filter) = selection_filter(&config.filter, uid_attr, selection) else {
+        info!(url = %display_url(&config.url), "no uid selected, nothing to read");
+        return Ok(Vec::new());
+    };
+    if !is_valid(&filter) {
+        return Err(SourceError::Filter { filter: config.filter.clone() });
+    }
+    // Rule filters: (&<filter-with-selection><rule>).
+    let mut rules: Vec<(&'static str, String)> = Vec::new();
+    for (name, rule) in [("hidden", &config.rules.hidden_filter), ("disabled", &config.rules.disabled_filter)] {
+        if let Some(rule) = rule.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+            let combined = and(&[&filter, rule]);
+            if !is_valid(&combined) {
+                return Err(SourceError::Filter { filter: rule.to_owned() });
+            }
+            rules.push((name, combined));
+        }
+    }
+
+    let ctx = Ctx::new(config);
+    let mut attrs = config.attributes.requested();
+    if attrs.is_empty() {
+        // An empty list would ask for every user attribute; ask for none instead.
+        attrs.push("1.1".into());
+    }
+    let mut session = open(config).await?;
+    let outcome = async {
+        let mut entries: Vec<RawEntry> = Vec::new();
+        paged_search(&mut session.ldap, &ctx, &filter, &attrs, |e| entries.push(to_raw(e))).await?;
+        let mut flagged: Vec<(&'static str, HashSet<String>)> = Vec::new();
+        for (name, rule_filter) in rules.iter().filter(|_| !entries.is_empty()) {
+            let mut dns = HashSet::new();
+            let no_attrs = vec![String::from("1.1")];
+            paged_search(&mut session.ldap, &ctx, rule_filter, &no_attrs, |e| {
+                dns.insert(normalize_dn(&e.dn));
+            })
+            .await?;
+            debug!(url = %ctx.url, rule = name, matched = dns.len(), "applied rule");
+            flagged.push((name, dns));
+        }
+        Ok::<_, SourceError>((entries, flagged))
+    }
+    .await;
+    session.close().await;
+    let (mut entries, flagged) = outcome?;
+
+    let (mut hidden, mut disabled) = (0usize, 0usize);
+    if !flagged.is_empty() {
+        for entry in &mut entries {
+            let dn = normalize_dn(&entry.dn);
+            for (name, dns) in &flagged {
+                if dns.contains(&dn) {
+                    match *name {
+                        "hidden" => {
+                            entry.hidden = true;
+                            hidden += 1;
+                        }
+                        _ => {
+                            entry.disabled = true;
+                            disabled += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let binary = entries.iter().filter(|e| !e.binary.is_empty()).count();
+    if binary > 0 {
+        warn!(url = %ctx.url, entries = binary, "some entries have attribute values that are not UTF-8");
+    }
+    info!(
+        url = %ctx.url,
+        base_dn = %ctx.base_dn,
+        selection = if matches!(selection, Selection::All) { "all" } else { "only" },
+        entries = entries.len(),
+        hidden,
+        disabled,
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "read LDAP entries"
+    );
+    Ok(entries)
+}
+
+/// For `check-config`: connects, binds, checks that the base DN exists and the filters
+/// parse, and reads what the root DSE tells about the server.
+pub async fn check(config: &LdapConfig) -> Result<CheckReport, SourceError> {
+    for f in [Some(&config.filter), config.rules.hidden_filter.as_ref(), config.rules.disabled_filter.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if !is_valid(f.trim()) {
+            return Err(SourceError::Filter { filter: f.clone() });
+        }
+    }
+    let ctx = Ctx::new(config);
+    let mut session = open(config).await?;
+    let outcome = async {
+        // The base DN must exist.
+        let mut stream = session
+            .ldap
+            .with_timeout(ctx.op_timeout)
+            .streaming_search(ctx.base_dn, LdapScope::Base, "(objectClass=*)", vec!["1.1"])
+            .await
+            .map_err(|e| ctx.search_error(e, 0))?;
+        loop {
+            match stream.next().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => return Err(ctx.search_error(e, 0)),
+            }
+        }
+        let res = stream.finish().await;
+        if res.rc != 0 {
+            return Err(ctx.result_error(res.rc, res.text, res.refs, 0));
+        }
+
+        // The root DSE is informative only: a server may hide it.
+        let mut vendor = None;
+        let mut naming_contexts = Vec::new();
+        let mut paged_results = None;
+        let dse = session
+            .ldap
+            .with_timeout(ctx.op_timeout)
+            .search(
+                "",
+                LdapScope::Base,
+                "(objectClass=*)",
+                vec!["vendorName", "vendorVersion", "namingContexts", "supportedControl"],
+            )
+            .await;
+        match dse {
+            Ok(ldap3::SearchResult(found, res)) if res.rc == 0 => {
+                if let Some(e) = found.into_iter().find(|e| !e.is_ref()).map(SearchEntry::construct) {
+                    let get = |name: &str| -> Vec<String> {
+                        e.attrs
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or_default()
+                    };
+                    let v: Vec<String> = get("vendorName").into_iter().chain(get("vendorVersion")).collect();
+                    if !v.is_empty() {
+                        vendor = Some(v.join(" "));
+                    }
+                    naming_contexts = get("namingContexts");
+                    let controls = get("supportedControl");
+                    if !controls.is_empty() {
+                        paged_results = Some(controls.iter().any(|c| c == PAGED_RESULTS_OID));
+                    }
+                }
+            }
+            Ok(ldap3::SearchResult(_, res)) => debug!(rc = res.rc, "cannot read the root DSE"),
+            Err(e) => debug!(error = %e, "cannot read the root DSE"),
+        }
+        Ok((vendor, naming_contexts, paged_results))
+    }
+    .await;
+    let tls = session.tls;
+    session.close().await;
+    let (vendor, naming_contexts, paged_results) = outcome?;
+
+    let mut warnings = Vec::new();
+    if !tls.is_tls() && config.bind_dn.is_some() {
+        warnings.push("the connection is not encrypted: the bind password travels in clear text (use ldaps:// or starttls = true)".into());
+    }
+    if paged_results == Some(false) {
+        warnings.push("the server does not list the paged results control: large directories may hit its size limit".into());
+    }
+    if !naming_contexts.is_empty() {
+        let base = normalize_dn(&config.base_dn);
+        let inside = naming_contexts.iter().any(|nc| {
+            let nc = normalize_dn(nc);
+            base == nc || base.ends_with(&format!(",{nc}"))
+        });
+        if !inside {
+            warnings.push(format!(
+                "base DN `{}` is not under any naming context the server lists ({})",
+                config.base_dn,
+                naming_contexts.join("; ")
+            ));
+        }
+    }
+    Ok(CheckReport {
+        url: ctx.url.clone(),
+        tls,
+        bind_dn: config.bind_dn.clone(),
+        base_dn: config.base_dn.clone(),
+        vendor,
+        naming_contexts,
+        paged_results,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_config_builds_without_a_process_provider() {
+        // No CryptoProvider::install_default anywhere: the provider is passed explicitly.
+        tls_config(None).unwrap();
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.pem");
+        let err = tls_config(Some(&missing)).unwrap_err();
+        assert!(matches!(err, SourceError::CaFile { .. }), "{err}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = tls_config(Some(&empty)).unwrap_err().to_string();
+        assert!(err.contains("no PEM certificate"), "{err}");
+    }
+
+    #[test]
+    fn raw_entries_have_lower_case_names_and_record_binary() {
+        let mut e = SearchEntry { dn: "uid=a,dc=x".into(), attrs: Default::default(), bin_attrs: Default::default() };
+        e.attrs.insert("entryUUID".into(), vec!["u-1".into()]);
+        e.attrs.insert("mail".into(), vec!["a@x".into()]);
+        e.bin_attrs.insert("displayName".into(), vec![vec![0xff, 0xfe]]);
+        let raw = to_raw(e);
+        assert_eq!(raw.first("entryuuid"), Some("u-1"));
+        assert_eq!(raw.first("ENTRYUUID"), Some("u-1"));
+        assert!(raw.attrs.contains_key("entryuuid"));
+        assert!(raw.is_binary("displayName"));
+        assert!(raw.values("displayname").is_empty());
+    }
+
+    #[test]
+    fn result_codes_map_to_errors_that_refuse_a_partial_read() {
+        let config = LdapConfig {
+            url: "ldap://ldap.example.edu".into(),
+            starttls: false,
+            ca_file: None,
+            bind_dn: None,
+            bind_password_file: None,
+            bind_password: None,
+            base_dn: "ou=people,dc=example,dc=edu".into(),
+            scope: Scope::Sub,
+            filter: "(objectClass=*)".into(),
+            page_size: 10,
+            timeout_seconds: 60,
+            attributes: Default::default(),
+            rules: Default::default(),
+        };
+        let ctx = Ctx::new(&config);
+        let e = |rc| ctx.result_error(rc, "text".into(), vec!["ldap://other/".into()], 7);
+        assert!(matches!(e(3), SourceError::Limit { rc: 3, entries: 7, .. }));
+        assert!(matches!(e(4), SourceError::Limit { rc: 4, .. }));
+        assert!(matches!(e(11), SourceError::Limit { rc: 11, .. }));
+        assert!(matches!(e(10), SourceError::Referral { ref refs, .. } if refs == &["ldap://other/"]));
+        assert!(matches!(e(32), SourceError::NoSuchBase { .. }));
+        assert!(matches!(e(50), SourceError::Search { rc: 50, .. }));
+        assert!(e(3).to_string().contains("timeLimitExceeded (rc 3)"));
+        let dropped = ctx.search_error(LdapError::EndOfStream, 3);
+        assert!(matches!(dropped, SourceError::Dropped { entries: 3, .. }), "{dropped}");
+    }
+
+    #[test]
+    fn op_timeout_leaves_room_for_the_server_limit() {
+        assert_eq!(op_timeout(120), Duration::from_secs(150));
+        assert_eq!(op_timeout(0), Duration::from_secs(600));
+    }
+}

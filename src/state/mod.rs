@@ -1,0 +1,441 @@
+//! state: the SQLite state store (through sqlx, schema in `migrations/`).
+//!
+//! It remembers which tenant objects ldap2exo manages and what it last applied to them, the
+//! runs, a journal of every tenant action, and the quarantined LDAP entries. The plan diffs
+//! LDAP against this view; apply writes each outcome here as soon as it is known.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+
+use crate::desired::{Kind, Quarantined};
+use crate::ids::Anchor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot open state store {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot migrate state store {path}: {source}")]
+    Migrate { path: PathBuf, source: sqlx::migrate::MigrateError },
+    #[error("state store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("state store row for anchor {anchor} is corrupt: {message}")]
+    Corrupt { anchor: String, message: String },
+}
+
+/// Lifecycle of a managed object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Active,
+    Disabled,
+    Deleted,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Active => "active",
+            Stage::Disabled => "disabled",
+            Stage::Deleted => "deleted",
+        }
+    }
+}
+
+impl FromStr for Stage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(Stage::Active),
+            "disabled" => Ok(Stage::Disabled),
+            "deleted" => Ok(Stage::Deleted),
+            other => Err(format!("unknown stage `{other}`")),
+        }
+    }
+}
+
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    match s {
+        "mail_user" => Ok(Kind::MailUser),
+        "mailbox" => Ok(Kind::Mailbox),
+        other => Err(format!("unknown kind `{other}`")),
+    }
+}
+
+/// A tenant object ldap2exo manages, as last applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ManagedObject {
+    pub anchor: Anchor,
+    pub kind: Kind,
+    pub uid: String,
+    pub dn: String,
+    pub tenant_object_id: Option<String>,
+    /// Field name → value, as in `Recipient::fields()`.
+    pub attributes: BTreeMap<String, Value>,
+    pub stage: Stage,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub disabled_at: Option<i64>,
+    pub delete_due_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+}
+
+#[derive(FromRow)]
+struct ObjectRow {
+    anchor: String,
+    kind: String,
+    uid: String,
+    dn: String,
+    tenant_object_id: Option<String>,
+    attributes: String,
+    stage: String,
+    created_at: i64,
+    updated_at: i64,
+    disabled_at: Option<i64>,
+    delete_due_at: Option<i64>,
+    deleted_at: Option<i64>,
+}
+
+impl TryFrom<ObjectRow> for ManagedObject {
+    type Error = StateError;
+    fn try_from(r: ObjectRow) -> Result<Self, Self::Error> {
+        let corrupt = |message: String| StateError::Corrupt { anchor: r.anchor.clone(), message };
+        Ok(ManagedObject {
+            anchor: Anchor::new(&r.anchor).map_err(|e| corrupt(e.to_string()))?,
+            kind: parse_kind(&r.kind).map_err(corrupt)?,
+            stage: r.stage.parse().map_err(corrupt)?,
+            attributes: serde_json::from_str(&r.attributes)
+                .map_err(|e| corrupt(format!("attributes are not a JSON object: {e}")))?,
+            uid: r.uid,
+            dn: r.dn,
+            tenant_object_id: r.tenant_object_id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            disabled_at: r.disabled_at,
+            delete_due_at: r.delete_due_at,
+            deleted_at: r.deleted_at,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    DryRun,
+    Plan,
+    Apply,
+}
+
+impl RunMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunMode::DryRun => "dry_run",
+            RunMode::Plan => "plan",
+            RunMode::Apply => "apply",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunScope {
+    Full,
+    Only,
+}
+
+impl RunScope {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunScope::Full => "full",
+            RunScope::Only => "only",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Partial,
+    Failed,
+    Blocked,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Partial => "partial",
+            Outcome::Failed => "failed",
+            Outcome::Blocked => "blocked",
+        }
+    }
+}
+
+/// What is recorded when a run finishes.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    pub outcome: Outcome,
+    pub source_count: Option<u64>,
+    pub verdict: Option<&'static str>,
+    pub summary: Option<Value>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct RunRecord {
+    pub id: i64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub mode: String,
+    pub scope: String,
+    pub source_count: Option<i64>,
+    pub verdict: Option<String>,
+    pub summary: Option<String>,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct QuarantineRecord {
+    pub dn: String,
+    pub anchor: Option<String>,
+    pub uid: Option<String>,
+    pub field: String,
+    pub reason: String,
+    pub first_seen_at: i64,
+    pub last_seen_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct JournalRecord {
+    pub id: i64,
+    pub run_id: i64,
+    pub anchor: String,
+    pub op: String,
+    pub step: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub result: String,
+    pub detail: Option<String>,
+}
+
+/// The SQLite state store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self, StateError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            // WAL plus synchronous=FULL: a journal row that was committed survives a crash
+            // or power cut, which is the whole point of writing it as each action completes.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StateError::Open { path: path.to_owned(), source })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| StateError::Migrate { path: path.to_owned(), source })?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Every managed object, deleted ones included, ordered by anchor.
+    pub async fn objects(&self) -> Result<Vec<ManagedObject>, StateError> {
+        let rows: Vec<ObjectRow> =
+            sqlx::query_as("SELECT * FROM managed_objects ORDER BY anchor").fetch_all(&self.pool).await?;
+        rows.into_iter().map(ManagedObject::try_from).collect()
+    }
+
+    pub async fn object(&self, anchor: &Anchor) -> Result<Option<ManagedObject>, StateError> {
+        let row: Option<ObjectRow> = sqlx::query_as("SELECT * FROM managed_objects WHERE anchor = ?")
+            .bind(anchor.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(ManagedObject::try_from).transpose()
+    }
+
+    /// Inserts or replaces the row for `obj.anchor`.
+    pub async fn upsert_object(&self, obj: &ManagedObject) -> Result<(), StateError> {
+        let attributes = serde_json::to_string(&obj.attributes).expect("a map of JSON values serialises");
+        sqlx::query(
+            "INSERT INTO managed_objects (anchor, kind, uid, dn, tenant_object_id, attributes, stage,
+                 created_at, updated_at, disabled_at, delete_due_at, deleted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (anchor) DO UPDATE SET
+                 kind = excluded.kind, uid = excluded.uid, dn = excluded.dn,
+                 tenant_object_id = excluded.tenant_object_id, attributes = excluded.attributes,
+                 stage = excluded.stage, updated_at = excluded.updated_at,
+                 disabled_at = excluded.disabled_at, delete_due_at = excluded.delete_due_at,
+                 deleted_at = excluded.deleted_at",
+        )
+        .bind(obj.anchor.as_str())
+        .bind(obj.kind.as_str())
+        .bind(&obj.uid)
+        .bind(&obj.dn)
+        .bind(&obj.tenant_object_id)
+        .bind(attributes)
+        .bind(obj.stage.as_str())
+        .bind(obj.created_at)
+        .bind(obj.updated_at)
+        .bind(obj.disabled_at)
+        .bind(obj.delete_due_at)
+        .bind(obj.deleted_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The source size of the last full run that applied successfully: what the shrink
+    /// guard compares against. Dry runs, plans and `--only` runs never become the baseline.
+    pub async fn baseline(&self) -> Result<Option<u64>, StateError> {
+        let count: Option<i64> = sqlx::query_scalar(
+            "SELECT source_count FROM runs
+             WHERE mode = 'apply' AND scope = 'full' AND outcome IN ('ok', 'partial')
+                   AND source_count IS NOT NULL
+             ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten();
+        Ok(count.map(|c| c.max(0) as u64))
+    }
+
+    pub async fn begin_run(&self, mode: RunMode, scope: RunScope, now: i64) -> Result<i64, StateError> {
+        let id = sqlx::query("INSERT INTO runs (started_at, mode, scope) VALUES (?, ?, ?)")
+            .bind(now)
+            .bind(mode.as_str())
+            .bind(scope.as_str())
+            .execute(&self.pool)
+            .await?
+            .last_insert_rowid();
+        Ok(id)
+    }
+
+    pub async fn finish_run(&self, id: i64, end: &RunEnd, now: i64) -> Result<(), StateError> {
+        sqlx::query(
+            "UPDATE runs SET finished_at = ?, outcome = ?, source_count = ?, verdict = ?, summary = ?, error = ?
+             WHERE id = ?",
+        )
+        .bind(now)
+        .bind(end.outcome.as_str())
+        .bind(end.source_count.map(|c| c as i64))
+        .bind(end.verdict)
+        .bind(end.summary.as_ref().map(Value::to_string))
+        .bind(&end.error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The most recent runs, newest first.
+    pub async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StateError> {
+        Ok(sqlx::query_as("SELECT * FROM runs ORDER BY id DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Replaces the quarantine list with what the latest full read found, keeping when each
+    /// entry was first seen so an operator can tell a new problem from an old one.
+    pub async fn replace_quarantine(&self, entries: &[Quarantined], now: i64) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS seen (dn TEXT PRIMARY KEY)").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM seen").execute(&mut *tx).await?;
+        for q in entries {
+            sqlx::query(
+                "INSERT INTO quarantine (dn, anchor, uid, field, reason, first_seen_at, last_seen_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (dn) DO UPDATE SET anchor = excluded.anchor, uid = excluded.uid,
+                     field = excluded.field, reason = excluded.reason, last_seen_at = excluded.last_seen_at",
+            )
+            .bind(&q.dn)
+            .bind(q.anchor.as_ref().map(Anchor::as_str))
+            .bind(&q.uid)
+            .bind(&q.field)
+            .bind(&q.reason)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT OR IGNORE INTO seen (dn) VALUES (?)").bind(&q.dn).execute(&mut *tx).await?;
+        }
+        sqlx::query("DELETE FROM quarantine WHERE dn NOT IN (SELECT dn FROM seen)").execute(&mut *tx).await?;
+        sqlx::query("DROP TABLE seen").execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn quarantine(&self) -> Result<Vec<QuarantineRecord>, StateError> {
+        Ok(sqlx::query_as("SELECT * FROM quarantine ORDER BY dn").fetch_all(&self.pool).await?)
+    }
+
+    /// Records that a tenant action step started; returns the journal row id.
+    pub async fn journal_start(
+        &self,
+        run_id: i64,
+        anchor: &Anchor,
+        op: &str,
+        step: &str,
+        now: i64,
+    ) -> Result<i64, StateError> {
+        let id = sqlx::query(
+            "INSERT INTO journal (run_id, anchor, op, step, started_at, result) VALUES (?, ?, ?, ?, ?, 'pending')",
+        )
+        .bind(run_id)
+        .bind(anchor.as_str())
+        .bind(op)
+        .bind(step)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .last_insert_rowid();
+        Ok(id)
+    }
+
+    /// Records how a journal step ended (`ok`, `failed` or `skipped`).
+    pub async fn journal_finish(
+        &self,
+        id: i64,
+        result: &str,
+        detail: Option<&str>,
+        now: i64,
+    ) -> Result<(), StateError> {
+        sqlx::query("UPDATE journal SET result = ?, detail = ?, finished_at = ? WHERE id = ?")
+            .bind(result)
+            .bind(detail)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn journal(&self, anchor: &Anchor) -> Result<Vec<JournalRecord>, StateError> {
+        Ok(sqlx::query_as("SELECT * FROM journal WHERE anchor = ? ORDER BY id")
+            .bind(anchor.as_str())
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}

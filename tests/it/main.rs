@@ -1,0 +1,11 @@
+//! Integration tests of ldap2exo, in one test binary (one build, one link).
+//!
+//! `support` holds the shared helpers (a private slapd, …); each other module tests one
+//! area against real servers or emulators.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod source;
+mod dry_run;
+mod state;

@@ -1,0 +1,126 @@
+//! The SQLite state store, on real files.
+
+use std::collections::BTreeMap;
+
+use ldap2exo::desired::{Kind, Quarantined};
+use ldap2exo::ids::Anchor;
+use ldap2exo::state::{ManagedObject, Outcome, RunEnd, RunMode, RunScope, Stage, Store};
+use serde_json::json;
+
+fn object(anchor: &str, stage: Stage) -> ManagedObject {
+    let mut attributes = BTreeMap::new();
+    attributes.insert("displayName".to_owned(), json!("Jürgen Müller"));
+    attributes.insert("emailAddresses".to_owned(), json!(["jm@example.edu"]));
+    ManagedObject {
+        anchor: Anchor::new(anchor).unwrap(),
+        kind: Kind::MailUser,
+        uid: "jmueller".into(),
+        dn: "uid=jmueller,ou=people,dc=example,dc=edu".into(),
+        tenant_object_id: None,
+        attributes,
+        stage,
+        created_at: 100,
+        updated_at: 100,
+        disabled_at: None,
+        delete_due_at: None,
+        deleted_at: None,
+    }
+}
+
+fn end(outcome: Outcome, count: u64) -> RunEnd {
+    RunEnd { outcome, source_count: Some(count), verdict: Some("ok"), summary: Some(json!({"create": 1})), error: None }
+}
+
+#[tokio::test]
+async fn objects_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).await.unwrap();
+    let mut o = object("A-1", Stage::Active);
+    store.upsert_object(&o).await.unwrap();
+    o.tenant_object_id = Some("0b1c".into());
+    o.updated_at = 200;
+    store.upsert_object(&o).await.unwrap();
+    store.close().await;
+
+    let store = Store::open(&path).await.unwrap();
+    let objects = store.objects().await.unwrap();
+    assert_eq!(objects, vec![o.clone()]);
+    assert_eq!(objects[0].created_at, 100, "an update keeps the creation time");
+    assert_eq!(store.object(&o.anchor).await.unwrap(), Some(o));
+}
+
+#[tokio::test]
+async fn the_schema_refuses_a_disabled_object_without_a_due_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+    assert!(store.upsert_object(&object("a", Stage::Disabled)).await.is_err());
+    let mut ok = object("a", Stage::Disabled);
+    ok.disabled_at = Some(1);
+    ok.delete_due_at = Some(2);
+    store.upsert_object(&ok).await.unwrap();
+}
+
+#[tokio::test]
+async fn only_full_applied_runs_become_the_shrink_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+    assert_eq!(store.baseline().await.unwrap(), None);
+
+    let id = store.begin_run(RunMode::Apply, RunScope::Full, 1).await.unwrap();
+    store.finish_run(id, &end(Outcome::Ok, 1000), 2).await.unwrap();
+    for (mode, scope, outcome, count) in [
+        (RunMode::DryRun, RunScope::Full, Outcome::Ok, 10),
+        (RunMode::Plan, RunScope::Full, Outcome::Ok, 10),
+        (RunMode::Apply, RunScope::Only, Outcome::Ok, 1),
+        (RunMode::Apply, RunScope::Full, Outcome::Failed, 3),
+        (RunMode::Apply, RunScope::Full, Outcome::Blocked, 3),
+    ] {
+        let id = store.begin_run(mode, scope, 3).await.unwrap();
+        store.finish_run(id, &end(outcome, count), 4).await.unwrap();
+    }
+    assert_eq!(store.baseline().await.unwrap(), Some(1000));
+    let runs = store.runs(10).await.unwrap();
+    assert_eq!(runs.len(), 6);
+    assert_eq!(runs[0].mode, "apply");
+    assert_eq!(runs[0].outcome, "blocked");
+    assert_eq!(runs.last().unwrap().summary.as_deref(), Some(r#"{"create":1}"#));
+}
+
+#[tokio::test]
+async fn quarantine_is_replaced_but_remembers_first_sight() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+    let q = |dn: &str, reason: &str| Quarantined {
+        dn: dn.into(),
+        anchor: None,
+        uid: None,
+        field: "mail".into(),
+        reason: reason.into(),
+    };
+    store.replace_quarantine(&[q("uid=a", "one"), q("uid=b", "two")], 10).await.unwrap();
+    store.replace_quarantine(&[q("uid=b", "still two")], 20).await.unwrap();
+    let rows = store.quarantine().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].dn.as_str(), rows[0].reason.as_str()), ("uid=b", "still two"));
+    assert_eq!((rows[0].first_seen_at, rows[0].last_seen_at), (10, 20));
+}
+
+#[tokio::test]
+async fn journal_rows_are_durable_as_soon_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let anchor = Anchor::new("a-1").unwrap();
+    {
+        let store = Store::open(&path).await.unwrap();
+        let run = store.begin_run(RunMode::Apply, RunScope::Full, 1).await.unwrap();
+        let done = store.journal_start(run, &anchor, "create", "New-MailUser", 1).await.unwrap();
+        store.journal_finish(done, "ok", Some("object 0b1c"), 2).await.unwrap();
+        store.journal_start(run, &anchor, "create", "Set-MailUser", 3).await.unwrap();
+        // No close: the process "dies" here.
+    }
+    let store = Store::open(&path).await.unwrap();
+    let rows = store.journal(&anchor).await.unwrap();
+    let steps: Vec<(&str, &str)> = rows.iter().map(|r| (r.step.as_str(), r.result.as_str())).collect();
+    assert_eq!(steps, [("New-MailUser", "ok"), ("Set-MailUser", "pending")]);
+}
