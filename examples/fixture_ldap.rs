@@ -11,13 +11,14 @@
 //! `LDAP2EXO_CONFIG` and `LDAP2EXO__LDAP__BIND_PASSWORD` set, plus `FIXTURE_*` variables for
 //! other LDAP clients (see below). Then it stops slapd and exits with COMMAND's status.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+#[allow(dead_code)]
+#[path = "../tests/support/slapd.rs"]
+mod slapd;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use support::slapd::{self, Slapd, SlapdOptions};
+use slapd::{Slapd, SlapdOptions};
 
 fn usage() -> ExitCode {
     eprintln!("usage: fixture_ldap [--generate N] [--state FILE] -- COMMAND [ARGS...]");
@@ -49,11 +50,26 @@ fn main() -> ExitCode {
         return usage();
     }
 
-    let options = if generate > 0 { SlapdOptions::with_generated(generate, 1) } else { SlapdOptions::default() };
-    eprintln!("fixture_ldap: starting slapd with the campus fixture{}", if generate > 0 { format!(" and {generate} generated people") } else { String::new() });
+    let options = if generate > 0 {
+        SlapdOptions::with_generated(generate, 1)
+    } else {
+        SlapdOptions::default()
+    };
+    eprintln!(
+        "fixture_ldap: starting slapd with the campus fixture{}",
+        if generate > 0 {
+            format!(" and {generate} generated people")
+        } else {
+            String::new()
+        }
+    );
     let server = Slapd::start(options);
     // With generated people the base is the whole suffix, so both populations are read.
-    let base = if generate > 0 { slapd::SUFFIX } else { slapd::PEOPLE_DN };
+    let base = if generate > 0 {
+        slapd::SUFFIX
+    } else {
+        slapd::PEOPLE_DN
+    };
     let state = state.unwrap_or_else(|| server.dir().join("state.db"));
     let config_path = server.dir().join("ldap2exo.toml");
     let config = format!(
@@ -61,11 +77,18 @@ fn main() -> ExitCode {
          onmicrosoft_domain = \"exampleedu.onmicrosoft.com\"\n\
          routing_domain = \"exampleedu.mail.onmicrosoft.com\"\nupn_domain = \"example.edu\"\n\n\
          [state]\npath = {:?}\n",
-        server.ldap_toml().replace(&format!("base_dn = \"{}\"", slapd::PEOPLE_DN), &format!("base_dn = \"{base}\"")),
+        server.ldap_toml().replace(
+            &format!("base_dn = \"{}\"", slapd::PEOPLE_DN),
+            &format!("base_dn = \"{base}\"")
+        ),
         state.display().to_string(),
     );
     std::fs::write(&config_path, config).expect("write the fixture configuration");
-    eprintln!("fixture_ldap: {} (config {})", server.ldap_url(), config_path.display());
+    eprintln!(
+        "fixture_ldap: {} (config {})",
+        server.ldap_url(),
+        config_path.display()
+    );
 
     let status = Command::new(&command[0])
         .args(&command[1..])

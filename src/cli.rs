@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::report::Format;
 
 #[derive(Debug, Parser)]
-#[command(name = "ldap2exo", version, about = "Provision Exchange Online recipients from OpenLDAP")]
+#[command(
+    name = "ldap2exo",
+    version,
+    about = "Provision Exchange Online recipients from OpenLDAP"
+)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "LDAP2EXO_CONFIG", default_value = crate::config::DEFAULT_PATH)]

@@ -32,7 +32,10 @@ pub enum CommandError {
     #[error("reading LDAP failed: {0}")]
     Source(#[from] SourceError),
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Usage(String),
 }
@@ -54,8 +57,16 @@ pub fn now() -> Result<i64, CommandError> {
             return Ok(secs);
         }
         return humantime::parse_rfc3339(&v)
-            .map(|t| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0))
-            .map_err(|e| CommandError::Usage(format!("LDAP2EXO_NOW=`{v}` is neither Unix seconds nor RFC 3339: {e}")));
+            .map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0)
+            })
+            .map_err(|e| {
+                CommandError::Usage(format!(
+                    "LDAP2EXO_NOW=`{v}` is neither Unix seconds nor RFC 3339: {e}"
+                ))
+            });
     }
     Ok(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -71,14 +82,22 @@ fn selection(args: &SelectionArgs) -> (Selection, Scope, RunScope) {
     if args.only.is_empty() {
         (Selection::All, Scope::Full, RunScope::Full)
     } else {
-        (Selection::Only(args.only.clone()), Scope::Only, RunScope::Only)
+        (
+            Selection::Only(args.only.clone()),
+            Scope::Only,
+            RunScope::Only,
+        )
     }
 }
 
 /// Reads LDAP, maps, and plans; records the run (as a dry run or plan) in the state store.
 /// Only the record of the run and the quarantine list are written: never the view of the
 /// tenant, so the next run plans the same.
-async fn compute(config: &Config, args: &SelectionArgs, mode: RunMode) -> Result<Plan, CommandError> {
+async fn compute(
+    config: &Config,
+    args: &SelectionArgs,
+    mode: RunMode,
+) -> Result<Plan, CommandError> {
     let (sel, scope, run_scope) = selection(args);
     let store = Store::open(&config.state.path).await?;
     let started = now()?;
@@ -87,14 +106,24 @@ async fn compute(config: &Config, args: &SelectionArgs, mode: RunMode) -> Result
     let entries = match source::read(&config.ldap, &sel).await {
         Ok(entries) => entries,
         Err(e) => {
-            let end = RunEnd { outcome: Outcome::Failed, source_count: None, verdict: None, summary: None, error: Some(e.to_string()) };
+            let end = RunEnd {
+                outcome: Outcome::Failed,
+                source_count: None,
+                verdict: None,
+                summary: None,
+                error: Some(e.to_string()),
+            };
             store.finish_run(run_id, &end, now()?).await?;
             store.close().await;
             return Err(e.into());
         }
     };
     let objects = store.objects().await?;
-    let known: BTreeSet<_> = objects.iter().filter(|o| o.stage != Stage::Deleted).map(|o| o.anchor.clone()).collect();
+    let known: BTreeSet<_> = objects
+        .iter()
+        .filter(|o| o.stage != Stage::Deleted)
+        .map(|o| o.anchor.clone())
+        .collect();
     let desired = desired::build(&entries, config, &known);
     let baseline = store.baseline().await?;
     let plan = plan::plan(&plan::Input {
@@ -114,7 +143,11 @@ async fn compute(config: &Config, args: &SelectionArgs, mode: RunMode) -> Result
     }
     let blocked = plan.safety.verdict == Verdict::Blocked;
     let end = RunEnd {
-        outcome: if blocked { Outcome::Blocked } else { Outcome::Ok },
+        outcome: if blocked {
+            Outcome::Blocked
+        } else {
+            Outcome::Ok
+        },
         source_count: Some(desired.source_count as u64),
         verdict: Some(if blocked { "blocked" } else { "ok" }),
         summary: Some(serde_json::to_value(&plan.summary).expect("summary serialises")),
@@ -138,7 +171,10 @@ async fn compute(config: &Config, args: &SelectionArgs, mode: RunMode) -> Result
 
 fn write_out(output: Option<&Path>, text: &str) -> Result<(), CommandError> {
     match output {
-        Some(path) => std::fs::write(path, text).map_err(|source| CommandError::Write { path: path.to_owned(), source }),
+        Some(path) => std::fs::write(path, text).map_err(|source| CommandError::Write {
+            path: path.to_owned(),
+            source,
+        }),
         None => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
@@ -164,14 +200,27 @@ pub async fn sync(config: &Config, args: &SyncArgs) -> Result<Exit, CommandError
         ));
     }
     let plan = compute(config, &args.selection, RunMode::DryRun).await?;
-    write_out(args.output.as_deref(), &report::render(&plan, args.format, "sync --dry-run"))?;
+    write_out(
+        args.output.as_deref(),
+        &report::render(&plan, args.format, "sync --dry-run"),
+    )?;
     Ok(verdict_exit(&plan))
 }
 
 pub async fn plan(config: &Config, args: &PlanArgs) -> Result<Exit, CommandError> {
     let plan = compute(config, &args.selection, RunMode::Plan).await?;
-    write_out(Some(&args.output), &report::render(&plan, Format::Json, "plan"))?;
-    eprint!("{}", report::render(&plan, Format::Text, "plan").lines().last().map(|l| format!("{l}\n")).unwrap_or_default());
+    write_out(
+        Some(&args.output),
+        &report::render(&plan, Format::Json, "plan"),
+    )?;
+    eprint!(
+        "{}",
+        report::render(&plan, Format::Text, "plan")
+            .lines()
+            .last()
+            .map(|l| format!("{l}\n"))
+            .unwrap_or_default()
+    );
     Ok(verdict_exit(&plan))
 }
 
@@ -192,7 +241,11 @@ pub async fn check_config(config: &Config) -> Result<Exit, CommandError> {
                 report.url,
                 report.tls,
                 report.base_dn,
-                report.vendor.as_deref().map(|v| format!(", {v}")).unwrap_or_default()
+                report
+                    .vendor
+                    .as_deref()
+                    .map(|v| format!(", {v}"))
+                    .unwrap_or_default()
             );
             for w in &report.warnings {
                 println!("ldap: warning: {w}");
@@ -218,7 +271,10 @@ pub async fn check_config(config: &Config) -> Result<Exit, CommandError> {
     if missing.is_empty() {
         println!("tenant: credentials configured");
     } else {
-        println!("tenant: not configured (dry runs work; writing to the tenant needs: {})", missing.join(", "));
+        println!(
+            "tenant: not configured (dry runs work; writing to the tenant needs: {})",
+            missing.join(", ")
+        );
     }
     match Store::open(&config.state.path).await {
         Ok(store) => {
@@ -240,7 +296,10 @@ pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandE
     let quarantine = store.quarantine().await?;
     store.close().await;
     let count = |s: Stage| objects.iter().filter(|o| o.stage == s).count();
-    let pending: Vec<_> = objects.iter().filter(|o| o.stage == Stage::Disabled).collect();
+    let pending: Vec<_> = objects
+        .iter()
+        .filter(|o| o.stage == Stage::Disabled)
+        .collect();
     match args.format {
         StatusFormat::Json => {
             let v = json!({
@@ -252,7 +311,10 @@ pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandE
                 "runs": runs,
                 "quarantined": quarantine,
             });
-            println!("{}", serde_json::to_string_pretty(&v).expect("status serialises"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).expect("status serialises")
+            );
         }
         StatusFormat::Text => {
             println!("state store: {}", config.state.path.display());
@@ -265,7 +327,11 @@ pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandE
             if !pending.is_empty() {
                 println!("\npending deletions ({}):", pending.len());
                 for o in pending {
-                    println!("  {:<16} due {}", o.uid, o.delete_due_at.map(plan::rfc3339).unwrap_or_default());
+                    println!(
+                        "  {:<16} due {}",
+                        o.uid,
+                        o.delete_due_at.map(plan::rfc3339).unwrap_or_default()
+                    );
                 }
             }
             println!("\nlast runs:");
@@ -280,7 +346,9 @@ pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandE
                     r.mode,
                     r.scope,
                     r.outcome,
-                    r.source_count.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    r.source_count
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     r.error.as_deref().unwrap_or("")
                 );
             }

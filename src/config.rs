@@ -21,7 +21,10 @@ pub const DEFAULT_PATH: &str = "/etc/ldap2exo/ldap2exo.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("configuration file {path} is not valid TOML: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("environment variable {var}: {message}")]
@@ -33,7 +36,11 @@ pub enum ConfigError {
     )]
     SecretInFile { key: String, env: String },
     #[error("cannot read {key} from {path}: {source}")]
-    SecretFile { key: String, path: PathBuf, source: std::io::Error },
+    SecretFile {
+        key: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,7 +221,9 @@ pub struct StateConfig {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        Self { path: "/var/lib/ldap2exo/state.db".into() }
+        Self {
+            path: "/var/lib/ldap2exo/state.db".into(),
+        }
     }
 }
 
@@ -247,7 +256,10 @@ pub struct DaemonConfig {
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        Self { schedule: "0 */15 * * * *".into(), listen: "127.0.0.1:9464".into() }
+        Self {
+            schedule: "0 */15 * * * *".into(),
+            listen: "127.0.0.1:9464".into(),
+        }
     }
 }
 
@@ -280,8 +292,10 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml(&text, path, env)
     }
 
@@ -308,30 +322,46 @@ impl Config {
         }
 
         let mut env_secrets: Vec<(String, Secret)> = Vec::new();
-        let mut overrides: Vec<(String, String)> =
-            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
         // Deterministic order, so a conflict between two variables resolves the same way.
         overrides.sort();
         for (var, raw) in overrides {
-            let path: Vec<String> =
-                var[ENV_PREFIX.len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
+            let path: Vec<String> = var[ENV_PREFIX.len()..]
+                .split("__")
+                .map(|p| p.to_ascii_lowercase())
+                .collect();
             if path.iter().any(String::is_empty) {
-                return Err(ConfigError::Env { var, message: "empty key between `__`".into() });
+                return Err(ConfigError::Env {
+                    var,
+                    message: "empty key between `__`".into(),
+                });
             }
             let dotted = path.join(".");
-            if SECRET_KEYS.iter().any(|(s, k)| dotted == format!("{s}.{k}")) {
+            if SECRET_KEYS
+                .iter()
+                .any(|(s, k)| dotted == format!("{s}.{k}"))
+            {
                 env_secrets.push((dotted, Secret::new(raw)));
                 continue;
             }
-            set_path(&mut tree, &path, env_value(&raw))
-                .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+            set_path(&mut tree, &path, env_value(&raw)).map_err(|message| ConfigError::Env {
+                var: var.clone(),
+                message,
+            })?;
         }
 
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
             .map_err(|e| {
                 let key = e.path().to_string();
                 ConfigError::Key {
-                    key: if key == "." { "(top level)".into() } else { key },
+                    key: if key == "." {
+                        "(top level)".into()
+                    } else {
+                        key
+                    },
                     message: e.into_inner().to_string().trim_end().to_owned(),
                 }
             })?;
@@ -349,8 +379,7 @@ impl Config {
         }
         if config.tenant.client_secret.is_none() {
             if let Some(file) = &config.tenant.client_secret_file {
-                config.tenant.client_secret =
-                    Some(read_secret("tenant.client_secret_file", file)?);
+                config.tenant.client_secret = Some(read_secret("tenant.client_secret_file", file)?);
             }
         }
         config.validate()?;
@@ -359,16 +388,27 @@ impl Config {
 
     /// Checks that go beyond types: URL schemes, domains, ranges.
     fn validate(&self) -> Result<(), ConfigError> {
-        let key = |k: &str, m: String| ConfigError::Key { key: k.into(), message: m };
+        let key = |k: &str, m: String| ConfigError::Key {
+            key: k.into(),
+            message: m,
+        };
         let l = &self.ldap;
         let scheme = l.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
         match scheme.as_deref() {
             Some("ldap") => {}
             Some("ldaps") if l.starttls => {
-                return Err(key("ldap.starttls", "StartTLS cannot be used with ldaps://".into()));
+                return Err(key(
+                    "ldap.starttls",
+                    "StartTLS cannot be used with ldaps://".into(),
+                ));
             }
             Some("ldaps") => {}
-            _ => return Err(key("ldap.url", format!("`{}` is not an ldap:// or ldaps:// URL", l.url))),
+            _ => {
+                return Err(key(
+                    "ldap.url",
+                    format!("`{}` is not an ldap:// or ldaps:// URL", l.url),
+                ));
+            }
         }
         if l.bind_dn.is_some() && l.bind_password.is_none() {
             return Err(key(
@@ -380,22 +420,35 @@ impl Config {
             return Err(key("ldap.base_dn", "must not be empty".into()));
         }
         if !(1..=100_000).contains(&l.page_size) {
-            return Err(key("ldap.page_size", format!("{} is not between 1 and 100000", l.page_size)));
+            return Err(key(
+                "ldap.page_size",
+                format!("{} is not between 1 and 100000", l.page_size),
+            ));
         }
         for (k, f) in [
             ("ldap.filter", Some(&l.filter)),
             ("ldap.rules.hidden_filter", l.rules.hidden_filter.as_ref()),
-            ("ldap.rules.disabled_filter", l.rules.disabled_filter.as_ref()),
+            (
+                "ldap.rules.disabled_filter",
+                l.rules.disabled_filter.as_ref(),
+            ),
         ] {
             if let Some(f) = f {
                 let f = f.trim();
                 if !(f.starts_with('(') && f.ends_with(')')) {
-                    return Err(key(k, format!("`{f}` is not an LDAP filter in parentheses")));
+                    return Err(key(
+                        k,
+                        format!("`{f}` is not an LDAP filter in parentheses"),
+                    ));
                 }
             }
         }
         let a = &l.attributes;
-        for (k, v) in [("ldap.attributes.anchor", &a.anchor), ("ldap.attributes.uid", &a.uid), ("ldap.attributes.mail", &a.mail)] {
+        for (k, v) in [
+            ("ldap.attributes.anchor", &a.anchor),
+            ("ldap.attributes.uid", &a.uid),
+            ("ldap.attributes.mail", &a.mail),
+        ] {
             if v.trim().is_empty() {
                 return Err(key(k, "must name an LDAP attribute".into()));
             }
@@ -403,11 +456,17 @@ impl Config {
 
         let t = &self.tenant;
         if t.accepted_domains.is_empty() {
-            return Err(key("tenant.accepted_domains", "must list at least one domain".into()));
+            return Err(key(
+                "tenant.accepted_domains",
+                "must list at least one domain".into(),
+            ));
         }
         for d in &t.accepted_domains {
             if !is_domain(d) {
-                return Err(key("tenant.accepted_domains", format!("`{d}` is not a domain name")));
+                return Err(key(
+                    "tenant.accepted_domains",
+                    format!("`{d}` is not a domain name"),
+                ));
             }
         }
         for (k, d) in [
@@ -427,17 +486,29 @@ impl Config {
         if !verified {
             return Err(key(
                 "tenant.upn_domain",
-                format!("`{}` is neither an accepted domain nor the onmicrosoft domain", t.upn_domain),
+                format!(
+                    "`{}` is neither an accepted domain nor the onmicrosoft domain",
+                    t.upn_domain
+                ),
             ));
         }
-        let n: Option<u32> = t.anchor_attribute.strip_prefix("extensionAttribute").and_then(|n| n.parse().ok());
+        let n: Option<u32> = t
+            .anchor_attribute
+            .strip_prefix("extensionAttribute")
+            .and_then(|n| n.parse().ok());
         if !matches!(n, Some(1..=15)) {
             return Err(key(
                 "tenant.anchor_attribute",
-                format!("`{}` is not extensionAttribute1 … extensionAttribute15", t.anchor_attribute),
+                format!(
+                    "`{}` is not extensionAttribute1 … extensionAttribute15",
+                    t.anchor_attribute
+                ),
             ));
         }
-        for (k, id) in [("tenant.tenant_id", &t.tenant_id), ("tenant.client_id", &t.client_id)] {
+        for (k, id) in [
+            ("tenant.tenant_id", &t.tenant_id),
+            ("tenant.client_id", &t.client_id),
+        ] {
             if let Some(id) = id {
                 if !is_guid(id) {
                     return Err(key(k, format!("`{id}` is not a GUID")));
@@ -446,17 +517,30 @@ impl Config {
         }
         if let Some(loc) = &t.usage_location {
             if !(loc.len() == 2 && loc.chars().all(|c| c.is_ascii_uppercase())) {
-                return Err(key("tenant.usage_location", format!("`{loc}` is not a two-letter country code such as DE")));
+                return Err(key(
+                    "tenant.usage_location",
+                    format!("`{loc}` is not a two-letter country code such as DE"),
+                ));
             }
         }
-        for (k, u) in [("tenant.endpoints.login", &t.endpoints.login), ("tenant.endpoints.graph", &t.endpoints.graph), ("tenant.endpoints.exchange", &t.endpoints.exchange)] {
+        for (k, u) in [
+            ("tenant.endpoints.login", &t.endpoints.login),
+            ("tenant.endpoints.graph", &t.endpoints.graph),
+            ("tenant.endpoints.exchange", &t.endpoints.exchange),
+        ] {
             if !u.starts_with("https://") {
                 return Err(key(k, format!("`{u}` is not an https:// URL")));
             }
         }
 
         let s = &self.safety;
-        for (k, p) in [("safety.max_delete_percent", s.max_delete_percent), ("safety.max_source_shrink_percent", s.max_source_shrink_percent)] {
+        for (k, p) in [
+            ("safety.max_delete_percent", s.max_delete_percent),
+            (
+                "safety.max_source_shrink_percent",
+                s.max_source_shrink_percent,
+            ),
+        ] {
             if !(0.0..=100.0).contains(&p) {
                 return Err(key(k, format!("{p} is not a percentage between 0 and 100")));
             }
@@ -468,7 +552,9 @@ impl Config {
 fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
-        && parts.iter().all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn env_name(path: &[&str]) -> String {
@@ -478,9 +564,16 @@ fn env_name(path: &[&str]) -> String {
 /// An environment value is read as a TOML value when it is one (`500`, `true`, `["a", "b"]`),
 /// otherwise as a plain string, so `LDAP2EXO__LDAP__FILTER=(uid=*)` needs no quoting.
 fn env_value(raw: &str) -> toml::Value {
-    let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v"));
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"));
     match parsed {
-        Some(v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) | toml::Value::Array(_))) => v,
+        Some(
+            v @ (toml::Value::Integer(_)
+            | toml::Value::Float(_)
+            | toml::Value::Boolean(_)
+            | toml::Value::Array(_)),
+        ) => v,
         _ => toml::Value::String(raw.to_owned()),
     }
 }
@@ -489,7 +582,9 @@ fn set_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> Resu
     let (last, parents) = path.split_last().ok_or("no key")?;
     let mut table = tree;
     for (i, p) in parents.iter().enumerate() {
-        let entry = table.entry(p.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+        let entry = table
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
         table = entry
             .as_table_mut()
             .ok_or_else(|| format!("`{}` is a value, not a section", path[..=i].join(".")))?;
@@ -499,8 +594,11 @@ fn set_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> Resu
 }
 
 fn read_secret(key: &str, path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::SecretFile { key: key.into(), path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        key: key.into(),
+        path: path.to_owned(),
+        source,
+    })?;
     // Files written with `echo` end in a newline that is not part of the secret.
     Ok(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()))
 }
@@ -546,7 +644,10 @@ upn_domain = "example.edu"
                 ("LDAP2EXO__LDAP__ATTRIBUTES__ANCHOR", "uidNumber"),
                 ("LDAP2EXO__LDAP__FILTER", "(uid=*)"),
                 ("LDAP2EXO__SAFETY__MAX_DELETE_PERCENT", "2.5"),
-                ("LDAP2EXO__TENANT__ACCEPTED_DOMAINS", r#"["example.edu", "staff.example.edu"]"#),
+                (
+                    "LDAP2EXO__TENANT__ACCEPTED_DOMAINS",
+                    r#"["example.edu", "staff.example.edu"]"#,
+                ),
                 ("LDAP2EXO_CONFIG", "/not/a/key"),
             ],
         )
@@ -563,7 +664,9 @@ upn_domain = "example.edu"
         let text = MINIMAL.replace("[tenant]", "[tenant]\nacepted_domains = []");
         let err = load(&text, &[]).unwrap_err().to_string();
         assert!(err.contains("acepted_domains"), "{err}");
-        let err = load(MINIMAL, &[("LDAP2EXO__LDAP__PAGESIZE", "1")]).unwrap_err().to_string();
+        let err = load(MINIMAL, &[("LDAP2EXO__LDAP__PAGESIZE", "1")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pagesize") && err.contains("ldap"), "{err}");
     }
 
@@ -571,7 +674,10 @@ upn_domain = "example.edu"
     fn secrets_never_come_from_the_file() {
         let text = MINIMAL.replace("[ldap]", "[ldap]\nbind_password = \"hunter2\"");
         let err = load(&text, &[]).unwrap_err().to_string();
-        assert!(err.contains("ldap.bind_password") && !err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains("ldap.bind_password") && !err.contains("hunter2"),
+            "{err}"
+        );
         assert!(err.contains("LDAP2EXO__LDAP__BIND_PASSWORD"), "{err}");
     }
 
@@ -587,7 +693,10 @@ upn_domain = "example.edu"
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pw");
         std::fs::write(&file, "from-file\n").unwrap();
-        let text = text.replace("[ldap]", &format!("[ldap]\nbind_password_file = {:?}", file));
+        let text = text.replace(
+            "[ldap]",
+            &format!("[ldap]\nbind_password_file = {:?}", file),
+        );
         let c = load(&text, &[]).unwrap();
         assert_eq!(c.ldap.bind_password.unwrap().expose(), "from-file");
     }
@@ -597,11 +706,26 @@ upn_domain = "example.edu"
         for (env, key) in [
             (("LDAP2EXO__LDAP__URL", "http://x"), "ldap.url"),
             (("LDAP2EXO__LDAP__PAGE_SIZE", "0"), "ldap.page_size"),
-            (("LDAP2EXO__TENANT__UPN_DOMAIN", "other.org"), "tenant.upn_domain"),
-            (("LDAP2EXO__TENANT__ANCHOR_ATTRIBUTE", "extensionAttribute16"), "tenant.anchor_attribute"),
-            (("LDAP2EXO__TENANT__TENANT_ID", "not-a-guid"), "tenant.tenant_id"),
-            (("LDAP2EXO__TENANT__ENDPOINTS__GRAPH", "http://127.0.0.1"), "tenant.endpoints.graph"),
-            (("LDAP2EXO__SAFETY__MAX_SOURCE_SHRINK_PERCENT", "150"), "safety.max_source_shrink_percent"),
+            (
+                ("LDAP2EXO__TENANT__UPN_DOMAIN", "other.org"),
+                "tenant.upn_domain",
+            ),
+            (
+                ("LDAP2EXO__TENANT__ANCHOR_ATTRIBUTE", "extensionAttribute16"),
+                "tenant.anchor_attribute",
+            ),
+            (
+                ("LDAP2EXO__TENANT__TENANT_ID", "not-a-guid"),
+                "tenant.tenant_id",
+            ),
+            (
+                ("LDAP2EXO__TENANT__ENDPOINTS__GRAPH", "http://127.0.0.1"),
+                "tenant.endpoints.graph",
+            ),
+            (
+                ("LDAP2EXO__SAFETY__MAX_SOURCE_SHRINK_PERCENT", "150"),
+                "safety.max_source_shrink_percent",
+            ),
             (("LDAP2EXO__LDAP__SCOPE", "subtree"), "ldap.scope"),
         ] {
             let err = load(MINIMAL, &[env]).unwrap_err().to_string();
@@ -617,6 +741,58 @@ upn_domain = "example.edu"
         let r = m.requested();
         assert!(r.contains(&"entryUUID".to_string()));
         assert!(!r.contains(&"o".to_string()));
-        assert_eq!(r.iter().filter(|a| a.eq_ignore_ascii_case("mail")).count(), 1);
+        assert_eq!(
+            r.iter().filter(|a| a.eq_ignore_ascii_case("mail")).count(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_shipped_configuration_files_are_valid() {
+        let secrets = [
+            ("LDAP2EXO__LDAP__BIND_PASSWORD", "x"),
+            ("LDAP2EXO__TENANT__CLIENT_SECRET", "y"),
+        ];
+        let example = load(include_str!("../config/ldap2exo.example.toml"), &secrets).unwrap();
+        assert_eq!(
+            example.ldap.rules.hidden_filter.as_deref(),
+            Some("(employeeType=service)")
+        );
+        assert_eq!(
+            example.tenant.accepted_domains,
+            ["example.edu", "staff.example.edu"]
+        );
+        // Every default the example states is the real default.
+        let d = load(MINIMAL, &[]).unwrap();
+        assert_eq!(example.ldap.page_size, d.ldap.page_size);
+        assert_eq!(example.ldap.filter, d.ldap.filter);
+        assert_eq!(example.ldap.timeout_seconds, d.ldap.timeout_seconds);
+        assert_eq!(example.tenant.anchor_attribute, d.tenant.anchor_attribute);
+        assert_eq!(example.state.path, d.state.path);
+        assert_eq!(
+            example.safety.max_deletes_per_run,
+            d.safety.max_deletes_per_run
+        );
+        assert_eq!(
+            example.safety.max_delete_percent,
+            d.safety.max_delete_percent
+        );
+        assert_eq!(
+            example.safety.max_source_shrink_percent,
+            d.safety.max_source_shrink_percent
+        );
+        assert_eq!(example.safety.grace_period_days, d.safety.grace_period_days);
+        assert_eq!(example.daemon.schedule, d.daemon.schedule);
+        assert_eq!(example.daemon.listen, d.daemon.listen);
+        assert_eq!(
+            format!("{:?}", example.ldap.attributes),
+            format!("{:?}", d.ldap.attributes)
+        );
+        assert_eq!(
+            format!("{:?}", example.tenant.endpoints),
+            format!("{:?}", d.tenant.endpoints)
+        );
+
+        load(include_str!("../config/fixture.toml"), &secrets[..1]).unwrap();
     }
 }

@@ -88,7 +88,9 @@ fn is_atext(c: char) -> bool {
 
 /// Checks a dot-atom: no empty atoms, so no leading, trailing or doubled dots.
 fn is_dot_atom(s: &str, allowed: impl Fn(char) -> bool) -> bool {
-    !s.is_empty() && s.split('.').all(|atom| !atom.is_empty() && atom.chars().all(&allowed))
+    !s.is_empty()
+        && s.split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(&allowed))
 }
 
 impl SmtpAddress {
@@ -107,10 +109,14 @@ impl SmtpAddress {
             return Err(bad("empty local part"));
         }
         if !local.is_ascii() {
-            return Err(bad("non-ASCII local part; Exchange Online does not accept it"));
+            return Err(bad(
+                "non-ASCII local part; Exchange Online does not accept it",
+            ));
         }
         if !is_dot_atom(local, is_atext) {
-            return Err(bad("local part has a character or dot Exchange Online refuses"));
+            return Err(bad(
+                "local part has a character or dot Exchange Online refuses",
+            ));
         }
         if local.len() > Self::MAX_LOCAL {
             return Err(bad("local part longer than 64 characters"));
@@ -119,7 +125,11 @@ impl SmtpAddress {
             return Err(bad("domain is not a valid DNS name"));
         }
         if value.len() > Self::MAX_LEN {
-            return Err(IdError::TooLong(value.to_owned(), value.len(), Self::MAX_LEN));
+            return Err(IdError::TooLong(
+                value.to_owned(),
+                value.len(),
+                Self::MAX_LEN,
+            ));
         }
         Ok(Self(value.to_ascii_lowercase()))
     }
@@ -196,7 +206,9 @@ impl Upn {
         let (local, domain) = value.rsplit_once('@').ok_or_else(|| bad("no @"))?;
         let upn_char = |c: char| c.is_ascii_alphanumeric() || "'-_!#^~".contains(c);
         if !is_dot_atom(local, upn_char) {
-            return Err(bad("user name has a character or dot Entra ID refuses in a UPN"));
+            return Err(bad(
+                "user name has a character or dot Entra ID refuses in a UPN",
+            ));
         }
         if local.len() > Self::MAX_LOCAL {
             return Err(bad("user name longer than 64 characters"));
@@ -205,7 +217,11 @@ impl Upn {
             return Err(bad("domain is not a valid DNS name"));
         }
         if value.len() > Self::MAX_LEN {
-            return Err(IdError::TooLong(value.to_owned(), value.len(), Self::MAX_LEN));
+            return Err(IdError::TooLong(
+                value.to_owned(),
+                value.len(),
+                Self::MAX_LEN,
+            ));
         }
         Ok(Self(value.to_ascii_lowercase()))
     }
@@ -245,8 +261,16 @@ mod tests {
         assert_eq!(a.local_part(), "jane.doe");
         assert_eq!(a.domain(), "example.edu");
         for bad in [
-            "", "jane", "@example.edu", "jane@", "jane..doe@example.edu", ".jane@example.edu",
-            "jane@example", "jane doe@example.edu", "jürgen@example.edu", "jane@-x.edu",
+            "",
+            "jane",
+            "@example.edu",
+            "jane@",
+            "jane..doe@example.edu",
+            ".jane@example.edu",
+            "jane@example",
+            "jane doe@example.edu",
+            "jürgen@example.edu",
+            "jane@-x.edu",
             "jane@exa_mple.edu",
         ] {
             assert!(SmtpAddress::parse(bad).is_err(), "{bad:?} accepted");
@@ -257,7 +281,10 @@ mod tests {
 
     #[test]
     fn upn_refuses_what_entra_refuses() {
-        assert_eq!(Upn::new("o'brien", "Example.edu").unwrap().as_str(), "o'brien@example.edu");
+        assert_eq!(
+            Upn::new("o'brien", "Example.edu").unwrap().as_str(),
+            "o'brien@example.edu"
+        );
         for bad in ["a+b", "a b", "a/b", ".ab", "ab.", "a..b", "a(b)"] {
             assert!(Upn::new(bad, "example.edu").is_err(), "{bad:?} accepted");
         }

@@ -16,28 +16,30 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-        .map(|runtime| runtime.block_on(async {
-        let config = match commands::load_config(&cli.config) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("ldap2exo: {e}");
-                return e.exit();
-            }
-        };
-        let outcome = match &cli.command {
-            Command::CheckConfig => commands::check_config(&config).await,
-            Command::Sync(args) => commands::sync(&config, args).await,
-            Command::Plan(args) => commands::plan(&config, args).await,
-            Command::Status(args) => commands::status(&config, args).await,
-        };
-        match outcome {
-            Ok(exit) => exit,
-            Err(e) => {
-                eprintln!("ldap2exo: {e}");
-                e.exit()
-            }
-        }
-    }));
+        .map(|runtime| {
+            runtime.block_on(async {
+                let config = match commands::load_config(&cli.config) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("ldap2exo: {e}");
+                        return e.exit();
+                    }
+                };
+                let outcome = match &cli.command {
+                    Command::CheckConfig => commands::check_config(&config).await,
+                    Command::Sync(args) => commands::sync(&config, args).await,
+                    Command::Plan(args) => commands::plan(&config, args).await,
+                    Command::Status(args) => commands::status(&config, args).await,
+                };
+                match outcome {
+                    Ok(exit) => exit,
+                    Err(e) => {
+                        eprintln!("ldap2exo: {e}");
+                        e.exit()
+                    }
+                }
+            })
+        });
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(e) => {

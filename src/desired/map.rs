@@ -72,7 +72,13 @@ pub fn build(entries: &[RawEntry], config: &Config, known: &BTreeSet<Anchor>) ->
     quarantined.sort_by(|a, b| (&a.dn, &a.field, &a.reason).cmp(&(&b.dn, &b.field, &b.reason)));
     skipped_no_mail.sort();
 
-    Desired { recipients, quarantined, disabled, skipped_no_mail, source_count: entries.len() }
+    Desired {
+        recipients,
+        quarantined,
+        disabled,
+        skipped_no_mail,
+        source_count: entries.len(),
+    }
 }
 
 /// A valid recipient before duplicates across entries are settled.
@@ -107,7 +113,11 @@ fn judge(entry: &RawEntry, config: &Config) -> Judged {
     if entry.disabled
         && let Ok(anchor) = &anchor
     {
-        return Judged::Disabled(Disabled { anchor: anchor.clone(), dn: entry.dn.clone(), uid });
+        return Judged::Disabled(Disabled {
+            anchor: anchor.clone(),
+            dn: entry.dn.clone(),
+            uid,
+        });
     }
     if !reader.has_value(&attrs.mail) {
         return Judged::NoMail(entry.dn.clone());
@@ -182,7 +192,10 @@ fn recipient(reader: &Reader, config: &Config, anchor: Anchor) -> Result<Candida
         company: book.company,
         hidden: reader.hidden(),
     };
-    Ok(Candidate { recipient, addresses })
+    Ok(Candidate {
+        recipient,
+        addresses,
+    })
 }
 
 /// Everything derived from the uid.
@@ -193,17 +206,29 @@ struct Identity {
     alias: String,
 }
 
-fn identity(reader: &Reader, attrs: &AttributeMap, tenant: &TenantConfig) -> Result<Identity, Fault> {
+fn identity(
+    reader: &Reader,
+    attrs: &AttributeMap,
+    tenant: &TenantConfig,
+) -> Result<Identity, Fault> {
     let uid = reader.required("uid", &attrs.uid)?;
     let name = checked_name(&uid)?;
     let upn = Upn::new(&uid, &tenant.upn_domain).map_err(|e| upn_fault(&uid, e))?;
     let alias = mail_nickname(&uid).ok_or_else(|| {
         Fault::new(
             "uid",
-            format!("uid `{}` leaves no usable alias (mailNickname) once made ASCII", read::shown(&uid)),
+            format!(
+                "uid `{}` leaves no usable alias (mailNickname) once made ASCII",
+                read::shown(&uid)
+            ),
         )
     })?;
-    Ok(Identity { uid, name, upn, alias })
+    Ok(Identity {
+        uid,
+        name,
+        upn,
+        alias,
+    })
 }
 
 struct Names {
@@ -227,7 +252,11 @@ fn person_names(reader: &Reader, attrs: &AttributeMap, uid: &str) -> Result<Name
             _ => uid.to_owned(),
         },
     };
-    Ok(Names { display_name, given_name, surname })
+    Ok(Names {
+        display_name,
+        given_name,
+        surname,
+    })
 }
 
 struct AddressBook {
@@ -299,7 +328,13 @@ fn upn_fault(uid: &str, e: IdError) -> Fault {
         IdError::BadAddress(_, why) => why.to_owned(),
         other => other.to_string(),
     };
-    Fault::new("uid", format!("uid `{}` cannot be a user principal name: {why}", read::shown(uid)))
+    Fault::new(
+        "uid",
+        format!(
+            "uid `{}` cannot be a user principal name: {why}",
+            read::shown(uid)
+        ),
+    )
 }
 
 /// Derives the Exchange `Alias` (Graph `mailNickname`) from a uid: transliterated to ASCII,
@@ -337,7 +372,10 @@ fn parse_address(field: &'static str, value: &str) -> Result<SmtpAddress, Fault>
 }
 
 fn is_accepted(domain: &str, tenant: &TenantConfig) -> bool {
-    tenant.accepted_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    tenant
+        .accepted_domains
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(domain))
 }
 
 /// The tenant's own Microsoft domains: a forward there means the mailbox is in EXO.
@@ -349,7 +387,10 @@ fn is_tenant_domain(domain: &str, tenant: &TenantConfig) -> bool {
 fn not_accepted(field: &'static str, address: &SmtpAddress) -> Fault {
     Fault::new(
         field,
-        format!("`{address}`: domain {} is not an accepted domain of the tenant", address.domain()),
+        format!(
+            "`{address}`: domain {} is not an accepted domain of the tenant",
+            address.domain()
+        ),
     )
 }
 
@@ -365,7 +406,8 @@ fn read_aliases(
             let address = parse_address("aliases", &value)?;
             // The tenant owns its onmicrosoft domains too, even when they are not listed as
             // accepted domains in the configuration.
-            if !is_accepted(address.domain(), tenant) && !is_tenant_domain(address.domain(), tenant) {
+            if !is_accepted(address.domain(), tenant) && !is_tenant_domain(address.domain(), tenant)
+            {
                 return Err(not_accepted("aliases", &address));
             }
             out.push(address);
@@ -384,13 +426,19 @@ struct Route {
 }
 
 fn classify(primary: &SmtpAddress, forwards: &[SmtpAddress], tenant: &TenantConfig) -> Route {
-    let owned: Vec<SmtpAddress> =
-        forwards.iter().filter(|f| is_tenant_domain(f.domain(), tenant)).cloned().collect();
+    let owned: Vec<SmtpAddress> = forwards
+        .iter()
+        .filter(|f| is_tenant_domain(f.domain(), tenant))
+        .cloned()
+        .collect();
     match owned.first() {
         // The mailbox moved to EXO: it must own the forward target or the forward bounces.
-        Some(first) => {
-            Route { kind: Kind::Mailbox, forward: Some(first.clone()), external_address: None, owned }
-        }
+        Some(first) => Route {
+            kind: Kind::Mailbox,
+            forward: Some(first.clone()),
+            external_address: None,
+            owned,
+        },
         // Mail stays on-prem, which applies any external forward itself; the forward is only
         // informational here.
         None => Route {

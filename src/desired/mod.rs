@@ -85,14 +85,25 @@ impl Recipient {
         put("displayName", Value::String(self.display_name.clone()));
         put("givenName", opt(&self.given_name));
         put("surname", opt(&self.surname));
-        put("primarySmtpAddress", Value::String(self.primary.to_string()));
+        put(
+            "primarySmtpAddress",
+            Value::String(self.primary.to_string()),
+        );
         put(
             "emailAddresses",
-            Value::Array(self.secondary.iter().map(|a| Value::String(a.to_string())).collect()),
+            Value::Array(
+                self.secondary
+                    .iter()
+                    .map(|a| Value::String(a.to_string()))
+                    .collect(),
+            ),
         );
         put(
             "externalEmailAddress",
-            self.external_address.as_ref().map(|a| Value::String(a.to_string())).unwrap_or(Value::Null),
+            self.external_address
+                .as_ref()
+                .map(|a| Value::String(a.to_string()))
+                .unwrap_or(Value::Null),
         );
         put("department", opt(&self.department));
         put("jobTitle", opt(&self.job_title));

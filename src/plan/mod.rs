@@ -38,7 +38,14 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 6] = [Op::Create, Op::Update, Op::Convert, Op::Disable, Op::Enable, Op::Delete];
+    pub const ALL: [Op; 6] = [
+        Op::Create,
+        Op::Update,
+        Op::Convert,
+        Op::Disable,
+        Op::Enable,
+        Op::Delete,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -159,10 +166,17 @@ pub struct Input<'a> {
 /// Computes the plan. Deterministic: the same input always gives the same plan.
 pub fn plan(input: &Input) -> Plan {
     let desired = input.desired;
-    let objects: BTreeMap<&Anchor, &ManagedObject> = input.objects.iter().map(|o| (&o.anchor, o)).collect();
-    let wanted: BTreeMap<&Anchor, &Recipient> = desired.recipients.iter().map(|r| (&r.anchor, r)).collect();
-    let held: BTreeSet<&Anchor> = desired.quarantined.iter().filter_map(|q| q.anchor.as_ref()).collect();
-    let disabled_in_ldap: BTreeMap<&Anchor, _> = desired.disabled.iter().map(|d| (&d.anchor, d)).collect();
+    let objects: BTreeMap<&Anchor, &ManagedObject> =
+        input.objects.iter().map(|o| (&o.anchor, o)).collect();
+    let wanted: BTreeMap<&Anchor, &Recipient> =
+        desired.recipients.iter().map(|r| (&r.anchor, r)).collect();
+    let held: BTreeSet<&Anchor> = desired
+        .quarantined
+        .iter()
+        .filter_map(|q| q.anchor.as_ref())
+        .collect();
+    let disabled_in_ldap: BTreeMap<&Anchor, _> =
+        desired.disabled.iter().map(|d| (&d.anchor, d)).collect();
     // Every address some LDAP entry claims now: a former primary is kept as an alias only
     // while nobody else claims it.
     let claimed: BTreeSet<&str> = desired
@@ -183,17 +197,35 @@ pub fn plan(input: &Input) -> Plan {
             Some(obj) => {
                 let mut changes = diff(&obj.attributes, &target);
                 if obj.stage == Stage::Disabled {
-                    changes.insert(ACCOUNT_ENABLED.into(), (Some(Value::Bool(false)), Some(Value::Bool(true))));
-                    changes.insert(HIDDEN.into(), (Some(Value::Bool(true)), Some(Value::Bool(r.hidden))));
-                    Some(action(Op::Enable, r, changes, Some("back in LDAP within the grace period".into())))
+                    changes.insert(
+                        ACCOUNT_ENABLED.into(),
+                        (Some(Value::Bool(false)), Some(Value::Bool(true))),
+                    );
+                    changes.insert(
+                        HIDDEN.into(),
+                        (Some(Value::Bool(true)), Some(Value::Bool(r.hidden))),
+                    );
+                    Some(action(
+                        Op::Enable,
+                        r,
+                        changes,
+                        Some("back in LDAP within the grace period".into()),
+                    ))
                 } else if obj.kind != r.kind {
                     changes.insert(
                         KIND.into(),
-                        (Some(Value::from(obj.kind.as_str())), Some(Value::from(r.kind.as_str()))),
+                        (
+                            Some(Value::from(obj.kind.as_str())),
+                            Some(Value::from(r.kind.as_str())),
+                        ),
                     );
                     let why = match r.kind {
-                        Kind::Mailbox => "forward into the tenant: the mailbox moved to Exchange Online",
-                        Kind::MailUser => "forward into the tenant removed: the mailbox is on-premises again",
+                        Kind::Mailbox => {
+                            "forward into the tenant: the mailbox moved to Exchange Online"
+                        }
+                        Kind::MailUser => {
+                            "forward into the tenant removed: the mailbox is on-premises again"
+                        }
                     };
                     Some(action(Op::Convert, r, changes, Some(why.into())))
                 } else if !changes.is_empty() {
@@ -236,8 +268,14 @@ pub fn plan(input: &Input) -> Plan {
                     "no longer matched by the LDAP filter"
                 };
                 let mut changes = BTreeMap::new();
-                changes.insert(ACCOUNT_ENABLED.into(), (Some(Value::Bool(true)), Some(Value::Bool(false))));
-                changes.insert(HIDDEN.into(), (obj.attributes.get(HIDDEN).cloned(), Some(Value::Bool(true))));
+                changes.insert(
+                    ACCOUNT_ENABLED.into(),
+                    (Some(Value::Bool(true)), Some(Value::Bool(false))),
+                );
+                changes.insert(
+                    HIDDEN.into(),
+                    (obj.attributes.get(HIDDEN).cloned(), Some(Value::Bool(true))),
+                );
                 Some((Op::Disable, changes, why.to_owned()))
             }
             Stage::Disabled if obj.delete_due_at.is_some_and(|due| due <= input.now) => Some((
@@ -270,7 +308,11 @@ pub fn plan(input: &Input) -> Plan {
 
     actions.sort_by(|a, b| (a.op, &a.uid, &a.anchor).cmp(&(b.op, &b.uid, &b.anchor)));
     summary.quarantined = desired.quarantined.len();
-    let managed = input.objects.iter().filter(|o| o.stage != Stage::Deleted).count();
+    let managed = input
+        .objects
+        .iter()
+        .filter(|o| o.stage != Stage::Deleted)
+        .count();
     let safety = safety::verdict(&safety::Facts {
         scope: input.scope,
         source_count: desired.source_count as u64,
@@ -309,22 +351,35 @@ fn target_fields(
     let mut fields = r.fields();
     let Some(obj) = existing else { return fields };
     let mut retained: BTreeSet<String> = strings(obj.attributes.get(RETAINED)).collect();
-    if let Some(old) = obj.attributes.get("primarySmtpAddress").and_then(Value::as_str) {
+    if let Some(old) = obj
+        .attributes
+        .get("primarySmtpAddress")
+        .and_then(Value::as_str)
+    {
         retained.insert(old.to_owned());
     }
     retained.retain(|a| !claimed.contains(a.as_str()));
     if !retained.is_empty() {
-        fields.insert(RETAINED.into(), Value::Array(retained.into_iter().map(Value::String).collect()));
+        fields.insert(
+            RETAINED.into(),
+            Value::Array(retained.into_iter().map(Value::String).collect()),
+        );
     }
     fields
 }
 
 fn strings(v: Option<&Value>) -> impl Iterator<Item = String> + '_ {
-    v.and_then(Value::as_array).into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned))
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_owned))
 }
 
 /// Per-field before/after for every field whose value differs.
-fn diff(before: &BTreeMap<String, Value>, after: &BTreeMap<String, Value>) -> BTreeMap<String, Change> {
+fn diff(
+    before: &BTreeMap<String, Value>,
+    after: &BTreeMap<String, Value>,
+) -> BTreeMap<String, Change> {
     let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     keys.into_iter()
         .filter_map(|k| {
@@ -334,7 +389,12 @@ fn diff(before: &BTreeMap<String, Value>, after: &BTreeMap<String, Value>) -> BT
         .collect()
 }
 
-fn action(op: Op, r: &Recipient, changes: BTreeMap<String, Change>, reason: Option<String>) -> Action {
+fn action(
+    op: Op,
+    r: &Recipient,
+    changes: BTreeMap<String, Change>,
+    reason: Option<String>,
+) -> Action {
     Action {
         op,
         anchor: r.anchor.clone(),

@@ -42,7 +42,10 @@ pub(super) fn verdict(f: &Facts) -> Safety {
     let approved = f.max_deletes.is_some_and(|n| f.removals <= n as usize);
     if let Some(n) = f.max_deletes {
         if f.removals > n as usize {
-            reasons.push(format!("{} removals planned, more than the {n} approved with --max-deletes", f.removals));
+            reasons.push(format!(
+                "{} removals planned, more than the {n} approved with --max-deletes",
+                f.removals
+            ));
         }
     }
     if !approved {
@@ -77,7 +80,11 @@ pub(super) fn verdict(f: &Facts) -> Safety {
         }
     }
     Safety {
-        verdict: if reasons.is_empty() { Verdict::Ok } else { Verdict::Blocked },
+        verdict: if reasons.is_empty() {
+            Verdict::Ok
+        } else {
+            Verdict::Blocked
+        },
         reasons,
     }
 }

@@ -60,7 +60,11 @@ fn disabled_since(mut o: ManagedObject, days_ago: i64) -> ManagedObject {
 }
 
 fn desired(recipients: Vec<Recipient>) -> Desired {
-    Desired { source_count: recipients.len(), recipients, ..Default::default() }
+    Desired {
+        source_count: recipients.len(),
+        recipients,
+        ..Default::default()
+    }
 }
 
 struct Case {
@@ -74,7 +78,14 @@ struct Case {
 
 impl Case {
     fn new(desired: Desired, objects: Vec<ManagedObject>) -> Self {
-        Case { desired, objects, baseline: None, scope: Scope::Full, safety: SafetyConfig::default(), max_deletes: None }
+        Case {
+            desired,
+            objects,
+            baseline: None,
+            scope: Scope::Full,
+            safety: SafetyConfig::default(),
+            max_deletes: None,
+        }
     }
     fn run(&self) -> Plan {
         plan(&Input {
@@ -97,13 +108,23 @@ fn only_action(p: &Plan) -> &Action {
 #[test]
 fn new_people_are_created_with_every_field() {
     let mut r = person("a1", "jdoe", "jane.doe@example.edu");
-    r.secondary.insert(SmtpAddress::parse("jd@example.edu").unwrap());
+    r.secondary
+        .insert(SmtpAddress::parse("jd@example.edu").unwrap());
     let p = Case::new(desired(vec![r]), vec![]).run();
     let a = only_action(&p);
     assert_eq!(a.op, Op::Create);
-    assert_eq!(a.changes["primarySmtpAddress"], (None, Some(json!("jane.doe@example.edu"))));
-    assert_eq!(a.changes["emailAddresses"], (None, Some(json!(["jd@example.edu"]))));
-    assert_eq!(a.changes["externalEmailAddress"], (None, Some(json!("jane.doe@example.edu"))));
+    assert_eq!(
+        a.changes["primarySmtpAddress"],
+        (None, Some(json!("jane.doe@example.edu")))
+    );
+    assert_eq!(
+        a.changes["emailAddresses"],
+        (None, Some(json!(["jd@example.edu"])))
+    );
+    assert_eq!(
+        a.changes["externalEmailAddress"],
+        (None, Some(json!("jane.doe@example.edu")))
+    );
     assert!(a.changes.values().all(|(before, _)| before.is_none()));
     assert_eq!(p.summary.create, 1);
     assert_eq!(p.safety.verdict, Verdict::Ok);
@@ -126,9 +147,15 @@ fn a_mail_change_is_an_update_that_keeps_the_old_primary() {
     assert_eq!(a.op, Op::Update);
     assert_eq!(
         a.changes["primarySmtpAddress"],
-        (Some(json!("jane.doe@example.edu")), Some(json!("jane.smith@example.edu")))
+        (
+            Some(json!("jane.doe@example.edu")),
+            Some(json!("jane.smith@example.edu"))
+        )
     );
-    assert_eq!(a.changes[RETAINED], (None, Some(json!(["jane.doe@example.edu"]))));
+    assert_eq!(
+        a.changes[RETAINED],
+        (None, Some(json!(["jane.doe@example.edu"])))
+    );
 }
 
 #[test]
@@ -136,14 +163,27 @@ fn retained_addresses_survive_later_runs_but_yield_to_a_new_owner() {
     let before = person("a1", "jdoe", "jane.doe@example.edu");
     let after = person("a1", "jdoe", "jane.smith@example.edu");
     let mut applied = managed(&after);
-    applied.attributes.insert(RETAINED.into(), json!(["jane.doe@example.edu"]));
+    applied
+        .attributes
+        .insert(RETAINED.into(), json!(["jane.doe@example.edu"]));
     let p = Case::new(desired(vec![after.clone()]), vec![applied.clone()]).run();
-    assert!(p.actions.is_empty(), "retained alias must not flap: {:#?}", p.actions);
+    assert!(
+        p.actions.is_empty(),
+        "retained alias must not flap: {:#?}",
+        p.actions
+    );
 
     let newcomer = person("b2", "jdoe2", "jane.doe@example.edu");
     let p = Case::new(desired(vec![after, newcomer]), vec![applied]).run();
-    let update = p.actions.iter().find(|a| a.op == Op::Update).expect("an update");
-    assert_eq!(update.changes[RETAINED], (Some(json!(["jane.doe@example.edu"])), None));
+    let update = p
+        .actions
+        .iter()
+        .find(|a| a.op == Op::Update)
+        .expect("an update");
+    assert_eq!(
+        update.changes[RETAINED],
+        (Some(json!(["jane.doe@example.edu"])), None)
+    );
     let _ = before;
 }
 
@@ -166,11 +206,16 @@ fn a_forward_into_the_tenant_converts_the_mailuser() {
     let mut after = before.clone();
     after.kind = Kind::Mailbox;
     after.external_address = None;
-    after.secondary.insert(SmtpAddress::parse("jdoe@exampleedu.mail.onmicrosoft.com").unwrap());
+    after
+        .secondary
+        .insert(SmtpAddress::parse("jdoe@exampleedu.mail.onmicrosoft.com").unwrap());
     let p = Case::new(desired(vec![after]), vec![managed(&before)]).run();
     let a = only_action(&p);
     assert_eq!(a.op, Op::Convert);
-    assert_eq!(a.changes[KIND], (Some(json!("mail_user")), Some(json!("mailbox"))));
+    assert_eq!(
+        a.changes[KIND],
+        (Some(json!("mail_user")), Some(json!("mailbox")))
+    );
     assert_eq!(a.changes["externalEmailAddress"].1, None);
 }
 
@@ -178,14 +223,23 @@ fn a_forward_into_the_tenant_converts_the_mailuser() {
 fn people_missing_from_ldap_are_disabled_not_deleted() {
     let stays = person("a1", "stays", "stays@example.edu");
     let leaves = person("a2", "leaves", "leaves@example.edu");
-    let mut case = Case::new(desired(vec![stays.clone()]), vec![managed(&stays), managed(&leaves)]);
+    let mut case = Case::new(
+        desired(vec![stays.clone()]),
+        vec![managed(&stays), managed(&leaves)],
+    );
     case.safety.max_delete_percent = 100.0;
     let p = case.run();
     let a = only_action(&p);
     assert_eq!((a.op, a.uid.as_str()), (Op::Disable, "leaves"));
-    assert_eq!(a.changes[ACCOUNT_ENABLED], (Some(json!(true)), Some(json!(false))));
+    assert_eq!(
+        a.changes[ACCOUNT_ENABLED],
+        (Some(json!(true)), Some(json!(false)))
+    );
     assert_eq!(a.changes[HIDDEN], (Some(json!(false)), Some(json!(true))));
-    assert_eq!(a.reason.as_deref(), Some("no longer matched by the LDAP filter"));
+    assert_eq!(
+        a.reason.as_deref(),
+        Some("no longer matched by the LDAP filter")
+    );
 }
 
 #[test]
@@ -193,7 +247,11 @@ fn disabled_in_ldap_gives_its_own_reason() {
     let leaves = person("a2", "leaves", "leaves@example.edu");
     let mut d = desired(vec![]);
     d.source_count = 1;
-    d.disabled.push(Disabled { anchor: leaves.anchor.clone(), dn: leaves.dn.clone(), uid: Some("leaves".into()) });
+    d.disabled.push(Disabled {
+        anchor: leaves.anchor.clone(),
+        dn: leaves.dn.clone(),
+        uid: Some("leaves".into()),
+    });
     let mut case = Case::new(d, vec![managed(&leaves)]);
     case.safety.max_delete_percent = 100.0;
     let a = case.run().actions.remove(0);
@@ -240,7 +298,11 @@ fn deletion_waits_for_the_grace_period() {
     let mut case = Case::new(d, vec![disabled_since(managed(&r), 30)]);
     case.safety.max_delete_percent = 100.0;
     let p = case.run();
-    let del = p.actions.iter().find(|a| a.op == Op::Delete).expect("a delete");
+    let del = p
+        .actions
+        .iter()
+        .find(|a| a.op == Op::Delete)
+        .expect("a delete");
     assert!(del.reason.as_ref().unwrap().contains("grace period"));
 }
 
@@ -252,7 +314,10 @@ fn people_back_within_the_grace_period_are_enabled() {
     let p = Case::new(desired(vec![r]), vec![o]).run();
     let a = only_action(&p);
     assert_eq!(a.op, Op::Enable);
-    assert_eq!(a.changes[ACCOUNT_ENABLED], (Some(json!(false)), Some(json!(true))));
+    assert_eq!(
+        a.changes[ACCOUNT_ENABLED],
+        (Some(json!(false)), Some(json!(true)))
+    );
     assert_eq!(a.changes[HIDDEN].1, Some(json!(false)));
 }
 
@@ -267,7 +332,15 @@ fn deleted_people_who_return_are_created_again() {
 }
 
 fn population(n: usize) -> Vec<Recipient> {
-    (0..n).map(|i| person(&format!("a{i:04}"), &format!("u{i:04}"), &format!("u{i:04}@example.edu"))).collect()
+    (0..n)
+        .map(|i| {
+            person(
+                &format!("a{i:04}"),
+                &format!("u{i:04}"),
+                &format!("u{i:04}@example.edu"),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -279,7 +352,10 @@ fn an_empty_read_is_blocked_even_with_approval() {
     let p = case.run();
     assert_eq!(p.safety.verdict, Verdict::Blocked);
     assert!(p.safety.reasons.iter().any(|r| r.contains("no entries")));
-    assert_eq!(p.summary.disable, 3, "a blocked plan still shows what it would do");
+    assert_eq!(
+        p.summary.disable, 3,
+        "a blocked plan still shows what it would do"
+    );
 }
 
 #[test]
@@ -292,10 +368,18 @@ fn a_shrunken_read_is_blocked() {
     case.safety.max_delete_percent = 100.0;
     let p = case.run();
     assert_eq!(p.safety.verdict, Verdict::Blocked);
-    assert!(p.safety.reasons.iter().any(|r| r.contains("15.0% fewer")), "{:?}", p.safety.reasons);
+    assert!(
+        p.safety.reasons.iter().any(|r| r.contains("15.0% fewer")),
+        "{:?}",
+        p.safety.reasons
+    );
 
     case.desired = desired(people[..95].to_vec());
-    assert_eq!(case.run().safety.verdict, Verdict::Ok, "5% is within the 10% limit");
+    assert_eq!(
+        case.run().safety.verdict,
+        Verdict::Ok,
+        "5% is within the 10% limit"
+    );
 }
 
 #[test]
@@ -307,11 +391,24 @@ fn removal_caps_block_and_max_deletes_approves() {
     let p = case.run();
     assert_eq!(p.summary.disable, 6);
     assert_eq!(p.safety.verdict, Verdict::Blocked);
-    assert!(p.safety.reasons.iter().any(|r| r.contains("max_delete_percent")), "{:?}", p.safety.reasons);
+    assert!(
+        p.safety
+            .reasons
+            .iter()
+            .any(|r| r.contains("max_delete_percent")),
+        "{:?}",
+        p.safety.reasons
+    );
 
     case.safety.max_deletes_per_run = 5;
     case.safety.max_delete_percent = 100.0;
-    assert!(case.run().safety.reasons.iter().any(|r| r.contains("max_deletes_per_run = 5")));
+    assert!(
+        case.run()
+            .safety
+            .reasons
+            .iter()
+            .any(|r| r.contains("max_deletes_per_run = 5"))
+    );
 
     case.max_deletes = Some(6);
     assert_eq!(case.run().safety.verdict, Verdict::Ok);

@@ -57,7 +57,14 @@ fn show(v: &Option<Value>) -> String {
         Some(Value::String(s)) => format!("\"{s}\""),
         Some(Value::Array(items)) if items.is_empty() => "[]".into(),
         Some(Value::Array(items)) => {
-            let parts: Vec<String> = items.iter().map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string())).collect();
+            let parts: Vec<String> = items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect();
             format!("[{}]", parts.join(", "))
         }
         Some(other) => other.to_string(),
@@ -71,7 +78,11 @@ fn cell(v: &Option<Value>) -> String {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| i.to_string())
+            })
             .collect::<Vec<_>>()
             .join("; "),
         Some(other) => other.to_string(),
@@ -79,7 +90,10 @@ fn cell(v: &Option<Value>) -> String {
 }
 
 fn after_str<'a>(a: &'a Action, field: &str) -> Option<&'a str> {
-    a.changes.get(field).and_then(|(_, after)| after.as_ref()).and_then(Value::as_str)
+    a.changes
+        .get(field)
+        .and_then(|(_, after)| after.as_ref())
+        .and_then(Value::as_str)
 }
 
 fn summary_line(plan: &Plan) -> String {
@@ -109,7 +123,11 @@ fn text(plan: &Plan, title: &str) -> String {
         }
     }
     if !plan.quarantined.is_empty() {
-        let _ = writeln!(out, "\nQuarantined ({}): not provisioned, not changed, not treated as leaving", plan.quarantined.len());
+        let _ = writeln!(
+            out,
+            "\nQuarantined ({}): not provisioned, not changed, not treated as leaving",
+            plan.quarantined.len()
+        );
         for q in &plan.quarantined {
             let _ = writeln!(out, "  ! {}\n      {}: {}", q.dn, q.field, q.reason);
         }
@@ -120,7 +138,10 @@ fn text(plan: &Plan, title: &str) -> String {
             let _ = writeln!(out, "Safety: ok");
         }
         Verdict::Blocked => {
-            let _ = writeln!(out, "Safety: BLOCKED — nothing would be disabled or deleted:");
+            let _ = writeln!(
+                out,
+                "Safety: BLOCKED — nothing would be disabled or deleted:"
+            );
             for r in &plan.safety.reasons {
                 let _ = writeln!(out, "  - {r}");
             }
@@ -136,24 +157,37 @@ fn text_action(out: &mut String, a: &Action) {
         Op::Create => {
             let primary = after_str(a, "primarySmtpAddress").unwrap_or("");
             let display = after_str(a, "displayName").unwrap_or("");
-            let _ = writeln!(out, "  {m} {:<16} {:<9} {primary}  \"{display}\"", a.uid, a.kind.as_str());
-            let extra: Vec<String> = ["emailAddresses", "externalEmailAddress", "hiddenFromAddressLists"]
-                .into_iter()
-                .filter_map(|f| {
-                    let (_, after) = a.changes.get(f)?;
-                    match after {
-                        Some(Value::Array(v)) if v.is_empty() => None,
-                        Some(Value::Bool(false)) => None,
-                        _ => Some(format!("{f}: {}", show(after))),
-                    }
-                })
-                .collect();
+            let _ = writeln!(
+                out,
+                "  {m} {:<16} {:<9} {primary}  \"{display}\"",
+                a.uid,
+                a.kind.as_str()
+            );
+            let extra: Vec<String> = [
+                "emailAddresses",
+                "externalEmailAddress",
+                "hiddenFromAddressLists",
+            ]
+            .into_iter()
+            .filter_map(|f| {
+                let (_, after) = a.changes.get(f)?;
+                match after {
+                    Some(Value::Array(v)) if v.is_empty() => None,
+                    Some(Value::Bool(false)) => None,
+                    _ => Some(format!("{f}: {}", show(after))),
+                }
+            })
+            .collect();
             if !extra.is_empty() {
                 let _ = writeln!(out, "      {}", extra.join("  "));
             }
         }
         _ => {
-            let why = a.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default();
+            let why = a
+                .reason
+                .as_deref()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default();
             let _ = writeln!(out, "  {m} {:<16} {:<9}{why}", a.uid, a.kind.as_str());
             for (field, (before, after)) in &a.changes {
                 let _ = writeln!(out, "      {field}: {} → {}", show(before), show(after));
@@ -179,22 +213,63 @@ fn csv_row(out: &mut String, fields: &[&str]) {
 
 fn csv(plan: &Plan) -> String {
     let mut out = String::new();
-    csv_row(&mut out, &["op", "anchor", "uid", "kind", "dn", "field", "before", "after", "reason"]);
+    csv_row(
+        &mut out,
+        &[
+            "op", "anchor", "uid", "kind", "dn", "field", "before", "after", "reason",
+        ],
+    );
     for a in &plan.actions {
         let reason = a.reason.as_deref().unwrap_or("");
         if a.changes.is_empty() {
-            csv_row(&mut out, &[a.op.as_str(), a.anchor.as_str(), &a.uid, a.kind.as_str(), &a.dn, "", "", "", reason]);
+            csv_row(
+                &mut out,
+                &[
+                    a.op.as_str(),
+                    a.anchor.as_str(),
+                    &a.uid,
+                    a.kind.as_str(),
+                    &a.dn,
+                    "",
+                    "",
+                    "",
+                    reason,
+                ],
+            );
         }
         for (field, (before, after)) in &a.changes {
             csv_row(
                 &mut out,
-                &[a.op.as_str(), a.anchor.as_str(), &a.uid, a.kind.as_str(), &a.dn, field, &cell(before), &cell(after), reason],
+                &[
+                    a.op.as_str(),
+                    a.anchor.as_str(),
+                    &a.uid,
+                    a.kind.as_str(),
+                    &a.dn,
+                    field,
+                    &cell(before),
+                    &cell(after),
+                    reason,
+                ],
             );
         }
     }
     for q in &plan.quarantined {
         let anchor = q.anchor.as_ref().map(|a| a.as_str()).unwrap_or("");
-        csv_row(&mut out, &["quarantined", anchor, q.uid.as_deref().unwrap_or(""), "", &q.dn, &q.field, "", "", &q.reason]);
+        csv_row(
+            &mut out,
+            &[
+                "quarantined",
+                anchor,
+                q.uid.as_deref().unwrap_or(""),
+                "",
+                &q.dn,
+                &q.field,
+                "",
+                "",
+                &q.reason,
+            ],
+        );
     }
     out
 }
@@ -211,9 +286,16 @@ fn markdown(plan: &Plan, title: &str) -> String {
     let _ = writeln!(
         out,
         "Generated {}. {} LDAP entries read ({} scope), {} without mail skipped, {} marked disabled.\n",
-        plan.generated_at, plan.source.entries, plan.source.scope, plan.source.skipped_no_mail, plan.source.disabled_in_ldap
+        plan.generated_at,
+        plan.source.entries,
+        plan.source.scope,
+        plan.source.skipped_no_mail,
+        plan.source.disabled_in_ldap
     );
-    let _ = writeln!(out, "| create | update | convert | disable | enable | delete | unchanged | quarantined |");
+    let _ = writeln!(
+        out,
+        "| create | update | convert | disable | enable | delete | unchanged | quarantined |"
+    );
     let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
     let _ = writeln!(
         out,
@@ -225,7 +307,10 @@ fn markdown(plan: &Plan, title: &str) -> String {
             let _ = writeln!(out, "**Safety:** ok\n");
         }
         Verdict::Blocked => {
-            let _ = writeln!(out, "**Safety: blocked.** Nothing would be disabled or deleted:\n");
+            let _ = writeln!(
+                out,
+                "**Safety: blocked.** Nothing would be disabled or deleted:\n"
+            );
             for r in &plan.safety.reasons {
                 let _ = writeln!(out, "- {}", md(r));
             }
@@ -241,14 +326,25 @@ fn markdown(plan: &Plan, title: &str) -> String {
         let _ = writeln!(out, "| uid | kind | field | before | after |");
         let _ = writeln!(out, "|---|---|---|---|---|");
         for a in actions {
-            let mut rows: Vec<(&str, &Change)> = a.changes.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            let mut rows: Vec<(&str, &Change)> =
+                a.changes.iter().map(|(k, v)| (k.as_str(), v)).collect();
             let none: Change = (None, None);
             if rows.is_empty() {
                 rows.push(("", &none));
             }
             for (i, (field, (before, after))) in rows.into_iter().enumerate() {
-                let (uid, kind) = if i == 0 { (md(&a.uid), a.kind.as_str()) } else { (String::new(), "") };
-                let _ = writeln!(out, "| {uid} | {kind} | {} | {} | {} |", md(field), md(&cell(before)), md(&cell(after)));
+                let (uid, kind) = if i == 0 {
+                    (md(&a.uid), a.kind.as_str())
+                } else {
+                    (String::new(), "")
+                };
+                let _ = writeln!(
+                    out,
+                    "| {uid} | {kind} | {} | {} | {} |",
+                    md(field),
+                    md(&cell(before)),
+                    md(&cell(after))
+                );
             }
             if let Some(r) = &a.reason {
                 let _ = writeln!(out, "| | | *reason* | | {} |", md(r));
@@ -261,7 +357,13 @@ fn markdown(plan: &Plan, title: &str) -> String {
         let _ = writeln!(out, "| entry | field | reason |");
         let _ = writeln!(out, "|---|---|---|");
         for q in &plan.quarantined {
-            let _ = writeln!(out, "| {} | {} | {} |", md(&q.dn), md(&q.field), md(&q.reason));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                md(&q.dn),
+                md(&q.field),
+                md(&q.reason)
+            );
         }
         let _ = writeln!(out);
     }

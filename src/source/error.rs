@@ -29,7 +29,12 @@ pub enum SourceError {
 
     /// The simple bind was refused.
     #[error("bind to {url} as {bind_dn} failed: {} (rc {rc}){}", rc_name(*rc), detail(message))]
-    Bind { url: String, bind_dn: String, rc: u32, message: String },
+    Bind {
+        url: String,
+        bind_dn: String,
+        rc: u32,
+        message: String,
+    },
 
     /// A configured filter does not parse.
     #[error("LDAP filter `{filter}` is not valid")]
@@ -37,7 +42,11 @@ pub enum SourceError {
 
     /// The base DN does not exist (result code 32, noSuchObject).
     #[error("base DN `{base_dn}` does not exist on {url}{}", detail(message))]
-    NoSuchBase { url: String, base_dn: String, message: String },
+    NoSuchBase {
+        url: String,
+        base_dn: String,
+        message: String,
+    },
 
     /// The server stopped early because of a size, time or administrative limit.
     #[error(
@@ -46,7 +55,13 @@ pub enum SourceError {
         rc_name(*rc),
         detail(message)
     )]
-    Limit { url: String, base_dn: String, rc: u32, entries: usize, message: String },
+    Limit {
+        url: String,
+        base_dn: String,
+        rc: u32,
+        entries: usize,
+        message: String,
+    },
 
     /// A referral (result code 10) or search continuation references, which are not
     /// followed: the entries behind them would be missing from the result.
@@ -55,19 +70,39 @@ pub enum SourceError {
          entries behind them would be missing",
         if refs.is_empty() { "no URL given".to_owned() } else { refs.join(", ") }
     )]
-    Referral { url: String, base_dn: String, refs: Vec<String> },
+    Referral {
+        url: String,
+        base_dn: String,
+        refs: Vec<String>,
+    },
 
     /// The connection broke while a search was running.
-    #[error("connection to {url} was lost while reading `{base_dn}` after {entries} entries: {message}")]
-    Dropped { url: String, base_dn: String, entries: usize, message: String },
+    #[error(
+        "connection to {url} was lost while reading `{base_dn}` after {entries} entries: {message}"
+    )]
+    Dropped {
+        url: String,
+        base_dn: String,
+        entries: usize,
+        message: String,
+    },
 
     /// The server did not answer in time (client-side timeout).
     #[error("{url} did not answer within {seconds} s while reading `{base_dn}`")]
-    Timeout { url: String, base_dn: String, seconds: u64 },
+    Timeout {
+        url: String,
+        base_dn: String,
+        seconds: u64,
+    },
 
     /// Any other non-zero result code.
     #[error("search of `{base_dn}` on {url} failed: {} (rc {rc}){}", rc_name(*rc), detail(message))]
-    Search { url: String, base_dn: String, rc: u32, message: String },
+    Search {
+        url: String,
+        base_dn: String,
+        rc: u32,
+        message: String,
+    },
 }
 
 impl SourceError {
@@ -89,7 +124,11 @@ impl SourceError {
 
 fn detail(message: &str) -> String {
     let m = message.trim();
-    if m.is_empty() { String::new() } else { format!(": {m}") }
+    if m.is_empty() {
+        String::new()
+    } else {
+        format!(": {m}")
+    }
 }
 
 /// The RFC 4511 name of an LDAP result code.
@@ -170,10 +209,16 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        assert_eq!(redact("bad password hunter2!", Some("hunter2")), "bad password [redacted]!");
+        assert_eq!(
+            redact("bad password hunter2!", Some("hunter2")),
+            "bad password [redacted]!"
+        );
         assert_eq!(redact("nothing", Some("")), "nothing");
         assert_eq!(redact("nothing", None), "nothing");
-        assert_eq!(display_url("ldaps://u:pw@ldap.example.edu:636/dc=x"), "ldaps://ldap.example.edu:636/dc=x");
+        assert_eq!(
+            display_url("ldaps://u:pw@ldap.example.edu:636/dc=x"),
+            "ldaps://ldap.example.edu:636/dc=x"
+        );
         assert_eq!(display_url("ldap://127.0.0.1:389"), "ldap://127.0.0.1:389");
     }
 }

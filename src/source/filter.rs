@@ -29,7 +29,11 @@ pub fn only_clause(uid_attr: &str, uids: &[String]) -> Option<String> {
         .filter(|u| !u.is_empty() && seen.insert(u.as_str()))
         .map(|u| format!("({}={})", uid_attr.trim(), ldap3::ldap_escape(u.as_str())))
         .collect();
-    if parts.is_empty() { None } else { Some(format!("(|{})", parts.concat())) }
+    if parts.is_empty() {
+        None
+    } else {
+        Some(format!("(|{})", parts.concat()))
+    }
 }
 
 /// `(&f1 f2 …)` of complete filters (each already in parentheses).
@@ -108,25 +112,51 @@ mod tests {
     #[test]
     fn only_ands_an_or_of_exact_matches() {
         let f = selection_filter(F, "uid", &only(&["jdoe", "obrien"])).unwrap();
-        assert_eq!(f, "(&(&(objectClass=inetOrgPerson)(mail=*))(|(uid=jdoe)(uid=obrien)))");
+        assert_eq!(
+            f,
+            "(&(&(objectClass=inetOrgPerson)(mail=*))(|(uid=jdoe)(uid=obrien)))"
+        );
         assert!(is_valid(&f));
     }
 
     #[test]
     fn only_escapes_every_special_character() {
         let f = selection_filter(F, "uid", &only(&["o'brien*)(uid=*"])).unwrap();
-        assert_eq!(f, "(&(&(objectClass=inetOrgPerson)(mail=*))(|(uid=o'brien\\2a\\29\\28uid=\\2a)))");
+        assert_eq!(
+            f,
+            "(&(&(objectClass=inetOrgPerson)(mail=*))(|(uid=o'brien\\2a\\29\\28uid=\\2a)))"
+        );
         assert!(is_valid(&f));
         // Nothing of the value survives as filter syntax.
-        let clause = only_clause("uid", &["a)(|(uid=*".into(), "b\\c".into(), "*".into(), "x\0y".into()]).unwrap();
-        assert_eq!(clause, "(|(uid=a\\29\\28|\\28uid=\\2a)(uid=b\\5cc)(uid=\\2a)(uid=x\\00y))");
+        let clause = only_clause(
+            "uid",
+            &[
+                "a)(|(uid=*".into(),
+                "b\\c".into(),
+                "*".into(),
+                "x\0y".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            clause,
+            "(|(uid=a\\29\\28|\\28uid=\\2a)(uid=b\\5cc)(uid=\\2a)(uid=x\\00y))"
+        );
         assert!(is_valid(&clause));
-        assert_eq!(clause.matches('(').count(), 5, "one OR plus four equality items: {clause}");
+        assert_eq!(
+            clause.matches('(').count(),
+            5,
+            "one OR plus four equality items: {clause}"
+        );
     }
 
     #[test]
     fn only_keeps_unicode_and_drops_duplicates_and_empties() {
-        let clause = only_clause("uid", &["müller".into(), "".into(), "müller".into(), "Łukasz".into()]).unwrap();
+        let clause = only_clause(
+            "uid",
+            &["müller".into(), "".into(), "müller".into(), "Łukasz".into()],
+        )
+        .unwrap();
         assert_eq!(clause, "(|(uid=müller)(uid=Łukasz))");
         assert!(is_valid(&clause));
     }
@@ -140,7 +170,10 @@ mod tests {
     #[test]
     fn rule_filters_combine() {
         let f = and(&[F, "(employeeType=service)", "(|(uid=a))"]);
-        assert_eq!(f, "(&(&(objectClass=inetOrgPerson)(mail=*))(employeeType=service)(|(uid=a)))");
+        assert_eq!(
+            f,
+            "(&(&(objectClass=inetOrgPerson)(mail=*))(employeeType=service)(|(uid=a)))"
+        );
         assert!(is_valid(&f));
         assert!(!is_valid("(&(uid=a)"));
     }
@@ -152,9 +185,18 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a, "uid=jdoe,ou=people,dc=example,dc=edu");
         // Spaces inside a value stay, escapes stay escapes.
-        assert_eq!(normalize_dn("uid=anna maria,ou=people"), "uid=anna maria,ou=people");
-        assert_eq!(normalize_dn("cn=Smith\\, John,ou=x"), "cn=smith\\, john,ou=x");
-        assert_ne!(normalize_dn("uid=annamaria,ou=people"), normalize_dn("uid=anna maria,ou=people"));
+        assert_eq!(
+            normalize_dn("uid=anna maria,ou=people"),
+            "uid=anna maria,ou=people"
+        );
+        assert_eq!(
+            normalize_dn("cn=Smith\\, John,ou=x"),
+            "cn=smith\\, john,ou=x"
+        );
+        assert_ne!(
+            normalize_dn("uid=annamaria,ou=people"),
+            normalize_dn("uid=anna maria,ou=people")
+        );
         assert_eq!(normalize_dn("uid=Jürgen,ou=x"), "uid=jürgen,ou=x");
     }
 }

@@ -24,7 +24,10 @@ pub struct RawEntry {
 impl RawEntry {
     /// All values of `attr` (any case); empty when absent.
     pub fn values(&self, attr: &str) -> &[String] {
-        self.attrs.get(&attr.to_ascii_lowercase()).map(Vec::as_slice).unwrap_or(&[])
+        self.attrs
+            .get(&attr.to_ascii_lowercase())
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// The first value of `attr`, if any.

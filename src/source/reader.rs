@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ldap3::controls::{Control, ControlType, PagedResults};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope as LdapScope, SearchEntry, SearchOptions};
+use ldap3::{
+    Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope as LdapScope, SearchEntry,
+    SearchOptions,
+};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tracing::{debug, info, warn};
@@ -90,7 +93,9 @@ impl Ctx<'_> {
                 base_dn: self.base_dn.to_owned(),
                 seconds: self.op_timeout.as_secs(),
             },
-            LdapError::LdapResult { result } => self.result_error(result.rc, result.text, result.refs, entries),
+            LdapError::LdapResult { result } => {
+                self.result_error(result.rc, result.text, result.refs, entries)
+            }
             other => SourceError::Dropped {
                 url: self.url.clone(),
                 base_dn: self.base_dn.to_owned(),
@@ -101,16 +106,37 @@ impl Ctx<'_> {
     }
 
     /// Maps a non-zero result code to a `SourceError`.
-    fn result_error(&self, rc: u32, text: String, refs: Vec<String>, entries: usize) -> SourceError {
+    fn result_error(
+        &self,
+        rc: u32,
+        text: String,
+        refs: Vec<String>,
+        entries: usize,
+    ) -> SourceError {
         let url = self.url.clone();
         let base_dn = self.base_dn.to_owned();
         match rc {
-            3 | 4 | 11 => SourceError::Limit { url, base_dn, rc, entries, message: text },
+            3 | 4 | 11 => SourceError::Limit {
+                url,
+                base_dn,
+                rc,
+                entries,
+                message: text,
+            },
             10 => SourceError::Referral { url, base_dn, refs },
-            32 => SourceError::NoSuchBase { url, base_dn, message: text },
+            32 => SourceError::NoSuchBase {
+                url,
+                base_dn,
+                message: text,
+            },
             // 80 "user cancelled" is what the library reports when the stream ended
             // without a result: the connection went away.
-            _ => SourceError::Search { url, base_dn, rc, message: text },
+            _ => SourceError::Search {
+                url,
+                base_dn,
+                rc,
+                message: text,
+            },
         }
     }
 }
@@ -118,7 +144,11 @@ impl Ctx<'_> {
 /// Client-side patience for one server reply: the server's own time limit plus slack, so a
 /// server-side limit is reported as such (rc 3) before the client gives up.
 fn op_timeout(timeout_seconds: u64) -> Duration {
-    if timeout_seconds == 0 { Duration::from_secs(600) } else { Duration::from_secs(timeout_seconds.saturating_add(30)) }
+    if timeout_seconds == 0 {
+        Duration::from_secs(600)
+    } else {
+        Duration::from_secs(timeout_seconds.saturating_add(30))
+    }
 }
 
 /// An open, bound connection.
@@ -133,7 +163,12 @@ impl Session {
         if let Err(e) = self.ldap.unbind().await {
             debug!(error = %e, "unbind failed");
         }
-        // The driver ends when the server closes the connection; do not wait on it.
+        // Dropping aborts the driver: no need to wait for the server to close.
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
         self.driver.abort();
     }
 }
@@ -150,7 +185,10 @@ pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
     let (added, ignored) = roots.add_parsable_certificates(native.certs);
     debug!(added, ignored, "loaded system trust roots");
     if let Some(path) = ca_file {
-        let ca_err = |message: String| SourceError::CaFile { path: path.to_owned(), message };
+        let ca_err = |message: String| SourceError::CaFile {
+            path: path.to_owned(),
+            message,
+        };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .map_err(|e| ca_err(e.to_string()))?
             .collect::<Result<_, _>>()
@@ -165,7 +203,10 @@ pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| SourceError::Tls { url: String::from("(any)"), message: e.to_string() })?
+        .map_err(|e| SourceError::Tls {
+            url: String::from("(any)"),
+            message: e.to_string(),
+        })?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
@@ -175,7 +216,9 @@ pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
 fn is_tls_error(e: &LdapError) -> bool {
     match e {
         LdapError::Rustls { .. } | LdapError::DNSName { .. } => true,
-        LdapError::Io { source } => source.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()),
+        LdapError::Io { source } => source
+            .get_ref()
+            .is_some_and(|inner| inner.is::<rustls::Error>()),
         _ => false,
     }
 }
@@ -203,39 +246,65 @@ fn tls_message(e: &LdapError, password: Option<&str>) -> String {
 async fn open(config: &LdapConfig) -> Result<Session, SourceError> {
     let url = display_url(&config.url);
     let password = config.bind_password.as_ref().map(|p| p.expose());
-    let scheme = config.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+    let scheme = config
+        .url
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
     let tls = match (scheme.as_str(), config.starttls) {
         ("ldap", false) => TlsMode::None,
         ("ldap", true) => TlsMode::StartTls,
         ("ldaps", false) => TlsMode::Ldaps,
         ("ldaps", true) => {
-            return Err(SourceError::Url { url, message: "StartTLS cannot be used with ldaps://".into() });
+            return Err(SourceError::Url {
+                url,
+                message: "StartTLS cannot be used with ldaps://".into(),
+            });
         }
-        _ => return Err(SourceError::Url { url, message: "the scheme must be ldap:// or ldaps://".into() }),
+        _ => {
+            return Err(SourceError::Url {
+                url,
+                message: "the scheme must be ldap:// or ldaps://".into(),
+            });
+        }
     };
 
     let connect_timeout = Duration::from_secs(config.timeout_seconds.clamp(1, 30));
     let mut settings = LdapConnSettings::new().set_conn_timeout(connect_timeout);
     if tls.is_tls() {
         let client = tls_config(config.ca_file.as_deref())?;
-        settings = settings.set_config(Arc::new(client)).set_starttls(tls == TlsMode::StartTls);
+        settings = settings
+            .set_config(Arc::new(client))
+            .set_starttls(tls == TlsMode::StartTls);
     }
 
-    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &config.url).await.map_err(|e| {
-        let message = redact(&e.to_string(), password);
-        match e {
-            LdapError::UrlParsing { .. } | LdapError::UnknownScheme(_) => SourceError::Url { url: url.clone(), message },
-            LdapError::Timeout { .. } => SourceError::Connect {
-                url: url.clone(),
-                message: format!("no connection within {} s", connect_timeout.as_secs()),
-            },
-            ref e if is_tls_error(e) => SourceError::Tls { url: url.clone(), message: tls_message(e, password) },
-            LdapError::LdapResult { .. } if tls == TlsMode::StartTls => {
-                SourceError::Tls { url: url.clone(), message: format!("the server refused StartTLS: {message}") }
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &config.url)
+        .await
+        .map_err(|e| {
+            let message = redact(&e.to_string(), password);
+            match e {
+                LdapError::UrlParsing { .. } | LdapError::UnknownScheme(_) => SourceError::Url {
+                    url: url.clone(),
+                    message,
+                },
+                LdapError::Timeout { .. } => SourceError::Connect {
+                    url: url.clone(),
+                    message: format!("no connection within {} s", connect_timeout.as_secs()),
+                },
+                ref e if is_tls_error(e) => SourceError::Tls {
+                    url: url.clone(),
+                    message: tls_message(e, password),
+                },
+                LdapError::LdapResult { .. } if tls == TlsMode::StartTls => SourceError::Tls {
+                    url: url.clone(),
+                    message: format!("the server refused StartTLS: {message}"),
+                },
+                _ => SourceError::Connect {
+                    url: url.clone(),
+                    message,
+                },
             }
-            _ => SourceError::Connect { url: url.clone(), message },
-        }
-    })?;
+        })?;
     let driver_url = url.clone();
     let driver = tokio::spawn(async move {
         if let Err(e) = conn.drive().await {
@@ -244,7 +313,11 @@ async fn open(config: &LdapConfig) -> Result<Session, SourceError> {
     });
 
     let bind_dn = config.bind_dn.as_deref().unwrap_or("");
-    let shown_dn = if bind_dn.is_empty() { "anonymous".to_owned() } else { bind_dn.to_owned() };
+    let shown_dn = if bind_dn.is_empty() {
+        "anonymous".to_owned()
+    } else {
+        bind_dn.to_owned()
+    };
     let pw = match (bind_dn.is_empty(), password) {
         (true, _) => "",
         (false, Some(p)) if !p.is_empty() => p,
@@ -254,7 +327,8 @@ async fn open(config: &LdapConfig) -> Result<Session, SourceError> {
                 url,
                 bind_dn: shown_dn,
                 rc: 48,
-                message: "no bind password: an empty password would be an unauthenticated bind".into(),
+                message: "no bind password: an empty password would be an unauthenticated bind"
+                    .into(),
             });
         }
     };
@@ -269,10 +343,15 @@ async fn open(config: &LdapConfig) -> Result<Session, SourceError> {
     let result = match bound {
         Ok(r) if r.rc == 0 => Ok(()),
         Ok(r) => Err(fail(r.rc, r.text)),
-        Err(LdapError::Timeout { .. }) => {
-            Err(SourceError::Timeout { url: url.clone(), base_dn: config.base_dn.clone(), seconds: op_timeout.as_secs() })
-        }
-        Err(e) => Err(SourceError::Connect { url: url.clone(), message: redact(&e.to_string(), password) }),
+        Err(LdapError::Timeout { .. }) => Err(SourceError::Timeout {
+            url: url.clone(),
+            base_dn: config.base_dn.clone(),
+            seconds: op_timeout.as_secs(),
+        }),
+        Err(e) => Err(SourceError::Connect {
+            url: url.clone(),
+            message: redact(&e.to_string(), password),
+        }),
     };
     if let Err(e) = result {
         driver.abort();
@@ -297,7 +376,10 @@ async fn paged_search(
     let mut page = 0u32;
     loop {
         page += 1;
-        let control = PagedResults { size: ctx.page_size, cookie: std::mem::take(&mut cookie) };
+        let control = PagedResults {
+            size: ctx.page_size,
+            cookie: std::mem::take(&mut cookie),
+        };
         let opts = SearchOptions::new().timelimit(ctx.server_time_limit);
         let mut stream = ldap
             .with_controls(control)
@@ -306,7 +388,9 @@ async fn paged_search(
             .streaming_search(ctx.base_dn, ctx.scope, filter, attrs)
             .await
             .map_err(|e| match e {
-                LdapError::FilterParsing => SourceError::Filter { filter: filter.to_owned() },
+                LdapError::FilterParsing => SourceError::Filter {
+                    filter: filter.to_owned(),
+                },
                 e => ctx.search_error(e, total),
             })?;
         let mut in_page = 0usize;
@@ -333,7 +417,11 @@ async fn paged_search(
             "read a page"
         );
         if !refs.is_empty() {
-            return Err(SourceError::Referral { url: ctx.url.clone(), base_dn: ctx.base_dn.to_owned(), refs });
+            return Err(SourceError::Referral {
+                url: ctx.url.clone(),
+                base_dn: ctx.base_dn.to_owned(),
+                refs,
+            });
         }
         if result.rc != 0 {
             let mut refs = result.refs;
@@ -341,8 +429,12 @@ async fn paged_search(
             return Err(ctx.result_error(result.rc, result.text, refs, total));
         }
         let next = result.ctrls.iter().find_map(|c| match c {
-            Control(Some(ControlType::PagedResults), raw) => Some(raw.parse::<PagedResults>().cookie),
-            Control(None, raw) if raw.ctype == PAGED_RESULTS_OID => Some(raw.parse::<PagedResults>().cookie),
+            Control(Some(ControlType::PagedResults), raw) => {
+                Some(raw.parse::<PagedResults>().cookie)
+            }
+            Control(None, raw) if raw.ctype == PAGED_RESULTS_OID => {
+                Some(raw.parse::<PagedResults>().cookie)
+            }
             _ => None,
         });
         match next {
@@ -363,9 +455,15 @@ async fn paged_search(
 /// Turns a library entry into a `RawEntry`: attribute names in lower case, names with
 /// values that are not UTF-8 recorded in `binary` (their values are left out of `attrs`).
 fn to_raw(entry: SearchEntry) -> RawEntry {
-    let mut raw = RawEntry { dn: entry.dn, ..RawEntry::default() };
+    let mut raw = RawEntry {
+        dn: entry.dn,
+        ..RawEntry::default()
+    };
     for (name, values) in entry.attrs {
-        raw.attrs.entry(name.to_ascii_lowercase()).or_default().extend(values);
+        raw.attrs
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .extend(values);
     }
     for name in entry.bin_attrs.into_keys() {
         raw.binary.insert(name.to_ascii_lowercase());
@@ -379,7 +477,10 @@ fn to_raw(entry: SearchEntry) -> RawEntry {
 /// Returns every matching entry in server order, or an error: a partial result (size, time
 /// or admin limit, referral, dropped connection, any non-zero result code) is never returned.
 /// `Selection::Only` with no uid searches nothing and returns an empty list.
-pub async fn read(config: &LdapConfig, selection: &Selection) -> Result<Vec<RawEntry>, SourceError> {
+pub async fn read(
+    config: &LdapConfig,
+    selection: &Selection,
+) -> Result<Vec<RawEntry>, SourceError> {
     let started = Instant::now();
     let uid_attr = &config.attributes.uid;
     let Some(filter) = selection_filter(&config.filter, uid_attr, selection) else {
@@ -387,15 +488,22 @@ pub async fn read(config: &LdapConfig, selection: &Selection) -> Result<Vec<RawE
         return Ok(Vec::new());
     };
     if !is_valid(&filter) {
-        return Err(SourceError::Filter { filter: config.filter.clone() });
+        return Err(SourceError::Filter {
+            filter: config.filter.clone(),
+        });
     }
     // Rule filters: (&<filter-with-selection><rule>).
     let mut rules: Vec<(&'static str, String)> = Vec::new();
-    for (name, rule) in [("hidden", &config.rules.hidden_filter), ("disabled", &config.rules.disabled_filter)] {
+    for (name, rule) in [
+        ("hidden", &config.rules.hidden_filter),
+        ("disabled", &config.rules.disabled_filter),
+    ] {
         if let Some(rule) = rule.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
             let combined = and(&[&filter, rule]);
             if !is_valid(&combined) {
-                return Err(SourceError::Filter { filter: rule.to_owned() });
+                return Err(SourceError::Filter {
+                    filter: rule.to_owned(),
+                });
             }
             rules.push((name, combined));
         }
@@ -407,26 +515,37 @@ pub async fn read(config: &LdapConfig, selection: &Selection) -> Result<Vec<RawE
         // An empty list would ask for every user attribute; ask for none instead.
         attrs.push("1.1".into());
     }
-    let mut session = open(config).await?;
-    let outcome = async {
+    // The main search and each rule search run at the same time, each on its own
+    // connection (OpenLDAP keeps one paged search per connection).
+    let main = async {
+        let mut session = open(config).await?;
         let mut entries: Vec<RawEntry> = Vec::new();
-        paged_search(&mut session.ldap, &ctx, &filter, &attrs, |e| entries.push(to_raw(e))).await?;
-        let mut flagged: Vec<(&'static str, HashSet<String>)> = Vec::new();
-        for (name, rule_filter) in rules.iter().filter(|_| !entries.is_empty()) {
+        let done = paged_search(&mut session.ldap, &ctx, &filter, &attrs, |e| {
+            entries.push(to_raw(e))
+        })
+        .await;
+        session.close().await;
+        done.map(|_| entries)
+    };
+    let rule_searches = rules.iter().map(|(name, rule_filter)| {
+        let ctx = &ctx;
+        async move {
+            let mut session = open(config).await?;
             let mut dns = HashSet::new();
             let no_attrs = vec![String::from("1.1")];
-            paged_search(&mut session.ldap, &ctx, rule_filter, &no_attrs, |e| {
+            let done = paged_search(&mut session.ldap, ctx, rule_filter, &no_attrs, |e| {
                 dns.insert(normalize_dn(&e.dn));
             })
-            .await?;
-            debug!(url = %ctx.url, rule = name, matched = dns.len(), "applied rule");
-            flagged.push((name, dns));
+            .await;
+            session.close().await;
+            done?;
+            debug!(url = %ctx.url, rule = *name, matched = dns.len(), "applied rule");
+            Ok::<_, SourceError>((*name, dns))
         }
-        Ok::<_, SourceError>((entries, flagged))
-    }
-    .await;
-    session.close().await;
-    let (mut entries, flagged) = outcome?;
+    });
+    let (mut entries, flagged) =
+        futures_util::future::try_join(main, futures_util::future::try_join_all(rule_searches))
+            .await?;
 
     let (mut hidden, mut disabled) = (0usize, 0usize);
     if !flagged.is_empty() {
@@ -468,9 +587,13 @@ pub async fn read(config: &LdapConfig, selection: &Selection) -> Result<Vec<RawE
 /// For `check-config`: connects, binds, checks that the base DN exists and the filters
 /// parse, and reads what the root DSE tells about the server.
 pub async fn check(config: &LdapConfig) -> Result<CheckReport, SourceError> {
-    for f in [Some(&config.filter), config.rules.hidden_filter.as_ref(), config.rules.disabled_filter.as_ref()]
-        .into_iter()
-        .flatten()
+    for f in [
+        Some(&config.filter),
+        config.rules.hidden_filter.as_ref(),
+        config.rules.disabled_filter.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
     {
         if !is_valid(f.trim()) {
             return Err(SourceError::Filter { filter: f.clone() });
@@ -509,12 +632,21 @@ pub async fn check(config: &LdapConfig) -> Result<CheckReport, SourceError> {
                 "",
                 LdapScope::Base,
                 "(objectClass=*)",
-                vec!["vendorName", "vendorVersion", "namingContexts", "supportedControl"],
+                vec![
+                    "vendorName",
+                    "vendorVersion",
+                    "namingContexts",
+                    "supportedControl",
+                ],
             )
             .await;
         match dse {
             Ok(ldap3::SearchResult(found, res)) if res.rc == 0 => {
-                if let Some(e) = found.into_iter().find(|e| !e.is_ref()).map(SearchEntry::construct) {
+                if let Some(e) = found
+                    .into_iter()
+                    .find(|e| !e.is_ref())
+                    .map(SearchEntry::construct)
+                {
                     let get = |name: &str| -> Vec<String> {
                         e.attrs
                             .iter()
@@ -522,7 +654,10 @@ pub async fn check(config: &LdapConfig) -> Result<CheckReport, SourceError> {
                             .map(|(_, v)| v.clone())
                             .unwrap_or_default()
                     };
-                    let v: Vec<String> = get("vendorName").into_iter().chain(get("vendorVersion")).collect();
+                    let v: Vec<String> = get("vendorName")
+                        .into_iter()
+                        .chain(get("vendorVersion"))
+                        .collect();
                     if !v.is_empty() {
                         vendor = Some(v.join(" "));
                     }
@@ -600,10 +735,15 @@ mod tests {
 
     #[test]
     fn raw_entries_have_lower_case_names_and_record_binary() {
-        let mut e = SearchEntry { dn: "uid=a,dc=x".into(), attrs: Default::default(), bin_attrs: Default::default() };
+        let mut e = SearchEntry {
+            dn: "uid=a,dc=x".into(),
+            attrs: Default::default(),
+            bin_attrs: Default::default(),
+        };
         e.attrs.insert("entryUUID".into(), vec!["u-1".into()]);
         e.attrs.insert("mail".into(), vec!["a@x".into()]);
-        e.bin_attrs.insert("displayName".into(), vec![vec![0xff, 0xfe]]);
+        e.bin_attrs
+            .insert("displayName".into(), vec![vec![0xff, 0xfe]]);
         let raw = to_raw(e);
         assert_eq!(raw.first("entryuuid"), Some("u-1"));
         assert_eq!(raw.first("ENTRYUUID"), Some("u-1"));
@@ -631,15 +771,27 @@ mod tests {
         };
         let ctx = Ctx::new(&config);
         let e = |rc| ctx.result_error(rc, "text".into(), vec!["ldap://other/".into()], 7);
-        assert!(matches!(e(3), SourceError::Limit { rc: 3, entries: 7, .. }));
+        assert!(matches!(
+            e(3),
+            SourceError::Limit {
+                rc: 3,
+                entries: 7,
+                ..
+            }
+        ));
         assert!(matches!(e(4), SourceError::Limit { rc: 4, .. }));
         assert!(matches!(e(11), SourceError::Limit { rc: 11, .. }));
-        assert!(matches!(e(10), SourceError::Referral { ref refs, .. } if refs == &["ldap://other/"]));
+        assert!(
+            matches!(e(10), SourceError::Referral { ref refs, .. } if refs == &["ldap://other/"])
+        );
         assert!(matches!(e(32), SourceError::NoSuchBase { .. }));
         assert!(matches!(e(50), SourceError::Search { rc: 50, .. }));
         assert!(e(3).to_string().contains("timeLimitExceeded (rc 3)"));
         let dropped = ctx.search_error(LdapError::EndOfStream, 3);
-        assert!(matches!(dropped, SourceError::Dropped { entries: 3, .. }), "{dropped}");
+        assert!(
+            matches!(dropped, SourceError::Dropped { entries: 3, .. }),
+            "{dropped}"
+        );
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub enum StateError {
     #[error("cannot open state store {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
     #[error("cannot migrate state store {path}: {source}")]
-    Migrate { path: PathBuf, source: sqlx::migrate::MigrateError },
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
     #[error("state store query failed: {0}")]
     Query(#[from] sqlx::Error),
     #[error("state store row for anchor {anchor} is corrupt: {message}")]
@@ -104,7 +107,10 @@ struct ObjectRow {
 impl TryFrom<ObjectRow> for ManagedObject {
     type Error = StateError;
     fn try_from(r: ObjectRow) -> Result<Self, Self::Error> {
-        let corrupt = |message: String| StateError::Corrupt { anchor: r.anchor.clone(), message };
+        let corrupt = |message: String| StateError::Corrupt {
+            anchor: r.anchor.clone(),
+            message,
+        };
         Ok(ManagedObject {
             anchor: Anchor::new(&r.anchor).map_err(|e| corrupt(e.to_string()))?,
             kind: parse_kind(&r.kind).map_err(corrupt)?,
@@ -248,11 +254,17 @@ impl Store {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|source| StateError::Open { path: path.to_owned(), source })?;
+            .map_err(|source| StateError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
-            .map_err(|source| StateError::Migrate { path: path.to_owned(), source })?;
+            .map_err(|source| StateError::Migrate {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(Self { pool })
     }
 
@@ -262,22 +274,25 @@ impl Store {
 
     /// Every managed object, deleted ones included, ordered by anchor.
     pub async fn objects(&self) -> Result<Vec<ManagedObject>, StateError> {
-        let rows: Vec<ObjectRow> =
-            sqlx::query_as("SELECT * FROM managed_objects ORDER BY anchor").fetch_all(&self.pool).await?;
+        let rows: Vec<ObjectRow> = sqlx::query_as("SELECT * FROM managed_objects ORDER BY anchor")
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(ManagedObject::try_from).collect()
     }
 
     pub async fn object(&self, anchor: &Anchor) -> Result<Option<ManagedObject>, StateError> {
-        let row: Option<ObjectRow> = sqlx::query_as("SELECT * FROM managed_objects WHERE anchor = ?")
-            .bind(anchor.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<ObjectRow> =
+            sqlx::query_as("SELECT * FROM managed_objects WHERE anchor = ?")
+                .bind(anchor.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(ManagedObject::try_from).transpose()
     }
 
     /// Inserts or replaces the row for `obj.anchor`.
     pub async fn upsert_object(&self, obj: &ManagedObject) -> Result<(), StateError> {
-        let attributes = serde_json::to_string(&obj.attributes).expect("a map of JSON values serialises");
+        let attributes =
+            serde_json::to_string(&obj.attributes).expect("a map of JSON values serialises");
         sqlx::query(
             "INSERT INTO managed_objects (anchor, kind, uid, dn, tenant_object_id, attributes, stage,
                  created_at, updated_at, disabled_at, delete_due_at, deleted_at)
@@ -321,7 +336,12 @@ impl Store {
         Ok(count.map(|c| c.max(0) as u64))
     }
 
-    pub async fn begin_run(&self, mode: RunMode, scope: RunScope, now: i64) -> Result<i64, StateError> {
+    pub async fn begin_run(
+        &self,
+        mode: RunMode,
+        scope: RunScope,
+        now: i64,
+    ) -> Result<i64, StateError> {
         let id = sqlx::query("INSERT INTO runs (started_at, mode, scope) VALUES (?, ?, ?)")
             .bind(now)
             .bind(mode.as_str())
@@ -351,17 +371,25 @@ impl Store {
 
     /// The most recent runs, newest first.
     pub async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StateError> {
-        Ok(sqlx::query_as("SELECT * FROM runs ORDER BY id DESC LIMIT ?")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM runs ORDER BY id DESC LIMIT ?")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Replaces the quarantine list with what the latest full read found, keeping when each
     /// entry was first seen so an operator can tell a new problem from an old one.
-    pub async fn replace_quarantine(&self, entries: &[Quarantined], now: i64) -> Result<(), StateError> {
+    pub async fn replace_quarantine(
+        &self,
+        entries: &[Quarantined],
+        now: i64,
+    ) -> Result<(), StateError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS seen (dn TEXT PRIMARY KEY)").execute(&mut *tx).await?;
+        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS seen (dn TEXT PRIMARY KEY)")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM seen").execute(&mut *tx).await?;
         for q in entries {
             sqlx::query(
@@ -379,16 +407,23 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("INSERT OR IGNORE INTO seen (dn) VALUES (?)").bind(&q.dn).execute(&mut *tx).await?;
+            sqlx::query("INSERT OR IGNORE INTO seen (dn) VALUES (?)")
+                .bind(&q.dn)
+                .execute(&mut *tx)
+                .await?;
         }
-        sqlx::query("DELETE FROM quarantine WHERE dn NOT IN (SELECT dn FROM seen)").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM quarantine WHERE dn NOT IN (SELECT dn FROM seen)")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DROP TABLE seen").execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn quarantine(&self) -> Result<Vec<QuarantineRecord>, StateError> {
-        Ok(sqlx::query_as("SELECT * FROM quarantine ORDER BY dn").fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as("SELECT * FROM quarantine ORDER BY dn")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Records that a tenant action step started; returns the journal row id.
@@ -433,9 +468,11 @@ impl Store {
     }
 
     pub async fn journal(&self, anchor: &Anchor) -> Result<Vec<JournalRecord>, StateError> {
-        Ok(sqlx::query_as("SELECT * FROM journal WHERE anchor = ? ORDER BY id")
-            .bind(anchor.as_str())
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM journal WHERE anchor = ? ORDER BY id")
+                .bind(anchor.as_str())
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }

@@ -6,6 +6,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-mod source;
 mod dry_run;
+mod source;
 mod state;

@@ -28,7 +28,13 @@ fn object(anchor: &str, stage: Stage) -> ManagedObject {
 }
 
 fn end(outcome: Outcome, count: u64) -> RunEnd {
-    RunEnd { outcome, source_count: Some(count), verdict: Some("ok"), summary: Some(json!({"create": 1})), error: None }
+    RunEnd {
+        outcome,
+        source_count: Some(count),
+        verdict: Some("ok"),
+        summary: Some(json!({"create": 1})),
+        error: None,
+    }
 }
 
 #[tokio::test]
@@ -46,7 +52,10 @@ async fn objects_survive_a_reopen() {
     let store = Store::open(&path).await.unwrap();
     let objects = store.objects().await.unwrap();
     assert_eq!(objects, vec![o.clone()]);
-    assert_eq!(objects[0].created_at, 100, "an update keeps the creation time");
+    assert_eq!(
+        objects[0].created_at, 100,
+        "an update keeps the creation time"
+    );
     assert_eq!(store.object(&o.anchor).await.unwrap(), Some(o));
 }
 
@@ -54,7 +63,12 @@ async fn objects_survive_a_reopen() {
 async fn the_schema_refuses_a_disabled_object_without_a_due_date() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("s.db")).await.unwrap();
-    assert!(store.upsert_object(&object("a", Stage::Disabled)).await.is_err());
+    assert!(
+        store
+            .upsert_object(&object("a", Stage::Disabled))
+            .await
+            .is_err()
+    );
     let mut ok = object("a", Stage::Disabled);
     ok.disabled_at = Some(1);
     ok.delete_due_at = Some(2);
@@ -67,8 +81,14 @@ async fn only_full_applied_runs_become_the_shrink_baseline() {
     let store = Store::open(&dir.path().join("s.db")).await.unwrap();
     assert_eq!(store.baseline().await.unwrap(), None);
 
-    let id = store.begin_run(RunMode::Apply, RunScope::Full, 1).await.unwrap();
-    store.finish_run(id, &end(Outcome::Ok, 1000), 2).await.unwrap();
+    let id = store
+        .begin_run(RunMode::Apply, RunScope::Full, 1)
+        .await
+        .unwrap();
+    store
+        .finish_run(id, &end(Outcome::Ok, 1000), 2)
+        .await
+        .unwrap();
     for (mode, scope, outcome, count) in [
         (RunMode::DryRun, RunScope::Full, Outcome::Ok, 10),
         (RunMode::Plan, RunScope::Full, Outcome::Ok, 10),
@@ -84,7 +104,10 @@ async fn only_full_applied_runs_become_the_shrink_baseline() {
     assert_eq!(runs.len(), 6);
     assert_eq!(runs[0].mode, "apply");
     assert_eq!(runs[0].outcome, "blocked");
-    assert_eq!(runs.last().unwrap().summary.as_deref(), Some(r#"{"create":1}"#));
+    assert_eq!(
+        runs.last().unwrap().summary.as_deref(),
+        Some(r#"{"create":1}"#)
+    );
 }
 
 #[tokio::test]
@@ -98,11 +121,20 @@ async fn quarantine_is_replaced_but_remembers_first_sight() {
         field: "mail".into(),
         reason: reason.into(),
     };
-    store.replace_quarantine(&[q("uid=a", "one"), q("uid=b", "two")], 10).await.unwrap();
-    store.replace_quarantine(&[q("uid=b", "still two")], 20).await.unwrap();
+    store
+        .replace_quarantine(&[q("uid=a", "one"), q("uid=b", "two")], 10)
+        .await
+        .unwrap();
+    store
+        .replace_quarantine(&[q("uid=b", "still two")], 20)
+        .await
+        .unwrap();
     let rows = store.quarantine().await.unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].dn.as_str(), rows[0].reason.as_str()), ("uid=b", "still two"));
+    assert_eq!(
+        (rows[0].dn.as_str(), rows[0].reason.as_str()),
+        ("uid=b", "still two")
+    );
     assert_eq!((rows[0].first_seen_at, rows[0].last_seen_at), (10, 20));
 }
 
@@ -113,14 +145,29 @@ async fn journal_rows_are_durable_as_soon_as_written() {
     let anchor = Anchor::new("a-1").unwrap();
     {
         let store = Store::open(&path).await.unwrap();
-        let run = store.begin_run(RunMode::Apply, RunScope::Full, 1).await.unwrap();
-        let done = store.journal_start(run, &anchor, "create", "New-MailUser", 1).await.unwrap();
-        store.journal_finish(done, "ok", Some("object 0b1c"), 2).await.unwrap();
-        store.journal_start(run, &anchor, "create", "Set-MailUser", 3).await.unwrap();
+        let run = store
+            .begin_run(RunMode::Apply, RunScope::Full, 1)
+            .await
+            .unwrap();
+        let done = store
+            .journal_start(run, &anchor, "create", "New-MailUser", 1)
+            .await
+            .unwrap();
+        store
+            .journal_finish(done, "ok", Some("object 0b1c"), 2)
+            .await
+            .unwrap();
+        store
+            .journal_start(run, &anchor, "create", "Set-MailUser", 3)
+            .await
+            .unwrap();
         // No close: the process "dies" here.
     }
     let store = Store::open(&path).await.unwrap();
     let rows = store.journal(&anchor).await.unwrap();
-    let steps: Vec<(&str, &str)> = rows.iter().map(|r| (r.step.as_str(), r.result.as_str())).collect();
+    let steps: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.step.as_str(), r.result.as_str()))
+        .collect();
     assert_eq!(steps, [("New-MailUser", "ok"), ("Set-MailUser", "pending")]);
 }

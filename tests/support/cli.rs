@@ -30,10 +30,20 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
     pub fn plan(&self) -> Plan {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not a plan ({e}):\n{}\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not a plan ({e}):\n{}\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 
@@ -60,7 +70,10 @@ impl Install {
             config,
             state,
             now: T0,
-            env: vec![("LDAP2EXO__LDAP__BIND_PASSWORD".into(), slapd::SERVICE_PASSWORD.into())],
+            env: vec![(
+                "LDAP2EXO__LDAP__BIND_PASSWORD".into(),
+                slapd::SERVICE_PASSWORD.into(),
+            )],
         }
     }
 
@@ -88,21 +101,31 @@ impl Install {
         let mut all = vec!["sync", "--dry-run", "--format", "json"];
         all.extend_from_slice(args);
         let run = self.run(&all);
-        assert_eq!(run.code, code, "exit code of {all:?}\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+        assert_eq!(
+            run.code, code,
+            "exit code of {all:?}\nstdout:\n{}\nstderr:\n{}",
+            run.stdout, run.stderr
+        );
         run.plan()
     }
 
     /// Records `plan` in the state store as if it had been applied successfully at
     /// `self.now`: what `apply` will do once it talks to the tenant.
     pub fn record_applied(&self, plan: &Plan) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(record_applied(&self.state, plan, self.now, 30));
     }
 }
 
 async fn record_applied(path: &Path, plan: &Plan, now: i64, grace_days: i64) {
     let store = Store::open(path).await.expect("open state");
-    let run = store.begin_run(RunMode::Apply, RunScope::Full, now).await.unwrap();
+    let run = store
+        .begin_run(RunMode::Apply, RunScope::Full, now)
+        .await
+        .unwrap();
     for a in &plan.actions {
         let existing = store.object(&a.anchor).await.unwrap();
         let mut obj = existing.unwrap_or_else(|| ManagedObject {
@@ -137,7 +160,13 @@ async fn record_applied(path: &Path, plan: &Plan, now: i64, grace_days: i64) {
         obj.dn = a.dn.clone();
         obj.updated_at = now;
         match a.op {
-            Op::Convert => obj.kind = if a.kind == Kind::Mailbox { Kind::Mailbox } else { Kind::MailUser },
+            Op::Convert => {
+                obj.kind = if a.kind == Kind::Mailbox {
+                    Kind::Mailbox
+                } else {
+                    Kind::MailUser
+                }
+            }
             Op::Disable => {
                 obj.stage = Stage::Disabled;
                 obj.disabled_at = Some(now);

@@ -1,9 +1,8 @@
-//! Shared helpers for the integration tests: a private slapd (see [`slapd`]).
+//! Shared helpers for the integration tests: a private slapd ([`slapd`]) and the `ldap2exo`
+//! binary run against it with its own state store ([`cli`]).
 //!
 //! Not every test module uses every helper.
 #![allow(dead_code)]
 
 pub mod cli;
 pub mod slapd;
-
-pub use slapd::{Slapd, SlapdOptions};

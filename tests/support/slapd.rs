@@ -84,7 +84,10 @@ impl Default for SlapdOptions {
 impl SlapdOptions {
     /// The campus fixture plus `n` generated people under [`GENERATED_DN`].
     pub fn with_generated(n: usize, seed: u64) -> Self {
-        Self { extra_ldif: vec![generate_people(n, seed)], ..Self::default() }
+        Self {
+            extra_ldif: vec![generate_people(n, seed)],
+            ..Self::default()
+        }
     }
 }
 
@@ -112,7 +115,9 @@ impl Slapd {
             }
         }
         let dir = match std::env::var_os("LDAP2EXO_SLAPD_TMPDIR") {
-            Some(base) => tempfile::Builder::new().prefix("ldap2exo-slapd-").tempdir_in(base),
+            Some(base) => tempfile::Builder::new()
+                .prefix("ldap2exo-slapd-")
+                .tempdir_in(base),
             None => tempfile::Builder::new().prefix("ldap2exo-slapd-").tempdir(),
         }
         .expect("create a temporary directory for slapd");
@@ -188,16 +193,19 @@ impl Slapd {
             }
             last_log = std::fs::read_to_string(path.join("slapd.log")).unwrap_or_default();
         }
-        panic!("slapd did not come up (5 attempts); last log:\n{last_log}{}", apparmor_hint(&path));
+        panic!(
+            "slapd did not come up (5 attempts); last log:\n{last_log}{}",
+            apparmor_hint(&path)
+        );
     }
 
     fn wait_ready(&mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return false;
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                return false;
             }
             let ok = Command::new(LDAPWHOAMI)
                 .args(["-x", "-o", "nettimeout=2", "-H", &self.ldap_url()])
@@ -318,7 +326,18 @@ impl Slapd {
     pub fn ldapmodify(&self, ldif: &str, add: bool) -> Result<String, String> {
         let mut cmd = Command::new(LDAPMODIFY);
         // -M: ManageDsaIT; -e relax: lets an add set entryUUID, so added people have fixed anchors.
-        cmd.args(["-x", "-M", "-e", "relax", "-H", &self.ldap_url(), "-D", ROOT_DN, "-w", ROOT_PASSWORD]);
+        cmd.args([
+            "-x",
+            "-M",
+            "-e",
+            "relax",
+            "-H",
+            &self.ldap_url(),
+            "-D",
+            ROOT_DN,
+            "-w",
+            ROOT_PASSWORD,
+        ]);
         if add {
             cmd.arg("-a");
         }
@@ -328,10 +347,23 @@ impl Slapd {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot run {LDAPMODIFY}: {e}"))?;
-        child.stdin.take().expect("stdin").write_all(ldif.as_bytes()).map_err(|e| e.to_string())?;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(ldif.as_bytes())
+            .map_err(|e| e.to_string())?;
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        if out.status.success() { Ok(text) } else { Err(format!("{}: {text}", out.status)) }
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!("{}: {text}", out.status))
+        }
     }
 
     /// Deletes one entry as the root DN.
@@ -351,16 +383,19 @@ impl Slapd {
 impl Drop for Slapd {
     fn drop(&mut self) {
         self.stop();
-        if let Some(dir) = self.dir.take() {
-            if std::env::var_os("LDAP2EXO_KEEP_SLAPD").is_some() {
-                eprintln!("keeping slapd directory {}", dir.keep().display());
-            }
+        if let Some(dir) = self.dir.take()
+            && std::env::var_os("LDAP2EXO_KEEP_SLAPD").is_some()
+        {
+            eprintln!("keeping slapd directory {}", dir.keep().display());
         }
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("find a free port").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+        .port()
 }
 
 fn apparmor_hint(dir: &Path) -> String {
@@ -379,22 +414,38 @@ fn apparmor_hint(dir: &Path) -> String {
 
 /// Writes `ca.pem`, `server.pem` and `server.key` into `dir`.
 fn write_certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
 
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "ldap2exo test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name
+        .push(DnType::CommonName, "ldap2exo test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca.self_signed(&ca_key).expect("self-sign the CA");
     let issuer = Issuer::new(ca, ca_key);
 
     let key = KeyPair::generate().expect("server key");
-    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("server params");
-    server.distinguished_name.push(DnType::CommonName, "localhost");
-    server.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("server params");
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    server.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = server.signed_by(&key, &issuer).expect("sign the server certificate");
+    let cert = server
+        .signed_by(&key, &issuer)
+        .expect("sign the server certificate");
 
     std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write ca.pem");
     std::fs::write(dir.join("server.pem"), cert.pem()).expect("write server.pem");
@@ -478,18 +529,51 @@ impl Rng {
 }
 
 const GIVEN: &[&str] = &[
-    "Anna", "Ben", "Chloé", "Daniel", "Emma", "Farah", "George", "Hanna", "Irina", "Jonas", "Kevin", "Laura",
-    "Mei", "Noah", "Óscar", "Paula", "Quentin", "Rasmus", "Sofía", "Thanh", "Ute", "Vlad", "William", "Yuki",
-    "Zoe", "Łukasz", "Jürgen", "Seán", "An", "Kelechi",
+    "Anna", "Ben", "Chloé", "Daniel", "Emma", "Farah", "George", "Hanna", "Irina", "Jonas",
+    "Kevin", "Laura", "Mei", "Noah", "Óscar", "Paula", "Quentin", "Rasmus", "Sofía", "Thanh",
+    "Ute", "Vlad", "William", "Yuki", "Zoe", "Łukasz", "Jürgen", "Seán", "An", "Kelechi",
 ];
 const SURNAME: &[&str] = &[
-    "Anderson", "Brown", "Chen", "Davis", "Evans", "Fernández", "García", "Hussain", "Ivanova", "Jensen", "Kim",
-    "Lee", "Müller", "Nguyễn", "Okafor", "Patel", "Rossi", "Schmidt", "Taylor", "Wiśniewski", "O'Brien", "Wong",
-    "Zhang", "Kowalski", "Dubois", "Popescu",
+    "Anderson",
+    "Brown",
+    "Chen",
+    "Davis",
+    "Evans",
+    "Fernández",
+    "García",
+    "Hussain",
+    "Ivanova",
+    "Jensen",
+    "Kim",
+    "Lee",
+    "Müller",
+    "Nguyễn",
+    "Okafor",
+    "Patel",
+    "Rossi",
+    "Schmidt",
+    "Taylor",
+    "Wiśniewski",
+    "O'Brien",
+    "Wong",
+    "Zhang",
+    "Kowalski",
+    "Dubois",
+    "Popescu",
 ];
 const DEPARTMENTS: &[&str] = &[
-    "Physics", "Chemistry", "Biology", "Computer Science", "Mathematics", "History", "Law", "Medicine",
-    "Economics", "Music", "Architecture", "Linguistics",
+    "Physics",
+    "Chemistry",
+    "Biology",
+    "Computer Science",
+    "Mathematics",
+    "History",
+    "Law",
+    "Medicine",
+    "Economics",
+    "Music",
+    "Architecture",
+    "Linguistics",
 ];
 
 /// LDIF for `n` valid, distinct people under [`GENERATED_DN`] (the container entry first),
@@ -512,18 +596,38 @@ pub fn generate_people(n: usize, seed: u64) -> String {
         let sn = rng.pick(SURNAME);
         let staff = rng.chance(25);
         let uid = format!("g{seed}x{i:06}");
-        let domain = if staff { "staff.example.edu" } else { "example.edu" };
+        let domain = if staff {
+            "staff.example.edu"
+        } else {
+            "example.edu"
+        };
         writeln!(s, "dn: uid={uid},{GENERATED_DN}").unwrap();
-        for oc in ["top", "person", "organizationalPerson", "inetOrgPerson", "posixAccount", "shadowAccount", "mailRecipientExt"] {
+        for oc in [
+            "top",
+            "person",
+            "organizationalPerson",
+            "inetOrgPerson",
+            "posixAccount",
+            "shadowAccount",
+            "mailRecipientExt",
+        ] {
             writeln!(s, "objectClass: {oc}").unwrap();
         }
-        writeln!(s, "uid: {uid}\ncn: {given} {sn}\nsn: {sn}\ngivenName: {given}\ndisplayName: {given} {sn}").unwrap();
+        writeln!(
+            s,
+            "uid: {uid}\ncn: {given} {sn}\nsn: {sn}\ngivenName: {given}\ndisplayName: {given} {sn}"
+        )
+        .unwrap();
         writeln!(s, "mail: {uid}@{domain}").unwrap();
         if rng.chance(30) {
             writeln!(s, "mailAlternateAddress: {uid}.alias@{domain}").unwrap();
         }
         if rng.chance(10) {
-            writeln!(s, "mailForwardingAddress: {uid}@exampleedu.mail.onmicrosoft.com").unwrap();
+            writeln!(
+                s,
+                "mailForwardingAddress: {uid}@exampleedu.mail.onmicrosoft.com"
+            )
+            .unwrap();
         } else if rng.chance(3) {
             writeln!(s, "mailForwardingAddress: {uid}.home@gmail.com").unwrap();
         }
@@ -552,5 +656,10 @@ pub fn generate_people(n: usize, seed: u64) -> String {
 
 /// The `entryUUID` [`generate_people`] gives person `i` of `seed`.
 pub fn generated_uuid(seed: u64, i: u64) -> String {
-    format!("{:08x}-{:04x}-4000-8000-{:012x}", seed as u32, (seed >> 32) as u16, i & 0xffff_ffff_ffff)
+    format!(
+        "{:08x}-{:04x}-4000-8000-{:012x}",
+        seed as u32,
+        (seed >> 32) as u16,
+        i & 0xffff_ffff_ffff
+    )
 }

@@ -43,7 +43,10 @@ impl Claimant {
     /// The processing order. Beyond the rule (known first, then DN lower-cased), the extra
     /// keys only break ties that well-formed LDAP output cannot produce (equal DNs), so even
     /// malformed input gives one result whatever order it came in.
-    fn order_key(&self, known: &BTreeSet<Anchor>) -> (bool, String, String, Anchor, u8, String, String) {
+    fn order_key(
+        &self,
+        known: &BTreeSet<Anchor>,
+    ) -> (bool, String, String, Anchor, u8, String, String) {
         let (tag, uid, primary) = match self {
             Claimant::Recipient(c) => (0, c.recipient.uid.clone(), c.recipient.primary.to_string()),
             Claimant::Disabled(d) => (1, d.uid.clone().unwrap_or_default(), String::new()),
@@ -94,7 +97,13 @@ fn quarantine(claimant: Claimant, fault: Fault) -> Quarantined {
         Claimant::Recipient(c) => (c.recipient.dn, c.recipient.anchor, Some(c.recipient.uid)),
         Claimant::Disabled(d) => (d.dn, d.anchor, d.uid),
     };
-    Quarantined { dn, anchor: Some(anchor), uid, field: fault.field.to_owned(), reason: fault.reason }
+    Quarantined {
+        dn,
+        anchor: Some(anchor),
+        uid,
+        field: fault.field.to_owned(),
+        reason: fault.reason,
+    }
 }
 
 /// Who holds a value, and as what.
@@ -134,7 +143,9 @@ impl Book {
         if let Some(h) = self.anchors.get(anchor) {
             return Some(self.taken("anchor", ANCHOR, anchor.as_str(), h, me));
         }
-        let Claimant::Recipient(c) = claimant else { return None };
+        let Claimant::Recipient(c) = claimant else {
+            return None;
+        };
         let r = &c.recipient;
         let upn = r.upn.as_str();
         if let Some(h) = self.identities.get(upn) {
@@ -147,34 +158,60 @@ impl Book {
             return Some(self.taken("uid", ALIAS, &r.alias, h, me));
         }
         c.addresses.iter().find_map(|(address, field)| {
-            self.identities.get(address.as_str()).map(|h| self.taken(field, ADDRESS, address.as_str(), h, me))
+            self.identities
+                .get(address.as_str())
+                .map(|h| self.taken(field, ADDRESS, address.as_str(), h, me))
         })
     }
 
     fn claim(&mut self, claimant: &Claimant, provisioned: bool) {
         let who = self.holders.len();
         self.holders.push((claimant.dn().to_owned(), provisioned));
-        self.anchors.insert(claimant.anchor().clone(), Holder { who, what: ANCHOR });
-        let Claimant::Recipient(c) = claimant else { return };
+        self.anchors
+            .insert(claimant.anchor().clone(), Holder { who, what: ANCHOR });
+        let Claimant::Recipient(c) = claimant else {
+            return;
+        };
         let r = &c.recipient;
-        self.identities.insert(r.upn.as_str().to_owned(), Holder { who, what: UPN });
+        self.identities
+            .insert(r.upn.as_str().to_owned(), Holder { who, what: UPN });
         // After the UPN, so a UPN that is also the person's own address is recorded as the
         // address, which is what a clash with it will mostly be about.
         for (address, _) in &c.addresses {
-            self.identities.insert(address.as_str().to_owned(), Holder { who, what: ADDRESS });
+            self.identities
+                .insert(address.as_str().to_owned(), Holder { who, what: ADDRESS });
         }
-        self.names.insert(r.name.to_lowercase(), Holder { who, what: NAME });
-        self.aliases.insert(r.alias.to_ascii_lowercase(), Holder { who, what: ALIAS });
+        self.names
+            .insert(r.name.to_lowercase(), Holder { who, what: NAME });
+        self.aliases
+            .insert(r.alias.to_ascii_lowercase(), Holder { who, what: ALIAS });
     }
 
     /// The reason for a clash, naming the value and both DNs.
-    fn taken(&self, field: &'static str, what: &str, value: &str, holder: &Holder, me: &str) -> Fault {
+    fn taken(
+        &self,
+        field: &'static str,
+        what: &str,
+        value: &str,
+        holder: &Holder,
+        me: &str,
+    ) -> Fault {
         let (dn, provisioned) = &self.holders[holder.who];
-        let as_its = if holder.what == what { String::new() } else { format!(" as its {}", holder.what) };
-        let status = if *provisioned { " (already provisioned)" } else { "" };
+        let as_its = if holder.what == what {
+            String::new()
+        } else {
+            format!(" as its {}", holder.what)
+        };
+        let status = if *provisioned {
+            " (already provisioned)"
+        } else {
+            ""
+        };
         Fault::new(
             field,
-            format!("{what} {value} is already claimed by {dn}{as_its}{status}, so {me} cannot have it too"),
+            format!(
+                "{what} {value} is already claimed by {dn}{as_its}{status}, so {me} cannot have it too"
+            ),
         )
     }
 }

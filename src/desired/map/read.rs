@@ -84,13 +84,20 @@ impl<'a> Reader<'a> {
 
     /// Trimmed, non-empty raw values; an unmapped attribute (empty name) has none.
     fn trimmed(&self, attr: &str) -> impl Iterator<Item = &'a str> {
-        let values = if attr.is_empty() { &[][..] } else { self.entry.values(attr) };
+        let values = if attr.is_empty() {
+            &[][..]
+        } else {
+            self.entry.values(attr)
+        };
         values.iter().map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
     fn check_text(&self, field: &'static str, attr: &str) -> Result<(), Fault> {
         if !attr.is_empty() && self.entry.is_binary(attr) {
-            return Err(Fault::new(field, format!("attribute {attr} has a value that is not UTF-8 text")));
+            return Err(Fault::new(
+                field,
+                format!("attribute {attr} has a value that is not UTF-8 text"),
+            ));
         }
         Ok(())
     }
@@ -104,7 +111,9 @@ impl<'a> Reader<'a> {
     /// All values of a multi-valued attribute.
     pub fn all(&self, field: &'static str, attr: &str) -> Result<Vec<String>, Fault> {
         self.check_text(field, attr)?;
-        self.trimmed(attr).map(|v| no_control(field, attr, v)).collect()
+        self.trimmed(attr)
+            .map(|v| no_control(field, attr, v))
+            .collect()
     }
 
     /// The value of a single-valued attribute; more than one is a fault, because picking one
@@ -122,14 +131,21 @@ impl<'a> Reader<'a> {
 
     /// Like [`single`](Self::single), but absence is a fault too.
     pub fn required(&self, field: &'static str, attr: &str) -> Result<String, Fault> {
-        self.single(field, attr)?
-            .ok_or_else(|| Fault::new(field, format!("attribute {} has no value", label(field, attr))))
+        self.single(field, attr)?.ok_or_else(|| {
+            Fault::new(
+                field,
+                format!("attribute {} has no value", label(field, attr)),
+            )
+        })
     }
 
     /// The first value, for attributes where several values are normal and one is enough.
     pub fn first(&self, field: &'static str, attr: &str) -> Result<Option<String>, Fault> {
         self.check_text(field, attr)?;
-        self.trimmed(attr).next().map(|v| no_control(field, attr, v)).transpose()
+        self.trimmed(attr)
+            .next()
+            .map(|v| no_control(field, attr, v))
+            .transpose()
     }
 
     /// The first value if it is clean text, else nothing: for labelling a quarantine record,
@@ -138,7 +154,10 @@ impl<'a> Reader<'a> {
         if attr.is_empty() || self.entry.is_binary(attr) {
             return None;
         }
-        self.trimmed(attr).next().filter(|v| !v.chars().any(char::is_control)).map(str::to_owned)
+        self.trimmed(attr)
+            .next()
+            .filter(|v| !v.chars().any(char::is_control))
+            .map(str::to_owned)
     }
 }
 

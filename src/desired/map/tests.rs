@@ -22,7 +22,12 @@ upn_domain = "example.edu"
 "#;
 
 fn config() -> Config {
-    Config::from_toml(CONFIG, Path::new("test.toml"), std::iter::empty::<(String, String)>()).unwrap()
+    Config::from_toml(
+        CONFIG,
+        Path::new("test.toml"),
+        std::iter::empty::<(String, String)>(),
+    )
+    .unwrap()
 }
 
 fn dn(uid: &str) -> String {
@@ -31,7 +36,10 @@ fn dn(uid: &str) -> String {
 
 /// A well-formed person: anchor `uuid-<uid>`, mail `<uid>@example.edu`, given name and surname.
 fn person(uid: &str) -> RawEntry {
-    let mut e = RawEntry { dn: dn(uid), ..Default::default() };
+    let mut e = RawEntry {
+        dn: dn(uid),
+        ..Default::default()
+    };
     set(&mut e, "entryUUID", &[&format!("uuid-{uid}")]);
     set(&mut e, "uid", &[uid]);
     set(&mut e, "mail", &[&format!("{uid}@example.edu")]);
@@ -41,7 +49,10 @@ fn person(uid: &str) -> RawEntry {
 }
 
 fn set(e: &mut RawEntry, attr: &str, values: &[&str]) {
-    e.attrs.insert(attr.to_ascii_lowercase(), values.iter().map(|v| v.to_string()).collect());
+    e.attrs.insert(
+        attr.to_ascii_lowercase(),
+        values.iter().map(|v| v.to_string()).collect(),
+    );
 }
 
 fn with(mut e: RawEntry, attr: &str, values: &[&str]) -> RawEntry {
@@ -71,7 +82,11 @@ fn run_known(entries: &[RawEntry], known: &[&str]) -> Desired {
 /// Maps one entry that must be valid.
 fn one(entry: RawEntry) -> Recipient {
     let d = run(&[entry]);
-    assert!(d.quarantined.is_empty(), "unexpected quarantine: {:?}", d.quarantined);
+    assert!(
+        d.quarantined.is_empty(),
+        "unexpected quarantine: {:?}",
+        d.quarantined
+    );
     assert_eq!(d.recipients.len(), 1, "{d:?}");
     d.recipients.into_iter().next().unwrap()
 }
@@ -79,7 +94,11 @@ fn one(entry: RawEntry) -> Recipient {
 /// Maps one entry that must be quarantined.
 fn rejected(entry: RawEntry) -> Quarantined {
     let d = run(&[entry]);
-    assert!(d.recipients.is_empty(), "unexpectedly valid: {:?}", d.recipients);
+    assert!(
+        d.recipients.is_empty(),
+        "unexpectedly valid: {:?}",
+        d.recipients
+    );
     assert_eq!(d.quarantined.len(), 1, "{d:?}");
     d.quarantined.into_iter().next().unwrap()
 }
@@ -135,12 +154,20 @@ fn source_count_counts_every_entry_whatever_became_of_it() {
         person("a"),
         without(person("b"), "mail"),
         without(person("c"), "uid"),
-        RawEntry { disabled: true, ..person("d") },
+        RawEntry {
+            disabled: true,
+            ..person("d")
+        },
     ];
     let d = run(&entries);
     assert_eq!(d.source_count, 4);
     assert_eq!(
-        (d.recipients.len(), d.skipped_no_mail.len(), d.quarantined.len(), d.disabled.len()),
+        (
+            d.recipients.len(),
+            d.skipped_no_mail.len(),
+            d.quarantined.len(),
+            d.disabled.len()
+        ),
         (1, 1, 1, 1)
     );
     assert_eq!(run(&[]), Desired::default());
@@ -148,7 +175,13 @@ fn source_count_counts_every_entry_whatever_became_of_it() {
 
 #[test]
 fn hidden_flag_is_carried() {
-    assert!(one(RawEntry { hidden: true, ..person("svc") }).hidden);
+    assert!(
+        one(RawEntry {
+            hidden: true,
+            ..person("svc")
+        })
+        .hidden
+    );
     assert!(!one(person("jdoe")).hidden);
 }
 
@@ -162,7 +195,10 @@ fn values_are_trimmed_and_blank_counts_as_absent() {
     let r = one(e);
     assert_eq!(r.uid, "jdoe");
     assert_eq!(r.primary.as_str(), "jdoe@example.edu");
-    assert_eq!(r.display_name, "Jane Doe", "blank displayName falls back to the names");
+    assert_eq!(
+        r.display_name, "Jane Doe",
+        "blank displayName falls back to the names"
+    );
     assert_eq!(r.department.as_deref(), Some("Physics"));
 }
 
@@ -172,11 +208,19 @@ fn unmapped_attributes_are_ignored() {
         "[ldap.attributes]",
         "[ldap.attributes]\ndisplay_name = \"\"\ndepartment = \"\"\nforward = \"\"",
     );
-    let config =
-        Config::from_toml(&text, Path::new("t.toml"), std::iter::empty::<(String, String)>()).unwrap();
+    let config = Config::from_toml(
+        &text,
+        Path::new("t.toml"),
+        std::iter::empty::<(String, String)>(),
+    )
+    .unwrap();
     let e = with(person("jdoe"), "displayName", &["Ignored"]);
     let e = with(e, "ou", &["Ignored"]);
-    let e = with(e, "mailForwardingAddress", &["jdoe@exampleedu.mail.onmicrosoft.com"]);
+    let e = with(
+        e,
+        "mailForwardingAddress",
+        &["jdoe@exampleedu.mail.onmicrosoft.com"],
+    );
     let d = build(&[e], &config, &BTreeSet::new());
     let r = &d.recipients[0];
     assert_eq!(r.display_name, "Jane Doe");
@@ -191,7 +235,11 @@ fn missing_anchor_is_quarantined() {
     let q = rejected(without(person("jdoe"), "entryUUID"));
     assert_eq!((q.field.as_str(), q.anchor.as_ref()), ("anchor", None));
     assert_eq!(q.uid.as_deref(), Some("jdoe"));
-    assert!(q.reason.contains("entryUUID") && q.reason.contains("no value"), "{}", q.reason);
+    assert!(
+        q.reason.contains("entryUUID") && q.reason.contains("no value"),
+        "{}",
+        q.reason
+    );
 }
 
 #[test]
@@ -216,7 +264,11 @@ fn missing_uid_is_quarantined() {
 
 #[test]
 fn missing_mail_is_skipped_not_quarantined() {
-    let d = run(&[without(person("nomail"), "mail"), with(person("blank"), "mail", &["  "]), person("ok")]);
+    let d = run(&[
+        without(person("nomail"), "mail"),
+        with(person("blank"), "mail", &["  "]),
+        person("ok"),
+    ]);
     assert_eq!(d.skipped_no_mail, vec![dn("blank"), dn("nomail")]);
     assert!(d.quarantined.is_empty());
     assert_eq!(d.recipients.len(), 1);
@@ -240,7 +292,11 @@ fn single_valued_attributes_with_several_values_are_quarantined() {
         let first = e.first(attr).unwrap_or("Jane Doe").to_owned();
         let q = rejected(with(e, attr, &[&first, &second]));
         assert_eq!(q.field, field, "{attr}");
-        assert!(q.reason.contains(attr) && q.reason.contains("has 2 values; expected one"), "{}", q.reason);
+        assert!(
+            q.reason.contains(attr) && q.reason.contains("has 2 values; expected one"),
+            "{}",
+            q.reason
+        );
     }
 }
 
@@ -275,7 +331,11 @@ fn non_utf8_values_are_quarantined_naming_the_field() {
     ] {
         let q = rejected(binary(person("jdoe"), attr));
         assert_eq!(q.field, field, "{attr}");
-        assert!(q.reason.contains(attr) && q.reason.contains("not UTF-8"), "{}", q.reason);
+        assert!(
+            q.reason.contains(attr) && q.reason.contains("not UTF-8"),
+            "{}",
+            q.reason
+        );
     }
     // A mail that is only binary is still a mail: quarantined, not skipped.
     let q = rejected(binary(without(person("jdoe"), "mail"), "mail"));
@@ -296,7 +356,12 @@ fn control_characters_are_quarantined_and_escaped_in_the_reason() {
 fn uid_that_cannot_be_a_upn_is_quarantined() {
     let q = rejected(with(person("x"), "uid", &["ab cd"]));
     assert_eq!(q.field, "uid");
-    assert!(q.reason.starts_with("uid `ab cd` cannot be a user principal name: "), "{}", q.reason);
+    assert!(
+        q.reason
+            .starts_with("uid `ab cd` cannot be a user principal name: "),
+        "{}",
+        q.reason
+    );
     // Entra refuses non-ASCII in a UPN, so a unicode uid cannot be provisioned as it is.
     let q = rejected(with(person("x"), "uid", &["müller"]));
     assert_eq!(q.field, "uid");
@@ -318,7 +383,11 @@ fn uid_longer_than_64_characters_is_quarantined() {
     let long = "a".repeat(65);
     let q = rejected(with(person("x"), "uid", &[&long]));
     assert_eq!(q.field, "uid");
-    assert!(q.reason.contains("65 characters") && q.reason.contains("at most 64"), "{}", q.reason);
+    assert!(
+        q.reason.contains("65 characters") && q.reason.contains("at most 64"),
+        "{}",
+        q.reason
+    );
 }
 
 #[test]
@@ -347,7 +416,9 @@ fn mail_nickname_is_ascii_and_valid() {
 
 #[test]
 fn mail_nickname_never_contains_what_graph_forbids() {
-    let forbidden = ['@', '(', ')', '\\', '[', ']', '"', ';', ':', '<', '>', ',', ' '];
+    let forbidden = [
+        '@', '(', ')', '\\', '[', ']', '"', ';', ':', '<', '>', ',', ' ',
+    ];
     let samples = [
         "Ærøskøbing Ünïcödé",
         "中文名字",
@@ -361,8 +432,14 @@ fn mail_nickname_never_contains_what_graph_forbids() {
     ];
     for s in samples {
         if let Some(a) = mail_nickname(s) {
-            assert!(a.is_ascii() && !a.chars().any(|c| forbidden.contains(&c)), "{s:?} -> {a:?}");
-            assert!(!a.starts_with('.') && !a.ends_with('.') && !a.contains(".."), "{s:?} -> {a:?}");
+            assert!(
+                a.is_ascii() && !a.chars().any(|c| forbidden.contains(&c)),
+                "{s:?} -> {a:?}"
+            );
+            assert!(
+                !a.starts_with('.') && !a.ends_with('.') && !a.contains(".."),
+                "{s:?} -> {a:?}"
+            );
             assert!(a.len() <= 64);
         }
     }
@@ -372,20 +449,37 @@ fn mail_nickname_never_contains_what_graph_forbids() {
 
 #[test]
 fn display_name_falls_back_to_names_then_uid() {
-    assert_eq!(one(with(person("jdoe"), "displayName", &["Dr. Jane Doe"])).display_name, "Dr. Jane Doe");
+    assert_eq!(
+        one(with(person("jdoe"), "displayName", &["Dr. Jane Doe"])).display_name,
+        "Dr. Jane Doe"
+    );
     assert_eq!(one(person("jdoe")).display_name, "Jane Doe");
     assert_eq!(one(without(person("jdoe"), "sn")).display_name, "jdoe");
-    assert_eq!(one(without(person("jdoe"), "givenName")).display_name, "jdoe");
+    assert_eq!(
+        one(without(person("jdoe"), "givenName")).display_name,
+        "jdoe"
+    );
 }
 
 #[test]
 fn display_name_longer_than_256_characters_is_quarantined() {
     let ok = "ü".repeat(256);
-    assert_eq!(one(with(person("jdoe"), "displayName", &[&ok])).display_name, ok);
+    assert_eq!(
+        one(with(person("jdoe"), "displayName", &[&ok])).display_name,
+        ok
+    );
     let q = rejected(with(person("jdoe"), "displayName", &[&"x".repeat(257)]));
     assert_eq!(q.field, "display_name");
-    assert!(q.reason.contains("257 characters") && q.reason.contains("at most 256"), "{}", q.reason);
-    assert!(q.reason.len() < 200, "the value is abbreviated: {}", q.reason);
+    assert!(
+        q.reason.contains("257 characters") && q.reason.contains("at most 256"),
+        "{}",
+        q.reason
+    );
+    assert!(
+        q.reason.len() < 200,
+        "the value is abbreviated: {}",
+        q.reason
+    );
 }
 
 #[test]
@@ -406,7 +500,10 @@ fn unicode_names_pass_through_intact_with_an_ascii_alias() {
     }
     // Derived display names keep the unicode too.
     let e = with(person("jm"), "givenName", &["Jürgen"]);
-    assert_eq!(one(with(e, "sn", &["Müller"])).display_name, "Jürgen Müller");
+    assert_eq!(
+        one(with(e, "sn", &["Müller"])).display_name,
+        "Jürgen Müller"
+    );
 }
 
 #[test]
@@ -427,7 +524,11 @@ fn address_book_lengths_are_limited_in_characters() {
         let q = rejected(with(person("jdoe"), attr, &[&"é".repeat(max + 1)]));
         assert_eq!(q.field, field, "{attr}");
         let expect = format!("{} characters long; at most {max}", max + 1);
-        assert!(q.reason.contains(&expect) && q.reason.contains(attr), "{}", q.reason);
+        assert!(
+            q.reason.contains(&expect) && q.reason.contains(attr),
+            "{}",
+            q.reason
+        );
     }
 }
 
@@ -435,7 +536,12 @@ fn address_book_lengths_are_limited_in_characters() {
 
 #[test]
 fn bad_mail_syntax_is_quarantined_quoting_the_value() {
-    for bad in ["jane doe@example.edu", "jane", "jürgen@example.edu", "a..b@example.edu"] {
+    for bad in [
+        "jane doe@example.edu",
+        "jane",
+        "jürgen@example.edu",
+        "a..b@example.edu",
+    ] {
         let q = rejected(with(person("jdoe"), "mail", &[bad]));
         assert_eq!(q.field, "mail");
         assert!(q.reason.contains(&format!("`{bad}`")), "{}", q.reason);
@@ -446,74 +552,148 @@ fn bad_mail_syntax_is_quarantined_quoting_the_value() {
 fn mail_must_be_in_an_accepted_domain() {
     let q = rejected(with(person("jdoe"), "mail", &["x@example.org"]));
     assert_eq!(q.field, "mail");
-    assert_eq!(q.reason, "`x@example.org`: domain example.org is not an accepted domain of the tenant");
+    assert_eq!(
+        q.reason,
+        "`x@example.org`: domain example.org is not an accepted domain of the tenant"
+    );
     // Exact match only: a subdomain is a different domain.
-    assert_eq!(rejected(with(person("jdoe"), "mail", &["x@sub.example.edu"])).field, "mail");
+    assert_eq!(
+        rejected(with(person("jdoe"), "mail", &["x@sub.example.edu"])).field,
+        "mail"
+    );
     // The tenant's Microsoft domains are not for primaries.
-    assert_eq!(rejected(with(person("jdoe"), "mail", &["x@exampleedu.onmicrosoft.com"])).field, "mail");
+    assert_eq!(
+        rejected(with(
+            person("jdoe"),
+            "mail",
+            &["x@exampleedu.onmicrosoft.com"]
+        ))
+        .field,
+        "mail"
+    );
     // Case-insensitive on both sides.
     assert_eq!(
-        one(with(person("jdoe"), "mail", &["X@STAFF.example.EDU"])).primary.as_str(),
+        one(with(person("jdoe"), "mail", &["X@STAFF.example.EDU"]))
+            .primary
+            .as_str(),
         "x@staff.example.edu"
     );
 }
 
 #[test]
 fn aliases_come_from_every_alias_attribute() {
-    let e = with(person("jdoe"), "mailAlternateAddress", &["jane.doe@example.edu", "JDoe@Example.edu"]);
-    let e = with(e, "mailLocalAddress", &["jd@staff.example.edu", "jdoe@exampleedu.mail.onmicrosoft.com"]);
+    let e = with(
+        person("jdoe"),
+        "mailAlternateAddress",
+        &["jane.doe@example.edu", "JDoe@Example.edu"],
+    );
+    let e = with(
+        e,
+        "mailLocalAddress",
+        &[
+            "jd@staff.example.edu",
+            "jdoe@exampleedu.mail.onmicrosoft.com",
+        ],
+    );
     let r = one(e);
     // The alias equal to the primary is dropped silently; the routing domain is the tenant's own.
     assert_eq!(
         r.secondary,
-        addrs(&["jane.doe@example.edu", "jd@staff.example.edu", "jdoe@exampleedu.mail.onmicrosoft.com"])
+        addrs(&[
+            "jane.doe@example.edu",
+            "jd@staff.example.edu",
+            "jdoe@exampleedu.mail.onmicrosoft.com"
+        ])
     );
     assert!(!r.secondary.contains(&r.primary));
-    assert_eq!(r.kind, Kind::MailUser, "an alias in the routing domain is not a forward");
+    assert_eq!(
+        r.kind,
+        Kind::MailUser,
+        "an alias in the routing domain is not a forward"
+    );
 }
 
 #[test]
 fn bad_aliases_are_quarantined_naming_the_value() {
-    let q = rejected(with(person("jdoe"), "mailLocalAddress", &["ok@example.edu", "not an address"]));
+    let q = rejected(with(
+        person("jdoe"),
+        "mailLocalAddress",
+        &["ok@example.edu", "not an address"],
+    ));
     assert_eq!(q.field, "aliases");
     assert!(q.reason.contains("`not an address`"), "{}", q.reason);
-    let q = rejected(with(person("jdoe"), "mailAlternateAddress", &["jdoe@gmail.com"]));
+    let q = rejected(with(
+        person("jdoe"),
+        "mailAlternateAddress",
+        &["jdoe@gmail.com"],
+    ));
     assert_eq!(q.field, "aliases");
-    assert_eq!(q.reason, "`jdoe@gmail.com`: domain gmail.com is not an accepted domain of the tenant");
+    assert_eq!(
+        q.reason,
+        "`jdoe@gmail.com`: domain gmail.com is not an accepted domain of the tenant"
+    );
 }
 
 // ---- classification --------------------------------------------------------------------
 
 #[test]
 fn forward_into_the_routing_domain_makes_a_mailbox() {
-    let r = one(with(person("jdoe"), "mailForwardingAddress", &["jdoe@exampleedu.mail.onmicrosoft.com"]));
+    let r = one(with(
+        person("jdoe"),
+        "mailForwardingAddress",
+        &["jdoe@exampleedu.mail.onmicrosoft.com"],
+    ));
     assert_eq!(r.kind, Kind::Mailbox);
-    assert_eq!(r.forward, Some(addr("jdoe@exampleedu.mail.onmicrosoft.com")));
-    assert_eq!(r.secondary, addrs(&["jdoe@exampleedu.mail.onmicrosoft.com"]));
+    assert_eq!(
+        r.forward,
+        Some(addr("jdoe@exampleedu.mail.onmicrosoft.com"))
+    );
+    assert_eq!(
+        r.secondary,
+        addrs(&["jdoe@exampleedu.mail.onmicrosoft.com"])
+    );
     assert_eq!(r.external_address, None);
 }
 
 #[test]
 fn forward_into_the_moera_makes_a_mailbox() {
-    let r = one(with(person("jdoe"), "mailForwardingAddress", &["JDoe@ExampleEDU.onmicrosoft.com"]));
+    let r = one(with(
+        person("jdoe"),
+        "mailForwardingAddress",
+        &["JDoe@ExampleEDU.onmicrosoft.com"],
+    ));
     assert_eq!(r.kind, Kind::Mailbox);
     assert_eq!(r.forward, Some(addr("jdoe@exampleedu.onmicrosoft.com")));
-    assert!(r.secondary.contains(&addr("jdoe@exampleedu.onmicrosoft.com")));
+    assert!(
+        r.secondary
+            .contains(&addr("jdoe@exampleedu.onmicrosoft.com"))
+    );
     assert_eq!(r.external_address, None);
 }
 
 #[test]
 fn external_forward_stays_a_mail_user() {
-    let r = one(with(person("jdoe"), "mailForwardingAddress", &["jane@gmail.com"]));
+    let r = one(with(
+        person("jdoe"),
+        "mailForwardingAddress",
+        &["jane@gmail.com"],
+    ));
     assert_eq!(r.kind, Kind::MailUser);
     assert_eq!(r.forward, Some(addr("jane@gmail.com")));
     assert_eq!(r.external_address, Some(addr("jdoe@example.edu")));
-    assert!(r.secondary.is_empty(), "an external target is not the recipient's address");
+    assert!(
+        r.secondary.is_empty(),
+        "an external target is not the recipient's address"
+    );
 }
 
 #[test]
 fn forward_to_an_accepted_domain_stays_a_mail_user() {
-    let r = one(with(person("jdoe"), "mailForwardingAddress", &["office@staff.example.edu"]));
+    let r = one(with(
+        person("jdoe"),
+        "mailForwardingAddress",
+        &["office@staff.example.edu"],
+    ));
     assert_eq!(r.kind, Kind::MailUser);
     assert_eq!(r.forward, Some(addr("office@staff.example.edu")));
     assert!(r.secondary.is_empty());
@@ -524,20 +704,34 @@ fn every_tenant_forward_target_is_owned_and_the_first_is_the_forward() {
     let e = with(
         person("jdoe"),
         "mailForwardingAddress",
-        &["jane@gmail.com", "jdoe@exampleedu.mail.onmicrosoft.com", "jdoe@exampleedu.onmicrosoft.com"],
+        &[
+            "jane@gmail.com",
+            "jdoe@exampleedu.mail.onmicrosoft.com",
+            "jdoe@exampleedu.onmicrosoft.com",
+        ],
     );
     let r = one(e);
     assert_eq!(r.kind, Kind::Mailbox);
-    assert_eq!(r.forward, Some(addr("jdoe@exampleedu.mail.onmicrosoft.com")));
+    assert_eq!(
+        r.forward,
+        Some(addr("jdoe@exampleedu.mail.onmicrosoft.com"))
+    );
     assert_eq!(
         r.secondary,
-        addrs(&["jdoe@exampleedu.mail.onmicrosoft.com", "jdoe@exampleedu.onmicrosoft.com"])
+        addrs(&[
+            "jdoe@exampleedu.mail.onmicrosoft.com",
+            "jdoe@exampleedu.onmicrosoft.com"
+        ])
     );
 }
 
 #[test]
 fn bad_forward_is_quarantined() {
-    let q = rejected(with(person("jdoe"), "mailForwardingAddress", &["|/usr/bin/vacation"]));
+    let q = rejected(with(
+        person("jdoe"),
+        "mailForwardingAddress",
+        &["|/usr/bin/vacation"],
+    ));
     assert_eq!(q.field, "forward");
     assert!(q.reason.contains("`|/usr/bin/vacation`"), "{}", q.reason);
 }
@@ -548,13 +742,28 @@ fn bad_forward_is_quarantined() {
 fn disabled_entries_are_leavers_even_when_otherwise_broken() {
     let broken = with(person("gone"), "mailAlternateAddress", &["gone@gmail.com"]);
     let d = run(&[
-        RawEntry { disabled: true, ..broken },
-        RawEntry { disabled: true, ..without(person("nomail"), "mail") },
-        RawEntry { disabled: true, ..binary(person("bin"), "displayName") },
+        RawEntry {
+            disabled: true,
+            ..broken
+        },
+        RawEntry {
+            disabled: true,
+            ..without(person("nomail"), "mail")
+        },
+        RawEntry {
+            disabled: true,
+            ..binary(person("bin"), "displayName")
+        },
     ]);
-    assert!(d.recipients.is_empty() && d.quarantined.is_empty() && d.skipped_no_mail.is_empty(), "{d:?}");
-    let got: Vec<_> =
-        d.disabled.iter().map(|x| (x.anchor.as_str(), x.dn.clone(), x.uid.as_deref())).collect();
+    assert!(
+        d.recipients.is_empty() && d.quarantined.is_empty() && d.skipped_no_mail.is_empty(),
+        "{d:?}"
+    );
+    let got: Vec<_> = d
+        .disabled
+        .iter()
+        .map(|x| (x.anchor.as_str(), x.dn.clone(), x.uid.as_deref()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -567,7 +776,10 @@ fn disabled_entries_are_leavers_even_when_otherwise_broken() {
 
 #[test]
 fn disabled_entry_without_a_valid_anchor_is_quarantined() {
-    let d = run(&[RawEntry { disabled: true, ..without(person("gone"), "entryUUID") }]);
+    let d = run(&[RawEntry {
+        disabled: true,
+        ..without(person("gone"), "entryUUID")
+    }]);
     assert!(d.disabled.is_empty());
     assert_eq!(d.quarantined[0].field, "anchor");
 }
@@ -603,10 +815,20 @@ fn an_already_provisioned_person_keeps_their_address_against_a_newcomer() {
     let new = with(person("aaa"), "mailAlternateAddress", &["team@example.edu"]);
     for entries in [[old.clone(), new.clone()], [new.clone(), old.clone()]] {
         let d = run_known(&entries, &["uuid-zzz"]);
-        assert_eq!(d.recipients.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>(), ["zzz"]);
+        assert_eq!(
+            d.recipients
+                .iter()
+                .map(|r| r.uid.as_str())
+                .collect::<Vec<_>>(),
+            ["zzz"]
+        );
         let q = &d.quarantined[0];
         assert_eq!((q.dn.clone(), q.field.as_str()), (dn("aaa"), "aliases"));
-        assert!(q.reason.contains(&dn("zzz")) && q.reason.contains(&dn("aaa")), "{}", q.reason);
+        assert!(
+            q.reason.contains(&dn("zzz")) && q.reason.contains(&dn("aaa")),
+            "{}",
+            q.reason
+        );
         assert!(q.reason.contains("already provisioned"), "{}", q.reason);
     }
     // Without the known anchor, DN order decides.
@@ -617,27 +839,52 @@ fn an_already_provisioned_person_keeps_their_address_against_a_newcomer() {
 
 #[test]
 fn dn_order_ignores_case() {
-    let mut a = with(person("bbb"), "mailAlternateAddress", &["shared@example.edu"]);
+    let mut a = with(
+        person("bbb"),
+        "mailAlternateAddress",
+        &["shared@example.edu"],
+    );
     a.dn = "UID=bbb,ou=people,dc=example,dc=edu".into();
-    let mut b = with(person("aaa"), "mailAlternateAddress", &["shared@example.edu"]);
+    let mut b = with(
+        person("aaa"),
+        "mailAlternateAddress",
+        &["shared@example.edu"],
+    );
     b.dn = "uid=aaa,ou=people,dc=example,dc=edu".into();
     // Byte order would put `UID=bbb` first.
     assert!(a.dn < b.dn);
     let d = run(&[a, b]);
-    assert_eq!(d.recipients[0].uid, "aaa", "aaa sorts before BBB case-insensitively");
     assert_eq!(
-        (d.quarantined[0].dn.as_str(), d.quarantined[0].field.as_str()),
+        d.recipients[0].uid, "aaa",
+        "aaa sorts before BBB case-insensitively"
+    );
+    assert_eq!(
+        (
+            d.quarantined[0].dn.as_str(),
+            d.quarantined[0].field.as_str()
+        ),
         ("UID=bbb,ou=people,dc=example,dc=edu", "aliases")
     );
 }
 
 #[test]
 fn tenant_forward_target_claimed_twice_names_the_forward() {
-    let a = with(person("aaa"), "mailForwardingAddress", &["shared@exampleedu.mail.onmicrosoft.com"]);
-    let b = with(person("bbb"), "mailForwardingAddress", &["shared@exampleedu.mail.onmicrosoft.com"]);
+    let a = with(
+        person("aaa"),
+        "mailForwardingAddress",
+        &["shared@exampleedu.mail.onmicrosoft.com"],
+    );
+    let b = with(
+        person("bbb"),
+        "mailForwardingAddress",
+        &["shared@exampleedu.mail.onmicrosoft.com"],
+    );
     let d = run(&[b, a]);
     assert_eq!(d.recipients[0].uid, "aaa");
-    assert_eq!((d.quarantined[0].dn.clone(), d.quarantined[0].field.as_str()), (dn("bbb"), "forward"));
+    assert_eq!(
+        (d.quarantined[0].dn.clone(), d.quarantined[0].field.as_str()),
+        (dn("bbb"), "forward")
+    );
     // An external forward target is not owned, so two people may forward to the same place.
     let a = with(person("aaa"), "mailForwardingAddress", &["x@gmail.com"]);
     let b = with(person("bbb"), "mailForwardingAddress", &["x@gmail.com"]);
@@ -654,7 +901,8 @@ fn same_uid_in_another_case_clashes_on_the_upn() {
     let q = &d.quarantined[0];
     assert_eq!(q.field, "uid");
     assert!(
-        q.reason.starts_with("user principal name jdoe@example.edu is already claimed by"),
+        q.reason
+            .starts_with("user principal name jdoe@example.edu is already claimed by"),
         "{}",
         q.reason
     );
@@ -673,9 +921,16 @@ fn upn_and_addresses_share_one_namespace() {
     let d = run_known(&[a, b], &["uuid-bbb"]);
     let q = &d.quarantined[0];
     assert_eq!((q.dn.clone(), q.field.as_str()), (dn("aaa"), "aliases"));
-    assert!(q.reason.contains("as its user principal name"), "{}", q.reason);
+    assert!(
+        q.reason.contains("as its user principal name"),
+        "{}",
+        q.reason
+    );
     // A person's own UPN and address may coincide.
-    assert_eq!(one(person("jdoe")).upn.as_str(), one(person("jdoe")).primary.as_str());
+    assert_eq!(
+        one(person("jdoe")).upn.as_str(),
+        one(person("jdoe")).primary.as_str()
+    );
 }
 
 #[test]
@@ -687,28 +942,75 @@ fn duplicate_anchor_quarantines_the_later_entry() {
     assert_eq!(d.recipients[0].dn, dn("aaa"));
     let q = &d.quarantined[0];
     assert_eq!((q.dn.clone(), q.field.as_str()), (dn("bbb"), "anchor"));
-    assert!(q.reason.contains("uuid-aaa") && q.reason.contains(&dn("aaa")), "{}", q.reason);
+    assert!(
+        q.reason.contains("uuid-aaa") && q.reason.contains(&dn("aaa")),
+        "{}",
+        q.reason
+    );
     // A leaver holds its anchor too.
-    let d = run(&[RawEntry { disabled: true, ..a }, b]);
+    let d = run(&[
+        RawEntry {
+            disabled: true,
+            ..a
+        },
+        b,
+    ]);
     assert_eq!(d.disabled.len(), 1);
-    assert_eq!((d.quarantined[0].dn.clone(), d.quarantined[0].field.as_str()), (dn("bbb"), "anchor"));
+    assert_eq!(
+        (d.quarantined[0].dn.clone(), d.quarantined[0].field.as_str()),
+        (dn("bbb"), "anchor")
+    );
 }
 
 #[test]
 fn quarantined_entries_claim_nothing() {
     // `aaa` would win the address by DN order, but it is invalid, so `bbb` keeps it.
-    let a = with(with(person("aaa"), "mailAlternateAddress", &["shared@example.edu"]), "sn", &["x", "y"]);
-    let b = with(person("bbb"), "mailAlternateAddress", &["shared@example.edu"]);
+    let a = with(
+        with(
+            person("aaa"),
+            "mailAlternateAddress",
+            &["shared@example.edu"],
+        ),
+        "sn",
+        &["x", "y"],
+    );
+    let b = with(
+        person("bbb"),
+        "mailAlternateAddress",
+        &["shared@example.edu"],
+    );
     let d = run(&[a, b]);
-    assert_eq!(d.recipients.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>(), ["bbb"]);
+    assert_eq!(
+        d.recipients
+            .iter()
+            .map(|r| r.uid.as_str())
+            .collect::<Vec<_>>(),
+        ["bbb"]
+    );
     assert_eq!(d.quarantined[0].field, "surname");
     // A clash loser claims nothing either: `ccc` loses to `aaa` and must not block `ddd`.
     let a = with(person("aaa"), "mailAlternateAddress", &["one@example.edu"]);
-    let c = with(person("ccc"), "mailAlternateAddress", &["one@example.edu", "two@example.edu"]);
+    let c = with(
+        person("ccc"),
+        "mailAlternateAddress",
+        &["one@example.edu", "two@example.edu"],
+    );
     let e = with(person("ddd"), "mailAlternateAddress", &["two@example.edu"]);
     let d = run(&[e, c, a]);
-    assert_eq!(d.recipients.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>(), ["aaa", "ddd"]);
-    assert_eq!(d.quarantined.iter().map(|q| q.dn.clone()).collect::<Vec<_>>(), [dn("ccc")]);
+    assert_eq!(
+        d.recipients
+            .iter()
+            .map(|r| r.uid.as_str())
+            .collect::<Vec<_>>(),
+        ["aaa", "ddd"]
+    );
+    assert_eq!(
+        d.quarantined
+            .iter()
+            .map(|q| q.dn.clone())
+            .collect::<Vec<_>>(),
+        [dn("ccc")]
+    );
 }
 
 // ---- output order and determinism ------------------------------------------------------
@@ -720,9 +1022,17 @@ fn campus() -> Vec<RawEntry> {
         let uid = format!("user{i:02}");
         let mut e = person(&uid);
         // Anchors sort differently from DNs.
-        set(&mut e, "entryUUID", &[&format!("{:08x}-anchor", (i * 7919) % 1000)]);
+        set(
+            &mut e,
+            "entryUUID",
+            &[&format!("{:08x}-anchor", (i * 7919) % 1000)],
+        );
         match i % 8 {
-            0 => set(&mut e, "mailForwardingAddress", &[&format!("{uid}@exampleedu.mail.onmicrosoft.com")]),
+            0 => set(
+                &mut e,
+                "mailForwardingAddress",
+                &[&format!("{uid}@exampleedu.mail.onmicrosoft.com")],
+            ),
             1 => set(&mut e, "mailAlternateAddress", &["shared@example.edu"]),
             2 => e.attrs.remove("mail").map(|_| ()).unwrap_or(()),
             3 => set(&mut e, "mail", &["bad address"]),
@@ -743,14 +1053,23 @@ fn shuffled_input_gives_identical_output() {
     let known = ["00000362-anchor", "00000000-anchor"];
     let expected = run_known(&entries, &known);
     let shared = addr("shared@example.edu");
-    let holders: Vec<_> = expected.recipients.iter().filter(|r| r.secondary.contains(&shared)).collect();
+    let holders: Vec<_> = expected
+        .recipients
+        .iter()
+        .filter(|r| r.secondary.contains(&shared))
+        .collect();
     assert_eq!(holders.len(), 1);
-    assert_eq!(holders[0].uid, "user14", "the known anchor wins over DN order");
+    assert_eq!(
+        holders[0].uid, "user14",
+        "the known anchor wins over DN order"
+    );
     let mut shuffled = entries.clone();
     // A fixed pseudo-random permutation (LCG), plus reversal and rotation.
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     for i in (1..shuffled.len()).rev() {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         shuffled.swap(i, (seed >> 33) as usize % (i + 1));
     }
     assert_eq!(run_known(&shuffled, &known), expected);
@@ -764,10 +1083,22 @@ fn shuffled_input_gives_identical_output() {
 fn outputs_are_sorted() {
     let d = run(&campus());
     let anchors: Vec<_> = d.recipients.iter().map(|r| r.anchor.clone()).collect();
-    assert!(anchors.windows(2).all(|w| w[0] < w[1]), "recipients by anchor");
-    assert!(d.quarantined.windows(2).all(|w| w[0].dn <= w[1].dn), "quarantined by dn");
-    assert!(d.disabled.windows(2).all(|w| w[0].anchor < w[1].anchor), "disabled by anchor");
-    assert!(d.skipped_no_mail.windows(2).all(|w| w[0] <= w[1]), "skipped sorted");
+    assert!(
+        anchors.windows(2).all(|w| w[0] < w[1]),
+        "recipients by anchor"
+    );
+    assert!(
+        d.quarantined.windows(2).all(|w| w[0].dn <= w[1].dn),
+        "quarantined by dn"
+    );
+    assert!(
+        d.disabled.windows(2).all(|w| w[0].anchor < w[1].anchor),
+        "disabled by anchor"
+    );
+    assert!(
+        d.skipped_no_mail.windows(2).all(|w| w[0] <= w[1]),
+        "skipped sorted"
+    );
     assert_eq!(d.source_count, 40);
     assert_eq!(d.skipped_no_mail.len(), 5);
     assert_eq!(d.disabled.len(), 5);
