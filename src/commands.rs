@@ -103,31 +103,33 @@ async fn compute(
     let started = now()?;
     let run_id = store.begin_run(mode, run_scope, started).await?;
 
-    let entries = match source::read(&config.ldap, &sel).await {
-        Ok(entries) => entries,
-        Err(e) => {
-            let end = RunEnd {
-                outcome: Outcome::Failed,
-                source_count: None,
-                verdict: None,
-                summary: None,
-                error: Some(e.to_string()),
-            };
-            store.finish_run(run_id, &end, now()?).await?;
-            store.close().await;
-            return Err(e.into());
-        }
-    };
+    // Entries are mapped as they arrive, so the raw directory is never held in memory.
+    let mut mapper = desired::Mapper::new(config);
+    if let Err(e) = source::read_each(&config.ldap, &sel, |entry| mapper.push(&entry)).await {
+        let end = RunEnd {
+            outcome: Outcome::Failed,
+            source_count: None,
+            verdict: None,
+            summary: None,
+            error: Some(e.to_string()),
+        };
+        store.finish_run(run_id, &end, now()?).await?;
+        store.close().await;
+        return Err(e.into());
+    }
+    let clock = std::time::Instant::now();
     let objects = store.objects().await?;
     let known: BTreeSet<_> = objects
         .iter()
         .filter(|o| o.stage != Stage::Deleted)
         .map(|o| o.anchor.clone())
         .collect();
-    let desired = desired::build(&entries, config, &known);
+    let desired = mapper.finish(&known);
+    let mapped_ms = clock.elapsed().as_millis() as u64;
     let baseline = store.baseline().await?;
-    let plan = plan::plan(&plan::Input {
-        desired: &desired,
+    let source_count = desired.source_count;
+    let plan = plan::plan(plan::Input {
+        desired,
         objects: &objects,
         baseline,
         scope,
@@ -135,6 +137,12 @@ async fn compute(
         max_deletes: args.max_deletes,
         now: started,
     });
+    tracing::debug!(
+        rss_mb = rss_mb(),
+        mapped_ms,
+        planned_ms = clock.elapsed().as_millis() as u64 - mapped_ms,
+        "mapped and planned"
+    );
     for q in &plan.quarantined {
         tracing::warn!(dn = %q.dn, field = %q.field, reason = %q.reason, "entry quarantined");
     }
@@ -148,7 +156,7 @@ async fn compute(
         } else {
             Outcome::Ok
         },
-        source_count: Some(desired.source_count as u64),
+        source_count: Some(source_count as u64),
         verdict: Some(if blocked { "blocked" } else { "ok" }),
         summary: Some(serde_json::to_value(&plan.summary).expect("summary serialises")),
         error: None,
@@ -157,7 +165,7 @@ async fn compute(
     store.close().await;
     tracing::info!(
         run = run_id,
-        entries = desired.source_count,
+        entries = source_count,
         create = plan.summary.create,
         update = plan.summary.update,
         disable = plan.summary.disable,
@@ -361,4 +369,14 @@ pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandE
         }
     }
     Ok(Exit::Ok)
+}
+
+/// Resident memory in MiB (Linux; 0 elsewhere), for the debug log of large runs.
+fn rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+        / 1_048_576
 }

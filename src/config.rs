@@ -182,6 +182,9 @@ pub struct TenantConfig {
     #[serde(skip)]
     pub client_secret: Option<Secret>,
     pub certificate_file: Option<PathBuf>,
+    /// How ldap2exo authenticates to the tenant. Absent: inferred at connect time (a client
+    /// secret, else `certificate_file`), see [`TenantConfig::credential_kind`].
+    pub credential: Option<Credential>,
     pub accepted_domains: Vec<String>,
     pub onmicrosoft_domain: String,
     pub routing_domain: String,
@@ -193,6 +196,35 @@ pub struct TenantConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default)]
     pub endpoints: Endpoints,
+}
+
+/// The credential used to get tokens for Graph and Exchange Online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Credential {
+    /// `client_secret_file` or `LDAP2EXO__TENANT__CLIENT_SECRET`.
+    ClientSecret,
+    /// A signed client assertion from `certificate_file` (certificate and private key, PEM).
+    Certificate,
+    /// The Azure host's managed identity (a VM or App Service); `client_id`, when set, names
+    /// a user-assigned identity.
+    ManagedIdentity,
+    /// Kubernetes workload identity: a federated token from `AZURE_FEDERATED_TOKEN_FILE`.
+    WorkloadIdentity,
+}
+
+impl TenantConfig {
+    /// The credential to use: the configured one, else inferred from what is present (a
+    /// client secret wins over a certificate). The error names what is missing; it is raised
+    /// when connecting, not when loading, because a dry run needs no credential at all.
+    pub fn credential_kind(&self) -> Result<Credential, String> {
+        match self.credential {
+            Some(c) => Ok(c),
+            None if self.client_secret.is_some() => Ok(Credential::ClientSecret),
+            None if self.certificate_file.is_some() => Ok(Credential::Certificate),
+            None => Err("no tenant credential: set tenant.client_secret_file (or LDAP2EXO__TENANT__CLIENT_SECRET), tenant.certificate_file, or tenant.credential = \"managed_identity\" / \"workload_identity\"".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -372,15 +404,15 @@ impl Config {
                 _ => config.tenant.client_secret = Some(secret),
             }
         }
-        if config.ldap.bind_password.is_none() {
-            if let Some(file) = &config.ldap.bind_password_file {
-                config.ldap.bind_password = Some(read_secret("ldap.bind_password_file", file)?);
-            }
+        if config.ldap.bind_password.is_none()
+            && let Some(file) = &config.ldap.bind_password_file
+        {
+            config.ldap.bind_password = Some(read_secret("ldap.bind_password_file", file)?);
         }
-        if config.tenant.client_secret.is_none() {
-            if let Some(file) = &config.tenant.client_secret_file {
-                config.tenant.client_secret = Some(read_secret("tenant.client_secret_file", file)?);
-            }
+        if config.tenant.client_secret.is_none()
+            && let Some(file) = &config.tenant.client_secret_file
+        {
+            config.tenant.client_secret = Some(read_secret("tenant.client_secret_file", file)?);
         }
         config.validate()?;
         Ok(config)
@@ -509,19 +541,34 @@ impl Config {
             ("tenant.tenant_id", &t.tenant_id),
             ("tenant.client_id", &t.client_id),
         ] {
-            if let Some(id) = id {
-                if !is_guid(id) {
-                    return Err(key(k, format!("`{id}` is not a GUID")));
-                }
+            if let Some(id) = id
+                && !is_guid(id)
+            {
+                return Err(key(k, format!("`{id}` is not a GUID")));
             }
         }
-        if let Some(loc) = &t.usage_location {
-            if !(loc.len() == 2 && loc.chars().all(|c| c.is_ascii_uppercase())) {
+        if let Some(loc) = &t.usage_location
+            && !(loc.len() == 2 && loc.chars().all(|c| c.is_ascii_uppercase()))
+        {
+            return Err(key(
+                "tenant.usage_location",
+                format!("`{loc}` is not a two-letter country code such as DE"),
+            ));
+        }
+        match t.credential {
+            Some(Credential::ClientSecret) if t.client_secret.is_none() => {
                 return Err(key(
-                    "tenant.usage_location",
-                    format!("`{loc}` is not a two-letter country code such as DE"),
+                    "tenant.credential",
+                    "client_secret needs tenant.client_secret_file or LDAP2EXO__TENANT__CLIENT_SECRET".into(),
                 ));
             }
+            Some(Credential::Certificate) if t.certificate_file.is_none() => {
+                return Err(key(
+                    "tenant.credential",
+                    "certificate needs tenant.certificate_file".into(),
+                ));
+            }
+            _ => {}
         }
         for (k, u) in [
             ("tenant.endpoints.login", &t.endpoints.login),
@@ -734,9 +781,59 @@ upn_domain = "example.edu"
     }
 
     #[test]
+    fn credential_is_chosen_or_inferred() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.tenant.credential, None);
+        let err = c.tenant.credential_kind().unwrap_err();
+        assert!(
+            err.contains("client_secret_file") && err.contains("certificate_file"),
+            "{err}"
+        );
+        let c = load(MINIMAL, &[("LDAP2EXO__TENANT__CLIENT_SECRET", "s3cret")]).unwrap();
+        assert_eq!(c.tenant.credential_kind(), Ok(Credential::ClientSecret));
+        let c = load(
+            MINIMAL,
+            &[(
+                "LDAP2EXO__TENANT__CERTIFICATE_FILE",
+                "/etc/ldap2exo/app.pem",
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.tenant.credential_kind(), Ok(Credential::Certificate));
+        for (value, kind) in [
+            ("managed_identity", Credential::ManagedIdentity),
+            ("workload_identity", Credential::WorkloadIdentity),
+        ] {
+            let c = load(MINIMAL, &[("LDAP2EXO__TENANT__CREDENTIAL", value)]).unwrap();
+            assert_eq!(c.tenant.credential_kind(), Ok(kind));
+        }
+        // An explicit choice needs its material, and says which key provides it.
+        let err = load(MINIMAL, &[("LDAP2EXO__TENANT__CREDENTIAL", "certificate")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tenant.credential") && err.contains("certificate_file"),
+            "{err}"
+        );
+        let err = load(
+            MINIMAL,
+            &[("LDAP2EXO__TENANT__CREDENTIAL", "client_secret")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("client_secret_file"), "{err}");
+        let err = load(MINIMAL, &[("LDAP2EXO__TENANT__CREDENTIAL", "password")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenant.credential"), "{err}");
+    }
+
+    #[test]
     fn requested_attributes_are_the_mapped_ones() {
-        let mut m = AttributeMap::default();
-        m.company = String::new();
+        let mut m = AttributeMap {
+            company: String::new(),
+            ..Default::default()
+        };
         m.aliases.push("MAIL".into());
         let r = m.requested();
         assert!(r.contains(&"entryUUID".to_string()));

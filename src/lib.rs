@@ -15,3 +15,4 @@ pub mod secret;
 pub mod source;
 pub mod state;
 pub mod telemetry;
+pub mod tenant;

@@ -9,6 +9,11 @@ use clap::Parser;
 use ldap2exo::cli::{Cli, Command};
 use ldap2exo::commands::{self, Exit};
 
+// Reading 50,000 entries makes millions of small allocations; glibc's allocator spent about
+// 40% of a dry run's CPU time on them (measured with perf), mimalloc a fraction of that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     ldap2exo::telemetry::init(cli.log_format);

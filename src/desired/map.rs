@@ -48,36 +48,72 @@ const MAX_MOBILE: usize = 64;
 /// the one already in the tenant keeps it, so an existing person never loses an address to a
 /// newcomer.
 pub fn build(entries: &[RawEntry], config: &Config, known: &BTreeSet<Anchor>) -> Desired {
-    let mut claimants = Vec::new();
-    let mut quarantined = Vec::new();
-    let mut skipped_no_mail = Vec::new();
-
+    let mut mapper = Mapper::new(config);
     for entry in entries {
-        match judge(entry, config) {
-            Judged::Valid(c) => claimants.push(claims::Claimant::Recipient(c)),
-            Judged::Disabled(d) => claimants.push(claims::Claimant::Disabled(d)),
-            Judged::NoMail(dn) => skipped_no_mail.push(dn),
-            Judged::Quarantined(q) => quarantined.push(q),
+        mapper.push(entry);
+    }
+    mapper.finish(known)
+}
+
+/// [`build`] one entry at a time, so entries can be mapped while LDAP is still sending them
+/// and none has to be kept: only what each becomes (a candidate or a quarantine record).
+pub struct Mapper<'a> {
+    config: &'a Config,
+    claimants: Vec<claims::Claimant>,
+    quarantined: Vec<Quarantined>,
+    skipped_no_mail: Vec<String>,
+    count: usize,
+}
+
+impl<'a> Mapper<'a> {
+    pub fn new(config: &'a Config) -> Self {
+        Mapper {
+            config,
+            claimants: Vec::new(),
+            quarantined: Vec::new(),
+            skipped_no_mail: Vec::new(),
+            count: 0,
         }
     }
 
-    let settled = claims::settle(claimants, known);
-    quarantined.extend(settled.quarantined);
+    /// Judges one entry on its own; clashes between entries are settled in [`Mapper::finish`].
+    pub fn push(&mut self, entry: &RawEntry) {
+        self.count += 1;
+        match judge(entry, self.config) {
+            Judged::Valid(c) => self.claimants.push(claims::Claimant::Recipient(c)),
+            Judged::Disabled(d) => self.claimants.push(claims::Claimant::Disabled(d)),
+            Judged::NoMail(dn) => self.skipped_no_mail.push(dn),
+            Judged::Quarantined(q) => self.quarantined.push(q),
+        }
+    }
 
-    let mut recipients = settled.recipients;
-    recipients.sort_by(|a, b| a.anchor.cmp(&b.anchor));
-    let mut disabled = settled.disabled;
-    disabled.sort_by(|a, b| a.anchor.cmp(&b.anchor));
-    // DNs can repeat only in malformed input; the extra keys keep the order total anyway.
-    quarantined.sort_by(|a, b| (&a.dn, &a.field, &a.reason).cmp(&(&b.dn, &b.field, &b.reason)));
-    skipped_no_mail.sort();
+    /// Settles what entries contest between them and returns the sorted result.
+    pub fn finish(self, known: &BTreeSet<Anchor>) -> Desired {
+        let Mapper {
+            claimants,
+            mut quarantined,
+            mut skipped_no_mail,
+            count,
+            ..
+        } = self;
+        let settled = claims::settle(claimants, known);
+        quarantined.extend(settled.quarantined);
 
-    Desired {
-        recipients,
-        quarantined,
-        disabled,
-        skipped_no_mail,
-        source_count: entries.len(),
+        let mut recipients = settled.recipients;
+        recipients.sort_by(|a, b| a.anchor.cmp(&b.anchor));
+        let mut disabled = settled.disabled;
+        disabled.sort_by(|a, b| a.anchor.cmp(&b.anchor));
+        // DNs can repeat only in malformed input; the extra keys keep the order total anyway.
+        quarantined.sort_by(|a, b| (&a.dn, &a.field, &a.reason).cmp(&(&b.dn, &b.field, &b.reason)));
+        skipped_no_mail.sort();
+
+        Desired {
+            recipients,
+            quarantined,
+            disabled,
+            skipped_no_mail,
+            source_count: count,
+        }
     }
 }
 
@@ -213,7 +249,10 @@ fn identity(
 ) -> Result<Identity, Fault> {
     let uid = reader.required("uid", &attrs.uid)?;
     let name = checked_name(&uid)?;
-    let upn = Upn::new(&uid, &tenant.upn_domain).map_err(|e| upn_fault(&uid, e))?;
+    // Entra accepts only ASCII in a UPN: a Unicode uid (müller) is transliterated (muller),
+    // while characters no transliteration fixes (a space) still quarantine the entry.
+    let upn = Upn::new(&deunicode::deunicode(&uid), &tenant.upn_domain)
+        .map_err(|e| upn_fault(&uid, e))?;
     let alias = mail_nickname(&uid).ok_or_else(|| {
         Fault::new(
             "uid",

@@ -15,7 +15,7 @@ use crate::ids::{Anchor, SmtpAddress, Upn};
 
 mod map;
 
-pub use map::build;
+pub use map::{Mapper, build};
 
 /// What kind of Exchange recipient a person becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -72,47 +72,40 @@ impl Recipient {
     /// The tenant-facing attributes, by the names Graph and Exchange use. The plan diffs these
     /// maps, and the state store keeps the last applied one; absent values are left out.
     pub fn fields(&self) -> BTreeMap<String, Value> {
-        let mut f = BTreeMap::new();
-        let mut put = |k: &str, v: Value| {
-            if !v.is_null() {
-                f.insert(k.to_owned(), v);
-            }
-        };
-        let opt = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
-        put("userPrincipalName", Value::String(self.upn.to_string()));
-        put("mailNickname", Value::String(self.alias.clone()));
-        put("name", Value::String(self.name.clone()));
-        put("displayName", Value::String(self.display_name.clone()));
-        put("givenName", opt(&self.given_name));
-        put("surname", opt(&self.surname));
-        put(
-            "primarySmtpAddress",
-            Value::String(self.primary.to_string()),
-        );
-        put(
-            "emailAddresses",
-            Value::Array(
-                self.secondary
-                    .iter()
-                    .map(|a| Value::String(a.to_string()))
-                    .collect(),
+        self.clone().into_fields()
+    }
+
+    /// [`Recipient::fields`], moving the values instead of copying them: planning 50,000
+    /// people then holds each value once.
+    pub fn into_fields(self) -> BTreeMap<String, Value> {
+        let text = |v: Option<String>| v.map(Value::String);
+        let address = |a: SmtpAddress| Value::String(a.into());
+        [
+            ("userPrincipalName", Some(Value::String(self.upn.into()))),
+            ("mailNickname", Some(Value::String(self.alias))),
+            ("name", Some(Value::String(self.name))),
+            ("displayName", Some(Value::String(self.display_name))),
+            ("givenName", text(self.given_name)),
+            ("surname", text(self.surname)),
+            ("primarySmtpAddress", Some(address(self.primary))),
+            (
+                "emailAddresses",
+                Some(Value::Array(
+                    self.secondary.into_iter().map(address).collect(),
+                )),
             ),
-        );
-        put(
-            "externalEmailAddress",
-            self.external_address
-                .as_ref()
-                .map(|a| Value::String(a.to_string()))
-                .unwrap_or(Value::Null),
-        );
-        put("department", opt(&self.department));
-        put("jobTitle", opt(&self.job_title));
-        put("businessPhones", opt(&self.phone));
-        put("mobilePhone", opt(&self.mobile));
-        put("officeLocation", opt(&self.office));
-        put("companyName", opt(&self.company));
-        put("hiddenFromAddressLists", Value::Bool(self.hidden));
-        f
+            ("externalEmailAddress", self.external_address.map(address)),
+            ("department", text(self.department)),
+            ("jobTitle", text(self.job_title)),
+            ("businessPhones", text(self.phone)),
+            ("mobilePhone", text(self.mobile)),
+            ("officeLocation", text(self.office)),
+            ("companyName", text(self.company)),
+            ("hiddenFromAddressLists", Some(Value::Bool(self.hidden))),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+        .collect()
     }
 }
 

@@ -5,18 +5,20 @@
 //! further decisions. Every action carries the anchor it is keyed by and, per field, the value
 //! before and after.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::SafetyConfig;
-use crate::desired::{Desired, Kind, Quarantined, Recipient};
+use crate::desired::{Desired, Kind, Quarantined};
 use crate::ids::Anchor;
 use crate::state::{ManagedObject, Stage};
 
+mod changes;
 mod safety;
 
+pub use changes::{Change, Changes};
 pub use safety::{Safety, Verdict};
 
 /// State-store field that lists former primary addresses kept as aliases after a rename.
@@ -64,9 +66,6 @@ impl Op {
     }
 }
 
-/// One field's value before and after; `None` is "absent". Serialises as `[before, after]`.
-pub type Change = (Option<Value>, Option<Value>);
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
     pub op: Op,
@@ -74,7 +73,7 @@ pub struct Action {
     pub uid: String,
     pub kind: Kind,
     pub dn: String,
-    pub changes: BTreeMap<String, Change>,
+    pub changes: Changes,
     /// Why a lifecycle action happens (leaving, back, grace period over).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -152,7 +151,8 @@ pub enum Scope {
 /// Everything the planner looks at. Time is an input so that planning stays pure and tests
 /// can move the clock.
 pub struct Input<'a> {
-    pub desired: &'a Desired,
+    /// Consumed: each recipient's values move into its action.
+    pub desired: Desired,
     pub objects: &'a [ManagedObject],
     /// Source size of the last good full run, for the shrink guard.
     pub baseline: Option<u64>,
@@ -164,62 +164,76 @@ pub struct Input<'a> {
 }
 
 /// Computes the plan. Deterministic: the same input always gives the same plan.
-pub fn plan(input: &Input) -> Plan {
-    let desired = input.desired;
+pub fn plan(input: Input) -> Plan {
+    let Desired {
+        recipients,
+        quarantined,
+        disabled,
+        skipped_no_mail,
+        source_count,
+    } = input.desired;
     let objects: BTreeMap<&Anchor, &ManagedObject> =
         input.objects.iter().map(|o| (&o.anchor, o)).collect();
-    let wanted: BTreeMap<&Anchor, &Recipient> =
-        desired.recipients.iter().map(|r| (&r.anchor, r)).collect();
-    let held: BTreeSet<&Anchor> = desired
-        .quarantined
+    let wanted: BTreeSet<Anchor> = recipients.iter().map(|r| r.anchor.clone()).collect();
+    let held: BTreeSet<&Anchor> = quarantined
         .iter()
         .filter_map(|q| q.anchor.as_ref())
         .collect();
-    let disabled_in_ldap: BTreeMap<&Anchor, _> =
-        desired.disabled.iter().map(|d| (&d.anchor, d)).collect();
+    let disabled_in_ldap: BTreeSet<&Anchor> = disabled.iter().map(|d| &d.anchor).collect();
     // Every address some LDAP entry claims now: a former primary is kept as an alias only
     // while nobody else claims it.
-    let claimed: BTreeSet<&str> = desired
-        .recipients
+    let claimed: HashSet<String> = recipients
         .iter()
         .flat_map(|r| std::iter::once(&r.primary).chain(&r.secondary))
-        .map(|a| a.as_str())
+        .map(|a| a.to_string())
         .collect();
 
     let mut actions = Vec::new();
     let mut summary = Summary::default();
 
-    for r in &desired.recipients {
-        let existing = objects.get(&r.anchor).filter(|o| o.stage != Stage::Deleted);
-        let target = target_fields(r, existing.copied(), &claimed);
+    for r in recipients {
+        let existing = objects
+            .get(&r.anchor)
+            .copied()
+            .filter(|o| o.stage != Stage::Deleted);
+        let who = Who {
+            anchor: r.anchor.clone(),
+            uid: r.uid.clone(),
+            kind: r.kind,
+            dn: r.dn.clone(),
+        };
+        let hidden = r.hidden;
+        let target = target_fields(r.into_fields(), existing, &claimed);
         let action = match existing {
-            None => Some(action(Op::Create, r, diff(&BTreeMap::new(), &target), None)),
+            None => {
+                let changes = target
+                    .into_iter()
+                    .map(|(k, v)| (k, (None, Some(v))))
+                    .collect();
+                Some(who.action(Op::Create, changes, None))
+            }
             Some(obj) => {
-                let mut changes = diff(&obj.attributes, &target);
+                let mut changes = diff(&obj.attributes, target);
                 if obj.stage == Stage::Disabled {
                     changes.insert(
-                        ACCOUNT_ENABLED.into(),
+                        ACCOUNT_ENABLED,
                         (Some(Value::Bool(false)), Some(Value::Bool(true))),
                     );
-                    changes.insert(
-                        HIDDEN.into(),
-                        (Some(Value::Bool(true)), Some(Value::Bool(r.hidden))),
-                    );
-                    Some(action(
+                    changes.insert(HIDDEN, (Some(Value::Bool(true)), Some(Value::Bool(hidden))));
+                    Some(who.action(
                         Op::Enable,
-                        r,
                         changes,
                         Some("back in LDAP within the grace period".into()),
                     ))
-                } else if obj.kind != r.kind {
+                } else if obj.kind != who.kind {
                     changes.insert(
-                        KIND.into(),
+                        KIND,
                         (
                             Some(Value::from(obj.kind.as_str())),
-                            Some(Value::from(r.kind.as_str())),
+                            Some(Value::from(who.kind.as_str())),
                         ),
                     );
-                    let why = match r.kind {
+                    let why = match who.kind {
                         Kind::Mailbox => {
                             "forward into the tenant: the mailbox moved to Exchange Online"
                         }
@@ -227,9 +241,9 @@ pub fn plan(input: &Input) -> Plan {
                             "forward into the tenant removed: the mailbox is on-premises again"
                         }
                     };
-                    Some(action(Op::Convert, r, changes, Some(why.into())))
+                    Some(who.action(Op::Convert, changes, Some(why.into())))
                 } else if !changes.is_empty() {
-                    Some(action(Op::Update, r, changes, None))
+                    Some(who.action(Op::Update, changes, None))
                 } else {
                     None
                 }
@@ -245,13 +259,13 @@ pub fn plan(input: &Input) -> Plan {
     }
 
     for obj in input.objects {
-        if wanted.contains_key(&obj.anchor) || obj.stage == Stage::Deleted {
+        if wanted.contains(&obj.anchor) || obj.stage == Stage::Deleted {
             continue;
         }
-        let ldap_disabled = disabled_in_ldap.get(&obj.anchor);
+        let ldap_disabled = disabled_in_ldap.contains(&obj.anchor);
         // `--only` plans just the named people: nobody else is planned as leaving, but a
         // named person whom LDAP marks disabled is.
-        if input.scope == Scope::Only && ldap_disabled.is_none() {
+        if input.scope == Scope::Only && !ldap_disabled {
             continue;
         }
         // A quarantined entry is still in LDAP: its person is not leaving, whatever is wrong
@@ -262,25 +276,25 @@ pub fn plan(input: &Input) -> Plan {
         }
         let lifecycle = match obj.stage {
             Stage::Active => {
-                let why = if ldap_disabled.is_some() {
+                let why = if ldap_disabled {
                     "marked disabled in LDAP (ldap.rules.disabled_filter)"
                 } else {
                     "no longer matched by the LDAP filter"
                 };
-                let mut changes = BTreeMap::new();
+                let mut changes = Changes::default();
                 changes.insert(
-                    ACCOUNT_ENABLED.into(),
+                    ACCOUNT_ENABLED,
                     (Some(Value::Bool(true)), Some(Value::Bool(false))),
                 );
                 changes.insert(
-                    HIDDEN.into(),
+                    HIDDEN,
                     (obj.attributes.get(HIDDEN).cloned(), Some(Value::Bool(true))),
                 );
                 Some((Op::Disable, changes, why.to_owned()))
             }
             Stage::Disabled if obj.delete_due_at.is_some_and(|due| due <= input.now) => Some((
                 Op::Delete,
-                BTreeMap::new(),
+                Changes::default(),
                 format!(
                     "grace period of {} days ended (disabled {})",
                     input.safety.grace_period_days,
@@ -307,7 +321,7 @@ pub fn plan(input: &Input) -> Plan {
     }
 
     actions.sort_by(|a, b| (a.op, &a.uid, &a.anchor).cmp(&(b.op, &b.uid, &b.anchor)));
-    summary.quarantined = desired.quarantined.len();
+    summary.quarantined = quarantined.len();
     let managed = input
         .objects
         .iter()
@@ -315,7 +329,7 @@ pub fn plan(input: &Input) -> Plan {
         .count();
     let safety = safety::verdict(&safety::Facts {
         scope: input.scope,
-        source_count: desired.source_count as u64,
+        source_count: source_count as u64,
         baseline: input.baseline,
         removals: summary.removals(),
         managed,
@@ -326,9 +340,9 @@ pub fn plan(input: &Input) -> Plan {
     Plan {
         generated_at: rfc3339(input.now),
         source: SourceInfo {
-            entries: desired.source_count,
-            skipped_no_mail: desired.skipped_no_mail.len(),
-            disabled_in_ldap: desired.disabled.len(),
+            entries: source_count,
+            skipped_no_mail: skipped_no_mail.len(),
+            disabled_in_ldap: disabled.len(),
             scope: match input.scope {
                 Scope::Full => "full".into(),
                 Scope::Only => "only".into(),
@@ -337,18 +351,39 @@ pub fn plan(input: &Input) -> Plan {
         summary,
         safety,
         actions,
-        quarantined: desired.quarantined.clone(),
+        quarantined,
+    }
+}
+
+/// Who an action is about, taken from the recipient before its values move into the plan.
+struct Who {
+    anchor: Anchor,
+    uid: String,
+    kind: Kind,
+    dn: String,
+}
+
+impl Who {
+    fn action(self, op: Op, changes: Changes, reason: Option<String>) -> Action {
+        Action {
+            op,
+            anchor: self.anchor,
+            uid: self.uid,
+            kind: self.kind,
+            dn: self.dn,
+            changes,
+            reason,
+        }
     }
 }
 
 /// The attributes the tenant object should carry: the recipient's fields plus, after a
 /// rename, the former primary addresses kept as aliases so mail to them still arrives.
 fn target_fields(
-    r: &Recipient,
+    mut fields: BTreeMap<String, Value>,
     existing: Option<&ManagedObject>,
-    claimed: &BTreeSet<&str>,
+    claimed: &HashSet<String>,
 ) -> BTreeMap<String, Value> {
-    let mut fields = r.fields();
     let Some(obj) = existing else { return fields };
     let mut retained: BTreeSet<String> = strings(obj.attributes.get(RETAINED)).collect();
     if let Some(old) = obj
@@ -358,7 +393,7 @@ fn target_fields(
     {
         retained.insert(old.to_owned());
     }
-    retained.retain(|a| !claimed.contains(a.as_str()));
+    retained.retain(|a| !claimed.contains(a));
     if !retained.is_empty() {
         fields.insert(
             RETAINED.into(),
@@ -376,34 +411,18 @@ fn strings(v: Option<&Value>) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Per-field before/after for every field whose value differs.
-fn diff(
-    before: &BTreeMap<String, Value>,
-    after: &BTreeMap<String, Value>,
-) -> BTreeMap<String, Change> {
-    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-    keys.into_iter()
-        .filter_map(|k| {
-            let (b, a) = (before.get(k), after.get(k));
-            (b != a).then(|| (k.clone(), (b.cloned(), a.cloned())))
+fn diff(before: &BTreeMap<String, Value>, mut after: BTreeMap<String, Value>) -> Changes {
+    let changes: Vec<(String, Change)> = before
+        .iter()
+        .filter_map(|(k, b)| match after.remove(k) {
+            Some(a) if &a == b => None,
+            a => Some((k.clone(), (Some(b.clone()), a))),
         })
+        .collect();
+    changes
+        .into_iter()
+        .chain(after.into_iter().map(|(k, a)| (k, (None, Some(a)))))
         .collect()
-}
-
-fn action(
-    op: Op,
-    r: &Recipient,
-    changes: BTreeMap<String, Change>,
-    reason: Option<String>,
-) -> Action {
-    Action {
-        op,
-        anchor: r.anchor.clone(),
-        uid: r.uid.clone(),
-        kind: r.kind,
-        dn: r.dn.clone(),
-        changes,
-        reason,
-    }
 }
 
 /// Unix seconds as RFC 3339 UTC.

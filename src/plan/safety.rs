@@ -40,24 +40,25 @@ pub(super) fn verdict(f: &Facts) -> Safety {
     // `--max-deletes N` is the operator's scoped approval: it replaces the configured caps and
     // the shrink guard for this run, as long as the removals stay within N.
     let approved = f.max_deletes.is_some_and(|n| f.removals <= n as usize);
-    if let Some(n) = f.max_deletes {
-        if f.removals > n as usize {
-            reasons.push(format!(
-                "{} removals planned, more than the {n} approved with --max-deletes",
-                f.removals
-            ));
-        }
+    if let Some(n) = f.max_deletes
+        && f.removals > n as usize
+    {
+        reasons.push(format!(
+            "{} removals planned, more than the {n} approved with --max-deletes",
+            f.removals
+        ));
     }
     if !approved {
-        if let (Scope::Full, Some(base)) = (f.scope, f.baseline) {
-            if base > 0 && f.source_count < base {
-                let shrink = (base - f.source_count) as f64 * 100.0 / base as f64;
-                if shrink > f.config.max_source_shrink_percent {
-                    reasons.push(format!(
+        if let (Scope::Full, Some(base)) = (f.scope, f.baseline)
+            && base > 0
+            && f.source_count < base
+        {
+            let shrink = (base - f.source_count) as f64 * 100.0 / base as f64;
+            if shrink > f.config.max_source_shrink_percent {
+                reasons.push(format!(
                         "LDAP returned {} entries, {shrink:.1}% fewer than the {base} of the last good run (limit {}%)",
                         f.source_count, f.config.max_source_shrink_percent
                     ));
-                }
             }
         }
         if f.max_deletes.is_none() {

@@ -3,7 +3,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::desired::Disabled;
+use crate::desired::{Disabled, Recipient};
 use crate::ids::{SmtpAddress, Upn};
 
 const NOW: i64 = 1_800_000_000;
@@ -88,8 +88,8 @@ impl Case {
         }
     }
     fn run(&self) -> Plan {
-        plan(&Input {
-            desired: &self.desired,
+        plan(Input {
+            desired: self.desired.clone(),
             objects: &self.objects,
             baseline: self.baseline,
             scope: self.scope,
@@ -125,7 +125,7 @@ fn new_people_are_created_with_every_field() {
         a.changes["externalEmailAddress"],
         (None, Some(json!("jane.doe@example.edu")))
     );
-    assert!(a.changes.values().all(|(before, _)| before.is_none()));
+    assert!(a.changes.iter().all(|(_, (before, _))| before.is_none()));
     assert_eq!(p.summary.create, 1);
     assert_eq!(p.safety.verdict, Verdict::Ok);
 }

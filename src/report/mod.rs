@@ -326,8 +326,7 @@ fn markdown(plan: &Plan, title: &str) -> String {
         let _ = writeln!(out, "| uid | kind | field | before | after |");
         let _ = writeln!(out, "|---|---|---|---|---|");
         for a in actions {
-            let mut rows: Vec<(&str, &Change)> =
-                a.changes.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            let mut rows: Vec<(&str, &Change)> = a.changes.iter().collect();
             let none: Change = (None, None);
             if rows.is_empty() {
                 rows.push(("", &none));

@@ -55,4 +55,4 @@ pub mod filter;
 mod reader;
 
 pub use error::{SourceError, rc_name};
-pub use reader::{CheckReport, TlsMode, check, read};
+pub use reader::{CheckReport, TlsMode, check, read, read_each};

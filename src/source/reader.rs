@@ -481,11 +481,25 @@ pub async fn read(
     config: &LdapConfig,
     selection: &Selection,
 ) -> Result<Vec<RawEntry>, SourceError> {
+    let mut entries = Vec::new();
+    read_each(config, selection, |e| entries.push(e)).await?;
+    Ok(entries)
+}
+
+/// Like [`read`], but hands each entry to `on_entry` as it arrives instead of collecting
+/// them, so a caller can map 50,000 entries without holding them all. Returns how many
+/// entries were read. On an error, the entries already handed over are not the whole
+/// directory: the caller must discard what it built from them.
+pub async fn read_each(
+    config: &LdapConfig,
+    selection: &Selection,
+    mut on_entry: impl FnMut(RawEntry),
+) -> Result<usize, SourceError> {
     let started = Instant::now();
     let uid_attr = &config.attributes.uid;
     let Some(filter) = selection_filter(&config.filter, uid_attr, selection) else {
         info!(url = %display_url(&config.url), "no uid selected, nothing to read");
-        return Ok(Vec::new());
+        return Ok(0);
     };
     if !is_valid(&filter) {
         return Err(SourceError::Filter {
@@ -515,18 +529,8 @@ pub async fn read(
         // An empty list would ask for every user attribute; ask for none instead.
         attrs.push("1.1".into());
     }
-    // The main search and each rule search run at the same time, each on its own
-    // connection (OpenLDAP keeps one paged search per connection).
-    let main = async {
-        let mut session = open(config).await?;
-        let mut entries: Vec<RawEntry> = Vec::new();
-        let done = paged_search(&mut session.ldap, &ctx, &filter, &attrs, |e| {
-            entries.push(to_raw(e))
-        })
-        .await;
-        session.close().await;
-        done.map(|_| entries)
-    };
+    // The rule searches come first (DNs only, each on its own connection, at the same time),
+    // so every entry of the main search can be flagged and handed on the moment it arrives.
     let rule_searches = rules.iter().map(|(name, rule_filter)| {
         let ctx = &ctx;
         async move {
@@ -543,31 +547,28 @@ pub async fn read(
             Ok::<_, SourceError>((*name, dns))
         }
     });
-    let (mut entries, flagged) =
-        futures_util::future::try_join(main, futures_util::future::try_join_all(rule_searches))
-            .await?;
+    let flagged = futures_util::future::try_join_all(rule_searches).await?;
+    let rule_dns = |name: &str| flagged.iter().find(|(n, _)| *n == name).map(|(_, dns)| dns);
+    let (hidden_dns, disabled_dns) = (rule_dns("hidden"), rule_dns("disabled"));
 
-    let (mut hidden, mut disabled) = (0usize, 0usize);
-    if !flagged.is_empty() {
-        for entry in &mut entries {
+    let (mut hidden, mut disabled, mut binary) = (0usize, 0usize, 0usize);
+    let mut session = open(config).await?;
+    let done = paged_search(&mut session.ldap, &ctx, &filter, &attrs, |e| {
+        let mut entry = to_raw(e);
+        if hidden_dns.is_some() || disabled_dns.is_some() {
             let dn = normalize_dn(&entry.dn);
-            for (name, dns) in &flagged {
-                if dns.contains(&dn) {
-                    match *name {
-                        "hidden" => {
-                            entry.hidden = true;
-                            hidden += 1;
-                        }
-                        _ => {
-                            entry.disabled = true;
-                            disabled += 1;
-                        }
-                    }
-                }
-            }
+            entry.hidden = hidden_dns.is_some_and(|d| d.contains(&dn));
+            entry.disabled = disabled_dns.is_some_and(|d| d.contains(&dn));
         }
-    }
-    let binary = entries.iter().filter(|e| !e.binary.is_empty()).count();
+        hidden += usize::from(entry.hidden);
+        disabled += usize::from(entry.disabled);
+        binary += usize::from(!entry.binary.is_empty());
+        on_entry(entry);
+    })
+    .await;
+    session.close().await;
+    let count = done?;
+
     if binary > 0 {
         warn!(url = %ctx.url, entries = binary, "some entries have attribute values that are not UTF-8");
     }
@@ -575,13 +576,13 @@ pub async fn read(
         url = %ctx.url,
         base_dn = %ctx.base_dn,
         selection = if matches!(selection, Selection::All) { "all" } else { "only" },
-        entries = entries.len(),
+        entries = count,
         hidden,
         disabled,
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "read LDAP entries"
     );
-    Ok(entries)
+    Ok(count)
 }
 
 /// For `check-config`: connects, binds, checks that the base DN exists and the filters

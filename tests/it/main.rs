@@ -9,3 +9,4 @@ mod support;
 mod dry_run;
 mod source;
 mod state;
+mod tenant;

@@ -148,11 +148,11 @@ async fn record_applied(path: &Path, plan: &Plan, now: i64, grace_days: i64) {
             obj.deleted_at = None;
         }
         for (field, (_, after)) in &a.changes {
-            if matches!(field.as_str(), "accountEnabled" | "kind") {
+            if matches!(field, "accountEnabled" | "kind") {
                 continue;
             }
             match after {
-                Some(v) => obj.attributes.insert(field.clone(), v.clone()),
+                Some(v) => obj.attributes.insert(field.to_owned(), v.clone()),
                 None => obj.attributes.remove(field),
             };
         }

@@ -5,4 +5,5 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod emulator;
 pub mod slapd;

@@ -362,10 +362,20 @@ fn uid_that_cannot_be_a_upn_is_quarantined() {
         "{}",
         q.reason
     );
-    // Entra refuses non-ASCII in a UPN, so a unicode uid cannot be provisioned as it is.
-    let q = rejected(with(person("x"), "uid", &["müller"]));
+    // A character no transliteration fixes still quarantines, naming the uid as written.
+    let q = rejected(with(person("x"), "uid", &["jürgen müller"]));
     assert_eq!(q.field, "uid");
-    assert!(q.reason.contains("`müller`"), "{}", q.reason);
+    assert!(q.reason.contains("`jürgen müller`"), "{}", q.reason);
+}
+
+#[test]
+fn unicode_uid_gets_an_ascii_upn_and_keeps_its_name() {
+    // Entra refuses non-ASCII in a UPN: the uid is transliterated for it, and for the alias.
+    let r = one(with(person("x"), "uid", &["müller"]));
+    assert_eq!(r.upn.as_str(), "muller@example.edu");
+    assert_eq!(r.alias, "muller");
+    assert_eq!(r.name, "müller");
+    assert_eq!(r.uid, "müller");
 }
 
 #[test]

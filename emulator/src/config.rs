@@ -1,0 +1,225 @@
+//! Configuration of an emulator instance: the tenant (ids, credentials, domains, licences),
+//! time limits, faults, and the seed file format shared by the library and the binary.
+
+use crate::faults::FaultConfig;
+use crate::store::User;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("tenant_name {0:?} is not a valid initial domain prefix (letters and digits only)")]
+    TenantName(String),
+    #[error("tenant_id {0:?} must be a GUID")]
+    TenantId(String),
+    #[error("the app needs a client secret, a client certificate, or both")]
+    NoCredential,
+    #[error("SKU {0:?} is declared twice")]
+    DuplicateSku(String),
+    #[error(transparent)]
+    Faults(#[from] crate::faults::FaultError),
+}
+
+/// A DNS domain added to the tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainConfig {
+    pub name: String,
+    /// Unverified domains are listed by `GET /domains` but refused for UPNs and addresses.
+    #[serde(default = "yes")]
+    pub verified: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A service plan inside a SKU. Plans named `EXCHANGE_S_*` give a mailbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServicePlan {
+    pub service_plan_id: String,
+    pub service_plan_name: String,
+}
+
+/// A purchased licence (subscribedSku).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkuConfig {
+    pub sku_id: String,
+    pub sku_part_number: String,
+    /// Purchased units; assignments beyond them fail.
+    pub prepaid_units: u32,
+    pub service_plans: Vec<ServicePlan>,
+}
+
+impl SkuConfig {
+    pub fn has_exchange(&self) -> bool {
+        self.service_plans
+            .iter()
+            .any(|p| p.service_plan_name.starts_with("EXCHANGE_S_"))
+    }
+
+    /// Exchange Online (Plan 1): real SKU and plan ids.
+    pub fn exchange_online_plan1(units: u32) -> Self {
+        SkuConfig {
+            sku_id: "4b9405b0-7788-4568-add1-99614e613b69".into(),
+            sku_part_number: "EXCHANGESTANDARD".into(),
+            prepaid_units: units,
+            service_plans: vec![ServicePlan {
+                service_plan_id: "9aaf7827-d63c-4b61-89c3-182f06f82e5c".into(),
+                service_plan_name: "EXCHANGE_S_STANDARD".into(),
+            }],
+        }
+    }
+
+    /// A licence without Exchange (Microsoft Stream, for example): assigning it converts
+    /// nothing.
+    pub fn without_exchange(units: u32) -> Self {
+        SkuConfig {
+            sku_id: "1f2f344a-700d-42c9-9427-5cea1d5d7ba6".into(),
+            sku_part_number: "STREAM".into(),
+            prepaid_units: units,
+            service_plans: vec![ServicePlan {
+                service_plan_id: "acffdce6-c30f-4dc2-81c0-372e33c515ec".into(),
+                service_plan_name: "STREAM_O365_E3".into(),
+            }],
+        }
+    }
+}
+
+/// The one tenant and the one app registration the emulator knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TenantConfig {
+    pub tenant_id: String,
+    /// Prefix of the initial domain: `contoso` gives `contoso.onmicrosoft.com` (the MOERA
+    /// domain) and `contoso.mail.onmicrosoft.com`.
+    pub tenant_name: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// PEM certificate whose key signs client assertions (RS256).
+    pub client_certificate_pem: Option<String>,
+    /// Custom domains, in addition to the two `onmicrosoft.com` ones that always exist.
+    pub domains: Vec<DomainConfig>,
+    pub skus: Vec<SkuConfig>,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        TenantConfig {
+            tenant_id: "00000000-0000-4000-8000-00000000e0e0".into(),
+            tenant_name: "contoso".into(),
+            client_id: "11111111-1111-4111-8111-111111111111".into(),
+            client_secret: Some("emulator-secret".into()),
+            client_certificate_pem: None,
+            domains: vec![DomainConfig {
+                name: "example.edu".into(),
+                verified: true,
+            }],
+            skus: vec![
+                SkuConfig::exchange_online_plan1(25),
+                SkuConfig::without_exchange(25),
+            ],
+        }
+    }
+}
+
+impl TenantConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tenant_name.is_empty()
+            || !self.tenant_name.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(ConfigError::TenantName(self.tenant_name.clone()));
+        }
+        if !is_guid(&self.tenant_id) {
+            return Err(ConfigError::TenantId(self.tenant_id.clone()));
+        }
+        if self.client_secret.is_none() && self.client_certificate_pem.is_none() {
+            return Err(ConfigError::NoCredential);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.skus {
+            if !seen.insert(s.sku_id.to_ascii_lowercase()) {
+                return Err(ConfigError::DuplicateSku(s.sku_id.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn initial_domain(&self) -> String {
+        format!("{}.onmicrosoft.com", self.tenant_name.to_ascii_lowercase())
+    }
+
+    pub fn mail_domain(&self) -> String {
+        format!(
+            "{}.mail.onmicrosoft.com",
+            self.tenant_name.to_ascii_lowercase()
+        )
+    }
+}
+
+pub fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// Objects to load at start or through `POST /_emulator/seed`. Also the `--seed FILE` format.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Seed {
+    /// Replaces the tenant configuration when present (binary: at start only).
+    pub tenant: Option<TenantConfig>,
+    pub users: Vec<User>,
+    /// Objects returned as they are by `Get-InboundConnector`.
+    pub inbound_connectors: Vec<serde_json::Value>,
+    pub outbound_connectors: Vec<serde_json::Value>,
+}
+
+/// How to start an emulator. `Default` gives a usable tenant on a free local port.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// `127.0.0.1:0` picks a free port.
+    pub listen: SocketAddr,
+    pub tenant: TenantConfig,
+    pub faults: FaultConfig,
+    /// Lifetime of issued access tokens (Entra: about an hour).
+    pub token_lifetime: Duration,
+    /// Lifetime of `/users/delta` tokens (Entra: 7 days for identity resources).
+    pub delta_token_lifetime: Duration,
+    /// HTTP status for an expired delta token (see README: 410 per TENANT_FACTS; Microsoft's
+    /// 2020 announcement describes 400 `syncStateNotFound`).
+    pub delta_expired_status: u16,
+    /// Objects changed less than this long ago are not yet seen by advanced
+    /// (`ConsistencyLevel: eventual`) queries, imitating eventual consistency.
+    pub advanced_query_lag: Duration,
+    /// Extra names (host names or IPs) for the server certificate.
+    pub extra_hostnames: Vec<String>,
+    /// Where `POST /_emulator/state-dump` (and the binary on exit) writes the state.
+    pub state_dump_path: Option<PathBuf>,
+    /// Objects loaded at start.
+    pub seed: Seed,
+    /// Seed of the PRNG that makes object ids.
+    pub id_seed: u64,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tenant: TenantConfig::default(),
+            faults: FaultConfig::default(),
+            token_lifetime: Duration::from_secs(3599),
+            delta_token_lifetime: Duration::from_secs(7 * 24 * 3600),
+            delta_expired_status: 410,
+            advanced_query_lag: Duration::ZERO,
+            extra_hostnames: Vec::new(),
+            state_dump_path: None,
+            seed: Seed::default(),
+            id_seed: 0x1da2_e0e0,
+        }
+    }
+}

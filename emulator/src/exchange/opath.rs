@@ -1,0 +1,398 @@
+//! The OPATH `-Filter` subset ldap2exo sends to `Get-Recipient` and friends
+//! ("Filterable properties for the Filter parameter on Exchange cmdlets"):
+//! `Prop -eq|-ne|-like|-notlike 'value'`, `-and`, `-or`, `-not`, parentheses, `$true`,
+//! `$false`, `$null`. Comparisons are case-insensitive like Exchange's. A multi-valued
+//! property (`EmailAddresses`) matches when any value does; an address compares with or
+//! without its `smtp:` prefix.
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum OpathError {
+    #[error(
+        "Invalid filter syntax. For a description of the filter parameter syntax see the command help. \"{filter}\" at position {pos}."
+    )]
+    Syntax { filter: String, pos: usize },
+    #[error(
+        "Cannot bind parameter 'Filter' to the target. Exception setting \"Filter\": \"\"{0}\" is not a recognized filterable property. For a list of filterable properties see the command help.\""
+    )]
+    UnknownProperty(String),
+}
+
+const FILTERABLE: &[&str] = &[
+    "Alias",
+    "Name",
+    "DisplayName",
+    "PrimarySmtpAddress",
+    "EmailAddresses",
+    "ExternalEmailAddress",
+    "RecipientType",
+    "RecipientTypeDetails",
+    "HiddenFromAddressListsEnabled",
+    "ExternalDirectoryObjectId",
+    "FirstName",
+    "LastName",
+    "WindowsEmailAddress",
+    "UserPrincipalName",
+    "Guid",
+    "CustomAttribute1",
+    "CustomAttribute2",
+    "CustomAttribute3",
+    "CustomAttribute4",
+    "CustomAttribute5",
+    "CustomAttribute6",
+    "CustomAttribute7",
+    "CustomAttribute8",
+    "CustomAttribute9",
+    "CustomAttribute10",
+    "CustomAttribute11",
+    "CustomAttribute12",
+    "CustomAttribute13",
+    "CustomAttribute14",
+    "CustomAttribute15",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Str(String),
+    Bool(bool),
+    Null,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Like,
+    NotLike,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    And(Box<Filter>, Box<Filter>),
+    Or(Box<Filter>, Box<Filter>),
+    Not(Box<Filter>),
+    Cmp { prop: String, op: Op, value: Val },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Word(String),
+    Dash(String),
+    Str(String),
+    LParen,
+    RParen,
+}
+
+fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, OpathError> {
+    let c: Vec<char> = s.chars().collect();
+    let err = |pos| OpathError::Syntax {
+        filter: s.to_string(),
+        pos,
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < c.len() {
+        let st = i;
+        match c[i] {
+            ' ' | '\t' | '\n' | '\r' => i += 1,
+            '(' => {
+                out.push((st, Tok::LParen));
+                i += 1
+            }
+            ')' => {
+                out.push((st, Tok::RParen));
+                i += 1
+            }
+            q @ ('\'' | '"') => {
+                let mut v = String::new();
+                i += 1;
+                loop {
+                    match c.get(i) {
+                        None => return Err(err(st)),
+                        Some(x) if *x == q && c.get(i + 1) == Some(&q) => {
+                            v.push(q);
+                            i += 2
+                        }
+                        Some(x) if *x == q => {
+                            i += 1;
+                            break;
+                        }
+                        Some(x) => {
+                            v.push(*x);
+                            i += 1
+                        }
+                    }
+                }
+                out.push((st, Tok::Str(v)));
+            }
+            '-' => {
+                i += 1;
+                while i < c.len() && c[i].is_ascii_alphabetic() {
+                    i += 1
+                }
+                out.push((
+                    st,
+                    Tok::Dash(c[st + 1..i].iter().collect::<String>().to_ascii_lowercase()),
+                ));
+            }
+            _ => {
+                while i < c.len() && !" \t\n\r()'\"".contains(c[i]) {
+                    i += 1
+                }
+                out.push((st, Tok::Word(c[st..i].iter().collect())));
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct P<'a> {
+    src: &'a str,
+    toks: Vec<(usize, Tok)>,
+    pos: usize,
+}
+
+impl P<'_> {
+    fn err(&self) -> OpathError {
+        let pos = self
+            .toks
+            .get(self.pos)
+            .map(|t| t.0)
+            .unwrap_or(self.src.len());
+        OpathError::Syntax {
+            filter: self.src.to_string(),
+            pos,
+        }
+    }
+    fn peek_dash(&self, w: &str) -> bool {
+        matches!(self.toks.get(self.pos), Some((_, Tok::Dash(d))) if d == w)
+    }
+    fn or(&mut self) -> Result<Filter, OpathError> {
+        let mut l = self.and()?;
+        while self.peek_dash("or") {
+            self.pos += 1;
+            l = Filter::Or(Box::new(l), Box::new(self.and()?));
+        }
+        Ok(l)
+    }
+    fn and(&mut self) -> Result<Filter, OpathError> {
+        let mut l = self.unary()?;
+        while self.peek_dash("and") {
+            self.pos += 1;
+            l = Filter::And(Box::new(l), Box::new(self.unary()?));
+        }
+        Ok(l)
+    }
+    fn unary(&mut self) -> Result<Filter, OpathError> {
+        if self.peek_dash("not") {
+            self.pos += 1;
+            return Ok(Filter::Not(Box::new(self.unary()?)));
+        }
+        match self.toks.get(self.pos).cloned() {
+            Some((_, Tok::LParen)) => {
+                self.pos += 1;
+                let f = self.or()?;
+                match self.toks.get(self.pos) {
+                    Some((_, Tok::RParen)) => {
+                        self.pos += 1;
+                        Ok(f)
+                    }
+                    _ => Err(self.err()),
+                }
+            }
+            Some((_, Tok::Word(prop))) => {
+                self.pos += 1;
+                let canonical = FILTERABLE
+                    .iter()
+                    .find(|p| p.eq_ignore_ascii_case(&prop))
+                    .ok_or_else(|| OpathError::UnknownProperty(prop.clone()))?;
+                let op = match self.toks.get(self.pos) {
+                    Some((_, Tok::Dash(d))) => match d.as_str() {
+                        "eq" => Op::Eq,
+                        "ne" => Op::Ne,
+                        "like" => Op::Like,
+                        "notlike" => Op::NotLike,
+                        _ => return Err(self.err()),
+                    },
+                    _ => return Err(self.err()),
+                };
+                self.pos += 1;
+                let value = match self.toks.get(self.pos).cloned() {
+                    Some((_, Tok::Str(s))) => Val::Str(s),
+                    Some((_, Tok::Word(w))) if w.eq_ignore_ascii_case("$true") => Val::Bool(true),
+                    Some((_, Tok::Word(w))) if w.eq_ignore_ascii_case("$false") => Val::Bool(false),
+                    Some((_, Tok::Word(w))) if w.eq_ignore_ascii_case("$null") => Val::Null,
+                    Some((_, Tok::Word(w))) => Val::Str(w),
+                    _ => return Err(self.err()),
+                };
+                self.pos += 1;
+                Ok(Filter::Cmp {
+                    prop: canonical.to_string(),
+                    op,
+                    value,
+                })
+            }
+            _ => Err(self.err()),
+        }
+    }
+}
+
+pub fn parse(s: &str) -> Result<Filter, OpathError> {
+    let mut p = P {
+        src: s,
+        toks: tokenize(s)?,
+        pos: 0,
+    };
+    let f = p.or()?;
+    if p.pos != p.toks.len() {
+        return Err(p.err());
+    }
+    Ok(f)
+}
+
+fn strip_prefix(s: &str) -> &str {
+    if s.len() > 5 && s[..5].eq_ignore_ascii_case("smtp:") {
+        &s[5..]
+    } else {
+        s
+    }
+}
+
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let p = pattern.to_lowercase();
+    let t = text.to_lowercase();
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == t;
+    }
+    let mut rest = t.as_str();
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(ix) => rest = &rest[ix + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+fn matches_one(prop: &str, v: &Value, op: Op, want: &Val) -> bool {
+    let addressy = matches!(
+        prop,
+        "EmailAddresses" | "ExternalEmailAddress" | "PrimarySmtpAddress" | "WindowsEmailAddress"
+    );
+    let eq = |s: &str, w: &str| {
+        if addressy {
+            // `smtp:a@b` matches `SMTP:a@b` and `a@b`; a typed prefix must match the type.
+            let has_prefix = w.contains(':');
+            if has_prefix {
+                s.eq_ignore_ascii_case(w)
+                    || strip_prefix(s).eq_ignore_ascii_case(strip_prefix(w))
+                        && w.to_ascii_lowercase().starts_with("smtp:")
+                        && s.to_ascii_lowercase().starts_with("smtp:")
+            } else {
+                strip_prefix(s).eq_ignore_ascii_case(w)
+            }
+        } else {
+            s.eq_ignore_ascii_case(w)
+        }
+    };
+    match (v, want) {
+        (Value::Null, Val::Null) => matches!(op, Op::Eq),
+        (Value::String(s), Val::Null) => {
+            if s.is_empty() {
+                matches!(op, Op::Eq)
+            } else {
+                matches!(op, Op::Ne)
+            }
+        }
+        (Value::Bool(b), Val::Bool(w)) => (b == w) == matches!(op, Op::Eq | Op::Like),
+        (Value::Bool(b), Val::Str(w)) => {
+            (b.to_string().eq_ignore_ascii_case(w)) == matches!(op, Op::Eq | Op::Like)
+        }
+        (Value::String(s), Val::Str(w)) => match op {
+            Op::Eq => eq(s, w),
+            Op::Ne => !eq(s, w),
+            Op::Like => wildcard(w, s) || (addressy && wildcard(strip_prefix(w), strip_prefix(s))),
+            Op::NotLike => {
+                !(wildcard(w, s) || (addressy && wildcard(strip_prefix(w), strip_prefix(s))))
+            }
+        },
+        (Value::Null, _) => matches!(op, Op::Ne | Op::NotLike),
+        _ => false,
+    }
+}
+
+pub fn eval(f: &Filter, obj: &Map<String, Value>) -> bool {
+    match f {
+        Filter::And(a, b) => eval(a, obj) && eval(b, obj),
+        Filter::Or(a, b) => eval(a, obj) || eval(b, obj),
+        Filter::Not(a) => !eval(a, obj),
+        Filter::Cmp { prop, op, value } => {
+            let v = obj.get(prop).unwrap_or(&Value::Null);
+            match v {
+                // Multi-valued: -eq/-like match any value; -ne/-notlike need all to differ.
+                Value::Array(items) => match op {
+                    Op::Eq | Op::Like => items.iter().any(|i| matches_one(prop, i, *op, value)),
+                    Op::Ne | Op::NotLike => items.iter().all(|i| matches_one(prop, i, *op, value)),
+                },
+                _ => matches_one(prop, v, *op, value),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn filters() {
+        let o = json!({"CustomAttribute15": "ldap2exo:42", "EmailAddresses": ["SMTP:a@x.edu", "smtp:b@x.edu"], "HiddenFromAddressListsEnabled": false});
+        let o = o.as_object().unwrap();
+        assert!(eval(
+            &parse("CustomAttribute15 -eq 'ldap2exo:42'").unwrap(),
+            o
+        ));
+        assert!(eval(
+            &parse("EmailAddresses -eq 'smtp:a@x.edu' -and CustomAttribute15 -like 'ldap2exo:*'")
+                .unwrap(),
+            o
+        ));
+        assert!(eval(&parse("EmailAddresses -eq 'B@x.edu'").unwrap(), o));
+        assert!(!eval(
+            &parse("EmailAddresses -eq 'smtp:c@x.edu'").unwrap(),
+            o
+        ));
+        assert!(eval(
+            &parse("(HiddenFromAddressListsEnabled -eq $false) -or (Alias -eq 'x')").unwrap(),
+            o
+        ));
+        assert!(eval(
+            &parse("-not (CustomAttribute15 -eq 'other')").unwrap(),
+            o
+        ));
+        assert!(matches!(
+            parse("Bogus -eq 'x'"),
+            Err(OpathError::UnknownProperty(_))
+        ));
+        assert!(matches!(
+            parse("CustomAttribute15 -eq"),
+            Err(OpathError::Syntax { .. })
+        ));
+        assert!(eval(
+            &parse("CustomAttribute15 -eq 'it''s'").unwrap(),
+            json!({"CustomAttribute15": "it's"}).as_object().unwrap()
+        ));
+    }
+}

@@ -1,0 +1,154 @@
+//! `GET /users/delta` ("user: delta" and "Use delta query to track changes"): a first round
+//! returns every live user, later rounds (from `@odata.deltaLink`) the users changed since,
+//! with `@removed: {reason: changed}` for soft-deleted and `{reason: deleted}` for purged
+//! ones. Rounds page through `@odata.nextLink`. Tokens carry the change sequence number they
+//! start from; they expire after the configured lifetime (7 days at Microsoft).
+
+use super::users::{project, select_props};
+use super::{Answer, GraphError, url};
+use crate::shared::{Shared, lock};
+use crate::util::{b64url, b64url_decode, now_unix, query_escape};
+use crate::wire::Req;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+const DEFAULT_PAGE: usize = 100;
+
+/// What both link kinds encode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    /// Changes after this sequence number...
+    since: u64,
+    /// ...up to this one (fixed for a round, so a round is a consistent snapshot of changes).
+    upto: u64,
+    /// Last id returned in this round (paging is by id).
+    after: Option<String>,
+    /// First round: only live objects, no `@removed` entries.
+    initial: bool,
+    select: Option<Vec<String>>,
+    /// When the deltaLink was issued (Unix seconds).
+    issued: u64,
+}
+
+fn encode(s: &State) -> String {
+    b64url(serde_json::to_string(s).unwrap_or_default().as_bytes())
+}
+
+fn decode(t: &str) -> Option<State> {
+    serde_json::from_slice(&b64url_decode(t)?).ok()
+}
+
+fn page_size(req: &Req) -> usize {
+    // Graph honours `Prefer: odata.maxpagesize=N` on delta.
+    req.header("prefer")
+        .and_then(|p| {
+            p.split(',').find_map(|x| {
+                x.trim()
+                    .strip_prefix("odata.maxpagesize=")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .filter(|n: &usize| *n >= 1)
+        .map(|n| n.min(999))
+        .unwrap_or(DEFAULT_PAGE)
+}
+
+pub fn delta(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
+    for (k, _) in &req.query {
+        if k.starts_with('$') && !["$select", "$deltatoken", "$skiptoken"].contains(&k.as_str()) {
+            return Err(GraphError::UnsupportedQuery(format!(
+                "The query option '{k}' is not supported by the ldap2exo emulator on /users/delta."
+            )));
+        }
+    }
+    let mut store = lock(&sh.store);
+    store.purge_expired();
+    let bad_token = || GraphError::bad("The delta token or skip token is malformed.");
+    let state = if let Some(t) = req.query("$deltatoken") {
+        let s = decode(t).ok_or_else(bad_token)?;
+        let age = now_unix().saturating_sub(s.issued);
+        if s.issued < store.delta_epoch || age > sh.settings.delta_token_lifetime.as_secs() {
+            return Err(GraphError::SyncStateNotFound {
+                status: sh.settings.delta_expired_status,
+            });
+        }
+        State {
+            since: s.since,
+            upto: store.seq,
+            after: None,
+            initial: false,
+            select: s.select,
+            issued: s.issued,
+        }
+    } else if let Some(t) = req.query("$skiptoken") {
+        decode(t).ok_or_else(bad_token)?
+    } else {
+        State {
+            since: 0,
+            upto: store.seq,
+            after: None,
+            initial: true,
+            select: select_props(req)?,
+            issued: now_unix(),
+        }
+    };
+
+    let in_round = |seq: u64| seq > state.since && seq <= state.upto;
+    let mut entries: Vec<(String, Value)> = Vec::new();
+    for u in store.users.values() {
+        if !in_round(u.changed_seq) || (state.initial && u.is_deleted()) {
+            continue;
+        }
+        let v = if u.is_deleted() {
+            json!({"id": u.id, "@removed": {"reason": "changed"}})
+        } else {
+            let mut v = project(&store.graph_view(u), &state.select);
+            v["id"] = json!(u.id);
+            v
+        };
+        entries.push((u.id.clone(), v));
+    }
+    if !state.initial {
+        for t in store.tombstones.iter().filter(|t| in_round(t.seq)) {
+            entries.push((
+                t.id.clone(),
+                json!({"id": t.id, "@removed": {"reason": "deleted"}}),
+            ));
+        }
+    }
+    drop(store);
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.retain(|(id, _)| state.after.as_ref().is_none_or(|a| id > a));
+    let size = page_size(req);
+    let more = entries.len() > size;
+    entries.truncate(size);
+
+    let mut body = json!({"@odata.context": url(sh, "/$metadata#users")});
+    if more {
+        let next = State {
+            after: entries.last().map(|e| e.0.clone()),
+            ..state
+        };
+        body["@odata.nextLink"] = json!(url(
+            sh,
+            &format!("/users/delta?$skiptoken={}", query_escape(&encode(&next)))
+        ));
+    } else {
+        let link = State {
+            since: state.upto,
+            upto: state.upto,
+            after: None,
+            initial: false,
+            select: state.select,
+            issued: now_unix(),
+        };
+        body["@odata.deltaLink"] = json!(url(
+            sh,
+            &format!("/users/delta?$deltatoken={}", query_escape(&encode(&link)))
+        ));
+    }
+    body["value"] = Value::Array(entries.into_iter().map(|e| e.1).collect());
+    Ok(Answer::ok(body))
+}

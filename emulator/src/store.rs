@@ -1,0 +1,738 @@
+//! The one shared object model. An Entra user and an Exchange recipient (MailUser or
+//! UserMailbox) are the same [`User`] record seen through two APIs: Graph's `proxyAddresses`
+//! is Exchange's `EmailAddresses`, `onPremisesExtensionAttributes.extensionAttributeN` is
+//! `CustomAttributeN`, and so on. Both front ends mutate this store; neither keeps its own
+//! copy, so a test that writes through one API and reads through the other sees one truth.
+//!
+//! Every change bumps a global sequence number, which is what `/users/delta` tokens encode.
+
+use crate::config::{SkuConfig, TenantConfig};
+use crate::util::{Prng, fold, iso8601, now_unix};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+/// Soft-deleted objects stay restorable (and keep their addresses reserved) this long.
+pub const SOFT_DELETE_RETENTION_SECS: u64 = 30 * 24 * 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("{property} {value} is already used by another object")]
+    Conflict {
+        property: &'static str,
+        value: String,
+    },
+}
+
+/// What Exchange sees. `None` is a plain Entra user that Exchange does not know as a
+/// recipient (never mail-enabled, or its mailbox was disabled by removing the licence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecipientKind {
+    MailUser,
+    UserMailbox,
+}
+
+impl RecipientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientKind::MailUser => "MailUser",
+            RecipientKind::UserMailbox => "UserMailbox",
+        }
+    }
+}
+
+/// One directory object (user) with its Exchange side. Also the seed format for users:
+/// fields left out take their defaults, an empty `id` is generated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    pub user_principal_name: String,
+    pub display_name: Option<String>,
+    pub mail_nickname: String,
+    pub given_name: Option<String>,
+    pub surname: Option<String>,
+    /// Graph `mail` for objects Exchange does not know; for recipients Graph shows the
+    /// primary SMTP address instead.
+    pub mail: Option<String>,
+    pub account_enabled: bool,
+    pub employee_id: Option<String>,
+    pub usage_location: Option<String>,
+    pub department: Option<String>,
+    pub job_title: Option<String>,
+    pub office_location: Option<String>,
+    pub mobile_phone: Option<String>,
+    pub company_name: Option<String>,
+    pub business_phones: Vec<String>,
+    pub other_mails: Vec<String>,
+    /// `SMTP:` (primary) / `smtp:` prefixed, like Graph and Exchange show them.
+    pub proxy_addresses: Vec<String>,
+    /// Index 1..=15 → value: Graph extensionAttributeN, Exchange CustomAttributeN.
+    pub extension_attributes: BTreeMap<u8, String>,
+    /// Assigned SKU ids.
+    pub assigned_licenses: Vec<String>,
+    pub recipient_type_details: Option<RecipientKind>,
+    /// Exchange `Name` (unique among recipients).
+    pub exchange_name: Option<String>,
+    pub exchange_guid: String,
+    /// Bare address; Exchange shows it as `SMTP:addr`.
+    pub external_email_address: Option<String>,
+    pub hidden_from_address_lists_enabled: bool,
+    pub forwarding_smtp_address: Option<String>,
+    pub deliver_to_mailbox_and_forward: bool,
+    pub created_unix: u64,
+    /// Set while soft-deleted.
+    pub deleted_unix: Option<u64>,
+    /// Sequence number of the last change (for delta).
+    pub changed_seq: u64,
+    /// Wall-clock milliseconds of the last change (for eventual consistency).
+    pub changed_ms: u64,
+}
+
+impl Default for User {
+    fn default() -> Self {
+        User {
+            id: String::new(),
+            user_principal_name: String::new(),
+            display_name: None,
+            mail_nickname: String::new(),
+            given_name: None,
+            surname: None,
+            mail: None,
+            account_enabled: true,
+            employee_id: None,
+            usage_location: None,
+            department: None,
+            job_title: None,
+            office_location: None,
+            mobile_phone: None,
+            company_name: None,
+            business_phones: Vec::new(),
+            other_mails: Vec::new(),
+            proxy_addresses: Vec::new(),
+            extension_attributes: BTreeMap::new(),
+            assigned_licenses: Vec::new(),
+            recipient_type_details: None,
+            exchange_name: None,
+            exchange_guid: String::new(),
+            external_email_address: None,
+            hidden_from_address_lists_enabled: false,
+            forwarding_smtp_address: None,
+            deliver_to_mailbox_and_forward: false,
+            created_unix: 0,
+            deleted_unix: None,
+            changed_seq: 0,
+            changed_ms: 0,
+        }
+    }
+}
+
+impl User {
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_unix.is_some()
+    }
+
+    /// The bare primary SMTP address (`SMTP:` upper case), if any.
+    pub fn primary_smtp(&self) -> Option<String> {
+        self.proxy_addresses
+            .iter()
+            .find(|p| p.starts_with("SMTP:"))
+            .map(|p| p[5..].to_string())
+    }
+
+    /// Every address this object reserves, folded: UPN, mail and SMTP proxy addresses.
+    pub fn reserved_addresses(&self) -> Vec<String> {
+        let mut v = vec![fold(&self.user_principal_name)];
+        if let Some(m) = &self.mail {
+            v.push(fold(m));
+        }
+        for p in &self.proxy_addresses {
+            v.push(fold(strip_smtp(p)));
+        }
+        v
+    }
+
+    /// The name Exchange shows (`Name`, also its `Identity`).
+    pub fn name(&self) -> String {
+        self.exchange_name
+            .clone()
+            .unwrap_or_else(|| self.mail_nickname.clone())
+    }
+}
+
+/// `smtp:a@b` → `a@b`; other prefixes (`x500:`, `sip:`) are kept.
+pub fn strip_smtp(p: &str) -> &str {
+    if p.len() > 5 && p[..5].eq_ignore_ascii_case("smtp:") {
+        &p[5..]
+    } else {
+        p
+    }
+}
+
+pub fn domain_of(addr: &str) -> &str {
+    addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+}
+
+/// RFC 5321-ish address check, as strict as Exchange's in the ways that matter: a local
+/// part of allowed characters without leading, trailing or doubled dots, and a dotted domain.
+pub fn valid_smtp(addr: &str) -> bool {
+    let Some((local, domain)) = addr.rsplit_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+    let domain_ok = domain.contains('.')
+        && domain.len() <= 255
+        && domain.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    local_ok && domain_ok
+}
+
+/// Graph's mailNickname rule (also Exchange's Alias): 1–64 printable ASCII characters, none
+/// of `@ ( ) \ [ ] " ; : < > ,` and no space.
+pub fn valid_mail_nickname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && !"@()\\[]\";:<>,".contains(c))
+}
+
+/// A removed (purged) object, remembered so delta can report `reason: deleted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub id: String,
+    pub seq: u64,
+}
+
+/// The whole tenant.
+#[derive(Debug)]
+pub struct Store {
+    pub tenant: TenantConfig,
+    pub users: BTreeMap<String, User>,
+    pub tombstones: Vec<Tombstone>,
+    pub inbound_connectors: Vec<Value>,
+    pub outbound_connectors: Vec<Value>,
+    pub seq: u64,
+    pub rng: Prng,
+    /// Delta tokens issued before this Unix time are treated as expired.
+    pub delta_epoch: u64,
+}
+
+/// Serializable snapshot for tests and `--state-dump`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateDump {
+    pub tenant: TenantConfig,
+    pub users: Vec<User>,
+    pub tombstones: Vec<Tombstone>,
+    pub inbound_connectors: Vec<Value>,
+    pub outbound_connectors: Vec<Value>,
+    /// skuId → consumed units.
+    pub consumed_units: BTreeMap<String, u32>,
+    pub seq: u64,
+}
+
+impl Store {
+    pub fn new(tenant: TenantConfig, id_seed: u64) -> Self {
+        Store {
+            tenant,
+            users: BTreeMap::new(),
+            tombstones: Vec::new(),
+            inbound_connectors: Vec::new(),
+            outbound_connectors: Vec::new(),
+            seq: 0,
+            rng: Prng::new(id_seed),
+            delta_epoch: 0,
+        }
+    }
+
+    pub fn dump(&self) -> StateDump {
+        StateDump {
+            tenant: self.tenant.clone(),
+            users: self.users.values().cloned().collect(),
+            tombstones: self.tombstones.clone(),
+            inbound_connectors: self.inbound_connectors.clone(),
+            outbound_connectors: self.outbound_connectors.clone(),
+            consumed_units: self
+                .tenant
+                .skus
+                .iter()
+                .map(|s| (s.sku_id.clone(), self.consumed(&s.sku_id)))
+                .collect(),
+            seq: self.seq,
+        }
+    }
+
+    // ----- domains -------------------------------------------------------------------------
+
+    /// Verified domains: the two `onmicrosoft.com` ones and verified custom domains. Exchange
+    /// accepts exactly these (as Authoritative accepted domains).
+    pub fn accepted_domains(&self) -> Vec<String> {
+        let mut v = vec![self.tenant.initial_domain(), self.tenant.mail_domain()];
+        v.extend(
+            self.tenant
+                .domains
+                .iter()
+                .filter(|d| d.verified)
+                .map(|d| d.name.to_ascii_lowercase()),
+        );
+        v
+    }
+
+    pub fn is_accepted(&self, domain: &str) -> bool {
+        let d = domain.to_ascii_lowercase();
+        self.accepted_domains().contains(&d)
+    }
+
+    // ----- lookups -------------------------------------------------------------------------
+
+    /// A live (not deleted) user by object id or UPN, case-insensitively.
+    pub fn find_live(&self, key: &str) -> Option<&User> {
+        let k = fold(key);
+        if let Some(u) = self.users.get(&k) {
+            return (!u.is_deleted()).then_some(u);
+        }
+        self.users
+            .values()
+            .find(|u| !u.is_deleted() && fold(&u.user_principal_name) == k)
+    }
+
+    /// Who (live or soft-deleted) reserves this address, other than `except`.
+    pub fn address_owner(&self, addr: &str, except: Option<&str>) -> Option<&User> {
+        let a = fold(strip_smtp(addr));
+        self.users
+            .values()
+            .filter(|u| Some(u.id.as_str()) != except)
+            .find(|u| u.reserved_addresses().contains(&a))
+    }
+
+    /// A user whose UPN is this one (live or soft-deleted), other than `except`.
+    pub fn upn_owner(&self, upn: &str, except: Option<&str>) -> Option<&User> {
+        let a = fold(upn);
+        self.users
+            .values()
+            .filter(|u| Some(u.id.as_str()) != except)
+            .find(|u| fold(&u.user_principal_name) == a)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut User> {
+        self.users.get_mut(&fold(id))
+    }
+
+    // ----- changes -------------------------------------------------------------------------
+
+    /// Marks a user as changed (for delta and eventual consistency).
+    pub fn touch(&mut self, id: &str) {
+        self.seq += 1;
+        let seq = self.seq;
+        if let Some(u) = self.users.get_mut(&fold(id)) {
+            u.changed_seq = seq;
+            u.changed_ms = now_millis();
+        }
+    }
+
+    /// Inserts a user, generating what is missing; answers its id. No validation: the API
+    /// front ends validate, seeding is trusted.
+    pub fn insert(&mut self, mut u: User) -> String {
+        if u.id.is_empty() {
+            u.id = self.rng.uuid();
+        }
+        u.id = fold(&u.id);
+        if u.exchange_guid.is_empty() {
+            u.exchange_guid = self.rng.uuid();
+        }
+        if u.created_unix == 0 {
+            u.created_unix = now_unix();
+        }
+        let id = u.id.clone();
+        self.users.insert(id.clone(), u);
+        self.touch(&id);
+        id
+    }
+
+    pub fn soft_delete(&mut self, id: &str) -> Result<(), StoreError> {
+        let u = self
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        u.deleted_unix = Some(now_unix());
+        self.touch(id);
+        Ok(())
+    }
+
+    /// Restores a soft-deleted user unless a live object took one of its addresses meanwhile.
+    pub fn restore(&mut self, id: &str) -> Result<(), StoreError> {
+        let u = self
+            .users
+            .get(&fold(id))
+            .filter(|u| u.is_deleted())
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        for a in u.reserved_addresses() {
+            if let Some(o) = self.address_owner(&a, Some(&u.id))
+                && !o.is_deleted()
+            {
+                return Err(StoreError::Conflict {
+                    property: "proxyAddresses",
+                    value: a,
+                });
+            }
+        }
+        let id = u.id.clone();
+        if let Some(u) = self.get_mut(&id) {
+            u.deleted_unix = None;
+        }
+        self.touch(&id);
+        Ok(())
+    }
+
+    /// Removes a soft-deleted user for good.
+    pub fn purge(&mut self, id: &str) -> Result<(), StoreError> {
+        let key = fold(id);
+        match self.users.get(&key) {
+            Some(u) if u.is_deleted() => {}
+            _ => return Err(StoreError::NotFound(id.to_string())),
+        }
+        self.users.remove(&key);
+        self.seq += 1;
+        self.tombstones.push(Tombstone {
+            id: key,
+            seq: self.seq,
+        });
+        Ok(())
+    }
+
+    /// Purges soft-deleted users past the retention period (called before reads).
+    pub fn purge_expired(&mut self) {
+        let now = now_unix();
+        let old: Vec<String> = self
+            .users
+            .values()
+            .filter(|u| {
+                u.deleted_unix
+                    .is_some_and(|d| now.saturating_sub(d) > SOFT_DELETE_RETENTION_SECS)
+            })
+            .map(|u| u.id.clone())
+            .collect();
+        for id in old {
+            let _ = self.purge(&id);
+        }
+    }
+
+    // ----- licences ------------------------------------------------------------------------
+
+    pub fn sku(&self, sku_id: &str) -> Option<&SkuConfig> {
+        self.tenant
+            .skus
+            .iter()
+            .find(|s| s.sku_id.eq_ignore_ascii_case(sku_id))
+    }
+
+    /// Units in use: assignments on live users (deleting a user frees its licences).
+    pub fn consumed(&self, sku_id: &str) -> u32 {
+        self.users
+            .values()
+            .filter(|u| !u.is_deleted())
+            .filter(|u| {
+                u.assigned_licenses
+                    .iter()
+                    .any(|l| l.eq_ignore_ascii_case(sku_id))
+            })
+            .count() as u32
+    }
+
+    /// Applies what a licence change does on the Exchange side: an Exchange plan turns the
+    /// object into a mailbox in place (adding the UPN and the MOERA address, dropping
+    /// addresses on domains that are not accepted); losing the last Exchange plan disables the
+    /// mailbox, which leaves no recipient at all.
+    pub fn apply_licence_effects(&mut self, id: &str) {
+        let Some(u) = self.users.get(&fold(id)) else {
+            return;
+        };
+        let has_exchange = u
+            .assigned_licenses
+            .iter()
+            .any(|l| self.sku(l).is_some_and(|s| s.has_exchange()));
+        let accepted = self.accepted_domains();
+        let initial = self.tenant.initial_domain();
+        match (has_exchange, u.recipient_type_details) {
+            (true, Some(RecipientKind::UserMailbox))
+            | (false, None)
+            | (false, Some(RecipientKind::MailUser)) => {}
+            (true, _) => {
+                let mut u = u.clone();
+                let mut addrs: Vec<String> = u
+                    .proxy_addresses
+                    .iter()
+                    .filter(|p| {
+                        let bare = strip_smtp(p);
+                        bare.len() == p.len() // non-SMTP proxies are kept
+                            || accepted.contains(&domain_of(bare).to_ascii_lowercase())
+                    })
+                    .cloned()
+                    .collect();
+                if let Some(m) = u.mail.clone()
+                    && u.recipient_type_details.is_none()
+                    && accepted.contains(&domain_of(&m).to_ascii_lowercase())
+                    && !addrs.iter().any(|p| fold(strip_smtp(p)) == fold(&m))
+                {
+                    addrs.push(format!("smtp:{m}"));
+                }
+                let upn = u.user_principal_name.clone();
+                if !addrs.iter().any(|p| fold(strip_smtp(p)) == fold(&upn)) {
+                    addrs.push(format!("smtp:{upn}"));
+                }
+                if !addrs
+                    .iter()
+                    .any(|p| fold(domain_of(strip_smtp(p))) == initial)
+                {
+                    let moera = self.free_moera(&u.mail_nickname, &u.id);
+                    addrs.push(format!("smtp:{moera}"));
+                }
+                if !addrs.iter().any(|p| p.starts_with("SMTP:")) {
+                    // The UPN becomes primary when the old primary was dropped.
+                    for p in addrs.iter_mut() {
+                        if fold(strip_smtp(p)) == fold(&upn) {
+                            *p = format!("SMTP:{}", strip_smtp(p));
+                        }
+                    }
+                }
+                u.proxy_addresses = addrs;
+                u.recipient_type_details = Some(RecipientKind::UserMailbox);
+                u.external_email_address = None;
+                if u.exchange_name.is_none() {
+                    u.exchange_name = Some(u.mail_nickname.clone());
+                }
+                self.users.insert(u.id.clone(), u);
+                self.touch(id);
+            }
+            (false, Some(RecipientKind::UserMailbox)) => {
+                if let Some(u) = self.get_mut(id) {
+                    u.recipient_type_details = None;
+                }
+                self.touch(id);
+            }
+        }
+    }
+
+    /// `alias@<tenant>.onmicrosoft.com`, or with a number appended when taken (as Exchange
+    /// does).
+    pub fn free_moera(&self, alias: &str, owner: &str) -> String {
+        let d = self.tenant.initial_domain();
+        let mut candidate = format!("{alias}@{d}");
+        let mut n = 1;
+        while self.address_owner(&candidate, Some(owner)).is_some() {
+            n += 1;
+            candidate = format!("{alias}{n}@{d}");
+        }
+        candidate
+    }
+
+    // ----- views ---------------------------------------------------------------------------
+
+    /// Every Graph property the emulator knows, for `$select` and `$filter`.
+    pub fn graph_view(&self, u: &User) -> Map<String, Value> {
+        let mut m = Map::new();
+        let opt = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
+        let mail = if u.recipient_type_details.is_some() {
+            u.primary_smtp()
+        } else {
+            u.mail.clone()
+        };
+        m.insert("id".into(), json!(u.id));
+        m.insert("userPrincipalName".into(), json!(u.user_principal_name));
+        m.insert("displayName".into(), opt(&u.display_name));
+        m.insert("givenName".into(), opt(&u.given_name));
+        m.insert("surname".into(), opt(&u.surname));
+        m.insert("mail".into(), opt(&mail));
+        m.insert("mailNickname".into(), json!(u.mail_nickname));
+        m.insert("accountEnabled".into(), json!(u.account_enabled));
+        m.insert("employeeId".into(), opt(&u.employee_id));
+        m.insert("usageLocation".into(), opt(&u.usage_location));
+        m.insert("department".into(), opt(&u.department));
+        m.insert("jobTitle".into(), opt(&u.job_title));
+        m.insert("officeLocation".into(), opt(&u.office_location));
+        m.insert("mobilePhone".into(), opt(&u.mobile_phone));
+        m.insert("companyName".into(), opt(&u.company_name));
+        m.insert("preferredLanguage".into(), Value::Null);
+        m.insert("businessPhones".into(), json!(u.business_phones));
+        m.insert("otherMails".into(), json!(u.other_mails));
+        m.insert("proxyAddresses".into(), json!(u.proxy_addresses));
+        let mut ext = Map::new();
+        for i in 1..=15u8 {
+            ext.insert(
+                format!("extensionAttribute{i}"),
+                opt(&u.extension_attributes.get(&i).cloned()),
+            );
+        }
+        m.insert("onPremisesExtensionAttributes".into(), Value::Object(ext));
+        m.insert(
+            "assignedLicenses".into(),
+            Value::Array(
+                u.assigned_licenses
+                    .iter()
+                    .map(|s| json!({"disabledPlans": [], "skuId": s}))
+                    .collect(),
+            ),
+        );
+        m.insert("createdDateTime".into(), json!(iso8601(u.created_unix)));
+        m.insert(
+            "deletedDateTime".into(),
+            u.deleted_unix
+                .map(|d| json!(iso8601(d)))
+                .unwrap_or(Value::Null),
+        );
+        m.insert("onPremisesSyncEnabled".into(), Value::Null);
+        m.insert("userType".into(), json!("Member"));
+        m
+    }
+
+    /// The Exchange recipient view (what Get-MailUser / Get-Mailbox / Get-Recipient show).
+    pub fn exchange_view(&self, u: &User) -> Map<String, Value> {
+        let kind = u
+            .recipient_type_details
+            .map(|k| k.as_str())
+            .unwrap_or("User");
+        let name = u.name();
+        let primary = u.primary_smtp().unwrap_or_default();
+        let org = self.tenant.initial_domain();
+        let mut m = Map::new();
+        m.insert("Name".into(), json!(name));
+        m.insert("Identity".into(), json!(name));
+        m.insert("Id".into(), json!(name));
+        m.insert(
+            "DistinguishedName".into(),
+            json!(format!("CN={name},OU={org},OU=Microsoft Exchange Hosted Organizations,DC=EMUPR01A001,DC=prod,DC=outlook,DC=com")),
+        );
+        m.insert("Alias".into(), json!(u.mail_nickname));
+        m.insert(
+            "DisplayName".into(),
+            json!(u.display_name.clone().unwrap_or_default()),
+        );
+        m.insert(
+            "FirstName".into(),
+            json!(u.given_name.clone().unwrap_or_default()),
+        );
+        m.insert(
+            "LastName".into(),
+            json!(u.surname.clone().unwrap_or_default()),
+        );
+        m.insert("PrimarySmtpAddress".into(), json!(primary));
+        m.insert("WindowsEmailAddress".into(), json!(primary));
+        m.insert("EmailAddresses".into(), json!(u.proxy_addresses));
+        m.insert(
+            "ExternalEmailAddress".into(),
+            u.external_email_address
+                .as_ref()
+                .map(|e| json!(format!("SMTP:{e}")))
+                .unwrap_or(Value::Null),
+        );
+        m.insert(
+            "HiddenFromAddressListsEnabled".into(),
+            json!(u.hidden_from_address_lists_enabled),
+        );
+        for i in 1..=15u8 {
+            m.insert(
+                format!("CustomAttribute{i}"),
+                json!(u.extension_attributes.get(&i).cloned().unwrap_or_default()),
+            );
+        }
+        m.insert("RecipientType".into(), json!(kind));
+        m.insert("RecipientTypeDetails".into(), json!(kind));
+        m.insert("ExternalDirectoryObjectId".into(), json!(u.id));
+        m.insert("ExchangeObjectId".into(), json!(u.id));
+        m.insert("Guid".into(), json!(u.exchange_guid));
+        m.insert("UserPrincipalName".into(), json!(u.user_principal_name));
+        m.insert(
+            "MicrosoftOnlineServicesID".into(),
+            json!(u.user_principal_name),
+        );
+        m.insert("AccountDisabled".into(), json!(!u.account_enabled));
+        m.insert("WhenCreated".into(), json!(iso8601(u.created_unix)));
+        m.insert(
+            "WhenSoftDeleted".into(),
+            u.deleted_unix
+                .map(|d| json!(iso8601(d)))
+                .unwrap_or(Value::Null),
+        );
+        m.insert("IsSoftDeletedByRemove".into(), json!(u.is_deleted()));
+        if u.recipient_type_details == Some(RecipientKind::UserMailbox) {
+            m.insert(
+                "ForwardingSmtpAddress".into(),
+                u.forwarding_smtp_address
+                    .as_ref()
+                    .map(|f| json!(format!("smtp:{f}")))
+                    .unwrap_or(Value::Null),
+            );
+            m.insert(
+                "DeliverToMailboxAndForward".into(),
+                json!(u.deliver_to_mailbox_and_forward),
+            );
+            m.insert("ExchangeGuid".into(), json!(u.exchange_guid));
+        }
+        m
+    }
+}
+
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_rules() {
+        assert!(valid_smtp("o'brien.j@example.edu"));
+        assert!(!valid_smtp("a..b@example.edu"));
+        assert!(!valid_smtp("ab@localhost"));
+        assert!(!valid_smtp("a b@example.edu"));
+        assert!(valid_mail_nickname("jdoe.2"));
+        assert!(!valid_mail_nickname("j doe"));
+        assert!(!valid_mail_nickname("j(doe)"));
+        assert!(!valid_mail_nickname(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn licence_converts_mailuser() {
+        let mut s = Store::new(TenantConfig::default(), 1);
+        let id = s.insert(User {
+            user_principal_name: "ann@example.edu".into(),
+            mail_nickname: "ann".into(),
+            proxy_addresses: vec![
+                "SMTP:ann@example.edu".into(),
+                "smtp:ann@unverified.org".into(),
+            ],
+            recipient_type_details: Some(RecipientKind::MailUser),
+            external_email_address: Some("ann@example.edu".into()),
+            ..Default::default()
+        });
+        s.get_mut(&id)
+            .unwrap()
+            .assigned_licenses
+            .push("4b9405b0-7788-4568-add1-99614e613b69".into());
+        s.apply_licence_effects(&id);
+        let u = &s.users[&id];
+        assert_eq!(u.recipient_type_details, Some(RecipientKind::UserMailbox));
+        assert_eq!(
+            u.proxy_addresses,
+            vec!["SMTP:ann@example.edu", "smtp:ann@contoso.onmicrosoft.com"]
+        );
+        assert_eq!(u.external_email_address, None);
+    }
+}
