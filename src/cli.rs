@@ -39,6 +39,8 @@ pub enum Command {
     Sync(SyncArgs),
     /// Write the plan to a file for review; change nothing.
     Plan(PlanArgs),
+    /// Apply exactly a reviewed plan; refuse if LDAP, the state or the tenant moved since.
+    Apply(ApplyArgs),
     /// Show the last runs, managed objects, pending deletions and quarantined entries.
     Status(StatusArgs),
 }
@@ -79,6 +81,20 @@ pub struct PlanArgs {
 
     #[command(flatten)]
     pub selection: Selection,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The plan written by `plan --output`.
+    #[arg(value_name = "PLAN")]
+    pub plan: PathBuf,
+
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Write the report here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -6,13 +6,21 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::cli::{PlanArgs, Selection as SelectionArgs, StatusArgs, StatusFormat, SyncArgs};
-use crate::config::{Config, ConfigError};
+use crate::apply::{
+    self,
+    inventory::{self, Inventory},
+};
+use crate::cli::{
+    ApplyArgs, PlanArgs, Selection as SelectionArgs, StatusArgs, StatusFormat, SyncArgs,
+};
+use crate::config::{Config, ConfigError, Credential};
 use crate::desired;
+use crate::ids::Anchor;
 use crate::plan::{self, Plan, Scope, Verdict};
 use crate::report::{self, Format};
 use crate::source::{self, Selection, SourceError};
-use crate::state::{Outcome, RunEnd, RunMode, RunScope, Stage, StateError, Store};
+use crate::state::{ManagedObject, Outcome, RunEnd, RunMode, RunScope, Stage, StateError, Store};
+use crate::tenant::{Tenant, TenantError};
 
 /// Exit codes of INTERFACE.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +46,24 @@ pub enum CommandError {
     },
     #[error("{0}")]
     Usage(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error("refusing to apply {0}")]
+    Stale(String),
 }
 
 impl CommandError {
     pub fn exit(&self) -> Exit {
         match self {
             CommandError::Config(_) | CommandError::Usage(_) => Exit::Usage,
+            CommandError::Tenant(TenantError::Config(_)) => Exit::Usage,
             _ => Exit::Failed,
         }
     }
@@ -90,15 +110,57 @@ fn selection(args: &SelectionArgs) -> (Selection, Scope, RunScope) {
     }
 }
 
-/// Reads LDAP, maps, and plans; records the run (as a dry run or plan) in the state store.
-/// Only the record of the run and the quarantine list are written: never the view of the
-/// tenant, so the next run plans the same.
+/// A computed plan with what applying it needs.
+struct Computed {
+    plan: Plan,
+    store: Store,
+    run_id: i64,
+    started: i64,
+    source_count: usize,
+    /// Connected and read when credentials are configured (always for a real run).
+    tenant: Option<(Tenant, Inventory)>,
+    /// State rows the tenant contradicted (adopted, missing, changed), as reconciled: a real
+    /// run records them before applying, so each action starts from the tenant's truth.
+    drifted: Vec<ManagedObject>,
+}
+
+/// Whether the configuration can reach the tenant at all.
+fn tenant_configured(config: &Config) -> bool {
+    config.tenant.tenant_id.is_some() && config.tenant.credential_kind().is_ok()
+}
+
+async fn fail_run(
+    store: &Store,
+    run_id: i64,
+    error: &dyn std::fmt::Display,
+) -> Result<(), CommandError> {
+    let end = RunEnd {
+        outcome: Outcome::Failed,
+        source_count: None,
+        verdict: None,
+        summary: None,
+        error: Some(error.to_string()),
+    };
+    store.finish_run(run_id, &end, now()?).await?;
+    store.close().await;
+    Ok(())
+}
+
+/// Reads LDAP and, when it can be reached, the tenant; reconciles the state store's view with
+/// what the tenant really holds (drift, objects adopted after a lost state store); maps and
+/// plans. The run is recorded as started; the caller finishes it.
 async fn compute(
     config: &Config,
     args: &SelectionArgs,
     mode: RunMode,
-) -> Result<Plan, CommandError> {
+) -> Result<Computed, CommandError> {
     let (sel, scope, run_scope) = selection(args);
+    // A dry run reads the tenant too when it can: it must plan what a real run would. A
+    // real run cannot go without it; its configuration is checked before anything is read.
+    let tenant = match mode == RunMode::Apply || tenant_configured(config) {
+        true => Some(Tenant::connect(&config.tenant)?),
+        false => None,
+    };
     let store = Store::open(&config.state.path).await?;
     let started = now()?;
     let run_id = store.begin_run(mode, run_scope, started).await?;
@@ -106,19 +168,41 @@ async fn compute(
     // Entries are mapped as they arrive, so the raw directory is never held in memory.
     let mut mapper = desired::Mapper::new(config);
     if let Err(e) = source::read_each(&config.ldap, &sel, |entry| mapper.push(&entry)).await {
-        let end = RunEnd {
-            outcome: Outcome::Failed,
-            source_count: None,
-            verdict: None,
-            summary: None,
-            error: Some(e.to_string()),
-        };
-        store.finish_run(run_id, &end, now()?).await?;
-        store.close().await;
+        fail_run(&store, run_id, &e).await?;
         return Err(e.into());
     }
+
+    let mut objects = store.objects().await?;
+    let mut drift = Vec::new();
+    let mut drifted = Vec::new();
+    let tenant = match tenant {
+        Some(tenant) => match inventory::read(&tenant, &config.tenant.anchor_attribute).await {
+            Ok(inventory) => {
+                let reconciled = inventory::reconcile(&objects, &inventory, started);
+                objects = reconciled.objects;
+                drift = reconciled.drift;
+                let touched: BTreeSet<&Anchor> = drift.iter().map(|d| &d.anchor).collect();
+                drifted = objects
+                    .iter()
+                    .filter(|o| touched.contains(&o.anchor))
+                    .cloned()
+                    .collect();
+                Some((tenant, inventory))
+            }
+            Err(e) => {
+                fail_run(&store, run_id, &e).await?;
+                return Err(e.into());
+            }
+        },
+        None => {
+            tracing::info!(
+                "no tenant credentials configured: planning against the state store alone"
+            );
+            None
+        }
+    };
+
     let clock = std::time::Instant::now();
-    let objects = store.objects().await?;
     let known: BTreeSet<_> = objects
         .iter()
         .filter(|o| o.stage != Stage::Deleted)
@@ -128,7 +212,7 @@ async fn compute(
     let mapped_ms = clock.elapsed().as_millis() as u64;
     let baseline = store.baseline().await?;
     let source_count = desired.source_count;
-    let plan = plan::plan(plan::Input {
+    let mut plan = plan::plan(plan::Input {
         desired,
         objects: &objects,
         baseline,
@@ -137,6 +221,16 @@ async fn compute(
         max_deletes: args.max_deletes,
         now: started,
     });
+    plan.source.only = args.only.clone();
+    plan.drift = drift
+        .into_iter()
+        .map(|d| plan::DriftNote {
+            anchor: d.anchor,
+            uid: d.uid,
+            kind: d.kind.as_str().to_owned(),
+            detail: d.detail,
+        })
+        .collect();
     tracing::debug!(
         rss_mb = rss_mb(),
         mapped_ms,
@@ -146,35 +240,56 @@ async fn compute(
     for q in &plan.quarantined {
         tracing::warn!(dn = %q.dn, field = %q.field, reason = %q.reason, "entry quarantined");
     }
+    for d in &plan.drift {
+        tracing::warn!(uid = %d.uid, kind = %d.kind, detail = %d.detail, "tenant drifted from the state store");
+    }
     if scope == Scope::Full {
         store.replace_quarantine(&plan.quarantined, started).await?;
     }
-    let blocked = plan.safety.verdict == Verdict::Blocked;
+    tracing::info!(
+        run = run_id,
+        entries = source_count,
+        create = plan.summary.create,
+        update = plan.summary.update,
+        convert = plan.summary.convert,
+        disable = plan.summary.disable,
+        delete = plan.summary.delete,
+        quarantined = plan.summary.quarantined,
+        verdict = if plan.safety.verdict == Verdict::Blocked {
+            "blocked"
+        } else {
+            "ok"
+        },
+        "plan computed"
+    );
+    Ok(Computed {
+        plan,
+        store,
+        run_id,
+        started,
+        source_count,
+        tenant,
+        drifted,
+    })
+}
+
+/// Records a dry run or plan as finished.
+async fn finish_planned(c: Computed) -> Result<Plan, CommandError> {
+    let blocked = c.plan.safety.verdict == Verdict::Blocked;
     let end = RunEnd {
         outcome: if blocked {
             Outcome::Blocked
         } else {
             Outcome::Ok
         },
-        source_count: Some(source_count as u64),
+        source_count: Some(c.source_count as u64),
         verdict: Some(if blocked { "blocked" } else { "ok" }),
-        summary: Some(serde_json::to_value(&plan.summary).expect("summary serialises")),
+        summary: Some(serde_json::to_value(&c.plan.summary).expect("summary serialises")),
         error: None,
     };
-    store.finish_run(run_id, &end, now()?).await?;
-    store.close().await;
-    tracing::info!(
-        run = run_id,
-        entries = source_count,
-        create = plan.summary.create,
-        update = plan.summary.update,
-        disable = plan.summary.disable,
-        delete = plan.summary.delete,
-        quarantined = plan.summary.quarantined,
-        verdict = if blocked { "blocked" } else { "ok" },
-        "plan computed"
-    );
-    Ok(plan)
+    c.store.finish_run(c.run_id, &end, now()?).await?;
+    c.store.close().await;
+    Ok(c.plan)
 }
 
 fn write_out(output: Option<&Path>, text: &str) -> Result<(), CommandError> {
@@ -202,21 +317,100 @@ fn verdict_exit(plan: &Plan) -> Exit {
 }
 
 pub async fn sync(config: &Config, args: &SyncArgs) -> Result<Exit, CommandError> {
-    if !args.dry_run {
-        return Err(CommandError::Usage(
-            "this version of ldap2exo does not write to the tenant yet: run `sync --dry-run`, or `plan --output FILE`".into(),
-        ));
+    if args.dry_run {
+        let plan = finish_planned(compute(config, &args.selection, RunMode::DryRun).await?).await?;
+        write_out(
+            args.output.as_deref(),
+            &report::render(&plan, args.format, "sync --dry-run"),
+        )?;
+        return Ok(verdict_exit(&plan));
     }
-    let plan = compute(config, &args.selection, RunMode::DryRun).await?;
-    write_out(
+    let computed = compute(config, &args.selection, RunMode::Apply).await?;
+    execute(
+        config,
+        computed,
+        args.format,
         args.output.as_deref(),
-        &report::render(&plan, args.format, "sync --dry-run"),
-    )?;
-    Ok(verdict_exit(&plan))
+        "sync",
+    )
+    .await
+}
+
+/// Applies a computed plan and records the run: the shared end of `sync` and `apply`.
+async fn execute(
+    config: &Config,
+    c: Computed,
+    format: Format,
+    output: Option<&Path>,
+    title: &str,
+) -> Result<Exit, CommandError> {
+    let Some((tenant, inventory)) = &c.tenant else {
+        unreachable!("a real run always connects to the tenant");
+    };
+    let blocked = c.plan.safety.verdict == Verdict::Blocked;
+    for obj in &c.drifted {
+        c.store.upsert_object(obj).await?;
+    }
+    let ctx = apply::Context {
+        tenant,
+        store: &c.store,
+        config,
+        inventory,
+        run_id: c.run_id,
+        now: c.started,
+        allow_removals: !blocked,
+        concurrency: config.tenant.concurrency.max(1) as usize,
+    };
+    let clock = std::time::Instant::now();
+    let results = apply::apply(&c.plan, &ctx).await?;
+    let failed = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.outcome,
+                apply::Outcome::Failed(_) | apply::Outcome::Conflict(_)
+            )
+        })
+        .count();
+    let stats = tenant.stats();
+    tracing::info!(
+        actions = results.len(),
+        failed,
+        requests = stats.requests(),
+        retries = stats.retries(),
+        throttled = stats.throttled(),
+        elapsed_ms = clock.elapsed().as_millis() as u64,
+        "plan applied"
+    );
+    let outcome = match (blocked, failed) {
+        (true, _) => Outcome::Blocked,
+        (false, 0) => Outcome::Ok,
+        (false, f) if f == results.len() => Outcome::Failed,
+        _ => Outcome::Partial,
+    };
+    let end = RunEnd {
+        outcome,
+        source_count: Some(c.source_count as u64),
+        verdict: Some(if blocked { "blocked" } else { "ok" }),
+        summary: Some(serde_json::to_value(&c.plan.summary).expect("summary serialises")),
+        error: (failed > 0).then(|| format!("{failed} actions failed")),
+    };
+    c.store.finish_run(c.run_id, &end, now()?).await?;
+    c.store.close().await;
+    let mut text = report::render(&c.plan, format, title);
+    text.push_str(&report::render_results(&results, format));
+    write_out(output, &text)?;
+    Ok(if blocked {
+        Exit::Blocked
+    } else if failed > 0 {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
 }
 
 pub async fn plan(config: &Config, args: &PlanArgs) -> Result<Exit, CommandError> {
-    let plan = compute(config, &args.selection, RunMode::Plan).await?;
+    let plan = finish_planned(compute(config, &args.selection, RunMode::Plan).await?).await?;
     write_out(
         Some(&args.output),
         &report::render(&plan, Format::Json, "plan"),
@@ -230,6 +424,44 @@ pub async fn plan(config: &Config, args: &PlanArgs) -> Result<Exit, CommandError
             .unwrap_or_default()
     );
     Ok(verdict_exit(&plan))
+}
+
+/// `apply plan.json`: applies exactly the reviewed plan, after checking that planning now
+/// gives the same actions (LDAP, the state store and the tenant have not moved since).
+pub async fn apply_file(config: &Config, args: &ApplyArgs) -> Result<Exit, CommandError> {
+    let text = std::fs::read_to_string(&args.plan).map_err(|source| CommandError::Read {
+        path: args.plan.clone(),
+        source,
+    })?;
+    let reviewed: Plan = serde_json::from_str(&text).map_err(|e| {
+        CommandError::Usage(format!(
+            "{} is not an ldap2exo plan: {e}",
+            args.plan.display()
+        ))
+    })?;
+    let selection = SelectionArgs {
+        only: reviewed.source.only.clone(),
+        max_deletes: reviewed.safety.approved_removals,
+    };
+    let computed = compute(config, &selection, RunMode::Apply).await?;
+    if computed.plan.actions != reviewed.actions
+        || computed.plan.safety.verdict != reviewed.safety.verdict
+    {
+        let why = "LDAP, the state store or the tenant changed since the plan was made; review a new plan";
+        fail_run(&computed.store, computed.run_id, &why).await?;
+        return Err(CommandError::Stale(format!(
+            "{}: {why}",
+            args.plan.display()
+        )));
+    }
+    execute(
+        config,
+        computed,
+        args.format,
+        args.output.as_deref(),
+        "apply",
+    )
+    .await
 }
 
 /// `check-config`: the file already parsed (or we would not be here); now bind to LDAP and
@@ -268,20 +500,69 @@ pub async fn check_config(config: &Config) -> Result<Exit, CommandError> {
     let t = &config.tenant;
     let mut missing = Vec::new();
     if t.tenant_id.is_none() {
-        missing.push("tenant.tenant_id");
+        missing.push("tenant.tenant_id".to_owned());
     }
-    if t.client_id.is_none() {
-        missing.push("tenant.client_id");
+    if t.client_id.is_none() && t.credential_kind().ok() != Some(Credential::ManagedIdentity) {
+        missing.push("tenant.client_id".to_owned());
     }
-    if t.client_secret.is_none() && t.certificate_file.is_none() {
-        missing.push("tenant.client_secret_file (or LDAP2EXO__TENANT__CLIENT_SECRET, or tenant.certificate_file)");
+    if let Err(e) = t.credential_kind() {
+        missing.push(e);
     }
-    if missing.is_empty() {
-        println!("tenant: credentials configured");
-    } else {
+    if t.mailbox_sku.is_none() {
+        missing.push(
+            "tenant.mailbox_sku (to license people whose mailbox is in Exchange Online)".to_owned(),
+        );
+    }
+    let mut tenant_ok = true;
+    if t.tenant_id.is_some() && t.credential_kind().is_ok() {
+        // Gets a token for each audience and reads the domains through both APIs.
+        let checked = async {
+            let tenant = Tenant::connect(t)?;
+            let check = tenant.check().await?;
+            if let Some(sku) = &t.mailbox_sku {
+                let found = tenant.graph().resolve_sku(sku).await?;
+                return Ok::<_, TenantError>((check, Some(found)));
+            }
+            Ok((check, None))
+        };
+        match checked.await {
+            Ok((check, sku)) => {
+                println!(
+                    "tenant: ok ({:?} credential, tokens for Graph and Exchange, {} domains, {} accepted domains)",
+                    check.credential,
+                    check.domains.len(),
+                    check.accepted_domains.len()
+                );
+                for d in &t.accepted_domains {
+                    if !check
+                        .accepted_domains
+                        .iter()
+                        .any(|a| a.eq_ignore_ascii_case(d))
+                    {
+                        tenant_ok = false;
+                        println!(
+                            "tenant: FAILED: {d} (tenant.accepted_domains) is not an accepted domain of the tenant"
+                        );
+                    }
+                }
+                if let Some(sku) = sku {
+                    println!(
+                        "tenant: licence {} has {} units free",
+                        sku.sku_part_number,
+                        sku.available()
+                    );
+                }
+            }
+            Err(e) => {
+                tenant_ok = false;
+                println!("tenant: FAILED: {e}");
+            }
+        }
+    }
+    if !missing.is_empty() {
         println!(
-            "tenant: not configured (dry runs work; writing to the tenant needs: {})",
-            missing.join(", ")
+            "tenant: missing (dry runs work without): {}",
+            missing.join("; ")
         );
     }
     match Store::open(&config.state.path).await {
@@ -294,7 +575,11 @@ pub async fn check_config(config: &Config) -> Result<Exit, CommandError> {
             return Ok(Exit::Failed);
         }
     }
-    Ok(if ldap { Exit::Ok } else { Exit::Failed })
+    Ok(if ldap && tenant_ok {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
 }
 
 pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandError> {

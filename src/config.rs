@@ -196,6 +196,14 @@ pub struct TenantConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default)]
     pub endpoints: Endpoints,
+    /// People whose actions run at the same time; the tenant client's limiter still paces
+    /// the requests themselves.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+}
+
+fn default_concurrency() -> u32 {
+    16
 }
 
 /// The credential used to get tokens for Graph and Exchange Online.

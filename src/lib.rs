@@ -4,6 +4,7 @@
 //! with `config`, `state`, `cli`/`commands` and `telemetry` around it. Planning is pure;
 //! I/O stays at the edges.
 
+pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod config;

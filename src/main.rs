@@ -34,6 +34,7 @@ fn main() -> ExitCode {
                     Command::CheckConfig => commands::check_config(&config).await,
                     Command::Sync(args) => commands::sync(&config, args).await,
                     Command::Plan(args) => commands::plan(&config, args).await,
+                    Command::Apply(args) => commands::apply_file(&config, args).await,
                     Command::Status(args) => commands::status(&config, args).await,
                 };
                 match outcome {

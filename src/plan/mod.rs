@@ -128,6 +128,20 @@ pub struct SourceInfo {
     pub disabled_in_ldap: usize,
     /// `full` or `only`.
     pub scope: String,
+    /// The uids of an `--only` run (so `apply plan.json` can plan the same people again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
+}
+
+/// Something the tenant showed that the state store did not expect, and what the plan does
+/// about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftNote {
+    pub anchor: Anchor,
+    pub uid: String,
+    /// `adopted`, `missing`, `changed` or `duplicate`.
+    pub kind: String,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +153,9 @@ pub struct Plan {
     pub safety: Safety,
     pub actions: Vec<Action>,
     pub quarantined: Vec<Quarantined>,
+    /// Differences between the tenant and the state store found before planning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<DriftNote>,
 }
 
 /// Whether the run covers everyone or just `--only` people.
@@ -215,10 +232,12 @@ pub fn plan(input: Input) -> Plan {
             Some(obj) => {
                 let mut changes = diff(&obj.attributes, target);
                 if obj.stage == Stage::Disabled {
-                    changes.insert(
-                        ACCOUNT_ENABLED,
-                        (Some(Value::Bool(false)), Some(Value::Bool(true))),
-                    );
+                    if obj.kind == Kind::Mailbox {
+                        changes.insert(
+                            ACCOUNT_ENABLED,
+                            (Some(Value::Bool(false)), Some(Value::Bool(true))),
+                        );
+                    }
                     changes.insert(HIDDEN, (Some(Value::Bool(true)), Some(Value::Bool(hidden))));
                     Some(who.action(
                         Op::Enable,
@@ -282,10 +301,13 @@ pub fn plan(input: Input) -> Plan {
                     "no longer matched by the LDAP filter"
                 };
                 let mut changes = Changes::default();
-                changes.insert(
-                    ACCOUNT_ENABLED,
-                    (Some(Value::Bool(true)), Some(Value::Bool(false))),
-                );
+                // MailUsers never sign in; only a mailbox owner's sign-in is blocked.
+                if obj.kind == Kind::Mailbox {
+                    changes.insert(
+                        ACCOUNT_ENABLED,
+                        (Some(Value::Bool(true)), Some(Value::Bool(false))),
+                    );
+                }
                 changes.insert(
                     HIDDEN,
                     (obj.attributes.get(HIDDEN).cloned(), Some(Value::Bool(true))),
@@ -347,11 +369,13 @@ pub fn plan(input: Input) -> Plan {
                 Scope::Full => "full".into(),
                 Scope::Only => "only".into(),
             },
+            only: Vec::new(),
         },
         summary,
         safety,
         actions,
         quarantined,
+        drift: Vec::new(),
     }
 }
 

@@ -18,6 +18,9 @@ pub enum Verdict {
 pub struct Safety {
     pub verdict: Verdict,
     pub reasons: Vec<String>,
+    /// `--max-deletes N` of the run: the removals the operator approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_removals: Option<u32>,
 }
 
 pub(super) struct Facts<'a> {
@@ -87,5 +90,6 @@ pub(super) fn verdict(f: &Facts) -> Safety {
             Verdict::Blocked
         },
         reasons,
+        approved_removals: f.max_deletes,
     }
 }

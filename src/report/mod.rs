@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::apply::{ActionResult, Outcome};
 use crate::plan::{Action, Change, Op, Plan, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -194,6 +195,59 @@ fn text_action(out: &mut String, a: &Action) {
             }
         }
     }
+}
+
+/// The outcome of applying a plan: a section after the plan in text and Markdown, one
+/// object per line (`{"results": [...]}`) in JSON, rows in CSV.
+pub fn render_results(results: &[ActionResult], format: Format) -> String {
+    let count = |f: fn(&Outcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
+    let done = count(|o| matches!(o, Outcome::Done));
+    let skipped = count(|o| matches!(o, Outcome::Skipped(_)));
+    let conflicts = count(|o| matches!(o, Outcome::Conflict(_)));
+    let failed = count(|o| matches!(o, Outcome::Failed(_)));
+    let not_done: Vec<(&ActionResult, &str, &str)> = results
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Done => None,
+            Outcome::Skipped(w) => Some((r, "skipped", w.as_str())),
+            Outcome::Conflict(w) => Some((r, "conflict", w.as_str())),
+            Outcome::Failed(w) => Some((r, "failed", w.as_str())),
+        })
+        .collect();
+    let mut out = String::new();
+    match format {
+        Format::Json => {
+            let v = serde_json::json!({"results": results, "applied": {"done": done, "skipped": skipped, "conflict": conflicts, "failed": failed}});
+            out = serde_json::to_string_pretty(&v).expect("results serialise");
+            out.push('\n');
+        }
+        Format::Csv => {
+            for (r, what, why) in not_done {
+                csv_row(
+                    &mut out,
+                    &[what, r.anchor.as_str(), &r.uid, "", "", "", "", "", why],
+                );
+            }
+        }
+        Format::Text | Format::Markdown => {
+            let md = format == Format::Markdown;
+            let _ = writeln!(
+                out,
+                "\n{}Applied: {done} done, {skipped} skipped, {conflicts} conflicts, {failed} failed",
+                if md { "## " } else { "" }
+            );
+            for (r, what, why) in not_done {
+                let _ = writeln!(
+                    out,
+                    "{} {what}: {} {} — {why}",
+                    if md { "-" } else { "  !" },
+                    r.op.as_str(),
+                    r.uid
+                );
+            }
+        }
+    }
+    out
 }
 
 /// RFC 4180: quote a field when it holds a comma, quote, CR or LF; double inner quotes.

@@ -7,6 +7,8 @@
 mod support;
 
 mod dry_run;
+mod inventory;
 mod source;
 mod state;
+mod sync;
 mod tenant;

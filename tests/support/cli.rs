@@ -53,6 +53,34 @@ impl Install {
         Self::with_toml(&server.ldap_toml())
     }
 
+    /// A configuration for `server` and the tenant emulator `emu`: ids, endpoints, its CA, a
+    /// mailbox licence; the client secret goes through the environment, as in production.
+    pub fn with_tenant(server: &Slapd, emu: &ldap2exo_emulator::Emulator) -> Install {
+        let mut install = Self::new(server);
+        let t = emu.tenant();
+        let ca = install.dir.path().join("tenant-ca.pem");
+        std::fs::write(&ca, emu.ca_pem()).expect("write the emulator CA");
+        let base = emu.base_url();
+        let extra = format!(
+            "tenant_id = \"{}\"\nclient_id = \"{}\"\nmailbox_sku = \"EXCHANGESTANDARD\"\nusage_location = \"DE\"\n\
+             ca_file = {:?}\n\n[tenant.endpoints]\nlogin = \"{base}\"\ngraph = \"{base}\"\nexchange = \"{base}\"\n",
+            t.tenant_id,
+            t.client_id,
+            ca.display().to_string()
+        );
+        let text = std::fs::read_to_string(&install.config).unwrap();
+        let text = text.replace(
+            "upn_domain = \"example.edu\"\n",
+            &format!("upn_domain = \"example.edu\"\n{extra}"),
+        );
+        std::fs::write(&install.config, text).unwrap();
+        install.env.push((
+            "LDAP2EXO__TENANT__CLIENT_SECRET".into(),
+            t.client_secret.clone().expect("a secret"),
+        ));
+        install
+    }
+
     pub fn with_toml(ldap_toml: &str) -> Install {
         let dir = tempfile::tempdir().expect("temporary directory");
         let state = dir.path().join("state.db");

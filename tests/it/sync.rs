@@ -1,0 +1,537 @@
+//! `ldap2exo sync` end to end: the real binary against a private slapd serving the campus
+//! fixture and the tenant emulator over HTTPS, with a real SQLite state store.
+
+use std::collections::BTreeMap;
+
+use ldap2exo_emulator::{
+    DomainConfig, Emulator, EmulatorConfig, RecipientKind, SkuConfig, StateDump, User,
+};
+
+use crate::support::cli::{DAY, Install, Run, T0};
+use crate::support::slapd::{Slapd, SlapdOptions};
+
+/// The fixture's tenant: example.edu and staff.example.edu verified, initial domain
+/// exampleedu.onmicrosoft.com, 100 Exchange Online (Plan 1) licences.
+fn campus_emulator(rt: &tokio::runtime::Runtime, seed: Vec<User>) -> Emulator {
+    let mut cfg = EmulatorConfig::default();
+    cfg.tenant.tenant_name = "exampleedu".into();
+    cfg.tenant.domains = ["example.edu", "staff.example.edu"]
+        .into_iter()
+        .map(|d| DomainConfig {
+            name: d.into(),
+            verified: true,
+        })
+        .collect();
+    cfg.tenant.skus = vec![SkuConfig::exchange_online_plan1(100)];
+    cfg.seed.users = seed;
+    rt.block_on(Emulator::start(cfg))
+        .expect("the emulator starts")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn live(state: &StateDump) -> Vec<&User> {
+    state
+        .users
+        .iter()
+        .filter(|u| u.deleted_unix.is_none())
+        .collect()
+}
+
+fn stamp_of(u: &User) -> Option<&str> {
+    u.extension_attributes.get(&15).map(String::as_str)
+}
+
+fn by_upn<'a>(state: &'a StateDump, upn: &str) -> &'a User {
+    live(state)
+        .into_iter()
+        .find(|u| u.user_principal_name == upn)
+        .unwrap_or_else(|| panic!("{upn} not in the tenant"))
+}
+
+/// No anchor is stamped on two live objects.
+fn assert_no_duplicates(state: &StateDump) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for u in live(state) {
+        if let Some(s) = stamp_of(u) {
+            *seen.entry(s).or_default() += 1;
+        }
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "duplicated stamps: {dups:?}");
+}
+
+fn sync(install: &Install, code: i32) -> Run {
+    let run = install.run(&["sync"]);
+    assert_eq!(
+        run.code, code,
+        "sync exit code\nstdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    run
+}
+
+#[test]
+fn the_first_sync_creates_the_plan_and_the_second_writes_nothing() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+
+    let planned = install.dry_run(0, &[]);
+    assert_eq!(planned.summary.create, 39);
+    assert_eq!(
+        emu.counters().writes(),
+        0,
+        "a dry run writes nothing to the tenant"
+    );
+
+    let run = sync(&install, 0);
+    assert!(
+        run.stdout
+            .contains("Applied: 39 done, 0 skipped, 0 conflicts, 0 failed"),
+        "{}",
+        run.stdout
+    );
+    let state = emu.state();
+    assert_no_duplicates(&state);
+    let stamped: Vec<&User> = live(&state)
+        .into_iter()
+        .filter(|u| stamp_of(u).is_some())
+        .collect();
+    assert_eq!(stamped.len(), 39);
+
+    let adavis = by_upn(&state, "adavis@example.edu");
+    assert_eq!(adavis.recipient_type_details, Some(RecipientKind::MailUser));
+    assert_eq!(
+        adavis.external_email_address.as_deref(),
+        Some("adavis@staff.example.edu")
+    );
+    assert!(
+        adavis
+            .proxy_addresses
+            .contains(&"SMTP:adavis@staff.example.edu".to_string()),
+        "{:?}",
+        adavis.proxy_addresses
+    );
+    assert!(
+        adavis
+            .proxy_addresses
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case("smtp:a.davis@example.edu"))
+    );
+    assert_eq!(adavis.department.as_deref(), Some("Physics"));
+    assert!(!adavis.account_enabled, "a MailUser cannot sign in");
+    assert_eq!(
+        stamp_of(adavis),
+        Some("ldap2exo:5d0c7a3e-2b4f-4e61-9c8a-000000000006")
+    );
+
+    let bmiller = by_upn(&state, "bmiller@example.edu");
+    assert_eq!(
+        bmiller.recipient_type_details,
+        Some(RecipientKind::UserMailbox)
+    );
+    assert!(!bmiller.assigned_licenses.is_empty());
+    assert!(
+        bmiller
+            .proxy_addresses
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case("smtp:bmiller@exampleedu.mail.onmicrosoft.com")),
+        "the mailbox owns the forward target: {:?}",
+        bmiller.proxy_addresses
+    );
+    assert!(
+        bmiller
+            .proxy_addresses
+            .contains(&"SMTP:bmiller@staff.example.edu".to_string()),
+        "{:?}",
+        bmiller.proxy_addresses
+    );
+    assert!(by_upn(&state, "helpdesk@example.edu").hidden_from_address_lists_enabled);
+
+    emu.reset_counters();
+    let again = install.dry_run(0, &[]);
+    assert!(again.actions.is_empty(), "{:#?}", again.actions);
+    assert!(again.drift.is_empty(), "{:#?}", again.drift);
+    sync(&install, 0);
+    assert_eq!(emu.counters().writes(), 0, "a second sync sends no write");
+}
+
+#[test]
+fn people_change_move_leave_and_come_back() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let mut install = Install::with_tenant(&server, &emu);
+    sync(&install, 0);
+
+    // Rename, alias change, migration into the tenant, a leaver, a marked leaver.
+    server.modify("dn: uid=adavis,ou=people,dc=example,dc=edu\nchangetype: modify\nreplace: mail\nmail: alice.smith@staff.example.edu\n-\nreplace: displayName\ndisplayName: Alice Smith\n");
+    server.modify("dn: uid=mzhang,ou=people,dc=example,dc=edu\nchangetype: modify\nreplace: mailAlternateAddress\nmailAlternateAddress: mei.z@example.edu\n");
+    server.modify("dn: uid=wtaylor,ou=people,dc=example,dc=edu\nchangetype: modify\nadd: objectClass\nobjectClass: mailRecipientExt\n-\nadd: mailForwardingAddress\nmailForwardingAddress: wtaylor@exampleedu.mail.onmicrosoft.com\n");
+    server.delete("uid=qali,ou=people,dc=example,dc=edu");
+    server.modify("dn: uid=rjensen,ou=people,dc=example,dc=edu\nchangetype: modify\nadd: shadowExpire\nshadowExpire: 1\n");
+    let run = install.run(&["sync", "--max-deletes", "2"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+
+    let state = emu.state();
+    assert_no_duplicates(&state);
+    let adavis = by_upn(&state, "adavis@example.edu");
+    assert!(
+        adavis
+            .proxy_addresses
+            .contains(&"SMTP:alice.smith@staff.example.edu".to_string()),
+        "{:?}",
+        adavis.proxy_addresses
+    );
+    assert!(
+        adavis
+            .proxy_addresses
+            .iter()
+            .any(|p| p == "smtp:adavis@staff.example.edu"),
+        "the old primary stays: {:?}",
+        adavis.proxy_addresses
+    );
+    assert_eq!(adavis.display_name.as_deref(), Some("Alice Smith"));
+    let mzhang = by_upn(&state, "mzhang@example.edu");
+    assert!(
+        mzhang
+            .proxy_addresses
+            .iter()
+            .any(|p| p == "smtp:mei.z@example.edu")
+    );
+    assert!(
+        !mzhang
+            .proxy_addresses
+            .iter()
+            .any(|p| p == "smtp:mei.zhang@example.edu"),
+        "{:?}",
+        mzhang.proxy_addresses
+    );
+    let wtaylor = by_upn(&state, "wtaylor@example.edu");
+    assert_eq!(
+        wtaylor.recipient_type_details,
+        Some(RecipientKind::UserMailbox),
+        "licensed in place"
+    );
+    assert!(
+        wtaylor
+            .proxy_addresses
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case("smtp:wtaylor@exampleedu.mail.onmicrosoft.com"))
+    );
+    let qali = by_upn(&state, "qali@example.edu");
+    assert!(
+        qali.hidden_from_address_lists_enabled,
+        "a leaver is hidden, not deleted"
+    );
+    assert!(by_upn(&state, "rjensen@example.edu").hidden_from_address_lists_enabled);
+
+    // Back within the grace period: shown again, same object.
+    install.now = T0 + 10 * DAY;
+    server.modify(
+        "dn: uid=rjensen,ou=people,dc=example,dc=edu\nchangetype: modify\ndelete: shadowExpire\n",
+    );
+    sync(&install, 0);
+    let state = emu.state();
+    assert!(!by_upn(&state, "rjensen@example.edu").hidden_from_address_lists_enabled);
+
+    // Deleted only when the grace period is over.
+    install.now = T0 + 29 * DAY;
+    sync(&install, 0);
+    assert!(
+        live(&emu.state())
+            .iter()
+            .any(|u| u.user_principal_name == "qali@example.edu")
+    );
+    install.now = T0 + 31 * DAY;
+    sync(&install, 0);
+    let state = emu.state();
+    assert!(
+        !live(&state)
+            .iter()
+            .any(|u| u.user_principal_name == "qali@example.edu"),
+        "deleted after the grace period"
+    );
+    assert!(
+        state
+            .users
+            .iter()
+            .any(|u| u.user_principal_name == "qali@example.edu" && u.deleted_unix.is_some()),
+        "soft-deleted, restorable"
+    );
+
+    emu.reset_counters();
+    assert!(install.dry_run(0, &[]).actions.is_empty());
+    sync(&install, 0);
+    assert_eq!(emu.counters().writes(), 0);
+}
+
+#[test]
+fn unmanaged_objects_are_never_touched_and_clashes_are_reported() {
+    let rt = runtime();
+    let breakglass = User {
+        user_principal_name: "breakglass@exampleedu.onmicrosoft.com".into(),
+        mail_nickname: "breakglass".into(),
+        display_name: Some("Break Glass".into()),
+        account_enabled: true,
+        ..User::default()
+    };
+    let squatter = User {
+        user_principal_name: "adavis.cloud@example.edu".into(),
+        mail_nickname: "adaviscloud".into(),
+        display_name: Some("Alice (cloud)".into()),
+        proxy_addresses: vec!["SMTP:adavis@staff.example.edu".into()],
+        recipient_type_details: Some(RecipientKind::MailUser),
+        external_email_address: Some("alice@elsewhere.example".into()),
+        account_enabled: true,
+        ..User::default()
+    };
+    let emu = campus_emulator(&rt, vec![breakglass, squatter]);
+    let before: Vec<User> = emu.state().users;
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+
+    let run = sync(&install, 1);
+    assert!(
+        run.stdout.contains("conflict: create adavis"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("adavis.cloud@example.edu"),
+        "the clash names the other object: {}",
+        run.stdout
+    );
+    let run = sync(&install, 1);
+    assert!(
+        run.stdout.contains("Applied: 1 done") || run.stdout.contains("0 done"),
+        "{}",
+        run.stdout
+    );
+
+    let after = emu.state();
+    for seeded in &before {
+        let now = after
+            .users
+            .iter()
+            .find(|u| u.id == seeded.id)
+            .expect("still there");
+        assert_eq!(now, seeded, "{} was changed", seeded.user_principal_name);
+    }
+    assert_no_duplicates(&after);
+}
+
+#[test]
+fn a_lost_state_store_is_rebuilt_from_the_stamps() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+    sync(&install, 0);
+    let count = live(&emu.state()).len();
+
+    for entry in std::fs::read_dir(install.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("state.db") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let plan = install.dry_run(0, &[]);
+    assert_eq!(plan.summary.create, 0, "{:#?}", plan.actions);
+    assert_eq!(
+        plan.drift.iter().filter(|d| d.kind == "adopted").count(),
+        39
+    );
+    sync(&install, 0);
+    assert_eq!(live(&emu.state()).len(), count, "nothing was created twice");
+    assert_no_duplicates(&emu.state());
+    let after = install.dry_run(0, &[]);
+    assert!(
+        after.actions.is_empty(),
+        "{:#?}",
+        &after.actions[..after.actions.len().min(3)]
+    );
+}
+
+#[test]
+fn changes_behind_our_back_are_repaired() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+    sync(&install, 0);
+
+    let mut seed = emu
+        .state()
+        .users
+        .into_iter()
+        .find(|u| u.user_principal_name == "epatel@example.edu")
+        .unwrap();
+    seed.display_name = Some("Somebody Else".into());
+    emu.seed(ldap2exo_emulator::Seed {
+        users: vec![seed],
+        ..Default::default()
+    })
+    .unwrap();
+    let plan = install.dry_run(0, &[]);
+    assert!(
+        plan.drift
+            .iter()
+            .any(|d| d.uid == "epatel" && d.kind == "changed"),
+        "{:#?}",
+        plan.drift
+    );
+    sync(&install, 0);
+    assert_eq!(
+        by_upn(&emu.state(), "epatel@example.edu")
+            .display_name
+            .as_deref(),
+        Some("Esha Patel")
+    );
+}
+
+/// Syncs until a dry run plans nothing (at most `tries` syncs); returns how many it took.
+fn converge(install: &Install, tries: usize) -> usize {
+    for n in 1..=tries {
+        let run = install.run(&["sync"]);
+        assert!(
+            run.code == 0 || run.code == 1,
+            "sync must finish or fail cleanly: {}\n{}",
+            run.stdout,
+            run.stderr
+        );
+        if install.dry_run(0, &[]).actions.is_empty() {
+            return n;
+        }
+    }
+    panic!(
+        "no convergence after {tries} syncs: {:#?}",
+        install.dry_run(0, &[]).actions
+    );
+}
+
+#[test]
+fn faults_end_cleanly_and_the_next_run_converges_without_duplicates() {
+    use ldap2exo_emulator::{Budget, FaultConfig};
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+    emu.set_faults(FaultConfig {
+        // 10% of requests fail with 503, writes are throttled (429 storms with Retry-After),
+        // and 2% of responses are cut off after the request was executed.
+        error_rate: 0.10,
+        error_statuses: vec![503],
+        graph_write_budget: Some(Budget {
+            limit: 20,
+            window_ms: 1000,
+        }),
+        exchange_write_budget: Some(Budget {
+            limit: 20,
+            window_ms: 1000,
+        }),
+        drop_rate: 0.02,
+        seed: 7,
+        ..FaultConfig::default()
+    })
+    .unwrap();
+    // Every token expires in the middle of the run.
+    let expire = {
+        std::thread::scope(|scope| {
+            let handle = scope.spawn(|| install.run(&["sync"]));
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            emu.expire_tokens();
+            handle.join().unwrap()
+        })
+    };
+    assert!(
+        expire.code == 0 || expire.code == 1,
+        "{}\n{}",
+        expire.stdout,
+        expire.stderr
+    );
+    let counters = emu.counters();
+    assert!(counters.total.throttled > 0, "the budget produced 429s");
+    assert!(counters.total.faults > 0, "503s were injected");
+
+    let runs = converge(&install, 4);
+    let state = emu.state();
+    assert_no_duplicates(&state);
+    assert_eq!(
+        live(&state)
+            .iter()
+            .filter(|u| stamp_of(u).is_some())
+            .count(),
+        39,
+        "after {runs} more syncs"
+    );
+}
+
+#[test]
+fn a_killed_sync_is_finished_by_the_next_without_duplicates() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    emu.set_faults(ldap2exo_emulator::FaultConfig {
+        latency_ms: 3,
+        ..Default::default()
+    })
+    .unwrap();
+    let server = Slapd::start(SlapdOptions::with_generated(300, 11));
+    let mut install = Install::with_tenant(&server, &emu);
+    install
+        .env
+        .push(("LDAP2EXO__LDAP__BASE_DN".into(), "dc=example,dc=edu".into()));
+    let planned = install.dry_run(0, &[]).summary.create;
+    assert!(planned > 300);
+
+    // Kill at a pseudo-random point of the first sync (varies with the clock, within 0.3–2.3 s).
+    let delay = 300
+        + (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis() as u64
+            * 2);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ldap2exo"))
+        .arg("--config")
+        .arg(&install.config)
+        .arg("sync")
+        .env("LDAP2EXO_NOW", install.now.to_string())
+        .env("LDAP2EXO_LOG", "warn")
+        .envs(install.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(delay));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let created_before = live(&emu.state()).len();
+
+    converge(&install, 3);
+    let state = emu.state();
+    assert_no_duplicates(&state);
+    let stamped: Vec<&User> = live(&state)
+        .into_iter()
+        .filter(|u| stamp_of(u).is_some())
+        .collect();
+    assert_eq!(
+        stamped.len(),
+        planned,
+        "killed after {delay} ms with {created_before} objects made"
+    );
+
+    // Nothing the killed run made is unknown to the state store.
+    let status = install.run(&["status", "--format", "json"]).json();
+    assert_eq!(
+        status["managed"]["active"].as_u64().unwrap() as usize,
+        planned
+    );
+}
