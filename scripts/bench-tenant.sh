@@ -16,7 +16,8 @@ n_seq="${2:-300}"
 budget="${BENCH_BUDGET:-200}"
 latency="${BENCH_LATENCY_MS:-10}"
 scripts/install-deps.sh
-cargo build --quiet --release --locked --bin ldap2exo --bin ldap2exo-emulator --example fixture_ldap
+cargo build --quiet --release --locked --bin ldap2exo --example fixture_ldap
+cargo build --quiet --release --locked -p ldap2exo-emulator --bin ldap2exo-emulator
 
 work=$(mktemp -d)
 pids=()

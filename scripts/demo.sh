@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --quiet --locked --bin ldap2exo --bin ldap2exo-emulator --example fixture_ldap
+cargo build --quiet --locked --bin ldap2exo --example fixture_ldap
+cargo build --quiet --locked -p ldap2exo-emulator --bin ldap2exo-emulator
 
 work=$(mktemp -d)
 emulator_pid=""

@@ -388,6 +388,14 @@ impl<'a, 'c> Job<'a, 'c> {
 
     /// Creates the person, or adopts the object a crashed earlier run already made.
     async fn create(&mut self) -> Result<(), Stop> {
+        if let Some(ids) = self.ctx.inventory.duplicates.get(&self.action.anchor) {
+            return Err(Stop::Failed(format!(
+                "the stamp {} is on {} objects ({}); creating none until they are resolved",
+                self.stamp(),
+                ids.len(),
+                ids.join(", ")
+            )));
+        }
         if let Some(t) = self.ctx.inventory.managed.get(&self.action.anchor) {
             // Planning adopts stamped objects, so this means the tenant changed between the
             // read and now: never create a second object for the same person.
@@ -397,6 +405,15 @@ impl<'a, 'c> Job<'a, 'c> {
                 t.id,
                 self.stamp()
             )));
+        }
+        let was_deleted = self.obj.stage == Stage::Deleted;
+        // From here on the person is back, whatever the row said before.
+        self.obj.stage = Stage::Active;
+        self.obj.disabled_at = None;
+        self.obj.delete_due_at = None;
+        self.obj.deleted_at = None;
+        if was_deleted && self.restore().await? {
+            return Ok(());
         }
         // An object an interrupted run created is ours although it may lack the stamp; any
         // other owner of these addresses is not.
@@ -408,6 +425,57 @@ impl<'a, 'c> Job<'a, 'c> {
             Kind::MailUser => self.create_mail_user(earlier).await,
             Kind::Mailbox => self.create_mailbox(earlier).await,
         }
+    }
+
+    /// A person deleted within the last 30 days comes back by restoring their object from the
+    /// tenant's recycle bin (it still holds their addresses, so a new one could not have
+    /// them), then applying what changed since. False when there is nothing to restore.
+    async fn restore(&mut self) -> Result<bool, Stop> {
+        let Some(id) = self.obj.tenant_object_id.clone() else {
+            return Ok(false);
+        };
+        let graph = self.ctx.tenant.graph();
+        match self
+            .step("restore deleted user", graph.restore_user(&id))
+            .await
+        {
+            Ok(_) => {}
+            Err(Stop::State(e)) => return Err(Stop::State(e)),
+            // Purged, or never soft-deleted: a new object it is.
+            Err(_) => return Ok(false),
+        }
+        tracing::info!(uid = %self.action.uid, id = %id, "restored from the recycle bin");
+        // The last applied values are what the restored object holds (hidden, blocked).
+        self.before = self.obj.attributes.clone();
+        let kind = self.obj.kind;
+        let hidden = self.after(HIDDEN).and_then(Value::as_bool).unwrap_or(false);
+        let ex = self.ctx.tenant.exchange();
+        let params = json!({ "HiddenFromAddressListsEnabled": hidden });
+        match kind {
+            Kind::MailUser => {
+                self.step("Set-MailUser show", ex.set_mail_user(&id, params))
+                    .await?
+            }
+            Kind::Mailbox => {
+                self.step("Set-Mailbox show", ex.set_mailbox(&id, params))
+                    .await?
+            }
+        }
+        if kind == Kind::Mailbox {
+            self.step(
+                "PATCH accountEnabled",
+                graph.update_user(&id, &json!({ "accountEnabled": true })),
+            )
+            .await?;
+        }
+        self.applied(&[HIDDEN]).await?;
+        if kind == self.action.kind {
+            self.patch_graph(&id, false, None).await?;
+            self.set_recipient(&id, kind, false).await?;
+        } else {
+            self.convert().await?;
+        }
+        Ok(true)
     }
 
     /// Every UPN and address the person would get must be free of unmanaged owners.
@@ -602,20 +670,21 @@ impl<'a, 'c> Job<'a, 'c> {
             );
         }
         if !new {
-            if kind == Kind::MailUser && changed("externalEmailAddress") {
-                if let Some(e) = self.after_str("externalEmailAddress") {
-                    params.insert("ExternalEmailAddress".into(), json!(e));
-                }
+            if kind == Kind::MailUser
+                && changed("externalEmailAddress")
+                && let Some(e) = self.after_str("externalEmailAddress")
+            {
+                params.insert("ExternalEmailAddress".into(), json!(e));
             }
-            if changed("name") {
-                if let Some(n) = self.after_str("name") {
-                    params.insert("Name".into(), json!(n));
-                }
+            if changed("name")
+                && let Some(n) = self.after_str("name")
+            {
+                params.insert("Name".into(), json!(n));
             }
-            if changed("mailNickname") {
-                if let Some(a) = self.after_str("mailNickname") {
-                    params.insert("Alias".into(), json!(a));
-                }
+            if changed("mailNickname")
+                && let Some(a) = self.after_str("mailNickname")
+            {
+                params.insert("Alias".into(), json!(a));
             }
         }
         if !params.is_empty() {
@@ -659,10 +728,11 @@ impl<'a, 'c> Job<'a, 'c> {
                 add.push(format!("SMTP:{p}"));
             }
             // The old primary becomes a secondary on promotion; drop it unless still wanted.
-            if let Some(old) = &p_before {
-                if !s_after.contains(old) && Some(old) != p_after.as_ref() {
-                    remove.push(format!("smtp:{old}"));
-                }
+            if let Some(old) = &p_before
+                && !s_after.contains(old)
+                && Some(old) != p_after.as_ref()
+            {
+                remove.push(format!("smtp:{old}"));
             }
         }
         add.extend(

@@ -260,13 +260,26 @@ fn people_change_move_leave_and_come_back() {
             .any(|u| u.user_principal_name == "qali@example.edu"),
         "deleted after the grace period"
     );
-    assert!(
-        state
-            .users
-            .iter()
-            .any(|u| u.user_principal_name == "qali@example.edu" && u.deleted_unix.is_some()),
-        "soft-deleted, restorable"
+    let deleted = state
+        .users
+        .iter()
+        .find(|u| u.user_principal_name == "qali@example.edu" && u.deleted_unix.is_some());
+    let deleted_id = deleted.expect("soft-deleted, restorable").id.clone();
+
+    // Back after the deletion (the same entry, restored in LDAP from a backup): the object is
+    // restored from the recycle bin, which still holds the addresses, instead of created.
+    install.now = T0 + 40 * DAY;
+    server.add_ldif(
+        "dn: uid=qali,ou=people,dc=example,dc=edu\nobjectClass: inetOrgPerson\nuid: qali\ncn: Qasim Ali\nsn: Ali\n\
+         givenName: Qasim\ndisplayName: Qasim Ali\nmail: qali@example.edu\no: Example University\nou: Computer Science\n\
+         title: Student\nentryUUID: 5d0c7a3e-2b4f-4e61-9c8a-000000000038\n",
     );
+    sync(&install, 0);
+    let state = emu.state();
+    let qali = by_upn(&state, "qali@example.edu");
+    assert_eq!(qali.id, deleted_id, "restored, not created again");
+    assert!(!qali.hidden_from_address_lists_enabled);
+    assert_no_duplicates(&state);
 
     emu.reset_counters();
     assert!(install.dry_run(0, &[]).actions.is_empty());
