@@ -37,7 +37,7 @@ emulator() {
   curl -sf --cacert "$dir/ca.pem" -X PUT "$url/_emulator/faults" -H 'content-type: application/json' -d "{
     \"graph_write_budget\": {\"limit\": $budget, \"window_ms\": 1000},
     \"exchange_write_budget\": {\"limit\": $budget, \"window_ms\": 1000},
-    \"latency_ms\": $latency}" >/dev/null
+    \"latency_ms\": $latency, \"fractional_retry_after\": true}" >/dev/null
   echo "$url"
 }
 
@@ -52,7 +52,7 @@ run() {
   LDAP2EXO__TENANT__MAILBOX_SKU=EXCHANGESTANDARD LDAP2EXO__TENANT__USAGE_LOCATION=DE \
   LDAP2EXO__TENANT__ENDPOINTS__LOGIN="$url" LDAP2EXO__TENANT__ENDPOINTS__GRAPH="$url" \
   LDAP2EXO__TENANT__ENDPOINTS__EXCHANGE="$url" LDAP2EXO__TENANT__CONCURRENCY="$concurrency" \
-  LDAP2EXO__STATE__PATH="$dir/state.db" LDAP2EXO_LOG=warn LDAP2EXO__SAFETY__MAX_DELETES_PER_RUN=0 \
+  LDAP2EXO__STATE__PATH="$dir/state.db" LDAP2EXO_LOG=error LDAP2EXO__SAFETY__MAX_DELETES_PER_RUN=0 \
   BENCH_DIR="$dir" \
     target/release/examples/fixture_ldap --generate "$count" -- bash -c '
       start=$(date +%s.%N)

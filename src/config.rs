@@ -588,6 +588,13 @@ impl Config {
             }
         }
 
+        if !(1..=256).contains(&t.concurrency) {
+            return Err(key(
+                "tenant.concurrency",
+                format!("{} is not between 1 and 256", t.concurrency),
+            ));
+        }
+
         let s = &self.safety;
         for (k, p) in [
             ("safety.max_delete_percent", s.max_delete_percent),
@@ -873,6 +880,7 @@ upn_domain = "example.edu"
         assert_eq!(example.ldap.filter, d.ldap.filter);
         assert_eq!(example.ldap.timeout_seconds, d.ldap.timeout_seconds);
         assert_eq!(example.tenant.anchor_attribute, d.tenant.anchor_attribute);
+        assert_eq!(example.tenant.concurrency, d.tenant.concurrency);
         assert_eq!(example.state.path, d.state.path);
         assert_eq!(
             example.safety.max_deletes_per_run,

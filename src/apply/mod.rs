@@ -417,7 +417,10 @@ impl<'a, 'c> Job<'a, 'c> {
         }
         // An object an interrupted run created is ours although it may lack the stamp; any
         // other owner of these addresses is not.
-        let earlier = self.earlier_create().await?;
+        let earlier = match self.earlier_create().await? {
+            Some(id) => Some(id),
+            None => self.interrupted_create().await?,
+        };
         if earlier.is_none() {
             self.refuse_foreign_addresses()?;
         }
@@ -496,6 +499,7 @@ impl<'a, 'c> Job<'a, 'c> {
 
     async fn create_mail_user(&mut self, earlier: Option<String>) -> Result<(), Stop> {
         let ex = self.ctx.tenant.exchange();
+        let reused = earlier.is_some();
         let id = match earlier {
             Some(id) => id,
             None => {
@@ -534,8 +538,10 @@ impl<'a, 'c> Job<'a, 'c> {
             ex.set_mail_user(&id, json!({ attr: self.stamp() })),
         )
         .await?;
-        self.set_recipient(&id, Kind::MailUser, true).await?;
-        self.patch_graph(&id, true, Some(false)).await
+        // An object found again was made by an earlier run with what LDAP said then: give it
+        // every value, not only what New-MailUser leaves out.
+        self.set_recipient(&id, Kind::MailUser, !reused).await?;
+        self.patch_graph(&id, !reused, Some(false)).await
     }
 
     async fn create_mailbox(&mut self, earlier: Option<String>) -> Result<(), Stop> {
@@ -595,19 +601,47 @@ impl<'a, 'c> Job<'a, 'c> {
     async fn earlier_create(&mut self) -> Result<Option<String>, Stop> {
         let Some(id) = self.obj.tenant_object_id.clone() else {
             let journal = self.ctx.store.journal(&self.action.anchor).await?;
-            let created = journal
-                .iter()
-                .rev()
-                .find(|j| j.op == "create" && j.result == "ok")
-                .and_then(|j| {
-                    j.detail
-                        .as_deref()?
-                        .strip_prefix("created ")
-                        .map(str::to_owned)
-                });
+            let created = journal.iter().rev().find_map(|j| {
+                let detail = j
+                    .detail
+                    .as_deref()
+                    .filter(|_| j.op == "create" && j.result == "ok")?;
+                detail.strip_prefix("created ").map(str::to_owned)
+            });
             return self.still_there(created).await;
         };
         self.still_there(Some(id)).await
+    }
+
+    /// A run killed after sending a create but before journaling its answer leaves a
+    /// `pending` create step and an object nobody has stamped. The object with exactly the
+    /// planned UPN and no stamp is that one: UPNs are unique, and this UPN came from our plan.
+    async fn interrupted_create(&self) -> Result<Option<String>, Stop> {
+        let journal = self.ctx.store.journal(&self.action.anchor).await?;
+        let pending = journal.iter().any(|j| {
+            j.op == "create"
+                && j.result == "pending"
+                && (j.step == "New-MailUser" || j.step == "POST /users")
+        });
+        let Some(upn) = self.after_str("userPrincipalName").filter(|_| pending) else {
+            return Ok(None);
+        };
+        let graph = self.ctx.tenant.graph();
+        let found = self
+            .step(
+                "GET /users (interrupted create)",
+                graph.get_user(&upn, &["id", "onPremisesExtensionAttributes"]),
+            )
+            .await?;
+        let attr = &self.ctx.config.tenant.anchor_attribute;
+        Ok(found
+            .filter(|u| {
+                u.on_premises_extension_attributes
+                    .as_ref()
+                    .and_then(|e| e.get(attr))
+                    .is_none_or(str::is_empty)
+            })
+            .and_then(|u| u.id))
     }
 
     async fn still_there(&self, id: Option<String>) -> Result<Option<String>, Stop> {

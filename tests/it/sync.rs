@@ -548,3 +548,158 @@ fn a_killed_sync_is_finished_by_the_next_without_duplicates() {
         planned
     );
 }
+
+#[test]
+fn a_removed_forward_leaves_the_mailbox_and_says_what_to_do() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+    sync(&install, 0);
+    let before = by_upn(&emu.state(), "bmiller@example.edu").clone();
+
+    server.modify("dn: uid=bmiller,ou=people,dc=example,dc=edu\nchangetype: modify\ndelete: mailForwardingAddress\n");
+    let run = sync(&install, 1);
+    assert!(
+        run.stdout.contains("failed: convert bmiller"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("cannot become a MailUser in place"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        by_upn(&emu.state(), "bmiller@example.edu"),
+        &before,
+        "the mailbox is left as it is"
+    );
+}
+
+#[test]
+fn apply_takes_exactly_the_reviewed_plan_and_refuses_a_stale_one() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+    let file = install.dir.path().join("plan.json");
+    let file = file.to_str().unwrap();
+
+    assert_eq!(install.run(&["plan", "--output", file]).code, 0);
+    assert_eq!(emu.counters().writes(), 0, "plan changes nothing");
+    server.modify("dn: uid=adavis,ou=people,dc=example,dc=edu\nchangetype: modify\nreplace: title\ntitle: Dean\n");
+    let run = install.run(&["apply", file]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("changed since the plan was made"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        emu.counters().writes(),
+        0,
+        "a stale plan is not applied at all"
+    );
+
+    assert_eq!(install.run(&["plan", "--output", file]).code, 0);
+    let run = install.run(&["apply", file]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Applied: 39 done"), "{}", run.stdout);
+    assert!(install.dry_run(0, &[]).actions.is_empty());
+}
+
+#[test]
+fn secrets_and_tokens_stay_out_of_logs_reports_and_state() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let mut install = Install::with_tenant(&server, &emu);
+    install.env.push(("LDAP2EXO_LOG".into(), "trace".into()));
+    let secret = emu.tenant().client_secret.unwrap();
+    let mut seen = String::new();
+    for args in [
+        &["check-config"][..],
+        &["sync", "--format", "json"],
+        &["sync"],
+        &["status", "--format", "json"],
+    ] {
+        let run = install.run(args);
+        seen.push_str(&run.stdout);
+        seen.push_str(&run.stderr);
+    }
+    assert!(seen.contains("TRACE") || seen.contains("DEBUG"));
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(install.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("state.db") {
+            stored.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    let stored = String::from_utf8_lossy(&stored);
+    for needle in [
+        secret.as_str(),
+        crate::support::slapd::SERVICE_PASSWORD,
+        "Bearer ",
+        "access_token",
+        "client_secret=",
+    ] {
+        assert!(!seen.contains(needle), "{needle:?} in the output");
+        assert!(!stored.contains(needle), "{needle:?} in the state store");
+    }
+    // The random passwords of created users are secrets too: the journal and state never
+    // hold a Password parameter.
+    assert!(!stored.contains("\"Password\""));
+}
+
+#[test]
+fn an_object_created_just_before_a_crash_is_found_by_the_journal_and_stamped() {
+    use ldap2exo::ids::Anchor;
+    use ldap2exo::state::{RunMode, RunScope, Store};
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+    // What a run killed right after New-MailUser leaves behind: the object, without the
+    // stamp, and the journal row with its id; no state row.
+    let id = emu.add_user(User {
+        user_principal_name: "adavis@example.edu".into(),
+        mail_nickname: "adavis".into(),
+        display_name: Some("Alice Davis".into()),
+        proxy_addresses: vec!["SMTP:adavis@staff.example.edu".into()],
+        recipient_type_details: Some(RecipientKind::MailUser),
+        external_email_address: Some("adavis@staff.example.edu".into()),
+        ..User::default()
+    });
+    rt.block_on(async {
+        let store = Store::open(&install.state).await.unwrap();
+        let run = store
+            .begin_run(RunMode::Apply, RunScope::Full, T0)
+            .await
+            .unwrap();
+        let anchor = Anchor::new("5d0c7a3e-2b4f-4e61-9c8a-000000000006").unwrap();
+        let row = store
+            .journal_start(run, &anchor, "create", "New-MailUser", T0)
+            .await
+            .unwrap();
+        store
+            .journal_finish(row, "ok", Some(&format!("created {id}")), T0)
+            .await
+            .unwrap();
+        store.close().await;
+    });
+
+    sync(&install, 0);
+    let state = emu.state();
+    assert_no_duplicates(&state);
+    let adavis = by_upn(&state, "adavis@example.edu");
+    assert_eq!(
+        adavis.id, id,
+        "the object the crashed run made is used, not a second one"
+    );
+    assert_eq!(
+        stamp_of(adavis),
+        Some("ldap2exo:5d0c7a3e-2b4f-4e61-9c8a-000000000006")
+    );
+    assert!(install.dry_run(0, &[]).actions.is_empty());
+}
