@@ -30,6 +30,7 @@ use serde_json::Value;
 use crate::desired::Kind;
 use crate::ids::Anchor;
 use crate::state::{ManagedObject, Stage};
+use crate::tenant::graph::USER_PROPERTIES;
 use crate::tenant::{GraphUser, Tenant, TenantError, UserQuery};
 
 /// A stamped object as the tenant shows it.
@@ -66,28 +67,6 @@ pub struct Inventory {
 /// The prefix of the stamp value: `ldap2exo:<anchor>`.
 pub const STAMP_PREFIX: &str = "ldap2exo:";
 
-/// What [`read`] asks Graph for: the fields the state store keeps, plus what tells ownership
-/// (the stamp) and kind (licences). `usageLocation` is left out: nothing here needs it.
-const SELECT: [&str; 17] = [
-    "id",
-    "userPrincipalName",
-    "displayName",
-    "mail",
-    "mailNickname",
-    "accountEnabled",
-    "proxyAddresses",
-    "onPremisesExtensionAttributes",
-    "assignedLicenses",
-    "givenName",
-    "surname",
-    "department",
-    "jobTitle",
-    "officeLocation",
-    "businessPhones",
-    "mobilePhone",
-    "companyName",
-];
-
 /// Graph's largest page for users: fewest requests against the resource-unit budget.
 const PAGE: u32 = 999;
 
@@ -111,7 +90,8 @@ pub async fn read(tenant: &Tenant, stamp_attribute: &str) -> Result<Inventory, T
     let users = tenant
         .graph()
         .list_users(&UserQuery {
-            select: SELECT.iter().map(|s| (*s).to_owned()).collect(),
+            // Every property the mapping needs: addresses, the stamp, licences, the address book.
+            select: USER_PROPERTIES.iter().map(|s| (*s).to_owned()).collect(),
             top: Some(PAGE),
             ..UserQuery::default()
         })

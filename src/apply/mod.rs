@@ -452,18 +452,7 @@ impl<'a, 'c> Job<'a, 'c> {
         self.before = self.obj.attributes.clone();
         let kind = self.obj.kind;
         let hidden = self.after(HIDDEN).and_then(Value::as_bool).unwrap_or(false);
-        let ex = self.ctx.tenant.exchange();
-        let params = json!({ "HiddenFromAddressListsEnabled": hidden });
-        match kind {
-            Kind::MailUser => {
-                self.step("Set-MailUser show", ex.set_mail_user(&id, params))
-                    .await?
-            }
-            Kind::Mailbox => {
-                self.step("Set-Mailbox show", ex.set_mailbox(&id, params))
-                    .await?
-            }
-        }
+        self.set_hidden(&id, kind, hidden).await?;
         if kind == Kind::Mailbox {
             self.step(
                 "PATCH accountEnabled",
@@ -479,6 +468,23 @@ impl<'a, 'c> Job<'a, 'c> {
             self.convert().await?;
         }
         Ok(true)
+    }
+
+    /// Shows or hides the person in the address list (the leaver's first step, and undone
+    /// when they come back).
+    async fn set_hidden(&self, id: &str, kind: Kind, hidden: bool) -> Result<(), Stop> {
+        let ex = self.ctx.tenant.exchange();
+        let params = json!({ "HiddenFromAddressListsEnabled": hidden });
+        match kind {
+            Kind::MailUser => {
+                self.step("Set-MailUser hidden", ex.set_mail_user(id, params))
+                    .await
+            }
+            Kind::Mailbox => {
+                self.step("Set-Mailbox hidden", ex.set_mailbox(id, params))
+                    .await
+            }
+        }
     }
 
     /// Every UPN and address the person would get must be free of unmanaged owners.
@@ -868,18 +874,7 @@ impl<'a, 'c> Job<'a, 'c> {
         } else {
             true
         };
-        let ex = self.ctx.tenant.exchange();
-        let params = json!({ "HiddenFromAddressListsEnabled": hidden });
-        match kind {
-            Kind::MailUser => {
-                self.step("Set-MailUser hide", ex.set_mail_user(&id, params))
-                    .await?
-            }
-            Kind::Mailbox => {
-                self.step("Set-Mailbox hide", ex.set_mailbox(&id, params))
-                    .await?
-            }
-        }
+        self.set_hidden(&id, kind, hidden).await?;
         // MailUsers never sign in; only a mailbox's sign-in is blocked and unblocked.
         let enabled = enable && kind == Kind::Mailbox;
         let graph = self.ctx.tenant.graph();
