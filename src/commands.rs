@@ -292,18 +292,28 @@ async fn finish_planned(c: Computed) -> Result<Plan, CommandError> {
     Ok(c.plan)
 }
 
-fn write_out(output: Option<&Path>, text: &str) -> Result<(), CommandError> {
+/// Writes a report to `output`, or to standard output.
+fn write_out(
+    output: Option<&Path>,
+    report: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<(), CommandError> {
+    use std::io::Write;
     match output {
-        Some(path) => std::fs::write(path, text).map_err(|source| CommandError::Write {
-            path: path.to_owned(),
-            source,
-        }),
+        Some(path) => {
+            let written = std::fs::File::create(path).and_then(|f| {
+                let mut w = std::io::BufWriter::new(f);
+                report(&mut w)?;
+                w.flush()
+            });
+            written.map_err(|source| CommandError::Write {
+                path: path.to_owned(),
+                source,
+            })
+        }
         None => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             // A closed pipe (`| head`) is not an error worth a stack of messages.
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
+            let _ = report(&mut out).and_then(|()| out.flush());
             Ok(())
         }
     }
@@ -319,10 +329,9 @@ fn verdict_exit(plan: &Plan) -> Exit {
 pub async fn sync(config: &Config, args: &SyncArgs) -> Result<Exit, CommandError> {
     if args.dry_run {
         let plan = finish_planned(compute(config, &args.selection, RunMode::DryRun).await?).await?;
-        write_out(
-            args.output.as_deref(),
-            &report::render(&plan, args.format, "sync --dry-run"),
-        )?;
+        write_out(args.output.as_deref(), |w| {
+            report::write(w, &plan, None, args.format, "sync --dry-run")
+        })?;
         return Ok(verdict_exit(&plan));
     }
     let computed = compute(config, &args.selection, RunMode::Apply).await?;
@@ -397,9 +406,9 @@ async fn execute(
     };
     c.store.finish_run(c.run_id, &end, now()?).await?;
     c.store.close().await;
-    let mut text = report::render(&c.plan, format, title);
-    text.push_str(&report::render_results(&results, format));
-    write_out(output, &text)?;
+    write_out(output, |w| {
+        report::write(w, &c.plan, Some(&results), format, title)
+    })?;
     Ok(if blocked {
         Exit::Blocked
     } else if failed > 0 {
@@ -411,10 +420,9 @@ async fn execute(
 
 pub async fn plan(config: &Config, args: &PlanArgs) -> Result<Exit, CommandError> {
     let plan = finish_planned(compute(config, &args.selection, RunMode::Plan).await?).await?;
-    write_out(
-        Some(&args.output),
-        &report::render(&plan, Format::Json, "plan"),
-    )?;
+    write_out(Some(&args.output), |w| {
+        report::write(w, &plan, None, Format::Json, "plan")
+    })?;
     eprint!(
         "{}",
         report::render(&plan, Format::Text, "plan")

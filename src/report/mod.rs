@@ -197,14 +197,73 @@ fn text_action(out: &mut String, a: &Action) {
     }
 }
 
-/// The outcome of applying a plan: a section after the plan in text and Markdown, one
-/// object per line (`{"results": [...]}`) in JSON, rows in CSV.
-pub fn render_results(results: &[ActionResult], format: Format) -> String {
-    let count = |f: fn(&Outcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
-    let done = count(|o| matches!(o, Outcome::Done));
-    let skipped = count(|o| matches!(o, Outcome::Skipped(_)));
-    let conflicts = count(|o| matches!(o, Outcome::Conflict(_)));
-    let failed = count(|o| matches!(o, Outcome::Failed(_)));
+/// Writes the report of `plan` (and, after a real run, of its `results`) to `out`. JSON is
+/// streamed, so a plan for 50,000 people is never held twice in memory; a real run's JSON is
+/// one object: the plan plus `results` and `applied` counts.
+pub fn write(
+    out: &mut dyn std::io::Write,
+    plan: &Plan,
+    results: Option<&[ActionResult]>,
+    format: Format,
+    title: &str,
+) -> std::io::Result<()> {
+    match format {
+        Format::Json => {
+            match results {
+                None => serde_json::to_writer_pretty(&mut *out, plan)?,
+                Some(results) => serde_json::to_writer_pretty(
+                    &mut *out,
+                    &Applied {
+                        plan,
+                        results,
+                        applied: Counts::of(results),
+                    },
+                )?,
+            }
+            out.write_all(b"\n")
+        }
+        _ => {
+            let mut text = render(plan, format, title);
+            if let Some(results) = results {
+                text.push_str(&render_results(results, format));
+            }
+            out.write_all(text.as_bytes())
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Applied<'a> {
+    #[serde(flatten)]
+    plan: &'a Plan,
+    results: &'a [ActionResult],
+    applied: Counts,
+}
+
+#[derive(serde::Serialize)]
+struct Counts {
+    done: usize,
+    skipped: usize,
+    conflict: usize,
+    failed: usize,
+}
+
+impl Counts {
+    fn of(results: &[ActionResult]) -> Self {
+        let count = |f: fn(&Outcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
+        Counts {
+            done: count(|o| matches!(o, Outcome::Done)),
+            skipped: count(|o| matches!(o, Outcome::Skipped(_))),
+            conflict: count(|o| matches!(o, Outcome::Conflict(_))),
+            failed: count(|o| matches!(o, Outcome::Failed(_))),
+        }
+    }
+}
+
+/// The outcome of applying a plan, for text, Markdown (a section after the plan) and CSV
+/// (a row per action that was not done).
+fn render_results(results: &[ActionResult], format: Format) -> String {
+    let c = Counts::of(results);
     let not_done: Vec<(&ActionResult, &str, &str)> = results
         .iter()
         .filter_map(|r| match &r.outcome {
@@ -215,37 +274,33 @@ pub fn render_results(results: &[ActionResult], format: Format) -> String {
         })
         .collect();
     let mut out = String::new();
-    match format {
-        Format::Json => {
-            let v = serde_json::json!({"results": results, "applied": {"done": done, "skipped": skipped, "conflict": conflicts, "failed": failed}});
-            out = serde_json::to_string_pretty(&v).expect("results serialise");
-            out.push('\n');
-        }
-        Format::Csv => {
-            for (r, what, why) in not_done {
-                csv_row(
-                    &mut out,
-                    &[what, r.anchor.as_str(), &r.uid, "", "", "", "", "", why],
-                );
-            }
-        }
-        Format::Text | Format::Markdown => {
-            let md = format == Format::Markdown;
-            let _ = writeln!(
-                out,
-                "\n{}Applied: {done} done, {skipped} skipped, {conflicts} conflicts, {failed} failed",
-                if md { "## " } else { "" }
+    if format == Format::Csv {
+        for (r, what, why) in not_done {
+            csv_row(
+                &mut out,
+                &[what, r.anchor.as_str(), &r.uid, "", "", "", "", "", why],
             );
-            for (r, what, why) in not_done {
-                let _ = writeln!(
-                    out,
-                    "{} {what}: {} {} — {why}",
-                    if md { "-" } else { "  !" },
-                    r.op.as_str(),
-                    r.uid
-                );
-            }
         }
+        return out;
+    }
+    let md = format == Format::Markdown;
+    let _ = writeln!(
+        out,
+        "\n{}Applied: {} done, {} skipped, {} conflicts, {} failed",
+        if md { "## " } else { "" },
+        c.done,
+        c.skipped,
+        c.conflict,
+        c.failed
+    );
+    for (r, what, why) in not_done {
+        let _ = writeln!(
+            out,
+            "{} {what}: {} {} — {why}",
+            if md { "-" } else { "  !" },
+            r.op.as_str(),
+            r.uid
+        );
     }
     out
 }
