@@ -247,19 +247,24 @@ impl<'a, 'c> Job<'a, 'c> {
                     .await?;
                 Ok(v)
             }
-            Err(e) => {
-                let text = e.to_string();
-                store
-                    .journal_finish(id, "failed", Some(&text), self.ctx.now)
-                    .await?;
-                Err(match e {
-                    TenantError::AddressInUse { .. } | TenantError::Conflict { .. } => {
-                        Stop::Conflict(format!("{name}: {text}"))
-                    }
-                    _ => Stop::Failed(format!("{name}: {text}")),
-                })
-            }
+            Err(e) => Err(self.failed(id, name, e).await?),
         }
+    }
+
+    /// Journals a failed step; an address or UPN someone else holds is a conflict, not a
+    /// failure of ours.
+    async fn failed(&self, row: i64, name: &str, e: TenantError) -> Result<Stop, StateError> {
+        let text = e.to_string();
+        self.ctx
+            .store
+            .journal_finish(row, "failed", Some(&text), self.ctx.now)
+            .await?;
+        Ok(match e {
+            TenantError::AddressInUse { .. } | TenantError::Conflict { .. } => {
+                Stop::Conflict(format!("{name}: {text}"))
+            }
+            _ => Stop::Failed(format!("{name}: {text}")),
+        })
     }
 
     /// A create call as a journaled step whose journal row keeps the new object's id, so an
@@ -280,16 +285,18 @@ impl<'a, 'c> Job<'a, 'c> {
                 self.ctx.now,
             )
             .await?;
-        let created = call.await;
-        let id = created.as_ref().ok().and_then(&id_of);
-        match (&created, &id) {
-            (Ok(_), Some(id)) => {
+        let created = match call.await {
+            Ok(created) => created,
+            Err(e) => return Err(self.failed(row, name, e).await?),
+        };
+        match id_of(&created) {
+            Some(id) => {
                 store
                     .journal_finish(row, "ok", Some(&format!("created {id}")), self.ctx.now)
                     .await?;
-                Ok(id.clone())
+                Ok(id)
             }
-            (Ok(_), None) => {
+            None => {
                 store
                     .journal_finish(
                         row,
@@ -299,18 +306,6 @@ impl<'a, 'c> Job<'a, 'c> {
                     )
                     .await?;
                 Err(Stop::Failed(format!("{name} returned no object id")))
-            }
-            (Err(e), _) => {
-                let text = e.to_string();
-                store
-                    .journal_finish(row, "failed", Some(&text), self.ctx.now)
-                    .await?;
-                Err(match e {
-                    TenantError::AddressInUse { .. } | TenantError::Conflict { .. } => {
-                        Stop::Conflict(format!("{name}: {text}"))
-                    }
-                    _ => Stop::Failed(format!("{name}: {text}")),
-                })
             }
         }
     }
