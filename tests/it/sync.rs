@@ -703,3 +703,53 @@ fn an_object_created_just_before_a_crash_is_found_by_the_journal_and_stamped() {
     );
     assert!(install.dry_run(0, &[]).actions.is_empty());
 }
+
+#[test]
+fn an_object_whose_create_was_never_journaled_is_found_by_its_planned_upn() {
+    use ldap2exo::ids::Anchor;
+    use ldap2exo::state::{RunMode, RunScope, Store};
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+    // Killed while New-MailUser was answering: the object exists, the journal row is still
+    // `pending` (no id), and there is no state row.
+    let id = emu.add_user(User {
+        user_principal_name: "epatel@example.edu".into(),
+        mail_nickname: "epatel".into(),
+        display_name: Some("Esha Patel".into()),
+        proxy_addresses: vec!["SMTP:epatel@staff.example.edu".into()],
+        recipient_type_details: Some(RecipientKind::MailUser),
+        external_email_address: Some("epatel@staff.example.edu".into()),
+        ..User::default()
+    });
+    let anchor = rt.block_on(async {
+        let store = Store::open(&install.state).await.unwrap();
+        let run = store
+            .begin_run(RunMode::Apply, RunScope::Full, T0)
+            .await
+            .unwrap();
+        let plan = install.dry_run(0, &["--only", "epatel"]);
+        let anchor: Anchor = plan.actions[0].anchor.clone();
+        store
+            .journal_start(run, &anchor, "create", "New-MailUser", T0)
+            .await
+            .unwrap();
+        store.close().await;
+        anchor
+    });
+
+    sync(&install, 0);
+    let state = emu.state();
+    assert_no_duplicates(&state);
+    let epatel = by_upn(&state, "epatel@example.edu");
+    assert_eq!(
+        epatel.id, id,
+        "the half-made object is completed, not duplicated or refused"
+    );
+    assert_eq!(
+        stamp_of(epatel),
+        Some(format!("ldap2exo:{anchor}").as_str())
+    );
+    assert!(install.dry_run(0, &[]).actions.is_empty());
+}
