@@ -20,8 +20,11 @@ cargo build --quiet --release --locked --bin ldap2exo --example fixture_ldap
 cargo build --quiet --release --locked -p ldap2exo-emulator --bin ldap2exo-emulator
 
 work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# Emulators start inside command substitutions (subshells), so their pids go to files.
+cleanup() {
+  for f in "$work"/*/pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 # Starts an emulator with the budget; prints its URL.
@@ -31,7 +34,7 @@ emulator() {
   target/release/ldap2exo-emulator --listen 127.0.0.1:0 --url-out "$dir/url" --ca-out "$dir/ca.pem" \
     --tenant-name exampleedu --domain example.edu --domain staff.example.edu \
     --sku 4b9405b0-7788-4568-add1-99614e613b69:EXCHANGESTANDARD:100000:exchange >"$dir/log" 2>&1 &
-  pids+=($!)
+  echo $! >"$dir/pid"
   for _ in $(seq 100); do [ -s "$dir/url" ] && break; sleep 0.1; done
   local url; url=$(cat "$dir/url")
   curl -sf --cacert "$dir/ca.pem" -X PUT "$url/_emulator/faults" -H 'content-type: application/json' -d "{
