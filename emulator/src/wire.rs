@@ -25,6 +25,20 @@ impl Req {
             .map(|(_, v)| v.as_str())
     }
 
+    /// `Prefer: odata.maxpagesize=N`, which Graph (delta) and the Exchange admin API honour.
+    pub fn max_page_size(&self) -> Option<usize> {
+        self.header("prefer")?
+            .split(',')
+            .find_map(|x| {
+                x.trim()
+                    .strip_prefix("odata.maxpagesize=")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .filter(|n: &usize| *n >= 1)
+    }
+
     pub fn query(&self, name: &str) -> Option<&str> {
         self.query
             .iter()

@@ -578,20 +578,13 @@ impl<'a, 'c> Job<'a, 'c> {
         };
         self.obj.tenant_object_id = Some(id.clone());
         self.obj.kind = Kind::Mailbox;
-        self.applied(&[
-            "userPrincipalName",
-            "displayName",
-            "mailNickname",
-            "givenName",
-            "surname",
-            "department",
-            "jobTitle",
-            "businessPhones",
-            "mobilePhone",
-            "officeLocation",
-            "companyName",
-        ])
-        .await?;
+        // POST /users set the alias and every Graph field.
+        let written: Vec<&str> = GRAPH_FIELDS
+            .iter()
+            .copied()
+            .chain(["mailNickname"])
+            .collect();
+        self.applied(&written).await?;
         self.license(&id, &sku).await?;
         self.set_recipient(&id, Kind::Mailbox, true).await
     }

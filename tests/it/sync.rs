@@ -652,6 +652,19 @@ fn secrets_and_tokens_stay_out_of_logs_reports_and_state() {
     assert!(!stored.contains("\"Password\""));
 }
 
+/// A MailUser as New-MailUser leaves it, before ldap2exo stamped it.
+fn half_made_mail_user(uid: &str, mail: &str, display: &str) -> User {
+    User {
+        user_principal_name: format!("{uid}@example.edu"),
+        mail_nickname: uid.into(),
+        display_name: Some(display.into()),
+        proxy_addresses: vec![format!("SMTP:{mail}")],
+        recipient_type_details: Some(RecipientKind::MailUser),
+        external_email_address: Some(mail.into()),
+        ..User::default()
+    }
+}
+
 #[test]
 fn an_object_created_just_before_a_crash_is_found_by_the_journal_and_stamped() {
     use ldap2exo::ids::Anchor;
@@ -662,15 +675,11 @@ fn an_object_created_just_before_a_crash_is_found_by_the_journal_and_stamped() {
     let install = Install::with_tenant(&server, &emu);
     // What a run killed right after New-MailUser leaves behind: the object, without the
     // stamp, and the journal row with its id; no state row.
-    let id = emu.add_user(User {
-        user_principal_name: "adavis@example.edu".into(),
-        mail_nickname: "adavis".into(),
-        display_name: Some("Alice Davis".into()),
-        proxy_addresses: vec!["SMTP:adavis@staff.example.edu".into()],
-        recipient_type_details: Some(RecipientKind::MailUser),
-        external_email_address: Some("adavis@staff.example.edu".into()),
-        ..User::default()
-    });
+    let id = emu.add_user(half_made_mail_user(
+        "adavis",
+        "adavis@staff.example.edu",
+        "Alice Davis",
+    ));
     rt.block_on(async {
         let store = Store::open(&install.state).await.unwrap();
         let run = store
@@ -714,15 +723,11 @@ fn an_object_whose_create_was_never_journaled_is_found_by_its_planned_upn() {
     let install = Install::with_tenant(&server, &emu);
     // Killed while New-MailUser was answering: the object exists, the journal row is still
     // `pending` (no id), and there is no state row.
-    let id = emu.add_user(User {
-        user_principal_name: "epatel@example.edu".into(),
-        mail_nickname: "epatel".into(),
-        display_name: Some("Esha Patel".into()),
-        proxy_addresses: vec!["SMTP:epatel@staff.example.edu".into()],
-        recipient_type_details: Some(RecipientKind::MailUser),
-        external_email_address: Some("epatel@staff.example.edu".into()),
-        ..User::default()
-    });
+    let id = emu.add_user(half_made_mail_user(
+        "epatel",
+        "epatel@staff.example.edu",
+        "Esha Patel",
+    ));
     let anchor = rt.block_on(async {
         let store = Store::open(&install.state).await.unwrap();
         let run = store

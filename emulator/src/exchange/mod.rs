@@ -146,18 +146,7 @@ pub struct Output {
 }
 
 fn page_size(req: &Req) -> usize {
-    req.header("prefer")
-        .and_then(|p| {
-            p.split(',').find_map(|x| {
-                x.trim()
-                    .strip_prefix("odata.maxpagesize=")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        })
-        .filter(|n: &usize| *n >= 1)
-        .unwrap_or(DEFAULT_PAGE)
+    req.max_page_size().unwrap_or(DEFAULT_PAGE)
 }
 
 /// Handles `POST /adminapi/beta/{tenant}/InvokeCommand`.

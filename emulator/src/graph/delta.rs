@@ -40,17 +40,7 @@ fn decode(t: &str) -> Option<State> {
 
 fn page_size(req: &Req) -> usize {
     // Graph honours `Prefer: odata.maxpagesize=N` on delta.
-    req.header("prefer")
-        .and_then(|p| {
-            p.split(',').find_map(|x| {
-                x.trim()
-                    .strip_prefix("odata.maxpagesize=")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        })
-        .filter(|n: &usize| *n >= 1)
+    req.max_page_size()
         .map(|n| n.min(999))
         .unwrap_or(DEFAULT_PAGE)
 }
