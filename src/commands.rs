@@ -6,10 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::apply::{
-    self,
-    inventory::{self, Inventory},
-};
+use crate::apply;
+use crate::inventory::{self, Inventory};
 use crate::cli::{
     ApplyArgs, PlanArgs, Selection as SelectionArgs, StatusArgs, StatusFormat, SyncArgs,
 };
@@ -369,6 +367,7 @@ async fn execute(
         now: c.started,
         allow_removals: !blocked,
         concurrency: config.tenant.concurrency.max(1) as usize,
+        visibility_wait: apply::VISIBILITY_WAIT,
     };
     let clock = std::time::Instant::now();
     let results = apply::apply(&c.plan, &ctx).await?;

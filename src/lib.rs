@@ -1,8 +1,10 @@
 //! ldap2exo: provisions Exchange Online recipients from an OpenLDAP directory.
 //!
-//! The modules follow the data flow `source → desired → plan → report` (and, next, `apply`),
-//! with `config`, `state`, `cli`/`commands` and `telemetry` around it. Planning is pure;
-//! I/O stays at the edges.
+//! The modules follow the data flow `source → desired → plan → apply → report`: `source`
+//! reads LDAP, `desired` maps entries to recipients (pure), `inventory` reads the tenant and
+//! reconciles it with the state store, `plan` diffs (pure), `apply` executes, `report`
+//! renders. Around them: `config`, `state`, `tenant` (the Graph and Exchange clients),
+//! `cli`/`commands` and `telemetry`. Planning is pure; I/O stays at the edges.
 
 pub mod apply;
 pub mod cli;
@@ -10,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod desired;
 pub mod ids;
+pub mod inventory;
 pub mod plan;
 pub mod report;
 pub mod secret;

@@ -1,20 +1,25 @@
 //! apply: executes a plan against the tenant, one idempotent action per person.
 //!
-//! Each action runs as a short sequence of steps (create, stamp, addresses, address-book
-//! attributes, lifecycle). Every step is written to the journal when it starts and when its
-//! outcome is known, and the state store is updated after every step that succeeded, so a
-//! crash loses nothing and the next run plans exactly what is still missing. Actions of
-//! different people run concurrently; the tenant client's limiter keeps them within
-//! Microsoft's throttling. A failed action is recorded on its person and never stops the rest.
+//! Each action runs as a short sequence of steps. Every step is written to the journal when
+//! it starts and when its outcome is known, and the state store is updated after every step
+//! that succeeded, so a crash loses nothing and the next run plans exactly what is still
+//! missing. Actions of different people run concurrently; the tenant client's limiter keeps
+//! them within Microsoft's throttling. A failed action is recorded on its person and never
+//! stops the rest.
+//!
+//! Every changed field is written through the request its [`Field::writer`] names, and an
+//! action proves at its end that it handled (or visibly deferred) every field the plan
+//! changed: a change can never be recorded as applied without being sent.
 //!
 //! Ownership: an existing object is touched only when the tenant shows our stamp
-//! (`ldap2exo:<anchor>` in `tenant.anchor_attribute`) on it ([`inventory`]). Creating first
-//! looks for such an object and adopts it, and refuses addresses that belong to objects
-//! without the stamp.
+//! (`ldap2exo:<anchor>` in `tenant.anchor_attribute`) on it ([`Inventory`]). Creates are
+//! idempotent: an answer that never came is journaled `unknown`, and the object is then
+//! found by the UPN and `Name` we chose (that is the proof) and adopted, never created twice.
 
-pub mod inventory;
+mod steps;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -22,14 +27,11 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::desired::Kind;
 use crate::ids::Anchor;
-use crate::plan::{Action, HIDDEN, Op, Plan, RETAINED};
+use crate::inventory::{Inventory, TenantObject, smtp_proxy};
+use crate::plan::{Action, Field, Op, Plan, Writer};
 use crate::secret::Secret;
 use crate::state::{ManagedObject, Stage, StateError, Store};
-use crate::tenant::exchange::{NewMailUser, hashtable};
-use crate::tenant::graph::GraphUser;
-use crate::tenant::{Tenant, TenantError};
-
-use inventory::Inventory;
+use crate::tenant::Tenant;
 
 /// What stops a whole run: the state store failing (then nothing can be recorded safely).
 /// Tenant errors are per action and end up in [`ActionResult`].
@@ -44,9 +46,13 @@ pub enum ApplyError {
 #[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
 pub enum Outcome {
     Done,
+    /// Done as far as the tenant allows now; the rest (a mailbox Exchange is still
+    /// provisioning, an object Graph does not show yet) follows on a later run.
+    Pending(String),
     /// Not attempted (a safety gate held it back).
     Skipped(String),
-    /// An address or UPN belongs to an object ldap2exo does not manage: nothing was touched.
+    /// An address, UPN or Name belongs to an object ldap2exo does not manage. Nothing of
+    /// it was forced; the rest of the person may have been applied (the detail says).
     Conflict(String),
     Failed(String),
 }
@@ -72,7 +78,14 @@ pub struct Context<'a> {
     pub allow_removals: bool,
     /// Actions of different people in flight at once.
     pub concurrency: usize,
+    /// How long a step waits for an object that the service has just created but does not
+    /// show yet (404 right after a create, propagation between Exchange and Graph).
+    pub visibility_wait: Duration,
 }
+
+/// The default [`Context::visibility_wait`]. Microsoft publishes no figure; CIPP waits 3 s
+/// after `New-Mailbox`, and reports of 404s after `POST /users` speak of seconds.
+pub const VISIBILITY_WAIT: Duration = Duration::from_secs(20);
 
 /// Applies every action of `plan`; returns one result per action, in plan order.
 pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, ApplyError> {
@@ -90,25 +103,23 @@ async fn run(action: &Action, ctx: &Context<'_>) -> Result<ActionResult, ApplyEr
     } else {
         let mut job = Job::new(action, ctx).await?;
         match job.execute().await {
-            Ok(()) => Outcome::Done,
+            Ok(()) => job.outcome(),
             Err(Stop::Conflict(why)) => Outcome::Conflict(why),
             Err(Stop::Failed(why)) => Outcome::Failed(why),
             Err(Stop::State(e)) => return Err(e.into()),
         }
     };
+    let (op, uid) = (action.op.as_str(), &action.uid);
     match &outcome {
-        Outcome::Done => {
-            tracing::debug!(op = action.op.as_str(), uid = %action.uid, "action applied")
+        Outcome::Done => tracing::debug!(op, uid = %uid, "action applied"),
+        Outcome::Pending(why) => {
+            tracing::info!(op, uid = %uid, reason = %why, "action applied; the rest follows later")
         }
-        Outcome::Skipped(why) => {
-            tracing::info!(op = action.op.as_str(), uid = %action.uid, reason = %why, "action skipped")
-        }
+        Outcome::Skipped(why) => tracing::info!(op, uid = %uid, reason = %why, "action skipped"),
         Outcome::Conflict(why) => {
-            tracing::warn!(op = action.op.as_str(), uid = %action.uid, reason = %why, "action not applied: conflict")
+            tracing::warn!(op, uid = %uid, reason = %why, "action not fully applied: conflict")
         }
-        Outcome::Failed(why) => {
-            tracing::warn!(op = action.op.as_str(), uid = %action.uid, error = %why, "action failed")
-        }
+        Outcome::Failed(why) => tracing::warn!(op, uid = %uid, error = %why, "action failed"),
     }
     Ok(ActionResult {
         op: action.op,
@@ -131,48 +142,25 @@ impl From<StateError> for Stop {
     }
 }
 
-/// Fields written by Graph `PATCH /users/{id}`.
-const GRAPH_FIELDS: [&str; 10] = [
-    "userPrincipalName",
-    "displayName",
-    "givenName",
-    "surname",
-    "department",
-    "jobTitle",
-    "businessPhones",
-    "mobilePhone",
-    "officeLocation",
-    "companyName",
-];
-/// Fields written through `Set-MailUser` / `Set-Mailbox`.
-const EXCHANGE_FIELDS: [&str; 7] = [
-    "primarySmtpAddress",
-    "emailAddresses",
-    RETAINED,
-    "externalEmailAddress",
-    HIDDEN,
-    "name",
-    "mailNickname",
-];
-/// Fields `New-MailUser` sets.
-const NEW_MAIL_USER_FIELDS: [&str; 8] = [
-    "name",
-    "mailNickname",
-    "displayName",
-    "givenName",
-    "surname",
-    "externalEmailAddress",
-    "userPrincipalName",
-    "primarySmtpAddress",
-];
-
 /// One action being executed, with the state row it keeps up to date.
 struct Job<'a, 'c> {
     action: &'a Action,
     ctx: &'a Context<'c>,
     obj: ManagedObject,
-    /// Field values before the action (the state's view, or the tenant's when adopting).
+    /// Field values before the action (the state's view, or the restored object's).
     before: BTreeMap<String, Value>,
+    /// Fields sent (or found already in place) during this action.
+    handled: BTreeSet<Field>,
+    /// Fields left for a later run, with why.
+    deferred: BTreeMap<Field, String>,
+    /// Why parts were not applied because somebody else holds an address.
+    conflicts: Vec<String>,
+    /// The addresses behind `conflicts` (lower case).
+    conflicting: BTreeSet<String>,
+    /// Values this action sets beyond the plan's (a restored object's sign-in).
+    extra: BTreeMap<Field, Value>,
+    /// Whether the proxy addresses in hand were read during this action.
+    fresh_read: bool,
 }
 
 impl<'a, 'c> Job<'a, 'c> {
@@ -202,121 +190,70 @@ impl<'a, 'c> Job<'a, 'c> {
             ctx,
             obj,
             before,
+            handled: BTreeSet::new(),
+            deferred: BTreeMap::new(),
+            conflicts: Vec::new(),
+            conflicting: BTreeSet::new(),
+            extra: BTreeMap::new(),
+            fresh_read: false,
         })
     }
 
-    fn after(&self, field: &str) -> Option<&Value> {
-        match self.action.changes.get(field) {
+    fn outcome(&self) -> Outcome {
+        if !self.conflicts.is_empty() {
+            let mut why = self.conflicts.join("; ");
+            why.push_str("; everything else was applied");
+            return Outcome::Conflict(why);
+        }
+        if self.deferred.is_empty() {
+            return Outcome::Done;
+        }
+        let mut reasons: Vec<&str> = self.deferred.values().map(String::as_str).collect();
+        reasons.dedup();
+        Outcome::Pending(reasons.join("; "))
+    }
+
+    fn after(&self, field: Field) -> Option<&Value> {
+        if let Some(v) = self.extra.get(&field) {
+            return Some(v);
+        }
+        match self.action.changes.get(field.as_str()) {
             Some((_, after)) => after.as_ref(),
-            None => self.before.get(field),
+            None => self.before.get(field.as_str()),
         }
     }
 
-    fn after_str(&self, field: &str) -> Option<String> {
+    fn after_str(&self, field: Field) -> Option<String> {
         self.after(field).and_then(Value::as_str).map(str::to_owned)
     }
 
-    fn changed(&self, fields: &[&str]) -> bool {
-        fields.iter().any(|f| self.action.changes.contains_key(f))
-    }
-
     fn stamp(&self) -> String {
-        format!("ldap2exo:{}", self.action.anchor)
+        format!("{}{}", crate::inventory::STAMP_PREFIX, self.action.anchor)
     }
 
-    /// Runs one tenant call as a journaled step.
-    async fn step<T>(
-        &self,
-        name: &str,
-        call: impl std::future::Future<Output = Result<T, TenantError>>,
-    ) -> Result<T, Stop> {
-        let store = self.ctx.store;
-        let id = store
-            .journal_start(
-                self.ctx.run_id,
-                &self.action.anchor,
-                self.action.op.as_str(),
-                name,
-                self.ctx.now,
-            )
-            .await?;
-        match call.await {
-            Ok(v) => {
-                store
-                    .journal_finish(id, "ok", self.obj.tenant_object_id.as_deref(), self.ctx.now)
-                    .await?;
-                Ok(v)
-            }
-            Err(e) => Err(self.failed(id, name, e).await?),
-        }
-    }
-
-    /// Journals a failed step; an address or UPN someone else holds is a conflict, not a
-    /// failure of ours.
-    async fn failed(&self, row: i64, name: &str, e: TenantError) -> Result<Stop, StateError> {
-        let text = e.to_string();
-        self.ctx
-            .store
-            .journal_finish(row, "failed", Some(&text), self.ctx.now)
-            .await?;
-        Ok(match e {
-            TenantError::AddressInUse { .. } | TenantError::Conflict { .. } => {
-                Stop::Conflict(format!("{name}: {text}"))
-            }
-            _ => Stop::Failed(format!("{name}: {text}")),
-        })
-    }
-
-    /// A create call as a journaled step whose journal row keeps the new object's id, so an
-    /// interrupted run's object is found again instead of created twice.
-    async fn create_step<T>(
-        &self,
-        name: &str,
-        call: impl std::future::Future<Output = Result<T, TenantError>>,
-        id_of: impl Fn(&T) -> Option<String>,
-    ) -> Result<String, Stop> {
-        let store = self.ctx.store;
-        let row = store
-            .journal_start(
-                self.ctx.run_id,
-                &self.action.anchor,
-                "create",
-                name,
-                self.ctx.now,
-            )
-            .await?;
-        let created = match call.await {
-            Ok(created) => created,
-            Err(e) => return Err(self.failed(row, name, e).await?),
-        };
-        match id_of(&created) {
-            Some(id) => {
-                store
-                    .journal_finish(row, "ok", Some(&format!("created {id}")), self.ctx.now)
-                    .await?;
-                Ok(id)
-            }
-            None => {
-                store
-                    .journal_finish(
-                        row,
-                        "failed",
-                        Some("no object id in the answer"),
-                        self.ctx.now,
-                    )
-                    .await?;
-                Err(Stop::Failed(format!("{name} returned no object id")))
-            }
-        }
+    /// The planned fields of this action, typed. A key that names no field is a plan this
+    /// version cannot apply (written by another version): refuse it rather than guess.
+    fn changed_fields(&self) -> Result<BTreeSet<Field>, Stop> {
+        self.action
+            .changes
+            .iter()
+            .map(|(k, _)| {
+                k.parse::<Field>()
+                    .map_err(|e| Stop::Failed(format!("the plan cannot be applied: {e}")))
+            })
+            .collect()
     }
 
     /// Records in the state store that `fields` now hold their planned values.
-    async fn applied(&mut self, fields: &[&str]) -> Result<(), Stop> {
+    async fn applied(&mut self, fields: &[Field]) -> Result<(), Stop> {
         for f in fields {
-            match self.after(f).cloned() {
-                Some(v) => self.obj.attributes.insert((*f).to_owned(), v),
-                None => self.obj.attributes.remove(*f),
+            let key = f.as_str();
+            match self.after(*f).cloned() {
+                Some(v) => self.obj.attributes.insert(key.to_owned(), v),
+                None => self.obj.attributes.remove(key),
             };
+            self.handled.insert(*f);
+            self.deferred.remove(f);
         }
         self.obj.uid = self.action.uid.clone();
         self.obj.dn = self.action.dn.clone();
@@ -325,11 +262,42 @@ impl<'a, 'c> Job<'a, 'c> {
         Ok(())
     }
 
+    fn defer(&mut self, fields: impl IntoIterator<Item = Field>, why: &str) {
+        for f in fields {
+            if !self.handled.contains(&f) {
+                self.deferred.insert(f, why.to_owned());
+            }
+        }
+    }
+
+    /// Every changed field was sent or visibly deferred: the structural guarantee that a
+    /// change is never recorded without being applied.
+    fn prove_handled(&self) -> Result<(), Stop> {
+        let missed: Vec<&str> = self
+            .changed_fields()?
+            .into_iter()
+            .filter(|f| !self.handled.contains(f) && !self.deferred.contains_key(f))
+            .map(Field::as_str)
+            .collect();
+        if missed.is_empty() {
+            Ok(())
+        } else {
+            Err(Stop::Failed(format!(
+                "internal error: {} planned but not applied (nothing recorded for them; the next run plans them again)",
+                missed.join(", ")
+            )))
+        }
+    }
+
     fn tenant_id(&self) -> Result<String, Stop> {
         self.obj
             .tenant_object_id
             .clone()
             .ok_or_else(|| Stop::Failed("the state store has no tenant object id".into()))
+    }
+
+    fn seen(&self) -> Option<&'a TenantObject> {
+        self.ctx.inventory.managed.get(&self.action.anchor)
     }
 
     /// The tenant object for an existing person, which must carry our stamp.
@@ -343,7 +311,7 @@ impl<'a, 'c> Job<'a, 'c> {
                 ids.join(", ")
             )));
         }
-        match inv.managed.get(&self.action.anchor) {
+        match self.seen() {
             Some(t) => {
                 self.obj.tenant_object_id = Some(t.id.clone());
                 Ok(t.id.clone())
@@ -357,474 +325,60 @@ impl<'a, 'c> Job<'a, 'c> {
 
     async fn execute(&mut self) -> Result<(), Stop> {
         match self.action.op {
-            Op::Create => self.create().await,
+            Op::Create => self.create().await?,
             Op::Update => {
-                self.owned()?;
-                self.update().await
+                let id = self.owned()?;
+                let kind = self.obj.kind;
+                self.write_changes(&id, kind, &self.changed_fields()?).await?;
             }
             Op::Convert => {
                 self.owned()?;
-                self.convert().await
+                self.convert().await?;
             }
-            Op::Disable => {
-                self.owned()?;
-                self.lifecycle(false).await
-            }
-            Op::Enable => {
-                self.owned()?;
-                self.lifecycle(true).await
+            Op::Disable | Op::Enable => {
+                let id = self.owned()?;
+                self.lifecycle(&id, self.action.op == Op::Enable).await?;
             }
             Op::Delete => {
                 self.owned()?;
-                self.delete().await
+                self.delete().await?;
             }
         }
+        self.prove_handled()
     }
 
-    /// Creates the person, or adopts the object a crashed earlier run already made.
-    async fn create(&mut self) -> Result<(), Stop> {
-        if let Some(ids) = self.ctx.inventory.duplicates.get(&self.action.anchor) {
-            return Err(Stop::Failed(format!(
-                "the stamp {} is on {} objects ({}); creating none until they are resolved",
-                self.stamp(),
-                ids.len(),
-                ids.join(", ")
-            )));
-        }
-        if let Some(t) = self.ctx.inventory.managed.get(&self.action.anchor) {
-            // Planning adopts stamped objects, so this means the tenant changed between the
-            // read and now: never create a second object for the same person.
-            return Err(Stop::Failed(format!(
-                "{} ({}) already carries the stamp {}; the next run adopts it",
-                t.upn,
-                t.id,
-                self.stamp()
-            )));
-        }
-        let was_deleted = self.obj.stage == Stage::Deleted;
-        // From here on the person is back, whatever the row said before.
-        self.obj.stage = Stage::Active;
-        self.obj.disabled_at = None;
-        self.obj.delete_due_at = None;
-        self.obj.deleted_at = None;
-        if was_deleted && self.restore().await? {
-            return Ok(());
-        }
-        // An object an interrupted run created is ours although it may lack the stamp; any
-        // other owner of these addresses is not.
-        let earlier = match self.earlier_create().await? {
-            Some(id) => Some(id),
-            None => self.interrupted_create().await?,
-        };
-        if earlier.is_none() {
-            self.refuse_foreign_addresses()?;
-        }
-        match self.action.kind {
-            Kind::MailUser => self.create_mail_user(earlier).await,
-            Kind::Mailbox => self.create_mailbox(earlier).await,
-        }
-    }
-
-    /// A person deleted within the last 30 days comes back by restoring their object from the
-    /// tenant's recycle bin (it still holds their addresses, so a new one could not have
-    /// them), then applying what changed since. False when there is nothing to restore.
-    async fn restore(&mut self) -> Result<bool, Stop> {
-        let Some(id) = self.obj.tenant_object_id.clone() else {
-            return Ok(false);
-        };
-        let graph = self.ctx.tenant.graph();
-        match self
-            .step("restore deleted user", graph.restore_user(&id))
-            .await
-        {
-            Ok(_) => {}
-            Err(Stop::State(e)) => return Err(Stop::State(e)),
-            // Purged, or never soft-deleted: a new object it is.
-            Err(_) => return Ok(false),
-        }
-        tracing::info!(uid = %self.action.uid, id = %id, "restored from the recycle bin");
-        // The last applied values are what the restored object holds (hidden, blocked).
-        self.before = self.obj.attributes.clone();
+    /// Hides a leaver (and blocks a mailbox owner's sign-in), or brings back someone who
+    /// returned within the grace period with every field that changed meanwhile.
+    async fn lifecycle(&mut self, id: &str, enable: bool) -> Result<(), Stop> {
         let kind = self.obj.kind;
-        let hidden = self.after(HIDDEN).and_then(Value::as_bool).unwrap_or(false);
-        self.set_hidden(&id, kind, hidden).await?;
-        if kind == Kind::Mailbox {
-            self.step(
-                "PATCH accountEnabled",
-                graph.update_user(&id, &json!({ "accountEnabled": true })),
-            )
-            .await?;
-        }
-        self.applied(&[HIDDEN]).await?;
-        if kind == self.action.kind {
-            self.patch_graph(&id, false, None).await?;
-            self.set_recipient(&id, kind, false).await?;
+        self.write_changes(id, kind, &self.changed_fields()?).await?;
+        if enable {
+            self.obj.stage = Stage::Active;
+            self.obj.disabled_at = None;
+            self.obj.delete_due_at = None;
         } else {
-            self.convert().await?;
+            self.obj.stage = Stage::Disabled;
+            self.obj.disabled_at = Some(self.ctx.now);
+            self.obj.delete_due_at =
+                Some(self.ctx.now + i64::from(self.ctx.config.safety.grace_period_days) * 86_400);
         }
-        Ok(true)
+        self.applied(&[]).await
     }
 
-    /// Shows or hides the person in the address list (the leaver's first step, and undone
-    /// when they come back).
-    async fn set_hidden(&self, id: &str, kind: Kind, hidden: bool) -> Result<(), Stop> {
-        let ex = self.ctx.tenant.exchange();
-        let params = json!({ "HiddenFromAddressListsEnabled": hidden });
-        match kind {
+    async fn delete(&mut self) -> Result<(), Stop> {
+        let id = self.tenant_id()?;
+        match self.obj.kind {
             Kind::MailUser => {
-                self.step("Set-MailUser hidden", ex.set_mail_user(id, params))
-                    .await
+                let ex = self.ctx.tenant.exchange();
+                self.step("Remove-MailUser", ex.remove_mail_user(&id)).await?;
             }
             Kind::Mailbox => {
-                self.step("Set-Mailbox hidden", ex.set_mailbox(id, params))
-                    .await
+                let graph = self.ctx.tenant.graph();
+                self.step("DELETE /users", graph.delete_user(&id)).await?;
             }
         }
-    }
-
-    /// Every UPN and address the person would get must be free of unmanaged owners.
-    fn refuse_foreign_addresses(&self) -> Result<(), Stop> {
-        let foreign = &self.ctx.inventory.foreign;
-        let mut wanted: Vec<String> = self.after_str("userPrincipalName").into_iter().collect();
-        wanted.extend(self.after_str("primarySmtpAddress"));
-        wanted.extend(strings(self.after("emailAddresses")));
-        for w in wanted {
-            if let Some(owner) = foreign.get(&w.to_ascii_lowercase()) {
-                return Err(Stop::Conflict(format!(
-                    "{w} already belongs to {owner}, which ldap2exo does not manage; adopt or rename it by hand"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    async fn create_mail_user(&mut self, earlier: Option<String>) -> Result<(), Stop> {
-        let ex = self.ctx.tenant.exchange();
-        let reused = earlier.is_some();
-        let id = match earlier {
-            Some(id) => id,
-            None => {
-                let m = NewMailUser {
-                    name: self
-                        .after_str("name")
-                        .unwrap_or_else(|| self.action.uid.clone()),
-                    alias: self.after_str("mailNickname").unwrap_or_default(),
-                    display_name: self.after_str("displayName").unwrap_or_default(),
-                    first_name: self.after_str("givenName"),
-                    last_name: self.after_str("surname"),
-                    external_email_address: self
-                        .after_str("externalEmailAddress")
-                        .unwrap_or_default(),
-                    user_principal_name: self.after_str("userPrincipalName"),
-                    password: Some(random_password()),
-                    primary_smtp_address: self.after_str("primarySmtpAddress"),
-                };
-                let created =
-                    self.create_step("New-MailUser", ex.new_mail_user(&m), |v: &Value| {
-                        v.get("ExternalDirectoryObjectId")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    });
-                created.await?
-            }
-        };
-        self.obj.tenant_object_id = Some(id.clone());
-        self.obj.kind = Kind::MailUser;
-        self.applied(&NEW_MAIL_USER_FIELDS).await?;
-
-        // The stamp first, alone: from here on the object is recognisably ours.
-        let attr = custom_attribute(&self.ctx.config.tenant.anchor_attribute);
-        self.step(
-            "Set-MailUser stamp",
-            ex.set_mail_user(&id, json!({ attr: self.stamp() })),
-        )
-        .await?;
-        // An object found again was made by an earlier run with what LDAP said then: give it
-        // every value, not only what New-MailUser leaves out.
-        self.set_recipient(&id, Kind::MailUser, !reused).await?;
-        self.patch_graph(&id, !reused, Some(false)).await
-    }
-
-    async fn create_mailbox(&mut self, earlier: Option<String>) -> Result<(), Stop> {
-        let graph = self.ctx.tenant.graph();
-        let Some(sku) = self.ctx.config.tenant.mailbox_sku.clone() else {
-            return Err(Stop::Failed(
-                "tenant.mailbox_sku is not set: cannot license a mailbox".into(),
-            ));
-        };
-        let id = match earlier {
-            Some(id) => id,
-            None => {
-                let user = GraphUser {
-                    account_enabled: Some(true),
-                    user_principal_name: self.after_str("userPrincipalName"),
-                    display_name: self.after_str("displayName"),
-                    mail_nickname: self.after_str("mailNickname"),
-                    usage_location: self.ctx.config.tenant.usage_location.clone(),
-                    on_premises_extension_attributes: Some(extension_attributes(
-                        &self.ctx.config.tenant.anchor_attribute,
-                        &self.stamp(),
-                    )),
-                    ..graph_user_fields(self)
-                };
-                let password = random_password();
-                let created = self.create_step(
-                    "POST /users",
-                    graph.create_user(&user, &password),
-                    |u: &GraphUser| u.id.clone(),
-                );
-                created.await?
-            }
-        };
-        self.obj.tenant_object_id = Some(id.clone());
-        self.obj.kind = Kind::Mailbox;
-        // POST /users set the alias and every Graph field.
-        let written: Vec<&str> = GRAPH_FIELDS
-            .iter()
-            .copied()
-            .chain(["mailNickname"])
-            .collect();
-        self.applied(&written).await?;
-        self.license(&id, &sku).await?;
-        self.set_recipient(&id, Kind::Mailbox, true).await
-    }
-
-    /// The object an earlier, interrupted run created for this person: the journal holds a
-    /// successful create step whose object still exists. Stamped objects were adopted
-    /// already; this catches one that crashed between the create and the stamp.
-    async fn earlier_create(&mut self) -> Result<Option<String>, Stop> {
-        let Some(id) = self.obj.tenant_object_id.clone() else {
-            let journal = self.ctx.store.journal(&self.action.anchor).await?;
-            let created = journal.iter().rev().find_map(|j| {
-                let detail = j
-                    .detail
-                    .as_deref()
-                    .filter(|_| j.op == "create" && j.result == "ok")?;
-                detail.strip_prefix("created ").map(str::to_owned)
-            });
-            return self.still_there(created).await;
-        };
-        self.still_there(Some(id)).await
-    }
-
-    /// A run killed after sending a create but before journaling its answer leaves a
-    /// `pending` create step and an object nobody has stamped. The object with exactly the
-    /// planned UPN and no stamp is that one: UPNs are unique, and this UPN came from our plan.
-    async fn interrupted_create(&self) -> Result<Option<String>, Stop> {
-        let journal = self.ctx.store.journal(&self.action.anchor).await?;
-        let pending = journal.iter().any(|j| {
-            j.op == "create"
-                && j.result == "pending"
-                && (j.step == "New-MailUser" || j.step == "POST /users")
-        });
-        let Some(upn) = self.after_str("userPrincipalName").filter(|_| pending) else {
-            return Ok(None);
-        };
-        let graph = self.ctx.tenant.graph();
-        let found = self
-            .step(
-                "GET /users (interrupted create)",
-                graph.get_user(&upn, &["id", "onPremisesExtensionAttributes"]),
-            )
-            .await?;
-        let attr = &self.ctx.config.tenant.anchor_attribute;
-        Ok(found
-            .filter(|u| {
-                u.on_premises_extension_attributes
-                    .as_ref()
-                    .and_then(|e| e.get(attr))
-                    .is_none_or(str::is_empty)
-            })
-            .and_then(|u| u.id))
-    }
-
-    async fn still_there(&self, id: Option<String>) -> Result<Option<String>, Stop> {
-        let Some(id) = id else { return Ok(None) };
-        let graph = self.ctx.tenant.graph();
-        let found = self
-            .step(
-                "GET /users (earlier create)",
-                graph.get_user(&id, &["id", "userPrincipalName"]),
-            )
-            .await?;
-        Ok(found.and_then(|u| u.id))
-    }
-
-    async fn license(&mut self, id: &str, sku: &str) -> Result<(), Stop> {
-        let graph = self.ctx.tenant.graph();
-        if let Some(loc) = self.ctx.config.tenant.usage_location.clone() {
-            self.step(
-                "PATCH usageLocation",
-                graph.update_user(id, &json!({ "usageLocation": loc })),
-            )
-            .await?;
-        }
-        self.step("assignLicense", graph.assign_license(id, sku))
-            .await?;
-        // Mailbox provisioning is not instant: ask politely until Exchange shows it.
-        let ex = self.ctx.tenant.exchange();
-        for attempt in 0..20u32 {
-            if self
-                .step("Get-Mailbox", ex.get_mailbox(id))
-                .await?
-                .is_some()
-            {
-                self.obj.kind = Kind::Mailbox;
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(
-                500 * u64::from(attempt.min(10) + 1),
-            ))
-            .await;
-        }
-        Err(Stop::Failed(
-            "the licensed mailbox did not appear in Exchange yet; the next run continues".into(),
-        ))
-    }
-
-    /// `Set-MailUser` / `Set-Mailbox` for the Exchange fields that changed (all of them when
-    /// the object is new).
-    async fn set_recipient(&mut self, id: &str, kind: Kind, new: bool) -> Result<(), Stop> {
-        let mut params = serde_json::Map::new();
-        let (add, remove) = self.address_changes(new);
-        if !add.is_empty() || !remove.is_empty() {
-            params.insert("EmailAddresses".into(), hashtable(&add, &remove));
-        }
-        let changed = |f: &str| new || self.action.changes.contains_key(f);
-        if changed(HIDDEN) {
-            params.insert(
-                "HiddenFromAddressListsEnabled".into(),
-                json!(self.after(HIDDEN).and_then(Value::as_bool).unwrap_or(false)),
-            );
-        }
-        if !new {
-            if kind == Kind::MailUser
-                && changed("externalEmailAddress")
-                && let Some(e) = self.after_str("externalEmailAddress")
-            {
-                params.insert("ExternalEmailAddress".into(), json!(e));
-            }
-            if changed("name")
-                && let Some(n) = self.after_str("name")
-            {
-                params.insert("Name".into(), json!(n));
-            }
-            if changed("mailNickname")
-                && let Some(a) = self.after_str("mailNickname")
-            {
-                params.insert("Alias".into(), json!(a));
-            }
-        }
-        if !params.is_empty() {
-            let ex = self.ctx.tenant.exchange();
-            match kind {
-                Kind::MailUser => {
-                    self.step("Set-MailUser", ex.set_mail_user(id, Value::Object(params)))
-                        .await?
-                }
-                Kind::Mailbox => {
-                    self.step("Set-Mailbox", ex.set_mailbox(id, Value::Object(params)))
-                        .await?
-                }
-            }
-        }
-        self.applied(&EXCHANGE_FIELDS).await
-    }
-
-    /// Addresses to add and remove, as proxy strings: only what changed, never the whole
-    /// list blindly (the tenant adds addresses of its own, such as the MOERA).
-    fn address_changes(&self, new: bool) -> (Vec<String>, Vec<String>) {
-        let set = |fields: &dyn Fn(&str) -> Option<Value>| -> (Option<String>, BTreeSet<String>) {
-            let primary = fields("primarySmtpAddress").and_then(|v| v.as_str().map(str::to_owned));
-            let mut rest: BTreeSet<String> = strings(fields("emailAddresses").as_ref()).collect();
-            rest.extend(strings(fields(RETAINED).as_ref()));
-            if let Some(p) = &primary {
-                rest.remove(p);
-            }
-            (primary, rest)
-        };
-        let (p_before, s_before) = if new {
-            (None, BTreeSet::new())
-        } else {
-            set(&|f| self.before.get(f).cloned())
-        };
-        let (p_after, s_after) = set(&|f| self.after(f).cloned());
-        let mut add = Vec::new();
-        let mut remove = Vec::new();
-        if p_after != p_before {
-            if let Some(p) = &p_after {
-                add.push(format!("SMTP:{p}"));
-            }
-            // The old primary becomes a secondary on promotion; drop it unless still wanted.
-            if let Some(old) = &p_before
-                && !s_after.contains(old)
-                && Some(old) != p_after.as_ref()
-            {
-                remove.push(format!("smtp:{old}"));
-            }
-        }
-        add.extend(
-            s_after
-                .difference(&s_before)
-                .filter(|a| Some(*a) != p_before.as_ref())
-                .map(|a| format!("smtp:{a}")),
-        );
-        remove.extend(
-            s_before
-                .difference(&s_after)
-                .filter(|a| Some(*a) != p_after.as_ref())
-                .map(|a| format!("smtp:{a}")),
-        );
-        (add, remove)
-    }
-
-    /// Graph `PATCH` of the address-book attributes that changed (all when new).
-    async fn patch_graph(
-        &mut self,
-        id: &str,
-        new: bool,
-        account_enabled: Option<bool>,
-    ) -> Result<(), Stop> {
-        let mut patch = serde_json::Map::new();
-        for f in GRAPH_FIELDS {
-            if !new && !self.action.changes.contains_key(f) {
-                continue;
-            }
-            // New-MailUser set these already.
-            if new && NEW_MAIL_USER_FIELDS.contains(&f) {
-                continue;
-            }
-            let v = self.after(f).cloned().unwrap_or(Value::Null);
-            let v = if f == "businessPhones" {
-                json!(v.as_str().map(|p| vec![p]).unwrap_or_default())
-            } else {
-                v
-            };
-            if new && v.is_null() {
-                continue;
-            }
-            patch.insert(f.to_owned(), v);
-        }
-        if let Some(enabled) = account_enabled {
-            patch.insert("accountEnabled".into(), json!(enabled));
-        }
-        if !patch.is_empty() {
-            let graph = self.ctx.tenant.graph();
-            self.step("PATCH /users", graph.update_user(id, &Value::Object(patch)))
-                .await?;
-        }
-        self.applied(&GRAPH_FIELDS).await
-    }
-
-    async fn update(&mut self) -> Result<(), Stop> {
-        let id = self.tenant_id()?;
-        let kind = self.obj.kind;
-        if self.changed(&GRAPH_FIELDS) {
-            self.patch_graph(&id, false, None).await?;
-        }
-        if self.changed(&EXCHANGE_FIELDS) {
-            self.set_recipient(&id, kind, false).await?;
-        }
+        self.obj.stage = Stage::Deleted;
+        self.obj.deleted_at = Some(self.ctx.now);
         self.applied(&[]).await
     }
 
@@ -837,98 +391,229 @@ impl<'a, 'c> Job<'a, 'c> {
                 "the LDAP forward into the tenant was removed, but an Exchange Online mailbox cannot become a MailUser in place; move the mailbox back by hand (the mailbox is left as it is)".into(),
             ));
         }
-        let Some(sku) = self.ctx.config.tenant.mailbox_sku.clone() else {
-            return Err(Stop::Failed(
-                "tenant.mailbox_sku is not set: cannot license a mailbox".into(),
-            ));
-        };
+        let sku = self.mailbox_sku()?;
         if self.obj.kind == Kind::MailUser {
             // Licensing the MailUser converts it in place; it is never deleted first.
-            self.license(&id, &sku).await?;
-            self.obj.kind = Kind::Mailbox;
-            self.applied(&[]).await?;
-        }
-        if self.changed(&GRAPH_FIELDS) {
-            self.patch_graph(&id, false, Some(true)).await?;
-        }
-        self.set_recipient(&id, Kind::Mailbox, false).await
-    }
-
-    async fn lifecycle(&mut self, enable: bool) -> Result<(), Stop> {
-        let id = self.tenant_id()?;
-        let kind = self.obj.kind;
-        let hidden = if enable {
-            self.after(HIDDEN).and_then(Value::as_bool).unwrap_or(false)
-        } else {
-            true
-        };
-        self.set_hidden(&id, kind, hidden).await?;
-        // MailUsers never sign in; only a mailbox's sign-in is blocked and unblocked.
-        let enabled = enable && kind == Kind::Mailbox;
-        let graph = self.ctx.tenant.graph();
-        self.step(
-            "PATCH accountEnabled",
-            graph.update_user(&id, &json!({ "accountEnabled": enabled })),
-        )
-        .await?;
-        if enable {
-            self.obj.stage = Stage::Active;
-            self.obj.disabled_at = None;
-            self.obj.delete_due_at = None;
-            self.applied(&GRAPH_FIELDS).await?;
-            self.applied(&EXCHANGE_FIELDS).await
-        } else {
-            self.obj.stage = Stage::Disabled;
-            self.obj.disabled_at = Some(self.ctx.now);
-            self.obj.delete_due_at =
-                Some(self.ctx.now + i64::from(self.ctx.config.safety.grace_period_days) * 86_400);
-            self.applied(&[HIDDEN]).await
-        }
-    }
-
-    async fn delete(&mut self) -> Result<(), Stop> {
-        let id = self.tenant_id()?;
-        match self.obj.kind {
-            Kind::MailUser => {
-                let ex = self.ctx.tenant.exchange();
-                self.step("Remove-MailUser", ex.remove_mail_user(&id))
-                    .await?;
-            }
-            Kind::Mailbox => {
+            if let Some(loc) = self.ctx.config.tenant.usage_location.clone() {
                 let graph = self.ctx.tenant.graph();
-                self.step("DELETE /users", graph.delete_user(&id)).await?;
+                self.step(
+                    "PATCH usageLocation",
+                    graph.update_user(&id, &json!({ "usageLocation": loc })),
+                )
+                .await?;
+            }
+            self.license(&id, &sku).await?;
+        }
+        self.applied(&[Field::Kind]).await?;
+        let mut rest = self.changed_fields()?;
+        rest.remove(&Field::Kind);
+        self.write_changes(&id, Kind::Mailbox, &rest).await
+    }
+
+    /// Writes `fields` (as planned) to the existing object `id`, each through its writer.
+    /// Exchange fields of a mailbox that Exchange is still provisioning are deferred.
+    async fn write_changes(
+        &mut self,
+        id: &str,
+        kind: Kind,
+        fields: &BTreeSet<Field>,
+    ) -> Result<(), Stop> {
+        let by = |w: Writer| -> BTreeSet<Field> {
+            fields.iter().copied().filter(|f| f.writer() == w).collect()
+        };
+        let (recipient, user, graph) = (
+            by(Writer::SetRecipient),
+            by(Writer::SetUser),
+            by(Writer::GraphPatch),
+        );
+        let pending = kind == Kind::Mailbox && self.mailbox_pending();
+        if pending {
+            self.defer(
+                recipient.iter().chain(&user).copied(),
+                "Exchange is still provisioning the mailbox; its addresses and address-book attributes follow on a later run",
+            );
+        } else {
+            if !recipient.is_empty() {
+                self.set_recipient(id, kind, &recipient, None).await?;
+            }
+            if !user.is_empty() {
+                self.set_user(id, &user).await?;
             }
         }
-        self.obj.stage = Stage::Deleted;
-        self.obj.deleted_at = Some(self.ctx.now);
-        self.applied(&[]).await
+        if !graph.is_empty() {
+            self.patch_graph(id, &graph).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the person's mailbox is licensed but not yet shown by Exchange: as the
+    /// inventory saw it, or as this action's licensing left it.
+    fn mailbox_pending(&self) -> bool {
+        self.deferred.contains_key(&Field::Kind)
+            || self.seen().is_some_and(|t| t.mailbox_pending)
+                && !self.handled.contains(&Field::Kind)
+    }
+
+    fn mailbox_sku(&self) -> Result<String, Stop> {
+        self.ctx.config.tenant.mailbox_sku.clone().ok_or_else(|| {
+            Stop::Failed("tenant.mailbox_sku is not set: cannot license a mailbox".into())
+        })
+    }
+
+    /// `Set-MailUser` / `Set-Mailbox` for the recipient fields in `fields`. `current`: the
+    /// object's proxy addresses as just read (a create's answer); otherwise the inventory's.
+    async fn set_recipient(
+        &mut self,
+        id: &str,
+        kind: Kind,
+        fields: &BTreeSet<Field>,
+        current: Option<Vec<String>>,
+    ) -> Result<(), Stop> {
+        let mut params = serde_json::Map::new();
+        let mut recorded: Vec<Field> = fields.iter().copied().collect();
+        if fields.iter().any(|f| f.is_address()) {
+            let current = match current {
+                Some(c) => {
+                    self.fresh_read = true;
+                    c
+                }
+                None => self.seen().map(|t| t.proxies.clone()).unwrap_or_default(),
+            };
+            if let Some(value) = self.addresses_param(id, current).await? {
+                params.insert("EmailAddresses".into(), value);
+            }
+        }
+        for f in fields {
+            let Some(param) = f.exchange_property() else {
+                continue;
+            };
+            if *f == Field::ExternalEmailAddress && kind != Kind::MailUser {
+                // A mailbox has no external address; the planner drops it with the kind.
+                continue;
+            }
+            let v = match f {
+                Field::HiddenFromAddressLists => {
+                    json!(self.after(*f).and_then(Value::as_bool).unwrap_or(false))
+                }
+                _ => match self.after_str(*f) {
+                    Some(v) => json!(v),
+                    // Name, Alias, UPN and the external address cannot be cleared.
+                    None => continue,
+                },
+            };
+            params.insert(param.into(), v);
+        }
+        if !params.is_empty() {
+            let ex = self.ctx.tenant.exchange();
+            let params = Value::Object(params);
+            match kind {
+                Kind::MailUser => {
+                    self.step_visible("Set-MailUser", || ex.set_mail_user(id, params.clone()))
+                        .await?
+                }
+                Kind::Mailbox => {
+                    self.step_visible("Set-Mailbox", || ex.set_mailbox(id, params.clone()))
+                        .await?
+                }
+            }
+        }
+        if !self.conflicts.is_empty() {
+            // Record the addresses without those somebody else holds: the next run tries
+            // them again and reports them again.
+            recorded.retain(|f| *f != Field::EmailAddresses);
+            self.applied(&recorded).await?;
+            self.record_addresses_without_conflicts().await
+        } else {
+            self.applied(&recorded).await
+        }
+    }
+
+    /// `Set-User` for the address-book attributes in `fields` (`null` clears one).
+    async fn set_user(&mut self, id: &str, fields: &BTreeSet<Field>) -> Result<(), Stop> {
+        let mut params = serde_json::Map::new();
+        for f in fields {
+            if let Some(param) = f.exchange_property() {
+                params.insert(param.into(), json!(self.after_str(*f)));
+            }
+        }
+        let ex = self.ctx.tenant.exchange();
+        let params = Value::Object(params);
+        self.step_visible("Set-User", || ex.set_user(id, params.clone()))
+            .await?;
+        let fields: Vec<Field> = fields.iter().copied().collect();
+        self.applied(&fields).await
+    }
+
+    /// Graph `PATCH /users/{id}` for what Graph masters (`accountEnabled`).
+    async fn patch_graph(&mut self, id: &str, fields: &BTreeSet<Field>) -> Result<(), Stop> {
+        let mut patch = serde_json::Map::new();
+        for f in fields {
+            if *f == Field::AccountEnabled {
+                patch.insert(
+                    "accountEnabled".into(),
+                    json!(self.after(*f).and_then(Value::as_bool).unwrap_or(false)),
+                );
+            }
+        }
+        let graph = self.ctx.tenant.graph();
+        let patch = Value::Object(patch);
+        self.step_visible("PATCH /users", || graph.update_user(id, &patch))
+            .await?;
+        let fields: Vec<Field> = fields.iter().copied().collect();
+        self.applied(&fields).await
+    }
+
+    /// Licences the object, then gives Exchange a few seconds to show the mailbox. When it
+    /// does not, the person is left "mailbox pending" for a later run instead of holding a
+    /// worker for minutes.
+    async fn license(&mut self, id: &str, sku: &str) -> Result<(), Stop> {
+        let graph = self.ctx.tenant.graph();
+        self.step_visible("assignLicense", || graph.assign_license(id, sku))
+            .await?;
+        self.obj.kind = Kind::Mailbox;
+        let ex = self.ctx.tenant.exchange();
+        for wait_ms in [0u64, 500, 1000, 1500] {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            if self.step("Get-Mailbox", ex.get_mailbox(id)).await?.is_some() {
+                return Ok(());
+            }
+        }
+        self.deferred.insert(
+            Field::Kind,
+            "Exchange is still provisioning the mailbox; its addresses follow on a later run"
+                .into(),
+        );
+        Ok(())
     }
 }
 
-/// The Graph body fields of the address-book attributes, for a create.
-fn graph_user_fields(job: &Job) -> GraphUser {
-    GraphUser {
-        given_name: job.after_str("givenName"),
-        surname: job.after_str("surname"),
-        department: job.after_str("department"),
-        job_title: job.after_str("jobTitle"),
-        office_location: job.after_str("officeLocation"),
-        business_phones: job.after_str("businessPhones").map(|p| vec![p]),
-        mobile_phone: job.after_str("mobilePhone"),
-        company_name: job.after_str("companyName"),
-        ..GraphUser::default()
+/// A password nobody will use (MailUsers cannot sign in; mailbox owners reset theirs), but
+/// one that satisfies Entra's complexity rules: 28 random characters from the system's
+/// randomness, with every character class present.
+fn random_password() -> Secret {
+    use aws_lc_rs::rand::SecureRandom as _;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    // Bytes below 224 (4 × 56) map onto the alphabet without bias; the rest are drawn again.
+    const LIMIT: u8 = 224;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let mut body = String::with_capacity(24);
+    while body.len() < 24 {
+        let mut bytes = [0u8; 32];
+        // The system RNG failing is not something to paper over.
+        rng.fill(&mut bytes)
+            .expect("the system random number generator failed");
+        body.extend(
+            bytes
+                .iter()
+                .filter(|b| **b < LIMIT)
+                .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+                .take(24 - body.len()),
+        );
     }
+    Secret::new(format!("Aa9!{body}"))
 }
 
-fn extension_attributes(attribute: &str, stamp: &str) -> crate::tenant::graph::ExtensionAttributes {
-    serde_json::from_value(json!({ attribute: stamp })).unwrap_or_default()
-}
-
-/// `extensionAttribute15` (Graph) is `CustomAttribute15` (Exchange).
-fn custom_attribute(graph_name: &str) -> String {
-    graph_name.replace("extensionAttribute", "CustomAttribute")
-}
-
+/// `value` as a list of strings (a JSON array of strings; anything else is empty).
 fn strings(v: Option<&Value>) -> impl Iterator<Item = String> + '_ {
     v.and_then(Value::as_array)
         .into_iter()
@@ -936,30 +621,34 @@ fn strings(v: Option<&Value>) -> impl Iterator<Item = String> + '_ {
         .filter_map(|s| s.as_str().map(str::to_owned))
 }
 
-/// A password nobody will use (MailUsers cannot sign in; mailbox owners reset theirs), but
-/// one that satisfies Entra's complexity rules: 32 characters from the system's randomness.
-fn random_password() -> Secret {
-    use std::io::Read;
-    let mut bytes = [0u8; 24];
-    let filled = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_ok();
-    if !filled {
-        // Without /dev/urandom, fall back on the hasher's per-process random keys.
-        use std::hash::{BuildHasher, Hasher};
-        for chunk in bytes.chunks_mut(8) {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(chunk.len() as u64);
-            chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+/// The proxy list to write when the primary changes: every proxy the object has (the
+/// tenant's own `SPO:`, `SIP:`, `X500:`, MOERA kept), the old primary demoted to `smtp:`,
+/// `remove` dropped, `add` added, and exactly one `SMTP:`, the new primary.
+fn full_address_list(
+    current: &[String],
+    primary: &str,
+    add: &BTreeSet<String>,
+    remove: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut out = vec![format!("SMTP:{primary}")];
+    let mut seen: BTreeSet<String> = BTreeSet::from([primary.to_ascii_lowercase()]);
+    for p in current {
+        match smtp_proxy(p) {
+            Some((_, a)) => {
+                let a = a.to_ascii_lowercase();
+                if !remove.contains(&a) && seen.insert(a.clone()) {
+                    out.push(format!("smtp:{a}"));
+                }
+            }
+            None => out.push(p.clone()),
         }
     }
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let body: String = bytes
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect();
-    // One of each class, so the complexity rule holds whatever the random part drew.
-    Secret::new(format!("Aa9!{body}"))
+    for a in add {
+        if seen.insert(a.clone()) {
+            out.push(format!("smtp:{a}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -971,17 +660,37 @@ mod tests {
         let a = random_password();
         let b = random_password();
         assert_ne!(a.expose(), b.expose());
-        assert!(a.expose().len() >= 28);
-        assert!(a.expose().chars().any(|c| c.is_ascii_uppercase()));
-        assert!(a.expose().chars().any(|c| c.is_ascii_digit()));
+        assert_eq!(a.expose().len(), 28);
+        // The random part alone, not the fixed prefix, must vary across many draws.
+        let distinct: BTreeSet<char> = (0..50)
+            .flat_map(|_| random_password().expose()[4..].chars().collect::<Vec<_>>())
+            .collect();
+        assert!(distinct.len() > 40, "{distinct:?}");
     }
 
     #[test]
-    fn custom_attribute_names_follow_graph_names() {
+    fn a_full_list_keeps_the_tenants_addresses_and_has_one_primary() {
+        let current = vec![
+            "SMTP:old@example.edu".to_owned(),
+            "smtp:alias@example.edu".to_owned(),
+            "smtp:ann@contoso.onmicrosoft.com".to_owned(),
+            "SIP:old@example.edu".to_owned(),
+            "smtp:gone@example.edu".to_owned(),
+        ];
+        let add = BTreeSet::from(["new.alias@example.edu".to_owned()]);
+        let remove = BTreeSet::from(["gone@example.edu".to_owned()]);
+        let list = full_address_list(&current, "new@example.edu", &add, &remove);
         assert_eq!(
-            custom_attribute("extensionAttribute15"),
-            "CustomAttribute15"
+            list,
+            [
+                "SMTP:new@example.edu",
+                "smtp:old@example.edu",
+                "smtp:alias@example.edu",
+                "smtp:ann@contoso.onmicrosoft.com",
+                "SIP:old@example.edu",
+                "smtp:new.alias@example.edu",
+            ]
         );
-        assert_eq!(custom_attribute("extensionAttribute3"), "CustomAttribute3");
+        assert_eq!(list.iter().filter(|p| p.starts_with("SMTP:")).count(), 1);
     }
 }

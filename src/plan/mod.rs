@@ -16,9 +16,11 @@ use crate::ids::Anchor;
 use crate::state::{ManagedObject, Stage};
 
 mod changes;
+mod field;
 mod safety;
 
 pub use changes::{Change, Changes};
+pub use field::{Api, Field, UnknownField, Writer};
 pub use safety::{Safety, Verdict};
 
 /// State-store field that lists former primary addresses kept as aliases after a rename.
@@ -220,7 +222,7 @@ pub fn plan(input: Input) -> Plan {
             dn: r.dn.clone(),
         };
         let hidden = r.hidden;
-        let target = target_fields(r.into_fields(), existing, &claimed);
+        let target = target_fields(r.into_fields(), who.kind, existing, &claimed);
         let action = match existing {
             None => {
                 let changes = target
@@ -402,13 +404,19 @@ impl Who {
 }
 
 /// The attributes the tenant object should carry: the recipient's fields plus, after a
-/// rename, the former primary addresses kept as aliases so mail to them still arrives.
+/// rename, the former primary addresses kept as aliases so mail to them still arrives, and
+/// sign-in as it belongs to the kind (a mailbox owner signs in, a MailUser never does) once
+/// the state knows the account's sign-in at all.
 fn target_fields(
     mut fields: BTreeMap<String, Value>,
+    kind: Kind,
     existing: Option<&ManagedObject>,
     claimed: &HashSet<String>,
 ) -> BTreeMap<String, Value> {
     let Some(obj) = existing else { return fields };
+    if obj.attributes.contains_key(ACCOUNT_ENABLED) {
+        fields.insert(ACCOUNT_ENABLED.into(), Value::Bool(kind == Kind::Mailbox));
+    }
     let mut retained: BTreeSet<String> = strings(obj.attributes.get(RETAINED)).collect();
     if let Some(old) = obj
         .attributes

@@ -439,3 +439,20 @@ fn planning_is_deterministic() {
     let second = Case::new(d, objects).run();
     assert_eq!(first, second);
 }
+
+#[test]
+fn every_recipient_field_is_a_field_apply_can_write() {
+    // Whatever the mapping produces must be something apply knows how to write.
+    let mut r = person("a1", "ann", "ann@example.edu");
+    r.given_name = Some("Ann".into());
+    r.surname = Some("Lee".into());
+    r.department = Some("Physics".into());
+    r.job_title = Some("Lecturer".into());
+    r.phone = Some("+49 1".into());
+    r.mobile = Some("+49 2".into());
+    r.office = Some("B1".into());
+    r.company = Some("Uni".into());
+    for k in r.into_fields().keys() {
+        assert!(k.parse::<Field>().is_ok(), "{k}");
+    }
+}

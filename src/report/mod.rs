@@ -243,6 +243,7 @@ struct Applied<'a> {
 #[derive(serde::Serialize)]
 struct Counts {
     done: usize,
+    pending: usize,
     skipped: usize,
     conflict: usize,
     failed: usize,
@@ -253,6 +254,7 @@ impl Counts {
         let count = |f: fn(&Outcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
         Counts {
             done: count(|o| matches!(o, Outcome::Done)),
+            pending: count(|o| matches!(o, Outcome::Pending(_))),
             skipped: count(|o| matches!(o, Outcome::Skipped(_))),
             conflict: count(|o| matches!(o, Outcome::Conflict(_))),
             failed: count(|o| matches!(o, Outcome::Failed(_))),
@@ -268,6 +270,7 @@ fn render_results(results: &[ActionResult], format: Format) -> String {
         .iter()
         .filter_map(|r| match &r.outcome {
             Outcome::Done => None,
+            Outcome::Pending(w) => Some((r, "pending", w.as_str())),
             Outcome::Skipped(w) => Some((r, "skipped", w.as_str())),
             Outcome::Conflict(w) => Some((r, "conflict", w.as_str())),
             Outcome::Failed(w) => Some((r, "failed", w.as_str())),
@@ -286,9 +289,10 @@ fn render_results(results: &[ActionResult], format: Format) -> String {
     let md = format == Format::Markdown;
     let _ = writeln!(
         out,
-        "\n{}Applied: {} done, {} skipped, {} conflicts, {} failed",
+        "\n{}Applied: {} done, {} pending, {} skipped, {} conflicts, {} failed",
         if md { "## " } else { "" },
         c.done,
+        c.pending,
         c.skipped,
         c.conflict,
         c.failed

@@ -97,6 +97,17 @@ pub enum TenantError {
         message: String,
     },
 
+    /// The request left and may have been executed, but no answer says whether (a timeout,
+    /// a connection cut after sending, a gateway error) on a request that is not safe to
+    /// send twice. Creates journal this as `unknown` and look for the object before anything
+    /// else is sent.
+    #[error("{service}: no answer to {what}, so whether it ran is unknown: {message}")]
+    Ambiguous {
+        service: Service,
+        what: String,
+        message: String,
+    },
+
     /// Any other refusal, with the service's own code and message.
     #[error("{service} refused the request (HTTP {status}, {code}): {message}")]
     Refused {
@@ -129,6 +140,11 @@ pub enum TenantError {
 }
 
 impl TenantError {
+    /// Whether the request may have run although it failed ([`TenantError::Ambiguous`]).
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, TenantError::Ambiguous { .. })
+    }
+
     /// Whether retrying the same operation later might succeed (throttling, outages,
     /// connection trouble). `apply/` uses it to keep an object for the next run instead of
     /// recording a permanent failure.

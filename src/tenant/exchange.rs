@@ -48,7 +48,6 @@ pub struct NewMailUser {
     /// The user principal name (`-MicrosoftOnlineServicesID`).
     pub user_principal_name: Option<String>,
     pub password: Option<Secret>,
-    pub primary_smtp_address: Option<String>,
 }
 
 /// An Exchange admin API client. Cheap to clone; clones share the limiter and counters.
@@ -259,7 +258,6 @@ impl Exchange {
             ("FirstName", &m.first_name),
             ("LastName", &m.last_name),
             ("MicrosoftOnlineServicesID", &m.user_principal_name),
-            ("PrimarySmtpAddress", &m.primary_smtp_address),
         ];
         for (k, v) in opt {
             if let Some(v) = v {
@@ -269,7 +267,7 @@ impl Exchange {
         if let Some(pw) = &m.password {
             p["Password"] = json!(pw.expose());
         }
-        let out = self.invoke_with("New-MailUser", p, Repeat::Safe).await?;
+        let out = self.invoke_with("New-MailUser", p, Repeat::Unsafe).await?;
         out.into_iter().next().ok_or_else(|| TenantError::Protocol {
             service: Service::Exchange,
             message: "New-MailUser returned no object".into(),
@@ -324,6 +322,44 @@ impl Exchange {
             p["Filter"] = json!(f);
         }
         self.invoke("Get-Recipient", p).await
+    }
+
+    /// `Get-Recipient -ResultSize Unlimited` with no type filter: every recipient the tenant
+    /// has (MailUsers, mailboxes, distribution groups, mail contacts, ...), paged. This is the
+    /// listing that knows every address Exchange keeps unique, which Graph's user listing
+    /// does not (TENANT_FACTS: groups and contacts own addresses too).
+    pub async fn list_recipients(&self) -> Result<Vec<Value>, TenantError> {
+        self.invoke("Get-Recipient", json!({"ResultSize": "Unlimited"}))
+            .await
+    }
+
+    /// `Get-MailUser -SoftDeletedMailUser -ResultSize Unlimited`: removed MailUsers whose
+    /// addresses Exchange still reserves.
+    pub async fn list_soft_deleted_mail_users(&self) -> Result<Vec<Value>, TenantError> {
+        self.invoke(
+            "Get-MailUser",
+            json!({"SoftDeletedMailUser": true, "ResultSize": "Unlimited"}),
+        )
+        .await
+    }
+
+    /// `Get-Recipient -Identity`; not found is `Ok(None)`.
+    pub async fn get_recipient(&self, identity: &str) -> Result<Option<Value>, TenantError> {
+        self.get_one("Get-Recipient", identity).await
+    }
+
+    /// `Get-User -Identity` (any user, mail-enabled or not); not found is `Ok(None)`.
+    pub async fn get_user(&self, identity: &str) -> Result<Option<Value>, TenantError> {
+        self.get_one("Get-User", identity).await
+    }
+
+    /// `Set-User -Identity` with further parameters (`DisplayName`, `FirstName`, `LastName`,
+    /// `Department`, `Title`, `Office`, `Phone`, `MobilePhone`, `Company`): the address-book
+    /// attributes, for MailUsers and mailboxes alike.
+    pub async fn set_user(&self, identity: &str, parameters: Value) -> Result<(), TenantError> {
+        self.invoke("Set-User", with_identity(identity, parameters))
+            .await
+            .map(drop)
     }
 
     /// `Set-Mailbox -Identity` with further parameters.

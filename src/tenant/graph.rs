@@ -72,6 +72,12 @@ pub struct GraphUser {
     /// Read-only here: licences change through [`Graph::assign_license`].
     #[serde(default, skip_serializing)]
     pub assigned_licenses: Option<Vec<AssignedLicense>>,
+    /// The service plans the licences give (read-only): a licence counts as a mailbox
+    /// licence only when one of its plans is `service: "exchange"` and enabled. Graph
+    /// `assignedLicenses` alone cannot tell: it includes licences without any Exchange plan
+    /// and group-assigned ones (learn.microsoft.com/graph/api/resources/assignedplan).
+    #[serde(default, skip_serializing)]
+    pub assigned_plans: Option<Vec<AssignedPlan>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub given_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +96,30 @@ pub struct GraphUser {
     pub company_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_location: Option<String>,
+}
+
+/// One entry of `assignedPlans`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedPlan {
+    #[serde(default)]
+    pub service: Option<String>,
+    /// `Enabled`, `Warning`, `Suspended`, `Deleted`, `LockedOut`.
+    #[serde(default)]
+    pub capability_status: Option<String>,
+    #[serde(default)]
+    pub service_plan_id: Option<String>,
+}
+
+impl AssignedPlan {
+    /// An enabled Exchange Online plan: this is what gives (or will give) a mailbox.
+    pub fn is_exchange(&self) -> bool {
+        self.service.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("exchange"))
+            && self
+                .capability_status
+                .as_deref()
+                .is_none_or(|c| c.eq_ignore_ascii_case("enabled") || c.eq_ignore_ascii_case("warning"))
+    }
 }
 
 /// `onPremisesExtensionAttributes`: the same values as Exchange `CustomAttribute1..15`.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ldap2exo::apply::inventory::{self, DriftKind, Inventory};
+use ldap2exo::inventory::{self, DriftKind, Inventory};
 use ldap2exo::desired::Kind;
 use ldap2exo::ids::Anchor;
 use ldap2exo::secret::Secret;
@@ -104,7 +104,7 @@ async fn one_paged_read_sorts_managed_foreign_and_duplicate_objects() {
     assert_eq!(inv.managed.len(), 1, "{:?}", inv.managed.keys());
     let ann = &inv.managed[&anchor("0a1b-ann")];
     assert_eq!(ann.kind, Kind::MailUser);
-    assert!(!ann.licensed);
+    assert!(!ann.exchange_licensed);
     assert_eq!(ann.upn, "ann@example.edu");
     assert_eq!(ann.account_enabled, Some(false));
     assert_eq!(t.emu.user(&ann.id).unwrap().mail_nickname, "ann");
@@ -172,7 +172,6 @@ async fn a_stamped_mail_user_is_found_at_once_and_is_a_mailbox_once_licensed() {
             external_email_address: "migrant@mail.onprem.example.org".into(),
             user_principal_name: Some("migrant@example.edu".into()),
             password: Some(Secret::new("Xq7!unused-Passw0rd".into())),
-            primary_smtp_address: None,
         })
         .await
         .unwrap();
@@ -201,7 +200,7 @@ async fn a_stamped_mail_user_is_found_at_once_and_is_a_mailbox_once_licensed() {
     let obj = &inv.managed[&anchor("x")];
     assert_eq!(obj.id, id);
     assert_eq!(obj.kind, Kind::MailUser);
-    assert!(!obj.licensed);
+    assert!(!obj.exchange_licensed);
     assert_eq!(
         obj.fields["primarySmtpAddress"],
         json!("migrant@example.edu")
@@ -223,7 +222,7 @@ async fn a_stamped_mail_user_is_found_at_once_and_is_a_mailbox_once_licensed() {
     let inv = read(&tenant).await;
     let obj = &inv.managed[&anchor("x")];
     assert_eq!(obj.kind, Kind::Mailbox);
-    assert!(obj.licensed);
+    assert!(obj.exchange_licensed);
     let secondary = obj.fields["emailAddresses"].as_array().unwrap();
     assert!(
         secondary

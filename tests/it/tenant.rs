@@ -43,7 +43,6 @@ fn mail_user(nick: &str) -> NewMailUser {
         external_email_address: format!("{nick}@mail.onprem.example.org"),
         user_principal_name: Some(format!("{nick}@example.edu")),
         password: Some(Secret::new(PASSWORD.into())),
-        primary_smtp_address: None,
     }
 }
 
@@ -745,7 +744,7 @@ async fn exchange_address_conflicts_are_address_in_use() {
     x.new_mail_user(&mail_user("first")).await.unwrap();
     x.new_mail_user(&mail_user("second")).await.unwrap();
     let mut clash = mail_user("third");
-    clash.primary_smtp_address = Some("first@example.edu".into());
+    clash.external_email_address = "first@example.edu".into();
     let err = x.new_mail_user(&clash).await.unwrap_err();
     assert!(
         matches!(&err, TenantError::AddressInUse { address } if address == "first@example.edu"),

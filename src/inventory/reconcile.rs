@@ -1,271 +1,23 @@
-//! What the tenant holds right now: every object carrying ldap2exo's stamp, and every address
-//! that belongs to something else. Read once at the start of a run (a full read, which is also
-//! how drift is noticed), so that creating never duplicates and nothing unstamped is touched.
+//! Reconciliation (pure): the state store's objects with the tenant [`Inventory`] laid over
+//! them, and each difference as a [`Drift`] for the report. The planner then diffs LDAP
+//! against the reconciled rows, so drift is repaired by ordinary actions.
 //!
-//! Two steps:
-//!
-//! - [`read`] lists every user through Graph in one paged read. Not an advanced query on the
-//!   stamp: those are eventually consistent, so an object created seconds ago could be missed
-//!   and then created a second time. A plain listing is consistent and costs one request per
-//!   999 users.
-//! - [`reconcile`] (pure) lays that inventory over the state store's objects: objects we
-//!   stamped but do not remember are adopted, objects deleted behind our back are marked
-//!   deleted (so the plan creates them again), and fields changed behind our back take the
-//!   tenant's value (so the plan's ordinary diff repairs them). Each finding is a [`Drift`]
-//!   for the report.
-//!
-//! Kind rule: Graph v1.0 does not show Exchange's `RecipientTypeDetails`, so the kind is read
-//! from the licences: an object with any assigned licence is a [`Kind::Mailbox`], one without
-//! is a [`Kind::MailUser`]. Licensing with an Exchange plan is exactly what turns a MailUser
-//! into a mailbox, and removing it leaves no mailbox at all; the rule errs only for a licence
-//! without an Exchange plan (see `TenantObject::licensed`). Proxy addresses do not tell the
-//! two apart: `New-MailUser` gives a MailUser a MOERA address too.
+//! Only fields the tenant can tell are compared, each as read from its master
+//! ([`Field::read_from`]): Exchange-read fields only when Exchange shows the object and we
+//! wrote them, `accountEnabled` only when Graph shows it. A value still propagating between
+//! the two directories is therefore never drift, and an object only one side shows yet is
+//! never missing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
 
+use super::{Inventory, STAMP_PREFIX, TenantObject};
 use crate::desired::Kind;
 use crate::ids::Anchor;
+use crate::plan::{Api, Field};
 use crate::state::{ManagedObject, Stage};
-use crate::tenant::graph::USER_PROPERTIES;
-use crate::tenant::{GraphUser, Tenant, TenantError, UserQuery};
-
-/// A stamped object as the tenant shows it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TenantObject {
-    /// Entra ID object id.
-    pub id: String,
-    pub anchor: Anchor,
-    pub kind: Kind,
-    pub upn: String,
-    pub account_enabled: Option<bool>,
-    /// Carries a licence (a MailUser showing one is being converted, or was by accident).
-    pub licensed: bool,
-    /// The fields Graph shows, by the names of `Recipient::fields()`: userPrincipalName,
-    /// mailNickname, displayName, givenName, surname, primarySmtpAddress, emailAddresses (all
-    /// proxy addresses but the primary, lower case, sorted), department, jobTitle,
-    /// businessPhones (the first), mobilePhone, officeLocation, companyName.
-    pub fields: BTreeMap<String, Value>,
-}
-
-/// The tenant as one run sees it.
-#[derive(Debug, Clone, Default)]
-pub struct Inventory {
-    /// Stamped objects by anchor.
-    pub managed: BTreeMap<Anchor, TenantObject>,
-    /// Every UPN and SMTP address (lower case, without `smtp:`) of every object WITHOUT our
-    /// stamp, mapped to that object's UPN: creating a recipient that wants one of these is a
-    /// conflict to report, not to force.
-    pub foreign: HashMap<String, String>,
-    /// Anchors stamped on more than one object (ids): never touched, reported.
-    pub duplicates: BTreeMap<Anchor, Vec<String>>,
-}
-
-/// The prefix of the stamp value: `ldap2exo:<anchor>`.
-pub const STAMP_PREFIX: &str = "ldap2exo:";
-
-/// Graph's largest page for users: fewest requests against the resource-unit budget.
-const PAGE: u32 = 999;
-
-/// Reads the whole tenant once: every user, sorted into ours (stamped `ldap2exo:<anchor>` in
-/// `stamp_attribute`, e.g. `extensionAttribute15`), duplicates and everybody else's addresses.
-///
-/// A misnamed `stamp_attribute` is an error rather than an empty `managed`: every object
-/// would otherwise look deleted behind our back.
-pub async fn read(tenant: &Tenant, stamp_attribute: &str) -> Result<Inventory, TenantError> {
-    if !matches!(
-        stamp_attribute
-            .strip_prefix("extensionAttribute")
-            .and_then(|n| n.parse::<u8>().ok()),
-        Some(1..=15)
-    ) {
-        return Err(TenantError::Config(format!(
-            "`{stamp_attribute}` is not extensionAttribute1 … extensionAttribute15"
-        )));
-    }
-    let started = Instant::now();
-    let users = tenant
-        .graph()
-        .list_users(&UserQuery {
-            // Every property the mapping needs: addresses, the stamp, licences, the address book.
-            select: USER_PROPERTIES.iter().map(|s| (*s).to_owned()).collect(),
-            top: Some(PAGE),
-            ..UserQuery::default()
-        })
-        .await?;
-    let total = users.len();
-    let inventory = sort(users, stamp_attribute);
-    tracing::info!(
-        users = total,
-        managed = inventory.managed.len(),
-        foreign_addresses = inventory.foreign.len(),
-        duplicates = inventory.duplicates.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "tenant inventory read"
-    );
-    Ok(inventory)
-}
-
-/// Sorts listed users into an [`Inventory`]. Pure, so the rules are testable without a tenant.
-fn sort(users: Vec<GraphUser>, stamp_attribute: &str) -> Inventory {
-    let mut inv = Inventory::default();
-    let mut stamped: BTreeMap<Anchor, Vec<GraphUser>> = BTreeMap::new();
-    for user in users {
-        let Some(id) = user.id.clone().filter(|id| !id.is_empty()) else {
-            // Graph always sends an id; without one the object cannot be touched anyway, but
-            // its addresses still must not be taken.
-            tracing::warn!(upn = ?user.user_principal_name, "tenant user without an id");
-            add_foreign(&mut inv.foreign, &user);
-            continue;
-        };
-        let stamp = user
-            .on_premises_extension_attributes
-            .as_ref()
-            .and_then(|e| e.get(stamp_attribute));
-        match stamp.and_then(|s| s.strip_prefix(STAMP_PREFIX)) {
-            Some(raw) => match Anchor::new(raw) {
-                Ok(anchor) => stamped.entry(anchor).or_default().push(user),
-                Err(e) => {
-                    // Our prefix, but no anchor we could have written: not ours to touch.
-                    tracing::warn!(id = %id, stamp = ?stamp, error = %e, "unusable ldap2exo stamp; treating the object as unmanaged");
-                    add_foreign(&mut inv.foreign, &user);
-                }
-            },
-            None => add_foreign(&mut inv.foreign, &user),
-        }
-    }
-    for (anchor, mut users) in stamped {
-        if users.len() > 1 {
-            let mut ids: Vec<String> = users.iter().filter_map(|u| u.id.clone()).collect();
-            ids.sort();
-            tracing::warn!(anchor = %anchor, ids = %ids.join(", "), "anchor stamped on more than one object");
-            inv.duplicates.insert(anchor, ids);
-        } else if let Some(user) = users.pop() {
-            let obj = tenant_object(anchor.clone(), &user);
-            inv.managed.insert(anchor, obj);
-        }
-    }
-    inv
-}
-
-/// Records every address of an unstamped object: UPN, SMTP proxies and Graph `mail` (a plain
-/// Entra user can own `mail` without any proxy address, and Graph keeps it unique too).
-fn add_foreign(foreign: &mut HashMap<String, String>, user: &GraphUser) {
-    let owner = user
-        .user_principal_name
-        .clone()
-        .or_else(|| user.id.clone())
-        .unwrap_or_default();
-    let addresses = user
-        .user_principal_name
-        .iter()
-        .chain(user.mail.iter())
-        .map(String::as_str)
-        .chain(
-            user.proxy_addresses
-                .iter()
-                .flatten()
-                .filter_map(|p| smtp_proxy(p).map(|(_, a)| a)),
-        );
-    for a in addresses {
-        let a = a.trim().to_ascii_lowercase();
-        if !a.is_empty() {
-            foreign.insert(a, owner.clone());
-        }
-    }
-}
-
-/// `SMTP:a@x` → `(true, "a@x")`, `smtp:a@x` → `(false, "a@x")`; other proxy types (`SIP:`,
-/// `X500:`, `SPO:`, …) → `None`. Only the upper-case prefix marks the primary.
-fn smtp_proxy(proxy: &str) -> Option<(bool, &str)> {
-    let (prefix, address) = proxy.split_once(':')?;
-    if !prefix.eq_ignore_ascii_case("smtp") || address.trim().is_empty() {
-        return None;
-    }
-    Some((prefix == "SMTP", address.trim()))
-}
-
-fn tenant_object(anchor: Anchor, user: &GraphUser) -> TenantObject {
-    let licensed = user
-        .assigned_licenses
-        .as_ref()
-        .is_some_and(|l| !l.is_empty());
-    TenantObject {
-        id: user.id.clone().unwrap_or_default(),
-        anchor,
-        kind: if licensed {
-            Kind::Mailbox
-        } else {
-            Kind::MailUser
-        },
-        upn: user.user_principal_name.clone().unwrap_or_default(),
-        account_enabled: user.account_enabled,
-        licensed,
-        fields: fields(user),
-    }
-}
-
-/// The Graph user as `Recipient::fields()` names and shapes it. Empty values are left out, as
-/// `fields()` leaves out absent ones; `emailAddresses` is there (possibly empty) whenever the
-/// object has SMTP addresses at all, because `fields()` always carries it.
-fn fields(user: &GraphUser) -> BTreeMap<String, Value> {
-    let mut f = BTreeMap::new();
-    let mut text = |name: &str, v: Option<&str>| {
-        if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
-            f.insert(name.to_owned(), Value::String(v.to_owned()));
-        }
-    };
-    // UPNs and addresses compare case-insensitively; the state keeps them in lower case.
-    let upn = user
-        .user_principal_name
-        .as_deref()
-        .map(str::to_ascii_lowercase);
-    text("userPrincipalName", upn.as_deref());
-    text("mailNickname", user.mail_nickname.as_deref());
-    text("displayName", user.display_name.as_deref());
-    text("givenName", user.given_name.as_deref());
-    text("surname", user.surname.as_deref());
-    text("department", user.department.as_deref());
-    text("jobTitle", user.job_title.as_deref());
-    text(
-        "businessPhones",
-        user.business_phones
-            .iter()
-            .flatten()
-            .map(String::as_str)
-            .find(|p| !p.trim().is_empty()),
-    );
-    text("mobilePhone", user.mobile_phone.as_deref());
-    text("officeLocation", user.office_location.as_deref());
-    text("companyName", user.company_name.as_deref());
-
-    let smtp: Vec<(bool, String)> = user
-        .proxy_addresses
-        .iter()
-        .flatten()
-        .filter_map(|p| smtp_proxy(p))
-        .map(|(primary, a)| (primary, a.to_ascii_lowercase()))
-        .collect();
-    if !smtp.is_empty() {
-        let primary = smtp.iter().find(|(p, _)| *p).map(|(_, a)| a.clone());
-        let secondary: BTreeSet<&String> = smtp
-            .iter()
-            .map(|(_, a)| a)
-            .filter(|a| Some(*a) != primary.as_ref())
-            .collect();
-        if let Some(p) = primary {
-            f.insert("primarySmtpAddress".into(), Value::String(p));
-        }
-        f.insert(
-            "emailAddresses".into(),
-            Value::Array(secondary.into_iter().cloned().map(Value::String).collect()),
-        );
-    }
-    f
-}
 
 /// The state store's objects with the tenant laid over them, and what differed.
 #[derive(Debug, Clone, PartialEq)]
@@ -312,23 +64,25 @@ impl DriftKind {
     }
 }
 
-/// Fields Graph shows and compares one to one. `emailAddresses` is compared separately (only
-/// missing addresses count); `name`, `externalEmailAddress`, `hiddenFromAddressLists` and
-/// `retainedAddresses` are invisible to Graph and never drift.
-const COMPARED: [&str; 12] = [
-    "userPrincipalName",
-    "mailNickname",
-    "displayName",
-    "givenName",
-    "surname",
-    "primarySmtpAddress",
-    "department",
-    "jobTitle",
-    "businessPhones",
-    "mobilePhone",
-    "officeLocation",
-    "companyName",
-];
+/// Whether the tenant can tell `field` for `t` right now, and we have a value of ours to
+/// compare it with. Addresses, names and the address book are Exchange's: compared once
+/// Exchange shows the object and once we wrote them (a mailbox created through Graph gets its
+/// Exchange fields only after provisioning; until then the state has no primary address).
+fn comparable(field: Field, obj: &ManagedObject, t: &TenantObject) -> bool {
+    match field.read_from() {
+        None => false,
+        // The kind is compared on its own (licences and provisioning).
+        Some(_) if field == Field::Kind || field == Field::EmailAddresses => false,
+        Some(Api::Graph) => t.in_graph,
+        Some(Api::Exchange) => {
+            t.in_exchange
+                && !t.mailbox_pending
+                && obj
+                    .attributes
+                    .contains_key(Field::PrimarySmtpAddress.as_str())
+        }
+    }
+}
 
 /// Domains whose addresses Microsoft adds by itself (the MOERA `<tenant>.onmicrosoft.com`,
 /// `<tenant>.mail.onmicrosoft.com`, and their sovereign-cloud forms).
@@ -543,25 +297,36 @@ fn merge(obj: &ManagedObject, t: &TenantObject) -> (ManagedObject, Vec<String>) 
         merged.kind = t.kind;
     }
 
-    // Addresses are only comparable once Exchange shows the object as a recipient; a mailbox
-    // being provisioned has no SMTP proxy address yet.
-    let recipient = t.fields.contains_key("emailAddresses");
-    for field in COMPARED {
-        if field == "primarySmtpAddress" && !recipient {
+    for field in Field::ALL {
+        if !comparable(field, obj, t) {
             continue;
         }
-        let ours = obj.attributes.get(field);
-        let theirs = t.fields.get(field);
-        if ours == theirs {
+        let name = field.as_str();
+        let ours = obj.attributes.get(name);
+        let theirs = t.fields.get(name);
+        if field == Field::AccountEnabled && ours.is_none() {
+            // Sign-in was never recorded (a state from an older version, or Graph did not
+            // show a new MailUser in time): learn it, the plan then sets it as it belongs.
+            if let Some(v) = theirs {
+                merged.attributes.insert(name.to_owned(), v.clone());
+            }
             continue;
         }
-        changes.push(format!("{field}: {} → {}", show(ours), show(theirs)));
+        // An absent hidden flag is `false`.
+        let same_flag = field == Field::HiddenFromAddressLists
+            && ours.and_then(Value::as_bool).unwrap_or(false)
+                == theirs.and_then(Value::as_bool).unwrap_or(false);
+        if ours == theirs || same_flag {
+            continue;
+        }
+        changes.push(format!("{name}: {} → {}", show(ours), show(theirs)));
         match theirs {
-            Some(v) => merged.attributes.insert(field.to_owned(), v.clone()),
-            None => merged.attributes.remove(field),
+            Some(v) => merged.attributes.insert(name.to_owned(), v.clone()),
+            None => merged.attributes.remove(name),
         };
     }
 
+    let recipient = comparable(Field::PrimarySmtpAddress, obj, t);
     if recipient && let Some(Value::Array(applied)) = obj.attributes.get("emailAddresses") {
         let present: BTreeSet<&str> = t
             .fields
@@ -598,7 +363,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::tenant::{AssignedLicense, ExtensionAttributes};
 
     const NOW: i64 = 1_800_000_000;
 
@@ -649,6 +413,12 @@ mod tests {
                 ]),
             ),
             ("department", json!("Physics")),
+            ("name", json!(uid)),
+            (
+                "externalEmailAddress",
+                json!(format!("{uid}@mail.example.edu")),
+            ),
+            ("hiddenFromAddressLists", json!(false)),
         ])
     }
 
@@ -676,8 +446,12 @@ mod tests {
             kind: Kind::MailUser,
             upn: format!("{uid}@example.edu"),
             account_enabled: Some(false),
-            licensed: false,
+            exchange_licensed: false,
+            mailbox_pending: false,
+            in_exchange: true,
+            in_graph: true,
             fields: tenant_fields(uid),
+            proxies: Vec::new(),
         }
     }
 
@@ -722,7 +496,9 @@ mod tests {
             json!(["ann.alias@example.edu", "ann@example.edu.invalid"])
         );
         assert_eq!(ann.attributes["displayName"], t.fields["displayName"]);
-        assert!(!ann.attributes.contains_key("hiddenFromAddressLists"));
+        // Exchange shows what Graph could not: the hidden flag and the external address.
+        assert_eq!(ann.attributes["hiddenFromAddressLists"], json!(false));
+        assert_eq!(ann.attributes["externalEmailAddress"], json!("ann@mail.example.edu"));
     }
 
     #[test]
@@ -870,10 +646,57 @@ mod tests {
     fn addresses_are_not_compared_before_exchange_shows_a_recipient() {
         let state = vec![object("a1", "ann", Stage::Active)];
         let mut t = tenant_object("a1", "ann");
-        t.fields.remove("primarySmtpAddress");
-        t.fields.remove("emailAddresses");
+        t.fields.clear();
+        t.in_exchange = false;
         let r = reconcile(&state, &inventory(vec![t]), NOW);
         assert!(r.drift.is_empty(), "{:?}", r.drift);
+    }
+
+    #[test]
+    fn values_still_propagating_are_not_drift() {
+        // Graph does not show the new MailUser yet: nothing Graph masters is known, and
+        // nothing Exchange masters is compared with Graph.
+        let mut state = object("a1", "ann", Stage::Active);
+        state.attributes.insert("accountEnabled".into(), json!(false));
+        let mut t = tenant_object("a1", "ann");
+        t.in_graph = false;
+        t.account_enabled = None;
+        let r = reconcile(std::slice::from_ref(&state), &inventory(vec![t]), NOW);
+        assert!(r.drift.is_empty(), "{:?}", r.drift);
+        assert_eq!(r.objects, vec![state]);
+    }
+
+    #[test]
+    fn a_mailbox_being_provisioned_is_neither_drift_nor_missing() {
+        let mut state = object("a1", "ann", Stage::Active);
+        state.kind = Kind::Mailbox;
+        let mut t = tenant_object("a1", "ann");
+        t.kind = Kind::Mailbox;
+        t.mailbox_pending = true;
+        t.exchange_licensed = true;
+        // Exchange still shows the MailUser's old view.
+        t.fields.insert("primarySmtpAddress".into(), json!("other@example.edu"));
+        let r = reconcile(std::slice::from_ref(&state), &inventory(vec![t]), NOW);
+        assert!(r.drift.is_empty(), "{:?}", r.drift);
+        assert_eq!(r.objects[0].kind, Kind::Mailbox);
+    }
+
+    #[test]
+    fn sign_in_is_learned_when_unknown_and_drift_when_it_differs() {
+        let state = object("a1", "ann", Stage::Active);
+        let mut t = tenant_object("a1", "ann");
+        t.fields.insert("accountEnabled".into(), json!(true));
+        let r = reconcile(std::slice::from_ref(&state), &inventory(vec![t.clone()]), NOW);
+        assert!(r.drift.is_empty(), "{:?}", r.drift);
+        assert_eq!(r.objects[0].attributes["accountEnabled"], json!(true));
+        let again = reconcile(&r.objects, &inventory(vec![t]), NOW);
+        assert!(again.drift.is_empty());
+        let mut recorded = state;
+        recorded.attributes.insert("accountEnabled".into(), json!(false));
+        let mut t = tenant_object("a1", "ann");
+        t.fields.insert("accountEnabled".into(), json!(true));
+        let r = reconcile(&[recorded], &inventory(vec![t]), NOW);
+        assert!(r.drift[0].detail.contains("accountEnabled: false → true"), "{:?}", r.drift);
     }
 
     #[test]
@@ -881,7 +704,7 @@ mod tests {
         let state = vec![object("a1", "ann", Stage::Active)];
         let mut t = tenant_object("a1", "ann");
         t.kind = Kind::Mailbox;
-        t.licensed = true;
+        t.exchange_licensed = true;
         let r = reconcile(&state, &inventory(vec![t]), NOW);
         assert_eq!(r.drift[0].kind, DriftKind::Changed);
         assert!(
@@ -930,93 +753,5 @@ mod tests {
             [(DriftKind::Duplicate, "a1"), (DriftKind::Duplicate, "a9")]
         );
         assert!(r.drift[0].detail.contains("id-1, id-2"));
-    }
-
-    fn graph_user(id: &str, upn: &str, stamp: Option<&str>, proxies: &[&str]) -> GraphUser {
-        GraphUser {
-            id: Some(id.into()),
-            user_principal_name: Some(upn.into()),
-            mail_nickname: Some(upn.split('@').next().unwrap().into()),
-            display_name: Some(format!("User {upn}")),
-            proxy_addresses: Some(proxies.iter().map(|p| (*p).to_owned()).collect()),
-            on_premises_extension_attributes: Some(ExtensionAttributes {
-                extension_attribute15: stamp.map(str::to_owned),
-                ..ExtensionAttributes::default()
-            }),
-            ..GraphUser::default()
-        }
-    }
-
-    #[test]
-    fn sorting_maps_fields_and_keeps_unstamped_addresses_foreign() {
-        let mut licensed = graph_user(
-            "id-1",
-            "Ann@Example.edu",
-            Some("ldap2exo:AAA"),
-            &[
-                "SMTP:Ann@Example.edu",
-                "smtp:b@example.edu",
-                "SIP:ann@example.edu",
-                "smtp:a@example.edu",
-                "X500:/o=x",
-            ],
-        );
-        licensed.assigned_licenses = Some(vec![AssignedLicense {
-            sku_id: "sku".into(),
-            disabled_plans: vec![],
-        }]);
-        licensed.business_phones = Some(vec!["+49 1".into()]);
-        licensed.department = Some(String::new());
-        let mut foreign = graph_user(
-            "id-2",
-            "Admin@example.edu",
-            None,
-            &["SMTP:Boss@example.edu"],
-        );
-        foreign.mail = Some("Chief@example.edu".into());
-        let bad = graph_user("id-3", "bad@example.edu", Some("ldap2exo:  "), &[]);
-        let users = vec![
-            licensed,
-            foreign,
-            bad,
-            graph_user("id-4", "d1@example.edu", Some("ldap2exo:dup"), &[]),
-            graph_user("id-5", "d2@example.edu", Some("ldap2exo:DUP"), &[]),
-            graph_user("id-6", "other@example.edu", Some("someone-else:x"), &[]),
-        ];
-        let inv = sort(users, "extensionAttribute15");
-        let ann = &inv.managed[&anchor("aaa")];
-        assert_eq!(
-            (ann.kind, ann.licensed, ann.id.as_str()),
-            (Kind::Mailbox, true, "id-1")
-        );
-        assert_eq!(
-            ann.fields,
-            fields(&[
-                ("userPrincipalName", json!("ann@example.edu")),
-                ("mailNickname", json!("Ann")),
-                ("displayName", json!("User Ann@Example.edu")),
-                ("primarySmtpAddress", json!("ann@example.edu")),
-                ("emailAddresses", json!(["a@example.edu", "b@example.edu"])),
-                ("businessPhones", json!("+49 1")),
-            ])
-        );
-        assert_eq!(inv.managed.len(), 1);
-        assert_eq!(inv.duplicates[&anchor("dup")], vec!["id-4", "id-5"]);
-        for a in [
-            "admin@example.edu",
-            "boss@example.edu",
-            "chief@example.edu",
-            "bad@example.edu",
-            "other@example.edu",
-        ] {
-            assert!(
-                inv.foreign.contains_key(a),
-                "{a} is foreign: {:?}",
-                inv.foreign
-            );
-        }
-        assert_eq!(inv.foreign["boss@example.edu"], "Admin@example.edu");
-        assert!(!inv.foreign.contains_key("ann@example.edu"));
-        assert!(!inv.foreign.contains_key("d1@example.edu"));
     }
 }

@@ -1,0 +1,670 @@
+//! The journaled steps of an action: how a tenant call is recorded, how an object the service
+//! has just created (and does not show yet) is waited for, and the create, restore and
+//! address steps that need more than one call.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{Job, Stop, full_address_list, random_password, strings};
+use crate::desired::Kind;
+use crate::inventory::smtp_proxy;
+use crate::plan::Field;
+use crate::state::Stage;
+use crate::tenant::exchange::{NewMailUser, hashtable};
+use crate::tenant::graph::{ExtensionAttributes, GraphUser};
+use crate::tenant::TenantError;
+
+/// Journal results of a create whose answer never came: the object may exist.
+const UNKNOWN: &str = "unknown";
+
+/// Fields `New-MailUser` sets.
+const NEW_MAIL_USER_FIELDS: [Field; 7] = [
+    Field::UserPrincipalName,
+    Field::MailNickname,
+    Field::Name,
+    Field::DisplayName,
+    Field::GivenName,
+    Field::Surname,
+    Field::ExternalEmailAddress,
+];
+
+/// Fields Graph `POST /users` sets.
+const POST_USER_FIELDS: [Field; 11] = [
+    Field::UserPrincipalName,
+    Field::MailNickname,
+    Field::DisplayName,
+    Field::GivenName,
+    Field::Surname,
+    Field::Department,
+    Field::JobTitle,
+    Field::BusinessPhones,
+    Field::MobilePhone,
+    Field::OfficeLocation,
+    Field::CompanyName,
+];
+
+impl Job<'_, '_> {
+    /// Runs one tenant call as a journaled step.
+    pub(super) async fn step<T>(
+        &self,
+        name: &str,
+        call: impl Future<Output = Result<T, TenantError>>,
+    ) -> Result<T, Stop> {
+        let row = self.journal_start(name).await?;
+        match call.await {
+            Ok(v) => {
+                self.journal_finish(row, "ok", self.obj.tenant_object_id.as_deref())
+                    .await?;
+                Ok(v)
+            }
+            Err(e) => Err(self.failed(row, name, e).await?),
+        }
+    }
+
+    /// A step on an object the service may not show yet: a 404 right after our own create
+    /// (or while a value propagates between Exchange and Graph) is waited out with backoff
+    /// for at most [`super::Context::visibility_wait`]; any other answer ends the wait.
+    pub(super) async fn step_visible<T, F, Fut>(&self, name: &str, mut call: F) -> Result<T, Stop>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, TenantError>>,
+    {
+        let row = self.journal_start(name).await?;
+        match self.until_visible(&mut call).await {
+            Ok(v) => {
+                self.journal_finish(row, "ok", self.obj.tenant_object_id.as_deref())
+                    .await?;
+                Ok(v)
+            }
+            Err(e) => Err(self.failed(row, name, e).await?),
+        }
+    }
+
+    async fn until_visible<T, F, Fut>(&self, call: &mut F) -> Result<T, TenantError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, TenantError>>,
+    {
+        let deadline = Instant::now() + self.ctx.visibility_wait;
+        let mut wait = Duration::from_millis(250);
+        loop {
+            match call().await {
+                Err(TenantError::NotFound { .. }) if Instant::now() + wait <= deadline => {
+                    tracing::debug!(uid = %self.action.uid, wait_ms = wait.as_millis() as u64, "object not visible yet; waiting");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(4));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn journal_start(&self, name: &str) -> Result<i64, Stop> {
+        Ok(self
+            .ctx
+            .store
+            .journal_start(
+                self.ctx.run_id,
+                &self.action.anchor,
+                self.action.op.as_str(),
+                name,
+                self.ctx.now,
+            )
+            .await?)
+    }
+
+    async fn journal_finish(&self, row: i64, result: &str, detail: Option<&str>) -> Result<(), Stop> {
+        self.ctx
+            .store
+            .journal_finish(row, result, detail, self.ctx.now)
+            .await?;
+        Ok(())
+    }
+
+    /// Journals a failed step with the service's reason; an address, UPN or Name someone
+    /// else holds is a conflict, not a failure of ours.
+    async fn failed(&self, row: i64, name: &str, e: TenantError) -> Result<Stop, Stop> {
+        let text = e.to_string();
+        self.journal_finish(row, "failed", Some(&text)).await?;
+        Ok(match e {
+            TenantError::AddressInUse { .. } | TenantError::Conflict { .. } => {
+                Stop::Conflict(format!("{name}: {text}"))
+            }
+            _ => Stop::Failed(format!("{name}: {text}")),
+        })
+    }
+
+    /// Creates the person, or adopts the object an earlier run created.
+    pub(super) async fn create(&mut self) -> Result<(), Stop> {
+        if let Some(ids) = self.ctx.inventory.duplicates.get(&self.action.anchor) {
+            return Err(Stop::Failed(format!(
+                "the stamp {} is on {} objects ({}); creating none until they are resolved",
+                self.stamp(),
+                ids.len(),
+                ids.join(", ")
+            )));
+        }
+        if let Some(t) = self.seen() {
+            // Planning adopts stamped objects, so this means the tenant changed between the
+            // read and now: never create a second object for the same person.
+            return Err(Stop::Failed(format!(
+                "{} ({}) already carries the stamp {}; the next run adopts it",
+                t.upn,
+                t.id,
+                self.stamp()
+            )));
+        }
+        let was_deleted = self.obj.stage == Stage::Deleted;
+        // From here on the person is back, whatever the row said before.
+        self.obj.stage = Stage::Active;
+        self.obj.disabled_at = None;
+        self.obj.delete_due_at = None;
+        self.obj.deleted_at = None;
+        if was_deleted && self.restore().await? {
+            return Ok(());
+        }
+        let earlier = self.earlier_create().await?;
+        if earlier.is_none() {
+            self.refuse_foreign()?;
+        }
+        match self.action.kind {
+            Kind::MailUser => self.create_mail_user(earlier).await,
+            Kind::Mailbox => self.create_mailbox(earlier).await,
+        }
+    }
+
+    /// A person deleted within the last 30 days comes back by restoring their object from the
+    /// tenant's recycle bin (it still holds their addresses, so a new one could not have
+    /// them), then every field is brought up to date. False when the recycle bin has nothing
+    /// for them (Graph answers 404): only then is a new object created. Any other failure
+    /// (throttling, an outage, a missing permission) fails the action; the next run retries
+    /// the restore rather than making a second object.
+    async fn restore(&mut self) -> Result<bool, Stop> {
+        let Some(id) = self.obj.tenant_object_id.clone() else {
+            return Ok(false);
+        };
+        let graph = self.ctx.tenant.graph();
+        let name = "restore deleted user";
+        let row = self.journal_start(name).await?;
+        match graph.restore_user(&id).await {
+            Ok(_) => self.journal_finish(row, "ok", Some(&id)).await?,
+            Err(TenantError::NotFound { .. }) => {
+                self.journal_finish(row, "not found", Some("purged or never soft-deleted"))
+                    .await?;
+                return Ok(false);
+            }
+            Err(e) => return Err(self.failed(row, name, e).await?),
+        }
+        tracing::info!(uid = %self.action.uid, id = %id, "restored from the recycle bin");
+        // The restored object holds what was last applied (hidden, blocked): bring every
+        // field that differs from that up to date, and show and unblock it.
+        self.before = self.obj.attributes.clone();
+        let kind = self.obj.kind;
+        self.extra.insert(Field::AccountEnabled, json!(kind == Kind::Mailbox));
+        let mut fields: BTreeSet<Field> = self.changed_fields()?;
+        fields.insert(Field::HiddenFromAddressLists);
+        fields.insert(Field::AccountEnabled);
+        if kind == self.action.kind {
+            self.write_changes(&id, kind, &fields).await?;
+        } else {
+            self.convert().await?;
+            self.write_changes(&id, Kind::Mailbox, &[Field::AccountEnabled].into()).await?;
+        }
+        // Fields the restore brought back unchanged count as handled too.
+        let unchanged: Vec<Field> = self
+            .changed_fields()?
+            .into_iter()
+            .filter(|f| !self.handled.contains(f) && !self.deferred.contains_key(f))
+            .collect();
+        self.applied(&unchanged).await?;
+        Ok(true)
+    }
+
+    /// The object an earlier run created for this person but could not stamp or record: a
+    /// successful create step whose object still exists, or a create whose answer never came
+    /// (`pending` after a crash, `unknown` after a lost response) and whose object the
+    /// tenant shows under exactly the UPN and Name (or alias) we chose.
+    async fn earlier_create(&mut self) -> Result<Option<String>, Stop> {
+        let journal = self.ctx.store.journal(&self.action.anchor).await?;
+        let creates = journal
+            .iter()
+            .filter(|j| j.step == "New-MailUser" || j.step == "POST /users");
+        let mut ok_id = self.obj.tenant_object_id.clone();
+        let mut unsure = false;
+        for j in creates {
+            match j.result.as_str() {
+                "ok" => {
+                    if let Some(id) = j.detail.as_deref().and_then(|d| d.strip_prefix("created ")) {
+                        ok_id = Some(id.to_owned());
+                    }
+                }
+                "pending" | UNKNOWN => unsure = true,
+                // A create refused as a conflict after an unsure one: the object may be ours.
+                "failed" if unsure => {}
+                _ => {}
+            }
+        }
+        if let Some(id) = ok_id
+            && let Some(found) = self.still_there(&id).await?
+        {
+            return Ok(Some(found));
+        }
+        if unsure {
+            return self.find_own_create().await;
+        }
+        Ok(None)
+    }
+
+    async fn still_there(&self, id: &str) -> Result<Option<String>, Stop> {
+        let graph = self.ctx.tenant.graph();
+        let found = self
+            .step(
+                "GET /users (earlier create)",
+                graph.get_user(id, &["id", "userPrincipalName"]),
+            )
+            .await?;
+        Ok(found.and_then(|u| u.id))
+    }
+
+    /// Looks for the object a create whose answer never came may have made. Proof that it
+    /// is ours: exactly the planned UPN, the planned Name (a MailUser) or alias (a mailbox),
+    /// and no stamp other than ours.
+    async fn find_own_create(&self) -> Result<Option<String>, Stop> {
+        let Some(upn) = self.after_str(Field::UserPrincipalName) else {
+            return Ok(None);
+        };
+        let stamp_attr = &self.ctx.config.tenant.anchor_attribute;
+        let ours = |s: Option<&str>| s.is_none_or(|s| s.is_empty() || s == self.stamp());
+        match self.action.kind {
+            Kind::MailUser => {
+                let ex = self.ctx.tenant.exchange();
+                let found = self
+                    .step_visible("Get-Recipient (unsure create)", || ex.get_recipient(&upn))
+                    .await?;
+                let custom = stamp_attr.replace("extensionAttribute", "CustomAttribute");
+                Ok(found.filter(|r| {
+                    let text = |k: &str| r.get(k).and_then(Value::as_str);
+                    text("WindowsLiveID").is_some_and(|u| u.eq_ignore_ascii_case(&upn))
+                        && text("Name") == self.after_str(Field::Name).as_deref()
+                        && ours(text(&custom))
+                })
+                .and_then(|r| r["ExternalDirectoryObjectId"].as_str().map(str::to_owned)))
+            }
+            Kind::Mailbox => {
+                let graph = self.ctx.tenant.graph();
+                let found = self
+                    .step(
+                        "GET /users (unsure create)",
+                        graph.get_user(&upn, &["id", "mailNickname", "onPremisesExtensionAttributes"]),
+                    )
+                    .await?;
+                Ok(found
+                    .filter(|u| {
+                        u.mail_nickname.as_deref() == self.after_str(Field::MailNickname).as_deref()
+                            && ours(
+                                u.on_premises_extension_attributes
+                                    .as_ref()
+                                    .and_then(|e| e.get(stamp_attr)),
+                            )
+                    })
+                    .and_then(|u| u.id))
+            }
+        }
+    }
+
+    /// The UPN, the primary address and the Name must be free of unmanaged owners; an alias
+    /// held by one is left out later and reported, while the person is still created.
+    fn refuse_foreign(&self) -> Result<(), Stop> {
+        let inv = self.ctx.inventory;
+        let mut wanted: Vec<(&str, String)> = Vec::new();
+        wanted.extend(self.after_str(Field::UserPrincipalName).map(|v| ("UPN", v)));
+        wanted.extend(self.after_str(Field::PrimarySmtpAddress).map(|v| ("primary address", v)));
+        for (what, w) in wanted {
+            if let Some(owner) = inv.foreign.get(&w.to_ascii_lowercase()) {
+                return Err(Stop::Conflict(format!(
+                    "{what} {w} already belongs to {owner}, which ldap2exo does not manage; nothing was created (adopt or rename it by hand)"
+                )));
+            }
+        }
+        if self.action.kind == Kind::MailUser
+            && let Some(name) = self.after_str(Field::Name)
+            && let Some(owner) = inv.foreign_names.get(&name.to_lowercase())
+        {
+            return Err(Stop::Conflict(format!(
+                "the Exchange Name {name} is taken by {owner}; nothing was created"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A create step: `pending` while in flight, then `ok` with the new id, `unknown` when the
+    /// request left but no answer says whether it ran, or `failed`.
+    async fn create_step<T>(
+        &self,
+        name: &str,
+        call: impl Future<Output = Result<T, TenantError>>,
+        id_of: impl Fn(&T) -> Option<String>,
+    ) -> Result<Result<(String, T), TenantError>, Stop> {
+        let row = self.journal_start(name).await?;
+        match call.await {
+            Ok(created) => match id_of(&created) {
+                Some(id) => {
+                    self.journal_finish(row, "ok", Some(&format!("created {id}")))
+                        .await?;
+                    Ok(Ok((id, created)))
+                }
+                None => {
+                    self.journal_finish(row, UNKNOWN, Some("no object id in the answer"))
+                        .await?;
+                    Err(Stop::Failed(format!(
+                        "{name} answered without an object id; the next run looks for the object"
+                    )))
+                }
+            },
+            Err(e) if e.is_ambiguous() => {
+                self.journal_finish(row, UNKNOWN, Some(&e.to_string())).await?;
+                Ok(Err(e))
+            }
+            Err(e) => Err(self.failed(row, name, e).await?),
+        }
+    }
+
+    /// After a create whose answer never came: adopt the object when it is found with proof,
+    /// else fail the action (the next run looks again; nothing is created twice meanwhile).
+    async fn after_unsure_create(&self, e: TenantError) -> Result<String, Stop> {
+        match self.find_own_create().await? {
+            Some(id) => {
+                tracing::info!(uid = %self.action.uid, id = %id, "the create's answer was lost; found and adopted its object");
+                Ok(id)
+            }
+            None => Err(Stop::Failed(format!(
+                "the create's outcome is unknown ({e}); the next run looks for the object by its UPN before creating anything"
+            ))),
+        }
+    }
+
+    async fn create_mail_user(&mut self, earlier: Option<String>) -> Result<(), Stop> {
+        let ex = self.ctx.tenant.exchange();
+        let (id, current) = match earlier {
+            Some(id) => (id, None),
+            None => {
+                let m = NewMailUser {
+                    name: self.after_str(Field::Name).unwrap_or_else(|| self.action.uid.clone()),
+                    alias: self.after_str(Field::MailNickname).unwrap_or_default(),
+                    display_name: self.after_str(Field::DisplayName).unwrap_or_default(),
+                    first_name: self.after_str(Field::GivenName),
+                    last_name: self.after_str(Field::Surname),
+                    external_email_address: self
+                        .after_str(Field::ExternalEmailAddress)
+                        .unwrap_or_default(),
+                    user_principal_name: self.after_str(Field::UserPrincipalName),
+                    password: Some(random_password()),
+                };
+                let created = self
+                    .create_step("New-MailUser", ex.new_mail_user(&m), |v: &Value| {
+                        v.get("ExternalDirectoryObjectId")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .await?;
+                match created {
+                    Ok((id, obj)) => {
+                        let proxies: Vec<String> = strings(obj.get("EmailAddresses")).collect();
+                        (id, Some(proxies).filter(|p| !p.is_empty()))
+                    }
+                    Err(e) => (self.after_unsure_create(e).await?, None),
+                }
+            }
+        };
+        let new = current.is_some();
+        self.obj.tenant_object_id = Some(id.clone());
+        self.obj.kind = Kind::MailUser;
+        self.applied(&NEW_MAIL_USER_FIELDS).await?;
+
+        // The stamp first, alone: from here on the object is recognisably ours.
+        let attr = self
+            .ctx
+            .config
+            .tenant
+            .anchor_attribute
+            .replace("extensionAttribute", "CustomAttribute");
+        let stamp = json!({ attr: self.stamp() });
+        self.step_visible("Set-MailUser stamp", || ex.set_mail_user(&id, stamp.clone()))
+            .await?;
+
+        let changed = self.changed_fields()?;
+        // An object found again was made by an earlier run with what LDAP said then: give it
+        // every value, not only what New-MailUser leaves out.
+        let recipient: BTreeSet<Field> = changed
+            .iter()
+            .copied()
+            .filter(|f| {
+                f.writer() == crate::plan::Writer::SetRecipient
+                    && (!new || !NEW_MAIL_USER_FIELDS.contains(f))
+            })
+            .collect();
+        if !recipient.is_empty() {
+            self.set_recipient(&id, Kind::MailUser, &recipient, current).await?;
+        }
+        let user: BTreeSet<Field> = changed
+            .iter()
+            .copied()
+            .filter(|f| {
+                f.writer() == crate::plan::Writer::SetUser
+                    && (!new || !NEW_MAIL_USER_FIELDS.contains(f))
+            })
+            .collect();
+        if !user.is_empty() {
+            self.set_user(&id, &user).await?;
+        }
+        self.block_sign_in(&id).await
+    }
+
+    /// MailUsers never sign in. Graph may not show an object `New-MailUser` made for a
+    /// while: when it still does not after the wait, the next run's inventory shows the
+    /// account enabled and the plan blocks it then.
+    async fn block_sign_in(&mut self, id: &str) -> Result<(), Stop> {
+        let graph = self.ctx.tenant.graph();
+        let patch = json!({ "accountEnabled": false });
+        let row = self.journal_start("PATCH accountEnabled").await?;
+        match self.until_visible(&mut || graph.update_user(id, &patch)).await {
+            Ok(()) => {
+                self.journal_finish(row, "ok", Some(id)).await?;
+                self.obj
+                    .attributes
+                    .insert(Field::AccountEnabled.as_str().into(), json!(false));
+                self.applied(&[]).await
+            }
+            Err(TenantError::NotFound { .. }) => {
+                self.journal_finish(row, "not visible yet", Some("the next run blocks sign-in"))
+                    .await?;
+                tracing::info!(uid = %self.action.uid, "Graph does not show the new MailUser yet; sign-in is blocked on a later run");
+                Ok(())
+            }
+            Err(e) => Err(self.failed(row, "PATCH accountEnabled", e).await?),
+        }
+    }
+
+    async fn create_mailbox(&mut self, earlier: Option<String>) -> Result<(), Stop> {
+        let sku = self.mailbox_sku()?;
+        let graph = self.ctx.tenant.graph();
+        let new = earlier.is_none();
+        let id = match earlier {
+            Some(id) => id,
+            None => {
+                let user = GraphUser {
+                    account_enabled: Some(true),
+                    user_principal_name: self.after_str(Field::UserPrincipalName),
+                    display_name: self.after_str(Field::DisplayName),
+                    mail_nickname: self.after_str(Field::MailNickname),
+                    usage_location: self.ctx.config.tenant.usage_location.clone(),
+                    on_premises_extension_attributes: Some(self.stamp_attributes()),
+                    given_name: self.after_str(Field::GivenName),
+                    surname: self.after_str(Field::Surname),
+                    department: self.after_str(Field::Department),
+                    job_title: self.after_str(Field::JobTitle),
+                    office_location: self.after_str(Field::OfficeLocation),
+                    business_phones: self.after_str(Field::BusinessPhones).map(|p| vec![p]),
+                    mobile_phone: self.after_str(Field::MobilePhone),
+                    company_name: self.after_str(Field::CompanyName),
+                    ..GraphUser::default()
+                };
+                let password = random_password();
+                let created = self
+                    .create_step("POST /users", graph.create_user(&user, &password), |u: &GraphUser| {
+                        u.id.clone()
+                    })
+                    .await?;
+                match created {
+                    Ok((id, _)) => id,
+                    Err(e) => self.after_unsure_create(e).await?,
+                }
+            }
+        };
+        self.obj.tenant_object_id = Some(id.clone());
+        self.obj.kind = Kind::Mailbox;
+        self.obj
+            .attributes
+            .insert(Field::AccountEnabled.as_str().into(), json!(true));
+        if new {
+            self.applied(&POST_USER_FIELDS).await?;
+        }
+        if !self.seen().is_some_and(|t| t.exchange_licensed) {
+            self.license(&id, &sku).await?;
+        }
+        let mut rest = self.changed_fields()?;
+        rest.retain(|f| !self.handled.contains(f));
+        self.write_changes(&id, Kind::Mailbox, &rest).await
+    }
+
+    fn stamp_attributes(&self) -> ExtensionAttributes {
+        serde_json::from_value(json!({ self.ctx.config.tenant.anchor_attribute.clone(): self.stamp() }))
+            .unwrap_or_default()
+    }
+
+    /// The planned primary and the other addresses (aliases and retained former primaries),
+    /// lower case, from `values`.
+    fn address_set(&self, values: &dyn Fn(Field) -> Option<Value>) -> (Option<String>, BTreeSet<String>) {
+        let primary = values(Field::PrimarySmtpAddress)
+            .and_then(|v| v.as_str().map(str::to_ascii_lowercase));
+        let mut rest: BTreeSet<String> = strings(values(Field::EmailAddresses).as_ref())
+            .map(|a| a.to_ascii_lowercase())
+            .collect();
+        rest.extend(strings(values(Field::RetainedAddresses).as_ref()).map(|a| a.to_ascii_lowercase()));
+        if let Some(p) = &primary {
+            rest.remove(p);
+        }
+        (primary, rest)
+    }
+
+    /// The `-EmailAddresses` value that takes the object from `current` to the planned
+    /// addresses, or `None` when nothing changes. Only what changed is added or removed, and
+    /// nothing the object already has is added again. A new primary is written as a full
+    /// list built from a fresh read, with exactly one `SMTP:` and every address the tenant
+    /// added kept (TENANT_FACTS, Addresses). Addresses somebody else holds are left out and
+    /// recorded in `self.conflicts`.
+    pub(super) async fn addresses_param(
+        &mut self,
+        id: &str,
+        current: Vec<String>,
+    ) -> Result<Option<Value>, Stop> {
+        let (p_before, s_before) = self.address_set(&|f| self.before.get(f.as_str()).cloned());
+        let (p_after, s_after) = self.address_set(&|f| self.after(f).cloned());
+        let inv = self.ctx.inventory;
+        if let Some(p) = &p_after
+            && let Some(owner) = inv.foreign.get(p)
+        {
+            return Err(Stop::Conflict(format!(
+                "the primary address {p} belongs to {owner}, which ldap2exo does not manage; the addresses were left as they are"
+            )));
+        }
+        let mut current = current;
+        let primary_changes = |current: &[String]| {
+            let now = current
+                .iter()
+                .find_map(|c| smtp_proxy(c).filter(|(p, _)| *p).map(|(_, a)| a.to_ascii_lowercase()));
+            p_after.is_some() && (p_after != p_before || (!current.is_empty() && now != p_after))
+        };
+        if primary_changes(&current) && !self.fresh_read {
+            current = self.fresh_proxies(id).await?;
+        }
+        let have: BTreeSet<String> = current
+            .iter()
+            .filter_map(|c| smtp_proxy(c).map(|(_, a)| a.to_ascii_lowercase()))
+            .collect();
+        let mut add = BTreeSet::new();
+        for a in s_after.difference(&s_before).chain(s_after.iter().filter(|a| !current.is_empty() && !have.contains(*a))) {
+            if have.contains(a) || Some(a) == p_after.as_ref() {
+                continue;
+            }
+            match inv.foreign.get(a) {
+                Some(owner) => {
+                    self.conflicting.insert(a.clone());
+                    self.conflicts.push(format!("alias {a} belongs to {owner}, which ldap2exo does not manage"));
+                }
+                None => {
+                    add.insert(a.clone());
+                }
+            }
+        }
+        self.conflicts.dedup();
+        let mut remove: BTreeSet<String> = s_before
+            .difference(&s_after)
+            .filter(|a| Some(*a) != p_after.as_ref())
+            .filter(|a| current.is_empty() || have.contains(*a))
+            .cloned()
+            .collect();
+        if primary_changes(&current) {
+            let p = p_after.clone().unwrap_or_default();
+            // The old primary stays as an alias only when the plan keeps it.
+            if let Some(old) = &p_before
+                && !s_after.contains(old)
+                && *old != p
+            {
+                remove.insert(old.clone());
+            }
+            return Ok(Some(json!(full_address_list(&current, &p, &add, &remove))));
+        }
+        if add.is_empty() && remove.is_empty() {
+            return Ok(None);
+        }
+        let add: Vec<String> = add.into_iter().map(|a| format!("smtp:{a}")).collect();
+        let remove: Vec<String> = remove.into_iter().map(|a| format!("smtp:{a}")).collect();
+        Ok(Some(hashtable(&add, &remove)))
+    }
+
+    /// The object's proxy addresses as Exchange shows them now.
+    async fn fresh_proxies(&mut self, id: &str) -> Result<Vec<String>, Stop> {
+        let ex = self.ctx.tenant.exchange();
+        let found = self
+            .step_visible("Get-Recipient", || async {
+                match ex.get_recipient(id).await? {
+                    Some(r) => Ok(r),
+                    None => Err(TenantError::NotFound {
+                        service: crate::tenant::Service::Exchange,
+                        what: id.to_owned(),
+                    }),
+                }
+            })
+            .await?;
+        self.fresh_read = true;
+        Ok(strings(found.get("EmailAddresses")).collect())
+    }
+
+    /// Records the planned addresses minus those somebody else holds (the next run tries
+    /// them again and reports them again).
+    pub(super) async fn record_addresses_without_conflicts(&mut self) -> Result<(), Stop> {
+        let key = Field::EmailAddresses.as_str();
+        let kept: Vec<Value> = strings(self.after(Field::EmailAddresses))
+            .filter(|a| !self.conflicting.contains(&a.to_ascii_lowercase()))
+            .map(Value::String)
+            .collect();
+        self.obj.attributes.insert(key.to_owned(), Value::Array(kept));
+        self.handled.insert(Field::EmailAddresses);
+        self.ctx.store.upsert_object(&self.obj).await?;
+        Ok(())
+    }
+}

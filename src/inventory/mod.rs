@@ -1,0 +1,587 @@
+//! inventory: what the tenant holds right now, read once at the start of a run, on the
+//! planning side of the pipeline. It tells the planner which objects carry ldap2exo's stamp
+//! (and so may be touched), which addresses and names belong to somebody else, and, through
+//! [`reconcile`], where the tenant drifted from the state store.
+//!
+//! Each property is read from the directory that masters it ([`crate::plan::Field::read_from`],
+//! TENANT_FACTS "Two directories, one object"):
+//!
+//! - **Exchange** (`Get-Recipient -ResultSize Unlimited`, every recipient type): the kind
+//!   (`RecipientTypeDetails`), addresses and the primary, the hidden flag, the external
+//!   address, `Name`, `Alias`, display name and address-book attributes, the UPN
+//!   (`WindowsLiveID`) and the stamp in `CustomAttributeN`. Distribution groups and mail
+//!   contacts are listed too: their addresses are taken, although Graph's user listing never
+//!   shows them. `Get-MailUser -SoftDeletedMailUser` adds the addresses removed MailUsers
+//!   still reserve.
+//! - **Graph** (`GET /users`, one plain paged listing, not an eventually consistent advanced
+//!   query): object ids, `accountEnabled`, licences and their service plans, and the stamp of
+//!   users that Graph created (a mailbox's stamp is written in `POST /users`).
+//!
+//! The two are joined by Entra object id (`ExternalDirectoryObjectId`). An object that only
+//! one side shows yet (Exchange→Graph and Graph→Exchange propagation takes a while, Microsoft
+//! publishes no figure) is still managed when that side shows our stamp; the fields the other
+//! side would tell are left unknown, so they never look like drift.
+
+pub mod reconcile;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::desired::Kind;
+use crate::ids::Anchor;
+use crate::plan::Field;
+use crate::tenant::{GraphUser, Tenant, TenantError, UserQuery};
+
+pub use reconcile::{Drift, DriftKind, Reconciled, reconcile};
+
+/// A stamped object as the tenant shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantObject {
+    /// Entra ID object id.
+    pub id: String,
+    pub anchor: Anchor,
+    /// What the object is, or is becoming: a MailUser with an enabled Exchange plan is a
+    /// mailbox being provisioned ([`Self::mailbox_pending`]).
+    pub kind: Kind,
+    pub upn: String,
+    /// Graph's `accountEnabled`; `None` while Graph does not show the object yet.
+    pub account_enabled: Option<bool>,
+    /// Carries an enabled Exchange Online plan (assigned directly or by a group).
+    pub exchange_licensed: bool,
+    /// Licensed with an Exchange plan, but Exchange does not show a `UserMailbox` yet: the
+    /// mailbox is being provisioned (minutes, after `assignLicense`).
+    pub mailbox_pending: bool,
+    /// Whether Exchange shows the object as a recipient: only then are the Exchange-read
+    /// fields below known.
+    pub in_exchange: bool,
+    /// Whether Graph shows the object.
+    pub in_graph: bool,
+    /// The fields as the planner names them, each read from its master (see the module doc);
+    /// `emailAddresses` holds every SMTP address but the primary, lower case, sorted.
+    pub fields: BTreeMap<String, Value>,
+    /// Every proxy address exactly as Exchange shows it (`SMTP:`, `smtp:`, `SIP:`, `SPO:`,
+    /// `X500:`, ...): a full `EmailAddresses` list must keep what the tenant added.
+    pub proxies: Vec<String>,
+}
+
+/// The tenant as one run sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// Stamped objects by anchor.
+    pub managed: BTreeMap<Anchor, TenantObject>,
+    /// Every UPN and SMTP address (lower case, without `smtp:`) of every object WITHOUT our
+    /// stamp, mapped to a description of its owner (`Name (RecipientTypeDetails)` or the
+    /// UPN): creating a recipient that wants one of these is a conflict to report.
+    pub foreign: HashMap<String, String>,
+    /// Exchange `Name`s (lower case) of every recipient without our stamp, mapped to the
+    /// owner's description: `Name` is unique among recipients.
+    pub foreign_names: HashMap<String, String>,
+    /// Anchors stamped on more than one object (ids): never touched, reported.
+    pub duplicates: BTreeMap<Anchor, Vec<String>>,
+}
+
+/// The prefix of the stamp value: `ldap2exo:<anchor>`.
+pub const STAMP_PREFIX: &str = "ldap2exo:";
+
+/// Graph's largest page for users: fewest requests against the resource-unit budget.
+const PAGE: u32 = 999;
+
+/// What the Graph listing selects: only what Graph masters, plus what identifies an object
+/// that Exchange does not show yet.
+const GRAPH_PROPERTIES: [&str; 8] = [
+    "id",
+    "userPrincipalName",
+    "mail",
+    "accountEnabled",
+    "proxyAddresses",
+    "onPremisesExtensionAttributes",
+    "assignedLicenses",
+    "assignedPlans",
+];
+
+/// The validated stamp attribute: `extensionAttributeN` (Graph) is `CustomAttributeN`
+/// (Exchange), N in 1..=15.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StampAttribute(u8);
+
+impl StampAttribute {
+    /// Parses `extensionAttribute1` … `extensionAttribute15`.
+    pub fn parse(graph_name: &str) -> Result<Self, TenantError> {
+        match graph_name
+            .strip_prefix("extensionAttribute")
+            .and_then(|n| n.parse::<u8>().ok())
+        {
+            Some(n @ 1..=15) => Ok(StampAttribute(n)),
+            _ => Err(TenantError::Config(format!(
+                "`{graph_name}` is not extensionAttribute1 … extensionAttribute15"
+            ))),
+        }
+    }
+
+    pub fn graph_name(self) -> String {
+        format!("extensionAttribute{}", self.0)
+    }
+
+    pub fn exchange_name(self) -> String {
+        format!("CustomAttribute{}", self.0)
+    }
+}
+
+/// Reads the whole tenant once (see the module doc). A misnamed stamp attribute is an error
+/// rather than an empty `managed`: every object would otherwise look deleted behind our back.
+pub async fn read(tenant: &Tenant, stamp_attribute: &str) -> Result<Inventory, TenantError> {
+    let stamp = StampAttribute::parse(stamp_attribute)?;
+    let started = Instant::now();
+    let ex = tenant.exchange();
+    let graph_query = UserQuery {
+        select: GRAPH_PROPERTIES.iter().map(|s| (*s).to_owned()).collect(),
+        top: Some(PAGE),
+        ..UserQuery::default()
+    };
+    let (recipients, soft_deleted, users) = futures_util::future::try_join3(
+        ex.list_recipients(),
+        ex.list_soft_deleted_mail_users(),
+        tenant.graph().list_users(&graph_query),
+    )
+    .await?;
+    let counts = (recipients.len(), soft_deleted.len(), users.len());
+    let inventory = sort(recipients, soft_deleted, users, stamp);
+    tracing::info!(
+        recipients = counts.0,
+        soft_deleted = counts.1,
+        users = counts.2,
+        managed = inventory.managed.len(),
+        foreign_addresses = inventory.foreign.len(),
+        duplicates = inventory.duplicates.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "tenant inventory read"
+    );
+    Ok(inventory)
+}
+
+/// Sorts the listings into an [`Inventory`]. Pure, so the rules are testable without a
+/// tenant.
+pub fn sort(
+    recipients: Vec<Value>,
+    soft_deleted: Vec<Value>,
+    users: Vec<GraphUser>,
+    stamp: StampAttribute,
+) -> Inventory {
+    let mut inv = Inventory::default();
+    let mut graph: HashMap<String, GraphUser> = users
+        .into_iter()
+        .filter_map(|u| Some((u.id.clone().filter(|id| !id.is_empty())?.to_ascii_lowercase(), u)))
+        .collect();
+    let mut stamped: BTreeMap<Anchor, Vec<TenantObject>> = BTreeMap::new();
+
+    for r in &recipients {
+        let id = text(r, "ExternalDirectoryObjectId").map(str::to_ascii_lowercase);
+        let user = id.as_deref().and_then(|id| graph.remove(id));
+        let anchor = our_anchor(text(r, &stamp.exchange_name()))
+            .or_else(|| user.as_ref().and_then(|u| graph_anchor(u, stamp)));
+        match (anchor, id) {
+            (Some(anchor), Some(id)) => {
+                let obj = from_recipient(anchor.clone(), id, r, user.as_ref());
+                stamped.entry(anchor).or_default().push(obj);
+            }
+            _ => add_foreign_recipient(&mut inv, r, "", user.as_ref()),
+        }
+    }
+    for r in &soft_deleted {
+        // Our own removed MailUsers reserve their addresses too, but they are restored, not
+        // competed with; anybody else's are taken.
+        if our_anchor(text(r, &stamp.exchange_name())).is_none() {
+            add_foreign_recipient(&mut inv, r, "soft-deleted ", None);
+        }
+    }
+    // Users Exchange does not show (yet): plain Entra users, and mailboxes just created
+    // through Graph that Exchange has not provisioned.
+    let mut rest: Vec<GraphUser> = graph.into_values().collect();
+    rest.sort_by(|a, b| a.id.cmp(&b.id));
+    for user in rest {
+        match graph_anchor(&user, stamp) {
+            Some(anchor) => {
+                let obj = from_graph_only(anchor.clone(), &user);
+                stamped.entry(anchor).or_default().push(obj);
+            }
+            None => add_foreign_user(&mut inv.foreign, &user),
+        }
+    }
+
+    for (anchor, mut objects) in stamped {
+        if objects.len() > 1 {
+            let mut ids: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
+            ids.sort();
+            tracing::warn!(anchor = %anchor, ids = %ids.join(", "), "anchor stamped on more than one object");
+            inv.duplicates.insert(anchor, ids);
+        } else if let Some(obj) = objects.pop() {
+            inv.managed.insert(anchor, obj);
+        }
+    }
+    inv
+}
+
+fn text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// `ldap2exo:<anchor>` → the anchor. A value with our prefix but no valid anchor is not ours.
+fn our_anchor(stamp: Option<&str>) -> Option<Anchor> {
+    let raw = stamp?.strip_prefix(STAMP_PREFIX)?;
+    match Anchor::new(raw) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(stamp = raw, error = %e, "unusable ldap2exo stamp; treating the object as unmanaged");
+            None
+        }
+    }
+}
+
+fn graph_anchor(user: &GraphUser, stamp: StampAttribute) -> Option<Anchor> {
+    our_anchor(
+        user.on_premises_extension_attributes
+            .as_ref()
+            .and_then(|e| e.get(&stamp.graph_name())),
+    )
+}
+
+fn exchange_licensed(user: Option<&GraphUser>) -> bool {
+    user.and_then(|u| u.assigned_plans.as_ref())
+        .is_some_and(|plans| plans.iter().any(|p| p.is_exchange()))
+}
+
+/// A managed object from its Exchange recipient, with what Graph masters laid over it.
+fn from_recipient(anchor: Anchor, id: String, r: &Value, user: Option<&GraphUser>) -> TenantObject {
+    let exchange_licensed = exchange_licensed(user);
+    let (kind, mailbox_pending) = match text(r, "RecipientTypeDetails") {
+        Some("UserMailbox") => (Kind::Mailbox, false),
+        _ if exchange_licensed => (Kind::Mailbox, true),
+        _ => (Kind::MailUser, false),
+    };
+    let proxies: Vec<String> = r
+        .get("EmailAddresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    let upn = text(r, "WindowsLiveID")
+        .or_else(|| user.and_then(|u| u.user_principal_name.as_deref()))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let mut fields = BTreeMap::new();
+    if !upn.is_empty() {
+        fields.insert(Field::UserPrincipalName.as_str().to_owned(), Value::String(upn.clone()));
+    }
+    for f in Field::ALL {
+        let Some(prop) = f.exchange_property() else {
+            continue;
+        };
+        if f == Field::UserPrincipalName {
+            continue;
+        }
+        let v = match f {
+            Field::HiddenFromAddressLists => r.get(prop).and_then(Value::as_bool).map(Value::Bool),
+            Field::ExternalEmailAddress => text(r, prop)
+                .map(|a| Value::String(strip_smtp(a).to_ascii_lowercase())),
+            _ => text(r, prop).map(|s| Value::String(s.to_owned())),
+        };
+        if let Some(v) = v {
+            fields.insert(f.as_str().to_owned(), v);
+        }
+    }
+    insert_addresses(&mut fields, &proxies);
+    if let Some(enabled) = user.and_then(|u| u.account_enabled) {
+        fields.insert(Field::AccountEnabled.as_str().to_owned(), Value::Bool(enabled));
+    }
+    TenantObject {
+        id,
+        anchor,
+        kind,
+        upn,
+        account_enabled: user.and_then(|u| u.account_enabled),
+        exchange_licensed,
+        mailbox_pending,
+        in_exchange: true,
+        in_graph: user.is_some(),
+        fields,
+        proxies,
+    }
+}
+
+/// A stamped user that Exchange does not show as a recipient (yet): only what Graph masters
+/// is known.
+fn from_graph_only(anchor: Anchor, user: &GraphUser) -> TenantObject {
+    let exchange_licensed = exchange_licensed(Some(user));
+    let upn = user
+        .user_principal_name
+        .clone()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let mut fields = BTreeMap::new();
+    fields.insert(Field::UserPrincipalName.as_str().to_owned(), Value::String(upn.clone()));
+    if let Some(enabled) = user.account_enabled {
+        fields.insert(Field::AccountEnabled.as_str().to_owned(), Value::Bool(enabled));
+    }
+    TenantObject {
+        id: user.id.clone().unwrap_or_default(),
+        anchor,
+        // Stamped through Graph and not a recipient: a mailbox on its way (created by
+        // `POST /users`, licensed or about to be). ldap2exo creates MailUsers only through
+        // Exchange, which shows them at once.
+        kind: Kind::Mailbox,
+        upn,
+        account_enabled: user.account_enabled,
+        exchange_licensed,
+        mailbox_pending: true,
+        in_exchange: false,
+        in_graph: true,
+        fields,
+        proxies: Vec::new(),
+    }
+}
+
+/// `primarySmtpAddress` and `emailAddresses` (every other SMTP address, lower case, sorted)
+/// from Exchange's proxy list.
+fn insert_addresses(fields: &mut BTreeMap<String, Value>, proxies: &[String]) {
+    let smtp: Vec<(bool, String)> = proxies
+        .iter()
+        .filter_map(|p| smtp_proxy(p))
+        .map(|(primary, a)| (primary, a.to_ascii_lowercase()))
+        .collect();
+    let primary = smtp.iter().find(|(p, _)| *p).map(|(_, a)| a.clone());
+    let secondary: BTreeSet<&String> = smtp
+        .iter()
+        .map(|(_, a)| a)
+        .filter(|a| Some(*a) != primary.as_ref())
+        .collect();
+    if let Some(p) = primary {
+        fields.insert(Field::PrimarySmtpAddress.as_str().to_owned(), Value::String(p));
+    }
+    fields.insert(
+        Field::EmailAddresses.as_str().to_owned(),
+        Value::Array(secondary.into_iter().cloned().map(Value::String).collect()),
+    );
+}
+
+/// Records every address and the `Name` of a recipient without our stamp.
+fn add_foreign_recipient(inv: &mut Inventory, r: &Value, state: &str, user: Option<&GraphUser>) {
+    let name = text(r, "Name").or_else(|| text(r, "DisplayName")).unwrap_or("?");
+    let kind = text(r, "RecipientTypeDetails").unwrap_or("recipient");
+    let owner = format!("{name} ({state}{kind})");
+    let addresses = r
+        .get("EmailAddresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|p| smtp_proxy(p).map(|(_, a)| a))
+        .chain(text(r, "WindowsLiveID"))
+        .chain(text(r, "PrimarySmtpAddress"));
+    for a in addresses {
+        insert_lower(&mut inv.foreign, a, &owner);
+    }
+    if let Some(u) = user {
+        add_foreign_user(&mut inv.foreign, u);
+    }
+    if state.is_empty()
+        && let Some(n) = text(r, "Name")
+    {
+        inv.foreign_names.insert(n.to_lowercase(), owner);
+    }
+}
+
+/// Records every address of an unstamped Graph user: UPN, SMTP proxies and `mail` (a plain
+/// Entra user can own `mail` without any proxy address, and Graph keeps it unique too).
+fn add_foreign_user(foreign: &mut HashMap<String, String>, user: &GraphUser) {
+    let owner = user
+        .user_principal_name
+        .clone()
+        .or_else(|| user.id.clone())
+        .unwrap_or_default();
+    let addresses = user
+        .user_principal_name
+        .iter()
+        .chain(user.mail.iter())
+        .map(String::as_str)
+        .chain(
+            user.proxy_addresses
+                .iter()
+                .flatten()
+                .filter_map(|p| smtp_proxy(p).map(|(_, a)| a)),
+        );
+    for a in addresses {
+        if !foreign.contains_key(&a.trim().to_ascii_lowercase()) {
+            insert_lower(foreign, a, &owner);
+        }
+    }
+}
+
+fn insert_lower(map: &mut HashMap<String, String>, address: &str, owner: &str) {
+    let a = address.trim().to_ascii_lowercase();
+    if !a.is_empty() {
+        map.insert(a, owner.to_owned());
+    }
+}
+
+/// `SMTP:a@x` → `(true, "a@x")`, `smtp:a@x` → `(false, "a@x")`; other proxy types (`SIP:`,
+/// `X500:`, `SPO:`, …) → `None`. Only the upper-case prefix marks the primary.
+pub fn smtp_proxy(proxy: &str) -> Option<(bool, &str)> {
+    let (prefix, address) = proxy.split_once(':')?;
+    if !prefix.eq_ignore_ascii_case("smtp") || address.trim().is_empty() {
+        return None;
+    }
+    Some((prefix == "SMTP", address.trim()))
+}
+
+/// `SMTP:a@x` → `a@x`; a bare address stays as it is.
+fn strip_smtp(a: &str) -> &str {
+    smtp_proxy(a).map_or(a, |(_, a)| a)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::tenant::graph::AssignedPlan;
+    use crate::tenant::ExtensionAttributes;
+
+    const STAMP: StampAttribute = StampAttribute(15);
+
+    fn recipient(id: &str, kind: &str, stamp: Option<&str>, proxies: &[&str]) -> Value {
+        json!({
+            "ExternalDirectoryObjectId": id,
+            "RecipientTypeDetails": kind,
+            "Name": format!("n-{id}"),
+            "Alias": format!("a-{id}"),
+            "DisplayName": format!("Person {id}"),
+            "WindowsLiveID": format!("{id}@example.edu"),
+            "EmailAddresses": proxies,
+            "HiddenFromAddressListsEnabled": false,
+            "CustomAttribute15": stamp,
+            "Department": "Physics",
+        })
+    }
+
+    fn user(id: &str, stamp: Option<&str>, exchange_plan: bool) -> GraphUser {
+        GraphUser {
+            id: Some(id.into()),
+            user_principal_name: Some(format!("{id}@example.edu")),
+            account_enabled: Some(false),
+            on_premises_extension_attributes: stamp.map(|s| ExtensionAttributes {
+                extension_attribute15: Some(s.into()),
+                ..Default::default()
+            }),
+            assigned_plans: Some(if exchange_plan {
+                vec![AssignedPlan {
+                    service: Some("exchange".into()),
+                    capability_status: Some("Enabled".into()),
+                    service_plan_id: None,
+                }]
+            } else {
+                vec![AssignedPlan {
+                    service: Some("TeamspaceAPI".into()),
+                    capability_status: Some("Enabled".into()),
+                    service_plan_id: None,
+                }]
+            }),
+            ..GraphUser::default()
+        }
+    }
+
+    #[test]
+    fn exchange_fields_come_from_exchange_and_sign_in_from_graph() {
+        let inv = sort(
+            vec![recipient("u1", "MailUser", Some("ldap2exo:a1"), &["SMTP:Ann@example.edu", "smtp:ann@contoso.onmicrosoft.com", "SIP:ann@example.edu"])],
+            vec![],
+            vec![user("u1", None, false)],
+            STAMP,
+        );
+        let o = &inv.managed[&Anchor::new("a1").unwrap()];
+        assert_eq!(o.kind, Kind::MailUser, "a licence without an Exchange plan converts nothing");
+        assert!(!o.mailbox_pending);
+        assert_eq!(o.fields["primarySmtpAddress"], json!("ann@example.edu"));
+        assert_eq!(o.fields["emailAddresses"], json!(["ann@contoso.onmicrosoft.com"]));
+        assert_eq!(o.fields["department"], json!("Physics"));
+        assert_eq!(o.fields["accountEnabled"], json!(false));
+        assert_eq!(o.proxies.len(), 3, "non-SMTP proxies are kept for full lists");
+    }
+
+    #[test]
+    fn groups_contacts_and_soft_deleted_recipients_own_addresses() {
+        let inv = sort(
+            vec![
+                recipient("g1", "MailUniversalDistributionGroup", None, &["SMTP:staff@example.edu"]),
+                recipient("c1", "MailContact", None, &["SMTP:ext@example.edu"]),
+            ],
+            vec![recipient("d1", "MailUser", None, &["SMTP:gone@example.edu"])],
+            vec![],
+            STAMP,
+        );
+        assert_eq!(inv.foreign["staff@example.edu"], "n-g1 (MailUniversalDistributionGroup)");
+        assert_eq!(inv.foreign["ext@example.edu"], "n-c1 (MailContact)");
+        assert_eq!(inv.foreign["gone@example.edu"], "n-d1 (soft-deleted MailUser)");
+        assert_eq!(inv.foreign_names["n-g1"], "n-g1 (MailUniversalDistributionGroup)");
+        assert!(inv.managed.is_empty());
+    }
+
+    #[test]
+    fn objects_one_side_does_not_show_yet_are_still_ours() {
+        // A MailUser Graph does not show yet, and a mailbox user Exchange does not show yet.
+        let inv = sort(
+            vec![recipient("u1", "MailUser", Some("ldap2exo:a1"), &["SMTP:ann@example.edu"])],
+            vec![],
+            vec![user("u2", Some("ldap2exo:a2"), true)],
+            STAMP,
+        );
+        let a1 = &inv.managed[&Anchor::new("a1").unwrap()];
+        assert!(a1.in_exchange && !a1.in_graph);
+        assert!(!a1.fields.contains_key("accountEnabled"));
+        let a2 = &inv.managed[&Anchor::new("a2").unwrap()];
+        assert!(a2.mailbox_pending && !a2.in_exchange);
+        assert_eq!(a2.kind, Kind::Mailbox);
+    }
+
+    #[test]
+    fn a_licensed_mail_user_is_a_pending_mailbox_and_a_stamp_on_either_side_counts() {
+        // Stamp only in Graph (written by POST /users, not yet propagated to Exchange).
+        let inv = sort(
+            vec![recipient("u1", "MailUser", None, &["SMTP:ann@example.edu"])],
+            vec![],
+            vec![user("u1", Some("ldap2exo:a1"), true)],
+            STAMP,
+        );
+        let o = &inv.managed[&Anchor::new("a1").unwrap()];
+        assert_eq!(o.kind, Kind::Mailbox);
+        assert!(o.mailbox_pending);
+    }
+
+    #[test]
+    fn a_stamp_on_two_objects_touches_neither() {
+        let inv = sort(
+            vec![
+                recipient("u1", "MailUser", Some("ldap2exo:a1"), &["SMTP:a@example.edu"]),
+                recipient("u2", "MailUser", Some("ldap2exo:a1"), &["SMTP:b@example.edu"]),
+            ],
+            vec![],
+            vec![],
+            STAMP,
+        );
+        assert!(inv.managed.is_empty());
+        assert_eq!(inv.duplicates[&Anchor::new("a1").unwrap()], ["u1", "u2"]);
+    }
+
+    #[test]
+    fn stamp_attributes_are_validated() {
+        assert!(StampAttribute::parse("customAttribute15").is_err());
+        assert!(StampAttribute::parse("extensionAttribute16").is_err());
+        let s = StampAttribute::parse("extensionAttribute3").unwrap();
+        assert_eq!(s.exchange_name(), "CustomAttribute3");
+    }
+}

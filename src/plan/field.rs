@@ -1,0 +1,249 @@
+//! [`Field`]: every attribute a plan can change, with the API that writes it and the API the
+//! inventory reads it from. This table is the contract between `plan` and `apply`: the
+//! executor matches on it exhaustively and proves, per action, that every changed field was
+//! handled, so a change can never be recorded as applied without being sent.
+//!
+//! The split follows which directory masters a property (TENANT_FACTS, "Two directories, one
+//! object"): Exchange masters addresses, the hidden flag, the external address, `Name`,
+//! `Alias` and, for objects that `New-MailUser` created, the address-book attributes, which
+//! Entra refuses to change through Graph ("Unable to update the specified properties for
+//! objects that have originated within an external service": microsoftgraph/
+//! microsoft-graph-docs-contrib#8048, msgraph-sdk-powershell#1854, microsoft-graph-docs-contrib
+//! #3564). Graph masters sign-in and licences. A value is read back from the API that wrote
+//! it, so a value still propagating to the other directory never looks like drift.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which service a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Api {
+    /// Microsoft Graph v1.0.
+    Graph,
+    /// The Exchange Online admin API (cmdlets).
+    Exchange,
+}
+
+/// The request that writes a field on an existing object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Writer {
+    /// `Set-MailUser` / `Set-Mailbox`: addresses, hidden flag, external address, Name, Alias,
+    /// UPN (`-MicrosoftOnlineServicesID`).
+    SetRecipient,
+    /// `Set-User`: display name and the address-book attributes (valid for MailUsers and
+    /// mailboxes alike, whichever API created the object).
+    SetUser,
+    /// Graph `PATCH /users/{id}`: only `accountEnabled`.
+    GraphPatch,
+    /// Graph `assignLicense` (a MailUser licensed in place becomes a mailbox).
+    License,
+}
+
+impl Writer {
+    pub fn api(self) -> Api {
+        match self {
+            Writer::SetRecipient | Writer::SetUser => Api::Exchange,
+            Writer::GraphPatch | Writer::License => Api::Graph,
+        }
+    }
+}
+
+/// An attribute of a planned change, by its wire name (INTERFACE.md's JSON plan keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    UserPrincipalName,
+    MailNickname,
+    Name,
+    DisplayName,
+    GivenName,
+    Surname,
+    PrimarySmtpAddress,
+    EmailAddresses,
+    /// Former primary addresses kept as aliases after a rename (state only; written as
+    /// addresses).
+    RetainedAddresses,
+    ExternalEmailAddress,
+    HiddenFromAddressLists,
+    AccountEnabled,
+    /// `mail_user` / `mailbox`: changed by licensing.
+    Kind,
+    Department,
+    JobTitle,
+    BusinessPhones,
+    MobilePhone,
+    OfficeLocation,
+    CompanyName,
+}
+
+impl Field {
+    pub const ALL: [Field; 19] = [
+        Field::UserPrincipalName,
+        Field::MailNickname,
+        Field::Name,
+        Field::DisplayName,
+        Field::GivenName,
+        Field::Surname,
+        Field::PrimarySmtpAddress,
+        Field::EmailAddresses,
+        Field::RetainedAddresses,
+        Field::ExternalEmailAddress,
+        Field::HiddenFromAddressLists,
+        Field::AccountEnabled,
+        Field::Kind,
+        Field::Department,
+        Field::JobTitle,
+        Field::BusinessPhones,
+        Field::MobilePhone,
+        Field::OfficeLocation,
+        Field::CompanyName,
+    ];
+
+    /// The plan's key for this field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::UserPrincipalName => "userPrincipalName",
+            Field::MailNickname => "mailNickname",
+            Field::Name => "name",
+            Field::DisplayName => "displayName",
+            Field::GivenName => "givenName",
+            Field::Surname => "surname",
+            Field::PrimarySmtpAddress => "primarySmtpAddress",
+            Field::EmailAddresses => "emailAddresses",
+            Field::RetainedAddresses => "retainedAddresses",
+            Field::ExternalEmailAddress => "externalEmailAddress",
+            Field::HiddenFromAddressLists => "hiddenFromAddressLists",
+            Field::AccountEnabled => "accountEnabled",
+            Field::Kind => "kind",
+            Field::Department => "department",
+            Field::JobTitle => "jobTitle",
+            Field::BusinessPhones => "businessPhones",
+            Field::MobilePhone => "mobilePhone",
+            Field::OfficeLocation => "officeLocation",
+            Field::CompanyName => "companyName",
+        }
+    }
+
+    /// Which request writes this field on an existing object.
+    pub fn writer(self) -> Writer {
+        match self {
+            Field::UserPrincipalName
+            | Field::MailNickname
+            | Field::Name
+            | Field::PrimarySmtpAddress
+            | Field::EmailAddresses
+            | Field::RetainedAddresses
+            | Field::ExternalEmailAddress
+            | Field::HiddenFromAddressLists => Writer::SetRecipient,
+            Field::DisplayName
+            | Field::GivenName
+            | Field::Surname
+            | Field::Department
+            | Field::JobTitle
+            | Field::BusinessPhones
+            | Field::MobilePhone
+            | Field::OfficeLocation
+            | Field::CompanyName => Writer::SetUser,
+            Field::AccountEnabled => Writer::GraphPatch,
+            Field::Kind => Writer::License,
+        }
+    }
+
+    /// Where the inventory reads the field: the API that writes it, so that a value still
+    /// propagating to the other directory is never taken for drift. `None`: not read back
+    /// (state-only bookkeeping).
+    pub fn read_from(self) -> Option<Api> {
+        match self {
+            Field::RetainedAddresses => None,
+            // Exchange's RecipientTypeDetails, never the licences (a licence without an
+            // Exchange plan converts nothing).
+            Field::Kind => Some(Api::Exchange),
+            f => Some(f.writer().api()),
+        }
+    }
+
+    /// The `Set-User` / `Set-MailUser` parameter, and the `Get-Recipient` property, that
+    /// carry this field (`None` for fields Exchange holds in another shape).
+    pub fn exchange_property(self) -> Option<&'static str> {
+        Some(match self {
+            Field::UserPrincipalName => "MicrosoftOnlineServicesID",
+            Field::MailNickname => "Alias",
+            Field::Name => "Name",
+            Field::DisplayName => "DisplayName",
+            Field::GivenName => "FirstName",
+            Field::Surname => "LastName",
+            Field::ExternalEmailAddress => "ExternalEmailAddress",
+            Field::HiddenFromAddressLists => "HiddenFromAddressListsEnabled",
+            Field::Department => "Department",
+            Field::JobTitle => "Title",
+            Field::BusinessPhones => "Phone",
+            Field::MobilePhone => "MobilePhone",
+            Field::OfficeLocation => "Office",
+            Field::CompanyName => "Company",
+            Field::PrimarySmtpAddress
+            | Field::EmailAddresses
+            | Field::RetainedAddresses
+            | Field::AccountEnabled
+            | Field::Kind => return None,
+        })
+    }
+
+    /// Address fields: written together as one `EmailAddresses` change.
+    pub fn is_address(self) -> bool {
+        matches!(
+            self,
+            Field::PrimarySmtpAddress | Field::EmailAddresses | Field::RetainedAddresses
+        )
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A plan key that names no [`Field`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a field ldap2exo plans")]
+pub struct UnknownField(pub String);
+
+impl FromStr for Field {
+    type Err = UnknownField;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Field::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| UnknownField(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_round_trips_and_has_one_writer() {
+        for f in Field::ALL {
+            assert_eq!(f.as_str().parse::<Field>(), Ok(f));
+            // Each field Exchange writes by a parameter has that parameter named.
+            if f.writer() == Writer::SetUser {
+                assert!(f.exchange_property().is_some(), "{f}");
+            }
+        }
+        assert!("showInAddressList".parse::<Field>().is_err());
+    }
+
+    #[test]
+    fn only_sign_in_and_licences_go_through_graph() {
+        let graph: Vec<Field> = Field::ALL
+            .into_iter()
+            .filter(|f| f.writer().api() == Api::Graph)
+            .collect();
+        assert_eq!(graph, [Field::AccountEnabled, Field::Kind]);
+        // Read where written, except the kind, which only Exchange can tell.
+        assert_eq!(Field::DisplayName.read_from(), Some(Api::Exchange));
+        assert_eq!(Field::AccountEnabled.read_from(), Some(Api::Graph));
+        assert_eq!(Field::Kind.read_from(), Some(Api::Exchange));
+    }
+}
