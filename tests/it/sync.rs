@@ -413,22 +413,38 @@ fn changes_behind_our_back_are_repaired() {
 
 /// Syncs until a dry run plans nothing (at most `tries` syncs); returns how many it took.
 fn converge(install: &Install, tries: usize) -> usize {
+    converge_after(install, tries, &[])
+}
+
+/// Syncs until a dry run plans nothing, at most `tries` times. On failure it prints what
+/// every run printed (those before it, `earlier`, included), so a rare failure can be read
+/// from the test log alone.
+fn converge_after(install: &Install, tries: usize, earlier: &[Run]) -> usize {
+    let mut log: Vec<String> = earlier.iter().map(show_run).collect();
     for n in 1..=tries {
         let run = install.run(&["sync"]);
+        log.push(show_run(&run));
         assert!(
             run.code == 0 || run.code == 1,
-            "sync must finish or fail cleanly: {}\n{}",
-            run.stdout,
-            run.stderr
+            "sync must finish or fail cleanly:\n{}",
+            log.join("\n")
         );
         if install.dry_run(0, &[]).actions.is_empty() {
             return n;
         }
     }
     panic!(
-        "no convergence after {tries} syncs: {:#?}",
-        install.dry_run(0, &[]).actions
+        "no convergence after {tries} syncs: {:#?}\n\nwhat the runs printed:\n{}",
+        install.dry_run(0, &[]).actions,
+        log.join("\n")
     );
+}
+
+fn show_run(run: &Run) -> String {
+    format!(
+        "--- exit {}\n--- stdout\n{}\n--- stderr\n{}",
+        run.code, run.stdout, run.stderr
+    )
 }
 
 #[test]
@@ -475,7 +491,7 @@ fn faults_end_cleanly_and_the_next_run_converges_without_duplicates() {
     assert!(counters.total.throttled > 0, "the budget produced 429s");
     assert!(counters.total.faults > 0, "503s were injected");
 
-    let runs = converge(&install, 4);
+    let runs = converge_after(&install, 4, std::slice::from_ref(&expire));
     let state = emu.state();
     assert_no_duplicates(&state);
     assert_eq!(
