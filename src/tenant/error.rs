@@ -89,7 +89,8 @@ pub enum TenantError {
         message: String,
     },
 
-    /// Connection, TLS or timeout failure (after retries for requests that may be repeated).
+    /// The request never reached the service (connection refused, DNS, TLS handshake), or a
+    /// request that is safe to repeat kept failing on the way (after its retries).
     #[error("{service}: connection failed after {attempts} attempts: {message}")]
     Transport {
         service: Service,
@@ -97,7 +98,24 @@ pub enum TenantError {
         message: String,
     },
 
-    /// Any other refusal, with the service's own code and message.
+    /// The request left and may have been executed, but no answer says whether: a request
+    /// that is not safe to repeat ([`super::Repeat::Unsafe`], e.g. `New-MailUser`) met a
+    /// timeout, a reset connection or a cut-off body after it was sent, or a 500, 502 or 504
+    /// (a gateway can time out while the cmdlet runs on). It is never retried here: the
+    /// caller has to look (by name, address or stamp) whether the object exists. A 503 is not
+    /// ambiguous (the service says it did not take the request) and is retried.
+    /// `what` names the request (`POST …/InvokeCommand New-MailUser`), `message` what
+    /// happened.
+    #[error("{service}: {what} may or may not have been executed: {message}")]
+    Ambiguous {
+        service: Service,
+        what: String,
+        message: String,
+    },
+
+    /// Any other refusal, with the service's own code and message. For Exchange, `code` is
+    /// the exception type (`Microsoft.Exchange...Exception`) when the body names one, and
+    /// `message` is `<cmdlet>: <the service's own reason>`.
     #[error("{service} refused the request (HTTP {status}, {code}): {message}")]
     Refused {
         service: Service,
@@ -139,5 +157,11 @@ impl TenantError {
                 | TenantError::Unavailable { .. }
                 | TenantError::Transport { .. }
         )
+    }
+
+    /// Whether the outcome is unknown ([`TenantError::Ambiguous`]): the change may have been
+    /// made, so the caller must look before doing it again.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, TenantError::Ambiguous { .. })
     }
 }
