@@ -599,7 +599,10 @@ impl Config {
         }
         for (k, scope) in [
             ("tenant.endpoints.graph_scope", &t.endpoints.graph_scope),
-            ("tenant.endpoints.exchange_scope", &t.endpoints.exchange_scope),
+            (
+                "tenant.endpoints.exchange_scope",
+                &t.endpoints.exchange_scope,
+            ),
         ] {
             if let Some(scope) = scope
                 && !(scope.starts_with("https://") && scope.ends_with("/.default"))

@@ -114,11 +114,16 @@ impl Scopes {
                 .unwrap_or(fallback)
         };
         Scopes {
-            graph: endpoints.graph_scope.clone().unwrap_or_else(|| {
-                derive(&endpoints.graph, GRAPH_HOSTS, worldwide.graph.clone())
-            }),
+            graph: endpoints
+                .graph_scope
+                .clone()
+                .unwrap_or_else(|| derive(&endpoints.graph, GRAPH_HOSTS, worldwide.graph.clone())),
             exchange: endpoints.exchange_scope.clone().unwrap_or_else(|| {
-                derive(&endpoints.exchange, EXCHANGE_HOSTS, worldwide.exchange.clone())
+                derive(
+                    &endpoints.exchange,
+                    EXCHANGE_HOSTS,
+                    worldwide.exchange.clone(),
+                )
             }),
         }
     }
@@ -460,21 +465,30 @@ mod tests {
             exchange: exchange.into(),
             ..Endpoints::default()
         };
-        assert_eq!(Scopes::for_endpoints(&Endpoints::default()), Scopes::default());
+        assert_eq!(
+            Scopes::for_endpoints(&Endpoints::default()),
+            Scopes::default()
+        );
         let gcc_high = Scopes::for_endpoints(&ep(
             "https://graph.microsoft.us",
             "https://outlook.office365.us/",
         ));
         assert_eq!(gcc_high.graph, "https://graph.microsoft.us/.default");
         assert_eq!(gcc_high.exchange, "https://outlook.office365.us/.default");
-        let dod = Scopes::for_endpoints(&ep("https://dod-graph.microsoft.us", "https://webmail.apps.mil"));
+        let dod = Scopes::for_endpoints(&ep(
+            "https://dod-graph.microsoft.us",
+            "https://webmail.apps.mil",
+        ));
         assert_eq!(dod.graph, "https://dod-graph.microsoft.us/.default");
         assert_eq!(dod.exchange, "https://webmail.apps.mil/.default");
         let china = Scopes::for_endpoints(&ep(
             "https://microsoftgraph.chinacloudapi.cn",
             "https://partner.outlook.cn",
         ));
-        assert_eq!(china.graph, "https://microsoftgraph.chinacloudapi.cn/.default");
+        assert_eq!(
+            china.graph,
+            "https://microsoftgraph.chinacloudapi.cn/.default"
+        );
         assert_eq!(china.exchange, "https://partner.outlook.cn/.default");
         // An emulator or proxy: the worldwide names, unless set explicitly.
         let local = ep("https://127.0.0.1:8443", "https://127.0.0.1:8443");
@@ -491,9 +505,13 @@ mod tests {
 
     #[test]
     fn auth_messages_carry_the_cause_chain() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        let io = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
         let inner = azure_core::Error::new(azure_core::error::ErrorKind::Io, io);
-        let outer = inner.with_context("retry policy expired and the request will no longer be retried");
+        let outer =
+            inner.with_context("retry policy expired and the request will no longer be retried");
         let m = auth_message(&outer);
         assert!(m.contains("retry policy expired"), "{m}");
         assert!(m.contains("Connection refused"), "{m}");

@@ -142,7 +142,10 @@ fn reason(reply: &Reply) -> Reason {
         let text = inner["message"].as_str().unwrap_or("").trim();
         if !text.is_empty() && !is_wrapper(text) {
             let (kind, text) = split_exception(text);
-            let kind = inner["type"].as_str().filter(|t| !t.is_empty()).unwrap_or(kind);
+            let kind = inner["type"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .unwrap_or(kind);
             return found(kind, text);
         }
     }
@@ -152,7 +155,10 @@ fn reason(reply: &Reply) -> Reason {
             return found(kind, text);
         }
     }
-    let phrase = reply.status.canonical_reason().unwrap_or("no reason phrase");
+    let phrase = reply
+        .status
+        .canonical_reason()
+        .unwrap_or("no reason phrase");
     let text = if v.is_null() {
         let raw = String::from_utf8_lossy(&reply.body);
         let raw = raw.trim();
@@ -203,8 +209,7 @@ fn classify(r: Reason, status: u16, cmdlet: &str, identity: Option<&str>) -> Ten
             address: quoted(&text).map(strip_prefix).unwrap_or_default(),
         };
     }
-    if kind.ends_with("ADObjectAlreadyExistsException") || text.contains("is already being used")
-    {
+    if kind.ends_with("ADObjectAlreadyExistsException") || text.contains("is already being used") {
         return TenantError::Conflict {
             service: Service::Exchange,
             property: "Name".into(),
@@ -261,11 +266,19 @@ fn non_terminating_error(v: &Value, cmdlet: &str, identity: Option<&str>) -> Opt
         .filter(|t| !t.is_empty())
         .collect::<Vec<_>>()
         .join("; ");
-    let code = if kind.is_empty() { "NonTerminatingError" } else { kind };
+    let code = if kind.is_empty() {
+        "NonTerminatingError"
+    } else {
+        kind
+    };
     Some(classify(
         Reason {
             kind: kind.to_owned(),
-            text: if text.is_empty() { "non-terminating error without text".into() } else { text },
+            text: if text.is_empty() {
+                "non-terminating error without text".into()
+            } else {
+                text
+            },
             code: code.to_owned(),
         },
         200,
@@ -401,7 +414,12 @@ impl Exchange {
                             ),
                         });
                     }
-                    tracing::info!(cmdlet, page = page + 1, restart = restarts, "Exchange refused the next link as expired; reading the listing again from its start");
+                    tracing::info!(
+                        cmdlet,
+                        page = page + 1,
+                        restart = restarts,
+                        "Exchange refused the next link as expired; reading the listing again from its start"
+                    );
                     out.clear();
                     page = 0;
                     url = self.inner.url.clone();
@@ -675,7 +693,9 @@ mod tests {
             ),
         );
         match exchange_error(&r, "New-MailUser", None) {
-            TenantError::Conflict { property, message, .. } => {
+            TenantError::Conflict {
+                property, message, ..
+            } => {
                 assert_eq!(property, "Name");
                 assert!(message.contains("Jane Doe"), "{message}");
             }
@@ -709,7 +729,12 @@ mod tests {
             ),
         );
         match exchange_error(&r, "New-MailUser", None) {
-            TenantError::Refused { status, code, message, .. } => {
+            TenantError::Refused {
+                status,
+                code,
+                message,
+                ..
+            } => {
                 assert_eq!(status, 400);
                 assert_eq!(code, "Microsoft.Exchange.Data.DataValidationException");
                 assert_eq!(
@@ -732,7 +757,10 @@ mod tests {
                     code,
                     "Microsoft.Exchange.AdminApi.CommandInvocation.ParameterTransformationException"
                 );
-                assert!(message.contains("Cannot process argument transformation"), "{message}");
+                assert!(
+                    message.contains("Cannot process argument transformation"),
+                    "{message}"
+                );
             }
             e => panic!("{e:?}"),
         }
@@ -804,7 +832,10 @@ mod tests {
 
     #[test]
     fn adminapi_errors_in_a_200_are_failures() {
-        assert!(non_terminating_error(&json!({"value": [], "@adminapi.errors": []}), "Set-X", None).is_none());
+        assert!(
+            non_terminating_error(&json!({"value": [], "@adminapi.errors": []}), "Set-X", None)
+                .is_none()
+        );
         assert!(non_terminating_error(&json!({"value": []}), "Set-X", None).is_none());
         let v = json!({"value": [], "@adminapi.errors": [format!("Ex1|{PROXY}|The proxy address \"smtp:b@example.edu\" is already being used by \"x\".")]});
         assert!(matches!(
@@ -813,7 +844,9 @@ mod tests {
         ));
         let v = json!({"@adminapi.errors": [{"message": "Couldn't set the attribute."}, "second"]});
         match non_terminating_error(&v, "Set-MailUser", Some("id")) {
-            Some(TenantError::Refused { status, message, .. }) => {
+            Some(TenantError::Refused {
+                status, message, ..
+            }) => {
                 assert_eq!(status, 200);
                 assert_eq!(message, "Set-MailUser: Couldn't set the attribute.; second");
             }
@@ -829,7 +862,9 @@ mod tests {
         assert!(is_benign_warning(
             "The email address \"smtp:a@example.edu\" already exists on this recipient."
         ));
-        assert!(!is_benign_warning("The mailbox will be deleted in 30 days."));
+        assert!(!is_benign_warning(
+            "The mailbox will be deleted in 30 days."
+        ));
     }
 
     #[test]
@@ -849,18 +884,30 @@ mod tests {
 
     fn cmdlet(seen: &crate::tenant::http::mock::Seen) -> (String, Value) {
         let c = &seen.body["CmdletInput"];
-        (c["CmdletName"].as_str().unwrap().to_owned(), c["Parameters"].clone())
+        (
+            c["CmdletName"].as_str().unwrap().to_owned(),
+            c["Parameters"].clone(),
+        )
     }
 
     #[tokio::test]
     async fn a_200_with_adminapi_errors_is_not_a_success() {
         let server = Server::start(|_, _| {
-            Answer::json(200, json!({"value": [], "@adminapi.warnings": [], "@adminapi.errors": ["|Microsoft.Exchange.Management.Tasks.RecipientTaskException|Couldn't update the user."]}))
+            Answer::json(
+                200,
+                json!({"value": [], "@adminapi.warnings": [], "@adminapi.errors": ["|Microsoft.Exchange.Management.Tasks.RecipientTaskException|Couldn't update the user."]}),
+            )
         });
-        let err = exchange(&server).set_user("id", json!({"Department": "X"})).await.unwrap_err();
+        let err = exchange(&server)
+            .set_user("id", json!({"Department": "X"}))
+            .await
+            .unwrap_err();
         match err {
             TenantError::Refused { code, message, .. } => {
-                assert_eq!(code, "Microsoft.Exchange.Management.Tasks.RecipientTaskException");
+                assert_eq!(
+                    code,
+                    "Microsoft.Exchange.Management.Tasks.RecipientTaskException"
+                );
                 assert_eq!(message, "Set-User: Couldn't update the user.");
             }
             e => panic!("{e:?}"),
@@ -870,7 +917,10 @@ mod tests {
     fn page(server_base: &Url, n: usize, next: bool) -> Value {
         let mut v = json!({"value": [{"Name": format!("r{n}")}], "@adminapi.warnings": []});
         if next {
-            v["@odata.nextLink"] = json!(format!("{server_base}adminapi/beta/t/InvokeCommand?$skiptoken={}", n + 1));
+            v["@odata.nextLink"] = json!(format!(
+                "{server_base}adminapi/beta/t/InvokeCommand?$skiptoken={}",
+                n + 1
+            ));
         }
         v
     }
@@ -884,7 +934,12 @@ mod tests {
         let b = base.clone();
         let server = Server::start(move |n, seen| {
             let base = b.lock().unwrap().clone().unwrap();
-            let p: usize = seen.target.rsplit('=').next().and_then(|t| t.parse().ok()).unwrap_or(0);
+            let p: usize = seen
+                .target
+                .rsplit('=')
+                .next()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
             if n == 1 {
                 return Answer::Reply(400, vec![], EXPIRED.as_bytes().to_vec());
             }
@@ -932,15 +987,29 @@ mod tests {
     #[tokio::test]
     async fn new_calls_send_the_documented_cmdlets() {
         let server = Server::start(|_, seen| {
-            let name = seen.body["CmdletInput"]["CmdletName"].as_str().unwrap_or("");
+            let name = seen.body["CmdletInput"]["CmdletName"]
+                .as_str()
+                .unwrap_or("");
             if name == "Get-User" && seen.body["CmdletInput"]["Parameters"]["Identity"] == "gone" {
-                return Answer::json(404, live_body("NotFound", "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException", "The operation couldn't be performed because object 'gone' couldn't be found."));
+                return Answer::json(
+                    404,
+                    live_body(
+                        "NotFound",
+                        "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException",
+                        "The operation couldn't be performed because object 'gone' couldn't be found.",
+                    ),
+                );
             }
-            Answer::json(200, json!({"value": [{"Name": "x"}], "@adminapi.warnings": ["The command completed successfully but no settings of 'x' have been modified."]}))
+            Answer::json(
+                200,
+                json!({"value": [{"Name": "x"}], "@adminapi.warnings": ["The command completed successfully but no settings of 'x' have been modified."]}),
+            )
         });
         let x = exchange(&server);
         assert_eq!(x.list_soft_deleted_mail_users().await.unwrap().len(), 1);
-        x.set_user("id1", json!({"Department": "Chemistry", "Title": "Dr"})).await.unwrap();
+        x.set_user("id1", json!({"Department": "Chemistry", "Title": "Dr"}))
+            .await
+            .unwrap();
         assert!(x.get_user("id1").await.unwrap().is_some());
         assert!(x.get_user("gone").await.unwrap().is_none());
         assert_eq!(x.list_users().await.unwrap().len(), 1);
@@ -949,8 +1018,14 @@ mod tests {
         assert_eq!(
             seen,
             [
-                ("Get-MailUser".into(), json!({"SoftDeletedMailUser": true, "ResultSize": "Unlimited"})),
-                ("Set-User".into(), json!({"Identity": "id1", "Department": "Chemistry", "Title": "Dr"})),
+                (
+                    "Get-MailUser".into(),
+                    json!({"SoftDeletedMailUser": true, "ResultSize": "Unlimited"})
+                ),
+                (
+                    "Set-User".into(),
+                    json!({"Identity": "id1", "Department": "Chemistry", "Title": "Dr"})
+                ),
                 ("Get-User".into(), json!({"Identity": "id1"})),
                 ("Get-User".into(), json!({"Identity": "gone"})),
                 ("Get-User".into(), json!({"ResultSize": "Unlimited"})),
@@ -974,8 +1049,16 @@ mod tests {
 
     #[tokio::test]
     async fn new_mail_user_is_never_replayed_and_sends_no_primary() {
-        let server = Server::start(|_, _| Answer::json(504, json!({"error": {"code": "GatewayTimeout", "message": "Invalid Operation"}})));
-        let err = exchange(&server).new_mail_user(&mail_user()).await.unwrap_err();
+        let server = Server::start(|_, _| {
+            Answer::json(
+                504,
+                json!({"error": {"code": "GatewayTimeout", "message": "Invalid Operation"}}),
+            )
+        });
+        let err = exchange(&server)
+            .new_mail_user(&mail_user())
+            .await
+            .unwrap_err();
         match &err {
             TenantError::Ambiguous { what, message, .. } => {
                 assert_eq!(what, "New-MailUser -Name jdoe");
@@ -985,7 +1068,11 @@ mod tests {
         }
         assert!(!err.to_string().contains("Pw-1234567890"));
         let seen = server.seen();
-        assert_eq!(seen.len(), 1, "a create that may have run is not sent again");
+        assert_eq!(
+            seen.len(),
+            1,
+            "a create that may have run is not sent again"
+        );
         let (name, params) = cmdlet(&seen[0]);
         assert_eq!(name, "New-MailUser");
         assert!(params.get("PrimarySmtpAddress").is_none(), "{params}");
@@ -994,7 +1081,10 @@ mod tests {
 
         // A dropped connection after sending: the same.
         let server = Server::start(|_, _| Answer::Drop);
-        let err = exchange(&server).new_mail_user(&mail_user()).await.unwrap_err();
+        let err = exchange(&server)
+            .new_mail_user(&mail_user())
+            .await
+            .unwrap_err();
         assert!(err.is_ambiguous(), "{err:?}");
         assert_eq!(server.seen().len(), 1);
     }

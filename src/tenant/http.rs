@@ -122,7 +122,11 @@ impl std::fmt::Debug for Call {
             .field("url", &self.url.as_str())
             .field(
                 "headers",
-                &self.headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+                &self
+                    .headers
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
             )
             .field("body", &self.body.as_ref().map(|_| "…"))
             .field("repeat", &self.repeat)
@@ -348,10 +352,8 @@ impl Executor {
                     drop(permit);
                     Counters::bump(&self.counters.server_errors);
                     if status != 503 && call.repeat == Repeat::Unsafe {
-                        return Err(self.ambiguous(
-                            call,
-                            format!("HTTP {status}: {}", error_message(&reply)),
-                        ));
+                        return Err(self
+                            .ambiguous(call, format!("HTTP {status}: {}", error_message(&reply))));
                     }
                     if attempt >= max {
                         return Err(TenantError::Unavailable {
@@ -659,7 +661,12 @@ mod tests {
     fn giant_retry_after_values_are_capped_not_a_panic() {
         let day = Some(Duration::from_secs(86_400));
         // Above ~1.8e19 Duration::from_secs_f64 panics; these must not reach it uncapped.
-        for v in ["1e20", "1e300", "18446744073709551616", "99999999999999999999999"] {
+        for v in [
+            "1e20",
+            "1e300",
+            "18446744073709551616",
+            "99999999999999999999999",
+        ] {
             assert_eq!(parse_retry_after(v), day, "{v}");
         }
         for v in ["inf", "NaN", "1e400", "-0.5", ""] {
@@ -689,14 +696,19 @@ mod tests {
     async fn a_concurrency_refusal_is_throttling_and_retried() {
         // 429 without Retry-After and a plain-text body, then a 400 with the same text in
         // JSON (the status does not matter), then success.
-        let server = Server::start(|n, _| match n {
+        let server = Server::start(|n, _| {
+            match n {
             0 => Answer::Reply(429, vec![], b"You have reached the maximum number of concurrent requests per tenant. Please wait and try again".to_vec()),
             1 => Answer::json(400, json!({"error": {"message": "maximum number of concurrent requests per tenant"}})),
             _ => Answer::json(200, json!({"value": []})),
+        }
         });
         let exec = server.executor(Service::Exchange);
         let before = exec.limiter.limit();
-        let reply = exec.send(&exchange_call(&server, Repeat::Unsafe)).await.unwrap();
+        let reply = exec
+            .send(&exchange_call(&server, Repeat::Unsafe))
+            .await
+            .unwrap();
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(server.seen().len(), 3);
         assert_eq!(exec.counters.throttled.load(Ordering::Relaxed), 2);
@@ -708,7 +720,10 @@ mod tests {
         // A dropped connection after the request was read.
         let server = Server::start(|_, _| Answer::Drop);
         let exec = server.executor(Service::Exchange);
-        let err = exec.send(&exchange_call(&server, Repeat::Unsafe)).await.unwrap_err();
+        let err = exec
+            .send(&exchange_call(&server, Repeat::Unsafe))
+            .await
+            .unwrap_err();
         assert!(err.is_ambiguous(), "{err:?}");
         assert_eq!(server.seen().len(), 1, "not sent again");
         // The body (a password) never shows in the error or in Call's Debug.
@@ -717,9 +732,14 @@ mod tests {
 
         // 500, 502 and 504: the gateway may have given up while the work went on.
         for status in [500, 502, 504] {
-            let server = Server::start(move |_, _| Answer::json(status, json!({"error": {"message": "gateway"}})));
+            let server = Server::start(move |_, _| {
+                Answer::json(status, json!({"error": {"message": "gateway"}}))
+            });
             let exec = server.executor(Service::Exchange);
-            let err = exec.send(&exchange_call(&server, Repeat::Unsafe)).await.unwrap_err();
+            let err = exec
+                .send(&exchange_call(&server, Repeat::Unsafe))
+                .await
+                .unwrap_err();
             assert!(
                 matches!(&err, TenantError::Ambiguous { message, .. } if message.contains(&status.to_string())),
                 "{status}: {err:?}"
@@ -733,7 +753,9 @@ mod tests {
             _ => Answer::json(200, json!({"value": []})),
         });
         let exec = server.executor(Service::Exchange);
-        exec.send(&exchange_call(&server, Repeat::Unsafe)).await.unwrap();
+        exec.send(&exchange_call(&server, Repeat::Unsafe))
+            .await
+            .unwrap();
         assert_eq!(server.seen().len(), 2);
 
         // A safe request is retried after a drop and after a 504.
@@ -743,7 +765,9 @@ mod tests {
             _ => Answer::json(200, json!({"value": []})),
         });
         let exec = server.executor(Service::Exchange);
-        exec.send(&exchange_call(&server, Repeat::Safe)).await.unwrap();
+        exec.send(&exchange_call(&server, Repeat::Safe))
+            .await
+            .unwrap();
         assert_eq!(server.seen().len(), 3);
     }
 

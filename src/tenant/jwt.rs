@@ -100,14 +100,16 @@ impl CertificateAssertion {
         let key = match &key {
             PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
             PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
-            _ => return Err("the private key is not an RSA key (Entra needs PS256 or RS256)".into()),
+            _ => {
+                return Err(
+                    "the private key is not an RSA key (Entra needs PS256 or RS256)".into(),
+                );
+            }
         }
         .map_err(|_| "the private key is not a usable RSA key (2048 bits or more)".to_string())?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.as_ref());
-        let sha1 = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-            cert.as_ref(),
-        );
+        let sha1 =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, cert.as_ref());
         Ok(Self {
             client_id: client_id.to_owned(),
             token_url: token_url.to_owned(),
@@ -219,8 +221,16 @@ mod tests {
         assert_eq!(h["typ"], "JWT");
         assert_eq!(h["x5t#S256"], a.thumbprint_s256());
         assert!(h.get("x5t").is_none(), "{h}");
-        assert!(verifies(&a, &jwt, &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256));
-        assert!(!verifies(&a, &jwt, &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256));
+        assert!(verifies(
+            &a,
+            &jwt,
+            &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256
+        ));
+        assert!(!verifies(
+            &a,
+            &jwt,
+            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256
+        ));
         assert_eq!(c["aud"], url);
         assert_eq!(
             (c["iss"].as_str(), c["sub"].as_str()),
@@ -260,7 +270,11 @@ mod tests {
         assert!(h.get("x5t#S256").is_none(), "{h}");
         // SHA-1 of the DER: 20 bytes, 27 base64url characters.
         assert_eq!(h["x5t"].as_str().unwrap().len(), 27);
-        assert!(verifies(&a, &jwt, &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256));
+        assert!(verifies(
+            &a,
+            &jwt,
+            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256
+        ));
     }
 
     #[test]

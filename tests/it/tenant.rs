@@ -238,7 +238,10 @@ async fn token_failures_name_their_cause() {
         text.contains("invalid peer certificate") && text.contains("UnknownIssuer"),
         "{text}"
     );
-    assert!(!text.contains(&t.emu.tenant().client_secret.unwrap()), "{text}");
+    assert!(
+        !text.contains(&t.emu.tenant().client_secret.unwrap()),
+        "{text}"
+    );
 }
 
 #[tokio::test]
