@@ -37,8 +37,12 @@ pub enum TenantError {
     #[error("tenant configuration: {0}")]
     Config(String),
 
-    /// No token could be obtained (wrong secret, unknown app, certificate not uploaded, ...).
-    /// The message is Entra's `AADSTS...` description, which never contains the secret.
+    /// No token could be obtained (wrong secret, unknown app, certificate not uploaded, token
+    /// endpoint unreachable or not trusted, ...). The message is azure_identity's text
+    /// followed by every distinct cause under it, e.g. "… retry policy expired …: tcp connect
+    /// error: Connection refused (os error 111)", "…: invalid peer certificate:
+    /// UnknownIssuer" or Entra's "AADSTS7000215: Invalid client secret provided …". It never
+    /// contains the secret (Entra does not echo it, and it is redacted if anything did).
     #[error("cannot get a token for {audience}: {message}")]
     Auth {
         audience: &'static str,
