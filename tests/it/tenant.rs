@@ -933,3 +933,18 @@ async fn delta_follows_changes_and_reports_an_expired_token() {
         .unwrap_err();
     assert!(matches!(err, TenantError::DeltaExpired), "{err:?}");
 }
+
+#[tokio::test]
+async fn exchange_lists_every_recipient_and_the_soft_deleted_mail_users() {
+    let t = start(EmulatorConfig::default()).await;
+    let tenant = connect(&t);
+    let x = tenant.exchange();
+    x.new_mail_user(&mail_user("kept")).await.unwrap();
+    x.new_mail_user(&mail_user("removed")).await.unwrap();
+    assert!(x.remove_mail_user("removed").await.unwrap());
+    let all = x.list_recipients().await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let deleted = x.list_soft_deleted_mail_users().await.unwrap();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(deleted[0].to_string().contains("removed"), "{}", deleted[0]);
+}
