@@ -235,12 +235,20 @@ impl TenantConfig {
     }
 }
 
+/// `[tenant.endpoints]`: where the three services live. The token scopes follow from
+/// `graph` and `exchange` for Microsoft's own clouds (see `tenant::Scopes::for_endpoints`);
+/// `graph_scope` / `exchange_scope` set them explicitly for anything else (a proxy, an
+/// emulator that wants other names). Unset and unknown hosts: the worldwide scopes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Endpoints {
     pub login: String,
     pub graph: String,
     pub exchange: String,
+    /// The scope asked for Graph tokens, e.g. `https://graph.microsoft.us/.default`.
+    pub graph_scope: Option<String>,
+    /// The scope asked for Exchange tokens, e.g. `https://outlook.office365.us/.default`.
+    pub exchange_scope: Option<String>,
 }
 
 impl Default for Endpoints {
@@ -249,6 +257,8 @@ impl Default for Endpoints {
             login: "https://login.microsoftonline.com".into(),
             graph: "https://graph.microsoft.com".into(),
             exchange: "https://outlook.office365.com".into(),
+            graph_scope: None,
+            exchange_scope: None,
         }
     }
 }
@@ -587,6 +597,22 @@ impl Config {
                 return Err(key(k, format!("`{u}` is not an https:// URL")));
             }
         }
+        for (k, scope) in [
+            ("tenant.endpoints.graph_scope", &t.endpoints.graph_scope),
+            (
+                "tenant.endpoints.exchange_scope",
+                &t.endpoints.exchange_scope,
+            ),
+        ] {
+            if let Some(scope) = scope
+                && !(scope.starts_with("https://") && scope.ends_with("/.default"))
+            {
+                return Err(key(
+                    k,
+                    format!("`{scope}` is not a scope of the form https://<resource>/.default"),
+                ));
+            }
+        }
 
         if !(1..=256).contains(&t.concurrency) {
             return Err(key(
@@ -783,6 +809,13 @@ upn_domain = "example.edu"
             (
                 ("LDAP2EXO__TENANT__ENDPOINTS__GRAPH", "http://127.0.0.1"),
                 "tenant.endpoints.graph",
+            ),
+            (
+                (
+                    "LDAP2EXO__TENANT__ENDPOINTS__EXCHANGE_SCOPE",
+                    "https://outlook.office365.us",
+                ),
+                "tenant.endpoints.exchange_scope",
             ),
             (
                 ("LDAP2EXO__SAFETY__MAX_SOURCE_SHRINK_PERCENT", "150"),

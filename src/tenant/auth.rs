@@ -10,6 +10,12 @@
 //! expires it). azure_identity 1.0 offers no "bypass the cache" option, so [`TokenSource`]
 //! builds a fresh credential (an empty cache) when a service answers 401 with the token we
 //! sent; requests that raced with it see the new credential and do not rebuild again.
+//!
+//! Scopes: `<resource>/.default` for the cloud `[tenant.endpoints]` points at
+//! ([`Scopes::for_endpoints`]). Token requests that fail on the way are retried by
+//! azure_core's retry policy with the executor's attempt count and backoff steps; when they
+//! still fail, [`TenantError::Auth`] carries the whole cause chain ("Connection refused",
+//! "invalid peer certificate: UnknownIssuer", Entra's `AADSTS…` text), never the secret.
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,9 +52,9 @@ impl Audience {
     }
 }
 
-/// The scopes asked for. The resource names are the worldwide cloud's; the emulator issues
-/// tokens for these names too, although it listens elsewhere.
-#[derive(Debug, Clone)]
+/// The scopes asked for, `<resource>/.default` (the form client credentials need).
+/// [`Default`] is the worldwide cloud's.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scopes {
     pub graph: String,
     pub exchange: String,
@@ -59,6 +65,66 @@ impl Default for Scopes {
         Self {
             graph: "https://graph.microsoft.com/.default".into(),
             exchange: "https://outlook.office365.com/.default".into(),
+        }
+    }
+}
+
+/// Microsoft Graph service roots of Microsoft's clouds: worldwide (and GCC), US Government
+/// L4 (GCC High), US Government L5 (DoD), China (21Vianet). Source:
+/// learn.microsoft.com/graph/deployments ("Microsoft Graph and Graph Explorer service root
+/// endpoints"); /graph/sdks/national-clouds: a `.default` scope "MUST use the domain of the
+/// Microsoft Graph service root endpoint for the national cloud deployment".
+const GRAPH_HOSTS: &[&str] = &[
+    "graph.microsoft.com",
+    "graph.microsoft.us",
+    "dod-graph.microsoft.us",
+    "microsoftgraph.chinacloudapi.cn",
+];
+
+/// Exchange Online hosts of the same clouds, the `-ConnectionUri` hosts of
+/// `Connect-ExchangeOnline -ExchangeEnvironmentName O365Default / O365USGovGCCHigh /
+/// O365USGovDoD / O365China` (office-docs-powershell `app-only-auth-powershell-v2.md`;
+/// Microsoft 365 URL and IP ranges for USGovDoD list `outlook-dod.office365.us` beside
+/// `webmail.apps.mil`). The admin API's token audience is the host's origin.
+const EXCHANGE_HOSTS: &[&str] = &[
+    "outlook.office365.com",
+    "outlook.office365.us",
+    "outlook-dod.office365.us",
+    "webmail.apps.mil",
+    "partner.outlook.cn",
+];
+
+impl Scopes {
+    /// The scopes for `[tenant.endpoints]`: an explicit `graph_scope` / `exchange_scope`
+    /// wins; else `https://<host>/.default` when the endpoint is one of Microsoft's known
+    /// hosts (so a sovereign cloud gets its own audience); else the worldwide scope (a test
+    /// emulator or a proxy on another host issues tokens for those names).
+    pub fn for_endpoints(endpoints: &crate::config::Endpoints) -> Scopes {
+        let worldwide = Scopes::default();
+        let derive = |url: &str, known: &[&str], fallback: String| -> String {
+            reqwest::Url::parse(url)
+                .ok()
+                .filter(|u| u.scheme() == "https" && u.port().is_none())
+                .and_then(|u| {
+                    let host = u.host_str()?.to_ascii_lowercase();
+                    known
+                        .contains(&host.as_str())
+                        .then(|| format!("https://{host}/.default"))
+                })
+                .unwrap_or(fallback)
+        };
+        Scopes {
+            graph: endpoints
+                .graph_scope
+                .clone()
+                .unwrap_or_else(|| derive(&endpoints.graph, GRAPH_HOSTS, worldwide.graph.clone())),
+            exchange: endpoints.exchange_scope.clone().unwrap_or_else(|| {
+                derive(
+                    &endpoints.exchange,
+                    EXCHANGE_HOSTS,
+                    worldwide.exchange.clone(),
+                )
+            }),
         }
     }
 }
@@ -185,15 +251,28 @@ impl TokenSource {
         tenant_id: &str,
         http: reqwest::Client,
         scopes: Scopes,
+        tenant_options: &super::TenantOptions,
     ) -> Result<Self, TenantError> {
         let kind = config.credential_kind().map_err(TenantError::Config)?;
         let mut cloud = CustomConfiguration::default();
         cloud.authority_host = config.endpoints.login.trim_end_matches('/').to_owned();
-        let options = ClientOptions {
+        let ms = |d: std::time::Duration| {
+            azure_core::time::Duration::milliseconds(d.as_millis().min(i64::MAX as u128) as i64)
+        };
+        let mut options = ClientOptions {
             transport: Some(Transport::new(Arc::new(http))),
             cloud: Some(Arc::new(CloudConfiguration::from(cloud))),
             ..Default::default()
         };
+        // The same attempt count and backoff as API requests; at most a minute in all.
+        options.retry = azure_core::http::RetryOptions::exponential(
+            azure_core::http::ExponentialRetryOptions {
+                initial_delay: ms(tenant_options.backoff_base),
+                max_retries: tenant_options.max_attempts.max(1) - 1,
+                max_total_elapsed: azure_core::time::Duration::seconds(60),
+                max_delay: ms(tenant_options.backoff_max),
+            },
+        );
         let assertion = match kind {
             Credential::Certificate => {
                 let path = config.certificate_file.as_ref().ok_or_else(|| {
@@ -207,9 +286,10 @@ impl TokenSource {
                     )
                 })?;
                 let url = token_url(&config.endpoints.login, tenant_id)?;
-                Some(Arc::new(CertificateAssertion::from_pem_file(
-                    path, client_id, &url,
-                )?))
+                Some(Arc::new(
+                    CertificateAssertion::from_pem_file(path, client_id, &url)?
+                        .with_algorithm(tenant_options.assertion_algorithm),
+                ))
             }
             _ => None,
         };
@@ -232,6 +312,20 @@ impl TokenSource {
 
     pub fn kind(&self) -> Credential {
         self.recipe.kind
+    }
+
+    /// The scopes tokens are asked for.
+    pub fn scopes(&self) -> &Scopes {
+        &self.scopes
+    }
+
+    /// Belt and braces: neither Entra nor azure_identity echoes the client secret, but an
+    /// error text must never carry it, whatever a proxy in between answers.
+    fn redact(&self, message: String) -> String {
+        match &self.recipe.secret {
+            Some(s) if !s.expose().is_empty() => message.replace(s.expose(), "[redacted]"),
+            _ => message,
+        }
     }
 
     fn scope(&self, audience: Audience) -> &str {
@@ -257,7 +351,7 @@ impl TokenSource {
             .await
             .map_err(|e| TenantError::Auth {
                 audience: audience.as_str(),
-                message: auth_message(&e),
+                message: self.redact(auth_message(&e)),
             })?;
         Ok(Secret::new(token.token.secret().to_owned()))
     }
@@ -295,14 +389,132 @@ pub fn token_url(login: &str, tenant_id: &str) -> Result<String, TenantError> {
         .map_err(|e| TenantError::Config(format!("tenant.tenant_id `{tenant_id}`: {e}")))
 }
 
-/// azure_identity's message (credential name, Entra's `AADSTS` text, a troubleshooting link)
-/// in one line. It never holds the secret: Entra does not echo it and azure_identity does
-/// not log request bodies.
+/// azure_identity's message and every distinct cause under it, in one line: "retry policy
+/// expired" alone says nothing, the cause chain says "Connection refused", "invalid peer
+/// certificate: UnknownIssuer" or Entra's `AADSTS7000215: Invalid client secret provided`.
+/// It never holds the secret: Entra does not echo it and azure_identity does not log request
+/// bodies (and [`TokenSource`] redacts it anyway). Troubleshooting links are dropped.
 fn auth_message(e: &azure_core::Error) -> String {
-    e.to_string()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("To troubleshoot"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut parts: Vec<String> = Vec::new();
+    let mut add = |text: String| {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("To troubleshoot"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !line.is_empty() && !parts.iter().any(|p| p.contains(&line)) {
+            parts.push(line);
+        }
+    };
+    add(e.to_string());
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        add(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+impl TokenSource {
+    /// A token source that always answers `token`, for unit tests of the HTTP layer. A
+    /// refresh fails (there is nothing to rebuild).
+    pub(crate) fn fixed(token: &str) -> Self {
+        #[derive(Debug)]
+        struct Fixed(String);
+        #[async_trait::async_trait]
+        impl TokenCredential for Fixed {
+            async fn get_token(
+                &self,
+                _: &[&str],
+                _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+            ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+                Ok(azure_core::credentials::AccessToken::new(
+                    self.0.clone(),
+                    azure_core::time::OffsetDateTime::now_utc()
+                        + azure_core::time::Duration::hours(1),
+                ))
+            }
+        }
+        Self {
+            recipe: Recipe {
+                kind: Credential::ClientSecret,
+                tenant_id: "test".into(),
+                client_id: None,
+                secret: None,
+                assertion: None,
+                options: ClientOptions::default(),
+            },
+            scopes: Scopes::default(),
+            current: Mutex::new(Arc::new(Fixed(token.to_owned()))),
+            rebuilds: AtomicU64::new(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Endpoints;
+
+    #[test]
+    fn scopes_follow_the_cloud_of_the_endpoints() {
+        let ep = |graph: &str, exchange: &str| Endpoints {
+            graph: graph.into(),
+            exchange: exchange.into(),
+            ..Endpoints::default()
+        };
+        assert_eq!(
+            Scopes::for_endpoints(&Endpoints::default()),
+            Scopes::default()
+        );
+        let gcc_high = Scopes::for_endpoints(&ep(
+            "https://graph.microsoft.us",
+            "https://outlook.office365.us/",
+        ));
+        assert_eq!(gcc_high.graph, "https://graph.microsoft.us/.default");
+        assert_eq!(gcc_high.exchange, "https://outlook.office365.us/.default");
+        let dod = Scopes::for_endpoints(&ep(
+            "https://dod-graph.microsoft.us",
+            "https://webmail.apps.mil",
+        ));
+        assert_eq!(dod.graph, "https://dod-graph.microsoft.us/.default");
+        assert_eq!(dod.exchange, "https://webmail.apps.mil/.default");
+        let china = Scopes::for_endpoints(&ep(
+            "https://microsoftgraph.chinacloudapi.cn",
+            "https://partner.outlook.cn",
+        ));
+        assert_eq!(
+            china.graph,
+            "https://microsoftgraph.chinacloudapi.cn/.default"
+        );
+        assert_eq!(china.exchange, "https://partner.outlook.cn/.default");
+        // An emulator or proxy: the worldwide names, unless set explicitly.
+        let local = ep("https://127.0.0.1:8443", "https://127.0.0.1:8443");
+        assert_eq!(Scopes::for_endpoints(&local), Scopes::default());
+        let explicit = Endpoints {
+            graph_scope: Some("https://graph.microsoft.us/.default".into()),
+            exchange_scope: Some("https://outlook.office365.us/.default".into()),
+            ..local
+        };
+        let s = Scopes::for_endpoints(&explicit);
+        assert_eq!(s.graph, "https://graph.microsoft.us/.default");
+        assert_eq!(s.exchange, "https://outlook.office365.us/.default");
+    }
+
+    #[test]
+    fn auth_messages_carry_the_cause_chain() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
+        let inner = azure_core::Error::new(azure_core::error::ErrorKind::Io, io);
+        let outer =
+            inner.with_context("retry policy expired and the request will no longer be retried");
+        let m = auth_message(&outer);
+        assert!(m.contains("retry policy expired"), "{m}");
+        assert!(m.contains("Connection refused"), "{m}");
+        assert_eq!(m.matches("Connection refused").count(), 1, "{m}");
+    }
 }

@@ -37,8 +37,12 @@ pub enum TenantError {
     #[error("tenant configuration: {0}")]
     Config(String),
 
-    /// No token could be obtained (wrong secret, unknown app, certificate not uploaded, ...).
-    /// The message is Entra's `AADSTS...` description, which never contains the secret.
+    /// No token could be obtained (wrong secret, unknown app, certificate not uploaded, token
+    /// endpoint unreachable or not trusted, ...). The message is azure_identity's text
+    /// followed by every distinct cause under it, e.g. "… retry policy expired …: tcp connect
+    /// error: Connection refused (os error 111)", "…: invalid peer certificate:
+    /// UnknownIssuer" or Entra's "AADSTS7000215: Invalid client secret provided …". It never
+    /// contains the secret (Entra does not echo it, and it is redacted if anything did).
     #[error("cannot get a token for {audience}: {message}")]
     Auth {
         audience: &'static str,
@@ -89,7 +93,8 @@ pub enum TenantError {
         message: String,
     },
 
-    /// Connection, TLS or timeout failure (after retries for requests that may be repeated).
+    /// The request never reached the service (connection refused, DNS, TLS handshake), or a
+    /// request that is safe to repeat kept failing on the way (after its retries).
     #[error("{service}: connection failed after {attempts} attempts: {message}")]
     Transport {
         service: Service,
@@ -97,18 +102,24 @@ pub enum TenantError {
         message: String,
     },
 
-    /// The request left and may have been executed, but no answer says whether (a timeout,
-    /// a connection cut after sending, a gateway error) on a request that is not safe to
-    /// send twice. Creates journal this as `unknown` and look for the object before anything
-    /// else is sent.
-    #[error("{service}: no answer to {what}, so whether it ran is unknown: {message}")]
+    /// The request left and may have been executed, but no answer says whether: a request
+    /// that is not safe to repeat ([`super::Repeat::Unsafe`], e.g. `New-MailUser`) met a
+    /// timeout, a reset connection or a cut-off body after it was sent, or a 500, 502 or 504
+    /// (a gateway can time out while the cmdlet runs on). It is never retried here: the
+    /// caller has to look (by name, address or stamp) whether the object exists. A 503 is not
+    /// ambiguous (the service says it did not take the request) and is retried.
+    /// `what` names the request (`POST …/InvokeCommand New-MailUser`), `message` what
+    /// happened.
+    #[error("{service}: {what} may or may not have been executed: {message}")]
     Ambiguous {
         service: Service,
         what: String,
         message: String,
     },
 
-    /// Any other refusal, with the service's own code and message.
+    /// Any other refusal, with the service's own code and message. For Exchange, `code` is
+    /// the exception type (`Microsoft.Exchange...Exception`) when the body names one, and
+    /// `message` is `<cmdlet>: <the service's own reason>`.
     #[error("{service} refused the request (HTTP {status}, {code}): {message}")]
     Refused {
         service: Service,
@@ -140,11 +151,6 @@ pub enum TenantError {
 }
 
 impl TenantError {
-    /// Whether the request may have run although it failed ([`TenantError::Ambiguous`]).
-    pub fn is_ambiguous(&self) -> bool {
-        matches!(self, TenantError::Ambiguous { .. })
-    }
-
     /// Whether retrying the same operation later might succeed (throttling, outages,
     /// connection trouble). `apply/` uses it to keep an object for the next run instead of
     /// recording a permanent failure.
@@ -155,5 +161,11 @@ impl TenantError {
                 | TenantError::Unavailable { .. }
                 | TenantError::Transport { .. }
         )
+    }
+
+    /// Whether the outcome is unknown ([`TenantError::Ambiguous`]): the change may have been
+    /// made, so the caller must look before doing it again.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, TenantError::Ambiguous { .. })
     }
 }

@@ -8,9 +8,20 @@
 //!   to that service pauses too (see [`super::throttle`]).
 //! - 503: the service did not take the request ("temporarily unavailable"), so it is retried
 //!   like a 429 but without pausing the others.
-//! - 500, 502, 504 and connection or timeout failures: the request may have been executed,
-//!   so only requests that are safe to repeat (GET, PUT, PATCH, DELETE, or marked idempotent
-//!   by the caller because a uniqueness rule makes a replay harmless) are retried.
+//! - 500, 502, 504 and failures after the request left (timeout, reset connection, a body
+//!   cut off): the request may have been executed, so only requests that are safe to repeat
+//!   (GET, PUT, PATCH, DELETE, or marked [`Repeat::Safe`] by the caller) are retried. For the
+//!   others the answer is [`TenantError::Ambiguous`]: the caller must look before trying
+//!   again.
+//! - Failures before anything was sent (connection refused, DNS, TLS handshake, connect
+//!   timeout) are retried for every request: nothing can have been executed. When retries
+//!   run out they are [`TenantError::Transport`].
+//! - Exchange's concurrency refusal ("You have reached the maximum number of concurrent
+//!   requests per tenant. Please wait and try again", plain text or JSON, seen with 429 and
+//!   without `Retry-After`) is throttling whatever the status: backoff with jitter, the
+//!   Exchange limiter shrinks as for a 429, then a retry (the request was refused, not run).
+//!   Source: GreyCorbel/ExoHelper `Commands/Public/Invoke-ExoCommand.ps1`, which checks the
+//!   text independently of the status.
 //! - 401: one fresh token, one more try (see [`super::auth`]).
 //! - Attempts are bounded; what is still failing then becomes a typed error.
 
@@ -93,14 +104,34 @@ pub enum Repeat {
     Unsafe,
 }
 
-/// One request to a service.
-#[derive(Debug, Clone)]
+/// One request to a service. `Debug` shows the method, URL and header names only: a body can
+/// carry a password (`POST /users`, `New-MailUser`).
+#[derive(Clone)]
 pub struct Call {
     pub method: Method,
     pub url: Url,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Option<Value>,
     pub repeat: Repeat,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("method", &self.method)
+            .field("url", &self.url.as_str())
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("body", &self.body.as_ref().map(|_| "…"))
+            .field("repeat", &self.repeat)
+            .finish()
+    }
 }
 
 impl Call {
@@ -248,7 +279,14 @@ impl Executor {
                     drop(permit);
                     Counters::bump(&self.counters.transport_errors);
                     let message = transport_message(&e);
-                    if call.repeat == Repeat::Unsafe || attempt >= max {
+                    // A connect error (refused, DNS, TLS handshake, connect timeout) means
+                    // nothing left this machine; anything later (timeout, reset, a body cut
+                    // off) may have reached the service.
+                    let sent = !e.is_connect();
+                    if sent && call.repeat == Repeat::Unsafe {
+                        return Err(self.ambiguous(call, message));
+                    }
+                    if attempt >= max {
                         return Err(TenantError::Transport {
                             service: self.service,
                             attempts: attempt,
@@ -256,7 +294,7 @@ impl Executor {
                         });
                     }
                     let wait = self.backoff(attempt);
-                    tracing::debug!(service = %self.service, method = %call.method, attempt, wait_ms = wait.as_millis() as u64, error = %message, "connection failed; retrying");
+                    tracing::debug!(service = %self.service, method = %call.method, attempt, sent, wait_ms = wait.as_millis() as u64, error = %message, "connection failed; retrying");
                     self.pause(wait).await;
                     continue;
                 }
@@ -264,6 +302,9 @@ impl Executor {
             let status = reply.status.as_u16();
             let retry_after =
                 retry_after(&reply.headers).map(|d| d.min(self.options.max_retry_after));
+            let refused_for_concurrency = self.service == Service::Exchange
+                && !reply.status.is_success()
+                && is_concurrency_refusal(&reply.body);
             match status {
                 401 if !refreshed => {
                     drop(permit);
@@ -280,7 +321,7 @@ impl Executor {
                         message: error_message(&reply),
                     });
                 }
-                429 => {
+                _ if status == 429 || refused_for_concurrency => {
                     Counters::bump(&self.counters.throttled);
                     let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
                     self.limiter.throttled(wait);
@@ -293,10 +334,15 @@ impl Executor {
                             retry_after,
                         });
                     }
-                    if attempt >= 3 {
-                        tracing::warn!(service = %self.service, attempt, wait_ms = wait.as_millis() as u64, "throttled repeatedly; waiting");
+                    let why = if refused_for_concurrency {
+                        "too many concurrent requests"
                     } else {
-                        tracing::debug!(service = %self.service, attempt, wait_ms = wait.as_millis() as u64, "throttled; waiting");
+                        "throttled"
+                    };
+                    if attempt >= 3 {
+                        tracing::warn!(service = %self.service, attempt, wait_ms = wait.as_millis() as u64, why, "throttled repeatedly; waiting");
+                    } else {
+                        tracing::debug!(service = %self.service, attempt, wait_ms = wait.as_millis() as u64, why, "throttled; waiting");
                     }
                     Counters::bump(&self.counters.retries);
                     // The limiter's pause holds this request back as well as the others.
@@ -305,8 +351,11 @@ impl Executor {
                 500 | 502 | 503 | 504 => {
                     drop(permit);
                     Counters::bump(&self.counters.server_errors);
-                    let repeatable = status == 503 || call.repeat == Repeat::Safe;
-                    if !repeatable || attempt >= max {
+                    if status != 503 && call.repeat == Repeat::Unsafe {
+                        return Err(self
+                            .ambiguous(call, format!("HTTP {status}: {}", error_message(&reply))));
+                    }
+                    if attempt >= max {
                         return Err(TenantError::Unavailable {
                             service: self.service,
                             status,
@@ -327,6 +376,16 @@ impl Executor {
                     return Ok(reply);
                 }
             }
+        }
+    }
+
+    /// [`TenantError::Ambiguous`] for `call`, named by method and path (never the body).
+    fn ambiguous(&self, call: &Call, message: String) -> TenantError {
+        tracing::warn!(service = %self.service, method = %call.method, path = call.url.path(), error = %message, "request may have been executed; not repeating it");
+        TenantError::Ambiguous {
+            service: self.service,
+            what: format!("{} {}", call.method, call.url.path()),
+            message,
         }
     }
 
@@ -367,9 +426,29 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     parse_retry_after(v)
 }
 
+/// The longest wait [`parse_retry_after`] answers: one day. The executor cuts it further to
+/// `TenantOptions::max_retry_after`; this bound only keeps absurd values (`1e20`, which
+/// `f64` parses and `Duration::from_secs_f64` would panic on) from reaching the conversion.
+const RETRY_AFTER_CEILING_SECS: f64 = 86_400.0;
+
+/// A `Retry-After` value in seconds (`2`, `2.128`) → how long to wait, at most
+/// [`RETRY_AFTER_CEILING_SECS`]. `None` for anything else (negative, NaN, infinite, an
+/// HTTP date): the caller backs off instead. Never panics.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let secs: f64 = v.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs.min(RETRY_AFTER_CEILING_SECS)).ok()
+}
+
+/// Exchange's refusal when a tenant has too many requests running: "You have reached the
+/// maximum number of concurrent requests per tenant. Please wait and try again." It comes as
+/// plain text or inside the JSON error envelope, so the raw body is searched.
+pub fn is_concurrency_refusal(body: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"maximum number of concurrent requests";
+    body.windows(NEEDLE.len())
+        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
 }
 
 /// `x-ms-throttle-limit-percentage`: the share of the budget used, as a fraction (0.8 = 80 %);
@@ -415,9 +494,157 @@ fn transport_message(e: &reqwest::Error) -> String {
     parts.join(": ")
 }
 
+/// A scripted HTTP/1.1 server on 127.0.0.1 for the unit tests of this layer and of the
+/// Exchange client: every request is recorded and answered by a closure.
+#[cfg(test)]
+pub(crate) mod mock {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// One recorded request.
+    #[derive(Debug, Clone)]
+    pub struct Seen {
+        pub method: String,
+        pub target: String,
+        pub body: Value,
+    }
+
+    pub enum Answer {
+        /// Status, extra headers, body.
+        Reply(u16, Vec<(&'static str, String)>, Vec<u8>),
+        /// Read the request, then close the connection without a word.
+        Drop,
+    }
+
+    impl Answer {
+        pub fn json(status: u16, v: Value) -> Answer {
+            Answer::Reply(status, vec![], v.to_string().into_bytes())
+        }
+    }
+
+    type Handler = dyn Fn(usize, &Seen) -> Answer + Send + Sync;
+
+    pub struct Server {
+        pub base: Url,
+        pub seen: Arc<Mutex<Vec<Seen>>>,
+    }
+
+    impl Server {
+        pub fn start(handler: impl Fn(usize, &Seen) -> Answer + Send + Sync + 'static) -> Server {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let base = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let handler: Arc<Handler> = Arc::new(handler);
+            let s = seen.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let (s, h) = (s.clone(), handler.clone());
+                    std::thread::spawn(move || serve(stream, &s, &*h));
+                }
+            });
+            Server { base, seen }
+        }
+
+        pub fn seen(&self) -> Vec<Seen> {
+            self.seen.lock().unwrap().clone()
+        }
+
+        /// An executor for `service` against this server with a fixed token and short waits.
+        pub fn executor(&self, service: Service) -> Arc<Executor> {
+            let options = Arc::new(TenantOptions {
+                backoff_base: Duration::from_millis(2),
+                backoff_max: Duration::from_millis(10),
+                max_attempts: 5,
+                ..TenantOptions::default()
+            });
+            let audience = match service {
+                Service::Graph => Audience::Graph,
+                Service::Exchange => Audience::Exchange,
+            };
+            Arc::new(Executor::new(
+                service,
+                audience,
+                &self.base,
+                build_client(None, &options).unwrap(),
+                Arc::new(TokenSource::fixed("test-token")),
+                AdaptiveLimiter::new(options.exchange_concurrency),
+                options,
+            ))
+        }
+    }
+
+    fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler) {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut out = stream;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut parts = line.split_whitespace();
+            let (method, target) = (
+                parts.next().unwrap_or("").to_owned(),
+                parts.next().unwrap_or("").to_owned(),
+            );
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                    return;
+                }
+                if h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let req = Seen {
+                method,
+                target,
+                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            };
+            let n = {
+                let mut all = seen.lock().unwrap();
+                all.push(req.clone());
+                all.len() - 1
+            };
+            match handler(n, &req) {
+                Answer::Drop => return,
+                Answer::Reply(status, headers, body) => {
+                    let mut head = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\n",
+                        body.len()
+                    );
+                    for (k, v) in headers {
+                        head.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    if out.write_all(head.as_bytes()).is_err() || out.write_all(&body).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use super::mock::{Answer, Server};
+    use serde_json::json;
 
     #[test]
     fn retry_after_accepts_decimals_and_refuses_garbage() {
@@ -428,6 +655,140 @@ mod tests {
         );
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn giant_retry_after_values_are_capped_not_a_panic() {
+        let day = Some(Duration::from_secs(86_400));
+        // Above ~1.8e19 Duration::from_secs_f64 panics; these must not reach it uncapped.
+        for v in [
+            "1e20",
+            "1e300",
+            "18446744073709551616",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_retry_after(v), day, "{v}");
+        }
+        for v in ["inf", "NaN", "1e400", "-0.5", ""] {
+            assert_eq!(parse_retry_after(v), None, "{v}");
+        }
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn concurrency_refusals_are_recognised_in_any_body() {
+        assert!(is_concurrency_refusal(
+            b"You have reached the maximum number of concurrent requests per tenant. Please wait and try again"
+        ));
+        assert!(is_concurrency_refusal(
+            br#"{"error":{"code":"TooManyRequests","message":"Maximum number of concurrent requests reached"}}"#
+        ));
+        assert!(!is_concurrency_refusal(b"Invalid Operation"));
+    }
+
+    fn exchange_call(server: &Server, repeat: Repeat) -> Call {
+        Call::new(Method::POST, server.base.join("adminapi").unwrap())
+            .json(json!({"CmdletInput": {"CmdletName": "New-MailUser", "Parameters": {"Password": "hunter2"}}}))
+            .repeat(repeat)
+    }
+
+    #[tokio::test]
+    async fn a_concurrency_refusal_is_throttling_and_retried() {
+        // 429 without Retry-After and a plain-text body, then a 400 with the same text in
+        // JSON (the status does not matter), then success.
+        let server = Server::start(|n, _| {
+            match n {
+            0 => Answer::Reply(429, vec![], b"You have reached the maximum number of concurrent requests per tenant. Please wait and try again".to_vec()),
+            1 => Answer::json(400, json!({"error": {"message": "maximum number of concurrent requests per tenant"}})),
+            _ => Answer::json(200, json!({"value": []})),
+        }
+        });
+        let exec = server.executor(Service::Exchange);
+        let before = exec.limiter.limit();
+        let reply = exec
+            .send(&exchange_call(&server, Repeat::Unsafe))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(server.seen().len(), 3);
+        assert_eq!(exec.counters.throttled.load(Ordering::Relaxed), 2);
+        assert!(exec.limiter.limit() <= before);
+    }
+
+    #[tokio::test]
+    async fn unsafe_requests_that_may_have_run_are_ambiguous() {
+        // A dropped connection after the request was read.
+        let server = Server::start(|_, _| Answer::Drop);
+        let exec = server.executor(Service::Exchange);
+        let err = exec
+            .send(&exchange_call(&server, Repeat::Unsafe))
+            .await
+            .unwrap_err();
+        assert!(err.is_ambiguous(), "{err:?}");
+        assert_eq!(server.seen().len(), 1, "not sent again");
+        // The body (a password) never shows in the error or in Call's Debug.
+        assert!(!format!("{err:?}").contains("hunter2"));
+        assert!(!format!("{:?}", exchange_call(&server, Repeat::Unsafe)).contains("hunter2"));
+
+        // 500, 502 and 504: the gateway may have given up while the work went on.
+        for status in [500, 502, 504] {
+            let server = Server::start(move |_, _| {
+                Answer::json(status, json!({"error": {"message": "gateway"}}))
+            });
+            let exec = server.executor(Service::Exchange);
+            let err = exec
+                .send(&exchange_call(&server, Repeat::Unsafe))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, TenantError::Ambiguous { message, .. } if message.contains(&status.to_string())),
+                "{status}: {err:?}"
+            );
+            assert_eq!(server.seen().len(), 1);
+        }
+
+        // 503 means "not served": retried, also for an unsafe request.
+        let server = Server::start(|n, _| match n {
+            0 => Answer::json(503, json!({})),
+            _ => Answer::json(200, json!({"value": []})),
+        });
+        let exec = server.executor(Service::Exchange);
+        exec.send(&exchange_call(&server, Repeat::Unsafe))
+            .await
+            .unwrap();
+        assert_eq!(server.seen().len(), 2);
+
+        // A safe request is retried after a drop and after a 504.
+        let server = Server::start(|n, _| match n {
+            0 => Answer::Drop,
+            1 => Answer::json(504, json!({})),
+            _ => Answer::json(200, json!({"value": []})),
+        });
+        let exec = server.executor(Service::Exchange);
+        exec.send(&exchange_call(&server, Repeat::Safe))
+            .await
+            .unwrap();
+        assert_eq!(server.seen().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn nothing_sent_is_transport_and_retried() {
+        // A port nobody listens on: connection refused, for every attempt.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Server::start(|_, _| Answer::Drop);
+        let exec = server.executor(Service::Exchange);
+        let mut call = exchange_call(&server, Repeat::Unsafe);
+        call.url = Url::parse(&format!("http://127.0.0.1:{port}/adminapi")).unwrap();
+        let err = exec.send(&call).await.unwrap_err();
+        assert!(
+            matches!(&err, TenantError::Transport { attempts: 5, .. }),
+            "{err:?}"
+        );
+        assert!(!err.is_ambiguous());
     }
 
     #[test]

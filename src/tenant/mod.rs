@@ -33,6 +33,7 @@ pub use graph::{
     GraphUser, RemovedUser, SubscribedSku, UserQuery, odata_string,
 };
 pub use http::Repeat;
+pub use jwt::AssertionAlgorithm;
 pub use throttle::Concurrency;
 
 use crate::config::{Credential, TenantConfig};
@@ -57,7 +58,12 @@ pub struct TenantOptions {
     pub graph_concurrency: Concurrency,
     /// Exchange publishes no limits: a few requests at a time, more only while it keeps up.
     pub exchange_concurrency: Concurrency,
-    pub scopes: Scopes,
+    /// How certificate client assertions are signed: PS256 with `x5t#S256` (the default,
+    /// Microsoft's current documentation) or RS256 with `x5t`. See [`jwt`].
+    pub assertion_algorithm: AssertionAlgorithm,
+    /// Token scopes. `None` (the default): derived from `[tenant.endpoints]`, see
+    /// [`Scopes::for_endpoints`].
+    pub scopes: Option<Scopes>,
 }
 
 impl Default for TenantOptions {
@@ -81,7 +87,8 @@ impl Default for TenantOptions {
                 min: 1,
                 max: 8,
             },
-            scopes: Scopes::default(),
+            assertion_algorithm: AssertionAlgorithm::default(),
+            scopes: None,
         }
     }
 }
@@ -165,11 +172,16 @@ impl Tenant {
         })?;
         let options = Arc::new(options);
         let http = http::build_client(config.ca_file.as_deref(), &options)?;
+        let scopes = options
+            .scopes
+            .clone()
+            .unwrap_or_else(|| Scopes::for_endpoints(&config.endpoints));
         let tokens = Arc::new(TokenSource::new(
             config,
             tenant_id,
             http.clone(),
-            options.scopes.clone(),
+            scopes,
+            &options,
         )?);
         let parse = |key: &str, s: &str| {
             Url::parse(s).map_err(|e| TenantError::Config(format!("{key} `{s}`: {e}")))

@@ -8,8 +8,8 @@ use std::time::Duration;
 use ldap2exo::config::Credential;
 use ldap2exo::secret::Secret;
 use ldap2exo::tenant::{
-    BatchRequest, ExtensionAttributes, GraphUser, NewMailUser, Tenant, TenantError, UserQuery,
-    hashtable,
+    AssertionAlgorithm, BatchRequest, ExtensionAttributes, GraphUser, NewMailUser, Tenant,
+    TenantError, TenantOptions, UserQuery, hashtable,
 };
 use ldap2exo_emulator::{Budget, EmulatorConfig, FaultConfig, RecipientKind, SkuConfig, User};
 use reqwest::Method;
@@ -143,7 +143,13 @@ async fn certificate_auth_signs_an_assertion_the_emulator_verifies() {
     std::fs::write(t.path("app.pem"), &pem).unwrap();
     let mut config = t.config_without_credential();
     config.certificate_file = Some(t.path("app.pem"));
-    let tenant = Tenant::connect_with(&config, fast_options()).unwrap();
+    // The emulator verifies RS256 (with `x5t`) only so far; the product's default is PS256
+    // with `x5t#S256`, Microsoft's current documentation.
+    let options = TenantOptions {
+        assertion_algorithm: AssertionAlgorithm::Rs256,
+        ..fast_options()
+    };
+    let tenant = Tenant::connect_with(&config, options.clone()).unwrap();
     assert_eq!(tenant.credential(), Credential::Certificate);
     let check = tenant.check().await.expect("certificate credential works");
     assert!(!check.accepted_domains.is_empty());
@@ -153,7 +159,7 @@ async fn certificate_auth_signs_an_assertion_the_emulator_verifies() {
     let (other, _) = certificate_pem("someone else");
     std::fs::write(t.path("other.pem"), &other).unwrap();
     config.certificate_file = Some(t.path("other.pem"));
-    let err = Tenant::connect_with(&config, fast_options())
+    let err = Tenant::connect_with(&config, options)
         .unwrap()
         .check()
         .await
@@ -192,6 +198,49 @@ async fn connect_names_what_is_missing_and_builds_azure_host_credentials() {
         let err = Tenant::connect(&c).unwrap_err().to_string();
         assert!(err.contains("token file"), "{err}");
     }
+}
+
+#[tokio::test]
+async fn token_failures_name_their_cause() {
+    let t = start(EmulatorConfig::default()).await;
+    // Nothing listens on the login endpoint.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = t.config();
+    config.endpoints.login = format!("https://127.0.0.1:{port}");
+    let options = TenantOptions {
+        max_attempts: 2,
+        ..fast_options()
+    };
+    let err = Tenant::connect_with(&config, options.clone())
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, TenantError::Auth { .. }), "{err:?}");
+    assert!(text.to_lowercase().contains("connection refused"), "{text}");
+
+    // The emulator's certificate is not trusted without its CA.
+    let mut config = t.config();
+    config.ca_file = None;
+    let err = Tenant::connect_with(&config, options)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("invalid peer certificate") && text.contains("UnknownIssuer"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&t.emu.tenant().client_secret.unwrap()),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -706,7 +755,7 @@ async fn a_dropped_connection_is_retried_only_when_safe() {
     assert_eq!(tenant.stats().graph.transport_errors, 1);
 
     // A cmdlet that is not safe to repeat is not sent again: it did run, and the caller
-    // must find out (here: it exists).
+    // must find out (here: it exists). The outcome is ambiguous, not a transport failure.
     t.emu
         .set_faults(FaultConfig {
             drop_next: 1,
@@ -722,9 +771,10 @@ async fn a_dropped_connection_is_retried_only_when_safe() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, TenantError::Transport { attempts: 1, .. }),
+        matches!(&err, TenantError::Ambiguous { what, .. } if what == "New-MailUser -Name dropped"),
         "{err:?}"
     );
+    assert!(err.is_ambiguous());
     assert_eq!(t.emu.counters().endpoint("EXO New-MailUser").requests, 1);
     assert!(
         tenant
@@ -743,8 +793,9 @@ async fn exchange_address_conflicts_are_address_in_use() {
     let x = tenant.exchange();
     x.new_mail_user(&mail_user("first")).await.unwrap();
     x.new_mail_user(&mail_user("second")).await.unwrap();
+    // (PrimarySmtpAddress is on-premises only and no longer sent: clash on the UPN.)
     let mut clash = mail_user("third");
-    clash.external_email_address = "first@example.edu".into();
+    clash.user_principal_name = Some("first@example.edu".into());
     let err = x.new_mail_user(&clash).await.unwrap_err();
     assert!(
         matches!(&err, TenantError::AddressInUse { address } if address == "first@example.edu"),
@@ -880,4 +931,19 @@ async fn delta_follows_changes_and_reports_an_expired_token() {
         .await
         .unwrap_err();
     assert!(matches!(err, TenantError::DeltaExpired), "{err:?}");
+}
+
+#[tokio::test]
+async fn exchange_lists_every_recipient_and_the_soft_deleted_mail_users() {
+    let t = start(EmulatorConfig::default()).await;
+    let tenant = connect(&t);
+    let x = tenant.exchange();
+    x.new_mail_user(&mail_user("kept")).await.unwrap();
+    x.new_mail_user(&mail_user("removed")).await.unwrap();
+    assert!(x.remove_mail_user("removed").await.unwrap());
+    let all = x.list_recipients().await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let deleted = x.list_soft_deleted_mail_users().await.unwrap();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(deleted[0].to_string().contains("removed"), "{}", deleted[0]);
 }
