@@ -15,7 +15,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map: [`config`] (what to start), [`store`] (the one object model both APIs share),
+//! Module map: [`config`] (what to start, including [`Realism`]: strict by default,
+//! [`EmulatorConfig::instant`] for the old timing), [`store`] (the one object model both APIs
+//! share), `propagation` (how late each API sees the other's writes),
 //! `auth` (token endpoint; its [`testing`] helpers are public), `graph` and `exchange` (the two APIs), [`faults`] (limits,
 //! injected failures, counters), `admin` (the `/_emulator` side door), `server` and `tls`
 //! (HTTPS).
