@@ -245,3 +245,30 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realism_flags() {
+        let cli = Cli::parse_from(["emu"]);
+        assert_eq!(build_realism(&cli), Realism::default());
+        let cli = Cli::parse_from(["emu", "--instant", "--create-404-ms", "50"]);
+        let r = build_realism(&cli);
+        assert_eq!(r.create_404_ms, 50);
+        assert_eq!(r.exchange_to_graph_ms, 0);
+        let cli = Cli::parse_from([
+            "emu",
+            "--exchange-max-concurrent",
+            "0",
+            "--exchange-next-link-ttl-ms",
+            "0",
+        ]);
+        let r = build_realism(&cli);
+        assert_eq!(
+            (r.exchange_max_concurrent, r.exchange_next_link_ttl_ms),
+            (None, None)
+        );
+    }
+}

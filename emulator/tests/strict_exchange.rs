@@ -249,6 +249,13 @@ async fn primary_address_rules() {
         ]
     );
 
+    // Set-MailUser has no -FirstName (Set-User has).
+    let a = env
+        .exo("Set-MailUser", json!({"Identity": "dee", "FirstName": "D"}))
+        .await;
+    assert_eq!(a.status, 400);
+    assert!(exo_detail(&a).contains("ParameterBindingException"));
+
     // -WindowsEmailAddress: new primary, old kept as smtp:.
     let a = env
         .exo(

@@ -393,9 +393,14 @@ fn set_recipient(
         "MicrosoftOnlineServicesID",
     ]);
     allowed.extend_from_slice(match kind {
-        RecipientKind::MailUser => &["ExternalEmailAddress", "FirstName", "LastName"],
+        RecipientKind::MailUser => &["ExternalEmailAddress"],
         RecipientKind::UserMailbox => &["ForwardingSmtpAddress", "DeliverToMailboxAndForward"],
     });
+    // Set-MailUser.md lists no -FirstName/-LastName (they are Set-User's); the old lenient
+    // emulator accepted them, instant mode still does.
+    if kind == RecipientKind::MailUser && !store.realism.strict_rules {
+        allowed.extend_from_slice(&["FirstName", "LastName"]);
+    }
     let p = Params::new(m, &allowed)?;
     let identity = p.required("Identity")?;
     let id = resolve(store, &identity, &[Some(kind)], false)?;
