@@ -58,6 +58,27 @@ pub fn apply_seed(sh: &Shared, seed: Seed) -> Result<Vec<String>, AdminError> {
         store.tenant = t;
     }
     let ids = seed.users.into_iter().map(|u| store.insert(u)).collect();
+    for (list, kind) in [
+        (
+            seed.groups,
+            crate::store::MailObjectKind::MailUniversalDistributionGroup,
+        ),
+        (seed.contacts, crate::store::MailObjectKind::MailContact),
+    ] {
+        for mut o in list {
+            o.kind = kind;
+            if o.id.is_empty() {
+                o.id = store.rng.uuid();
+            }
+            if o.guid.is_empty() {
+                o.guid = store.rng.uuid();
+            }
+            if o.alias.is_empty() {
+                o.alias = o.name.clone();
+            }
+            store.mail_objects.push(o);
+        }
+    }
     store.inbound_connectors.extend(seed.inbound_connectors);
     store.outbound_connectors.extend(seed.outbound_connectors);
     Ok(ids)

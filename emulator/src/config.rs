@@ -2,7 +2,7 @@
 //! time limits, faults, and the seed file format shared by the library and the binary.
 
 use crate::faults::FaultConfig;
-use crate::store::User;
+use crate::store::{MailObject, User};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -174,12 +174,84 @@ pub struct Seed {
     /// Replaces the tenant configuration when present (binary: at start only).
     pub tenant: Option<TenantConfig>,
     pub users: Vec<User>,
+    /// Distribution groups (`MailUniversalDistributionGroup`): Exchange-only recipients that
+    /// Graph's user listing never shows; their addresses are reserved.
+    pub groups: Vec<MailObject>,
+    /// Mail contacts (`MailContact`), likewise Exchange-only.
+    pub contacts: Vec<MailObject>,
     /// Objects returned as they are by `Get-InboundConnector`.
     pub inbound_connectors: Vec<serde_json::Value>,
     pub outbound_connectors: Vec<serde_json::Value>,
 }
 
-/// How to start an emulator. `Default` gives a usable tenant on a free local port.
+/// Timing and strictness knobs that make the emulator behave like the live services
+/// (see README "Strict and instant mode"). [`Realism::default`] is strict with short delays
+/// suited to tests; [`Realism::instant`] is the emulator's old behaviour: one consistent store,
+/// no delays, and none of the refusals that come with strict mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Realism {
+    /// How long a value written through Exchange (and an object created by `New-MailUser`)
+    /// takes to show in Graph reads. Strict default 1500 ms.
+    pub exchange_to_graph_ms: u64,
+    /// How long a value written through Graph (and a user created by `POST /users`) takes to
+    /// show in Exchange reads. Strict default 1500 ms.
+    pub graph_to_exchange_ms: u64,
+    /// For this long after a create (either API), requests addressing the new object by id or
+    /// identity answer 404. Strict default 400 ms.
+    pub create_404_ms: u64,
+    /// Time from `assignLicense` with an Exchange plan until the recipient is a
+    /// `UserMailbox`. Strict default 2500 ms.
+    pub mailbox_provisioning_ms: u64,
+    /// More Exchange cmdlet calls in flight at once than this are refused with a plain-text
+    /// 429 without `Retry-After`. Strict default `Some(3)`.
+    pub exchange_max_concurrent: Option<usize>,
+    /// Artificial processing time of every cmdlet call (so concurrency can overlap in
+    /// tests). Default 0 in both modes.
+    pub exchange_cmdlet_ms: u64,
+    /// An Exchange `@odata.nextLink` is single use and expires after this long. Strict default
+    /// `Some(5000)`; `None` keeps links valid forever and replayable.
+    pub exchange_next_link_ttl_ms: Option<u64>,
+    /// The rules strict mode adds: Graph refuses address-book writes on objects Exchange
+    /// created, the primary-address rules of `-EmailAddresses`, `New-MailUser -Password`
+    /// complexity. Strict default `true`.
+    pub strict_rules: bool,
+}
+
+impl Default for Realism {
+    fn default() -> Self {
+        Realism {
+            exchange_to_graph_ms: 1500,
+            graph_to_exchange_ms: 1500,
+            create_404_ms: 400,
+            mailbox_provisioning_ms: 2500,
+            exchange_max_concurrent: Some(3),
+            exchange_cmdlet_ms: 0,
+            exchange_next_link_ttl_ms: Some(5000),
+            strict_rules: true,
+        }
+    }
+}
+
+impl Realism {
+    /// The emulator's old behaviour: every delay zero, no concurrency limit, nextLinks that
+    /// never expire, no strict-mode refusals.
+    pub fn instant() -> Self {
+        Realism {
+            exchange_to_graph_ms: 0,
+            graph_to_exchange_ms: 0,
+            create_404_ms: 0,
+            mailbox_provisioning_ms: 0,
+            exchange_max_concurrent: None,
+            exchange_cmdlet_ms: 0,
+            exchange_next_link_ttl_ms: None,
+            strict_rules: false,
+        }
+    }
+}
+
+/// How to start an emulator. `Default` gives a usable tenant on a free local port, in strict
+/// mode ([`Realism::default`]); [`EmulatorConfig::instant`] gives the old instant mode.
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
     /// `127.0.0.1:0` picks a free port.
@@ -204,6 +276,18 @@ pub struct EmulatorConfig {
     pub seed: Seed,
     /// Seed of the PRNG that makes object ids.
     pub id_seed: u64,
+    /// Propagation delays, 404 windows, provisioning time and the other strict-mode knobs.
+    pub realism: Realism,
+}
+
+impl EmulatorConfig {
+    /// Like `default()` but in instant mode ([`Realism::instant`]).
+    pub fn instant() -> Self {
+        EmulatorConfig {
+            realism: Realism::instant(),
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -220,6 +304,7 @@ impl Default for EmulatorConfig {
             state_dump_path: None,
             seed: Seed::default(),
             id_seed: 0x1da2_e0e0,
+            realism: Realism::default(),
         }
     }
 }

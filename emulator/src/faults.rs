@@ -18,6 +18,30 @@ pub enum FaultError {
     BadStatus(u16),
     #[error("a budget needs a limit and a window above zero")]
     BadBudget,
+    #[error("fault rule for {0:?}: status {1} cannot be injected (use 400..=599)")]
+    BadRuleStatus(String, u16),
+}
+
+/// What a targeted fault rule does to a matching request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultAction {
+    /// Answer this status without executing the request (JSON `{"fail":{"status":503}}`).
+    Fail { status: u16 },
+    /// Execute the request, then cut the response off mid-body (JSON `"drop_response"`).
+    DropResponse,
+    /// Exchange only: answer 200 with `@adminapi.errors` and do nothing (a non-terminating
+    /// error; JSON `"non_terminating_error"`).
+    NonTerminatingError,
+}
+
+/// The next `count` requests whose counter label is `endpoint` (e.g. `EXO New-MailUser`,
+/// `POST /v1.0/directory/deletedItems/{id}/restore`) get `action`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRule {
+    pub endpoint: String,
+    pub action: FaultAction,
+    pub count: u32,
 }
 
 /// `limit` units per `window_ms` milliseconds.
@@ -59,6 +83,9 @@ pub struct FaultConfig {
     pub fractional_retry_after: bool,
     /// Seed of the PRNG behind `error_rate` and `drop_rate`.
     pub seed: u64,
+    /// Targeted faults, checked before budgets and random faults; the first rule with a
+    /// matching endpoint and a count left applies (and its count goes down).
+    pub rules: Vec<FaultRule>,
 }
 
 impl Default for FaultConfig {
@@ -77,6 +104,7 @@ impl Default for FaultConfig {
             include_token_endpoint: false,
             fractional_retry_after: false,
             seed: 1,
+            rules: Vec::new(),
         }
     }
 }
@@ -91,6 +119,13 @@ impl FaultConfig {
         for s in &self.error_statuses {
             if ![429, 500, 502, 503, 504].contains(s) {
                 return Err(FaultError::BadStatus(*s));
+            }
+        }
+        for r in &self.rules {
+            if let FaultAction::Fail { status } = r.action
+                && !(400..=599).contains(&status)
+            {
+                return Err(FaultError::BadRuleStatus(r.endpoint.clone(), status));
             }
         }
         for b in [
@@ -224,6 +259,17 @@ impl FaultState {
         Verdict::Proceed {
             limit_percentage: pct,
         }
+    }
+
+    /// The action of the first targeted rule for this endpoint with a count left (consumed).
+    pub fn take_rule(&mut self, endpoint: &str) -> Option<FaultAction> {
+        let r = self
+            .config
+            .rules
+            .iter_mut()
+            .find(|r| r.count > 0 && r.endpoint == endpoint)?;
+        r.count -= 1;
+        Some(r.action.clone())
     }
 
     /// A random injected status, or none (used for the token endpoint too).

@@ -15,7 +15,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map: [`config`] (what to start), [`store`] (the one object model both APIs share),
+//! Module map: [`config`] (what to start, including [`Realism`]: strict by default,
+//! [`EmulatorConfig::instant`] for the old timing), [`store`] (the one object model both APIs
+//! share), `propagation` (how late each API sees the other's writes),
 //! `auth` (token endpoint; its [`testing`] helpers are public), `graph` and `exchange` (the two APIs), [`faults`] (limits,
 //! injected failures, counters), `admin` (the `/_emulator` side door), `server` and `tls`
 //! (HTTPS).
@@ -26,6 +28,7 @@ pub mod config;
 mod exchange;
 pub mod faults;
 mod graph;
+mod propagation;
 mod server;
 mod shared;
 pub mod store;
@@ -35,10 +38,10 @@ mod wire;
 
 pub use auth::testing;
 pub use config::{
-    ConfigError, DomainConfig, EmulatorConfig, Seed, ServicePlan, SkuConfig, TenantConfig,
+    ConfigError, DomainConfig, EmulatorConfig, Realism, Seed, ServicePlan, SkuConfig, TenantConfig,
 };
-pub use faults::{Budget, Counters, EndpointCounters, FaultConfig};
-pub use store::{RecipientKind, StateDump, User};
+pub use faults::{Budget, Counters, EndpointCounters, FaultAction, FaultConfig, FaultRule};
+pub use store::{GroupLicense, MailObject, MailObjectKind, Origin, RecipientKind, StateDump, User};
 
 use shared::{Settings, Shared, lock};
 use std::net::SocketAddr;
@@ -93,8 +96,12 @@ impl Emulator {
         } else {
             addr.ip().to_string()
         };
+        let mut store = store::Store::new(tenant, config.id_seed);
+        store.realism = config.realism.clone();
         let shared = Arc::new(Shared {
-            store: Mutex::new(store::Store::new(tenant, config.id_seed)),
+            store: Mutex::new(store),
+            exchange_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            used_next_links: Mutex::new(std::collections::HashSet::new()),
             tokens: Mutex::new(auth::TokenTable::default()),
             faults: Mutex::new(faults::FaultState::new(config.faults.clone())),
             counters: Mutex::new(Counters::default()),
@@ -104,6 +111,7 @@ impl Emulator {
                 delta_token_lifetime: config.delta_token_lifetime,
                 delta_expired_status: config.delta_expired_status,
                 advanced_query_lag: config.advanced_query_lag,
+                realism: config.realism.clone(),
             },
             base_url: format!("https://{host}:{}", addr.port()),
             ca_pem: material.ca_pem,

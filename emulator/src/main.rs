@@ -3,7 +3,9 @@
 //! as JSON on SIGTERM/SIGINT (and on `POST /_emulator/state-dump`).
 
 use clap::Parser;
-use ldap2exo_emulator::{DomainConfig, Emulator, EmulatorConfig, Seed, SkuConfig, TenantConfig};
+use ldap2exo_emulator::{
+    DomainConfig, Emulator, EmulatorConfig, Realism, Seed, SkuConfig, TenantConfig,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +73,56 @@ struct Cli {
     /// Extra host name or IP for the server certificate (repeatable).
     #[arg(long = "hostname")]
     hostnames: Vec<String>,
+    /// Instant mode: one consistent store, no delays, none of the strict-mode refusals
+    /// (the per-delay flags below still apply on top).
+    #[arg(long)]
+    instant: bool,
+    /// Delay until Exchange writes show in Graph, ms (strict default 1500).
+    #[arg(long)]
+    exchange_to_graph_ms: Option<u64>,
+    /// Delay until Graph writes show in Exchange, ms (strict default 1500).
+    #[arg(long)]
+    graph_to_exchange_ms: Option<u64>,
+    /// 404 window after a create, ms (strict default 400).
+    #[arg(long = "create-404-ms")]
+    create_404_ms: Option<u64>,
+    /// Mailbox provisioning time after assignLicense, ms (strict default 2500).
+    #[arg(long)]
+    mailbox_provisioning_ms: Option<u64>,
+    /// Exchange cmdlet calls allowed in flight at once; 0 = unlimited (strict default 3).
+    #[arg(long)]
+    exchange_max_concurrent: Option<usize>,
+    /// Artificial processing time of every cmdlet call, ms (default 0).
+    #[arg(long)]
+    exchange_cmdlet_ms: Option<u64>,
+    /// Lifetime of an Exchange nextLink, ms; 0 = forever and replayable (strict default 5000).
+    #[arg(long)]
+    exchange_next_link_ttl_ms: Option<u64>,
+}
+
+fn build_realism(cli: &Cli) -> Realism {
+    let mut r = if cli.instant {
+        Realism::instant()
+    } else {
+        Realism::default()
+    };
+    let set = |slot: &mut u64, v: Option<u64>| {
+        if let Some(v) = v {
+            *slot = v;
+        }
+    };
+    set(&mut r.exchange_to_graph_ms, cli.exchange_to_graph_ms);
+    set(&mut r.graph_to_exchange_ms, cli.graph_to_exchange_ms);
+    set(&mut r.create_404_ms, cli.create_404_ms);
+    set(&mut r.mailbox_provisioning_ms, cli.mailbox_provisioning_ms);
+    set(&mut r.exchange_cmdlet_ms, cli.exchange_cmdlet_ms);
+    if let Some(n) = cli.exchange_max_concurrent {
+        r.exchange_max_concurrent = (n > 0).then_some(n);
+    }
+    if let Some(t) = cli.exchange_next_link_ttl_ms {
+        r.exchange_next_link_ttl_ms = (t > 0).then_some(t);
+    }
+    r
 }
 
 fn parse_sku(s: &str) -> Result<SkuConfig, MainError> {
@@ -143,6 +195,7 @@ fn build_config(cli: &Cli) -> Result<EmulatorConfig, MainError> {
         extra_hostnames: cli.hostnames.clone(),
         state_dump_path: cli.state_dump.clone(),
         seed,
+        realism: build_realism(cli),
         ..EmulatorConfig::default()
     })
 }
@@ -190,5 +243,32 @@ async fn main() -> ExitCode {
             eprintln!("ldap2exo-emulator: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realism_flags() {
+        let cli = Cli::parse_from(["emu"]);
+        assert_eq!(build_realism(&cli), Realism::default());
+        let cli = Cli::parse_from(["emu", "--instant", "--create-404-ms", "50"]);
+        let r = build_realism(&cli);
+        assert_eq!(r.create_404_ms, 50);
+        assert_eq!(r.exchange_to_graph_ms, 0);
+        let cli = Cli::parse_from([
+            "emu",
+            "--exchange-max-concurrent",
+            "0",
+            "--exchange-next-link-ttl-ms",
+            "0",
+        ]);
+        let r = build_realism(&cli);
+        assert_eq!(
+            (r.exchange_max_concurrent, r.exchange_next_link_ttl_ms),
+            (None, None)
+        );
     }
 }

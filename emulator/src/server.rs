@@ -132,7 +132,7 @@ async fn dispatch(sh: Arc<Shared>, req: Req) -> (Resp, bool) {
         }
         Target::Token(t) => token_endpoint(&sh, &t, &req),
         Target::Graph => crate::graph::handle(&sh, &req),
-        Target::Exchange(t) => crate::exchange::handle(&sh, &req, &t),
+        Target::Exchange(t) => crate::exchange::handle_limited(sh.clone(), req, t).await,
         Target::Unknown => Resp::json(
             404,
             &serde_json::json!({"error": {"code": "NotFound", "message": format!("No emulated endpoint at {} {}", req.method, req.path)}}),
@@ -142,6 +142,7 @@ async fn dispatch(sh: Arc<Shared>, req: Req) -> (Resp, bool) {
     if drop {
         lock(&sh.counters).total.dropped += 1;
     }
+    let drop = drop || resp.drop;
     (resp, drop)
 }
 

@@ -2,7 +2,7 @@
 //! counters, each behind its own mutex (never held across an await), plus fixed settings.
 
 use crate::auth::TokenTable;
-use crate::faults::{Api, Counters, FaultState, Verdict};
+use crate::faults::{Api, Counters, FaultAction, FaultState, Verdict};
 use crate::store::Store;
 use crate::util::Prng;
 use std::path::PathBuf;
@@ -15,10 +15,15 @@ pub struct Settings {
     pub delta_token_lifetime: Duration,
     pub delta_expired_status: u16,
     pub advanced_query_lag: Duration,
+    pub realism: crate::config::Realism,
 }
 
 pub struct Shared {
     pub store: Mutex<Store>,
+    /// Exchange cmdlet calls being processed now (concurrency refusals).
+    pub exchange_in_flight: std::sync::atomic::AtomicUsize,
+    /// Exchange nextLink tokens already used (they are single use in strict mode).
+    pub used_next_links: Mutex<std::collections::HashSet<String>>,
     pub tokens: Mutex<TokenTable>,
     pub faults: Mutex<FaultState>,
     pub counters: Mutex<Counters>,
@@ -32,9 +37,20 @@ pub struct Shared {
 
 /// What the fault layer decided, already formatted for the API's error writer.
 pub enum Gate {
-    Proceed { limit_percentage: Option<u64> },
-    Throttle { retry_after: String },
-    Inject { status: u16, retry_after: String },
+    /// Run it; `drop`: cut the response off afterwards (targeted rule).
+    Proceed {
+        limit_percentage: Option<u64>,
+        drop: bool,
+    },
+    /// Exchange: answer 200 with `@adminapi.errors`, do nothing (targeted rule).
+    NonTerminating,
+    Throttle {
+        retry_after: String,
+    },
+    Inject {
+        status: u16,
+        retry_after: String,
+    },
 }
 
 /// A poisoned mutex only means a handler panicked mid-update; the emulator keeps serving so
@@ -50,23 +66,41 @@ impl Shared {
 
     /// Counts the request, then asks the fault layer whether it may run.
     pub fn gate(&self, api: Api, endpoint: &str, is_write: bool, units: u64) -> Gate {
-        let (verdict, retry) = {
+        let (verdict, retry, rule) = {
             let mut f = lock(&self.faults);
-            let v = f.decide(api, is_write, units);
+            let rule = f.take_rule(endpoint);
+            let v = match rule {
+                Some(FaultAction::Fail { status }) => Verdict::Inject(status),
+                Some(FaultAction::NonTerminatingError) => Verdict::Proceed {
+                    limit_percentage: None,
+                },
+                _ => f.decide(api, is_write, units),
+            };
             let retry = match &v {
                 Verdict::Throttle(d) => f.retry_after(*d),
                 _ => f.config.injected_retry_after_secs.max(1).to_string(),
             };
-            (v, retry)
+            (v, retry, rule)
         };
         let mut c = lock(&self.counters);
         c.bump(endpoint, |e| e.requests += 1);
         match verdict {
+            Verdict::Proceed { .. } if rule == Some(FaultAction::NonTerminatingError) => {
+                c.bump(endpoint, |e| e.faults += 1);
+                Gate::NonTerminating
+            }
             Verdict::Proceed { limit_percentage } => {
                 if is_write {
                     c.bump(endpoint, |e| e.writes += 1);
                 }
-                Gate::Proceed { limit_percentage }
+                let drop = rule == Some(FaultAction::DropResponse);
+                if drop {
+                    c.bump(endpoint, |e| e.dropped += 1);
+                }
+                Gate::Proceed {
+                    limit_percentage,
+                    drop,
+                }
             }
             Verdict::Throttle(_) => {
                 c.bump(endpoint, |e| e.throttled += 1);

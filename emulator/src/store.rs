@@ -5,8 +5,15 @@
 //! copy, so a test that writes through one API and reads through the other sees one truth.
 //!
 //! Every change bumps a global sequence number, which is what `/users/delta` tokens encode.
+//!
+//! The store holds the truth, which is what uniqueness checks see (the service is consistent
+//! for writes). Reads are rendered per API: [`Store::graph_user`] and
+//! [`Store::exchange_user`] undo writes made through the *other* API that are younger than
+//! the configured propagation delay ([`Realism`]), hide objects the other API created until
+//! they have propagated, and answer 404 for a short window after a create. Every write of an
+//! API object goes through [`Store::commit`], which keeps that short write log.
 
-use crate::config::{SkuConfig, TenantConfig};
+use crate::config::{Realism, SkuConfig, TenantConfig};
 use crate::util::{Prng, fold, iso8601, now_unix};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -41,6 +48,69 @@ impl RecipientKind {
             RecipientKind::UserMailbox => "UserMailbox",
         }
     }
+}
+
+/// Which API created an object (or wrote a value): decides which API sees it late.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Origin {
+    /// Seeded: visible everywhere at once, no windows.
+    #[default]
+    Seed,
+    /// Created by Graph `POST /users`.
+    Graph,
+    /// Created by `New-MailUser`: an object that "originated within an external service" for
+    /// Graph.
+    Exchange,
+}
+
+/// A licence a user holds through a group (group-based licensing), seedable only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupLicense {
+    pub sku_id: String,
+    /// Object id of the licensing group (`assignedByGroup`).
+    pub group_id: String,
+}
+
+/// Kind of an Exchange-only recipient.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailObjectKind {
+    #[default]
+    MailUniversalDistributionGroup,
+    MailContact,
+}
+
+impl MailObjectKind {
+    /// `RecipientTypeDetails` / `RecipientType` as Exchange shows them.
+    pub fn type_names(self) -> (&'static str, &'static str) {
+        match self {
+            MailObjectKind::MailUniversalDistributionGroup => (
+                "MailUniversalDistributionGroup",
+                "MailUniversalDistributionGroup",
+            ),
+            MailObjectKind::MailContact => ("MailContact", "MailContact"),
+        }
+    }
+}
+
+/// A distribution group or mail contact: an Exchange recipient that Graph's `/users` never
+/// shows, but whose addresses count for uniqueness. Seed format (camelCase).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MailObject {
+    /// Generated when empty.
+    pub id: String,
+    pub guid: String,
+    pub name: String,
+    pub alias: String,
+    pub display_name: Option<String>,
+    pub proxy_addresses: Vec<String>,
+    /// Contacts: the outside address (bare).
+    pub external_email_address: Option<String>,
+    pub hidden_from_address_lists_enabled: bool,
+    /// Set by the seed lists (`groups` / `contacts`).
+    pub kind: MailObjectKind,
 }
 
 /// One directory object (user) with its Exchange side. Also the seed format for users:
@@ -89,6 +159,14 @@ pub struct User {
     pub changed_seq: u64,
     /// Wall-clock milliseconds of the last change (for eventual consistency).
     pub changed_ms: u64,
+    /// Which API created the object (seeds: `seed`).
+    pub origin: Origin,
+    /// Wall-clock milliseconds of the create through an API (0 for seeds: long ago).
+    pub created_ms: u64,
+    /// When a licence-triggered mailbox conversion completes (slow provisioning).
+    pub mailbox_due_ms: Option<u64>,
+    /// Licences held through groups (shown in `assignedLicenses` with `assignedByGroup`).
+    pub group_licenses: Vec<GroupLicense>,
 }
 
 impl Default for User {
@@ -125,6 +203,10 @@ impl Default for User {
             deleted_unix: None,
             changed_seq: 0,
             changed_ms: 0,
+            origin: Origin::Seed,
+            created_ms: 0,
+            mailbox_due_ms: None,
+            group_licenses: Vec::new(),
         }
     }
 }
@@ -132,6 +214,17 @@ impl Default for User {
 impl User {
     pub fn is_deleted(&self) -> bool {
         self.deleted_unix.is_some()
+    }
+
+    /// Direct and group-assigned SKU ids, without duplicates.
+    pub fn all_licenses(&self) -> Vec<String> {
+        let mut v = self.assigned_licenses.clone();
+        for g in &self.group_licenses {
+            if !v.iter().any(|l| l.eq_ignore_ascii_case(&g.sku_id)) {
+                v.push(g.sku_id.clone());
+            }
+        }
+        v
     }
 
     /// The bare primary SMTP address (`SMTP:` upper case), if any.
@@ -217,11 +310,28 @@ pub struct Tombstone {
     pub seq: u64,
 }
 
+/// One write of a user through an API, kept while the other API may not see it yet.
+#[derive(Debug, Clone)]
+pub struct WriteRecord {
+    pub ms: u64,
+    pub source: Origin,
+    pub before: User,
+    pub after: User,
+    /// Whether delta has been told (the write became visible to Graph).
+    pub announced: bool,
+}
+
 /// The whole tenant.
 #[derive(Debug)]
 pub struct Store {
     pub tenant: TenantConfig,
     pub users: BTreeMap<String, User>,
+    /// Distribution groups and mail contacts.
+    pub mail_objects: Vec<MailObject>,
+    /// Delays and strict-mode switches.
+    pub realism: Realism,
+    /// Recent writes per user id (empty in instant mode).
+    pub log: BTreeMap<String, Vec<WriteRecord>>,
     pub tombstones: Vec<Tombstone>,
     pub inbound_connectors: Vec<Value>,
     pub outbound_connectors: Vec<Value>,
@@ -238,6 +348,8 @@ pub struct StateDump {
     pub tenant: TenantConfig,
     pub users: Vec<User>,
     pub tombstones: Vec<Tombstone>,
+    #[serde(default)]
+    pub mail_objects: Vec<MailObject>,
     pub inbound_connectors: Vec<Value>,
     pub outbound_connectors: Vec<Value>,
     /// skuId → consumed units.
@@ -250,6 +362,9 @@ impl Store {
         Store {
             tenant,
             users: BTreeMap::new(),
+            mail_objects: Vec::new(),
+            realism: Realism::instant(),
+            log: BTreeMap::new(),
             tombstones: Vec::new(),
             inbound_connectors: Vec::new(),
             outbound_connectors: Vec::new(),
@@ -264,6 +379,7 @@ impl Store {
             tenant: self.tenant.clone(),
             users: self.users.values().cloned().collect(),
             tombstones: self.tombstones.clone(),
+            mail_objects: self.mail_objects.clone(),
             inbound_connectors: self.inbound_connectors.clone(),
             outbound_connectors: self.outbound_connectors.clone(),
             consumed_units: self
@@ -317,6 +433,17 @@ impl Store {
             .values()
             .filter(|u| Some(u.id.as_str()) != except)
             .find(|u| u.reserved_addresses().contains(&a))
+    }
+
+    /// Whether anyone (live or soft-deleted user other than `except`, group or contact)
+    /// reserves this address.
+    pub fn address_taken(&self, addr: &str, except: Option<&str>) -> bool {
+        let a = fold(strip_smtp(addr));
+        self.address_owner(addr, except).is_some()
+            || self.mail_objects.iter().any(|o| {
+                Some(o.id.as_str()) != except
+                    && o.proxy_addresses.iter().any(|p| fold(strip_smtp(p)) == a)
+            })
     }
 
     /// A user whose UPN is this one (live or soft-deleted), other than `except`.
@@ -380,9 +507,14 @@ impl Store {
             .filter(|u| u.is_deleted())
             .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         for a in u.reserved_addresses() {
-            if let Some(o) = self.address_owner(&a, Some(&u.id))
-                && !o.is_deleted()
-            {
+            let live_user = self
+                .address_owner(&a, Some(&u.id))
+                .is_some_and(|o| !o.is_deleted());
+            let other = self
+                .mail_objects
+                .iter()
+                .any(|o| o.proxy_addresses.iter().any(|p| fold(strip_smtp(p)) == a));
+            if live_user || other {
                 return Err(StoreError::Conflict {
                     property: "proxyAddresses",
                     value: a,
@@ -445,7 +577,7 @@ impl Store {
             .values()
             .filter(|u| !u.is_deleted())
             .filter(|u| {
-                u.assigned_licenses
+                u.all_licenses()
                     .iter()
                     .any(|l| l.eq_ignore_ascii_case(sku_id))
             })
@@ -461,7 +593,7 @@ impl Store {
             return;
         };
         let has_exchange = u
-            .assigned_licenses
+            .all_licenses()
             .iter()
             .any(|l| self.sku(l).is_some_and(|s| s.has_exchange()));
         let accepted = self.accepted_domains();
@@ -511,17 +643,16 @@ impl Store {
                 u.proxy_addresses = addrs;
                 u.recipient_type_details = Some(RecipientKind::UserMailbox);
                 u.external_email_address = None;
+                u.mailbox_due_ms = None;
                 if u.exchange_name.is_none() {
                     u.exchange_name = Some(u.mail_nickname.clone());
                 }
-                self.users.insert(u.id.clone(), u);
-                self.touch(id);
+                self.commit(u, Origin::Exchange);
             }
             (false, Some(RecipientKind::UserMailbox)) => {
-                if let Some(u) = self.get_mut(id) {
-                    u.recipient_type_details = None;
-                }
-                self.touch(id);
+                let mut u = u.clone();
+                u.recipient_type_details = None;
+                self.commit(u, Origin::Exchange);
             }
         }
     }
@@ -532,7 +663,7 @@ impl Store {
         let d = self.tenant.initial_domain();
         let mut candidate = format!("{alias}@{d}");
         let mut n = 1;
-        while self.address_owner(&candidate, Some(owner)).is_some() {
+        while self.address_taken(&candidate, Some(owner)) {
             n += 1;
             candidate = format!("{alias}{n}@{d}");
         }
@@ -577,15 +708,7 @@ impl Store {
             );
         }
         m.insert("onPremisesExtensionAttributes".into(), Value::Object(ext));
-        m.insert(
-            "assignedLicenses".into(),
-            Value::Array(
-                u.assigned_licenses
-                    .iter()
-                    .map(|s| json!({"disabledPlans": [], "skuId": s}))
-                    .collect(),
-            ),
-        );
+        self.insert_licences(&mut m, u);
         m.insert("createdDateTime".into(), json!(iso8601(u.created_unix)));
         m.insert(
             "deletedDateTime".into(),
@@ -595,6 +718,121 @@ impl Store {
         );
         m.insert("onPremisesSyncEnabled".into(), Value::Null);
         m.insert("userType".into(), json!("Member"));
+        m
+    }
+
+    /// `assignedLicenses`, `assignedPlans` and `licenseAssignmentStates` (direct licences,
+    /// then group-assigned ones with `assignedByGroup`).
+    fn insert_licences(&self, m: &mut Map<String, Value>, u: &User) {
+        let mut held: Vec<(String, Value)> = u
+            .assigned_licenses
+            .iter()
+            .map(|s| (s.clone(), Value::Null))
+            .collect();
+        for g in &u.group_licenses {
+            held.push((g.sku_id.clone(), json!(g.group_id)));
+        }
+        let when = json!(iso8601(u.created_unix));
+        let mut plans = Vec::new();
+        let mut states = Vec::new();
+        let mut assigned: Vec<Value> = Vec::new();
+        for (sku, by_group) in &held {
+            if !assigned.iter().any(|a| a["skuId"] == json!(sku)) {
+                assigned.push(json!({"disabledPlans": [], "skuId": sku}));
+            }
+            states.push(
+                json!({"skuId": sku, "assignmentState": "Active", "state": "Active",
+                "assignedByGroup": by_group, "disabledPlans": [], "error": "None",
+                "lastUpdatedDateTime": when}),
+            );
+            for p in self
+                .sku(sku)
+                .map(|s| s.service_plans.as_slice())
+                .unwrap_or(&[])
+            {
+                if !plans
+                    .iter()
+                    .any(|x: &Value| x["servicePlanId"] == json!(p.service_plan_id))
+                {
+                    plans.push(
+                        json!({"assignedDateTime": when, "capabilityStatus": "Enabled",
+                        "service": plan_service(&p.service_plan_name),
+                        "servicePlanId": p.service_plan_id}),
+                    );
+                }
+            }
+        }
+        m.insert("assignedLicenses".into(), Value::Array(assigned));
+        m.insert("assignedPlans".into(), Value::Array(plans));
+        m.insert("licenseAssignmentStates".into(), Value::Array(states));
+    }
+
+    /// The Exchange view of a distribution group or mail contact.
+    pub fn mail_object_view(&self, o: &MailObject) -> Map<String, Value> {
+        let (details, kind) = o.kind.type_names();
+        let primary = o
+            .proxy_addresses
+            .iter()
+            .find(|p| p.starts_with("SMTP:"))
+            .map(|p| p[5..].to_string())
+            .unwrap_or_default();
+        let mut m = Map::new();
+        for (k, v) in [
+            ("Name", json!(o.name)),
+            ("Identity", json!(o.name)),
+            ("Id", json!(o.name)),
+            ("Alias", json!(o.alias)),
+            (
+                "DisplayName",
+                json!(o.display_name.clone().unwrap_or_else(|| o.name.clone())),
+            ),
+            ("PrimarySmtpAddress", json!(primary)),
+            ("WindowsEmailAddress", json!(primary)),
+            ("EmailAddresses", json!(o.proxy_addresses)),
+            (
+                "ExternalEmailAddress",
+                o.external_email_address
+                    .as_ref()
+                    .map(|e| json!(format!("SMTP:{e}")))
+                    .unwrap_or(Value::Null),
+            ),
+            (
+                "HiddenFromAddressListsEnabled",
+                json!(o.hidden_from_address_lists_enabled),
+            ),
+            ("RecipientType", json!(kind)),
+            ("RecipientTypeDetails", json!(details)),
+            (
+                "ExternalDirectoryObjectId",
+                json!(if o.kind == MailObjectKind::MailContact {
+                    String::new()
+                } else {
+                    o.id.clone()
+                }),
+            ),
+            ("ExchangeObjectId", json!(o.guid)),
+            ("Guid", json!(o.guid)),
+            ("WindowsLiveID", json!("")),
+            ("UserPrincipalName", json!("")),
+        ] {
+            m.insert(k.into(), v);
+        }
+        for f in [
+            "FirstName",
+            "LastName",
+            "Department",
+            "Title",
+            "Office",
+            "Phone",
+            "MobilePhone",
+            "Company",
+        ] {
+            m.insert(f.into(), json!(""));
+        }
+        for i in 1..=15u8 {
+            m.insert(format!("CustomAttribute{i}"), json!(""));
+        }
+        m.insert("IsSoftDeletedByRemove".into(), json!(false));
         m
     }
 
@@ -648,7 +886,25 @@ impl Store {
                 json!(u.extension_attributes.get(&i).cloned().unwrap_or_default()),
             );
         }
-        m.insert("RecipientType".into(), json!(kind));
+        let opt = |v: &Option<String>| json!(v.clone().unwrap_or_default());
+        m.insert("WindowsLiveID".into(), json!(u.user_principal_name));
+        m.insert("Department".into(), opt(&u.department));
+        m.insert("Title".into(), opt(&u.job_title));
+        m.insert("Office".into(), opt(&u.office_location));
+        m.insert(
+            "Phone".into(),
+            json!(u.business_phones.first().cloned().unwrap_or_default()),
+        );
+        m.insert("MobilePhone".into(), opt(&u.mobile_phone));
+        m.insert("Company".into(), opt(&u.company_name));
+        m.insert(
+            "RecipientType".into(),
+            json!(match kind {
+                "UserMailbox" => "UserMailbox",
+                "MailUser" => "MailUser",
+                _ => "User",
+            }),
+        );
         m.insert("RecipientTypeDetails".into(), json!(kind));
         m.insert("ExternalDirectoryObjectId".into(), json!(u.id));
         m.insert("ExchangeObjectId".into(), json!(u.id));
@@ -682,6 +938,23 @@ impl Store {
             m.insert("ExchangeGuid".into(), json!(u.exchange_guid));
         }
         m
+    }
+}
+
+/// Graph's `assignedPlans[].service` for a service plan name (best effort).
+fn plan_service(plan: &str) -> &'static str {
+    if plan.starts_with("EXCHANGE_") {
+        "exchange"
+    } else if plan.starts_with("SHAREPOINT") {
+        "SharePoint"
+    } else if plan.starts_with("TEAMS") || plan.starts_with("MCO") {
+        "TeamspaceAPI"
+    } else if plan.starts_with("AAD_") {
+        "AADPremiumService"
+    } else if plan.starts_with("STREAM") {
+        "MicrosoftStream"
+    } else {
+        "Other"
     }
 }
 

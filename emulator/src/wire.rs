@@ -65,6 +65,8 @@ pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Cut this response off mid-body (a targeted `drop_response` fault).
+    pub drop: bool,
 }
 
 impl Resp {
@@ -76,6 +78,7 @@ impl Resp {
                 "application/json; charset=utf-8".into(),
             )],
             body: serde_json::to_vec(v).unwrap_or_default(),
+            drop: false,
         }
     }
 
@@ -84,6 +87,7 @@ impl Resp {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            drop: false,
         }
     }
 
@@ -92,6 +96,7 @@ impl Resp {
             status,
             headers: vec![("content-type".into(), content_type.into())],
             body: body.into(),
+            drop: false,
         }
     }
 

@@ -1,5 +1,10 @@
 //! Token endpoint and bearer checks: secrets, client assertions, tenants, scopes, audiences,
 //! expiry.
+//!
+//! These tests predate strict mode and are about other things than timing: they run in
+//! instant mode (`start_instant`, `EmulatorConfig::instant()`) so no propagation delay or 404
+//! window gets in the way. Strict-mode behaviour is tested in `propagation.rs` and
+//! `strict_exchange.rs`.
 
 mod common;
 use common::*;
@@ -21,7 +26,7 @@ fn aadsts(v: &Value) -> &str {
 
 #[tokio::test]
 async fn secret_gives_tokens_for_both_audiences() {
-    let env = start().await;
+    let env = start_instant().await;
     let (s, v) = token_response(
         &env.http,
         &env.emu,
@@ -43,7 +48,7 @@ async fn secret_gives_tokens_for_both_audiences() {
 
 #[tokio::test]
 async fn token_endpoint_refusals_look_like_entra() {
-    let env = start().await;
+    let env = start_instant().await;
     let t = env.emu.tenant();
     let (s, v) = token_response(&env.http, &env.emu, &form(&t, GRAPH_SCOPE, "wrong")).await;
     assert_eq!(
@@ -147,7 +152,7 @@ async fn token_endpoint_refusals_look_like_entra() {
 async fn client_assertion_is_verified() {
     let (cert, key) = testing::client_certificate("ldap2exo test app").unwrap();
     let (other_cert, other_key) = testing::client_certificate("someone else").unwrap();
-    let mut cfg = EmulatorConfig::default();
+    let mut cfg = EmulatorConfig::instant();
     cfg.tenant.client_secret = None;
     cfg.tenant.client_certificate_pem = Some(cert.clone());
     let emu = ldap2exo_emulator::Emulator::start(cfg).await.unwrap();
@@ -225,7 +230,7 @@ async fn client_assertion_is_verified() {
 
 #[tokio::test]
 async fn bearer_tokens_are_checked_per_audience_and_expiry() {
-    let env = start().await;
+    let env = start_instant().await;
     // Graph token on the Exchange endpoint and vice versa.
     let r = env
         .http
@@ -275,7 +280,7 @@ async fn bearer_tokens_are_checked_per_audience_and_expiry() {
 async fn short_token_lifetime_expires_by_itself() {
     let cfg = EmulatorConfig {
         token_lifetime: std::time::Duration::from_millis(300),
-        ..Default::default()
+        ..ldap2exo_emulator::EmulatorConfig::instant()
     };
     let env = start_with(cfg).await;
     assert_eq!(env.get("/users").await.status, 200);

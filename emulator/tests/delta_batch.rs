@@ -1,4 +1,9 @@
 //! `/users/delta` rounds and `$batch` (limits, dependsOn/424, throttling inside).
+//!
+//! These tests predate strict mode and are about other things than timing: they run in
+//! instant mode (`start_instant`, `EmulatorConfig::instant()`) so no propagation delay or 404
+//! window gets in the way. Strict-mode behaviour is tested in `propagation.rs` and
+//! `strict_exchange.rs`.
 
 mod common;
 use common::*;
@@ -27,7 +32,7 @@ async fn drain(env: &Env, first: &str) -> (Vec<Value>, String) {
 
 #[tokio::test]
 async fn delta_rounds_report_changes_and_removals() {
-    let env = start().await;
+    let env = start_instant().await;
     let users: Vec<User> = (0..130)
         .map(|i| User {
             user_principal_name: format!("d{i}@example.edu"),
@@ -85,7 +90,7 @@ async fn delta_rounds_report_changes_and_removals() {
 
 #[tokio::test]
 async fn delta_pages_with_prefer_maxpagesize() {
-    let env = start().await;
+    let env = start_instant().await;
     let users: Vec<User> = (0..5)
         .map(|i| User {
             user_principal_name: format!("p{i}@example.edu"),
@@ -118,7 +123,7 @@ fn create(id: &str, nick: &str) -> Value {
 
 #[tokio::test]
 async fn batch_runs_requests_and_fails_dependents_with_424() {
-    let env = start().await;
+    let env = start_instant().await;
     let body = json!({"requests": [
         create("1", "b1"),
         {"id": "2", "method": "PATCH", "url": "/users/b1@example.edu", "headers": {"Content-Type": "application/json"}, "body": {"jobTitle": "x"}, "dependsOn": ["1"]},
@@ -152,7 +157,7 @@ async fn batch_runs_requests_and_fails_dependents_with_424() {
 
 #[tokio::test]
 async fn batch_envelope_refusals() {
-    let env = start().await;
+    let env = start_instant().await;
     let many: Vec<Value> = (0..21)
         .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/users"}))
         .collect();
@@ -169,7 +174,7 @@ async fn batch_envelope_refusals() {
 
 #[tokio::test]
 async fn throttling_inside_batch_has_its_own_retry_after() {
-    let env = start().await;
+    let env = start_instant().await;
     env.emu
         .set_faults(FaultConfig {
             graph_write_budget: Some(Budget {

@@ -1,5 +1,10 @@
 //! Fault injection (budgets, random errors, latency, dropped connections), counters, and the
 //! HTTP side door used when the emulator runs as another process.
+//!
+//! These tests predate strict mode and are about other things than timing: they run in
+//! instant mode (`start_instant`, `EmulatorConfig::instant()`) so no propagation delay or 404
+//! window gets in the way. Strict-mode behaviour is tested in `propagation.rs` and
+//! `strict_exchange.rs`.
 
 mod common;
 use common::*;
@@ -9,7 +14,7 @@ use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn write_budget_answers_429_with_retry_after_then_recovers() {
-    let env = start().await;
+    let env = start_instant().await;
     env.emu
         .set_faults(FaultConfig {
             graph_write_budget: Some(Budget {
@@ -40,7 +45,7 @@ async fn write_budget_answers_429_with_retry_after_then_recovers() {
 
 #[tokio::test]
 async fn exchange_budget_and_fractional_retry_after() {
-    let env = start().await;
+    let env = start_instant().await;
     env.emu
         .set_faults(FaultConfig {
             exchange_write_budget: Some(Budget {
@@ -73,7 +78,7 @@ async fn exchange_budget_and_fractional_retry_after() {
 
 #[tokio::test]
 async fn random_errors_and_latency() {
-    let env = start().await;
+    let env = start_instant().await;
     env.emu
         .set_faults(FaultConfig {
             error_rate: 1.0,
@@ -121,7 +126,7 @@ async fn random_errors_and_latency() {
 
 #[tokio::test]
 async fn dropped_connection_after_the_write_was_done() {
-    let env = start().await;
+    let env = start_instant().await;
     env.emu
         .set_faults(FaultConfig {
             drop_next: 1,
@@ -148,7 +153,7 @@ async fn dropped_connection_after_the_write_was_done() {
 
 #[tokio::test]
 async fn counters_show_zero_writes_for_a_read_only_run() {
-    let env = start().await;
+    let env = start_instant().await;
     env.create_user("c1", json!({})).await;
     env.exo(
         "New-MailUser",
@@ -172,7 +177,7 @@ async fn counters_show_zero_writes_for_a_read_only_run() {
 
 #[tokio::test]
 async fn admin_endpoints_drive_a_running_emulator() {
-    let env = start().await;
+    let env = start_instant().await;
     let admin = |p: &str| format!("{}/_emulator/{p}", env.emu.base_url());
     let r = env.http.post(admin("seed")).json(&json!({"users": [{"userPrincipalName": "seeded@example.edu", "mailNickname": "seeded"}]})).send().await.unwrap();
     assert_eq!(r.status(), 200);

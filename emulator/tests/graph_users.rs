@@ -1,5 +1,10 @@
 //! Graph users: create/read/update/delete, validation refusals, uniqueness, filters, paging,
 //! licences, domains, soft delete and restore.
+//!
+//! These tests predate strict mode and are about other things than timing: they run in
+//! instant mode (`start_instant`, `EmulatorConfig::instant()`) so no propagation delay or 404
+//! window gets in the way. Strict-mode behaviour is tested in `propagation.rs` and
+//! `strict_exchange.rs`.
 
 mod common;
 use common::*;
@@ -8,7 +13,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn create_read_update_delete() {
-    let env = start().await;
+    let env = start_instant().await;
     let id = env
         .create_user("ann", json!({"givenName": "Ann", "employeeId": "E1"}))
         .await;
@@ -57,7 +62,7 @@ async fn create_read_update_delete() {
 
 #[tokio::test]
 async fn create_refusals() {
-    let env = start().await;
+    let env = start_instant().await;
     let base = json!({
         "accountEnabled": true, "displayName": "Bob", "mailNickname": "bob",
         "userPrincipalName": "bob@example.edu",
@@ -110,7 +115,7 @@ async fn create_refusals() {
 
 #[tokio::test]
 async fn uniqueness_covers_upn_mail_proxies_and_soft_deleted() {
-    let env = start().await;
+    let env = start_instant().await;
     env.emu
         .seed(Seed {
             users: vec![User {
@@ -176,7 +181,7 @@ async fn uniqueness_covers_upn_mail_proxies_and_soft_deleted() {
 
 #[tokio::test]
 async fn deleted_items_list_and_restore() {
-    let env = start().await;
+    let env = start_instant().await;
     let id = env.create_user("eve", json!({})).await;
     env.delete(&format!("/users/{id}")).await;
     let a = env
@@ -208,7 +213,7 @@ async fn deleted_items_list_and_restore() {
 
 #[tokio::test]
 async fn restore_refused_when_address_taken_meanwhile() {
-    let env = start().await;
+    let env = start_instant().await;
     let id = env.create_user("fay", json!({})).await;
     env.delete(&format!("/users/{id}")).await;
     // Seeding bypasses the API's reservation check, like a sync from elsewhere could.
@@ -230,7 +235,7 @@ async fn restore_refused_when_address_taken_meanwhile() {
 
 #[tokio::test]
 async fn filters_and_quote_escaping() {
-    let env = start().await;
+    let env = start_instant().await;
     env.create_user("obrien", json!({"surname": "O'Brien", "employeeId": "77", "onPremisesExtensionAttributes": {"extensionAttribute15": "ldap2exo:abc"}})).await;
     env.create_user("other", json!({"surname": "Other"})).await;
     let a = env
@@ -273,7 +278,7 @@ async fn filters_and_quote_escaping() {
 async fn eventual_consistency_hides_fresh_objects_from_advanced_queries() {
     let cfg = ldap2exo_emulator::EmulatorConfig {
         advanced_query_lag: std::time::Duration::from_millis(300),
-        ..Default::default()
+        ..ldap2exo_emulator::EmulatorConfig::instant()
     };
     let env = start_with(cfg).await;
     env.create_user(
@@ -311,7 +316,7 @@ async fn eventual_consistency_hides_fresh_objects_from_advanced_queries() {
 
 #[tokio::test]
 async fn paging_with_next_link() {
-    let env = start().await;
+    let env = start_instant().await;
     let users: Vec<User> = (0..250)
         .map(|i| User {
             user_principal_name: format!("u{i}@example.edu"),
@@ -360,7 +365,7 @@ async fn paging_with_next_link() {
 #[tokio::test]
 async fn licences_skus_and_domains() {
     let cfg = {
-        let mut c = ldap2exo_emulator::EmulatorConfig::default();
+        let mut c = ldap2exo_emulator::EmulatorConfig::instant();
         c.tenant.skus = vec![ldap2exo_emulator::SkuConfig::exchange_online_plan1(1)];
         c.tenant.domains.push(ldap2exo_emulator::DomainConfig {
             name: "pending.org".into(),

@@ -4,10 +4,12 @@
 //! against Exchange. Hashtables (`@{Add=...;Remove=...}`) arrive as JSON objects tagged
 //! `"@odata.type":"#Exchange.GenericHashTable"`.
 
+use super::addresses::{apply_email_addresses, check_address, check_upn, set_primary};
 use super::opath;
 use super::{ExoError, Output};
+use crate::propagation::{Hidden, Reader};
 use crate::store::{
-    RecipientKind, Store, User, domain_of, strip_smtp, valid_mail_nickname, valid_smtp,
+    Origin, RecipientKind, Store, User, domain_of, strip_smtp, valid_mail_nickname, valid_smtp,
 };
 use crate::util::fold;
 use serde_json::{Map, Value, json};
@@ -170,10 +172,16 @@ pub fn run(
         values: vec![],
         warnings: vec![],
     };
+    let warn = |w: Vec<String>| Output {
+        values: vec![],
+        warnings: w,
+    };
     match cmdlet.to_ascii_lowercase().as_str() {
         "new-mailuser" => new_mail_user(store, params).map(one),
-        "set-mailuser" => set_recipient(store, params, RecipientKind::MailUser).map(|_| none()),
-        "set-mailbox" => set_recipient(store, params, RecipientKind::UserMailbox).map(|_| none()),
+        "set-mailuser" => set_recipient(store, params, RecipientKind::MailUser).map(warn),
+        "set-mailbox" => set_recipient(store, params, RecipientKind::UserMailbox).map(warn),
+        "set-user" => set_user(store, params).map(warn),
+        "get-user" => get_recipients(store, params, GetKind::User),
         "remove-mailuser" => remove_mail_user(store, params).map(|_| none()),
         "get-mailuser" => get_recipients(store, params, GetKind::MailUser),
         "get-mailbox" => get_recipients(store, params, GetKind::Mailbox),
@@ -186,21 +194,23 @@ pub fn run(
     }
 }
 
-/// Finds one recipient by any of its identities: Name, Alias, object id, Guid, UPN or any
-/// e-mail address.
+/// Finds one recipient (or, with `None` in `kinds`, plain user) by any of its identities:
+/// Name, Alias, object id, Guid, UPN or any e-mail address, as Exchange sees them now. Objects
+/// inside the 404 window after their create are not found.
 fn resolve(
     store: &Store,
     identity: &str,
-    kinds: &[RecipientKind],
+    kinds: &[Option<RecipientKind>],
     deleted: bool,
 ) -> Result<String, ExoError> {
     let id = fold(identity);
     let bare = fold(strip_smtp(identity));
-    let hits: Vec<&User> = store
-        .users
-        .values()
+    let users = store.exchange_users();
+    let hits: Vec<&User> = users
+        .iter()
+        .map(|u| u.as_ref())
         .filter(|u| u.is_deleted() == deleted)
-        .filter(|u| u.recipient_type_details.is_some_and(|k| kinds.contains(&k)))
+        .filter(|u| kinds.contains(&u.recipient_type_details))
         .filter(|u| {
             fold(&u.name()) == id
                 || fold(&u.mail_nickname) == id
@@ -213,177 +223,24 @@ fn resolve(
         })
         .collect();
     match hits.as_slice() {
+        [one] if store.hidden(one, Reader::Exchange) == Some(Hidden::JustCreated) => {
+            Err(ExoError::NotFound(identity.to_string()))
+        }
         [one] => Ok(one.id.clone()),
         [] => Err(ExoError::NotFound(identity.to_string())),
         _ => Err(ExoError::Ambiguous(identity.to_string())),
     }
 }
 
-fn check_address(
-    store: &Store,
-    shown: &str,
-    bare: &str,
-    owner: Option<&str>,
-) -> Result<(), ExoError> {
-    if !valid_smtp(bare) {
-        return Err(ExoError::Validation(format!(
-            "The e-mail address \"{bare}\" isn't correct. Please use this format: user name, the @ sign, followed by the domain name. For example, tonysmith@contoso.com or tony.smith@contoso.com."
-        )));
-    }
-    if !store.is_accepted(domain_of(bare)) {
-        return Err(ExoError::Task(format!(
-            "You can't use the domain {} because it's not an accepted domain for your organization.",
-            domain_of(bare)
-        )));
-    }
-    if store.address_owner(bare, owner).is_some() {
-        return Err(ExoError::ProxyInUse(shown.to_string()));
-    }
-    Ok(())
-}
-
-/// Normalises one proxy address: no prefix or `smtp:`/`SMTP:` keep their case meaning;
-/// other types (`X500:`, `SIP:`) are kept as they are.
-fn split_proxy(p: &str) -> (bool, bool, String) {
-    // (is_smtp, is_primary, address)
-    match p.split_once(':') {
-        Some(("SMTP", a)) => (true, true, a.to_string()),
-        Some((t, a)) if t.eq_ignore_ascii_case("smtp") => (true, false, a.to_string()),
-        Some(_) if !p.contains('@') || p.find(':') < p.find('@') => (false, false, p.to_string()),
-        _ => (true, false, p.to_string()),
-    }
+/// The warning Exchange gives when a `Set-*` changed nothing.
+fn unchanged_warning(name: &str) -> String {
+    format!("The command completed successfully but no settings of '{name}' have been modified.")
 }
 
 fn alias_invalid(alias: &str) -> ExoError {
     ExoError::Validation(format!(
         "The alias \"{alias}\" isn't valid. An alias can contain only letters, digits and the characters ! # $ % & ' * + - / = ? ^ _ ` {{ | }} ~ and periods that are not at the beginning or end; it can have at most 64 characters."
     ))
-}
-
-/// Applies `-EmailAddresses` (a whole list, or an Add/Remove hashtable) to `u`.
-fn apply_email_addresses(store: &Store, u: &mut User, v: &Value) -> Result<(), ExoError> {
-    let as_list = |x: Option<&Value>| -> Result<Vec<String>, ExoError> {
-        match x {
-            None | Some(Value::Null) => Ok(vec![]),
-            Some(Value::String(s)) => Ok(vec![s.clone()]),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|i| {
-                    i.as_str().map(str::to_string).ok_or_else(|| {
-                        ExoError::Parameter("EmailAddresses: strings expected.".into())
-                    })
-                })
-                .collect(),
-            Some(_) => Err(ExoError::Parameter(
-                "EmailAddresses: strings expected.".into(),
-            )),
-        }
-    };
-    let mut addrs = u.proxy_addresses.clone();
-    let mut added: Vec<(String, String)> = Vec::new(); // (as shown, bare)
-    let add_one = |addrs: &mut Vec<String>, added: &mut Vec<(String, String)>, p: &str| {
-        let (smtp, primary, a) = split_proxy(p);
-        if !smtp {
-            if !addrs.iter().any(|x| x.eq_ignore_ascii_case(p)) {
-                addrs.push(p.to_string());
-            }
-            return;
-        }
-        let existing = addrs
-            .iter()
-            .position(|x| fold(strip_smtp(x)) == fold(&a) && split_proxy(x).0);
-        if primary {
-            for x in addrs.iter_mut() {
-                if x.starts_with("SMTP:") {
-                    *x = format!("smtp:{}", &x[5..]);
-                }
-            }
-        }
-        let shown = if primary {
-            format!("SMTP:{a}")
-        } else {
-            format!("smtp:{a}")
-        };
-        match existing {
-            Some(i) => {
-                if primary {
-                    addrs[i] = shown;
-                }
-            }
-            None => {
-                addrs.push(shown.clone());
-                added.push((shown, a));
-            }
-        }
-    };
-    match v {
-        Value::Object(h) => {
-            for k in h.keys() {
-                if !["@odata.type", "add", "remove"].contains(&k.to_ascii_lowercase().as_str()) {
-                    return Err(ExoError::Parameter(format!(
-                        "Cannot convert the hashtable key '{k}' for parameter 'EmailAddresses': only Add and Remove are allowed."
-                    )));
-                }
-            }
-            let get = |name: &str| {
-                h.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v)
-            };
-            for r in as_list(get("Remove"))? {
-                let (smtp, _, a) = split_proxy(&r);
-                let pos = addrs.iter().position(|x| {
-                    if smtp {
-                        split_proxy(x).0 && fold(strip_smtp(x)) == fold(&a)
-                    } else {
-                        x.eq_ignore_ascii_case(&r)
-                    }
-                });
-                if let Some(i) = pos {
-                    if addrs[i].starts_with("SMTP:") {
-                        return Err(ExoError::Validation(format!(
-                            "The primary SMTP address \"{}\" can't be removed. Make another address primary first.",
-                            addrs[i]
-                        )));
-                    }
-                    addrs.remove(i);
-                }
-            }
-            for a in as_list(get("Add"))? {
-                add_one(&mut addrs, &mut added, &a);
-            }
-        }
-        other => {
-            let list = as_list(Some(other))?;
-            let primaries = list.iter().filter(|p| split_proxy(p).1).count();
-            if primaries > 1 {
-                return Err(ExoError::Validation("There are multiple primary SMTP addresses. Please ensure there is only one primary address for each address type.".into()));
-            }
-            let before = addrs.clone();
-            addrs.clear();
-            for (i, p) in list.iter().enumerate() {
-                // Without any `SMTP:` the first address becomes primary.
-                let p = if primaries == 0 && i == 0 && split_proxy(p).0 {
-                    format!("SMTP:{}", split_proxy(p).2)
-                } else {
-                    p.clone()
-                };
-                add_one(&mut addrs, &mut added, &p);
-            }
-            // Addresses that were there already are not "added" (no conflict with oneself).
-            added.retain(|(_, a)| !before.iter().any(|b| fold(strip_smtp(b)) == fold(a)));
-        }
-    }
-    for (shown, bare) in &added {
-        check_address(store, shown, bare, Some(&u.id))?;
-    }
-    if !addrs.iter().any(|a| a.starts_with("SMTP:")) {
-        return Err(ExoError::Validation(
-            "The e-mail address list must contain a primary SMTP address.".into(),
-        ));
-    }
-    u.proxy_addresses = addrs;
-    Ok(())
 }
 
 fn external_address(raw: &str) -> Result<String, ExoError> {
@@ -451,14 +308,19 @@ fn new_mail_user(store: &mut Store, m: Map<String, Value>) -> Result<Value, ExoE
     if !valid_mail_nickname(&alias) || alias.starts_with('.') || alias.ends_with('.') {
         return Err(alias_invalid(&alias));
     }
-    if store.users.values().any(|u| {
-        !u.is_deleted() && u.recipient_type_details.is_some() && fold(&u.name()) == fold(&name)
-    }) {
+    if name_in_use(store, &name, None) {
         return Err(ExoError::NameInUse(name));
     }
     let upn = p.string("MicrosoftOnlineServicesID")?;
-    if upn.is_some() && p.string("Password")?.is_none() {
+    let password = p.string("Password")?;
+    if upn.is_some() && password.is_none() {
         return Err(ExoError::Parameter("Parameter set cannot be resolved using the specified named parameters: -MicrosoftOnlineServicesID needs -Password.".into()));
+    }
+    if store.realism.strict_rules
+        && let Some(pw) = &password
+        && !crate::graph::users::password_complex(pw)
+    {
+        return Err(ExoError::Task("The specified password does not comply with password complexity requirements. Please provide a different password.".into()));
     }
     let mut u = User {
         id: store.rng.uuid(),
@@ -466,28 +328,16 @@ fn new_mail_user(store: &mut Store, m: Map<String, Value>) -> Result<Value, ExoE
         exchange_name: Some(name.clone()),
         ..Default::default()
     };
-    let primary = match (p.string("PrimarySmtpAddress")?, &upn) {
-        (Some(ps), _) => strip_smtp(&ps).to_string(),
-        (None, Some(upn)) => upn.clone(),
-        (None, None) if store.is_accepted(domain_of(&external)) => external.clone(),
-        (None, None) => store.free_moera(&alias, &u.id),
+    // Exchange Online ignores -PrimarySmtpAddress here (documented for on-premises only):
+    // the external address is primary when its domain is accepted, else the MOERA address.
+    let primary = if store.is_accepted(domain_of(&external)) {
+        external.clone()
+    } else {
+        store.free_moera(&alias, &u.id)
     };
     let upn = match upn {
         Some(upn) => {
-            if !valid_smtp(&upn) {
-                return Err(ExoError::Validation(format!(
-                    "The value \"{upn}\" of property MicrosoftOnlineServicesID isn't a valid user principal name."
-                )));
-            }
-            if !store.is_accepted(domain_of(&upn)) {
-                return Err(ExoError::Task(format!(
-                    "You can't use the domain {} because it's not an accepted domain for your organization.",
-                    domain_of(&upn)
-                )));
-            }
-            if store.upn_owner(&upn, None).is_some() {
-                return Err(ExoError::ProxyInUse(format!("SMTP:{upn}")));
-            }
+            check_upn(store, &upn, None)?;
             upn
         }
         None => primary.clone(),
@@ -509,60 +359,66 @@ fn new_mail_user(store: &mut Store, m: Map<String, Value>) -> Result<Value, ExoE
     u.external_email_address = Some(external);
     u.recipient_type_details = Some(RecipientKind::MailUser);
     u.account_enabled = true;
-    let id = store.insert(u);
+    let id = store.create(u, Origin::Exchange);
     Ok(Value::Object(store.exchange_view(&store.users[&id])))
+}
+
+/// Whether a recipient other than `except` (or a group or contact) has this `Name`.
+fn name_in_use(store: &Store, name: &str, except: Option<&str>) -> bool {
+    store.users.values().any(|o| {
+        Some(o.id.as_str()) != except
+            && !o.is_deleted()
+            && o.recipient_type_details.is_some()
+            && fold(&o.name()) == fold(name)
+    }) || store
+        .mail_objects
+        .iter()
+        .any(|o| fold(&o.name) == fold(name))
 }
 
 fn set_recipient(
     store: &mut Store,
     m: Map<String, Value>,
     kind: RecipientKind,
-) -> Result<(), ExoError> {
-    let p = match kind {
-        RecipientKind::MailUser => Params::new(
-            m,
-            &with_custom(&[
-                "Identity",
-                "EmailAddresses",
-                "ExternalEmailAddress",
-                "HiddenFromAddressListsEnabled",
-                "DisplayName",
-                "Alias",
-                "Name",
-                "FirstName",
-                "LastName",
-                "PrimarySmtpAddress",
-                "WindowsEmailAddress",
-            ]),
-        )?,
-        RecipientKind::UserMailbox => Params::new(
-            m,
-            &with_custom(&[
-                "Identity",
-                "EmailAddresses",
-                "HiddenFromAddressListsEnabled",
-                "ForwardingSmtpAddress",
-                "DeliverToMailboxAndForward",
-                "DisplayName",
-                "Alias",
-                "Name",
-                "PrimarySmtpAddress",
-                "WindowsEmailAddress",
-            ]),
-        )?,
-    };
+) -> Result<Vec<String>, ExoError> {
+    let mut allowed = with_custom(&[
+        "Identity",
+        "EmailAddresses",
+        "HiddenFromAddressListsEnabled",
+        "DisplayName",
+        "Alias",
+        "Name",
+        "PrimarySmtpAddress",
+        "WindowsEmailAddress",
+        "MicrosoftOnlineServicesID",
+    ]);
+    allowed.extend_from_slice(match kind {
+        RecipientKind::MailUser => &["ExternalEmailAddress"],
+        RecipientKind::UserMailbox => &["ForwardingSmtpAddress", "DeliverToMailboxAndForward"],
+    });
+    // Set-MailUser.md lists no -FirstName/-LastName (they are Set-User's); the old lenient
+    // emulator accepted them, instant mode still does.
+    if kind == RecipientKind::MailUser && !store.realism.strict_rules {
+        allowed.extend_from_slice(&["FirstName", "LastName"]);
+    }
+    let p = Params::new(m, &allowed)?;
     let identity = p.required("Identity")?;
-    let id = resolve(store, &identity, &[kind], false)?;
+    let id = resolve(store, &identity, &[Some(kind)], false)?;
     let before = store.users[&id].clone();
     let mut u = before.clone();
     if let Some(v) = p.get("EmailAddresses") {
-        apply_email_addresses(store, &mut u, v)?;
+        apply_email_addresses(store, &mut u, v, store.realism.strict_rules)?;
     }
     for k in ["PrimarySmtpAddress", "WindowsEmailAddress"] {
         if let Some(ps) = p.string(k)? {
-            let ps = strip_smtp(&ps).to_string();
-            apply_email_addresses(store, &mut u, &json!({"Add": [format!("SMTP:{ps}")]}))?;
+            set_primary(store, &mut u, &ps)?;
         }
+    }
+    if let Some(upn) = p.string("MicrosoftOnlineServicesID")?
+        && fold(&upn) != fold(&u.user_principal_name)
+    {
+        check_upn(store, &upn, Some(&u.id))?;
+        u.user_principal_name = upn;
     }
     if kind == RecipientKind::MailUser {
         if let Some(e) = p.string("ExternalEmailAddress")? {
@@ -609,22 +465,84 @@ fn set_recipient(
                 "Name must be 1 to 64 characters.".into(),
             ));
         }
-        if store.users.values().any(|o| {
-            o.id != u.id
-                && !o.is_deleted()
-                && o.recipient_type_details.is_some()
-                && fold(&o.name()) == fold(&n)
-        }) {
+        if fold(&n) != fold(&u.name()) && name_in_use(store, &n, Some(&u.id)) {
             return Err(ExoError::NameInUse(n));
         }
         u.exchange_name = Some(n);
     }
     apply_custom_attributes(&p, &mut u)?;
-    if u != before {
-        store.users.insert(id.clone(), u);
-        store.touch(&id);
+    Ok(finish_set(store, u, &before))
+}
+
+/// Commits a `Set-*` result as an Exchange write, or answers the "nothing modified" warning.
+fn finish_set(store: &mut Store, u: User, before: &User) -> Vec<String> {
+    if u == *before {
+        return vec![unchanged_warning(&before.name())];
     }
-    Ok(())
+    store.commit(u, Origin::Exchange);
+    vec![]
+}
+
+/// `Set-User`: the address-book fields of any user (recipient or not).
+fn set_user(store: &mut Store, m: Map<String, Value>) -> Result<Vec<String>, ExoError> {
+    let p = Params::new(
+        m,
+        &[
+            "Identity",
+            "DisplayName",
+            "FirstName",
+            "LastName",
+            "Department",
+            "Title",
+            "Office",
+            "Phone",
+            "MobilePhone",
+            "Company",
+        ],
+    )?;
+    let identity = p.required("Identity")?;
+    let kinds = [
+        None,
+        Some(RecipientKind::MailUser),
+        Some(RecipientKind::UserMailbox),
+    ];
+    let id = resolve(store, &identity, &kinds, false)?;
+    let before = store.users[&id].clone();
+    let mut u = before.clone();
+    let field = |k: &str, max: usize| -> Result<Option<Option<String>>, ExoError> {
+        if !p.has(k) {
+            return Ok(None);
+        }
+        let v = p.string(k)?.filter(|s| !s.is_empty());
+        if v.as_ref().is_some_and(|s| s.chars().count() > max) {
+            return Err(ExoError::Validation(format!(
+                "The length of the property is too long. The maximum length is {max}. Property: {k}"
+            )));
+        }
+        Ok(Some(v))
+    };
+    if let Some(d) = field("DisplayName", 256)? {
+        u.display_name = Some(d.ok_or_else(|| {
+            ExoError::Validation("DisplayName must be 1 to 256 characters.".into())
+        })?);
+    }
+    for (k, max, slot) in [
+        ("FirstName", 64, &mut u.given_name),
+        ("LastName", 64, &mut u.surname),
+        ("Department", 64, &mut u.department),
+        ("Title", 128, &mut u.job_title),
+        ("Office", 128, &mut u.office_location),
+        ("MobilePhone", 64, &mut u.mobile_phone),
+        ("Company", 64, &mut u.company_name),
+    ] {
+        if let Some(v) = field(k, max)? {
+            *slot = v;
+        }
+    }
+    if let Some(v) = field("Phone", 64)? {
+        u.business_phones = v.into_iter().collect();
+    }
+    Ok(finish_set(store, u, &before))
 }
 
 fn remove_mail_user(store: &mut Store, m: Map<String, Value>) -> Result<(), ExoError> {
@@ -632,13 +550,13 @@ fn remove_mail_user(store: &mut Store, m: Map<String, Value>) -> Result<(), ExoE
     let identity = p.required("Identity")?;
     if p.bool("PermanentlyDelete")? == Some(true) {
         // Permanently deleting applies to soft-deleted mail users.
-        let id = resolve(store, &identity, &[RecipientKind::MailUser], true)?;
+        let id = resolve(store, &identity, &[Some(RecipientKind::MailUser)], true)?;
         store
             .purge(&id)
             .map_err(|_| ExoError::NotFound(identity.clone()))?;
         return Ok(());
     }
-    let id = resolve(store, &identity, &[RecipientKind::MailUser], false)?;
+    let id = resolve(store, &identity, &[Some(RecipientKind::MailUser)], false)?;
     store
         .soft_delete(&id)
         .map_err(|_| ExoError::NotFound(identity))
@@ -650,6 +568,7 @@ enum GetKind {
     Mailbox,
     Recipient,
     ExoRecipient,
+    User,
 }
 
 /// Properties Get-EXORecipient returns without `-Properties`/`-PropertySets` (its
@@ -668,12 +587,29 @@ const EXO_MINIMUM: &[&str] = &[
     "Id",
 ];
 
-fn get_recipients(
-    store: &mut Store,
-    m: Map<String, Value>,
-    kind: GetKind,
-) -> Result<Output, ExoError> {
-    let allowed: &[&str] = match kind {
+/// `RecipientTypeDetails` values the emulator has objects of.
+const MODELLED_TYPES: &[&str] = &[
+    "User",
+    "MailUser",
+    "UserMailbox",
+    "MailContact",
+    "MailUniversalDistributionGroup",
+];
+
+/// Real `RecipientTypeDetails` values the emulator has no objects of: valid, matching nothing.
+const UNMODELLED_TYPES: &[&str] = &[
+    "SharedMailbox",
+    "RoomMailbox",
+    "EquipmentMailbox",
+    "GuestMailUser",
+    "GroupMailbox",
+    "MailUniversalSecurityGroup",
+    "DynamicDistributionGroup",
+    "PublicFolder",
+];
+
+fn allowed_params(kind: GetKind) -> &'static [&'static str] {
+    match kind {
         GetKind::MailUser => &["Identity", "Filter", "ResultSize", "SoftDeletedMailUser"],
         GetKind::Mailbox => &[
             "Identity",
@@ -682,7 +618,9 @@ fn get_recipients(
             "RecipientTypeDetails",
             "SoftDeletedMailbox",
         ],
-        GetKind::Recipient => &["Identity", "Filter", "ResultSize", "RecipientTypeDetails"],
+        GetKind::Recipient | GetKind::User => {
+            &["Identity", "Filter", "ResultSize", "RecipientTypeDetails"]
+        }
         GetKind::ExoRecipient => &[
             "Identity",
             "Filter",
@@ -691,76 +629,151 @@ fn get_recipients(
             "Properties",
             "PropertySets",
         ],
+    }
+}
+
+/// The type names a cmdlet may return, narrowed by `-RecipientTypeDetails`.
+fn wanted_types(kind: GetKind, p: &Params) -> Result<Vec<&'static str>, ExoError> {
+    let base: &[&'static str] = match kind {
+        GetKind::MailUser => &["MailUser"],
+        GetKind::Mailbox => &["UserMailbox"],
+        GetKind::User => &["User", "MailUser", "UserMailbox"],
+        _ => &[
+            "MailUser",
+            "UserMailbox",
+            "MailContact",
+            "MailUniversalDistributionGroup",
+        ],
     };
-    let p = Params::new(m, allowed)?;
-    let deleted = p.bool("SoftDeletedMailUser")?.unwrap_or(false)
-        || p.bool("SoftDeletedMailbox")?.unwrap_or(false);
-    let base_kinds: Vec<RecipientKind> = match kind {
-        GetKind::MailUser => vec![RecipientKind::MailUser],
-        GetKind::Mailbox => vec![RecipientKind::UserMailbox],
-        _ => vec![RecipientKind::MailUser, RecipientKind::UserMailbox],
+    let Some(list) = p.list("RecipientTypeDetails")? else {
+        return Ok(base.to_vec());
     };
-    let kinds: Vec<RecipientKind> = match p.list("RecipientTypeDetails")? {
-        None => base_kinds,
-        Some(list) => {
-            let mut out = Vec::new();
-            for t in list {
-                match t.to_ascii_lowercase().as_str() {
-                    "mailuser" => out.push(RecipientKind::MailUser),
-                    "usermailbox" => out.push(RecipientKind::UserMailbox),
-                    // Real types the emulator has no objects of: valid, matching nothing.
-                    "mailcontact"
-                    | "sharedmailbox"
-                    | "roommailbox"
-                    | "equipmentmailbox"
-                    | "mailuniversaldistributiongroup"
-                    | "guestmailuser"
-                    | "groupmailbox" => {}
-                    _ => {
-                        return Err(ExoError::Parameter(format!(
-                            "Cannot bind parameter 'RecipientTypeDetails'. Cannot convert value \"{t}\" to type \"Microsoft.Exchange.Data.Directory.Recipient.RecipientTypeDetails\"."
-                        )));
-                    }
+    let mut out = Vec::new();
+    for t in list {
+        if let Some(m) = MODELLED_TYPES.iter().find(|m| m.eq_ignore_ascii_case(&t)) {
+            out.push(*m);
+        } else if !UNMODELLED_TYPES.iter().any(|m| m.eq_ignore_ascii_case(&t)) {
+            return Err(ExoError::Parameter(format!(
+                "Cannot bind parameter 'RecipientTypeDetails'. Cannot convert value \"{t}\" to type \"Microsoft.Exchange.Data.Directory.Recipient.RecipientTypeDetails\"."
+            )));
+        }
+    }
+    out.retain(|k| base.contains(k));
+    Ok(out)
+}
+
+fn user_type(u: &User) -> &'static str {
+    u.recipient_type_details
+        .map(|k| k.as_str())
+        .unwrap_or("User")
+}
+
+/// Whether a view answers to `identity` (Name, Alias, ids, UPN or any address).
+fn view_matches(v: &Map<String, Value>, identity: &str) -> bool {
+    let id = fold(identity);
+    let bare = fold(strip_smtp(identity));
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(fold)
+            .unwrap_or_default()
+    };
+    ["Name", "Alias", "ExternalDirectoryObjectId", "Guid"]
+        .iter()
+        .any(|k| s(k) == id)
+        || s("UserPrincipalName") == bare
+        || v.get("EmailAddresses")
+            .and_then(Value::as_array)
+            .is_some_and(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .any(|p| fold(strip_smtp(p)) == bare)
+            })
+}
+
+/// The views a Get-* cmdlet lists (before `-Filter`), as Exchange sees them now.
+fn candidate_views(
+    store: &Store,
+    p: &Params,
+    types: &[&str],
+    deleted: bool,
+) -> Result<Vec<Map<String, Value>>, ExoError> {
+    let identity = p.string("Identity")?;
+    let kinds: Vec<Option<RecipientKind>> = [
+        None,
+        Some(RecipientKind::MailUser),
+        Some(RecipientKind::UserMailbox),
+    ]
+    .into_iter()
+    .filter(|k| types.contains(&k.map(|k| k.as_str()).unwrap_or("User")))
+    .collect();
+    let mut out = Vec::new();
+    if let Some(i) = &identity {
+        match resolve(store, i, &kinds, deleted) {
+            Ok(id) => {
+                let u = store.render(&store.users[&id], Reader::Exchange);
+                return Ok(vec![store.exchange_view(&u)]);
+            }
+            Err(ExoError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    } else {
+        for u in store.exchange_users() {
+            if u.is_deleted() == deleted && types.contains(&user_type(&u)) {
+                out.push(store.exchange_view(&u));
+            }
+        }
+    }
+    if !deleted {
+        for o in &store.mail_objects {
+            if types.contains(&o.kind.type_names().0) {
+                let v = store.mail_object_view(o);
+                if identity.as_ref().is_none_or(|i| view_matches(&v, i)) {
+                    out.push(v);
                 }
             }
-            out.retain(|k| base_kinds.contains(k));
-            out
         }
-    };
+    }
+    match (&identity, out.len()) {
+        (Some(i), 0) => Err(ExoError::NotFound(i.clone())),
+        (Some(i), n) if n > 1 => Err(ExoError::Ambiguous(i.clone())),
+        _ => Ok(out),
+    }
+}
+
+/// `-Properties` / `-PropertySets` of Get-EXORecipient: the extra properties to return.
+fn exo_extra(p: &Params) -> Result<Vec<String>, ExoError> {
+    let mut e = p.list("Properties")?.unwrap_or_default();
+    for set in p.list("PropertySets")?.unwrap_or_default() {
+        if set.eq_ignore_ascii_case("All") || set.eq_ignore_ascii_case("Custom") {
+            e.extend(CUSTOM_ATTRS.iter().map(|s| s.to_string()));
+            e.extend(["ExternalEmailAddress", "HiddenFromAddressListsEnabled"].map(String::from));
+        }
+    }
+    Ok(e)
+}
+
+fn get_recipients(
+    store: &mut Store,
+    m: Map<String, Value>,
+    kind: GetKind,
+) -> Result<Output, ExoError> {
+    let p = Params::new(m, allowed_params(kind))?;
+    let deleted = p.bool("SoftDeletedMailUser")?.unwrap_or(false)
+        || p.bool("SoftDeletedMailbox")?.unwrap_or(false);
+    let types = wanted_types(kind, &p)?;
     let filter = match p.string("Filter")? {
         Some(f) => Some(opath::parse(&f).map_err(|e| ExoError::Parameter(e.to_string()))?),
         None => None,
     };
     let limit = p.result_size()?;
-    let ids: Vec<String> = match p.string("Identity")? {
-        Some(i) => vec![resolve(store, &i, &kinds, deleted)?],
-        None => store
-            .users
-            .values()
-            .filter(|u| {
-                u.is_deleted() == deleted
-                    && u.recipient_type_details.is_some_and(|k| kinds.contains(&k))
-            })
-            .map(|u| u.id.clone())
-            .collect(),
-    };
-    let extra: Option<Vec<String>> = if kind == GetKind::ExoRecipient {
-        let mut e = p.list("Properties")?.unwrap_or_default();
-        for set in p.list("PropertySets")?.unwrap_or_default() {
-            if set.eq_ignore_ascii_case("All") || set.eq_ignore_ascii_case("Custom") {
-                e.extend(CUSTOM_ATTRS.iter().map(|s| s.to_string()));
-                e.extend(
-                    ["ExternalEmailAddress", "HiddenFromAddressListsEnabled"].map(String::from),
-                );
-            }
-        }
-        Some(e)
+    let extra = if kind == GetKind::ExoRecipient {
+        Some(exo_extra(&p)?)
     } else {
         None
     };
     let mut values = Vec::new();
-    for id in ids {
-        let view = store.exchange_view(&store.users[&id]);
+    for view in candidate_views(store, &p, &types, deleted)? {
         if let Some(f) = &filter
             && !opath::eval(f, &view)
         {

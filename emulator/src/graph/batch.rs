@@ -138,6 +138,8 @@ pub fn run(sh: &Shared, req: &Req) -> Resp {
     };
     let mut statuses: HashMap<String, u16> = HashMap::new();
     let mut responses = Vec::new();
+    // A sub-request hit by a `drop_response` rule cuts off the whole envelope.
+    let mut drop = false;
     for s in subs {
         let failed_dep = s
             .depends_on
@@ -175,6 +177,7 @@ pub fn run(sh: &Shared, req: &Req) -> Resp {
             super::execute(sh, &sub, true)
         };
         statuses.insert(s.id.clone(), resp.status);
+        drop |= resp.drop;
         let mut headers = Map::new();
         for (k, v) in &resp.headers {
             // Graph capitalises these inside batch responses.
@@ -192,5 +195,7 @@ pub fn run(sh: &Shared, req: &Req) -> Resp {
         }
         responses.push(entry);
     }
-    Resp::json(200, &json!({"responses": responses}))
+    let mut r = Resp::json(200, &json!({"responses": responses}));
+    r.drop = drop;
+    r
 }

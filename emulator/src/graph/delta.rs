@@ -87,7 +87,7 @@ pub fn delta(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
 
     let in_round = |seq: u64| seq > state.since && seq <= state.upto;
     let mut entries: Vec<(String, Value)> = Vec::new();
-    for u in store.users.values() {
+    for u in &store.graph_users() {
         if !in_round(u.changed_seq) || (state.initial && u.is_deleted()) {
             continue;
         }

@@ -311,8 +311,13 @@ pub fn execute(sh: &Shared, req: &Req, in_batch: bool) -> Resp {
     if in_batch && matches!(rt.kind, RouteKind::Batch) {
         return GraphError::bad("Nested $batch requests are not supported.").to_resp(&rid, crid);
     }
-    let pct = match sh.gate(Api::Graph, rt.label, rt.write, rt.units) {
-        Gate::Proceed { limit_percentage } => limit_percentage,
+    let (pct, drop) = match sh.gate(Api::Graph, rt.label, rt.write, rt.units) {
+        Gate::Proceed {
+            limit_percentage,
+            drop,
+        } => (limit_percentage, drop),
+        // Non-terminating errors are an Exchange notion; Graph just runs the request.
+        Gate::NonTerminating => (None, false),
         Gate::Throttle { retry_after } => {
             return GraphError::Throttled { retry_after }.to_resp(&rid, crid);
         }
@@ -327,6 +332,7 @@ pub fn execute(sh: &Shared, req: &Req, in_batch: bool) -> Resp {
             .to_resp(&rid, crid);
         }
     };
+    lock(&sh.store).settle();
     let result = match rt.kind {
         RouteKind::Batch => return batch::run(sh, req),
         RouteKind::ListUsers => users::list(sh, req),
@@ -359,6 +365,7 @@ pub fn execute(sh: &Shared, req: &Req, in_batch: bool) -> Resp {
             e.to_resp(&rid, crid)
         }
     };
+    resp.drop |= drop;
     resp = resp.with_header("x-ms-resource-unit", rt.units.max(1).to_string());
     if let Some(p) = pct.filter(|p| *p >= 80) {
         resp = resp

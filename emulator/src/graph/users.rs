@@ -6,9 +6,10 @@
 
 use super::odata;
 use super::{Answer, GraphError, url};
+use crate::propagation::Reader;
 use crate::shared::{Shared, lock};
 use crate::store::{
-    Store, StoreError, User, domain_of, now_millis, valid_mail_nickname, valid_smtp,
+    Origin, Store, StoreError, User, domain_of, now_millis, valid_mail_nickname, valid_smtp,
 };
 use crate::util::{b64url, b64url_decode, fold};
 use crate::wire::Req;
@@ -37,6 +38,8 @@ pub const ALL_PROPS: &[&str] = &[
     "proxyAddresses",
     "onPremisesExtensionAttributes",
     "assignedLicenses",
+    "assignedPlans",
+    "licenseAssignmentStates",
     "createdDateTime",
     "deletedDateTime",
     "onPremisesSyncEnabled",
@@ -63,9 +66,32 @@ const READ_ONLY: &[&str] = &[
     "id",
     "proxyAddresses",
     "assignedLicenses",
+    "assignedPlans",
+    "licenseAssignmentStates",
     "createdDateTime",
     "deletedDateTime",
     "onPremisesSyncEnabled",
+];
+
+/// Properties Entra refuses to update on an object created by `New-MailUser` ("originated
+/// within an external service"), in strict mode. Confirmed for `employeeId` and the extension
+/// attributes; the address-book fields are deliberately included (see README).
+const EXTERNAL_ORIGIN_LOCKED: &[&str] = &[
+    "employeeId",
+    "onPremisesExtensionAttributes",
+    "mail",
+    "otherMails",
+    "proxyAddresses",
+    "givenName",
+    "surname",
+    "displayName",
+    "department",
+    "jobTitle",
+    "officeLocation",
+    "businessPhones",
+    "mobilePhone",
+    "companyName",
+    "userPrincipalName",
 ];
 
 /// Writable properties the emulator accepts but does not model.
@@ -231,8 +257,8 @@ pub fn list(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
     let mut store = lock(&sh.store);
     store.purge_expired();
     let items: Vec<(String, Value)> = store
-        .users
-        .values()
+        .graph_users()
+        .iter()
         .filter(|u| !u.is_deleted())
         // Advanced queries read an eventually consistent index: recent changes are not in it.
         .filter(|u| !(advanced && lag > 0 && u.changed_ms > cutoff))
@@ -253,9 +279,9 @@ pub fn get(sh: &Shared, req: &Req, key: &str) -> Result<Answer, GraphError> {
     let select = select_props(req)?;
     let store = lock(&sh.store);
     let u = store
-        .find_live(key)
-        .ok_or_else(|| GraphError::NotFound(key.to_string()))?;
-    let mut v = project(&store.graph_view(u), &select);
+        .graph_user(key)
+        .map_err(|_| GraphError::NotFound(key.to_string()))?;
+    let mut v = project(&store.graph_view(&u), &select);
     v["@odata.context"] = json!(match &select {
         Some(s) => url(sh, &format!("/$metadata#users({})/$entity", s.join(","))),
         None => url(sh, "/$metadata#users/$entity"),
@@ -497,6 +523,11 @@ fn set_mail(store: &Store, u: &mut User, m: Option<String>) -> Result<(), GraphE
     Ok(())
 }
 
+/// Entra's password complexity rule (also used by New-MailUser in strict mode).
+pub fn password_complex(p: &str) -> bool {
+    password_ok(p)
+}
+
 /// UPN and addresses must be unique across all objects, soft-deleted ones included.
 fn check_unique(store: &Store, u: &User, before: Option<&User>) -> Result<(), GraphError> {
     let changed = |f: &dyn Fn(&User) -> String| before.is_none_or(|b| fold(&f(b)) != fold(&f(u)));
@@ -504,9 +535,7 @@ fn check_unique(store: &Store, u: &User, before: Option<&User>) -> Result<(), Gr
         && (store
             .upn_owner(&u.user_principal_name, Some(&u.id))
             .is_some()
-            || store
-                .address_owner(&u.user_principal_name, Some(&u.id))
-                .is_some())
+            || store.address_taken(&u.user_principal_name, Some(&u.id)))
     {
         return Err(GraphError::conflict("userPrincipalName"));
     }
@@ -519,7 +548,7 @@ fn check_unique(store: &Store, u: &User, before: Option<&User>) -> Result<(), Gr
     };
     if let Some(m) = mail(u)
         && before.is_none_or(|b| mail(b).map(|x| fold(&x)) != Some(fold(&m)))
-        && store.address_owner(&m, Some(&u.id)).is_some()
+        && store.address_taken(&m, Some(&u.id))
     {
         return Err(GraphError::conflict("proxyAddresses"));
     }
@@ -536,7 +565,7 @@ pub fn create(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
     };
     apply_body(&store, &mut u, &body, true)?;
     check_unique(&store, &u, None)?;
-    let id = store.insert(u);
+    let id = store.create(u, Origin::Graph);
     let view = store.graph_view(&store.users[&id]);
     let mut v = project(&view, &None);
     v["@odata.context"] = json!(url(sh, "/$metadata#users/$entity"));
@@ -550,27 +579,44 @@ pub fn create(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
 pub fn patch(sh: &Shared, req: &Req, key: &str) -> Result<Answer, GraphError> {
     let body = body_object(req)?;
     let mut store = lock(&sh.store);
-    let before = store
-        .find_live(key)
-        .cloned()
-        .ok_or_else(|| GraphError::NotFound(key.to_string()))?;
+    let id = visible_id(&store, key)?;
+    let before = store.users[&id].clone();
+    if store.realism.strict_rules && before.origin == Origin::Exchange {
+        refuse_external_origin(&body)?;
+    }
     let mut u = before.clone();
     apply_body(&store, &mut u, &body, false)?;
     check_unique(&store, &u, Some(&before))?;
     if u != before {
-        let id = u.id.clone();
-        store.users.insert(id.clone(), u);
-        store.touch(&id);
+        store.commit(u, Origin::Graph);
     }
     Ok(Answer::status(204, None))
 }
 
+/// The id of a live user Graph can address now (else Graph's 404).
+fn visible_id(store: &Store, key: &str) -> Result<String, GraphError> {
+    store
+        .graph_user(key)
+        .map(|u| u.id)
+        .map_err(|_| GraphError::NotFound(key.to_string()))
+}
+
+/// Entra's refusal to update address-book properties of an object Exchange created.
+fn refuse_external_origin(body: &Map<String, Value>) -> Result<(), GraphError> {
+    if body
+        .keys()
+        .any(|k| EXTERNAL_ORIGIN_LOCKED.contains(&k.as_str()))
+    {
+        return Err(GraphError::bad(
+            "Unable to update the specified properties for objects that have originated within an external service.",
+        ));
+    }
+    Ok(())
+}
+
 pub fn delete(sh: &Shared, key: &str) -> Result<Answer, GraphError> {
     let mut store = lock(&sh.store);
-    let id = store
-        .find_live(key)
-        .map(|u| u.id.clone())
-        .ok_or_else(|| GraphError::NotFound(key.to_string()))?;
+    let id = visible_id(&store, key)?;
     store
         .soft_delete(&id)
         .map_err(|_| GraphError::NotFound(key.to_string()))?;
@@ -603,10 +649,8 @@ pub fn assign_license(sh: &Shared, req: &Req, key: &str) -> Result<Answer, Graph
     };
     let remove = string_list("removeLicenses", &body["removeLicenses"])?;
     let mut store = lock(&sh.store);
-    let mut u = store
-        .find_live(key)
-        .cloned()
-        .ok_or_else(|| GraphError::NotFound(key.to_string()))?;
+    let id = visible_id(&store, key)?;
+    let mut u = store.users[&id].clone();
     if !add.is_empty() && u.usage_location.is_none() {
         return Err(GraphError::bad(
             "License assignment cannot be done for user with invalid usage location.",
@@ -633,11 +677,11 @@ pub fn assign_license(sh: &Shared, req: &Req, key: &str) -> Result<Answer, Graph
     }
     u.assigned_licenses
         .retain(|l| !remove.iter().any(|r| r.eq_ignore_ascii_case(l)));
-    let id = u.id.clone();
-    store.users.insert(id.clone(), u);
-    store.touch(&id);
-    store.apply_licence_effects(&id);
-    let mut v = project(&store.graph_view(&store.users[&id]), &None);
+    store.commit(u, Origin::Graph);
+    // The licence shows at once; the mailbox it gives comes later (slow provisioning).
+    store.schedule_licence_effects(&id);
+    let shown = store.render(&store.users[&id], Reader::Graph);
+    let mut v = project(&store.graph_view(&shown), &None);
     v["@odata.context"] = json!(url(sh, "/$metadata#users/$entity"));
     Ok(Answer::ok(v))
 }

@@ -24,8 +24,23 @@ pub fn client_for(emu: &Emulator) -> Client {
         .expect("client")
 }
 
+/// Strict mode (the default): propagation delays, 404 windows, slow provisioning.
 pub async fn start() -> Env {
     start_with(EmulatorConfig::default()).await
+}
+
+/// Instant mode: one consistent store without delays, for tests about other things.
+pub async fn start_instant() -> Env {
+    start_with(EmulatorConfig::instant()).await
+}
+
+/// Strict mode with these realism knobs.
+pub async fn start_realism(r: ldap2exo_emulator::Realism) -> Env {
+    start_with(EmulatorConfig {
+        realism: r,
+        ..EmulatorConfig::default()
+    })
+    .await
 }
 
 pub async fn start_with(cfg: EmulatorConfig) -> Env {
@@ -92,10 +107,11 @@ impl Env {
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.expect("body");
+        // Non-JSON bodies (Exchange's plain-text 429, NUL-byte 403) come back as a string.
         let body = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).expect("JSON body")
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         Answer {
             status,
@@ -214,4 +230,27 @@ pub fn code(a: &Answer) -> &str {
 
 pub fn message(a: &Answer) -> &str {
     a.body["error"]["message"].as_str().unwrap_or("")
+}
+
+/// `error.details[0].message` of an Exchange error (`Ex<hex>|Type|text`), or "".
+pub fn exo_detail(a: &Answer) -> &str {
+    a.body["error"]["details"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+}
+
+/// Polls `f` every 100 ms until it answers true or `secs` pass.
+pub async fn eventually<F, Fut>(secs: u64, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
 }
