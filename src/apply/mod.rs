@@ -248,12 +248,16 @@ impl<'a, 'c> Job<'a, 'c> {
     async fn applied(&mut self, fields: &[Field]) -> Result<(), Stop> {
         for f in fields {
             let key = f.as_str();
+            self.handled.insert(*f);
+            self.deferred.remove(f);
+            if *f == Field::Kind {
+                // The kind is the row's own column, not an attribute.
+                continue;
+            }
             match self.after(*f).cloned() {
                 Some(v) => self.obj.attributes.insert(key.to_owned(), v),
                 None => self.obj.attributes.remove(key),
             };
-            self.handled.insert(*f);
-            self.deferred.remove(f);
         }
         self.obj.uid = self.action.uid.clone();
         self.obj.dn = self.action.dn.clone();
@@ -404,7 +408,9 @@ impl<'a, 'c> Job<'a, 'c> {
             }
             self.license(&id, &sku).await?;
         }
-        self.applied(&[Field::Kind]).await?;
+        // Recorded without clearing a deferral: the mailbox may still be provisioning.
+        self.handled.insert(Field::Kind);
+        self.applied(&[]).await?;
         let mut rest = self.changed_fields()?;
         rest.remove(&Field::Kind);
         self.write_changes(&id, Kind::Mailbox, &rest).await
@@ -426,6 +432,12 @@ impl<'a, 'c> Job<'a, 'c> {
             by(Writer::SetUser),
             by(Writer::GraphPatch),
         );
+        if kind == Kind::Mailbox && self.needs_licence() {
+            // A mailbox user an earlier run created but could not license (the run stopped
+            // between `POST /users` and `assignLicense`).
+            let sku = self.mailbox_sku()?;
+            self.license(id, &sku).await?;
+        }
         let pending = kind == Kind::Mailbox && self.mailbox_pending();
         if pending {
             self.defer(
@@ -452,6 +464,15 @@ impl<'a, 'c> Job<'a, 'c> {
         self.deferred.contains_key(&Field::Kind)
             || self.seen().is_some_and(|t| t.mailbox_pending)
                 && !self.handled.contains(&Field::Kind)
+    }
+
+    /// Graph shows the person's user, unlicensed, and Exchange does not know it: the licence
+    /// step of its create never ran.
+    fn needs_licence(&self) -> bool {
+        !self.handled.contains(&Field::Kind)
+            && self
+                .seen()
+                .is_some_and(|t| t.in_graph && !t.in_exchange && !t.exchange_licensed)
     }
 
     fn mailbox_sku(&self) -> Result<String, Stop> {
@@ -571,6 +592,7 @@ impl<'a, 'c> Job<'a, 'c> {
         self.step_visible("assignLicense", || graph.assign_license(id, sku))
             .await?;
         self.obj.kind = Kind::Mailbox;
+        self.handled.insert(Field::Kind);
         let ex = self.ctx.tenant.exchange();
         for wait_ms in [0u64, 500, 1000, 1500] {
             tokio::time::sleep(Duration::from_millis(wait_ms)).await;

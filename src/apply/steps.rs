@@ -17,8 +17,10 @@ use crate::tenant::exchange::{NewMailUser, hashtable};
 use crate::tenant::graph::{ExtensionAttributes, GraphUser};
 use crate::tenant::TenantError;
 
-/// Journal results of a create whose answer never came: the object may exist.
+/// Journal result of a create whose answer never came: the object may exist.
 const UNKNOWN: &str = "unknown";
+/// Journal result of a step the tenant could not take yet; a later run does it.
+const DEFERRED: &str = "deferred";
 
 /// Fields `New-MailUser` sets.
 const NEW_MAIL_USER_FIELDS: [Field; 7] = [
@@ -192,7 +194,7 @@ impl Job<'_, '_> {
         match graph.restore_user(&id).await {
             Ok(_) => self.journal_finish(row, "ok", Some(&id)).await?,
             Err(TenantError::NotFound { .. }) => {
-                self.journal_finish(row, "not found", Some("purged or never soft-deleted"))
+                self.journal_finish(row, "skipped", Some("not in the recycle bin: purged or never soft-deleted"))
                     .await?;
                 return Ok(false);
             }
@@ -368,21 +370,30 @@ impl Job<'_, '_> {
                 self.journal_finish(row, UNKNOWN, Some(&e.to_string())).await?;
                 Ok(Err(e))
             }
+            // A replay (after a lost answer) of a create that did run is refused as a
+            // conflict: the object may be the one this very request made. Whether it is,
+            // `find_own_create` decides, by proof.
+            Err(e @ (TenantError::Conflict { .. } | TenantError::AddressInUse { .. })) => {
+                self.journal_finish(row, UNKNOWN, Some(&e.to_string())).await?;
+                Ok(Err(e))
+            }
             Err(e) => Err(self.failed(row, name, e).await?),
         }
     }
 
     /// After a create whose answer never came: adopt the object when it is found with proof,
     /// else fail the action (the next run looks again; nothing is created twice meanwhile).
-    async fn after_unsure_create(&self, e: TenantError) -> Result<String, Stop> {
+    async fn after_unsure_create(&self, name: &str, e: TenantError) -> Result<String, Stop> {
         match self.find_own_create().await? {
             Some(id) => {
                 tracing::info!(uid = %self.action.uid, id = %id, "the create's answer was lost; found and adopted its object");
                 Ok(id)
             }
-            None => Err(Stop::Failed(format!(
-                "the create's outcome is unknown ({e}); the next run looks for the object by its UPN before creating anything"
+            None if e.is_ambiguous() => Err(Stop::Failed(format!(
+                "{name}: the outcome is unknown ({e}); the next run looks for the object by its UPN before creating anything"
             ))),
+            // Not ours after all: somebody else holds the UPN, address or Name.
+            None => Err(Stop::Conflict(format!("{name}: {e}"))),
         }
     }
 
@@ -415,7 +426,7 @@ impl Job<'_, '_> {
                         let proxies: Vec<String> = strings(obj.get("EmailAddresses")).collect();
                         (id, Some(proxies).filter(|p| !p.is_empty()))
                     }
-                    Err(e) => (self.after_unsure_create(e).await?, None),
+                    Err(e) => (self.after_unsure_create("New-MailUser", e).await?, None),
                 }
             }
         };
@@ -479,7 +490,7 @@ impl Job<'_, '_> {
                 self.applied(&[]).await
             }
             Err(TenantError::NotFound { .. }) => {
-                self.journal_finish(row, "not visible yet", Some("the next run blocks sign-in"))
+                self.journal_finish(row, DEFERRED, Some("Graph does not show the object yet; the next run blocks sign-in"))
                     .await?;
                 tracing::info!(uid = %self.action.uid, "Graph does not show the new MailUser yet; sign-in is blocked on a later run");
                 Ok(())
@@ -520,7 +531,7 @@ impl Job<'_, '_> {
                     .await?;
                 match created {
                     Ok((id, _)) => id,
-                    Err(e) => self.after_unsure_create(e).await?,
+                    Err(e) => self.after_unsure_create("POST /users", e).await?,
                 }
             }
         };
@@ -574,47 +585,56 @@ impl Job<'_, '_> {
         let (p_before, s_before) = self.address_set(&|f| self.before.get(f.as_str()).cloned());
         let (p_after, s_after) = self.address_set(&|f| self.after(f).cloned());
         let inv = self.ctx.inventory;
-        if let Some(p) = &p_after
-            && let Some(owner) = inv.foreign.get(p)
-        {
-            return Err(Stop::Conflict(format!(
-                "the primary address {p} belongs to {owner}, which ldap2exo does not manage; the addresses were left as they are"
-            )));
-        }
         let mut current = current;
-        let primary_changes = |current: &[String]| {
-            let now = current
+        let now_primary = |current: &[String]| {
+            current
                 .iter()
-                .find_map(|c| smtp_proxy(c).filter(|(p, _)| *p).map(|(_, a)| a.to_ascii_lowercase()));
-            p_after.is_some() && (p_after != p_before || (!current.is_empty() && now != p_after))
+                .find_map(|c| smtp_proxy(c).filter(|(p, _)| *p).map(|(_, a)| a.to_ascii_lowercase()))
         };
-        if primary_changes(&current) && !self.fresh_read {
+        let primary_changes = |current: &[String]| {
+            p_after.is_some() && (p_after != p_before || (!current.is_empty() && now_primary(current) != p_after))
+        };
+        // An object adopted or restored in this action was not in the inventory's view of
+        // ours: read what it holds before deciding anything.
+        if !self.fresh_read && (current.is_empty() || primary_changes(&current)) {
             current = self.fresh_proxies(id).await?;
         }
         let have: BTreeSet<String> = current
             .iter()
             .filter_map(|c| smtp_proxy(c).map(|(_, a)| a.to_ascii_lowercase()))
             .collect();
+        // What the object itself holds is nobody else's, whatever the inventory said of it
+        // before it was adopted.
+        let foreign = |a: &String| inv.foreign.get(a).filter(|_| !have.contains(a));
+        if let Some(p) = &p_after
+            && let Some(owner) = foreign(p)
+        {
+            return Err(Stop::Conflict(format!(
+                "the primary address {p} belongs to {owner}, which ldap2exo does not manage; the addresses were left as they are"
+            )));
+        }
         let mut add = BTreeSet::new();
-        for a in s_after.difference(&s_before).chain(s_after.iter().filter(|a| !current.is_empty() && !have.contains(*a))) {
+        let mut conflicts = Vec::new();
+        for a in s_after.iter() {
             if have.contains(a) || Some(a) == p_after.as_ref() {
                 continue;
             }
-            match inv.foreign.get(a) {
+            match foreign(a) {
                 Some(owner) => {
-                    self.conflicting.insert(a.clone());
-                    self.conflicts.push(format!("alias {a} belongs to {owner}, which ldap2exo does not manage"));
+                    conflicts.push((a.clone(), format!("alias {a} belongs to {owner}, which ldap2exo does not manage")));
                 }
                 None => {
                     add.insert(a.clone());
                 }
             }
         }
-        self.conflicts.dedup();
+        for (a, why) in conflicts {
+            self.conflicting.insert(a);
+            self.conflicts.push(why);
+        }
         let mut remove: BTreeSet<String> = s_before
             .difference(&s_after)
-            .filter(|a| Some(*a) != p_after.as_ref())
-            .filter(|a| current.is_empty() || have.contains(*a))
+            .filter(|a| Some(*a) != p_after.as_ref() && have.contains(*a))
             .cloned()
             .collect();
         if primary_changes(&current) {

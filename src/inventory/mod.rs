@@ -338,7 +338,8 @@ fn from_graph_only(anchor: Anchor, user: &GraphUser) -> TenantObject {
         upn,
         account_enabled: user.account_enabled,
         exchange_licensed,
-        mailbox_pending: true,
+        // Unlicensed (its licence step never ran), it is not pending but waiting for us.
+        mailbox_pending: exchange_licensed,
         in_exchange: false,
         in_graph: true,
         fields,
@@ -373,7 +374,11 @@ fn insert_addresses(fields: &mut BTreeMap<String, Value>, proxies: &[String]) {
 fn add_foreign_recipient(inv: &mut Inventory, r: &Value, state: &str, user: Option<&GraphUser>) {
     let name = text(r, "Name").or_else(|| text(r, "DisplayName")).unwrap_or("?");
     let kind = text(r, "RecipientTypeDetails").unwrap_or("recipient");
-    let owner = format!("{name} ({state}{kind})");
+    // The UPN identifies a user best; groups and contacts have only their Name.
+    let owner = match text(r, "WindowsLiveID") {
+        Some(upn) => format!("{upn} ({state}{kind} \"{name}\")"),
+        None => format!("{name} ({state}{kind})"),
+    };
     let addresses = r
         .get("EmailAddresses")
         .and_then(Value::as_array)
@@ -461,7 +466,7 @@ mod tests {
             "Name": format!("n-{id}"),
             "Alias": format!("a-{id}"),
             "DisplayName": format!("Person {id}"),
-            "WindowsLiveID": format!("{id}@example.edu"),
+            "WindowsLiveID": (!kind.starts_with("Mail") || kind == "MailUser").then(|| format!("{id}@example.edu")),
             "EmailAddresses": proxies,
             "HiddenFromAddressListsEnabled": false,
             "CustomAttribute15": stamp,
@@ -526,7 +531,10 @@ mod tests {
         );
         assert_eq!(inv.foreign["staff@example.edu"], "n-g1 (MailUniversalDistributionGroup)");
         assert_eq!(inv.foreign["ext@example.edu"], "n-c1 (MailContact)");
-        assert_eq!(inv.foreign["gone@example.edu"], "n-d1 (soft-deleted MailUser)");
+        assert_eq!(
+            inv.foreign["gone@example.edu"],
+            "d1@example.edu (soft-deleted MailUser \"n-d1\")"
+        );
         assert_eq!(inv.foreign_names["n-g1"], "n-g1 (MailUniversalDistributionGroup)");
         assert!(inv.managed.is_empty());
     }

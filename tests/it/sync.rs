@@ -95,7 +95,7 @@ fn the_first_sync_creates_the_plan_and_the_second_writes_nothing() {
     let run = sync(&install, 0);
     assert!(
         run.stdout
-            .contains("Applied: 39 done, 0 skipped, 0 conflicts, 0 failed"),
+            .contains("Applied: 39 done, 0 pending, 0 skipped, 0 conflicts, 0 failed"),
         "{}",
         run.stdout
     );
