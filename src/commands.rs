@@ -402,7 +402,9 @@ async fn execute(
         now: c.started,
         allow_removals: !blocked,
         concurrency: config.tenant.concurrency.max(1) as usize,
-        visibility_wait: apply::VISIBILITY_WAIT,
+        visibility_wait: std::time::Duration::from_secs(u64::from(
+            config.tenant.propagation_wait_seconds,
+        )),
     };
     let clock = std::time::Instant::now();
     let results = apply::apply(&c.plan, &ctx).await?;

@@ -200,10 +200,20 @@ pub struct TenantConfig {
     /// the requests themselves.
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
+    /// Seconds a step waits, with backoff, for an object the service has just created but
+    /// does not show yet (a 404 right after a create; Exchange and Graph see each other's
+    /// writes only after a delay Microsoft does not publish). Past it, the step fails or, where
+    /// that is safe, is left for the next run. 0 to 600.
+    #[serde(default = "default_propagation_wait")]
+    pub propagation_wait_seconds: u32,
 }
 
 fn default_concurrency() -> u32 {
     16
+}
+
+fn default_propagation_wait() -> u32 {
+    20
 }
 
 /// The credential used to get tokens for Graph and Exchange Online.
@@ -614,6 +624,12 @@ impl Config {
             }
         }
 
+        if t.propagation_wait_seconds > 600 {
+            return Err(key(
+                "tenant.propagation_wait_seconds",
+                format!("{} is more than 600", t.propagation_wait_seconds),
+            ));
+        }
         if !(1..=256).contains(&t.concurrency) {
             return Err(key(
                 "tenant.concurrency",
@@ -914,6 +930,10 @@ upn_domain = "example.edu"
         assert_eq!(example.ldap.timeout_seconds, d.ldap.timeout_seconds);
         assert_eq!(example.tenant.anchor_attribute, d.tenant.anchor_attribute);
         assert_eq!(example.tenant.concurrency, d.tenant.concurrency);
+        assert_eq!(
+            example.tenant.propagation_wait_seconds,
+            d.tenant.propagation_wait_seconds
+        );
         assert_eq!(example.state.path, d.state.path);
         assert_eq!(
             example.safety.max_deletes_per_run,

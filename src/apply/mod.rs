@@ -79,13 +79,11 @@ pub struct Context<'a> {
     /// Actions of different people in flight at once.
     pub concurrency: usize,
     /// How long a step waits for an object that the service has just created but does not
-    /// show yet (404 right after a create, propagation between Exchange and Graph).
+    /// show yet (404 right after a create, propagation between Exchange and Graph):
+    /// `tenant.propagation_wait_seconds`. Microsoft publishes no figure; CIPP waits 3 s after
+    /// `New-Mailbox`, and reports of 404s after `POST /users` speak of seconds.
     pub visibility_wait: Duration,
 }
-
-/// The default [`Context::visibility_wait`]. Microsoft publishes no figure; CIPP waits 3 s
-/// after `New-Mailbox`, and reports of 404s after `POST /users` speak of seconds.
-pub const VISIBILITY_WAIT: Duration = Duration::from_secs(20);
 
 /// Applies every action of `plan`; returns one result per action, in plan order.
 pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, ApplyError> {

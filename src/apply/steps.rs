@@ -282,18 +282,44 @@ impl Job<'_, '_> {
         let ours = |s: Option<&str>| s.is_none_or(|s| s.is_empty() || s == self.stamp());
         match self.action.kind {
             Kind::MailUser => {
+                // By the Name we chose (unique among recipients, and an identity every
+                // cmdlet documents); the UPN is then checked on what comes back. An object
+                // made a moment ago answers 404 for a while: wait for it within the
+                // propagation wait before concluding it does not exist.
+                let Some(name) = self.after_str(Field::Name) else {
+                    return Ok(None);
+                };
                 let ex = self.ctx.tenant.exchange();
-                let found = self
-                    .step_visible("Get-Recipient (unsure create)", || ex.get_recipient(&upn))
-                    .await?;
+                let step = "Get-Recipient (unsure create)";
+                let row = self.journal_start(step).await?;
+                let lookup = self
+                    .until_visible(&mut || async {
+                        ex.get_recipient(&name).await?.ok_or_else(|| TenantError::NotFound {
+                            service: crate::tenant::Service::Exchange,
+                            what: name.clone(),
+                        })
+                    })
+                    .await;
+                let found = match lookup {
+                    Ok(r) => {
+                        self.journal_finish(row, "ok", Some("found")).await?;
+                        Some(r)
+                    }
+                    Err(TenantError::NotFound { .. }) => {
+                        self.journal_finish(row, "ok", Some("not found")).await?;
+                        None
+                    }
+                    Err(e) => return Err(self.failed(row, step, e).await?),
+                };
                 let custom = stamp_attr.replace("extensionAttribute", "CustomAttribute");
-                Ok(found.filter(|r| {
-                    let text = |k: &str| r.get(k).and_then(Value::as_str);
-                    text("WindowsLiveID").is_some_and(|u| u.eq_ignore_ascii_case(&upn))
-                        && text("Name") == self.after_str(Field::Name).as_deref()
-                        && ours(text(&custom))
-                })
-                .and_then(|r| r["ExternalDirectoryObjectId"].as_str().map(str::to_owned)))
+                Ok(found
+                    .filter(|r| {
+                        let text = |k: &str| r.get(k).and_then(Value::as_str);
+                        text("WindowsLiveID").is_some_and(|u| u.eq_ignore_ascii_case(&upn))
+                            && text("Name") == Some(name.as_str())
+                            && ours(text(&custom))
+                    })
+                    .and_then(|r| r["ExternalDirectoryObjectId"].as_str().map(str::to_owned)))
             }
             Kind::Mailbox => {
                 let graph = self.ctx.tenant.graph();

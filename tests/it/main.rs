@@ -8,6 +8,7 @@ mod support;
 
 mod dry_run;
 mod inventory;
+mod real_tenant;
 mod source;
 mod state;
 mod sync;

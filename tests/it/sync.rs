@@ -11,8 +11,18 @@ use crate::support::cli::{DAY, Install, Run, T0};
 use crate::support::slapd::{Slapd, SlapdOptions};
 
 /// The fixture's tenant: example.edu and staff.example.edu verified, initial domain
-/// exampleedu.onmicrosoft.com, 100 Exchange Online (Plan 1) licences.
-fn campus_emulator(rt: &tokio::runtime::Runtime, seed: Vec<User>) -> Emulator {
+/// exampleedu.onmicrosoft.com, 100 Exchange Online (Plan 1) licences; Microsoft's timing
+/// (the strict emulator's defaults).
+pub(crate) fn campus_emulator(rt: &tokio::runtime::Runtime, seed: Vec<User>) -> Emulator {
+    campus_emulator_with(rt, seed, |_| {})
+}
+
+/// [`campus_emulator`] with the configuration changed by `tweak` first.
+pub(crate) fn campus_emulator_with(
+    rt: &tokio::runtime::Runtime,
+    seed: Vec<User>,
+    tweak: impl FnOnce(&mut EmulatorConfig),
+) -> Emulator {
     let mut cfg = EmulatorConfig::default();
     cfg.tenant.tenant_name = "exampleedu".into();
     cfg.tenant.domains = ["example.edu", "staff.example.edu"]
@@ -24,11 +34,12 @@ fn campus_emulator(rt: &tokio::runtime::Runtime, seed: Vec<User>) -> Emulator {
         .collect();
     cfg.tenant.skus = vec![SkuConfig::exchange_online_plan1(100)];
     cfg.seed.users = seed;
+    tweak(&mut cfg);
     rt.block_on(Emulator::start(cfg))
         .expect("the emulator starts")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -36,7 +47,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn live(state: &StateDump) -> Vec<&User> {
+pub(crate) fn live(state: &StateDump) -> Vec<&User> {
     state
         .users
         .iter()
@@ -44,11 +55,11 @@ fn live(state: &StateDump) -> Vec<&User> {
         .collect()
 }
 
-fn stamp_of(u: &User) -> Option<&str> {
+pub(crate) fn stamp_of(u: &User) -> Option<&str> {
     u.extension_attributes.get(&15).map(String::as_str)
 }
 
-fn by_upn<'a>(state: &'a StateDump, upn: &str) -> &'a User {
+pub(crate) fn by_upn<'a>(state: &'a StateDump, upn: &str) -> &'a User {
     live(state)
         .into_iter()
         .find(|u| u.user_principal_name == upn)
@@ -56,7 +67,7 @@ fn by_upn<'a>(state: &'a StateDump, upn: &str) -> &'a User {
 }
 
 /// No anchor is stamped on two live objects.
-fn assert_no_duplicates(state: &StateDump) {
+pub(crate) fn assert_no_duplicates(state: &StateDump) {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for u in live(state) {
         if let Some(s) = stamp_of(u) {
@@ -67,7 +78,7 @@ fn assert_no_duplicates(state: &StateDump) {
     assert!(dups.is_empty(), "duplicated stamps: {dups:?}");
 }
 
-fn sync(install: &Install, code: i32) -> Run {
+pub(crate) fn sync(install: &Install, code: i32) -> Run {
     let run = install.run(&["sync"]);
     assert_eq!(
         run.code, code,
@@ -412,14 +423,14 @@ fn changes_behind_our_back_are_repaired() {
 }
 
 /// Syncs until a dry run plans nothing (at most `tries` syncs); returns how many it took.
-fn converge(install: &Install, tries: usize) -> usize {
+pub(crate) fn converge(install: &Install, tries: usize) -> usize {
     converge_after(install, tries, &[])
 }
 
 /// Syncs until a dry run plans nothing, at most `tries` times. On failure it prints what
 /// every run printed (those before it, `earlier`, included), so a rare failure can be read
 /// from the test log alone.
-fn converge_after(install: &Install, tries: usize, earlier: &[Run]) -> usize {
+pub(crate) fn converge_after(install: &Install, tries: usize, earlier: &[Run]) -> usize {
     let mut log: Vec<String> = earlier.iter().map(show_run).collect();
     for n in 1..=tries {
         let run = install.run(&["sync"]);
@@ -440,7 +451,7 @@ fn converge_after(install: &Install, tries: usize, earlier: &[Run]) -> usize {
     );
 }
 
-fn show_run(run: &Run) -> String {
+pub(crate) fn show_run(run: &Run) -> String {
     format!(
         "--- exit {}\n--- stdout\n{}\n--- stderr\n{}",
         run.code, run.stdout, run.stderr
