@@ -5,7 +5,7 @@
 //! parse access tokens anyway, and an opaque token cannot be forged by a test. Audiences are
 //! Microsoft's real resource names (`https://graph.microsoft.com`,
 //! `https://outlook.office365.com`) even though the emulator listens elsewhere, because
-//! ldap2exo asks for them by name. A client assertion (RS256 JWT) is verified against the
+//! ldap2exo asks for them by name. A client assertion (PS256 or RS256 JWT) is verified against the
 //! configured certificate with aws-lc-rs (through rustls-webpki), like Entra checks the
 //! certificate uploaded to the app registration.
 
@@ -336,7 +336,9 @@ fn parse_scope(scope: &str, tenant: &str) -> Result<Audience, AuthError> {
     found.ok_or_else(|| invalid(scope))
 }
 
-/// Verifies an RS256 client assertion: header, signature against the configured certificate,
+/// Verifies a client assertion (PS256 with `x5t#S256`, as Microsoft's current
+/// certificate-credentials page documents, or RS256 with `x5t` or `x5t#S256`, as the older
+/// page and Microsoft's own Rust SDK send): header, signature against the configured certificate,
 /// `aud` (this tenant's token endpoint), `iss`/`sub` (the client id), `exp`/`nbf`.
 fn verify_assertion(cfg: &TenantConfig, tenant: &str, jwt: &str) -> Result<(), AuthError> {
     let malformed = |why: &str| {
@@ -367,7 +369,18 @@ fn verify_assertion(cfg: &TenantConfig, tenant: &str, jwt: &str) -> Result<(), A
         .ok_or_else(|| malformed("payload"))?;
     let signature = b64url_decode(parts[2]).ok_or_else(|| malformed("signature encoding"))?;
 
-    if header["alg"] != "RS256" {
+    let alg = header["alg"].as_str().unwrap_or("");
+    if alg == "PS256" && header["x5t#S256"].as_str().is_none() {
+        // learn.microsoft.com/entra/identity-platform/certificate-credentials: PS256 goes
+        // with the SHA-256 thumbprint.
+        return Err(token_err(
+            401,
+            "invalid_client",
+            700027,
+            "Client assertion contains an invalid signature. [Reason - PS256 needs the x5t#S256 header.]",
+        ));
+    }
+    if alg != "RS256" && alg != "PS256" {
         return Err(token_err(
             401,
             "invalid_client",
@@ -423,8 +436,13 @@ fn verify_assertion(cfg: &TenantConfig, tenant: &str, jwt: &str) -> Result<(), A
         )
     })?;
     let signed = format!("{}.{}", parts[0], parts[1]);
+    let scheme = if alg == "PS256" {
+        webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY
+    } else {
+        webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256
+    };
     cert.verify_signature(
-        webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
+        scheme,
         signed.as_bytes(),
         &signature,
     )

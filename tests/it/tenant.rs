@@ -152,28 +152,31 @@ async fn certificate_auth_signs_an_assertion_the_emulator_verifies() {
     std::fs::write(t.path("app.pem"), &pem).unwrap();
     let mut config = t.config_without_credential();
     config.certificate_file = Some(t.path("app.pem"));
-    // The emulator verifies RS256 (with `x5t`) only so far; the product's default is PS256
-    // with `x5t#S256`, Microsoft's current documentation.
-    let options = TenantOptions {
-        assertion_algorithm: AssertionAlgorithm::Rs256,
-        ..fast_options()
-    };
-    let tenant = Tenant::connect_with(&config, options.clone()).unwrap();
-    assert_eq!(tenant.credential(), Credential::Certificate);
-    let check = tenant.check().await.expect("certificate credential works");
-    assert!(!check.accepted_domains.is_empty());
-    assert!(!format!("{tenant:?}").contains("PRIVATE KEY"));
+    // Both documented forms: PS256 with `x5t#S256` (the default, Microsoft's current page)
+    // and RS256 with `x5t` (the older page, Microsoft's Rust SDK).
+    for algorithm in [AssertionAlgorithm::Ps256, AssertionAlgorithm::Rs256] {
+        config.certificate_file = Some(t.path("app.pem"));
+        let options = TenantOptions {
+            assertion_algorithm: algorithm,
+            ..fast_options()
+        };
+        let tenant = Tenant::connect_with(&config, options.clone()).unwrap();
+        assert_eq!(tenant.credential(), Credential::Certificate);
+        let check = tenant.check().await.expect("certificate credential works");
+        assert!(!check.accepted_domains.is_empty(), "{algorithm:?}");
+        assert!(!format!("{tenant:?}").contains("PRIVATE KEY"));
 
-    // Another certificate's key is refused, with Entra's reason.
-    let (other, _) = certificate_pem("someone else");
-    std::fs::write(t.path("other.pem"), &other).unwrap();
-    config.certificate_file = Some(t.path("other.pem"));
-    let err = Tenant::connect_with(&config, options)
-        .unwrap()
-        .check()
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("AADSTS700027"), "{err}");
+        // Another certificate's key is refused, with Entra's reason.
+        let (other, _) = certificate_pem("someone else");
+        std::fs::write(t.path("other.pem"), &other).unwrap();
+        config.certificate_file = Some(t.path("other.pem"));
+        let err = Tenant::connect_with(&config, options)
+            .unwrap()
+            .check()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("AADSTS700027"), "{algorithm:?}: {err}");
+    }
 }
 
 #[tokio::test]
