@@ -244,8 +244,6 @@ impl Job<'_, '_> {
                     }
                 }
                 "pending" | UNKNOWN => unsure = true,
-                // A create refused as a conflict after an unsure one: the object may be ours.
-                "failed" if unsure => {}
                 _ => {}
             }
         }
@@ -260,15 +258,27 @@ impl Job<'_, '_> {
         Ok(None)
     }
 
+    /// Whether the object `id` an earlier create made still exists, asked of the directory
+    /// that made it (Graph may not show a new MailUser yet).
     async fn still_there(&self, id: &str) -> Result<Option<String>, Stop> {
-        let graph = self.ctx.tenant.graph();
-        let found = self
-            .step(
-                "GET /users (earlier create)",
-                graph.get_user(id, &["id", "userPrincipalName"]),
-            )
-            .await?;
-        Ok(found.and_then(|u| u.id))
+        let found = match self.action.kind {
+            Kind::MailUser => {
+                let ex = self.ctx.tenant.exchange();
+                self.step("Get-Recipient (earlier create)", ex.get_recipient(id))
+                    .await?
+                    .is_some()
+            }
+            Kind::Mailbox => {
+                let graph = self.ctx.tenant.graph();
+                self.step(
+                    "GET /users (earlier create)",
+                    graph.get_user(id, &["id", "userPrincipalName"]),
+                )
+                .await?
+                .is_some()
+            }
+        };
+        Ok(found.then(|| id.to_owned()))
     }
 
     /// Looks for the object a create whose answer never came may have made. Proof that it
