@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::apply;
-use crate::inventory::{self, Inventory};
 use crate::cli::{
     ApplyArgs, PlanArgs, Selection as SelectionArgs, StatusArgs, StatusFormat, SyncArgs,
 };
 use crate::config::{Config, ConfigError, Credential};
 use crate::desired;
 use crate::ids::Anchor;
+use crate::inventory::{self, Inventory};
 use crate::plan::{self, Plan, Scope, Verdict};
 use crate::report::{self, Format};
 use crate::source::{self, Selection, SourceError};

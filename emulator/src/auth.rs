@@ -441,19 +441,15 @@ fn verify_assertion(cfg: &TenantConfig, tenant: &str, jwt: &str) -> Result<(), A
     } else {
         webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256
     };
-    cert.verify_signature(
-        scheme,
-        signed.as_bytes(),
-        &signature,
-    )
-    .map_err(|_| {
-        token_err(
-            401,
-            "invalid_client",
-            700027,
-            "Client assertion failed signature validation.",
-        )
-    })?;
+    cert.verify_signature(scheme, signed.as_bytes(), &signature)
+        .map_err(|_| {
+            token_err(
+                401,
+                "invalid_client",
+                700027,
+                "Client assertion failed signature validation.",
+            )
+        })?;
 
     let aud = claims["aud"].as_str().unwrap_or("");
     let aud_ok = aud.starts_with("https://")

@@ -302,7 +302,10 @@ async fn mailbox_appears_after_provisioning() {
         .await
     );
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(2900), "the mailbox appeared after {took:?}");
+    assert!(
+        took >= Duration::from_millis(2900),
+        "the mailbox appeared after {took:?}"
+    );
     let r = env.exo("Get-Recipient", json!({"Identity": "eli"})).await;
     assert_eq!(r.body["value"][0]["RecipientTypeDetails"], "UserMailbox");
     let addrs = r.body["value"][0]["EmailAddresses"].to_string();

@@ -331,7 +331,8 @@ impl<'a, 'c> Job<'a, 'c> {
             Op::Update => {
                 let id = self.owned()?;
                 let kind = self.obj.kind;
-                self.write_changes(&id, kind, &self.changed_fields()?).await?;
+                self.write_changes(&id, kind, &self.changed_fields()?)
+                    .await?;
             }
             Op::Convert => {
                 self.owned()?;
@@ -353,7 +354,8 @@ impl<'a, 'c> Job<'a, 'c> {
     /// returned within the grace period with every field that changed meanwhile.
     async fn lifecycle(&mut self, id: &str, enable: bool) -> Result<(), Stop> {
         let kind = self.obj.kind;
-        self.write_changes(id, kind, &self.changed_fields()?).await?;
+        self.write_changes(id, kind, &self.changed_fields()?)
+            .await?;
         if enable {
             self.obj.stage = Stage::Active;
             self.obj.disabled_at = None;
@@ -372,7 +374,8 @@ impl<'a, 'c> Job<'a, 'c> {
         match self.obj.kind {
             Kind::MailUser => {
                 let ex = self.ctx.tenant.exchange();
-                self.step("Remove-MailUser", ex.remove_mail_user(&id)).await?;
+                self.step("Remove-MailUser", ex.remove_mail_user(&id))
+                    .await?;
             }
             Kind::Mailbox => {
                 let graph = self.ctx.tenant.graph();
@@ -594,7 +597,11 @@ impl<'a, 'c> Job<'a, 'c> {
         let ex = self.ctx.tenant.exchange();
         for wait_ms in [0u64, 500, 1000, 1500] {
             tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-            if self.step("Get-Mailbox", ex.get_mailbox(id)).await?.is_some() {
+            if self
+                .step("Get-Mailbox", ex.get_mailbox(id))
+                .await?
+                .is_some()
+            {
                 return Ok(());
             }
         }

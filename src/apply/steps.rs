@@ -13,9 +13,9 @@ use crate::desired::Kind;
 use crate::inventory::smtp_proxy;
 use crate::plan::Field;
 use crate::state::Stage;
+use crate::tenant::TenantError;
 use crate::tenant::exchange::{NewMailUser, hashtable};
 use crate::tenant::graph::{ExtensionAttributes, GraphUser};
-use crate::tenant::TenantError;
 
 /// Journal result of a create whose answer never came: the object may exist.
 const UNKNOWN: &str = "unknown";
@@ -118,7 +118,12 @@ impl Job<'_, '_> {
             .await?)
     }
 
-    async fn journal_finish(&self, row: i64, result: &str, detail: Option<&str>) -> Result<(), Stop> {
+    async fn journal_finish(
+        &self,
+        row: i64,
+        result: &str,
+        detail: Option<&str>,
+    ) -> Result<(), Stop> {
         self.ctx
             .store
             .journal_finish(row, result, detail, self.ctx.now)
@@ -194,8 +199,12 @@ impl Job<'_, '_> {
         match graph.restore_user(&id).await {
             Ok(_) => self.journal_finish(row, "ok", Some(&id)).await?,
             Err(TenantError::NotFound { .. }) => {
-                self.journal_finish(row, "skipped", Some("not in the recycle bin: purged or never soft-deleted"))
-                    .await?;
+                self.journal_finish(
+                    row,
+                    "skipped",
+                    Some("not in the recycle bin: purged or never soft-deleted"),
+                )
+                .await?;
                 return Ok(false);
             }
             Err(e) => return Err(self.failed(row, name, e).await?),
@@ -205,7 +214,8 @@ impl Job<'_, '_> {
         // field that differs from that up to date, and show and unblock it.
         self.before = self.obj.attributes.clone();
         let kind = self.obj.kind;
-        self.extra.insert(Field::AccountEnabled, json!(kind == Kind::Mailbox));
+        self.extra
+            .insert(Field::AccountEnabled, json!(kind == Kind::Mailbox));
         let mut fields: BTreeSet<Field> = self.changed_fields()?;
         fields.insert(Field::HiddenFromAddressLists);
         fields.insert(Field::AccountEnabled);
@@ -213,7 +223,8 @@ impl Job<'_, '_> {
             self.write_changes(&id, kind, &fields).await?;
         } else {
             self.convert().await?;
-            self.write_changes(&id, Kind::Mailbox, &[Field::AccountEnabled].into()).await?;
+            self.write_changes(&id, Kind::Mailbox, &[Field::AccountEnabled].into())
+                .await?;
         }
         // Fields the restore brought back unchanged count as handled too.
         let unchanged: Vec<Field> = self
@@ -304,10 +315,12 @@ impl Job<'_, '_> {
                 let row = self.journal_start(step).await?;
                 let lookup = self
                     .until_visible(&mut || async {
-                        ex.get_recipient(&name).await?.ok_or_else(|| TenantError::NotFound {
-                            service: crate::tenant::Service::Exchange,
-                            what: name.clone(),
-                        })
+                        ex.get_recipient(&name)
+                            .await?
+                            .ok_or_else(|| TenantError::NotFound {
+                                service: crate::tenant::Service::Exchange,
+                                what: name.clone(),
+                            })
                     })
                     .await;
                 let found = match lookup {
@@ -336,7 +349,10 @@ impl Job<'_, '_> {
                 let found = self
                     .step(
                         "GET /users (unsure create)",
-                        graph.get_user(&upn, &["id", "mailNickname", "onPremisesExtensionAttributes"]),
+                        graph.get_user(
+                            &upn,
+                            &["id", "mailNickname", "onPremisesExtensionAttributes"],
+                        ),
                     )
                     .await?;
                 Ok(found
@@ -359,7 +375,10 @@ impl Job<'_, '_> {
         let inv = self.ctx.inventory;
         let mut wanted: Vec<(&str, String)> = Vec::new();
         wanted.extend(self.after_str(Field::UserPrincipalName).map(|v| ("UPN", v)));
-        wanted.extend(self.after_str(Field::PrimarySmtpAddress).map(|v| ("primary address", v)));
+        wanted.extend(
+            self.after_str(Field::PrimarySmtpAddress)
+                .map(|v| ("primary address", v)),
+        );
         for (what, w) in wanted {
             if let Some(owner) = inv.foreign.get(&w.to_ascii_lowercase()) {
                 return Err(Stop::Conflict(format!(
@@ -403,14 +422,16 @@ impl Job<'_, '_> {
                 }
             },
             Err(e) if e.is_ambiguous() => {
-                self.journal_finish(row, UNKNOWN, Some(&e.to_string())).await?;
+                self.journal_finish(row, UNKNOWN, Some(&e.to_string()))
+                    .await?;
                 Ok(Err(e))
             }
             // A replay (after a lost answer) of a create that did run is refused as a
             // conflict: the object may be the one this very request made. Whether it is,
             // `find_own_create` decides, by proof.
             Err(e @ (TenantError::Conflict { .. } | TenantError::AddressInUse { .. })) => {
-                self.journal_finish(row, UNKNOWN, Some(&e.to_string())).await?;
+                self.journal_finish(row, UNKNOWN, Some(&e.to_string()))
+                    .await?;
                 Ok(Err(e))
             }
             Err(e) => Err(self.failed(row, name, e).await?),
@@ -439,7 +460,9 @@ impl Job<'_, '_> {
             Some(id) => (id, None),
             None => {
                 let m = NewMailUser {
-                    name: self.after_str(Field::Name).unwrap_or_else(|| self.action.uid.clone()),
+                    name: self
+                        .after_str(Field::Name)
+                        .unwrap_or_else(|| self.action.uid.clone()),
                     alias: self.after_str(Field::MailNickname).unwrap_or_default(),
                     display_name: self.after_str(Field::DisplayName).unwrap_or_default(),
                     first_name: self.after_str(Field::GivenName),
@@ -479,8 +502,10 @@ impl Job<'_, '_> {
             .anchor_attribute
             .replace("extensionAttribute", "CustomAttribute");
         let stamp = json!({ attr: self.stamp() });
-        self.step_visible("Set-MailUser stamp", || ex.set_mail_user(&id, stamp.clone()))
-            .await?;
+        self.step_visible("Set-MailUser stamp", || {
+            ex.set_mail_user(&id, stamp.clone())
+        })
+        .await?;
 
         let changed = self.changed_fields()?;
         // An object found again was made by an earlier run with what LDAP said then: give it
@@ -494,7 +519,8 @@ impl Job<'_, '_> {
             })
             .collect();
         if !recipient.is_empty() {
-            self.set_recipient(&id, Kind::MailUser, &recipient, current).await?;
+            self.set_recipient(&id, Kind::MailUser, &recipient, current)
+                .await?;
         }
         let user: BTreeSet<Field> = changed
             .iter()
@@ -517,7 +543,10 @@ impl Job<'_, '_> {
         let graph = self.ctx.tenant.graph();
         let patch = json!({ "accountEnabled": false });
         let row = self.journal_start("PATCH accountEnabled").await?;
-        match self.until_visible(&mut || graph.update_user(id, &patch)).await {
+        match self
+            .until_visible(&mut || graph.update_user(id, &patch))
+            .await
+        {
             Ok(()) => {
                 self.journal_finish(row, "ok", Some(id)).await?;
                 self.obj
@@ -526,8 +555,12 @@ impl Job<'_, '_> {
                 self.applied(&[]).await
             }
             Err(TenantError::NotFound { .. }) => {
-                self.journal_finish(row, DEFERRED, Some("Graph does not show the object yet; the next run blocks sign-in"))
-                    .await?;
+                self.journal_finish(
+                    row,
+                    DEFERRED,
+                    Some("Graph does not show the object yet; the next run blocks sign-in"),
+                )
+                .await?;
                 tracing::info!(uid = %self.action.uid, "Graph does not show the new MailUser yet; sign-in is blocked on a later run");
                 Ok(())
             }
@@ -561,9 +594,11 @@ impl Job<'_, '_> {
                 };
                 let password = random_password();
                 let created = self
-                    .create_step("POST /users", graph.create_user(&user, &password), |u: &GraphUser| {
-                        u.id.clone()
-                    })
+                    .create_step(
+                        "POST /users",
+                        graph.create_user(&user, &password),
+                        |u: &GraphUser| u.id.clone(),
+                    )
                     .await?;
                 match created {
                     Ok((id, _)) => id,
@@ -588,19 +623,26 @@ impl Job<'_, '_> {
     }
 
     fn stamp_attributes(&self) -> ExtensionAttributes {
-        serde_json::from_value(json!({ self.ctx.config.tenant.anchor_attribute.clone(): self.stamp() }))
-            .unwrap_or_default()
+        serde_json::from_value(
+            json!({ self.ctx.config.tenant.anchor_attribute.clone(): self.stamp() }),
+        )
+        .unwrap_or_default()
     }
 
     /// The planned primary and the other addresses (aliases and retained former primaries),
     /// lower case, from `values`.
-    fn address_set(&self, values: &dyn Fn(Field) -> Option<Value>) -> (Option<String>, BTreeSet<String>) {
-        let primary = values(Field::PrimarySmtpAddress)
-            .and_then(|v| v.as_str().map(str::to_ascii_lowercase));
+    fn address_set(
+        &self,
+        values: &dyn Fn(Field) -> Option<Value>,
+    ) -> (Option<String>, BTreeSet<String>) {
+        let primary =
+            values(Field::PrimarySmtpAddress).and_then(|v| v.as_str().map(str::to_ascii_lowercase));
         let mut rest: BTreeSet<String> = strings(values(Field::EmailAddresses).as_ref())
             .map(|a| a.to_ascii_lowercase())
             .collect();
-        rest.extend(strings(values(Field::RetainedAddresses).as_ref()).map(|a| a.to_ascii_lowercase()));
+        rest.extend(
+            strings(values(Field::RetainedAddresses).as_ref()).map(|a| a.to_ascii_lowercase()),
+        );
         if let Some(p) = &primary {
             rest.remove(p);
         }
@@ -623,12 +665,15 @@ impl Job<'_, '_> {
         let inv = self.ctx.inventory;
         let mut current = current;
         let now_primary = |current: &[String]| {
-            current
-                .iter()
-                .find_map(|c| smtp_proxy(c).filter(|(p, _)| *p).map(|(_, a)| a.to_ascii_lowercase()))
+            current.iter().find_map(|c| {
+                smtp_proxy(c)
+                    .filter(|(p, _)| *p)
+                    .map(|(_, a)| a.to_ascii_lowercase())
+            })
         };
         let primary_changes = |current: &[String]| {
-            p_after.is_some() && (p_after != p_before || (!current.is_empty() && now_primary(current) != p_after))
+            p_after.is_some()
+                && (p_after != p_before || (!current.is_empty() && now_primary(current) != p_after))
         };
         // An object adopted or restored in this action was not in the inventory's view of
         // ours: read what it holds before deciding anything.
@@ -657,7 +702,10 @@ impl Job<'_, '_> {
             }
             match foreign(a) {
                 Some(owner) => {
-                    conflicts.push((a.clone(), format!("alias {a} belongs to {owner}, which ldap2exo does not manage")));
+                    conflicts.push((
+                        a.clone(),
+                        format!("alias {a} belongs to {owner}, which ldap2exo does not manage"),
+                    ));
                 }
                 None => {
                     add.insert(a.clone());
@@ -718,7 +766,9 @@ impl Job<'_, '_> {
             .filter(|a| !self.conflicting.contains(&a.to_ascii_lowercase()))
             .map(Value::String)
             .collect();
-        self.obj.attributes.insert(key.to_owned(), Value::Array(kept));
+        self.obj
+            .attributes
+            .insert(key.to_owned(), Value::Array(kept));
         self.handled.insert(Field::EmailAddresses);
         self.ctx.store.upsert_object(&self.obj).await?;
         Ok(())

@@ -172,7 +172,14 @@ pub fn sort(
     let mut inv = Inventory::default();
     let mut graph: HashMap<String, GraphUser> = users
         .into_iter()
-        .filter_map(|u| Some((u.id.clone().filter(|id| !id.is_empty())?.to_ascii_lowercase(), u)))
+        .filter_map(|u| {
+            Some((
+                u.id.clone()
+                    .filter(|id| !id.is_empty())?
+                    .to_ascii_lowercase(),
+                u,
+            ))
+        })
         .collect();
     let mut stamped: BTreeMap<Anchor, Vec<TenantObject>> = BTreeMap::new();
 
@@ -276,7 +283,10 @@ fn from_recipient(anchor: Anchor, id: String, r: &Value, user: Option<&GraphUser
         .to_ascii_lowercase();
     let mut fields = BTreeMap::new();
     if !upn.is_empty() {
-        fields.insert(Field::UserPrincipalName.as_str().to_owned(), Value::String(upn.clone()));
+        fields.insert(
+            Field::UserPrincipalName.as_str().to_owned(),
+            Value::String(upn.clone()),
+        );
     }
     for f in Field::ALL {
         let Some(prop) = f.exchange_property() else {
@@ -287,8 +297,9 @@ fn from_recipient(anchor: Anchor, id: String, r: &Value, user: Option<&GraphUser
         }
         let v = match f {
             Field::HiddenFromAddressLists => r.get(prop).and_then(Value::as_bool).map(Value::Bool),
-            Field::ExternalEmailAddress => text(r, prop)
-                .map(|a| Value::String(strip_smtp(a).to_ascii_lowercase())),
+            Field::ExternalEmailAddress => {
+                text(r, prop).map(|a| Value::String(strip_smtp(a).to_ascii_lowercase()))
+            }
             _ => text(r, prop).map(|s| Value::String(s.to_owned())),
         };
         if let Some(v) = v {
@@ -297,7 +308,10 @@ fn from_recipient(anchor: Anchor, id: String, r: &Value, user: Option<&GraphUser
     }
     insert_addresses(&mut fields, &proxies);
     if let Some(enabled) = user.and_then(|u| u.account_enabled) {
-        fields.insert(Field::AccountEnabled.as_str().to_owned(), Value::Bool(enabled));
+        fields.insert(
+            Field::AccountEnabled.as_str().to_owned(),
+            Value::Bool(enabled),
+        );
     }
     TenantObject {
         id,
@@ -324,9 +338,15 @@ fn from_graph_only(anchor: Anchor, user: &GraphUser) -> TenantObject {
         .unwrap_or_default()
         .to_ascii_lowercase();
     let mut fields = BTreeMap::new();
-    fields.insert(Field::UserPrincipalName.as_str().to_owned(), Value::String(upn.clone()));
+    fields.insert(
+        Field::UserPrincipalName.as_str().to_owned(),
+        Value::String(upn.clone()),
+    );
     if let Some(enabled) = user.account_enabled {
-        fields.insert(Field::AccountEnabled.as_str().to_owned(), Value::Bool(enabled));
+        fields.insert(
+            Field::AccountEnabled.as_str().to_owned(),
+            Value::Bool(enabled),
+        );
     }
     TenantObject {
         id: user.id.clone().unwrap_or_default(),
@@ -362,7 +382,10 @@ fn insert_addresses(fields: &mut BTreeMap<String, Value>, proxies: &[String]) {
         .filter(|a| Some(*a) != primary.as_ref())
         .collect();
     if let Some(p) = primary {
-        fields.insert(Field::PrimarySmtpAddress.as_str().to_owned(), Value::String(p));
+        fields.insert(
+            Field::PrimarySmtpAddress.as_str().to_owned(),
+            Value::String(p),
+        );
     }
     fields.insert(
         Field::EmailAddresses.as_str().to_owned(),
@@ -372,7 +395,9 @@ fn insert_addresses(fields: &mut BTreeMap<String, Value>, proxies: &[String]) {
 
 /// Records every address and the `Name` of a recipient without our stamp.
 fn add_foreign_recipient(inv: &mut Inventory, r: &Value, state: &str, user: Option<&GraphUser>) {
-    let name = text(r, "Name").or_else(|| text(r, "DisplayName")).unwrap_or("?");
+    let name = text(r, "Name")
+        .or_else(|| text(r, "DisplayName"))
+        .unwrap_or("?");
     let kind = text(r, "RecipientTypeDetails").unwrap_or("recipient");
     // The UPN identifies a user best; groups and contacts have only their Name.
     let owner = match text(r, "WindowsLiveID") {
@@ -454,8 +479,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::tenant::graph::AssignedPlan;
     use crate::tenant::ExtensionAttributes;
+    use crate::tenant::graph::AssignedPlan;
 
     const STAMP: StampAttribute = StampAttribute(15);
 
@@ -503,39 +528,75 @@ mod tests {
     #[test]
     fn exchange_fields_come_from_exchange_and_sign_in_from_graph() {
         let inv = sort(
-            vec![recipient("u1", "MailUser", Some("ldap2exo:a1"), &["SMTP:Ann@example.edu", "smtp:ann@contoso.onmicrosoft.com", "SIP:ann@example.edu"])],
+            vec![recipient(
+                "u1",
+                "MailUser",
+                Some("ldap2exo:a1"),
+                &[
+                    "SMTP:Ann@example.edu",
+                    "smtp:ann@contoso.onmicrosoft.com",
+                    "SIP:ann@example.edu",
+                ],
+            )],
             vec![],
             vec![user("u1", None, false)],
             STAMP,
         );
         let o = &inv.managed[&Anchor::new("a1").unwrap()];
-        assert_eq!(o.kind, Kind::MailUser, "a licence without an Exchange plan converts nothing");
+        assert_eq!(
+            o.kind,
+            Kind::MailUser,
+            "a licence without an Exchange plan converts nothing"
+        );
         assert!(!o.mailbox_pending);
         assert_eq!(o.fields["primarySmtpAddress"], json!("ann@example.edu"));
-        assert_eq!(o.fields["emailAddresses"], json!(["ann@contoso.onmicrosoft.com"]));
+        assert_eq!(
+            o.fields["emailAddresses"],
+            json!(["ann@contoso.onmicrosoft.com"])
+        );
         assert_eq!(o.fields["department"], json!("Physics"));
         assert_eq!(o.fields["accountEnabled"], json!(false));
-        assert_eq!(o.proxies.len(), 3, "non-SMTP proxies are kept for full lists");
+        assert_eq!(
+            o.proxies.len(),
+            3,
+            "non-SMTP proxies are kept for full lists"
+        );
     }
 
     #[test]
     fn groups_contacts_and_soft_deleted_recipients_own_addresses() {
         let inv = sort(
             vec![
-                recipient("g1", "MailUniversalDistributionGroup", None, &["SMTP:staff@example.edu"]),
+                recipient(
+                    "g1",
+                    "MailUniversalDistributionGroup",
+                    None,
+                    &["SMTP:staff@example.edu"],
+                ),
                 recipient("c1", "MailContact", None, &["SMTP:ext@example.edu"]),
             ],
-            vec![recipient("d1", "MailUser", None, &["SMTP:gone@example.edu"])],
+            vec![recipient(
+                "d1",
+                "MailUser",
+                None,
+                &["SMTP:gone@example.edu"],
+            )],
             vec![],
             STAMP,
         );
-        assert_eq!(inv.foreign["staff@example.edu"], "n-g1 (MailUniversalDistributionGroup)");
+        assert_eq!(
+            inv.foreign["staff@example.edu"],
+            "n-g1 (MailUniversalDistributionGroup)"
+        );
         assert_eq!(inv.foreign["ext@example.edu"], "n-c1 (MailContact)");
         assert_eq!(
             inv.foreign["gone@example.edu"],
             "d1@example.edu (soft-deleted MailUser \"n-d1\")"
         );
-        assert_eq!(inv.foreign_names["n-g1"], "n-g1 (MailUniversalDistributionGroup)");
+        assert_eq!(
+            inv.foreign_names["n-g1"],
+            "n-g1 (MailUniversalDistributionGroup)"
+        );
         assert!(inv.managed.is_empty());
     }
 
@@ -543,7 +604,12 @@ mod tests {
     fn objects_one_side_does_not_show_yet_are_still_ours() {
         // A MailUser Graph does not show yet, and a mailbox user Exchange does not show yet.
         let inv = sort(
-            vec![recipient("u1", "MailUser", Some("ldap2exo:a1"), &["SMTP:ann@example.edu"])],
+            vec![recipient(
+                "u1",
+                "MailUser",
+                Some("ldap2exo:a1"),
+                &["SMTP:ann@example.edu"],
+            )],
             vec![],
             vec![user("u2", Some("ldap2exo:a2"), true)],
             STAMP,
@@ -574,8 +640,18 @@ mod tests {
     fn a_stamp_on_two_objects_touches_neither() {
         let inv = sort(
             vec![
-                recipient("u1", "MailUser", Some("ldap2exo:a1"), &["SMTP:a@example.edu"]),
-                recipient("u2", "MailUser", Some("ldap2exo:a1"), &["SMTP:b@example.edu"]),
+                recipient(
+                    "u1",
+                    "MailUser",
+                    Some("ldap2exo:a1"),
+                    &["SMTP:a@example.edu"],
+                ),
+                recipient(
+                    "u2",
+                    "MailUser",
+                    Some("ldap2exo:a1"),
+                    &["SMTP:b@example.edu"],
+                ),
             ],
             vec![],
             vec![],

@@ -498,7 +498,10 @@ mod tests {
         assert_eq!(ann.attributes["displayName"], t.fields["displayName"]);
         // Exchange shows what Graph could not: the hidden flag and the external address.
         assert_eq!(ann.attributes["hiddenFromAddressLists"], json!(false));
-        assert_eq!(ann.attributes["externalEmailAddress"], json!("ann@mail.example.edu"));
+        assert_eq!(
+            ann.attributes["externalEmailAddress"],
+            json!("ann@mail.example.edu")
+        );
     }
 
     #[test]
@@ -657,7 +660,9 @@ mod tests {
         // Graph does not show the new MailUser yet: nothing Graph masters is known, and
         // nothing Exchange masters is compared with Graph.
         let mut state = object("a1", "ann", Stage::Active);
-        state.attributes.insert("accountEnabled".into(), json!(false));
+        state
+            .attributes
+            .insert("accountEnabled".into(), json!(false));
         let mut t = tenant_object("a1", "ann");
         t.in_graph = false;
         t.account_enabled = None;
@@ -675,7 +680,8 @@ mod tests {
         t.mailbox_pending = true;
         t.exchange_licensed = true;
         // Exchange still shows the MailUser's old view.
-        t.fields.insert("primarySmtpAddress".into(), json!("other@example.edu"));
+        t.fields
+            .insert("primarySmtpAddress".into(), json!("other@example.edu"));
         let r = reconcile(std::slice::from_ref(&state), &inventory(vec![t]), NOW);
         assert!(r.drift.is_empty(), "{:?}", r.drift);
         assert_eq!(r.objects[0].kind, Kind::Mailbox);
@@ -686,17 +692,27 @@ mod tests {
         let state = object("a1", "ann", Stage::Active);
         let mut t = tenant_object("a1", "ann");
         t.fields.insert("accountEnabled".into(), json!(true));
-        let r = reconcile(std::slice::from_ref(&state), &inventory(vec![t.clone()]), NOW);
+        let r = reconcile(
+            std::slice::from_ref(&state),
+            &inventory(vec![t.clone()]),
+            NOW,
+        );
         assert!(r.drift.is_empty(), "{:?}", r.drift);
         assert_eq!(r.objects[0].attributes["accountEnabled"], json!(true));
         let again = reconcile(&r.objects, &inventory(vec![t]), NOW);
         assert!(again.drift.is_empty());
         let mut recorded = state;
-        recorded.attributes.insert("accountEnabled".into(), json!(false));
+        recorded
+            .attributes
+            .insert("accountEnabled".into(), json!(false));
         let mut t = tenant_object("a1", "ann");
         t.fields.insert("accountEnabled".into(), json!(true));
         let r = reconcile(&[recorded], &inventory(vec![t]), NOW);
-        assert!(r.drift[0].detail.contains("accountEnabled: false → true"), "{:?}", r.drift);
+        assert!(
+            r.drift[0].detail.contains("accountEnabled: false → true"),
+            "{:?}",
+            r.drift
+        );
     }
 
     #[test]

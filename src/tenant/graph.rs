@@ -114,11 +114,12 @@ pub struct AssignedPlan {
 impl AssignedPlan {
     /// An enabled Exchange Online plan: this is what gives (or will give) a mailbox.
     pub fn is_exchange(&self) -> bool {
-        self.service.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("exchange"))
-            && self
-                .capability_status
-                .as_deref()
-                .is_none_or(|c| c.eq_ignore_ascii_case("enabled") || c.eq_ignore_ascii_case("warning"))
+        self.service
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("exchange"))
+            && self.capability_status.as_deref().is_none_or(|c| {
+                c.eq_ignore_ascii_case("enabled") || c.eq_ignore_ascii_case("warning")
+            })
     }
 }
 

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ldap2exo::inventory::{self, DriftKind, Inventory};
 use ldap2exo::desired::Kind;
 use ldap2exo::ids::Anchor;
+use ldap2exo::inventory::{self, DriftKind, Inventory};
 use ldap2exo::secret::Secret;
 use ldap2exo::state::Stage;
 use ldap2exo::tenant::{NewMailUser, Tenant, TenantError};
@@ -223,7 +223,10 @@ async fn a_stamped_mail_user_is_found_at_once_and_is_a_mailbox_once_licensed() {
 
     // Graph does not show the new MailUser yet: the inventory still has it, from Exchange,
     // with nothing Graph masters.
-    assert!(!obj.in_graph, "Graph shows an Exchange create only after propagation");
+    assert!(
+        !obj.in_graph,
+        "Graph shows an Exchange create only after propagation"
+    );
     assert!(!obj.fields.contains_key("accountEnabled"));
 
     let location = json!({"usageLocation": "DE"});
@@ -233,7 +236,10 @@ async fn a_stamped_mail_user_is_found_at_once_and_is_a_mailbox_once_licensed() {
     let obj = &inv.managed[&anchor("x")];
     assert_eq!(obj.kind, Kind::Mailbox);
     assert!(obj.exchange_licensed);
-    assert!(obj.mailbox_pending, "Exchange provisions the mailbox minutes later");
+    assert!(
+        obj.mailbox_pending,
+        "Exchange provisions the mailbox minutes later"
+    );
 
     tokio::time::sleep(Duration::from_millis(
         ldap2exo_emulator::Realism::default().mailbox_provisioning_ms + 200,
@@ -335,7 +341,10 @@ async fn changes_and_deletions_behind_our_back_are_drift() {
     // has reached Exchange, never while it propagates.
     let early = inventory::reconcile(&state, &read(&tenant).await, NOW + 30);
     assert!(
-        early.drift.iter().all(|d| !d.detail.contains("displayName")),
+        early
+            .drift
+            .iter()
+            .all(|d| !d.detail.contains("displayName")),
         "{:?}",
         early.drift
     );

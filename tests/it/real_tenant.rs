@@ -14,8 +14,8 @@ use serde_json::Value;
 use crate::support::cli::{DAY, Install, Run, T0};
 use crate::support::slapd::{Slapd, SlapdOptions};
 use crate::sync::{
-    assert_no_duplicates, by_upn, campus_emulator, campus_emulator_with, converge_after, live,
-    runtime, show_run, stamp_of, sync,
+    QALI_BACK, assert_no_duplicates, by_upn, campus_emulator, campus_emulator_with, converge_after,
+    live, runtime, show_run, stamp_of, sync,
 };
 
 /// The JSON report of a real run (`--format json`): the plan plus `results` and `applied`.
@@ -53,7 +53,9 @@ fn a_first_sync_with_microsofts_timing_converges_in_two_runs_and_the_third_write
     let first = sync(&install, 0);
     assert!(
         first.stdout.contains("Applied: 39 done, 0 pending")
-            || first.stdout.contains(" pending, 0 skipped, 0 conflicts, 0 failed"),
+            || first
+                .stdout
+                .contains(" pending, 0 skipped, 0 conflicts, 0 failed"),
         "{}",
         show_run(&first)
     );
@@ -65,15 +67,26 @@ fn a_first_sync_with_microsofts_timing_converges_in_two_runs_and_the_third_write
     std::thread::sleep(std::time::Duration::from_millis(6_500));
     let second = sync(&install, 0);
     assert!(
-        second.stdout.contains(" 0 pending, 0 skipped, 0 conflicts, 0 failed"),
+        second
+            .stdout
+            .contains(" 0 pending, 0 skipped, 0 conflicts, 0 failed"),
         "the second run finishes every pending mailbox: {}",
         show_run(&second)
     );
     let state = emu.state();
     assert_no_duplicates(&state);
-    assert_eq!(live(&state).iter().filter(|u| stamp_of(u).is_some()).count(), 39);
+    assert_eq!(
+        live(&state)
+            .iter()
+            .filter(|u| stamp_of(u).is_some())
+            .count(),
+        39
+    );
     let bmiller = by_upn(&state, "bmiller@example.edu");
-    assert_eq!(bmiller.recipient_type_details, Some(RecipientKind::UserMailbox));
+    assert_eq!(
+        bmiller.recipient_type_details,
+        Some(RecipientKind::UserMailbox)
+    );
     assert!(
         has(bmiller, "smtp:bmiller@exampleedu.mail.onmicrosoft.com"),
         "the mailbox owns the LDAP forward target: {:?}",
@@ -116,13 +129,21 @@ fn a_second_sync_during_propagation_creates_nothing_twice_and_reports_no_drift()
     assert_eq!(second.code, 0, "{}", show_run(&second));
     assert_eq!(report["summary"]["create"], 0, "{}", show_run(&second));
     assert!(
-        report.get("drift").is_none_or(|d| d.as_array().is_some_and(Vec::is_empty)),
+        report
+            .get("drift")
+            .is_none_or(|d| d.as_array().is_some_and(Vec::is_empty)),
         "values still propagating are no drift: {}",
         report["drift"]
     );
     let state = emu.state();
     assert_no_duplicates(&state);
-    assert_eq!(live(&state).iter().filter(|u| stamp_of(u).is_some()).count(), 39);
+    assert_eq!(
+        live(&state)
+            .iter()
+            .filter(|u| stamp_of(u).is_some())
+            .count(),
+        39
+    );
 
     // Once everything has propagated, the rest (sign-in of the MailUsers, the mailboxes'
     // addresses) is finished and a further run writes nothing.
@@ -159,14 +180,21 @@ fn a_rename_of_a_mailbox_changes_the_primary_and_keeps_the_old_one() {
         "{}",
         show_run(&run)
     );
-    assert!(has(bmiller, "smtp:bmiller@staff.example.edu"), "{:?}", bmiller.proxy_addresses);
+    assert!(
+        has(bmiller, "smtp:bmiller@staff.example.edu"),
+        "{:?}",
+        bmiller.proxy_addresses
+    );
     assert!(
         has(bmiller, "smtp:bmiller@exampleedu.mail.onmicrosoft.com"),
         "the routing address stays: {:?}",
         bmiller.proxy_addresses
     );
     assert!(
-        bmiller.proxy_addresses.iter().any(|p| p.ends_with("@exampleedu.onmicrosoft.com")),
+        bmiller
+            .proxy_addresses
+            .iter()
+            .any(|p| p.ends_with("@exampleedu.onmicrosoft.com")),
         "the MOERA the tenant added stays: {:?}",
         bmiller.proxy_addresses
     );
@@ -213,7 +241,12 @@ fn an_alias_held_by_a_distribution_group_is_reported_while_the_person_is_created
     assert!(stamp_of(adavis).is_some(), "the person is created anyway");
     assert_eq!(primaries(adavis), ["SMTP:adavis@staff.example.edu"]);
     assert!(has(adavis, "smtp:alice.davis@staff.example.edu"));
-    assert!(!adavis.proxy_addresses.iter().any(|p| p.eq_ignore_ascii_case("smtp:a.davis@example.edu")));
+    assert!(
+        !adavis
+            .proxy_addresses
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case("smtp:a.davis@example.edu"))
+    );
     assert_eq!(adavis.department.as_deref(), Some("Physics"));
 
     // Still reported on the next run, and nothing is sent for it.
@@ -221,7 +254,11 @@ fn an_alias_held_by_a_distribution_group_is_reported_while_the_person_is_created
     sync(&install, 1);
     emu.reset_counters();
     let again = sync(&install, 1);
-    assert!(again.stdout.contains("a.davis@example.edu"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("a.davis@example.edu"),
+        "{}",
+        again.stdout
+    );
     assert_eq!(emu.counters().writes(), 0, "{}", show_run(&again));
 }
 
@@ -248,8 +285,11 @@ fn a_managed_mail_user_with_a_group_licence_without_exchange_stays_a_mail_user()
             "smtp:a.davis@example.edu".into(),
             "smtp:alice.davis@staff.example.edu".into(),
         ],
-        extension_attributes: [(15, "ldap2exo:5d0c7a3e-2b4f-4e61-9c8a-000000000006".to_owned())]
-            .into(),
+        extension_attributes: [(
+            15,
+            "ldap2exo:5d0c7a3e-2b4f-4e61-9c8a-000000000006".to_owned(),
+        )]
+        .into(),
         group_licenses: vec![GroupLicense {
             sku_id: stream_id,
             group_id: "0f0f0f0f-0000-4000-8000-00000000aaaa".into(),
@@ -303,7 +343,10 @@ fn a_lost_new_mail_user_answer_is_adopted_not_blocked() {
     let state = emu.state();
     assert_no_duplicates(&state);
     assert_eq!(
-        live(&state).iter().filter(|u| stamp_of(u).is_some()).count(),
+        live(&state)
+            .iter()
+            .filter(|u| stamp_of(u).is_some())
+            .count(),
         39,
         "{}",
         show_run(&run)
@@ -338,10 +381,22 @@ fn a_person_back_within_the_grace_period_with_a_new_mail_and_aliases_gets_them_a
     let back = sync(&install, 0);
     let state = emu.state();
     let rjensen = by_upn(&state, "rjensen@example.edu");
-    assert!(!rjensen.hidden_from_address_lists_enabled, "{}", show_run(&back));
+    assert!(
+        !rjensen.hidden_from_address_lists_enabled,
+        "{}",
+        show_run(&back)
+    );
     assert_eq!(primaries(rjensen), ["SMTP:rasmus.jensen@staff.example.edu"]);
-    assert!(has(rjensen, "smtp:r.jensen@staff.example.edu"), "{:?}", rjensen.proxy_addresses);
-    assert!(has(rjensen, "smtp:rj@example.edu"), "{:?}", rjensen.proxy_addresses);
+    assert!(
+        has(rjensen, "smtp:r.jensen@staff.example.edu"),
+        "{:?}",
+        rjensen.proxy_addresses
+    );
+    assert!(
+        has(rjensen, "smtp:rj@example.edu"),
+        "{:?}",
+        rjensen.proxy_addresses
+    );
     assert_eq!(
         rjensen.external_email_address.as_deref(),
         Some("rasmus.jensen@staff.example.edu"),
@@ -377,11 +432,7 @@ fn a_restore_refused_with_503_creates_nothing_and_the_next_run_restores() {
 
     // Back, while the recycle bin answers 503 (more often than the client retries).
     install.now = T0 + 41 * DAY;
-    server.add_ldif(
-        "dn: uid=qali,ou=people,dc=example,dc=edu\nobjectClass: inetOrgPerson\nuid: qali\ncn: Qasim Ali\nsn: Ali\n\
-         givenName: Qasim\ndisplayName: Qasim Ali\nmail: qali@example.edu\no: Example University\nou: Computer Science\n\
-         title: Student\nentryUUID: 5d0c7a3e-2b4f-4e61-9c8a-000000000038\n",
-    );
+    server.add_ldif(QALI_BACK);
     emu.set_faults(FaultConfig {
         rules: vec![FaultRule {
             endpoint: "POST /v1.0/directory/deletedItems/{id}/restore".into(),
@@ -399,14 +450,20 @@ fn a_restore_refused_with_503_creates_nothing_and_the_next_run_restores() {
     );
     let state = emu.state();
     assert!(
-        !live(&state).iter().any(|u| u.user_principal_name == "qali@example.edu"),
+        !live(&state)
+            .iter()
+            .any(|u| u.user_principal_name == "qali@example.edu"),
         "nothing is created while the restore is refused"
     );
 
     emu.set_faults(FaultConfig::default()).unwrap();
     sync(&install, 0);
     let state = emu.state();
-    assert_eq!(by_upn(&state, "qali@example.edu").id, deleted_id, "restored, not created");
+    assert_eq!(
+        by_upn(&state, "qali@example.edu").id,
+        deleted_id,
+        "restored, not created"
+    );
     assert_no_duplicates(&state);
 }
 
@@ -450,10 +507,16 @@ fn every_refused_request_names_the_services_reason() {
             "{r}"
         );
     }
-    let adavis = not_done.iter().find(|r| r["uid"] == "adavis").expect("adavis refused");
+    let adavis = not_done
+        .iter()
+        .find(|r| r["uid"] == "adavis")
+        .expect("adavis refused");
     assert_eq!(adavis["outcome"], "conflict");
     assert!(
-        adavis["detail"].as_str().unwrap().contains("adavis@example.edu"),
+        adavis["detail"]
+            .as_str()
+            .unwrap()
+            .contains("adavis@example.edu"),
         "the address at fault: {adavis}"
     );
     let refused = not_done

@@ -66,6 +66,12 @@ pub(crate) fn by_upn<'a>(state: &'a StateDump, upn: &str) -> &'a User {
         .unwrap_or_else(|| panic!("{upn} not in the tenant"))
 }
 
+/// Qasim Ali's entry as it was before he left (the same entryUUID), for tests where he comes
+/// back after his object was deleted.
+pub(crate) const QALI_BACK: &str = "dn: uid=qali,ou=people,dc=example,dc=edu\nobjectClass: inetOrgPerson\nuid: qali\ncn: Qasim Ali\nsn: Ali\n\
+     givenName: Qasim\ndisplayName: Qasim Ali\nmail: qali@example.edu\no: Example University\nou: Computer Science\n\
+     title: Student\nentryUUID: 5d0c7a3e-2b4f-4e61-9c8a-000000000038\n";
+
 /// No anchor is stamped on two live objects.
 pub(crate) fn assert_no_duplicates(state: &StateDump) {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
@@ -280,11 +286,7 @@ fn people_change_move_leave_and_come_back() {
     // Back after the deletion (the same entry, restored in LDAP from a backup): the object is
     // restored from the recycle bin, which still holds the addresses, instead of created.
     install.now = T0 + 40 * DAY;
-    server.add_ldif(
-        "dn: uid=qali,ou=people,dc=example,dc=edu\nobjectClass: inetOrgPerson\nuid: qali\ncn: Qasim Ali\nsn: Ali\n\
-         givenName: Qasim\ndisplayName: Qasim Ali\nmail: qali@example.edu\no: Example University\nou: Computer Science\n\
-         title: Student\nentryUUID: 5d0c7a3e-2b4f-4e61-9c8a-000000000038\n",
-    );
+    server.add_ldif(QALI_BACK);
     sync(&install, 0);
     let state = emu.state();
     let qali = by_upn(&state, "qali@example.edu");

@@ -175,7 +175,10 @@ async fn certificate_auth_signs_an_assertion_the_emulator_verifies() {
             .check()
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("AADSTS700027"), "{algorithm:?}: {err}");
+        assert!(
+            err.to_string().contains("AADSTS700027"),
+            "{algorithm:?}: {err}"
+        );
     }
 }
 
