@@ -19,6 +19,7 @@
 mod steps;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -31,7 +32,7 @@ use crate::inventory::{Inventory, TenantObject, smtp_proxy};
 use crate::plan::{Action, Field, Op, Plan, Writer};
 use crate::secret::Secret;
 use crate::state::{ManagedObject, Stage, StateError, Store};
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, TenantError};
 
 /// What stops a whole run: the state store failing (then nothing can be recorded safely).
 /// Tenant errors are per action and end up in [`ActionResult`].
@@ -87,19 +88,88 @@ pub struct Context<'a> {
 
 /// Applies every action of `plan`; returns one result per action, in plan order.
 pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, ApplyError> {
+    let late = Mutex::new(Vec::new());
     let results: Vec<Result<ActionResult, ApplyError>> = futures_util::stream::iter(&plan.actions)
-        .map(|action| run(action, ctx))
+        .map(|action| run(action, ctx, &late))
         .buffered(ctx.concurrency.max(1))
         .collect()
         .await;
-    results.into_iter().collect()
+    let results: Vec<ActionResult> = results.into_iter().collect::<Result<_, _>>()?;
+    let late = late
+        .into_inner()
+        .expect("the late-step list is never poisoned");
+    block_sign_ins(late, ctx).await?;
+    Ok(results)
 }
 
-async fn run(action: &Action, ctx: &Context<'_>) -> Result<ActionResult, ApplyError> {
+/// Journal result of a step the tenant could not take yet; a later run does it.
+const DEFERRED: &str = "deferred";
+
+/// A new MailUser whose sign-in is blocked at the end of the run.
+struct LateSignIn {
+    anchor: Anchor,
+    uid: String,
+    id: String,
+}
+
+/// Blocks the sign-in of the MailUsers this run created (MailUsers never sign in). Done last,
+/// so that Graph, which shows an object `New-MailUser` made only after a while, has had the
+/// whole run to catch up; whatever it still does not show after
+/// `tenant.propagation_wait_seconds` is left to the next run, whose inventory sees the
+/// account enabled and plans the change. The person is a working MailUser either way.
+async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), ApplyError> {
+    let graph = ctx.tenant.graph();
+    let patch = json!({ "accountEnabled": false });
+    let done: Vec<Result<(), ApplyError>> = futures_util::stream::iter(late)
+        .map(|l| {
+            let patch = &patch;
+            async move {
+                let store = ctx.store;
+                let row = store
+                    .journal_start(ctx.run_id, &l.anchor, Op::Create.as_str(), "PATCH accountEnabled", ctx.now)
+                    .await?;
+                let answer =
+                    steps::until_visible(ctx.visibility_wait, &l.uid, &mut || graph.update_user(&l.id, patch))
+                        .await;
+                match answer {
+                    Ok(()) => {
+                        store.journal_finish(row, "ok", Some(&l.id), ctx.now).await?;
+                        if let Some(mut obj) = store.object(&l.anchor).await? {
+                            obj.attributes
+                                .insert(Field::AccountEnabled.as_str().into(), Value::Bool(false));
+                            store.upsert_object(&obj).await?;
+                        }
+                    }
+                    Err(TenantError::NotFound { .. }) => {
+                        store
+                            .journal_finish(row, DEFERRED, Some("Graph does not show the object yet; the next run blocks sign-in"), ctx.now)
+                            .await?;
+                        tracing::info!(uid = %l.uid, "Graph does not show the new MailUser yet; its sign-in is blocked on a later run");
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        store.journal_finish(row, "failed", Some(&why), ctx.now).await?;
+                        tracing::warn!(uid = %l.uid, error = %why, "blocking a new MailUser's sign-in failed; the next run tries again");
+                    }
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(ctx.concurrency.max(1))
+        .collect()
+        .await;
+    done.into_iter().collect()
+}
+
+async fn run(
+    action: &Action,
+    ctx: &Context<'_>,
+    late: &Mutex<Vec<LateSignIn>>,
+) -> Result<ActionResult, ApplyError> {
     let outcome = if action.op.is_removal() && !ctx.allow_removals {
         Outcome::Skipped("the safety verdict is blocked: nothing is disabled or deleted".into())
     } else {
-        let mut job = Job::new(action, ctx).await?;
+        let mut job = Job::new(action, ctx, late).await?;
         match job.execute().await {
             Ok(()) => job.outcome(),
             Err(Stop::Conflict(why)) => Outcome::Conflict(why),
@@ -144,6 +214,8 @@ impl From<StateError> for Stop {
 struct Job<'a, 'c> {
     action: &'a Action,
     ctx: &'a Context<'c>,
+    /// Steps left for the end of the run.
+    late: &'a Mutex<Vec<LateSignIn>>,
     obj: ManagedObject,
     /// Field values before the action (the state's view, or the restored object's).
     before: BTreeMap<String, Value>,
@@ -162,7 +234,11 @@ struct Job<'a, 'c> {
 }
 
 impl<'a, 'c> Job<'a, 'c> {
-    async fn new(action: &'a Action, ctx: &'a Context<'c>) -> Result<Self, StateError> {
+    async fn new(
+        action: &'a Action,
+        ctx: &'a Context<'c>,
+        late: &'a Mutex<Vec<LateSignIn>>,
+    ) -> Result<Self, StateError> {
         let existing = ctx.store.object(&action.anchor).await?;
         let obj = existing.unwrap_or_else(|| ManagedObject {
             anchor: action.anchor.clone(),
@@ -186,6 +262,7 @@ impl<'a, 'c> Job<'a, 'c> {
         Ok(Job {
             action,
             ctx,
+            late,
             obj,
             before,
             handled: BTreeSet::new(),

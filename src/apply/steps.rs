@@ -19,8 +19,6 @@ use crate::tenant::graph::{ExtensionAttributes, GraphUser};
 
 /// Journal result of a create whose answer never came: the object may exist.
 const UNKNOWN: &str = "unknown";
-/// Journal result of a step the tenant could not take yet; a later run does it.
-const DEFERRED: &str = "deferred";
 
 /// Fields `New-MailUser` sets.
 const NEW_MAIL_USER_FIELDS: [Field; 7] = [
@@ -47,6 +45,36 @@ const POST_USER_FIELDS: [Field; 11] = [
     Field::OfficeLocation,
     Field::CompanyName,
 ];
+
+/// Calls `call` until it answers something other than 404, with backoff, for at most `wait`:
+/// an object the service created a moment ago (or a value still propagating between
+/// Exchange and Graph) is not visible at once.
+pub(super) async fn until_visible<T, F, Fut>(
+    wait: Duration,
+    uid: &str,
+    call: &mut F,
+) -> Result<T, TenantError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TenantError>>,
+{
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match call().await {
+            Err(TenantError::NotFound { .. }) if Instant::now() + pause <= deadline => {
+                tracing::debug!(
+                    uid,
+                    wait_ms = pause.as_millis() as u64,
+                    "object not visible yet; waiting"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            other => return other,
+        }
+    }
+}
 
 impl Job<'_, '_> {
     /// Runs one tenant call as a journaled step.
@@ -90,18 +118,7 @@ impl Job<'_, '_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, TenantError>>,
     {
-        let deadline = Instant::now() + self.ctx.visibility_wait;
-        let mut wait = Duration::from_millis(250);
-        loop {
-            match call().await {
-                Err(TenantError::NotFound { .. }) if Instant::now() + wait <= deadline => {
-                    tracing::debug!(uid = %self.action.uid, wait_ms = wait.as_millis() as u64, "object not visible yet; waiting");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(4));
-                }
-                other => return other,
-            }
-        }
+        until_visible(self.ctx.visibility_wait, &self.action.uid, call).await
     }
 
     async fn journal_start(&self, name: &str) -> Result<i64, Stop> {
@@ -253,6 +270,8 @@ impl Job<'_, '_> {
                     if let Some(id) = j.detail.as_deref().and_then(|d| d.strip_prefix("created ")) {
                         ok_id = Some(id.to_owned());
                     }
+                    // Only a doubt after the last create that answered counts.
+                    unsure = false;
                 }
                 "pending" | UNKNOWN => unsure = true,
                 _ => {}
@@ -540,32 +559,18 @@ impl Job<'_, '_> {
     /// while: when it still does not after the wait, the next run's inventory shows the
     /// account enabled and the plan blocks it then.
     async fn block_sign_in(&mut self, id: &str) -> Result<(), Stop> {
-        let graph = self.ctx.tenant.graph();
-        let patch = json!({ "accountEnabled": false });
-        let row = self.journal_start("PATCH accountEnabled").await?;
-        match self
-            .until_visible(&mut || graph.update_user(id, &patch))
-            .await
-        {
-            Ok(()) => {
-                self.journal_finish(row, "ok", Some(id)).await?;
-                self.obj
-                    .attributes
-                    .insert(Field::AccountEnabled.as_str().into(), json!(false));
-                self.applied(&[]).await
-            }
-            Err(TenantError::NotFound { .. }) => {
-                self.journal_finish(
-                    row,
-                    DEFERRED,
-                    Some("Graph does not show the object yet; the next run blocks sign-in"),
-                )
-                .await?;
-                tracing::info!(uid = %self.action.uid, "Graph does not show the new MailUser yet; sign-in is blocked on a later run");
-                Ok(())
-            }
-            Err(e) => Err(self.failed(row, "PATCH accountEnabled", e).await?),
-        }
+        // Graph shows a new MailUser only after a delay; waiting here would hold a worker
+        // per person. The sign-in is blocked at the end of the run instead, when most new
+        // objects have reached Graph (see `super::block_sign_ins`).
+        self.late
+            .lock()
+            .expect("the late-step list is never poisoned")
+            .push(super::LateSignIn {
+                anchor: self.action.anchor.clone(),
+                uid: self.action.uid.clone(),
+                id: id.to_owned(),
+            });
+        Ok(())
     }
 
     async fn create_mailbox(&mut self, earlier: Option<String>) -> Result<(), Stop> {
