@@ -437,6 +437,9 @@ impl<'a, 'c> Job<'a, 'c> {
             self.obj.stage = Stage::Active;
             self.obj.disabled_at = None;
             self.obj.delete_due_at = None;
+        } else if self.deferred.contains_key(&Field::HiddenFromAddressLists) {
+            // Not hidden yet (the mailbox is still being provisioned): the row stays active,
+            // so the next run plans the disable again instead of losing the hide.
         } else {
             self.obj.stage = Stage::Disabled;
             self.obj.disabled_at = Some(self.ctx.now);
@@ -510,7 +513,8 @@ impl<'a, 'c> Job<'a, 'c> {
             by(Writer::SetUser),
             by(Writer::GraphPatch),
         );
-        if kind == Kind::Mailbox && self.needs_licence() {
+        // A leaver never gets a mailbox on the way out.
+        if kind == Kind::Mailbox && self.action.op != Op::Disable && self.needs_licence() {
             // A mailbox user an earlier run created but could not license (the run stopped
             // between `POST /users` and `assignLicense`).
             let sku = self.mailbox_sku()?;

@@ -231,8 +231,10 @@ impl Job<'_, '_> {
         // field that differs from that up to date, and show and unblock it.
         self.before = self.obj.attributes.clone();
         let kind = self.obj.kind;
-        self.extra
-            .insert(Field::AccountEnabled, json!(kind == Kind::Mailbox));
+        self.extra.insert(
+            Field::AccountEnabled,
+            json!(self.action.kind == Kind::Mailbox),
+        );
         let mut fields: BTreeSet<Field> = self.changed_fields()?;
         fields.insert(Field::HiddenFromAddressLists);
         fields.insert(Field::AccountEnabled);
@@ -261,7 +263,7 @@ impl Job<'_, '_> {
         let journal = self.ctx.store.journal(&self.action.anchor).await?;
         let creates = journal
             .iter()
-            .filter(|j| j.step == "New-MailUser" || j.step == "POST /users");
+            .filter(|j| j.step.starts_with("New-MailUser") || j.step.starts_with("POST /users"));
         let mut ok_id = self.obj.tenant_object_id.clone();
         let mut unsure = false;
         for j in creates {
@@ -365,15 +367,31 @@ impl Job<'_, '_> {
             }
             Kind::Mailbox => {
                 let graph = self.ctx.tenant.graph();
-                let found = self
-                    .step(
-                        "GET /users (unsure create)",
-                        graph.get_user(
-                            &upn,
-                            &["id", "mailNickname", "onPremisesExtensionAttributes"],
-                        ),
-                    )
-                    .await?;
+                let step = "GET /users (unsure create)";
+                let row = self.journal_start(step).await?;
+                let select = ["id", "mailNickname", "onPremisesExtensionAttributes"];
+                let lookup = self
+                    .until_visible(&mut || async {
+                        graph
+                            .get_user(&upn, &select)
+                            .await?
+                            .ok_or_else(|| TenantError::NotFound {
+                                service: crate::tenant::Service::Graph,
+                                what: upn.clone(),
+                            })
+                    })
+                    .await;
+                let found = match lookup {
+                    Ok(u) => {
+                        self.journal_finish(row, "ok", Some("found")).await?;
+                        Some(u)
+                    }
+                    Err(TenantError::NotFound { .. }) => {
+                        self.journal_finish(row, "ok", Some("not found")).await?;
+                        None
+                    }
+                    Err(e) => return Err(self.failed(row, step, e).await?),
+                };
                 Ok(found
                     .filter(|u| {
                         u.mail_nickname.as_deref() == self.after_str(Field::MailNickname).as_deref()
@@ -463,6 +481,13 @@ impl Job<'_, '_> {
         match self.find_own_create().await? {
             Some(id) => {
                 tracing::info!(uid = %self.action.uid, id = %id, "the create's answer was lost; found and adopted its object");
+                // The doubt is settled: journal the create as answered, so that no later
+                // create of this person looks for this object again.
+                let row = self
+                    .journal_start(&format!("{name} (found after a lost answer)"))
+                    .await?;
+                self.journal_finish(row, "ok", Some(&format!("created {id}")))
+                    .await?;
                 Ok(id)
             }
             None if e.is_ambiguous() => Err(Stop::Failed(format!(
@@ -511,7 +536,13 @@ impl Job<'_, '_> {
         let new = current.is_some();
         self.obj.tenant_object_id = Some(id.clone());
         self.obj.kind = Kind::MailUser;
-        self.applied(&NEW_MAIL_USER_FIELDS).await?;
+        if new {
+            self.applied(&NEW_MAIL_USER_FIELDS).await?;
+        } else {
+            // Found again: made by an earlier run with what LDAP said then. Its values are
+            // recorded only as they are sent below.
+            self.applied(&[]).await?;
+        }
 
         // The stamp first, alone: from here on the object is recognisably ours.
         let attr = self
@@ -576,9 +607,10 @@ impl Job<'_, '_> {
     async fn create_mailbox(&mut self, earlier: Option<String>) -> Result<(), Stop> {
         let sku = self.mailbox_sku()?;
         let graph = self.ctx.tenant.graph();
-        let new = earlier.is_none();
-        let id = match earlier {
-            Some(id) => id,
+        // `new`: this action's own POST made the object (an adopted one was made by an
+        // earlier run, with what LDAP said then, so nothing of it counts as written yet).
+        let (id, new) = match earlier {
+            Some(id) => (id, false),
             None => {
                 let user = GraphUser {
                     account_enabled: Some(true),
@@ -606,8 +638,8 @@ impl Job<'_, '_> {
                     )
                     .await?;
                 match created {
-                    Ok((id, _)) => id,
-                    Err(e) => self.after_unsure_create("POST /users", e).await?,
+                    Ok((id, _)) => (id, true),
+                    Err(e) => (self.after_unsure_create("POST /users", e).await?, false),
                 }
             }
         };
@@ -618,6 +650,8 @@ impl Job<'_, '_> {
             .insert(Field::AccountEnabled.as_str().into(), json!(true));
         if new {
             self.applied(&POST_USER_FIELDS).await?;
+        } else {
+            self.applied(&[]).await?;
         }
         if !self.seen().is_some_and(|t| t.exchange_licensed) {
             self.license(&id, &sku).await?;

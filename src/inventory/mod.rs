@@ -64,6 +64,10 @@ pub struct TenantObject {
     /// Every proxy address exactly as Exchange shows it (`SMTP:`, `smtp:`, `SIP:`, `SPO:`,
     /// `X500:`, ...): a full `EmailAddresses` list must keep what the tenant added.
     pub proxies: Vec<String>,
+    /// Fields whose property the listing did not carry at all (as opposed to carrying it
+    /// empty): unknown, so never compared. A listing that lacks a property must not make
+    /// every person look changed on every run.
+    pub unknown: BTreeSet<Field>,
 }
 
 /// The tenant as one run sees it.
@@ -282,6 +286,7 @@ fn from_recipient(anchor: Anchor, id: String, r: &Value, user: Option<&GraphUser
         .unwrap_or_default()
         .to_ascii_lowercase();
     let mut fields = BTreeMap::new();
+    let mut unknown = BTreeSet::new();
     if !upn.is_empty() {
         fields.insert(
             Field::UserPrincipalName.as_str().to_owned(),
@@ -293,6 +298,10 @@ fn from_recipient(anchor: Anchor, id: String, r: &Value, user: Option<&GraphUser
             continue;
         };
         if f == Field::UserPrincipalName {
+            continue;
+        }
+        if r.get(prop).is_none() {
+            unknown.insert(f);
             continue;
         }
         let v = match f {
@@ -325,6 +334,7 @@ fn from_recipient(anchor: Anchor, id: String, r: &Value, user: Option<&GraphUser
         in_graph: user.is_some(),
         fields,
         proxies,
+        unknown,
     }
 }
 
@@ -364,6 +374,7 @@ fn from_graph_only(anchor: Anchor, user: &GraphUser) -> TenantObject {
         in_graph: true,
         fields,
         proxies: Vec::new(),
+        unknown: BTreeSet::new(),
     }
 }
 

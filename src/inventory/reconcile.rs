@@ -69,6 +69,9 @@ impl DriftKind {
 /// Exchange shows the object and once we wrote them (a mailbox created through Graph gets its
 /// Exchange fields only after provisioning; until then the state has no primary address).
 fn comparable(field: Field, obj: &ManagedObject, t: &TenantObject) -> bool {
+    if t.unknown.contains(&field) {
+        return false;
+    }
     match field.read_from() {
         None => false,
         // The kind is compared on its own (licences and provisioning).
@@ -116,6 +119,9 @@ pub fn reconcile(objects: &[ManagedObject], inventory: &Inventory, now: i64) -> 
         let tenant = inventory.managed.get(&obj.anchor);
         match (obj.stage, tenant) {
             (Stage::Deleted, None) => out.push(obj.clone()),
+            // Our own delete (or a restore) not yet seen by both directories: the side that
+            // lags still shows the object. Only an object both show is really back.
+            (Stage::Deleted, Some(t)) if !(t.in_exchange && t.in_graph) => out.push(obj.clone()),
             (Stage::Deleted, Some(t)) => {
                 let mut adopted = adopt(t, now);
                 adopted.uid = obj.uid.clone();
@@ -288,7 +294,8 @@ fn merge(obj: &ManagedObject, t: &TenantObject) -> (ManagedObject, Vec<String>) 
         Some(_) => {}
     }
 
-    if obj.kind != t.kind {
+    // The kind is Exchange's: unknown while Exchange does not show the object.
+    if t.in_exchange && obj.kind != t.kind {
         changes.push(match t.kind {
             // TENANT_FACTS: group-based licensing converts MailUsers by accident.
             Kind::Mailbox => "kind mail_user → mailbox: the object carries a licence (group-based licensing, or an interrupted conversion)".to_owned(),
@@ -452,6 +459,7 @@ mod tests {
             in_graph: true,
             fields: tenant_fields(uid),
             proxies: Vec::new(),
+            unknown: BTreeSet::new(),
         }
     }
 
@@ -575,6 +583,31 @@ mod tests {
         assert_eq!(bob.deleted_at, None);
         assert_eq!(bob.dn, back.dn, "the LDAP entry is kept");
         assert_eq!(bob.created_at, back.created_at);
+    }
+
+    #[test]
+    fn our_own_delete_still_propagating_is_not_a_return() {
+        // Exchange removed the MailUser; Graph still lists the stamped user for a while.
+        let gone = object("a1", "ann", Stage::Deleted);
+        let mut lagging = tenant_object("a1", "ann");
+        lagging.in_exchange = false;
+        lagging.kind = Kind::Mailbox;
+        let r = reconcile(std::slice::from_ref(&gone), &inventory(vec![lagging]), NOW);
+        assert!(r.drift.is_empty(), "{:?}", r.drift);
+        assert_eq!(r.objects, vec![gone]);
+    }
+
+    #[test]
+    fn a_property_the_listing_lacks_is_unknown_not_changed() {
+        let mut state = object("a1", "ann", Stage::Active);
+        state
+            .attributes
+            .insert("mobilePhone".into(), json!("+49 1"));
+        let mut t = tenant_object("a1", "ann");
+        t.unknown.insert(Field::MobilePhone);
+        let r = reconcile(std::slice::from_ref(&state), &inventory(vec![t]), NOW);
+        assert!(r.drift.is_empty(), "{:?}", r.drift);
+        assert_eq!(r.objects, vec![state]);
     }
 
     #[test]
