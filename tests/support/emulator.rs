@@ -133,6 +133,11 @@ impl LogCapture {
             .with_writer(move || Writer(b.clone()))
             .finish();
         let guard = tracing::subscriber::set_default(subscriber);
+        // Tests run in parallel threads. A callsite another thread registers while this
+        // dispatcher is being registered can cache "nobody listens" and then stay silent
+        // here, so this capture missed log lines now and then. Rebuilding the interest cache
+        // once the dispatcher is in place closes that window.
+        tracing::callsite::rebuild_interest_cache();
         Self { buf, _guard: guard }
     }
 
