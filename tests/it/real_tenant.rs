@@ -14,8 +14,8 @@ use serde_json::Value;
 use crate::support::cli::{DAY, Install, Run, T0};
 use crate::support::slapd::{Slapd, SlapdOptions};
 use crate::sync::{
-    QALI_BACK, assert_no_duplicates, by_upn, campus_emulator, campus_emulator_with, converge_after,
-    live, runtime, show_run, stamp_of, sync,
+    QALI_BACK, assert_no_duplicates, assert_settled, by_upn, campus_emulator, campus_emulator_with,
+    converge_after, live, runtime, show_run, stamp_of, sync,
 };
 
 /// The JSON report of a real run (`--format json`): the plan plus `results` and `applied`.
@@ -95,15 +95,8 @@ fn a_first_sync_with_microsofts_timing_converges_in_two_runs_and_the_third_write
     assert_eq!(primaries(bmiller), ["SMTP:bmiller@staff.example.edu"]);
 
     std::thread::sleep(std::time::Duration::from_millis(2_500));
-    emu.reset_counters();
-    assert!(install.dry_run(0, &[]).actions.is_empty());
-    let third = sync(&install, 0);
-    assert_eq!(
-        emu.counters().writes(),
-        0,
-        "the third run writes nothing: {}",
-        show_run(&third)
-    );
+    // The third run writes nothing.
+    assert_settled(&install, &emu);
 }
 
 #[test]
@@ -154,9 +147,7 @@ fn a_second_sync_during_propagation_creates_nothing_twice_and_reports_no_drift()
         !by_upn(&state, "adavis@example.edu").account_enabled,
         "a MailUser's sign-in is blocked once Graph shows it"
     );
-    emu.reset_counters();
-    sync(&install, 0);
-    assert_eq!(emu.counters().writes(), 0);
+    assert_settled(&install, &emu);
 }
 
 #[test]
@@ -201,9 +192,7 @@ fn a_rename_of_a_mailbox_changes_the_primary_and_keeps_the_old_one() {
     let adavis = by_upn(&state, "adavis@example.edu");
     assert_eq!(primaries(adavis), ["SMTP:alice.smith@staff.example.edu"]);
     assert!(has(adavis, "smtp:adavis@staff.example.edu"));
-    emu.reset_counters();
-    sync(&install, 0);
-    assert_eq!(emu.counters().writes(), 0);
+    assert_settled(&install, &emu);
 }
 
 #[test]
@@ -403,10 +392,7 @@ fn a_person_back_within_the_grace_period_with_a_new_mail_and_aliases_gets_them_a
         "mail to the MailUser goes to the new on-prem address"
     );
     assert_eq!(rjensen.display_name.as_deref(), Some("Dr. Rasmus Jensen"));
-    emu.reset_counters();
-    assert!(install.dry_run(0, &[]).actions.is_empty());
-    sync(&install, 0);
-    assert_eq!(emu.counters().writes(), 0);
+    assert_settled(&install, &emu);
 }
 
 #[test]

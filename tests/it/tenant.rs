@@ -130,7 +130,11 @@ async fn secrets_stay_out_of_errors_logs_and_debug_output() {
         text.contains("oauth2/v2.0/token") && text.lines().count() > 100,
         "the capture saw the traffic (at TRACE level): {} lines, token URL {}",
         text.lines().count(),
-        if text.contains("oauth2/v2.0/token") { "seen" } else { "not seen" }
+        if text.contains("oauth2/v2.0/token") {
+            "seen"
+        } else {
+            "not seen"
+        }
     );
     for (what, haystack) in [("error", &shown), ("Debug", &debug), ("log", &text)] {
         assert!(!haystack.contains(wrong), "{what} shows the wrong secret");
