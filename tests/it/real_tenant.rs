@@ -15,7 +15,7 @@ use crate::support::cli::{DAY, Install, Run, T0};
 use crate::support::slapd::{Slapd, SlapdOptions};
 use crate::sync::{
     QALI_BACK, assert_no_duplicates, assert_settled, by_upn, campus_emulator, campus_emulator_with,
-    converge_after, live, runtime, show_run, stamp_of, sync,
+    converge_after, live, runtime, show_run, stamp_of, stamped, sync,
 };
 
 /// The JSON report of a real run (`--format json`): the plan plus `results` and `applied`.
@@ -75,13 +75,7 @@ fn a_first_sync_with_microsofts_timing_converges_in_two_runs_and_the_third_write
     );
     let state = emu.state();
     assert_no_duplicates(&state);
-    assert_eq!(
-        live(&state)
-            .iter()
-            .filter(|u| stamp_of(u).is_some())
-            .count(),
-        39
-    );
+    assert_eq!(stamped(&state), 39);
     let bmiller = by_upn(&state, "bmiller@example.edu");
     assert_eq!(
         bmiller.recipient_type_details,
@@ -130,13 +124,7 @@ fn a_second_sync_during_propagation_creates_nothing_twice_and_reports_no_drift()
     );
     let state = emu.state();
     assert_no_duplicates(&state);
-    assert_eq!(
-        live(&state)
-            .iter()
-            .filter(|u| stamp_of(u).is_some())
-            .count(),
-        39
-    );
+    assert_eq!(stamped(&state), 39);
 
     // Once everything has propagated, the rest (sign-in of the MailUsers, the mailboxes'
     // addresses) is finished and a further run writes nothing.
@@ -331,15 +319,7 @@ fn a_lost_new_mail_user_answer_is_adopted_not_blocked() {
     );
     let state = emu.state();
     assert_no_duplicates(&state);
-    assert_eq!(
-        live(&state)
-            .iter()
-            .filter(|u| stamp_of(u).is_some())
-            .count(),
-        39,
-        "{}",
-        show_run(&run)
-    );
+    assert_eq!(stamped(&state), 39, "{}", show_run(&run));
     assert_eq!(
         emu.counters().endpoint("EXO New-MailUser").requests,
         31,

@@ -72,6 +72,11 @@ pub(crate) const QALI_BACK: &str = "dn: uid=qali,ou=people,dc=example,dc=edu\nob
      givenName: Qasim\ndisplayName: Qasim Ali\nmail: qali@example.edu\no: Example University\nou: Computer Science\n\
      title: Student\nentryUUID: 5d0c7a3e-2b4f-4e61-9c8a-000000000038\n";
 
+/// How many live objects carry an ldap2exo stamp.
+pub(crate) fn stamped(state: &StateDump) -> usize {
+    live(state).iter().filter(|u| stamp_of(u).is_some()).count()
+}
+
 /// The tenant is in step: a dry run plans nothing, and a real run writes nothing.
 pub(crate) fn assert_settled(install: &Install, emu: &Emulator) {
     emu.reset_counters();
@@ -513,14 +518,7 @@ fn faults_end_cleanly_and_the_next_run_converges_without_duplicates() {
     let runs = converge_after(&install, 4, std::slice::from_ref(&expire));
     let state = emu.state();
     assert_no_duplicates(&state);
-    assert_eq!(
-        live(&state)
-            .iter()
-            .filter(|u| stamp_of(u).is_some())
-            .count(),
-        39,
-        "after {runs} more syncs"
-    );
+    assert_eq!(stamped(&state), 39, "after {runs} more syncs");
 }
 
 #[test]
