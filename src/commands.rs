@@ -217,6 +217,7 @@ async fn compute(
         scope,
         safety: &config.safety,
         max_deletes: args.max_deletes,
+        tenant: tenant.as_ref().map(|(_, inventory)| inventory),
         now: started,
     });
     plan.source.only = args.only.clone();

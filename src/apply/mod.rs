@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::desired::Kind;
 use crate::ids::Anchor;
 use crate::inventory::{Inventory, TenantObject, smtp_proxy};
-use crate::plan::{Action, Field, Op, Plan, Writer};
+use crate::plan::{Action, Field, HeldOutcome, Op, Plan, Writer};
 use crate::secret::Secret;
 use crate::state::{ManagedObject, Stage, StateError, Store};
 use crate::tenant::{Tenant, TenantError};
@@ -166,7 +166,13 @@ async fn run(
     ctx: &Context<'_>,
     late: &Mutex<Vec<LateSignIn>>,
 ) -> Result<ActionResult, ApplyError> {
-    let outcome = if action.op.is_removal() && !ctx.allow_removals {
+    let outcome = if let Some(held) = &action.held {
+        // The plan knew from the tenant it read: nothing is sent.
+        match held.outcome {
+            HeldOutcome::Conflict => Outcome::Conflict(held.reason.clone()),
+            HeldOutcome::Failed => Outcome::Failed(held.reason.clone()),
+        }
+    } else if action.op.is_removal() && !ctx.allow_removals {
         Outcome::Skipped("the safety verdict is blocked: nothing is disabled or deleted".into())
     } else {
         let mut job = Job::new(action, ctx, late).await?;

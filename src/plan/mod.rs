@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::config::SafetyConfig;
 use crate::desired::{Desired, Kind, Quarantined};
 use crate::ids::Anchor;
+use crate::inventory::Inventory;
 use crate::state::{ManagedObject, Stage};
 
 mod changes;
@@ -79,6 +80,29 @@ pub struct Action {
     /// Why a lifecycle action happens (leaving, back, grace period over).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Set when the plan already knows, from the tenant it read, that this action cannot be
+    /// carried out (a UPN held by an object we do not manage, no licence free): apply sends
+    /// nothing for it and reports the reason as its outcome. Counted in `summary.held`, not
+    /// under its op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
+}
+
+/// Why a planned action will not be carried out, and how its outcome is reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub outcome: HeldOutcome,
+    /// Names the holder of what the person needs, or the missing resource.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldOutcome {
+    /// Somebody else holds an address, UPN or `Name` the person needs.
+    Conflict,
+    /// The tenant lacks what the action needs (a free licence).
+    Failed,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +115,9 @@ pub struct Summary {
     pub delete: usize,
     pub unchanged: usize,
     pub quarantined: usize,
+    /// Actions the plan knows cannot be carried out ([`Action::held`]); not counted above.
+    #[serde(default)]
+    pub held: usize,
 }
 
 impl Summary {
@@ -158,6 +185,23 @@ pub struct Plan {
     /// Differences between the tenant and the state store found before planning.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<DriftNote>,
+    /// What the operator should know that changes nobody's outcome by itself: a value chosen
+    /// among several, too few licences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
+}
+
+/// A note for the operator about one entry (or, without `dn`, about the whole run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    /// The LDAP entry it is about; empty for the run as a whole.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The configuration field (`surname`, `aliases`, …) or topic (`licences`).
+    pub field: String,
+    pub message: String,
 }
 
 /// Whether the run covers everyone or just `--only` people.
@@ -179,6 +223,10 @@ pub struct Input<'a> {
     pub safety: &'a SafetyConfig,
     /// `--max-deletes N`: the operator approves up to N removals this run.
     pub max_deletes: Option<u32>,
+    /// The tenant as read at the start of the run, when it could be read (a dry run without
+    /// credentials plans against the state store alone): who holds the addresses, UPNs and
+    /// `Name`s the plan wants, and the licences.
+    pub tenant: Option<&'a Inventory>,
     pub now: i64,
 }
 
@@ -338,6 +386,7 @@ pub fn plan(input: Input) -> Plan {
                     dn: obj.dn.clone(),
                     changes,
                     reason: Some(why),
+                    held: None,
                 });
             }
             None => summary.unchanged += 1,
@@ -378,7 +427,26 @@ pub fn plan(input: Input) -> Plan {
         actions,
         quarantined,
         drift: Vec::new(),
+        warnings: Vec::new(),
     }
+}
+
+/// Marks `action` as held (the plan knows it cannot be carried out): counted in
+/// `summary.held` instead of under its op.
+pub(crate) fn hold(summary: &mut Summary, action: &mut Action, held: Held) {
+    if action.held.is_none() {
+        let n = match action.op {
+            Op::Create => &mut summary.create,
+            Op::Update => &mut summary.update,
+            Op::Convert => &mut summary.convert,
+            Op::Disable => &mut summary.disable,
+            Op::Enable => &mut summary.enable,
+            Op::Delete => &mut summary.delete,
+        };
+        *n = n.saturating_sub(1);
+        summary.held += 1;
+    }
+    action.held = Some(held);
 }
 
 /// Who an action is about, taken from the recipient before its values move into the plan.
@@ -399,6 +467,7 @@ impl Who {
             dn: self.dn,
             changes,
             reason,
+            held: None,
         }
     }
 }

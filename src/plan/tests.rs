@@ -95,6 +95,7 @@ impl Case {
             scope: self.scope,
             safety: &self.safety,
             max_deletes: self.max_deletes,
+            tenant: None,
             now: NOW,
         })
     }

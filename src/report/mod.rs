@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::apply::{ActionResult, Outcome};
-use crate::plan::{Action, Change, Op, Plan, Verdict};
+use crate::plan::{Action, Change, HeldOutcome, Op, Plan, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -100,8 +100,8 @@ fn after_str<'a>(a: &'a Action, field: &str) -> Option<&'a str> {
 fn summary_line(plan: &Plan) -> String {
     let s = &plan.summary;
     format!(
-        "{} to create, {} to update, {} to convert, {} to disable, {} to enable, {} to delete, {} unchanged, {} quarantined",
-        s.create, s.update, s.convert, s.disable, s.enable, s.delete, s.unchanged, s.quarantined
+        "{} to create, {} to update, {} to convert, {} to disable, {} to enable, {} to delete, {} unchanged, {} quarantined, {} held",
+        s.create, s.update, s.convert, s.disable, s.enable, s.delete, s.unchanged, s.quarantined, s.held
     )
 }
 
@@ -131,6 +131,23 @@ fn text(plan: &Plan, title: &str) -> String {
         );
         for q in &plan.quarantined {
             let _ = writeln!(out, "  ! {}\n      {}: {}", q.dn, q.field, q.reason);
+        }
+    }
+    if !plan.drift.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nTenant drift ({}): the tenant differed from the state store; the actions above repair it",
+            plan.drift.len()
+        );
+        for d in &plan.drift {
+            let _ = writeln!(out, "  ~ {} ({})\n      {}", d.uid, d.kind, d.detail);
+        }
+    }
+    if !plan.warnings.is_empty() {
+        let _ = writeln!(out, "\nWarnings ({})", plan.warnings.len());
+        for w in &plan.warnings {
+            let who = if w.dn.is_empty() { "the run" } else { w.dn.as_str() };
+            let _ = writeln!(out, "  ? {who}\n      {}: {}", w.field, w.message);
         }
     }
     let _ = writeln!(out);
@@ -194,6 +211,13 @@ fn text_action(out: &mut String, a: &Action) {
                 let _ = writeln!(out, "      {field}: {} → {}", show(before), show(after));
             }
         }
+    }
+    if let Some(h) = &a.held {
+        let what = match h.outcome {
+            HeldOutcome::Conflict => "CONFLICT",
+            HeldOutcome::Failed => "CANNOT BE DONE",
+        };
+        let _ = writeln!(out, "      {what}, not carried out: {}", h.reason);
     }
 }
 
@@ -333,7 +357,11 @@ fn csv(plan: &Plan) -> String {
         ],
     );
     for a in &plan.actions {
-        let reason = a.reason.as_deref().unwrap_or("");
+        let reason = match &a.held {
+            Some(h) => format!("held ({:?}): {}", h.outcome, h.reason).to_lowercase(),
+            None => a.reason.clone().unwrap_or_default(),
+        };
+        let reason = reason.as_str();
         if a.changes.is_empty() {
             csv_row(
                 &mut out,
@@ -381,6 +409,28 @@ fn csv(plan: &Plan) -> String {
                 "",
                 "",
                 &q.reason,
+            ],
+        );
+    }
+    for d in &plan.drift {
+        csv_row(
+            &mut out,
+            &["drift", d.anchor.as_str(), &d.uid, "", "", &d.kind, "", "", &d.detail],
+        );
+    }
+    for w in &plan.warnings {
+        csv_row(
+            &mut out,
+            &[
+                "warning",
+                "",
+                w.uid.as_deref().unwrap_or(""),
+                "",
+                &w.dn,
+                &w.field,
+                "",
+                "",
+                &w.message,
             ],
         );
     }
@@ -461,6 +511,9 @@ fn markdown(plan: &Plan, title: &str) -> String {
             if let Some(r) = &a.reason {
                 let _ = writeln!(out, "| | | *reason* | | {} |", md(r));
             }
+            if let Some(h) = &a.held {
+                let _ = writeln!(out, "| | | *held: {:?}* | | {} |", h.outcome, md(&h.reason));
+            }
         }
         let _ = writeln!(out);
     }
@@ -476,6 +529,24 @@ fn markdown(plan: &Plan, title: &str) -> String {
                 md(&q.field),
                 md(&q.reason)
             );
+        }
+        let _ = writeln!(out);
+    }
+    if !plan.drift.is_empty() {
+        let _ = writeln!(out, "## Tenant drift ({})\n", plan.drift.len());
+        let _ = writeln!(out, "| uid | kind | detail |");
+        let _ = writeln!(out, "|---|---|---|");
+        for d in &plan.drift {
+            let _ = writeln!(out, "| {} | {} | {} |", md(&d.uid), md(&d.kind), md(&d.detail));
+        }
+        let _ = writeln!(out);
+    }
+    if !plan.warnings.is_empty() {
+        let _ = writeln!(out, "## Warnings ({})\n", plan.warnings.len());
+        let _ = writeln!(out, "| entry | field | warning |");
+        let _ = writeln!(out, "|---|---|---|");
+        for w in &plan.warnings {
+            let _ = writeln!(out, "| {} | {} | {} |", md(&w.dn), md(&w.field), md(&w.message));
         }
         let _ = writeln!(out);
     }

@@ -6,8 +6,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod directory_shapes;
 mod dry_run;
+mod handovers;
 mod inventory;
+mod licences;
 mod real_tenant;
 mod source;
 mod state;
