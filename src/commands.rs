@@ -253,6 +253,8 @@ async fn compute(
         convert = plan.summary.convert,
         disable = plan.summary.disable,
         delete = plan.summary.delete,
+        purge = plan.summary.purge,
+        held = plan.summary.held,
         quarantined = plan.summary.quarantined,
         verdict = if plan.safety.verdict == Verdict::Blocked {
             "blocked"

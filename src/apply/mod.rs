@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::desired::Kind;
 use crate::ids::Anchor;
 use crate::inventory::{Inventory, TenantObject, smtp_proxy};
-use crate::plan::{Action, Field, HeldOutcome, Op, Plan, Writer};
+use crate::plan::{Action, Field, HeldOutcome, Op, Phase, Plan, Writer};
 use crate::secret::Secret;
 use crate::state::{ManagedObject, Stage, StateError, Store};
 use crate::tenant::{Tenant, TenantError};
@@ -89,12 +89,19 @@ pub struct Context<'a> {
 /// Applies every action of `plan`; returns one result per action, in plan order.
 pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, ApplyError> {
     let late = Mutex::new(Vec::new());
-    let results: Vec<Result<ActionResult, ApplyError>> = futures_util::stream::iter(&plan.actions)
-        .map(|action| run(action, ctx, &late))
-        .buffered(ctx.concurrency.max(1))
-        .collect()
-        .await;
-    let results: Vec<ActionResult> = results.into_iter().collect::<Result<_, _>>()?;
+    let mut results = Vec::with_capacity(plan.actions.len());
+    // Every release finishes before any claim starts (the plan lists releases first).
+    for phase in [Phase::Release, Phase::Main] {
+        let done: Vec<Result<ActionResult, ApplyError>> =
+            futures_util::stream::iter(plan.actions.iter().filter(|a| a.phase == phase))
+                .map(|action| run(action, ctx, &late))
+                .buffered(ctx.concurrency.max(1))
+                .collect()
+                .await;
+        for r in done {
+            results.push(r?);
+        }
+    }
     let late = late
         .into_inner()
         .expect("the late-step list is never poisoned");
@@ -237,6 +244,9 @@ struct Job<'a, 'c> {
     extra: BTreeMap<Field, Value>,
     /// Whether the proxy addresses in hand were read during this action.
     fresh_read: bool,
+    /// The anchor the tenant object and the state row carry: the action's own, or, for a
+    /// re-anchor, the old one until the new stamp is written.
+    from: Anchor,
 }
 
 impl<'a, 'c> Job<'a, 'c> {
@@ -245,7 +255,14 @@ impl<'a, 'c> Job<'a, 'c> {
         ctx: &'a Context<'c>,
         late: &'a Mutex<Vec<LateSignIn>>,
     ) -> Result<Self, StateError> {
-        let existing = ctx.store.object(&action.anchor).await?;
+        // A re-anchor (`anchor: [old, new]`) works on the object and row of the old anchor.
+        let from = match action.changes.get(Field::Anchor.as_str()) {
+            Some((Some(Value::String(old)), _)) => {
+                Anchor::new(old).unwrap_or_else(|_| action.anchor.clone())
+            }
+            _ => action.anchor.clone(),
+        };
+        let existing = ctx.store.object(&from).await?;
         let obj = existing.unwrap_or_else(|| ManagedObject {
             anchor: action.anchor.clone(),
             kind: action.kind,
@@ -277,6 +294,7 @@ impl<'a, 'c> Job<'a, 'c> {
             conflicting: BTreeSet::new(),
             extra: BTreeMap::new(),
             fresh_read: false,
+            from,
         })
     }
 
@@ -331,8 +349,8 @@ impl<'a, 'c> Job<'a, 'c> {
             let key = f.as_str();
             self.handled.insert(*f);
             self.deferred.remove(f);
-            if *f == Field::Kind {
-                // The kind is the row's own column, not an attribute.
+            if matches!(f, Field::Kind | Field::Anchor) {
+                // The kind and the anchor are the row's own columns, not attributes.
                 continue;
             }
             match self.after(*f).cloned() {
@@ -382,13 +400,13 @@ impl<'a, 'c> Job<'a, 'c> {
     }
 
     fn seen(&self) -> Option<&'a TenantObject> {
-        self.ctx.inventory.managed.get(&self.action.anchor)
+        self.ctx.inventory.managed.get(&self.from)
     }
 
     /// The tenant object for an existing person, which must carry our stamp.
     fn owned(&mut self) -> Result<String, Stop> {
         let inv = self.ctx.inventory;
-        if let Some(ids) = inv.duplicates.get(&self.action.anchor) {
+        if let Some(ids) = inv.duplicates.get(&self.from) {
             return Err(Stop::Failed(format!(
                 "the stamp {} is on {} objects ({}); touching none",
                 self.stamp(),
@@ -429,6 +447,7 @@ impl<'a, 'c> Job<'a, 'c> {
                 self.owned()?;
                 self.delete().await?;
             }
+            Op::Purge => self.purge().await?,
         }
         self.prove_handled()
     }
@@ -471,6 +490,39 @@ impl<'a, 'c> Job<'a, 'c> {
         self.obj.stage = Stage::Deleted;
         self.obj.deleted_at = Some(self.ctx.now);
         self.applied(&[]).await
+    }
+
+    /// Permanently deletes our removed object from the recycle bin (the plan found it there,
+    /// stamped with this anchor). Gone already counts as done.
+    async fn purge(&mut self) -> Result<(), Stop> {
+        let Some(id) = self
+            .ctx
+            .inventory
+            .own_deleted
+            .get(&self.action.anchor)
+            .map(|d| d.id.clone())
+        else {
+            return Ok(());
+        };
+        let graph = self.ctx.tenant.graph();
+        let found = self
+            .step(
+                "DELETE /directory/deletedItems",
+                graph.purge_deleted_user(&id),
+            )
+            .await?;
+        if !found {
+            tracing::info!(uid = %self.action.uid, id = %id, "already gone from the recycle bin");
+        }
+        if self.obj.tenant_object_id.as_deref() == Some(id.as_str()) {
+            // A purged object cannot be restored: a returning person is created anew.
+            self.obj.tenant_object_id = None;
+        }
+        // Planned only for people LDAP no longer has: the row (if any) stays deleted.
+        self.obj.stage = Stage::Deleted;
+        self.obj.deleted_at.get_or_insert(self.ctx.now);
+        self.ctx.store.upsert_object(&self.obj).await?;
+        Ok(())
     }
 
     async fn convert(&mut self) -> Result<(), Stop> {
@@ -592,6 +644,15 @@ impl<'a, 'c> Job<'a, 'c> {
                 params.insert("EmailAddresses".into(), value);
             }
         }
+        if fields.contains(&Field::Anchor) {
+            let attr = self
+                .ctx
+                .config
+                .tenant
+                .anchor_attribute
+                .replace("extensionAttribute", "CustomAttribute");
+            params.insert(attr, json!(self.stamp()));
+        }
         for f in fields {
             let Some(param) = f.exchange_property() else {
                 continue;
@@ -624,6 +685,14 @@ impl<'a, 'c> Job<'a, 'c> {
                     self.step_visible("Set-Mailbox", || ex.set_mailbox(id, params.clone()))
                         .await?
                 }
+            }
+            if fields.contains(&Field::Anchor) && self.from != self.action.anchor {
+                // The object now carries the new stamp: its row follows at once.
+                self.obj.anchor = self.action.anchor.clone();
+                self.obj.uid = self.action.uid.clone();
+                self.obj.dn = self.action.dn.clone();
+                self.ctx.store.move_object(&self.from, &self.obj).await?;
+                tracing::info!(uid = %self.action.uid, from = %self.from, to = %self.action.anchor, "re-anchored");
             }
         }
         if !self.conflicts.is_empty() {

@@ -84,6 +84,21 @@ pub struct Inventory {
     pub foreign_names: HashMap<String, String>,
     /// Anchors stamped on more than one object (ids): never touched, reported.
     pub duplicates: BTreeMap<Anchor, Vec<String>>,
+    /// Removed MailUsers of ours still in the recycle bin (`Get-MailUser -SoftDeletedMailUser`
+    /// with our stamp), by anchor: they keep reserving their UPN, addresses and `Name` for
+    /// 30 days, so a newcomer who needs one of them gets it only after a purge.
+    pub own_deleted: BTreeMap<Anchor, DeletedObject>,
+}
+
+/// A soft-deleted object of ours and what it still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedObject {
+    /// Entra object id (`ExternalDirectoryObjectId`): what a purge deletes.
+    pub id: String,
+    /// UPN and every SMTP address, lower case.
+    pub addresses: BTreeSet<String>,
+    /// The Exchange `Name`, lower case.
+    pub name: Option<String>,
 }
 
 /// The prefix of the stamp value: `ldap2exo:<anchor>`.
@@ -201,10 +216,34 @@ pub fn sort(
         }
     }
     for r in &soft_deleted {
-        // Our own removed MailUsers reserve their addresses too, but they are restored, not
-        // competed with; anybody else's are taken.
-        if our_anchor(text(r, &stamp.exchange_name())).is_none() {
-            add_foreign_recipient(&mut inv, r, "soft-deleted ", None);
+        // Our own removed MailUsers reserve their addresses too: they are restored when
+        // their person returns, or purged when a newcomer needs what they hold; anybody
+        // else's are taken.
+        match (
+            our_anchor(text(r, &stamp.exchange_name())),
+            text(r, "ExternalDirectoryObjectId"),
+        ) {
+            (Some(anchor), Some(id)) => {
+                let addresses = r
+                    .get("EmailAddresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .filter_map(|p| smtp_proxy(p).map(|(_, a)| a))
+                    .chain(text(r, "WindowsLiveID"))
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+                inv.own_deleted.insert(
+                    anchor,
+                    DeletedObject {
+                        id: id.to_ascii_lowercase(),
+                        addresses,
+                        name: text(r, "Name").map(str::to_lowercase),
+                    },
+                );
+            }
+            _ => add_foreign_recipient(&mut inv, r, "soft-deleted ", None),
         }
     }
     // Users Exchange does not show (yet): plain Entra users, and mailboxes just created
@@ -430,9 +469,8 @@ fn add_foreign_recipient(inv: &mut Inventory, r: &Value, state: &str, user: Opti
     if let Some(u) = user {
         add_foreign_user(&mut inv.foreign, u);
     }
-    if state.is_empty()
-        && let Some(n) = text(r, "Name")
-    {
+    // A soft-deleted recipient keeps its Name reserved too (a reused uid finds it taken).
+    if let Some(n) = text(r, "Name") {
         inv.foreign_names.insert(n.to_lowercase(), owner);
     }
 }

@@ -73,10 +73,14 @@ pub enum Field {
     MobilePhone,
     OfficeLocation,
     CompanyName,
+    /// The stamp's anchor (`ldap2exo:<anchor>` in `tenant.anchor_attribute`): changed only
+    /// when a person's LDAP anchor changed and nothing else proves them a different person
+    /// (a re-anchor). Not read back as a field: the stamp is how the inventory finds objects.
+    Anchor,
 }
 
 impl Field {
-    pub const ALL: [Field; 19] = [
+    pub const ALL: [Field; 20] = [
         Field::UserPrincipalName,
         Field::MailNickname,
         Field::Name,
@@ -96,6 +100,7 @@ impl Field {
         Field::MobilePhone,
         Field::OfficeLocation,
         Field::CompanyName,
+        Field::Anchor,
     ];
 
     /// The plan's key for this field.
@@ -120,6 +125,7 @@ impl Field {
             Field::MobilePhone => "mobilePhone",
             Field::OfficeLocation => "officeLocation",
             Field::CompanyName => "companyName",
+            Field::Anchor => "anchor",
         }
     }
 
@@ -133,7 +139,8 @@ impl Field {
             | Field::EmailAddresses
             | Field::RetainedAddresses
             | Field::ExternalEmailAddress
-            | Field::HiddenFromAddressLists => Writer::SetRecipient,
+            | Field::HiddenFromAddressLists
+            | Field::Anchor => Writer::SetRecipient,
             Field::DisplayName
             | Field::GivenName
             | Field::Surname
@@ -153,7 +160,7 @@ impl Field {
     /// (state-only bookkeeping).
     pub fn read_from(self) -> Option<Api> {
         match self {
-            Field::RetainedAddresses => None,
+            Field::RetainedAddresses | Field::Anchor => None,
             // Exchange's RecipientTypeDetails, never the licences (a licence without an
             // Exchange plan converts nothing).
             Field::Kind => Some(Api::Exchange),
@@ -183,7 +190,9 @@ impl Field {
             | Field::EmailAddresses
             | Field::RetainedAddresses
             | Field::AccountEnabled
-            | Field::Kind => return None,
+            | Field::Kind
+            // `CustomAttributeN`, N from the configuration.
+            | Field::Anchor => return None,
         })
     }
 

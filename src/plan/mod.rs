@@ -18,7 +18,10 @@ use crate::state::{ManagedObject, Stage};
 
 mod changes;
 mod field;
+mod handover;
+mod reanchor;
 mod safety;
+mod tenant_conflicts;
 
 pub use changes::{Change, Changes};
 pub use field::{Api, Field, UnknownField, Writer};
@@ -40,16 +43,20 @@ pub enum Op {
     Disable,
     Enable,
     Delete,
+    /// Permanently deletes a deleted object of ours from the tenant's recycle bin, because a
+    /// newcomer needs an address, UPN or `Name` it still holds.
+    Purge,
 }
 
 impl Op {
-    pub const ALL: [Op; 6] = [
+    pub const ALL: [Op; 7] = [
         Op::Create,
         Op::Update,
         Op::Convert,
         Op::Disable,
         Op::Enable,
         Op::Delete,
+        Op::Purge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +67,7 @@ impl Op {
             Op::Disable => "disable",
             Op::Enable => "enable",
             Op::Delete => "delete",
+            Op::Purge => "purge",
         }
     }
 
@@ -86,6 +94,29 @@ pub struct Action {
     /// under its op.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<Held>,
+    /// When the action runs: every `release` action finishes before any `main` action
+    /// starts, so an address, UPN or `Name` changing hands in one run is free before its new
+    /// owner claims it, whatever the concurrency.
+    #[serde(default, skip_serializing_if = "Phase::is_main")]
+    pub phase: Phase,
+}
+
+/// The two ordered phases of a run (see [`Action::phase`]).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Only gives up addresses, UPNs or `Name`s that another action of the run claims.
+    Release,
+    #[default]
+    Main,
+}
+
+impl Phase {
+    pub fn is_main(&self) -> bool {
+        *self == Phase::Main
+    }
 }
 
 /// Why a planned action will not be carried out, and how its outcome is reported.
@@ -113,6 +144,8 @@ pub struct Summary {
     pub disable: usize,
     pub enable: usize,
     pub delete: usize,
+    #[serde(default)]
+    pub purge: usize,
     pub unchanged: usize,
     pub quarantined: usize,
     /// Actions the plan knows cannot be carried out ([`Action::held`]); not counted above.
@@ -129,6 +162,7 @@ impl Summary {
             Op::Disable => self.disable,
             Op::Enable => self.enable,
             Op::Delete => self.delete,
+            Op::Purge => self.purge,
         }
     }
 
@@ -140,6 +174,7 @@ impl Summary {
             Op::Disable => &mut self.disable,
             Op::Enable => &mut self.enable,
             Op::Delete => &mut self.delete,
+            Op::Purge => &mut self.purge,
         } += 1;
     }
 
@@ -387,13 +422,42 @@ pub fn plan(input: Input) -> Plan {
                     changes,
                     reason: Some(why),
                     held: None,
+                    phase: Phase::Main,
                 });
             }
             None => summary.unchanged += 1,
         }
     }
 
-    actions.sort_by(|a, b| (a.op, &a.uid, &a.anchor).cmp(&(b.op, &b.uid, &b.anchor)));
+    let gone: BTreeSet<&Anchor> = input
+        .objects
+        .iter()
+        .filter(|o| !wanted.contains(&o.anchor) && !disabled_in_ldap.contains(&o.anchor))
+        .map(|o| &o.anchor)
+        .collect();
+    reanchor::pair_anchor_changes(
+        &mut actions,
+        &objects,
+        &gone,
+        &claimed,
+        input.tenant,
+        &mut summary,
+    );
+    let mut warnings = Vec::new();
+    if let Some(tenant) = input.tenant {
+        tenant_conflicts::hold_foreign_claims(
+            &mut actions,
+            input.objects,
+            tenant,
+            &mut summary,
+            &mut warnings,
+        );
+    }
+    handover::order_handovers(&mut actions, input.objects, input.tenant, &mut summary);
+
+    actions.sort_by(|a, b| {
+        (a.phase, a.op, &a.uid, &a.anchor).cmp(&(b.phase, b.op, &b.uid, &b.anchor))
+    });
     summary.quarantined = quarantined.len();
     let managed = input
         .objects
@@ -427,7 +491,7 @@ pub fn plan(input: Input) -> Plan {
         actions,
         quarantined,
         drift: Vec::new(),
-        warnings: Vec::new(),
+        warnings,
     }
 }
 
@@ -442,6 +506,7 @@ pub(crate) fn hold(summary: &mut Summary, action: &mut Action, held: Held) {
             Op::Disable => &mut summary.disable,
             Op::Enable => &mut summary.enable,
             Op::Delete => &mut summary.delete,
+            Op::Purge => &mut summary.purge,
         };
         *n = n.saturating_sub(1);
         summary.held += 1;
@@ -468,6 +533,7 @@ impl Who {
             changes,
             reason,
             held: None,
+            phase: Phase::Main,
         }
     }
 }

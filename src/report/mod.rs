@@ -40,6 +40,7 @@ fn heading(op: Op) -> &'static str {
         Op::Disable => "Disable (hide from the address list, block sign-in)",
         Op::Enable => "Enable (back within the grace period)",
         Op::Delete => "Delete (grace period over)",
+        Op::Purge => "Purge from the recycle bin (a newcomer needs what it holds)",
     }
 }
 
@@ -47,7 +48,7 @@ fn marker(op: Op) -> char {
     match op {
         Op::Create | Op::Enable => '+',
         Op::Update | Op::Convert => '~',
-        Op::Disable | Op::Delete => '-',
+        Op::Disable | Op::Delete | Op::Purge => '-',
     }
 }
 
@@ -100,8 +101,17 @@ fn after_str<'a>(a: &'a Action, field: &str) -> Option<&'a str> {
 fn summary_line(plan: &Plan) -> String {
     let s = &plan.summary;
     format!(
-        "{} to create, {} to update, {} to convert, {} to disable, {} to enable, {} to delete, {} unchanged, {} quarantined, {} held",
-        s.create, s.update, s.convert, s.disable, s.enable, s.delete, s.unchanged, s.quarantined, s.held
+        "{} to create, {} to update, {} to convert, {} to disable, {} to enable, {} to delete, {} to purge, {} unchanged, {} quarantined, {} held",
+        s.create,
+        s.update,
+        s.convert,
+        s.disable,
+        s.enable,
+        s.delete,
+        s.purge,
+        s.unchanged,
+        s.quarantined,
+        s.held
     )
 }
 
@@ -146,7 +156,11 @@ fn text(plan: &Plan, title: &str) -> String {
     if !plan.warnings.is_empty() {
         let _ = writeln!(out, "\nWarnings ({})", plan.warnings.len());
         for w in &plan.warnings {
-            let who = if w.dn.is_empty() { "the run" } else { w.dn.as_str() };
+            let who = if w.dn.is_empty() {
+                "the run"
+            } else {
+                w.dn.as_str()
+            };
             let _ = writeln!(out, "  ? {who}\n      {}: {}", w.field, w.message);
         }
     }
@@ -415,7 +429,17 @@ fn csv(plan: &Plan) -> String {
     for d in &plan.drift {
         csv_row(
             &mut out,
-            &["drift", d.anchor.as_str(), &d.uid, "", "", &d.kind, "", "", &d.detail],
+            &[
+                "drift",
+                d.anchor.as_str(),
+                &d.uid,
+                "",
+                "",
+                &d.kind,
+                "",
+                "",
+                &d.detail,
+            ],
         );
     }
     for w in &plan.warnings {
@@ -537,7 +561,13 @@ fn markdown(plan: &Plan, title: &str) -> String {
         let _ = writeln!(out, "| uid | kind | detail |");
         let _ = writeln!(out, "|---|---|---|");
         for d in &plan.drift {
-            let _ = writeln!(out, "| {} | {} | {} |", md(&d.uid), md(&d.kind), md(&d.detail));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                md(&d.uid),
+                md(&d.kind),
+                md(&d.detail)
+            );
         }
         let _ = writeln!(out);
     }
@@ -546,7 +576,13 @@ fn markdown(plan: &Plan, title: &str) -> String {
         let _ = writeln!(out, "| entry | field | warning |");
         let _ = writeln!(out, "|---|---|---|");
         for w in &plan.warnings {
-            let _ = writeln!(out, "| {} | {} | {} |", md(&w.dn), md(&w.field), md(&w.message));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                md(&w.dn),
+                md(&w.field),
+                md(&w.message)
+            );
         }
         let _ = writeln!(out);
     }

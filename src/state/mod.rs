@@ -291,33 +291,20 @@ impl Store {
 
     /// Inserts or replaces the row for `obj.anchor`.
     pub async fn upsert_object(&self, obj: &ManagedObject) -> Result<(), StateError> {
-        let attributes =
-            serde_json::to_string(&obj.attributes).expect("a map of JSON values serialises");
-        sqlx::query(
-            "INSERT INTO managed_objects (anchor, kind, uid, dn, tenant_object_id, attributes, stage,
-                 created_at, updated_at, disabled_at, delete_due_at, deleted_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (anchor) DO UPDATE SET
-                 kind = excluded.kind, uid = excluded.uid, dn = excluded.dn,
-                 tenant_object_id = excluded.tenant_object_id, attributes = excluded.attributes,
-                 stage = excluded.stage, updated_at = excluded.updated_at,
-                 disabled_at = excluded.disabled_at, delete_due_at = excluded.delete_due_at,
-                 deleted_at = excluded.deleted_at",
-        )
-        .bind(obj.anchor.as_str())
-        .bind(obj.kind.as_str())
-        .bind(&obj.uid)
-        .bind(&obj.dn)
-        .bind(&obj.tenant_object_id)
-        .bind(attributes)
-        .bind(obj.stage.as_str())
-        .bind(obj.created_at)
-        .bind(obj.updated_at)
-        .bind(obj.disabled_at)
-        .bind(obj.delete_due_at)
-        .bind(obj.deleted_at)
-        .execute(&self.pool)
-        .await?;
+        upsert(&self.pool, obj).await
+    }
+
+    /// Moves the row of `from` to `obj.anchor` (a re-anchor: the person's LDAP anchor
+    /// changed and the tenant object was stamped with the new one), in one transaction, so
+    /// that no crash leaves the object under both anchors or under neither.
+    pub async fn move_object(&self, from: &Anchor, obj: &ManagedObject) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM managed_objects WHERE anchor = ?")
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?;
+        upsert(&mut *tx, obj).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -475,4 +462,39 @@ impl Store {
                 .await?,
         )
     }
+}
+
+/// Inserts or replaces the row for `obj.anchor`, on the pool or inside a transaction.
+async fn upsert<'e, E>(executor: E, obj: &ManagedObject) -> Result<(), StateError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let attributes =
+        serde_json::to_string(&obj.attributes).expect("a map of JSON values serialises");
+    sqlx::query(
+        "INSERT INTO managed_objects (anchor, kind, uid, dn, tenant_object_id, attributes, stage,
+             created_at, updated_at, disabled_at, delete_due_at, deleted_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (anchor) DO UPDATE SET
+             kind = excluded.kind, uid = excluded.uid, dn = excluded.dn,
+             tenant_object_id = excluded.tenant_object_id, attributes = excluded.attributes,
+             stage = excluded.stage, updated_at = excluded.updated_at,
+             disabled_at = excluded.disabled_at, delete_due_at = excluded.delete_due_at,
+             deleted_at = excluded.deleted_at",
+    )
+    .bind(obj.anchor.as_str())
+    .bind(obj.kind.as_str())
+    .bind(&obj.uid)
+    .bind(&obj.dn)
+    .bind(&obj.tenant_object_id)
+    .bind(attributes)
+    .bind(obj.stage.as_str())
+    .bind(obj.created_at)
+    .bind(obj.updated_at)
+    .bind(obj.disabled_at)
+    .bind(obj.delete_due_at)
+    .bind(obj.deleted_at)
+    .execute(executor)
+    .await?;
+    Ok(())
 }

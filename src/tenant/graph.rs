@@ -644,6 +644,23 @@ impl Graph {
         }
     }
 
+    /// `DELETE /directory/deletedItems/{id}`: permanently deletes a user from the recycle
+    /// bin, freeing its UPN and addresses (Microsoft Graph v1.0, "Permanently delete an
+    /// item (directory object)"). False when the recycle bin does not hold it (404).
+    pub async fn purge_deleted_user(&self, id: &str) -> Result<bool, TenantError> {
+        let reply = self
+            .send(Call::new(
+                Method::DELETE,
+                self.url(&["directory", "deletedItems", id]),
+            ))
+            .await?;
+        match reply.status.as_u16() {
+            404 => Ok(false),
+            s if (200..300).contains(&s) => Ok(true),
+            _ => Err(reply_error(&reply, &format!("deleted user {id}"))),
+        }
+    }
+
     /// `POST /directory/deletedItems/{id}/restore`.
     pub async fn restore_user(&self, id: &str) -> Result<GraphUser, TenantError> {
         let reply = self

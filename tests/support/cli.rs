@@ -176,7 +176,7 @@ async fn record_applied(path: &Path, plan: &Plan, now: i64, grace_days: i64) {
             obj.deleted_at = None;
         }
         for (field, (_, after)) in &a.changes {
-            if matches!(field, "accountEnabled" | "kind") {
+            if matches!(field, "accountEnabled" | "kind" | "anchor") {
                 continue;
             }
             match after {
@@ -205,7 +205,7 @@ async fn record_applied(path: &Path, plan: &Plan, now: i64, grace_days: i64) {
                 obj.disabled_at = None;
                 obj.delete_due_at = None;
             }
-            Op::Delete => {
+            Op::Delete | Op::Purge => {
                 obj.stage = Stage::Deleted;
                 obj.deleted_at = Some(now);
             }
