@@ -101,7 +101,15 @@ fn summary_line(plan: &Plan) -> String {
     let s = &plan.summary;
     format!(
         "{} to create, {} to update, {} to convert, {} to disable, {} to enable, {} to delete, {} unchanged, {} quarantined, {} held",
-        s.create, s.update, s.convert, s.disable, s.enable, s.delete, s.unchanged, s.quarantined, s.held
+        s.create,
+        s.update,
+        s.convert,
+        s.disable,
+        s.enable,
+        s.delete,
+        s.unchanged,
+        s.quarantined,
+        s.held
     )
 }
 
@@ -146,7 +154,11 @@ fn text(plan: &Plan, title: &str) -> String {
     if !plan.warnings.is_empty() {
         let _ = writeln!(out, "\nWarnings ({})", plan.warnings.len());
         for w in &plan.warnings {
-            let who = if w.dn.is_empty() { "the run" } else { w.dn.as_str() };
+            let who = if w.dn.is_empty() {
+                "the run"
+            } else {
+                w.dn.as_str()
+            };
             let _ = writeln!(out, "  ? {who}\n      {}: {}", w.field, w.message);
         }
     }
@@ -415,7 +427,17 @@ fn csv(plan: &Plan) -> String {
     for d in &plan.drift {
         csv_row(
             &mut out,
-            &["drift", d.anchor.as_str(), &d.uid, "", "", &d.kind, "", "", &d.detail],
+            &[
+                "drift",
+                d.anchor.as_str(),
+                &d.uid,
+                "",
+                "",
+                &d.kind,
+                "",
+                "",
+                &d.detail,
+            ],
         );
     }
     for w in &plan.warnings {
@@ -537,7 +559,13 @@ fn markdown(plan: &Plan, title: &str) -> String {
         let _ = writeln!(out, "| uid | kind | detail |");
         let _ = writeln!(out, "|---|---|---|");
         for d in &plan.drift {
-            let _ = writeln!(out, "| {} | {} | {} |", md(&d.uid), md(&d.kind), md(&d.detail));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                md(&d.uid),
+                md(&d.kind),
+                md(&d.detail)
+            );
         }
         let _ = writeln!(out);
     }
@@ -546,7 +574,13 @@ fn markdown(plan: &Plan, title: &str) -> String {
         let _ = writeln!(out, "| entry | field | warning |");
         let _ = writeln!(out, "|---|---|---|");
         for w in &plan.warnings {
-            let _ = writeln!(out, "| {} | {} | {} |", md(&w.dn), md(&w.field), md(&w.message));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                md(&w.dn),
+                md(&w.field),
+                md(&w.message)
+            );
         }
         let _ = writeln!(out);
     }

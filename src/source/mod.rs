@@ -54,5 +54,5 @@ mod error;
 pub mod filter;
 mod reader;
 
-pub use error::{SourceError, rc_name};
+pub use error::{SourceError, rc_name, tls_refusal};
 pub use reader::{CheckReport, TlsMode, check, read, read_each};
