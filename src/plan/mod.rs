@@ -238,6 +238,7 @@ pub fn plan(input: Input) -> Plan {
         disabled,
         skipped_no_mail,
         source_count,
+        warnings,
     } = input.desired;
     let objects: BTreeMap<&Anchor, &ManagedObject> =
         input.objects.iter().map(|o| (&o.anchor, o)).collect();
@@ -427,7 +428,7 @@ pub fn plan(input: Input) -> Plan {
         actions,
         quarantined,
         drift: Vec::new(),
-        warnings: Vec::new(),
+        warnings,
     }
 }
 
