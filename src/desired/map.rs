@@ -87,8 +87,9 @@ impl<'a> Mapper<'a> {
         let mut notes = Vec::new();
         match judge(entry, self.config, &mut notes) {
             Judged::Valid(c) => {
-                // Notes only for people who are provisioned: a quarantined entry has its
-                // reason, and the value chosen for it matters to nobody.
+                // Notes only for entries that pass on their own: a quarantined entry has its
+                // reason, and the value chosen for it matters to nobody. (One that loses a
+                // clash in `finish` keeps its note; the quarantine names the clash.)
                 for note in notes {
                     let warning = Warning {
                         dn: entry.dn.clone(),
