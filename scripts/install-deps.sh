@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ldap2exo's demo, tests and benchmarks need on Debian: slapd and the LDAP
-# client tools (for the fixture directory), and for the benchmarks GNU time (peak memory),
+# client tools (for the fixture directory), openssl (a test makes an X.509 v1 certificate rcgen
+# cannot), and for the benchmarks GNU time (peak memory),
 # curl and python3.
 # The Rust toolchain itself comes from rustup and is not installed here.
 set -euo pipefail
@@ -14,6 +15,7 @@ missing=()
 [ -x /usr/sbin/slapd ] || missing+=(slapd)
 command -v ldapsearch >/dev/null || missing+=(ldap-utils)
 [ -x /usr/bin/time ] || missing+=(time)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v python3 >/dev/null || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then

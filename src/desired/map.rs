@@ -13,6 +13,8 @@
 
 use std::collections::BTreeSet;
 
+use tracing::warn;
+
 use super::{Desired, Disabled, Kind, Quarantined, Recipient};
 use crate::config::{AttributeMap, Config, TenantConfig};
 use crate::ids::{Anchor, IdError, SmtpAddress, Upn};
@@ -23,7 +25,8 @@ mod read;
 #[cfg(test)]
 mod tests;
 
-use read::{Fault, Reader};
+use crate::plan::Warning;
+use read::{Fault, Note, Reader};
 
 /// `New-MailUser -Name`: at most 64 characters.
 const MAX_NAME: usize = 64;
@@ -62,6 +65,7 @@ pub struct Mapper<'a> {
     claimants: Vec<claims::Claimant>,
     quarantined: Vec<Quarantined>,
     skipped_no_mail: Vec<String>,
+    warnings: Vec<Warning>,
     count: usize,
 }
 
@@ -72,6 +76,7 @@ impl<'a> Mapper<'a> {
             claimants: Vec::new(),
             quarantined: Vec::new(),
             skipped_no_mail: Vec::new(),
+            warnings: Vec::new(),
             count: 0,
         }
     }
@@ -79,8 +84,30 @@ impl<'a> Mapper<'a> {
     /// Judges one entry on its own; clashes between entries are settled in [`Mapper::finish`].
     pub fn push(&mut self, entry: &RawEntry) {
         self.count += 1;
-        match judge(entry, self.config) {
-            Judged::Valid(c) => self.claimants.push(claims::Claimant::Recipient(c)),
+        let mut notes = Vec::new();
+        match judge(entry, self.config, &mut notes) {
+            Judged::Valid(c) => {
+                // Notes only for entries that pass on their own: a quarantined entry has its
+                // reason, and the value chosen for it matters to nobody. (One that loses a
+                // clash in `finish` keeps its note; the quarantine names the clash.)
+                for note in notes {
+                    let warning = Warning {
+                        dn: entry.dn.clone(),
+                        uid: Some(c.recipient.uid.clone()),
+                        field: note.field.to_owned(),
+                        message: note.message,
+                    };
+                    warn!(
+                        dn = %warning.dn,
+                        uid = %c.recipient.uid,
+                        field = %warning.field,
+                        detail = %warning.message,
+                        "an entry has several values for a field the tenant holds once; the first is used"
+                    );
+                    self.warnings.push(warning);
+                }
+                self.claimants.push(claims::Claimant::Recipient(c));
+            }
             Judged::Disabled(d) => self.claimants.push(claims::Claimant::Disabled(d)),
             Judged::NoMail(dn) => self.skipped_no_mail.push(dn),
             Judged::Quarantined(q) => self.quarantined.push(q),
@@ -93,6 +120,7 @@ impl<'a> Mapper<'a> {
             claimants,
             mut quarantined,
             mut skipped_no_mail,
+            mut warnings,
             count,
             ..
         } = self;
@@ -106,12 +134,14 @@ impl<'a> Mapper<'a> {
         // DNs can repeat only in malformed input; the extra keys keep the order total anyway.
         quarantined.sort_by(|a, b| (&a.dn, &a.field, &a.reason).cmp(&(&b.dn, &b.field, &b.reason)));
         skipped_no_mail.sort();
+        warnings.sort_by(|a, b| (&a.dn, &a.field, &a.message).cmp(&(&b.dn, &b.field, &b.message)));
 
         Desired {
             recipients,
             quarantined,
             disabled,
             skipped_no_mail,
+            warnings,
             source_count: count,
         }
     }
@@ -138,7 +168,8 @@ enum Judged {
     Quarantined(Quarantined),
 }
 
-fn judge(entry: &RawEntry, config: &Config) -> Judged {
+/// `notes` collects what the operator should know about an entry that is provisioned anyway.
+fn judge(entry: &RawEntry, config: &Config, notes: &mut Vec<Note>) -> Judged {
     let attrs = &config.ldap.attributes;
     let reader = Reader::new(entry);
     let anchor = read_anchor(&reader, attrs);
@@ -171,7 +202,7 @@ fn judge(entry: &RawEntry, config: &Config) -> Judged {
         Ok(anchor) => anchor,
         Err(fault) => return quarantine(None, fault),
     };
-    match recipient(&reader, config, anchor.clone()) {
+    match recipient(&reader, config, anchor.clone(), notes) {
         Ok(candidate) => Judged::Valid(candidate),
         Err(fault) => quarantine(Some(anchor), fault),
     }
@@ -184,7 +215,12 @@ fn read_anchor(reader: &Reader, attrs: &AttributeMap) -> Result<Anchor, Fault> {
 
 /// Builds the recipient of a valid entry, or the first fault found. Fields are checked in a
 /// fixed order so the same entry always yields the same reason.
-fn recipient(reader: &Reader, config: &Config, anchor: Anchor) -> Result<Candidate, Fault> {
+fn recipient(
+    reader: &Reader,
+    config: &Config,
+    anchor: Anchor,
+    notes: &mut Vec<Note>,
+) -> Result<Candidate, Fault> {
     let attrs = &config.ldap.attributes;
     let tenant = &config.tenant;
 
@@ -199,7 +235,7 @@ fn recipient(reader: &Reader, config: &Config, anchor: Anchor) -> Result<Candida
         .iter()
         .map(|v| parse_address("forward", v))
         .collect::<Result<Vec<_>, _>>()?;
-    let names = person_names(reader, attrs, &id.uid)?;
+    let names = person_names(reader, attrs, &id.uid, notes)?;
     let book = address_book(reader, attrs)?;
 
     let route = classify(&primary, &forwards, tenant);
@@ -277,9 +313,16 @@ struct Names {
 }
 
 /// Display, given and surname, kept exactly as written (Unicode included) apart from trimming.
-fn person_names(reader: &Reader, attrs: &AttributeMap, uid: &str) -> Result<Names, Fault> {
-    let name = |field: &'static str, attr: &str, max: usize| {
-        read::limit(field, attr, reader.single(field, attr)?, max)
+/// Each is held once by the tenant; several values give the first and a note (names identify
+/// nobody, so they never quarantine a person).
+fn person_names(
+    reader: &Reader,
+    attrs: &AttributeMap,
+    uid: &str,
+    notes: &mut Vec<Note>,
+) -> Result<Names, Fault> {
+    let mut name = |field: &'static str, attr: &str, max: usize| {
+        read::limit(field, attr, reader.first_noted(field, attr, notes)?, max)
     };
     let given_name = name("given_name", &attrs.given_name, MAX_GIVEN_NAME)?;
     let surname = name("surname", &attrs.surname, MAX_SURNAME)?;

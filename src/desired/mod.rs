@@ -4,7 +4,8 @@
 //! Online and Entra ID accept, and classifies it: a forward into the tenant's own domains
 //! means the person's mailbox lives in Exchange Online; everything else is a MailUser whose
 //! mail is routed back to the Linux server. An unusable entry becomes a [`Quarantined`]
-//! record naming the field and the reason; it never stops the others.
+//! record naming the field and the reason; it never stops the others. An entry that is usable
+//! but needed a choice (two surnames: the first is used) is provisioned with a warning.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -141,6 +142,9 @@ pub struct Desired {
     pub disabled: Vec<Disabled>,
     /// DNs of entries without a mail address: skipped and counted, not an error.
     pub skipped_no_mail: Vec<String>,
+    /// Provisioned people whose entry needed a choice (several values of a name the tenant
+    /// holds once: the first is used), sorted by DN. The plan carries them to the reports.
+    pub warnings: Vec<crate::plan::Warning>,
     /// How many entries the source returned (the shrink guard compares this).
     pub source_count: usize,
 }

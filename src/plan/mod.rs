@@ -273,6 +273,7 @@ pub fn plan(input: Input) -> Plan {
         disabled,
         skipped_no_mail,
         source_count,
+        warnings,
     } = input.desired;
     let objects: BTreeMap<&Anchor, &ManagedObject> =
         input.objects.iter().map(|o| (&o.anchor, o)).collect();
@@ -443,7 +444,7 @@ pub fn plan(input: Input) -> Plan {
         input.tenant,
         &mut summary,
     );
-    let mut warnings = Vec::new();
+    let mut warnings = warnings;
     if let Some(tenant) = input.tenant {
         tenant_conflicts::hold_foreign_claims(
             &mut actions,

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawEntry {
     pub dn: String,
-    /// Attribute values by attribute name in lower case (LDAP names are case-insensitive).
+    /// Attribute values by attribute name in lower case (LDAP names are case-insensitive),
+    /// in the order the server returned them. An attribute the entry carries as several
+    /// instances (a directory loaded with `slapadd -q` can) has the values of all of them.
     pub attrs: BTreeMap<String, Vec<String>>,
     /// Lower-case names of requested attributes that had values that are not UTF-8.
     pub binary: BTreeSet<String>,
@@ -54,5 +56,5 @@ mod error;
 pub mod filter;
 mod reader;
 
-pub use error::{SourceError, rc_name};
+pub use error::{SourceError, rc_name, tls_refusal};
 pub use reader::{CheckReport, TlsMode, check, read, read_each};

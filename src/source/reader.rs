@@ -5,16 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ldap3::asn1::{PL, StructureTag, TagClass};
 use ldap3::controls::{Control, ControlType, PagedResults};
-use ldap3::{
-    Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope as LdapScope, SearchEntry,
-    SearchOptions,
-};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope as LdapScope, SearchOptions};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tracing::{debug, info, warn};
 
-use super::error::{SourceError, display_url, redact};
+use super::error::{SourceError, display_url, find_rustls, redact, tls_refusal};
 use super::filter::{and, is_valid, normalize_dn, selection_filter};
 use super::{RawEntry, Selection};
 use crate::config::{LdapConfig, Scope};
@@ -214,32 +212,17 @@ pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
 
 /// True when the error comes from TLS (handshake, certificate verification).
 fn is_tls_error(e: &LdapError) -> bool {
-    match e {
-        LdapError::Rustls { .. } | LdapError::DNSName { .. } => true,
-        LdapError::Io { source } => source
-            .get_ref()
-            .is_some_and(|inner| inner.is::<rustls::Error>()),
-        _ => false,
-    }
+    matches!(e, LdapError::DNSName { .. }) || find_rustls(e).is_some()
 }
 
-/// The TLS failure in plain words, with a hint for the usual cause.
+/// The TLS failure in plain words (see [`tls_refusal`]), found by type in the error's chain
+/// of causes; the library's own text only when no rustls error is in it.
 fn tls_message(e: &LdapError, password: Option<&str>) -> String {
-    let inner = match e {
-        LdapError::Io { source } => source.get_ref().map(|i| i.to_string()),
-        _ => None,
-    }
-    .unwrap_or_else(|| e.to_string());
-    let hint = if inner.contains("UnknownIssuer") {
-        " (the server's certificate is not signed by a trusted CA: set ldap.ca_file to the CA that signed it)"
-    } else if inner.contains("NotValidForName") {
-        " (the certificate does not name the host in ldap.url)"
-    } else if inner.contains("Expired") {
-        " (the server's certificate has expired)"
-    } else {
-        ""
+    let text = match find_rustls(e) {
+        Some(rustls) => tls_refusal(rustls),
+        None => e.to_string(),
     };
-    redact(&format!("{inner}{hint}"), password)
+    redact(&text, password)
 }
 
 /// Connects (with StartTLS or LDAPS as configured) and binds.
@@ -369,7 +352,7 @@ async fn paged_search(
     ctx: &Ctx<'_>,
     filter: &str,
     attrs: &[String],
-    mut on_entry: impl FnMut(SearchEntry),
+    mut on_entry: impl FnMut(RawEntry),
 ) -> Result<usize, SourceError> {
     let mut cookie: Vec<u8> = Vec::new();
     let mut total = 0usize;
@@ -400,7 +383,18 @@ async fn paged_search(
                 Ok(Some(entry)) if entry.is_ref() => refs.extend(ldap3::parse_refs(entry.0)),
                 Ok(Some(entry)) if entry.is_intermediate() => {}
                 Ok(Some(entry)) => {
-                    on_entry(SearchEntry::construct(entry));
+                    let raw = match to_raw(entry.0) {
+                        Ok(raw) => raw,
+                        Err(message) => {
+                            let _ = stream.finish().await;
+                            return Err(SourceError::Malformed {
+                                url: ctx.url.clone(),
+                                base_dn: ctx.base_dn.to_owned(),
+                                message,
+                            });
+                        }
+                    };
+                    on_entry(raw);
                     in_page += 1;
                 }
                 Ok(None) => break,
@@ -452,23 +446,88 @@ async fn paged_search(
     }
 }
 
-/// Turns a library entry into a `RawEntry`: attribute names in lower case, names with
-/// values that are not UTF-8 recorded in `binary` (their values are left out of `attrs`).
-fn to_raw(entry: SearchEntry) -> RawEntry {
+/// Builds a `RawEntry` from a SearchResultEntry as it came off the wire.
+///
+/// Not `ldap3::SearchEntry::construct`: that puts the attributes in a map, so when an entry
+/// carries the same attribute twice (a directory loaded with `slapadd -q` keeps two
+/// instances when their LDIF lines were not adjacent, and slapd returns both) only the last
+/// instance survives, and aliases vanish or a second `mail` silently becomes the primary.
+/// The BER attribute list is a list: every instance is kept here and its values are
+/// appended, in the order the server sent them, under the attribute name in lower case
+/// (LDAP names are case-insensitive). A name with any value that is not UTF-8 is recorded in
+/// `binary` and its values are left out of `attrs`, whichever instance held it.
+///
+/// Never panics: LDAP content is untrusted, and a malformed entry is an error saying what is
+/// wrong, not a crash.
+fn to_raw(tag: StructureTag) -> Result<RawEntry, String> {
+    // SearchResultEntry ::= [APPLICATION 4] SEQUENCE { objectName LDAPDN,
+    //     attributes PartialAttributeList }
+    if tag.class != TagClass::Application || tag.id != 4 {
+        return Err(format!(
+            "expected a SearchResultEntry ([APPLICATION 4]), got tag {:?} {}",
+            tag.class, tag.id
+        ));
+    }
+    let mut parts = constructed(tag, "the entry")?.into_iter();
+    let dn = parts
+        .next()
+        .ok_or_else(|| "the entry has no DN".to_owned())
+        .and_then(|t| primitive(t, "the DN"))?;
+    let dn = String::from_utf8(dn).map_err(|_| "the DN is not UTF-8".to_owned())?;
     let mut raw = RawEntry {
-        dn: entry.dn,
+        dn,
         ..RawEntry::default()
     };
-    for (name, values) in entry.attrs {
-        raw.attrs
-            .entry(name.to_ascii_lowercase())
-            .or_default()
-            .extend(values);
+    let list = match parts.next() {
+        Some(t) => constructed(t, "the attribute list")?,
+        // A server may leave out an empty list; nothing is lost.
+        None => Vec::new(),
+    };
+    // PartialAttribute ::= SEQUENCE { type AttributeDescription, vals SET OF value }
+    for attribute in list {
+        let mut pair = constructed(attribute, "an attribute")?.into_iter();
+        let name = pair
+            .next()
+            .ok_or_else(|| format!("an attribute of {} has no name", raw.dn))
+            .and_then(|t| primitive(t, "an attribute name"))?;
+        let name = String::from_utf8(name)
+            .map_err(|_| format!("an attribute name of {} is not UTF-8", raw.dn))?
+            .to_ascii_lowercase();
+        let values = match pair.next() {
+            Some(t) => constructed(t, "the values of an attribute")?,
+            None => Vec::new(),
+        };
+        let mut text = Vec::with_capacity(values.len());
+        let mut is_binary = false;
+        for value in values {
+            match String::from_utf8(primitive(value, "a value")?) {
+                Ok(v) => text.push(v),
+                Err(_) => is_binary = true,
+            }
+        }
+        if is_binary {
+            raw.binary.insert(name.clone());
+        }
+        raw.attrs.entry(name).or_default().extend(text);
     }
-    for name in entry.bin_attrs.into_keys() {
-        raw.binary.insert(name.to_ascii_lowercase());
+    // Binary values are never half-used: the whole attribute is left out.
+    let binary = &raw.binary;
+    raw.attrs.retain(|name, _| !binary.contains(name));
+    Ok(raw)
+}
+
+fn constructed(tag: StructureTag, what: &str) -> Result<Vec<StructureTag>, String> {
+    match tag.payload {
+        PL::C(inner) => Ok(inner),
+        PL::P(_) => Err(format!("{what} is not a constructed BER element")),
     }
-    raw
+}
+
+fn primitive(tag: StructureTag, what: &str) -> Result<Vec<u8>, String> {
+    match tag.payload {
+        PL::P(bytes) => Ok(bytes),
+        PL::C(_) => Err(format!("{what} is not a primitive BER element")),
+    }
 }
 
 /// Reads the people of `selection`: every entry under `base_dn` that matches the configured
@@ -553,8 +612,7 @@ pub async fn read_each(
 
     let (mut hidden, mut disabled, mut binary) = (0usize, 0usize, 0usize);
     let mut session = open(config).await?;
-    let done = paged_search(&mut session.ldap, &ctx, &filter, &attrs, |e| {
-        let mut entry = to_raw(e);
+    let done = paged_search(&mut session.ldap, &ctx, &filter, &attrs, |mut entry| {
         if hidden_dns.is_some() || disabled_dns.is_some() {
             let dn = normalize_dn(&entry.dn);
             entry.hidden = hidden_dns.is_some_and(|d| d.contains(&dn));
@@ -643,18 +701,13 @@ pub async fn check(config: &LdapConfig) -> Result<CheckReport, SourceError> {
             .await;
         match dse {
             Ok(ldap3::SearchResult(found, res)) if res.rc == 0 => {
+                // Informative only: an entry that does not parse just tells nothing.
                 if let Some(e) = found
                     .into_iter()
                     .find(|e| !e.is_ref())
-                    .map(SearchEntry::construct)
+                    .and_then(|e| to_raw(e.0).ok())
                 {
-                    let get = |name: &str| -> Vec<String> {
-                        e.attrs
-                            .iter()
-                            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                            .map(|(_, v)| v.clone())
-                            .unwrap_or_default()
-                    };
+                    let get = |name: &str| e.values(name).to_vec();
                     let v: Vec<String> = get("vendorName")
                         .into_iter()
                         .chain(get("vendorVersion"))
@@ -734,23 +787,139 @@ mod tests {
         assert!(err.contains("no PEM certificate"), "{err}");
     }
 
+    /// An octet string (universal primitive tag 4).
+    fn octets(bytes: &[u8]) -> StructureTag {
+        StructureTag {
+            class: TagClass::Universal,
+            id: 4,
+            payload: PL::P(bytes.to_vec()),
+        }
+    }
+
+    /// A universal constructed tag (16: SEQUENCE, 17: SET).
+    fn seq(id: u64, inner: Vec<StructureTag>) -> StructureTag {
+        StructureTag {
+            class: TagClass::Universal,
+            id,
+            payload: PL::C(inner),
+        }
+    }
+
+    /// A SearchResultEntry as the server sends it: attributes in the given order, each
+    /// instance on its own, repeats included.
+    fn wire_entry(dn: &str, attrs: &[(&str, &[&[u8]])]) -> StructureTag {
+        let list = attrs
+            .iter()
+            .map(|(name, values)| {
+                seq(
+                    16,
+                    vec![
+                        octets(name.as_bytes()),
+                        seq(17, values.iter().map(|v| octets(v)).collect()),
+                    ],
+                )
+            })
+            .collect();
+        StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(vec![octets(dn.as_bytes()), seq(16, list)]),
+        }
+    }
+
     #[test]
     fn raw_entries_have_lower_case_names_and_record_binary() {
-        let mut e = SearchEntry {
-            dn: "uid=a,dc=x".into(),
-            attrs: Default::default(),
-            bin_attrs: Default::default(),
-        };
-        e.attrs.insert("entryUUID".into(), vec!["u-1".into()]);
-        e.attrs.insert("mail".into(), vec!["a@x".into()]);
-        e.bin_attrs
-            .insert("displayName".into(), vec![vec![0xff, 0xfe]]);
-        let raw = to_raw(e);
+        let raw = to_raw(wire_entry(
+            "uid=a,dc=x",
+            &[
+                ("entryUUID", &[b"u-1"]),
+                ("mail", &[b"a@x"]),
+                ("displayName", &[&[0xff, 0xfe]]),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(raw.dn, "uid=a,dc=x");
         assert_eq!(raw.first("entryuuid"), Some("u-1"));
         assert_eq!(raw.first("ENTRYUUID"), Some("u-1"));
         assert!(raw.attrs.contains_key("entryuuid"));
         assert!(raw.is_binary("displayName"));
         assert!(raw.values("displayname").is_empty());
+    }
+
+    #[test]
+    fn every_instance_of_a_repeated_attribute_is_kept_in_server_order() {
+        // What slapd returns for an entry loaded with `slapadd -q` from non-adjacent LDIF
+        // lines: two instances of mailAlternateAddress and of mail, the second in other case.
+        let raw = to_raw(wire_entry(
+            "uid=dup,ou=people,dc=example,dc=edu",
+            &[
+                ("mail", &[b"dup@example.edu"]),
+                ("mailAlternateAddress", &[b"one@example.edu"]),
+                ("mailHost", &[b"mx1.example.edu"]),
+                (
+                    "mailAlternateAddress",
+                    &[b"two@example.edu", b"three@example.edu"],
+                ),
+                ("MAIL", &[b"second@example.edu"]),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            raw.values("mailalternateaddress"),
+            ["one@example.edu", "two@example.edu", "three@example.edu"]
+        );
+        assert_eq!(
+            raw.values("mail"),
+            ["dup@example.edu", "second@example.edu"],
+            "the first mail stays first, the second is not dropped"
+        );
+        assert_eq!(raw.values("mailhost"), ["mx1.example.edu"]);
+        assert_eq!(raw.attrs.len(), 3);
+        assert!(raw.binary.is_empty());
+    }
+
+    #[test]
+    fn a_binary_value_in_any_instance_marks_the_whole_attribute() {
+        let raw = to_raw(wire_entry(
+            "uid=b,dc=x",
+            &[
+                ("sn", &[b"Text"]),
+                ("cn", &[b"B"]),
+                ("SN", &[&[0xc3, 0x28]]),
+            ],
+        ))
+        .unwrap();
+        assert!(raw.is_binary("sn"));
+        assert!(raw.values("sn").is_empty(), "no half-used binary attribute");
+        assert_eq!(raw.values("cn"), ["B"]);
+    }
+
+    #[test]
+    fn a_malformed_entry_is_an_error_not_a_panic() {
+        // Not a SearchResultEntry at all.
+        assert!(to_raw(octets(b"x")).is_err());
+        // An attribute that is a bare octet string instead of a sequence.
+        let bad = StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(vec![octets(b"uid=a,dc=x"), seq(16, vec![octets(b"mail")])]),
+        };
+        let err = to_raw(bad).unwrap_err();
+        assert!(err.contains("not a constructed"), "{err}");
+        // A DN that is not UTF-8.
+        let bad = StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(vec![octets(&[0xff]), seq(16, vec![])]),
+        };
+        assert!(to_raw(bad).unwrap_err().contains("DN"));
+        // No attribute list at all: an entry with no attributes.
+        let bare = StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(vec![octets(b"uid=a,dc=x")]),
+        };
+        assert_eq!(to_raw(bare).unwrap().dn, "uid=a,dc=x");
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub const SLAPD: &str = "/usr/sbin/slapd";
 pub const SLAPADD: &str = "/usr/sbin/slapadd";
 pub const LDAPMODIFY: &str = "/usr/bin/ldapmodify";
 pub const LDAPWHOAMI: &str = "/usr/bin/ldapwhoami";
+pub const LDAPSEARCH: &str = "/usr/bin/ldapsearch";
+/// For certificates rcgen cannot make (X.509 version 1).
+pub const OPENSSL: &str = "openssl";
 
 /// The suffix of the test directory.
 pub const SUFFIX: &str = "dc=example,dc=edu";
@@ -66,6 +69,19 @@ pub struct SlapdOptions {
     pub global_limits: String,
     /// Lines added to the database section of `slapd.conf`.
     pub extra_config: String,
+    /// What kind of certificate the server presents (always signed by the test CA).
+    pub certificate: ServerCertificate,
+}
+
+/// The server certificate a test slapd presents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ServerCertificate {
+    /// X.509 v3 with subjectAltName `127.0.0.1` and `localhost` (made with rcgen).
+    #[default]
+    V3,
+    /// X.509 version 1 (no extensions at all), made with the `openssl` command because
+    /// rcgen only writes v3; old or hand-made server certificates still look like this.
+    V1,
 }
 
 impl Default for SlapdOptions {
@@ -77,11 +93,24 @@ impl Default for SlapdOptions {
             limited_limits: "size.soft=20 size.hard=20 size.prtotal=20".into(),
             global_limits: "size.soft=500 size.hard=500 size.prtotal=unlimited".into(),
             extra_config: String::new(),
+            certificate: ServerCertificate::default(),
         }
     }
 }
 
 impl SlapdOptions {
+    /// The campus fixture plus the entries of `ldif`, all loaded with `slapadd -q` into the
+    /// fresh database before slapd is started (slapadd must never write to a database a
+    /// running slapd has open). Unlike an LDAP add, `slapadd -q` stores an entry as the LDIF
+    /// spells it: an attribute whose lines are not adjacent is kept as two instances, which
+    /// slapd then returns as two attributes of the same name, as on real directories.
+    pub fn with_ldif(ldif: &str) -> Self {
+        Self {
+            extra_ldif: vec![ldif.to_owned()],
+            ..Self::default()
+        }
+    }
+
     /// The campus fixture plus `n` generated people under [`GENERATED_DN`].
     pub fn with_generated(n: usize, seed: u64) -> Self {
         Self {
@@ -125,7 +154,7 @@ impl Slapd {
         let db = path.join("db");
         std::fs::create_dir(&db).expect("create the slapd database directory");
 
-        write_certificates(&path);
+        write_certificates(&path, options.certificate);
         let conf = path.join("slapd.conf");
         std::fs::write(&conf, slapd_conf(&path, &options)).expect("write slapd.conf");
 
@@ -412,8 +441,8 @@ fn apparmor_hint(dir: &Path) -> String {
     }
 }
 
-/// Writes `ca.pem`, `server.pem` and `server.key` into `dir`.
-fn write_certificates(dir: &Path) {
+/// Writes `ca.pem`, `ca.key`, `server.pem` and `server.key` into `dir`.
+fn write_certificates(dir: &Path, shape: ServerCertificate) {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
@@ -448,8 +477,71 @@ fn write_certificates(dir: &Path) {
         .expect("sign the server certificate");
 
     std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write ca.pem");
+    std::fs::write(dir.join("ca.key"), issuer.key().serialize_pem()).expect("write ca.key");
     std::fs::write(dir.join("server.pem"), cert.pem()).expect("write server.pem");
     std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write server.key");
+    if shape == ServerCertificate::V1 {
+        write_v1_certificate(dir);
+    }
+}
+
+/// Replaces `server.pem` with an X.509 version 1 certificate for the same key, signed by the
+/// same test CA: everything about it is right except its version.
+fn write_v1_certificate(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new(OPENSSL)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run `{OPENSSL}` ({e}): the X.509 v1 certificate test needs it; \
+                     run the README's test command (it installs openssl)"
+                )
+            });
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        "server.key",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-out",
+        "server.csr",
+    ]);
+    // `x509 -req` without an extension file signs a certificate without extensions, which
+    // OpenSSL 3.0 writes as version 1; later OpenSSL versions may add key identifiers (and
+    // so version 3) by default, hence the check below instead of trusting it.
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        "7",
+        "-days",
+        "3650",
+        "-out",
+        "server.pem",
+    ]);
+    let text = openssl(&["x509", "-in", "server.pem", "-noout", "-text"]);
+    assert!(
+        text.contains("Version: 1 (0x0)"),
+        "openssl did not make a version 1 certificate:\n{text}"
+    );
 }
 
 fn slapd_conf(dir: &Path, o: &SlapdOptions) -> String {

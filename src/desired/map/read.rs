@@ -21,6 +21,14 @@ impl Fault {
     }
 }
 
+/// Something the operator should know about an entry that is provisioned anyway: the
+/// configuration field and one sentence for the plan's warnings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Note {
+    pub field: &'static str,
+    pub message: String,
+}
+
 /// Values longer than this are abbreviated when quoted in a reason, so one absurd attribute
 /// cannot swamp a report.
 const SHOWN_MAX: usize = 80;
@@ -116,8 +124,8 @@ impl<'a> Reader<'a> {
             .collect()
     }
 
-    /// The value of a single-valued attribute; more than one is a fault, because picking one
-    /// would be a guess about who the person is.
+    /// The value of an identity attribute (anchor, uid, mail); more than one is a fault,
+    /// because picking one would be a guess about who the person is.
     pub fn single(&self, field: &'static str, attr: &str) -> Result<Option<String>, Fault> {
         let mut values = self.all(field, attr)?;
         if values.len() > 1 {
@@ -126,6 +134,47 @@ impl<'a> Reader<'a> {
                 format!("attribute {attr} has {} values; expected one", values.len()),
             ));
         }
+        Ok(values.pop())
+    }
+
+    /// For a field the tenant holds once but that identifies nobody (a name in the address
+    /// book): the first value in the order the server returned them, with a [`Note`] in
+    /// `notes` when there were several different ones. A schema may allow a second `sn`, and
+    /// freezing or never creating a person over it would be worse than showing the first.
+    pub fn first_noted(
+        &self,
+        field: &'static str,
+        attr: &str,
+        notes: &mut Vec<Note>,
+    ) -> Result<Option<String>, Fault> {
+        let mut values = self.all(field, attr)?;
+        // Two instances of the attribute, or trimming, can repeat a value: that is no choice.
+        let mut distinct: Vec<&String> = Vec::with_capacity(values.len());
+        for v in &values {
+            if !distinct.contains(&v) {
+                distinct.push(v);
+            }
+        }
+        if let [first, others @ ..] = distinct.as_slice()
+            && !others.is_empty()
+        {
+            let quoted = |v: &str| format!("\"{}\"", shown(v));
+            notes.push(Note {
+                field,
+                message: format!(
+                    "attribute {attr} has {} values; the first the server returned, {}, is used \
+                     (also: {})",
+                    distinct.len(),
+                    quoted(first),
+                    others
+                        .iter()
+                        .map(|v| quoted(v))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        values.truncate(1);
         Ok(values.pop())
     }
 

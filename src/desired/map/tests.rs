@@ -278,19 +278,16 @@ fn missing_mail_is_skipped_not_quarantined() {
 }
 
 #[test]
-fn single_valued_attributes_with_several_values_are_quarantined() {
-    for (attr, field) in [
-        ("entryUUID", "anchor"),
-        ("uid", "uid"),
-        ("mail", "mail"),
-        ("displayName", "display_name"),
-        ("givenName", "given_name"),
-        ("sn", "surname"),
-    ] {
+fn identity_attributes_with_several_values_are_quarantined() {
+    // Picking one anchor, uid or primary address would be a guess about who the person is.
+    for (attr, field) in [("entryUUID", "anchor"), ("uid", "uid"), ("mail", "mail")] {
         let e = person("jdoe");
-        let second = format!("x{}", e.first(attr).unwrap_or("jdoe@example.edu"));
-        let first = e.first(attr).unwrap_or("Jane Doe").to_owned();
-        let q = rejected(with(e, attr, &[&first, &second]));
+        let first = e.first(attr).unwrap().to_owned();
+        let second = format!("x{first}");
+        let d = run(&[with(e, attr, &[&first, &second])]);
+        assert!(d.recipients.is_empty(), "{attr}");
+        assert!(d.warnings.is_empty(), "{attr}: {:?}", d.warnings);
+        let q = &d.quarantined[0];
         assert_eq!(q.field, field, "{attr}");
         assert!(
             q.reason.contains(attr) && q.reason.contains("has 2 values; expected one"),
@@ -298,6 +295,88 @@ fn single_valued_attributes_with_several_values_are_quarantined() {
             q.reason
         );
     }
+}
+
+#[test]
+fn names_with_several_values_take_the_first_with_a_warning() {
+    for (attr, field) in [
+        ("displayName", "display_name"),
+        ("givenName", "given_name"),
+        ("sn", "surname"),
+    ] {
+        // The order is the server's, not alphabetical: the first value is "Zeta".
+        let d = run(&[with(person("jdoe"), attr, &["Zeta", "Alpha"])]);
+        assert!(d.quarantined.is_empty(), "{attr}: {:?}", d.quarantined);
+        let r = &d.recipients[0];
+        let got = match field {
+            "display_name" => Some(r.display_name.as_str()),
+            "given_name" => r.given_name.as_deref(),
+            _ => r.surname.as_deref(),
+        };
+        assert_eq!(got, Some("Zeta"), "{attr}");
+        assert_eq!(d.warnings.len(), 1, "{attr}: {:?}", d.warnings);
+        let w = &d.warnings[0];
+        assert_eq!(w.dn, dn("jdoe"));
+        assert_eq!(w.uid.as_deref(), Some("jdoe"));
+        assert_eq!(w.field, field);
+        assert!(
+            w.message.contains(attr)
+                && w.message.contains("has 2 values")
+                && w.message.contains("\"Zeta\", is used")
+                && w.message.contains("\"Alpha\""),
+            "{}",
+            w.message
+        );
+    }
+}
+
+#[test]
+fn a_repeated_or_blank_second_value_is_no_choice_and_no_warning() {
+    // Two instances of an attribute can carry the same value; trimming can make two equal.
+    let d = run(&[with(person("jdoe"), "sn", &["Doe", " Doe ", "  "])]);
+    assert_eq!(d.recipients[0].surname.as_deref(), Some("Doe"));
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+}
+
+#[test]
+fn a_quarantined_entry_gets_no_warning_and_warnings_are_sorted() {
+    let broken = with(
+        with(person("bbb"), "sn", &["One", "Two"]),
+        "mail",
+        &["not an address"],
+    );
+    let d = run(&[
+        with(person("zed"), "givenName", &["Z1", "Z2"]),
+        broken,
+        with(
+            with(person("abe"), "sn", &["A1", "A2"]),
+            "givenName",
+            &["G1", "G2"],
+        ),
+    ]);
+    assert_eq!(d.quarantined.len(), 1);
+    let seen: Vec<(&str, &str)> = d
+        .warnings
+        .iter()
+        .map(|w| (w.uid.as_deref().unwrap(), w.field.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("abe", "given_name"),
+            ("abe", "surname"),
+            ("zed", "given_name")
+        ]
+    );
+}
+
+#[test]
+fn an_overlong_first_name_value_is_still_quarantined() {
+    // Taking the first value does not relax the limits on it.
+    let long = "x".repeat(65);
+    let q = rejected(with(person("jdoe"), "sn", &[&long, "Short"]));
+    assert_eq!(q.field, "surname");
+    assert!(q.reason.contains("65 characters"), "{}", q.reason);
 }
 
 #[test]
@@ -981,8 +1060,8 @@ fn quarantined_entries_claim_nothing() {
             "mailAlternateAddress",
             &["shared@example.edu"],
         ),
-        "sn",
-        &["x", "y"],
+        "mail",
+        &["aaa@example.edu", "aaa2@example.edu"],
     );
     let b = with(
         person("bbb"),
@@ -997,7 +1076,7 @@ fn quarantined_entries_claim_nothing() {
             .collect::<Vec<_>>(),
         ["bbb"]
     );
-    assert_eq!(d.quarantined[0].field, "surname");
+    assert_eq!(d.quarantined[0].field, "mail");
     // A clash loser claims nothing either: `ccc` loses to `aaa` and must not block `ddd`.
     let a = with(person("aaa"), "mailAlternateAddress", &["one@example.edu"]);
     let c = with(
