@@ -179,7 +179,7 @@ async fn run(
         match job.execute().await {
             Ok(()) => job.outcome(),
             Err(Stop::Conflict(why)) => Outcome::Conflict(why),
-            Err(Stop::Failed(why)) => Outcome::Failed(why),
+            Err(Stop::Failed(why) | Stop::NoLicence(why)) => Outcome::Failed(why),
             Err(Stop::State(e)) => return Err(e.into()),
         }
     };
@@ -207,6 +207,9 @@ async fn run(
 enum Stop {
     Conflict(String),
     Failed(String),
+    /// `assignLicense` refused: no unit of the licence is free (reported as failed; the
+    /// caller decides what the person is left as).
+    NoLicence(String),
     State(StateError),
 }
 
@@ -493,7 +496,16 @@ impl<'a, 'c> Job<'a, 'c> {
                 )
                 .await?;
             }
-            self.license(&id, &sku).await?;
+            match self.license(&id, &sku).await {
+                // Nothing was converted: the MailUser still works and its state row is
+                // untouched (still kind mail_user), so the next run plans the convert again.
+                Err(Stop::NoLicence(why)) => {
+                    return Err(Stop::NoLicence(format!(
+                        "{why}; stays a MailUser until a licence is freed"
+                    )));
+                }
+                other => other?,
+            }
         }
         // Recorded without clearing a deferral: the mailbox may still be provisioning.
         self.handled.insert(Field::Kind);

@@ -101,8 +101,29 @@ fn summary_line(plan: &Plan) -> String {
     let s = &plan.summary;
     format!(
         "{} to create, {} to update, {} to convert, {} to disable, {} to enable, {} to delete, {} unchanged, {} quarantined, {} held",
-        s.create, s.update, s.convert, s.disable, s.enable, s.delete, s.unchanged, s.quarantined, s.held
+        s.create,
+        s.update,
+        s.convert,
+        s.disable,
+        s.enable,
+        s.delete,
+        s.unchanged,
+        s.quarantined,
+        s.held
     )
+}
+
+/// "Licences (SKU): N needed, M free", and how many are short, when the plan knows.
+fn licence_line(plan: &Plan) -> Option<String> {
+    let b = plan.licences.as_ref()?;
+    let short = match b.short() {
+        0 => String::new(),
+        n => format!(" — {n} short, see the warnings"),
+    };
+    Some(format!(
+        "Licences ({}): {} needed, {} free{short}",
+        b.sku, b.needed, b.free
+    ))
 }
 
 fn text(plan: &Plan, title: &str) -> String {
@@ -113,6 +134,9 @@ fn text(plan: &Plan, title: &str) -> String {
         "ldap2exo {title} at {}: {} LDAP entries read ({} scope), {} without mail skipped, {} marked disabled",
         plan.generated_at, src.entries, src.scope, src.skipped_no_mail, src.disabled_in_ldap
     );
+    if let Some(line) = licence_line(plan) {
+        let _ = writeln!(out, "{line}");
+    }
     for op in Op::ALL {
         let actions: Vec<&Action> = plan.actions.iter().filter(|a| a.op == op).collect();
         if actions.is_empty() {
@@ -146,7 +170,11 @@ fn text(plan: &Plan, title: &str) -> String {
     if !plan.warnings.is_empty() {
         let _ = writeln!(out, "\nWarnings ({})", plan.warnings.len());
         for w in &plan.warnings {
-            let who = if w.dn.is_empty() { "the run" } else { w.dn.as_str() };
+            let who = if w.dn.is_empty() {
+                "the run"
+            } else {
+                w.dn.as_str()
+            };
             let _ = writeln!(out, "  ? {who}\n      {}: {}", w.field, w.message);
         }
     }
@@ -415,7 +443,17 @@ fn csv(plan: &Plan) -> String {
     for d in &plan.drift {
         csv_row(
             &mut out,
-            &["drift", d.anchor.as_str(), &d.uid, "", "", &d.kind, "", "", &d.detail],
+            &[
+                "drift",
+                d.anchor.as_str(),
+                &d.uid,
+                "",
+                "",
+                &d.kind,
+                "",
+                "",
+                &d.detail,
+            ],
         );
     }
     for w in &plan.warnings {
@@ -455,6 +493,9 @@ fn markdown(plan: &Plan, title: &str) -> String {
         plan.source.skipped_no_mail,
         plan.source.disabled_in_ldap
     );
+    if let Some(line) = licence_line(plan) {
+        let _ = writeln!(out, "{}\n", md(&line));
+    }
     let _ = writeln!(
         out,
         "| create | update | convert | disable | enable | delete | unchanged | quarantined |"
@@ -537,7 +578,13 @@ fn markdown(plan: &Plan, title: &str) -> String {
         let _ = writeln!(out, "| uid | kind | detail |");
         let _ = writeln!(out, "|---|---|---|");
         for d in &plan.drift {
-            let _ = writeln!(out, "| {} | {} | {} |", md(&d.uid), md(&d.kind), md(&d.detail));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                md(&d.uid),
+                md(&d.kind),
+                md(&d.detail)
+            );
         }
         let _ = writeln!(out);
     }
@@ -546,7 +593,13 @@ fn markdown(plan: &Plan, title: &str) -> String {
         let _ = writeln!(out, "| entry | field | warning |");
         let _ = writeln!(out, "|---|---|---|");
         for w in &plan.warnings {
-            let _ = writeln!(out, "| {} | {} | {} |", md(&w.dn), md(&w.field), md(&w.message));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                md(&w.dn),
+                md(&w.field),
+                md(&w.message)
+            );
         }
         let _ = writeln!(out);
     }
