@@ -307,3 +307,180 @@ fn too_few_licences_are_planned_held_and_finished_in_plan_order_once_freed() {
     assert!(settled.warnings.iter().all(|w| w.field != "licences"));
     assert_settled(&install, &emu);
 }
+
+/// Somebody else takes the last free licence while a run is under way: once `endpoint` has
+/// been answered for the first time, a user outside ldap2exo is given the last unit. The
+/// emulator delays every request by `LATENCY_MS` before it runs, so the run's next request
+/// comes well after that.
+fn take_the_last_licence_after(emu: &Emulator, endpoint: &str, run: impl FnOnce()) {
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while emu.counters().endpoint(endpoint).requests == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{endpoint} was never called"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            emu.add_user(User {
+                user_principal_name: "interloper@example.edu".into(),
+                mail_nickname: "interloper".into(),
+                display_name: Some("Somebody Else".into()),
+                usage_location: Some("DE".into()),
+                assigned_licenses: vec![SKU_ID.into()],
+                ..User::default()
+            });
+        });
+        run();
+        watcher.join().expect("the watcher ends");
+    });
+}
+
+const LATENCY_MS: u64 = 300;
+
+/// The campus synced with enough licences, then exactly one left free and Nora added: the
+/// plan gives her the free one.
+fn one_free_for_the_newcomer(emu: &Emulator, server: &Slapd, install: &Install) -> u32 {
+    converge(install, 3);
+    let used = consumed(&emu.state());
+    set_units(emu, used + 1);
+    server.add_ldif(NEWCOMER_LDIF);
+    let plan = install.dry_run(0, &[]);
+    assert_eq!(
+        plan.licences.as_ref().map(|b| (b.needed, b.free)),
+        Some((1, 1))
+    );
+    assert!(held(&plan).is_empty());
+    let mut faults = emu.faults();
+    faults.latency_ms = LATENCY_MS;
+    emu.set_faults(faults).unwrap();
+    emu.reset_counters();
+    used
+}
+
+fn no_latency(emu: &Emulator) {
+    let mut faults = emu.faults();
+    faults.latency_ms = 0;
+    emu.set_faults(faults).unwrap();
+}
+
+#[test]
+fn a_licence_taken_after_planning_is_noticed_before_anybody_is_created() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+    let used = one_free_for_the_newcomer(&emu, &server, &install);
+
+    // The inventory reads the licences; right after, somebody takes the last one.
+    let mut run = None;
+    take_the_last_licence_after(&emu, "GET /v1.0/subscribedSkus", || {
+        run = Some(install.run(&["sync"]));
+    });
+    let run = run.unwrap();
+    assert_eq!(run.code, 1, "{}", show_run(&run));
+    assert!(
+        run.stdout.contains(&format!(
+            "failed: create {NEWCOMER} — no licence of {SKU} free ({} of {} in use) when the person was about to be created; nothing was created"
+        , used + 1, used + 1)),
+        "{}",
+        show_run(&run)
+    );
+    let c = emu.counters();
+    assert_eq!(
+        c.endpoint("GET /v1.0/subscribedSkus").requests,
+        2,
+        "read again right before the create"
+    );
+    assert_eq!(c.endpoint("POST /v1.0/users").requests, 0);
+    assert_eq!(c.writes(), 0, "{}", show_run(&run));
+    assert_eq!(newcomer(&emu.state()), None);
+    assert_eq!(state_rows_of(&install, NEWCOMER), 0);
+    no_latency(&emu);
+
+    // Now the plan knows: held, nothing written; once a licence is freed, Nora is created.
+    emu.reset_counters();
+    let plan = install.dry_run(0, &[]);
+    assert_eq!(held(&plan), [(Op::Create, NEWCOMER, HeldOutcome::Failed)]);
+    sync(&install, 1);
+    assert_eq!(emu.counters().writes(), 0);
+    set_units(&emu, used + 2);
+    converge(&install, 3);
+    let state = emu.state();
+    let nora = newcomer(&state).expect("created once a licence is free");
+    assert_eq!(
+        nora.recipient_type_details,
+        Some(RecipientKind::UserMailbox)
+    );
+    assert_no_duplicates(&state);
+    assert_settled(&install, &emu);
+}
+
+#[test]
+fn a_user_whose_licence_went_between_create_and_assign_is_blocked_and_finished_later() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+    let used = one_free_for_the_newcomer(&emu, &server, &install);
+
+    // The licence is still free right before `POST /users`, and gone right after it.
+    let mut run = None;
+    take_the_last_licence_after(&emu, "POST /v1.0/users", || {
+        run = Some(install.run(&["sync"]));
+    });
+    let run = run.unwrap();
+    assert_eq!(run.code, 1, "{}", show_run(&run));
+    assert!(
+        run.stdout.contains(&format!(
+            "failed: create {NEWCOMER} — assignLicense: no {SKU} licences left"
+        )),
+        "{}",
+        show_run(&run)
+    );
+    assert!(
+        run.stdout.contains("was created but got no mailbox (its sign-in is blocked); the next run licenses it once a licence is free"),
+        "{}",
+        run.stdout
+    );
+    no_latency(&emu);
+    let state = emu.state();
+    let nora = newcomer(&state).expect("kept, not deleted: a soft-deleted user would hold her UPN");
+    assert!(
+        !nora.account_enabled,
+        "nobody can sign in to the unlicensed user"
+    );
+    assert!(nora.assigned_licenses.is_empty());
+    assert!(stamp_of(nora).is_some(), "recognisably hers");
+    assert_eq!(
+        state_rows_of(&install, NEWCOMER),
+        1,
+        "recorded, so nothing is created twice"
+    );
+
+    // Still none free: the plan counts the licence she needs and holds her; nothing written.
+    emu.reset_counters();
+    let plan = install.dry_run(0, &[]);
+    assert_eq!(
+        plan.licences.as_ref().map(|b| (b.needed, b.free)),
+        Some((1, 0))
+    );
+    assert_eq!(held(&plan), [(Op::Update, NEWCOMER, HeldOutcome::Failed)]);
+    sync(&install, 1);
+    assert_eq!(emu.counters().writes(), 0);
+
+    // A licence freed: the same user is licensed and finished.
+    set_units(&emu, used + 2);
+    converge(&install, 3);
+    let state = emu.state();
+    let done = newcomer(&state).unwrap();
+    assert_eq!(done.id, nora.id, "the same user, not a second one");
+    assert_eq!(
+        done.recipient_type_details,
+        Some(RecipientKind::UserMailbox)
+    );
+    assert!(done.account_enabled, "a mailbox owner signs in");
+    assert_no_duplicates(&state);
+    assert_settled(&install, &emu);
+}
