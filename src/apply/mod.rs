@@ -15,6 +15,13 @@
 //! (`ldap2exo:<anchor>` in `tenant.anchor_attribute`) on it ([`Inventory`]). Creates are
 //! idempotent: an answer that never came is journaled `unknown`, and the object is then
 //! found by the UPN and `Name` we chose (that is the proof) and adopted, never created twice.
+//!
+//! Licences: the plan already holds the actions it has no free mailbox licence for (sent
+//! nothing, reported failed). A licence can still go between planning and the call: a new
+//! mailbox person is created only after a fresh `GET /subscribedSkus` shows one free, and a
+//! user whose `assignLicense` is refused all the same is kept blocked and recorded for the
+//! next run to finish (see `steps.rs`, `licence_free` and `unlicensed`); a MailUser whose
+//! convert is refused stays the MailUser it was, its state row untouched.
 
 mod steps;
 

@@ -117,15 +117,20 @@ pub fn bill(plan: &mut Plan, tenant: Option<&Inventory>) {
             uid: None,
             field: "licences".into(),
             message: format!(
-                "{} licence(s) of {} short: {} needed, {} free ({} of {} in use); the first {} in plan order get one, the other {} are not carried out (free or buy licences, then run again)",
+                "{} licence(s) of {} short: {} needed, {} free ({} of {} in use); {} (free or buy licences, then run again)",
                 bill.short(),
                 bill.sku,
                 bill.needed,
                 bill.free,
                 bill.consumed,
                 bill.enabled,
-                bill.free,
-                bill.short()
+                match bill.free {
+                    0 => "none of the actions that need one is carried out".to_owned(),
+                    n => format!(
+                        "the first {n} in plan order get one, the other {} are not carried out",
+                        bill.short()
+                    ),
+                },
             ),
         });
     }
