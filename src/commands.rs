@@ -174,7 +174,13 @@ async fn compute(
     let mut drift = Vec::new();
     let mut drifted = Vec::new();
     let tenant = match tenant {
-        Some(tenant) => match inventory::read(&tenant, &config.tenant.anchor_attribute).await {
+        Some(tenant) => match inventory::read_with_licences(
+            &tenant,
+            &config.tenant.anchor_attribute,
+            config.tenant.mailbox_sku.as_deref(),
+        )
+        .await
+        {
             Ok(inventory) => {
                 let reconciled = inventory::reconcile(&objects, &inventory, started);
                 objects = reconciled.objects;

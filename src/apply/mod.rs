@@ -15,6 +15,13 @@
 //! (`ldap2exo:<anchor>` in `tenant.anchor_attribute`) on it ([`Inventory`]). Creates are
 //! idempotent: an answer that never came is journaled `unknown`, and the object is then
 //! found by the UPN and `Name` we chose (that is the proof) and adopted, never created twice.
+//!
+//! Licences: the plan already holds the actions it has no free mailbox licence for (sent
+//! nothing, reported failed). A licence can still go between planning and the call: a new
+//! mailbox person is created only after a fresh `GET /subscribedSkus` shows one free, and a
+//! user whose `assignLicense` is refused all the same is kept blocked and recorded for the
+//! next run to finish (see `steps.rs`, `licence_free` and `unlicensed`); a MailUser whose
+//! convert is refused stays the MailUser it was, its state row untouched.
 
 mod steps;
 
@@ -186,7 +193,7 @@ async fn run(
         match job.execute().await {
             Ok(()) => job.outcome(),
             Err(Stop::Conflict(why)) => Outcome::Conflict(why),
-            Err(Stop::Failed(why)) => Outcome::Failed(why),
+            Err(Stop::Failed(why) | Stop::NoLicence(why)) => Outcome::Failed(why),
             Err(Stop::State(e)) => return Err(e.into()),
         }
     };
@@ -214,6 +221,9 @@ async fn run(
 enum Stop {
     Conflict(String),
     Failed(String),
+    /// `assignLicense` refused: no unit of the licence is free (reported as failed; the
+    /// caller decides what the person is left as).
+    NoLicence(String),
     State(StateError),
 }
 
@@ -545,7 +555,16 @@ impl<'a, 'c> Job<'a, 'c> {
                 )
                 .await?;
             }
-            self.license(&id, &sku).await?;
+            match self.license(&id, &sku).await {
+                // Nothing was converted: the MailUser still works and its state row is
+                // untouched (still kind mail_user), so the next run plans the convert again.
+                Err(Stop::NoLicence(why)) => {
+                    return Err(Stop::NoLicence(format!(
+                        "{why}; stays a MailUser until a licence is freed"
+                    )));
+                }
+                other => other?,
+            }
         }
         // Recorded without clearing a deferral: the mailbox may still be provisioning.
         self.handled.insert(Field::Kind);

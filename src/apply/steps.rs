@@ -157,6 +157,7 @@ impl Job<'_, '_> {
             TenantError::AddressInUse { .. } | TenantError::Conflict { .. } => {
                 Stop::Conflict(format!("{name}: {text}"))
             }
+            TenantError::NoLicensesLeft { .. } => Stop::NoLicence(format!("{name}: {text}")),
             _ => Stop::Failed(format!("{name}: {text}")),
         })
     }
@@ -609,9 +610,13 @@ impl Job<'_, '_> {
         let graph = self.ctx.tenant.graph();
         // `new`: this action's own POST made the object (an adopted one was made by an
         // earlier run, with what LDAP said then, so nothing of it counts as written yet).
+        let licensed = self.seen().is_some_and(|t| t.exchange_licensed);
         let (id, new) = match earlier {
             Some(id) => (id, false),
             None => {
+                if !licensed {
+                    self.licence_free(&sku).await?;
+                }
                 let user = GraphUser {
                     account_enabled: Some(true),
                     user_principal_name: self.after_str(Field::UserPrincipalName),
@@ -653,12 +658,76 @@ impl Job<'_, '_> {
         } else {
             self.applied(&[]).await?;
         }
-        if !self.seen().is_some_and(|t| t.exchange_licensed) {
-            self.license(&id, &sku).await?;
+        if !licensed {
+            match self.license(&id, &sku).await {
+                Err(Stop::NoLicence(why)) => return Err(self.unlicensed(&id, why).await),
+                other => other?,
+            }
         }
         let mut rest = self.changed_fields()?;
         rest.retain(|f| !self.handled.contains(f));
         self.write_changes(&id, Kind::Mailbox, &rest).await
+    }
+
+    /// Right before `POST /users` for a new mailbox person: a fresh `GET /subscribedSkus`
+    /// says whether a unit of the mailbox licence is still free. The plan weighed the
+    /// licences it needs against those free when the tenant was read, but somebody else may
+    /// have taken the last one since (a run of thousands of creates takes an hour). With
+    /// none free, nothing is created: an Entra user without a mailbox would be a half-made
+    /// person, and one that cannot be taken back cleanly (see [`Self::unlicensed`]).
+    async fn licence_free(&self, sku: &str) -> Result<(), Stop> {
+        let graph = self.ctx.tenant.graph();
+        let skus = self
+            .step("GET /subscribedSkus", graph.subscribed_skus())
+            .await?;
+        match crate::inventory::LicencePool::of(&skus, sku) {
+            Some(pool) if pool.free() == 0 => Err(Stop::NoLicence(format!(
+                "no licence of {} free ({} of {} in use) when the person was about to be created; nothing was created, the next run creates them once one is free",
+                pool.sku, pool.consumed, pool.enabled
+            ))),
+            Some(_) => Ok(()),
+            None => Err(Stop::Failed(format!(
+                "the tenant has no subscription for the mailbox licence {sku} (tenant.mailbox_sku); nothing was created"
+            ))),
+        }
+    }
+
+    /// `assignLicense` refused a user this very action created: the last free unit went
+    /// between [`Self::licence_free`] and now (another worker of this run, or somebody else).
+    ///
+    /// The user is kept, not deleted: `DELETE /users` only soft-deletes, and a soft-deleted
+    /// user keeps its UPN and addresses reserved (TENANT_FACTS), so the person could not be
+    /// created again for a while; purging it from the recycle bin is not available to an
+    /// application ("Permanently delete an item (directory object)": user, application
+    /// permission "Not supported"). Instead its sign-in is blocked (nobody can use the
+    /// account meanwhile) and it stays recorded as this person's object, stamped: the next
+    /// run's inventory shows it unlicensed, the plan counts the licence it needs (holding it
+    /// while none is free, sending nothing) and, once one is free, licenses it and writes the
+    /// rest. Nothing is created twice.
+    async fn unlicensed(&mut self, id: &str, why: String) -> Stop {
+        let graph = self.ctx.tenant.graph();
+        let patch = json!({ "accountEnabled": false });
+        let blocked = self
+            .step_visible("PATCH accountEnabled (unlicensed)", || {
+                graph.update_user(id, &patch)
+            })
+            .await;
+        let blocked = match blocked {
+            Ok(()) => {
+                self.obj
+                    .attributes
+                    .insert(Field::AccountEnabled.as_str().into(), json!(false));
+                if let Err(Stop::State(e)) = self.applied(&[]).await {
+                    return Stop::State(e);
+                }
+                "its sign-in is blocked"
+            }
+            Err(Stop::State(e)) => return Stop::State(e),
+            Err(_) => "blocking its sign-in failed too",
+        };
+        Stop::NoLicence(format!(
+            "{why}: the user {id} was created but got no mailbox ({blocked}); the next run licenses it once a licence is free"
+        ))
     }
 
     fn stamp_attributes(&self) -> ExtensionAttributes {

@@ -17,6 +17,10 @@
 //!   query): object ids, `accountEnabled`, licences and their service plans, and the stamp of
 //!   users that Graph created (a mailbox's stamp is written in `POST /users`).
 //!
+//! - **Graph** `GET /subscribedSkus`, when `tenant.mailbox_sku` is configured: how many
+//!   units of the mailbox licence are enabled and how many are in use ([`LicencePool`]), so
+//!   that the plan can show the licences it needs against those free.
+//!
 //! The two are joined by Entra object id (`ExternalDirectoryObjectId`). An object that only
 //! one side shows yet (Exchange→Graph and Graph→Exchange propagation takes a while, Microsoft
 //! publishes no figure) is still managed when that side shows our stamp; the fields the other
@@ -32,6 +36,7 @@ use serde_json::Value;
 use crate::desired::Kind;
 use crate::ids::Anchor;
 use crate::plan::Field;
+use crate::tenant::graph::SubscribedSku;
 use crate::tenant::{GraphUser, Tenant, TenantError, UserQuery};
 
 pub use reconcile::{Drift, DriftKind, Reconciled, reconcile};
@@ -88,6 +93,9 @@ pub struct Inventory {
     /// with our stamp), by anchor: they keep reserving their UPN, addresses and `Name` for
     /// 30 days, so a newcomer who needs one of them gets it only after a purge.
     pub own_deleted: BTreeMap<Anchor, DeletedObject>,
+    /// The mailbox licence (`tenant.mailbox_sku`) as `GET /subscribedSkus` showed it; `None`
+    /// when no mailbox licence is configured or the tenant has no such subscription.
+    pub licences: Option<LicencePool>,
 }
 
 /// A soft-deleted object of ours and what it still holds.
@@ -99,6 +107,46 @@ pub struct DeletedObject {
     pub addresses: BTreeSet<String>,
     /// The Exchange `Name`, lower case.
     pub name: Option<String>,
+}
+
+/// Units of the mailbox licence: what the planner weighs the licences it needs against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicencePool {
+    /// The SKU's part number (`EXCHANGESTANDARD`), as the operator knows it.
+    pub sku: String,
+    /// Units that can be assigned: `prepaidUnits.enabled` only. Microsoft's
+    /// "licenseUnitsDetail resource type" (Graph v1.0): `suspended` units "can't be
+    /// assigned"; `warning` units belong to an expired subscription in its grace period before
+    /// suspension, and `lockedOut` ones to a cancelled one. Counting only enabled units may
+    /// call a unit of an expiring subscription taken; it never promises one that
+    /// `assignLicense` then refuses.
+    pub enabled: u32,
+    /// `consumedUnits`: units assigned, directly or through groups.
+    pub consumed: u32,
+}
+
+impl LicencePool {
+    /// The pool of `sku` (part number or GUID, resolved as `assignLicense` resolves it) among
+    /// the tenant's subscriptions. A SKU whose `capabilityStatus` is not `Enabled` or
+    /// `Warning` (suspended, deleted, locked out) has no unit to give, whatever it counts.
+    pub fn of(skus: &[SubscribedSku], sku: &str) -> Option<LicencePool> {
+        let s = skus.iter().find(|s| s.is(sku))?;
+        let usable = s
+            .capability_status
+            .as_deref()
+            .is_none_or(|c| c.eq_ignore_ascii_case("Enabled") || c.eq_ignore_ascii_case("Warning"));
+        Some(LicencePool {
+            sku: s.sku_part_number.clone(),
+            enabled: if usable { s.prepaid_units.enabled } else { 0 },
+            consumed: s.consumed_units,
+        })
+    }
+
+    /// Units that can still be assigned, never negative (a tenant can hold more assignments
+    /// than enabled units after a subscription shrank or expired).
+    pub fn free(&self) -> u32 {
+        self.enabled.saturating_sub(self.consumed)
+    }
 }
 
 /// The prefix of the stamp value: `ldap2exo:<anchor>`.
@@ -148,9 +196,19 @@ impl StampAttribute {
     }
 }
 
-/// Reads the whole tenant once (see the module doc). A misnamed stamp attribute is an error
-/// rather than an empty `managed`: every object would otherwise look deleted behind our back.
+/// Reads the whole tenant once (see the module doc), without the licences.
 pub async fn read(tenant: &Tenant, stamp_attribute: &str) -> Result<Inventory, TenantError> {
+    read_with_licences(tenant, stamp_attribute, None).await
+}
+
+/// Reads the whole tenant once (see the module doc), and the units of `mailbox_sku` when one
+/// is configured. A misnamed stamp attribute is an error rather than an empty `managed`:
+/// every object would otherwise look deleted behind our back.
+pub async fn read_with_licences(
+    tenant: &Tenant,
+    stamp_attribute: &str,
+    mailbox_sku: Option<&str>,
+) -> Result<Inventory, TenantError> {
     let stamp = StampAttribute::parse(stamp_attribute)?;
     let started = Instant::now();
     let ex = tenant.exchange();
@@ -159,14 +217,37 @@ pub async fn read(tenant: &Tenant, stamp_attribute: &str) -> Result<Inventory, T
         top: Some(PAGE),
         ..UserQuery::default()
     };
-    let (recipients, soft_deleted, users) = futures_util::future::try_join3(
+    let skus = async {
+        match mailbox_sku {
+            Some(_) => tenant.graph().subscribed_skus().await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (recipients, soft_deleted, users, skus) = futures_util::future::try_join4(
         ex.list_recipients(),
         ex.list_soft_deleted_mail_users(),
         tenant.graph().list_users(&graph_query),
+        skus,
     )
     .await?;
     let counts = (recipients.len(), soft_deleted.len(), users.len());
-    let inventory = sort(recipients, soft_deleted, users, stamp);
+    let mut inventory = sort(recipients, soft_deleted, users, stamp);
+    if let (Some(sku), Some(skus)) = (mailbox_sku, skus) {
+        inventory.licences = LicencePool::of(&skus, sku);
+        match &inventory.licences {
+            Some(p) => tracing::info!(
+                sku = %p.sku,
+                enabled = p.enabled,
+                consumed = p.consumed,
+                free = p.free(),
+                "mailbox licences read"
+            ),
+            None => tracing::warn!(
+                sku,
+                "the tenant has no subscription for tenant.mailbox_sku; licences are not planned"
+            ),
+        }
+    }
     tracing::info!(
         recipients = counts.0,
         soft_deleted = counts.1,
@@ -708,6 +789,35 @@ mod tests {
         );
         assert!(inv.managed.is_empty());
         assert_eq!(inv.duplicates[&Anchor::new("a1").unwrap()], ["u1", "u2"]);
+    }
+
+    #[test]
+    fn the_licence_pool_counts_enabled_units_only_and_is_found_like_assign_license_finds_it() {
+        let skus: Vec<SubscribedSku> = serde_json::from_value(json!([
+            {"skuId": "6fd2c87f-b296-42f0-b197-1e91e994b900", "skuPartNumber": "ENTERPRISEPACK",
+             "capabilityStatus": "Enabled", "consumedUnits": 27,
+             "prepaidUnits": {"enabled": 25, "warning": 5, "suspended": 3, "lockedOut": 0}},
+            {"skuId": "4b9405b0-7788-4568-add1-99614e613b69", "skuPartNumber": "EXCHANGESTANDARD",
+             "capabilityStatus": "Warning", "consumedUnits": 3,
+             "prepaidUnits": {"enabled": 10, "warning": 0, "suspended": 0, "lockedOut": 0}},
+            {"skuId": "19ec0d23-8335-4cbd-94ac-6050e30712fa", "skuPartNumber": "EXCHANGEENTERPRISE",
+             "capabilityStatus": "Suspended", "consumedUnits": 0,
+             "prepaidUnits": {"enabled": 0, "warning": 0, "suspended": 50, "lockedOut": 0}}
+        ]))
+        .unwrap();
+        let e3 = LicencePool::of(&skus, "enterprisepack").unwrap();
+        assert_eq!(
+            (e3.enabled, e3.consumed, e3.free()),
+            (25, 27, 0),
+            "never negative; warning units are not free"
+        );
+        let by_id = LicencePool::of(&skus, "4B9405B0-7788-4568-ADD1-99614E613B69").unwrap();
+        assert_eq!((by_id.sku.as_str(), by_id.free()), ("EXCHANGESTANDARD", 7));
+        assert_eq!(
+            LicencePool::of(&skus, "EXCHANGEENTERPRISE").unwrap().free(),
+            0
+        );
+        assert_eq!(LicencePool::of(&skus, "SPE_E5"), None);
     }
 
     #[test]

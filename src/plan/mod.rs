@@ -19,12 +19,14 @@ use crate::state::{ManagedObject, Stage};
 mod changes;
 mod field;
 mod handover;
+mod licences;
 mod reanchor;
 mod safety;
 mod tenant_conflicts;
 
 pub use changes::{Change, Changes};
 pub use field::{Api, Field, UnknownField, Writer};
+pub use licences::LicenceBill;
 pub use safety::{Safety, Verdict};
 
 /// State-store field that lists former primary addresses kept as aliases after a rename.
@@ -224,6 +226,10 @@ pub struct Plan {
     /// among several, too few licences.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Warning>,
+    /// The mailbox licences the plan needs against those free ([`licences`]); `None` when
+    /// the tenant's licences were not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licences: Option<LicenceBill>,
 }
 
 /// A note for the operator about one entry (or, without `dn`, about the whole run).
@@ -475,7 +481,7 @@ pub fn plan(input: Input) -> Plan {
         max_deletes: input.max_deletes,
     });
 
-    Plan {
+    let mut plan = Plan {
         generated_at: rfc3339(input.now),
         source: SourceInfo {
             entries: source_count,
@@ -493,7 +499,10 @@ pub fn plan(input: Input) -> Plan {
         quarantined,
         drift: Vec::new(),
         warnings,
-    }
+        licences: None,
+    };
+    licences::bill(&mut plan, input.tenant);
+    plan
 }
 
 /// Marks `action` as held (the plan knows it cannot be carried out): counted in

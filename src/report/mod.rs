@@ -115,6 +115,19 @@ fn summary_line(plan: &Plan) -> String {
     )
 }
 
+/// "Licences (SKU): N needed, M free", and how many are short, when the plan knows.
+fn licence_line(plan: &Plan) -> Option<String> {
+    let b = plan.licences.as_ref()?;
+    let short = match b.short() {
+        0 => String::new(),
+        n => format!(" — {n} short, see the warnings"),
+    };
+    Some(format!(
+        "Licences ({}): {} needed, {} free{short}",
+        b.sku, b.needed, b.free
+    ))
+}
+
 fn text(plan: &Plan, title: &str) -> String {
     let mut out = String::new();
     let src = &plan.source;
@@ -123,6 +136,9 @@ fn text(plan: &Plan, title: &str) -> String {
         "ldap2exo {title} at {}: {} LDAP entries read ({} scope), {} without mail skipped, {} marked disabled",
         plan.generated_at, src.entries, src.scope, src.skipped_no_mail, src.disabled_in_ldap
     );
+    if let Some(line) = licence_line(plan) {
+        let _ = writeln!(out, "{line}");
+    }
     for op in Op::ALL {
         let actions: Vec<&Action> = plan.actions.iter().filter(|a| a.op == op).collect();
         if actions.is_empty() {
@@ -479,6 +495,9 @@ fn markdown(plan: &Plan, title: &str) -> String {
         plan.source.skipped_no_mail,
         plan.source.disabled_in_ldap
     );
+    if let Some(line) = licence_line(plan) {
+        let _ = writeln!(out, "{}\n", md(&line));
+    }
     let _ = writeln!(
         out,
         "| create | update | convert | disable | enable | delete | unchanged | quarantined |"

@@ -204,9 +204,19 @@ pub struct SubscribedSku {
     pub consumed_units: u32,
     #[serde(default)]
     pub prepaid_units: PrepaidUnits,
+    /// `Enabled`, `Warning`, `Suspended`, `Deleted` or `LockedOut`.
+    #[serde(default)]
+    pub capability_status: Option<String>,
 }
 
 impl SubscribedSku {
+    /// Whether `sku` (a part number such as `EXCHANGESTANDARD`, any case, or a GUID) names
+    /// this SKU: how the configuration's `tenant.mailbox_sku` is resolved.
+    pub fn is(&self, sku: &str) -> bool {
+        self.sku_part_number.eq_ignore_ascii_case(sku)
+            || (is_guid(sku) && self.sku_id.eq_ignore_ascii_case(sku))
+    }
+
     /// Units that can still be assigned.
     pub fn available(&self) -> u32 {
         self.prepaid_units
@@ -215,11 +225,22 @@ impl SubscribedSku {
     }
 }
 
+/// `prepaidUnits` (Graph's `licenseUnitsDetail`): purchased units by the state of their
+/// subscription. Only `enabled` units can be assigned: `warning` units belong to an expired
+/// subscription in its grace period, `suspended` ones to a cancelled one ("The units can't
+/// be assigned"), `lockedOut` ones to a cancelled one past that ("licenseUnitsDetail resource
+/// type", Microsoft Graph v1.0).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PrepaidUnits {
     #[serde(default)]
     pub enabled: u32,
+    #[serde(default)]
+    pub warning: u32,
+    #[serde(default)]
+    pub suspended: u32,
+    #[serde(default)]
+    pub locked_out: u32,
 }
 
 /// A domain of the tenant (`GET /domains`).
@@ -763,14 +784,7 @@ impl Graph {
 
     /// A SKU by part number (`EXCHANGESTANDARD`, any case) or by its GUID.
     pub async fn resolve_sku(&self, sku: &str) -> Result<SubscribedSku, TenantError> {
-        let find = |list: &[SubscribedSku]| {
-            list.iter()
-                .find(|s| {
-                    s.sku_part_number.eq_ignore_ascii_case(sku)
-                        || (is_guid(sku) && s.sku_id.eq_ignore_ascii_case(sku))
-                })
-                .cloned()
-        };
+        let find = |list: &[SubscribedSku]| list.iter().find(|s| s.is(sku)).cloned();
         if let Some(list) = self.inner.skus.lock().await.as_deref()
             && let Some(s) = find(list)
         {
