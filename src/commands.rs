@@ -215,6 +215,7 @@ async fn compute(
     let desired = mapper.finish(&known);
     let mapped_ms = clock.elapsed().as_millis() as u64;
     let baseline = store.baseline().await?;
+    let journaled_creates = store.journaled_creates().await?;
     let source_count = desired.source_count;
     let mut plan = plan::plan(plan::Input {
         desired,
@@ -224,6 +225,7 @@ async fn compute(
         safety: &config.safety,
         max_deletes: args.max_deletes,
         tenant: tenant.as_ref().map(|(_, inventory)| inventory),
+        journaled_creates: &journaled_creates,
         now: started,
     });
     plan.source.only = args.only.clone();

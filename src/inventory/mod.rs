@@ -89,6 +89,11 @@ pub struct Inventory {
     pub foreign_names: HashMap<String, String>,
     /// Anchors stamped on more than one object (ids): never touched, reported.
     pub duplicates: BTreeMap<Anchor, Vec<String>>,
+    /// UPN (lower case) → Exchange `Name` of every live recipient without our stamp. An
+    /// unstamped object with exactly the UPN and Name a create plans may be that create's own
+    /// object from an earlier run that stopped before the stamp: only apply, with the journal,
+    /// can tell, so the plan does not call it a conflict.
+    pub unstamped: HashMap<String, String>,
     /// Removed MailUsers of ours still in the recycle bin (`Get-MailUser -SoftDeletedMailUser`
     /// with our stamp), by anchor: they keep reserving their UPN, addresses and `Name` for
     /// 30 days, so a newcomer who needs one of them gets it only after a purge.
@@ -549,6 +554,11 @@ fn add_foreign_recipient(inv: &mut Inventory, r: &Value, state: &str, user: Opti
     }
     if let Some(u) = user {
         add_foreign_user(&mut inv.foreign, u);
+    }
+    if state.is_empty()
+        && let (Some(upn), Some(n)) = (text(r, "WindowsLiveID"), text(r, "Name"))
+    {
+        inv.unstamped.insert(upn.to_ascii_lowercase(), n.to_owned());
     }
     // A soft-deleted recipient keeps its Name reserved too (a reused uid finds it taken).
     if let Some(n) = text(r, "Name") {

@@ -268,6 +268,10 @@ pub struct Input<'a> {
     /// credentials plans against the state store alone): who holds the addresses, UPNs and
     /// `Name`s the plan wants, and the licences.
     pub tenant: Option<&'a Inventory>,
+    /// Anchors whose create was journaled as sent by an earlier run
+    /// ([`crate::state::Store::journaled_creates`]): an unstamped object with exactly their
+    /// planned UPN and Name may be their own, which apply adopts; not a conflict to plan.
+    pub journaled_creates: &'a BTreeSet<Anchor>,
     pub now: i64,
 }
 
@@ -456,6 +460,7 @@ pub fn plan(input: Input) -> Plan {
             &mut actions,
             input.objects,
             tenant,
+            input.journaled_creates,
             &mut summary,
             &mut warnings,
         );

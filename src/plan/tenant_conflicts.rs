@@ -7,7 +7,7 @@
 //! so a taken one is replaced by a free one chosen deterministically (`<name>-2`, `-3`, …);
 //! an alias somebody else holds is left out by the run, which the plan warns about.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -26,6 +26,7 @@ pub(super) fn hold_foreign_claims(
     actions: &mut Vec<Action>,
     objects: &[ManagedObject],
     tenant: &Inventory,
+    journaled_creates: &BTreeSet<Anchor>,
     summary: &mut Summary,
     warnings: &mut Vec<Warning>,
 ) {
@@ -35,7 +36,7 @@ pub(super) fn hold_foreign_claims(
             continue;
         }
         if a.op == Op::Create
-            && let Some(why) = foreign_identity(a, tenant)
+            && let Some(why) = foreign_identity(a, tenant, journaled_creates.contains(&a.anchor))
         {
             hold(
                 summary,
@@ -47,7 +48,12 @@ pub(super) fn hold_foreign_claims(
             );
             continue;
         }
-        settle_name(a, &mut taken, warnings);
+        let ours = if a.op == Op::Create && journaled_creates.contains(&a.anchor) {
+            earlier_object(a, tenant).cloned()
+        } else {
+            None
+        };
+        settle_name(a, &mut taken, ours.as_deref(), warnings);
         for (address, owner) in foreign_aliases(a, tenant) {
             warnings.push(Warning {
                 dn: a.dn.clone(),
@@ -71,8 +77,12 @@ pub(super) fn hold_foreign_claims(
     summary.unchanged += before - actions.len();
 }
 
-/// Why a create cannot go ahead: its UPN or primary address belongs to somebody else.
-fn foreign_identity(a: &Action, tenant: &Inventory) -> Option<String> {
+/// Why a create cannot go ahead: its UPN or primary address belongs to somebody else. An
+/// unstamped object with exactly the planned UPN and Name is this very person's object when an
+/// earlier run journaled its create (`journaled`) and stopped before stamping it: apply adopts
+/// it with that proof, so the plan does not call it a conflict.
+fn foreign_identity(a: &Action, tenant: &Inventory, journaled: bool) -> Option<String> {
+    let maybe_ours = earlier_object(a, tenant).filter(|_| journaled);
     [
         ("UPN", Field::UserPrincipalName),
         ("primary address", Field::PrimarySmtpAddress),
@@ -81,10 +91,25 @@ fn foreign_identity(a: &Action, tenant: &Inventory) -> Option<String> {
     .find_map(|(what, field)| {
         let value = after_str(a, field)?;
         let owner = tenant.foreign.get(&value.to_ascii_lowercase())?;
+        if maybe_ours == Some(owner) {
+            return None;
+        }
         Some(format!(
             "{what} {value} already belongs to {owner}, which ldap2exo does not manage; nothing is created (adopt it by stamping it, or free the {what})"
         ))
     })
+}
+
+/// The description of the unstamped object with exactly the planned UPN and Name: the
+/// object an earlier create of this person made, if the journal says one was sent.
+fn earlier_object<'t>(a: &Action, tenant: &'t Inventory) -> Option<&'t String> {
+    let upn = after_str(a, Field::UserPrincipalName)?.to_ascii_lowercase();
+    let name = after_str(a, Field::Name)?;
+    tenant
+        .unstamped
+        .get(&upn)
+        .filter(|n| n.eq_ignore_ascii_case(name))
+        .and_then(|_| tenant.foreign.get(&upn))
 }
 
 /// The aliases this action adds that an unmanaged object holds.
@@ -103,6 +128,9 @@ fn foreign_aliases<'t>(a: &Action, tenant: &'t Inventory) -> Vec<(String, &'t St
 struct NameHolder {
     owner: String,
     anchor: Option<Anchor>,
+    /// For a removed object of ours in the recycle bin: the addresses it reserves. A person
+    /// who claims one of them has it purged (the handover phase), which frees the Name too.
+    purged_for: Option<std::collections::BTreeSet<String>>,
 }
 
 /// Exchange `Name`s (lower case) already held, and by whom.
@@ -119,6 +147,7 @@ impl TakenNames {
                 NameHolder {
                     owner: owner.clone(),
                     anchor: None,
+                    purged_for: None,
                 },
             );
         }
@@ -130,6 +159,7 @@ impl TakenNames {
                         d.id
                     ),
                     anchor: Some(anchor.clone()),
+                    purged_for: Some(d.addresses.clone()),
                 });
             }
         }
@@ -138,17 +168,24 @@ impl TakenNames {
                 by.entry(name.to_lowercase()).or_insert(NameHolder {
                     owner: format!("the object of {} managed by ldap2exo", o.uid),
                     anchor: Some(o.anchor.clone()),
+                    purged_for: None,
                 });
             }
         }
         TakenNames { by }
     }
 
-    /// Who holds `name`, unless it is the person `anchor` themselves.
-    fn holder(&self, name: &str, anchor: &Anchor) -> Option<&str> {
+    /// Who holds `name`, unless it is the person `anchor` themselves, or a removed object
+    /// that is purged because the person claims one of its addresses (`claims`).
+    fn holder(&self, name: &str, anchor: &Anchor, claims: &HashSet<String>) -> Option<&str> {
         self.by
             .get(&name.to_lowercase())
             .filter(|h| h.anchor.as_ref() != Some(anchor))
+            .filter(|h| {
+                h.purged_for
+                    .as_ref()
+                    .is_none_or(|reserved| reserved.iter().all(|a| !claims.contains(a)))
+            })
             .map(|h| h.owner.as_str())
     }
 
@@ -158,6 +195,7 @@ impl TakenNames {
             NameHolder {
                 owner: "another person of this run".into(),
                 anchor: Some(anchor.clone()),
+                purged_for: None,
             },
         );
     }
@@ -165,14 +203,33 @@ impl TakenNames {
 
 /// A create whose `Name` is taken gets the first free `<name>-N`; an existing person whose
 /// wanted `Name` is taken keeps the one they have (their current one is theirs).
-fn settle_name(a: &mut Action, taken: &mut TakenNames, warnings: &mut Vec<Warning>) {
+fn settle_name(
+    a: &mut Action,
+    taken: &mut TakenNames,
+    earlier: Option<&str>,
+    warnings: &mut Vec<Warning>,
+) {
     let key = Field::Name.as_str();
     let Some((before, Some(Value::String(wanted)))) = a.changes.get(key).cloned() else {
         return;
     };
-    let Some(owner) = taken.holder(&wanted, &a.anchor).map(str::to_owned) else {
+    let claims: HashSet<String> = [Field::UserPrincipalName, Field::PrimarySmtpAddress]
+        .into_iter()
+        .filter_map(|f| after_str(a, f).map(str::to_ascii_lowercase))
+        .chain(
+            a.changes
+                .get(Field::EmailAddresses.as_str())
+                .map(|(_, after)| lower_list(after.as_ref()).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        )
+        .collect();
+    let Some(owner) = taken.holder(&wanted, &a.anchor, &claims).map(str::to_owned) else {
         return;
     };
+    if Some(owner.as_str()) == earlier {
+        // Held by this person's own object from an earlier create: apply adopts it.
+        return;
+    }
     match before {
         Some(current) if a.op != Op::Create => {
             // Keeping the current Name is safe: it only labels the recipient.
@@ -207,7 +264,7 @@ fn settle_name(a: &mut Action, taken: &mut TakenNames, warnings: &mut Vec<Warnin
                         .collect();
                     format!("{base}{suffix}")
                 })
-                .find(|candidate| taken.holder(candidate, &a.anchor).is_none())
+                .find(|candidate| taken.holder(candidate, &a.anchor, &claims).is_none())
                 .expect("some numbered Name is free");
             a.changes
                 .insert(key, (None, Some(Value::String(free.clone()))));

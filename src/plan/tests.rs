@@ -74,6 +74,7 @@ struct Case {
     scope: Scope,
     safety: SafetyConfig,
     max_deletes: Option<u32>,
+    tenant: Option<Inventory>,
 }
 
 impl Case {
@@ -85,6 +86,7 @@ impl Case {
             scope: Scope::Full,
             safety: SafetyConfig::default(),
             max_deletes: None,
+            tenant: None,
         }
     }
     fn run(&self) -> Plan {
@@ -95,7 +97,8 @@ impl Case {
             scope: self.scope,
             safety: &self.safety,
             max_deletes: self.max_deletes,
-            tenant: None,
+            tenant: self.tenant.as_ref(),
+            journaled_creates: &BTreeSet::new(),
             now: NOW,
         })
     }
@@ -456,4 +459,248 @@ fn every_recipient_field_is_a_field_apply_can_write() {
     for k in r.into_fields().keys() {
         assert!(k.parse::<Field>().is_ok(), "{k}");
     }
+}
+
+// ----- the phases after the diff: handovers, re-anchors, what the tenant holds ----------
+
+fn alias(r: &mut Recipient, a: &str) {
+    r.secondary.insert(SmtpAddress::parse(a).unwrap());
+}
+
+/// The tenant showing each of `people` stamped, with its MOERA among its addresses.
+fn tenant_showing(people: &[&ManagedObject]) -> Inventory {
+    let mut inv = Inventory::default();
+    for o in people {
+        let upn = o.attributes["userPrincipalName"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let primary = o.attributes["primarySmtpAddress"].as_str().unwrap();
+        inv.managed.insert(
+            o.anchor.clone(),
+            crate::inventory::TenantObject {
+                id: format!("oid-{}", o.uid),
+                anchor: o.anchor.clone(),
+                kind: o.kind,
+                upn,
+                account_enabled: Some(false),
+                exchange_licensed: false,
+                mailbox_pending: false,
+                in_exchange: true,
+                in_graph: true,
+                fields: o.attributes.clone(),
+                proxies: vec![
+                    format!("SMTP:{primary}"),
+                    format!("smtp:{}@contoso.onmicrosoft.com", o.uid),
+                ],
+                unknown: Default::default(),
+            },
+        );
+    }
+    inv
+}
+
+fn actions_of<'p>(p: &'p Plan, uid: &str) -> Vec<&'p Action> {
+    p.actions.iter().filter(|a| a.uid == uid).collect()
+}
+
+#[test]
+fn an_alias_moving_to_another_person_is_released_first() {
+    let mut ann = person("a1", "ann", "ann@example.edu");
+    alias(&mut ann, "team@example.edu");
+    let bob = person("a2", "bob", "bob@example.edu");
+    let objects = vec![managed(&ann), managed(&bob)];
+    let mut ann2 = ann.clone();
+    ann2.secondary.clear();
+    let mut bob2 = bob.clone();
+    alias(&mut bob2, "team@example.edu");
+    let p = Case::new(desired(vec![ann2, bob2]), objects).run();
+    let (a, b) = (&actions_of(&p, "ann")[0], &actions_of(&p, "bob")[0]);
+    assert_eq!((a.op, a.phase), (Op::Update, Phase::Release), "{a:#?}");
+    assert_eq!((b.op, b.phase), (Op::Update, Phase::Main), "{b:#?}");
+    // Releases come first in the plan, which apply runs phase by phase.
+    assert_eq!(p.actions[0].uid, "ann");
+}
+
+#[test]
+fn two_people_swapping_aliases_each_release_then_claim() {
+    let mut ann = person("a1", "ann", "ann@example.edu");
+    alias(&mut ann, "x@example.edu");
+    let mut bob = person("a2", "bob", "bob@example.edu");
+    alias(&mut bob, "y@example.edu");
+    let objects = vec![managed(&ann), managed(&bob)];
+    let (mut ann2, mut bob2) = (ann.clone(), bob.clone());
+    ann2.secondary.clear();
+    alias(&mut ann2, "y@example.edu");
+    bob2.secondary.clear();
+    alias(&mut bob2, "x@example.edu");
+    let p = Case::new(desired(vec![ann2, bob2]), objects).run();
+    for (uid, gives, takes) in [
+        ("ann", "x@example.edu", "y@example.edu"),
+        ("bob", "y@example.edu", "x@example.edu"),
+    ] {
+        let acts = actions_of(&p, uid);
+        assert_eq!(acts.len(), 2, "{acts:#?}");
+        let release = acts.iter().find(|a| a.phase == Phase::Release).unwrap();
+        let rest = acts.iter().find(|a| a.phase == Phase::Main).unwrap();
+        assert_eq!(
+            release.changes["emailAddresses"],
+            (Some(json!([gives])), Some(json!([])))
+        );
+        assert_eq!(
+            rest.changes["emailAddresses"],
+            (Some(json!([])), Some(json!([takes])))
+        );
+    }
+    assert_eq!(p.summary.update, 4);
+}
+
+#[test]
+fn a_leaver_gives_a_newcomer_its_address_and_keeps_its_moera() {
+    let ann = person("a1", "ann", "team@example.edu");
+    let objects = vec![managed(&ann)];
+    let tenant = tenant_showing(&[&objects[0]]);
+    let newcomer = person("a2", "zed", "team@example.edu");
+    let mut case = Case::new(desired(vec![newcomer.clone()]), objects.clone());
+    case.tenant = Some(tenant);
+    let p = case.run();
+    let leaver = actions_of(&p, "ann")[0];
+    assert_eq!((leaver.op, leaver.phase), (Op::Disable, Phase::Release));
+    assert_eq!(
+        leaver.changes["primarySmtpAddress"],
+        (
+            Some(json!("team@example.edu")),
+            Some(json!("ann@contoso.onmicrosoft.com"))
+        )
+    );
+    assert_eq!(actions_of(&p, "zed")[0].phase, Phase::Main);
+
+    // Without the tenant the MOERA is unknown: nothing is released, nothing is guessed.
+    let p = Case::new(desired(vec![newcomer]), objects).run();
+    let leaver = actions_of(&p, "ann")[0];
+    assert_eq!(leaver.phase, Phase::Main);
+    assert!(!leaver.changes.contains_key("primarySmtpAddress"));
+}
+
+#[test]
+fn a_removed_object_in_the_recycle_bin_is_purged_for_a_newcomer() {
+    let ann = person("a1", "ann", "team@example.edu");
+    let mut gone = managed(&ann);
+    gone.stage = Stage::Deleted;
+    gone.deleted_at = Some(NOW - 2 * DAY);
+    let mut tenant = Inventory::default();
+    tenant.own_deleted.insert(
+        ann.anchor.clone(),
+        crate::inventory::DeletedObject {
+            id: "oid-ann".into(),
+            addresses: ["team@example.edu".to_owned(), "ann@example.edu".to_owned()].into(),
+            name: Some("ann".into()),
+        },
+    );
+    let mut case = Case::new(
+        desired(vec![person("a2", "zed", "team@example.edu")]),
+        vec![gone],
+    );
+    case.tenant = Some(tenant);
+    let p = case.run();
+    let purge = actions_of(&p, "ann")[0];
+    assert_eq!((purge.op, purge.phase), (Op::Purge, Phase::Release));
+    assert!(
+        purge
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("team@example.edu")
+    );
+    assert_eq!(p.summary.purge, 1);
+}
+
+#[test]
+fn a_new_anchor_with_the_same_upn_and_address_is_a_re_anchor() {
+    let ann = person("old-anchor", "ann", "ann@example.edu");
+    let objects = vec![managed(&ann)];
+    let mut again = ann.clone();
+    again.anchor = Anchor::new("new-anchor").unwrap();
+    again.display_name = "Ann Again".into();
+    let mut case = Case::new(desired(vec![again]), objects.clone());
+    case.tenant = Some(tenant_showing(&[&objects[0]]));
+    let p = case.run();
+    let a = only_action(&p);
+    assert_eq!(a.op, Op::Update);
+    assert_eq!(a.anchor.as_str(), "new-anchor");
+    assert_eq!(
+        a.changes["anchor"],
+        (Some(json!("old-anchor")), Some(json!("new-anchor")))
+    );
+    assert_eq!(a.changes["displayName"].1, Some(json!("Ann Again")));
+    assert_eq!(
+        (p.summary.create, p.summary.disable, p.summary.update),
+        (0, 0, 1)
+    );
+}
+
+#[test]
+fn a_new_anchor_with_only_the_upn_in_common_holds_both() {
+    let ann = person("old-anchor", "ann", "ann@example.edu");
+    let objects = vec![managed(&ann)];
+    let mut again = person("new-anchor", "ann", "ann.new@example.edu");
+    again.uid = "ann".into();
+    let mut case = Case::new(desired(vec![again]), objects.clone());
+    case.tenant = Some(tenant_showing(&[&objects[0]]));
+    let p = case.run();
+    assert_eq!(p.summary.held, 2, "{:#?}", p.actions);
+    assert_eq!((p.summary.create, p.summary.disable), (0, 0));
+    assert!(p.actions.iter().all(|a| {
+        a.held
+            .as_ref()
+            .is_some_and(|h| h.outcome == HeldOutcome::Conflict)
+    }));
+    // Held removals are no removals: the safety caps do not count them.
+    assert_eq!(p.summary.removals(), 0);
+}
+
+#[test]
+fn what_unmanaged_objects_hold_is_planned_not_discovered() {
+    let mut tenant = Inventory::default();
+    tenant.foreign.insert(
+        "hal@example.edu".into(),
+        "hal@example.edu (User \"Hal\")".into(),
+    );
+    tenant.foreign_names.insert(
+        "gus".into(),
+        "printer@example.edu (MailUser \"gus\")".into(),
+    );
+    tenant
+        .foreign_names
+        .insert("ivy".into(), "lab (MailUser \"ivy\")".into());
+    let ivy = person("a3", "ivy", "ivy@example.edu");
+    let mut ivy_now = managed(&ivy);
+    ivy_now.attributes.insert("name".into(), json!("ivy-2"));
+    let mut case = Case::new(
+        desired(vec![
+            person("a1", "hal", "hal.new@example.edu"),
+            person("a2", "gus", "gus@example.edu"),
+            ivy,
+        ]),
+        vec![ivy_now],
+    );
+    case.tenant = Some(tenant);
+    let p = case.run();
+    let hal = actions_of(&p, "hal")[0];
+    let held = hal.held.as_ref().expect("held");
+    assert_eq!(held.outcome, HeldOutcome::Conflict);
+    assert!(
+        held.reason.contains("hal@example.edu (User"),
+        "{}",
+        held.reason
+    );
+    let gus = actions_of(&p, "gus")[0];
+    assert_eq!(gus.changes["name"].1, Some(json!("gus-2")));
+    assert!(p.warnings.iter().any(|w| w.uid.as_deref() == Some("gus")));
+    // A person who already got a free Name keeps it, silently: nothing to do for ivy.
+    assert!(actions_of(&p, "ivy").is_empty(), "{:#?}", p.actions);
+    assert_eq!(
+        (p.summary.create, p.summary.held, p.summary.unchanged),
+        (1, 1, 1)
+    );
 }

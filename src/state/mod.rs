@@ -4,7 +4,7 @@
 //! runs, a journal of every tenant action, and the quarantined LDAP entries. The plan diffs
 //! LDAP against this view; apply writes each outcome here as soon as it is known.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -452,6 +452,22 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Anchors with a create step journaled as sent (`pending`, `unknown` or `ok`): their
+    /// object may exist in the tenant without our stamp yet, and apply looks for it first.
+    pub async fn journaled_creates(&self) -> Result<BTreeSet<Anchor>, StateError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT anchor FROM journal
+             WHERE (step LIKE 'New-MailUser%' OR step LIKE 'POST /users%')
+               AND result IN ('pending', 'unknown', 'ok')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|a| Anchor::new(&a).ok())
+            .collect())
     }
 
     pub async fn journal(&self, anchor: &Anchor) -> Result<Vec<JournalRecord>, StateError> {

@@ -21,7 +21,12 @@ fn action<'p>(plan: &'p Plan, op: Op, uid: &str) -> &'p Action {
     plan.actions
         .iter()
         .find(|a| a.op == op && a.uid == uid)
-        .unwrap_or_else(|| panic!("no {op:?} of {uid} planned: {:#?}", plan.actions))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {op:?} of {uid} planned: {:#?}\nquarantined: {:#?}\nsummary: {:?} source: {:?}",
+                plan.actions, plan.quarantined, plan.summary, plan.source
+            )
+        })
 }
 
 fn owner<'s>(state: &'s StateDump, address: &str) -> Option<&'s User> {
@@ -52,6 +57,15 @@ fn newcomer(uid: &str, mail: &str, uuid: &str, extra: &str) -> String {
         "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nobjectClass: mailRecipientExt\nuid: {uid}\ncn: New {uid}\nsn: {uid}\n\
          givenName: New\ndisplayName: New {uid}\nmail: {mail}\nentryUUID: {uuid}\n{extra}"
     )
+}
+
+/// Unix seconds a day ago: a removal well within the recycle bin's 30 days.
+fn yesterday() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 86_400
 }
 
 fn first_sync(install: &Install) {
@@ -234,6 +248,35 @@ fn a_leavers_address_goes_to_a_newcomer_whether_the_leaver_is_hidden_or_deleted(
         "the deleted object was purged"
     );
     assert_settled(&install, &emu);
+
+    // A reused uid: ijohansson is deleted, and a new person gets the uid, so the UPN and the
+    // Exchange Name the recycle bin still reserves. The purge frees both: no other Name.
+    server.delete(&format!("uid=ijohansson,{PEOPLE}"));
+    sync(&install, 0);
+    install.now += 31 * DAY;
+    sync(&install, 0);
+    server.add_ldif(&newcomer(
+        "ijohansson",
+        "ines.johansson@staff.example.edu",
+        "7e1c0000-0000-4000-8000-000000000004",
+        "",
+    ));
+    let plan = install.dry_run(0, &[]);
+    action(&plan, Op::Purge, "ijohansson");
+    let create = action(&plan, Op::Create, "ijohansson");
+    assert_eq!(create.changes["name"].1.as_ref().unwrap(), "ijohansson");
+    let run = sync(&install, 0);
+    assert!(
+        run.stdout.contains(" 0 conflicts, 0 failed"),
+        "{}",
+        show_run(&run)
+    );
+    let state = emu.state();
+    let back = by_upn(&state, "ijohansson@example.edu");
+    assert_eq!(back.exchange_name.as_deref(), Some("ijohansson"));
+    assert_eq!(primary(back), "ines.johansson@staff.example.edu");
+    assert_no_duplicates(&state);
+    assert_settled(&install, &emu);
 }
 
 /// Re-adds `uid` with a new entryUUID (an LDIF export and import), changing `mail` when given.
@@ -357,7 +400,18 @@ fn a_upn_held_by_an_unmanaged_user_is_a_planned_conflict_and_a_taken_name_gets_a
         proxy_addresses: vec!["SMTP:printer@example.edu".into()],
         ..User::default()
     };
-    let emu = campus_emulator(&rt, vec![squatter, label]);
+    // A removed recipient in the recycle bin keeps its Name reserved too.
+    let removed = User {
+        user_principal_name: "former.lab@example.edu".into(),
+        mail_nickname: "formerlab".into(),
+        exchange_name: Some("inew".into()),
+        recipient_type_details: Some(RecipientKind::MailUser),
+        external_email_address: Some("lab@lab.example.org".into()),
+        proxy_addresses: vec!["SMTP:former.lab@example.edu".into()],
+        deleted_unix: Some(yesterday()),
+        ..User::default()
+    };
+    let emu = campus_emulator(&rt, vec![squatter, label, removed]);
     let server = Slapd::start(SlapdOptions::default());
     let install = Install::with_tenant(&server, &emu);
     first_sync(&install);
@@ -374,6 +428,12 @@ fn a_upn_held_by_an_unmanaged_user_is_a_planned_conflict_and_a_taken_name_gets_a
         "7e1c0000-0000-4000-8000-0000000000b2",
         "",
     ));
+    server.add_ldif(&newcomer(
+        "inew",
+        "inew@staff.example.edu",
+        "7e1c0000-0000-4000-8000-0000000000b3",
+        "",
+    ));
     let plan = install.dry_run(0, &[]);
     let held = action(&plan, Op::Create, "hnew")
         .held
@@ -381,9 +441,14 @@ fn a_upn_held_by_an_unmanaged_user_is_a_planned_conflict_and_a_taken_name_gets_a
         .expect("held");
     assert_eq!(held.outcome, HeldOutcome::Conflict);
     assert!(held.reason.contains("hnew@example.edu"), "{}", held.reason);
-    let named = action(&plan, Op::Create, "gnew");
-    assert!(named.held.is_none());
-    assert_eq!(named.changes["name"].1.as_ref().unwrap(), "gnew-2");
+    for uid in ["gnew", "inew"] {
+        let named = action(&plan, Op::Create, uid);
+        assert!(named.held.is_none());
+        assert_eq!(
+            named.changes["name"].1.as_ref().unwrap().as_str(),
+            Some(format!("{uid}-2").as_str())
+        );
+    }
     assert!(
         plan.warnings
             .iter()
@@ -410,6 +475,10 @@ fn a_upn_held_by_an_unmanaged_user_is_a_planned_conflict_and_a_taken_name_gets_a
     assert_eq!(
         by_upn(&state, "gnew@example.edu").exchange_name.as_deref(),
         Some("gnew-2")
+    );
+    assert_eq!(
+        by_upn(&state, "inew@example.edu").exchange_name.as_deref(),
+        Some("inew-2")
     );
     // The next run plans the same conflict and writes nothing.
     emu.reset_counters();
@@ -441,13 +510,7 @@ fn a_refusal_the_plan_could_not_know_is_a_conflict_naming_the_address() {
             "smtp:a.davis.new@example.edu".into(),
         ],
         // Removed yesterday: well within the 30 days its addresses stay reserved.
-        deleted_unix: Some(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                - 86_400,
-        ),
+        deleted_unix: Some(yesterday()),
         ..User::default()
     };
     let emu = campus_emulator(&rt, vec![gone]);

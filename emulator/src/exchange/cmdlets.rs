@@ -364,10 +364,11 @@ fn new_mail_user(store: &mut Store, m: Map<String, Value>) -> Result<Value, ExoE
 }
 
 /// Whether a recipient other than `except` (or a group or contact) has this `Name`.
+/// Whether a recipient holds `name`. Soft-deleted recipients keep theirs: re-creating a
+/// removed user under the same name fails until the deleted one is purged (see README).
 fn name_in_use(store: &Store, name: &str, except: Option<&str>) -> bool {
     store.users.values().any(|o| {
         Some(o.id.as_str()) != except
-            && !o.is_deleted()
             && o.recipient_type_details.is_some()
             && fold(&o.name()) == fold(name)
     }) || store
