@@ -216,6 +216,11 @@ pub struct Realism {
     /// created, the primary-address rules of `-EmailAddresses`, `New-MailUser -Password`
     /// complexity. Strict default `true`.
     pub strict_rules: bool,
+    /// An address or UPN removed from one recipient stays reserved this long before another
+    /// may take it (MicrosoftDocs/OfficeDocs-Support#46: "a non-obvious lengthy time … after
+    /// removing an address from an account, preventing it from being re-assigned to another
+    /// account"; Microsoft publishes no figure). Strict default 1000 ms.
+    pub address_release_ms: u64,
 }
 
 impl Default for Realism {
@@ -229,6 +234,7 @@ impl Default for Realism {
             exchange_cmdlet_ms: 0,
             exchange_next_link_ttl_ms: Some(5000),
             strict_rules: true,
+            address_release_ms: 1000,
         }
     }
 }
@@ -246,6 +252,7 @@ impl Realism {
             exchange_cmdlet_ms: 0,
             exchange_next_link_ttl_ms: None,
             strict_rules: false,
+            address_release_ms: 0,
         }
     }
 }

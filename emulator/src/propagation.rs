@@ -68,6 +68,11 @@ impl Store {
             Origin::Graph => self.realism.graph_to_exchange_ms > 0,
             Origin::Seed => false,
         };
+        if self.realism.address_release_ms > 0
+            && let Some(before) = &before
+        {
+            self.reserve_released(before, &after, ms);
+        }
         if delayed && let Some(before) = before {
             self.log.entry(id.clone()).or_default().push(WriteRecord {
                 ms,
@@ -79,6 +84,25 @@ impl Store {
         }
         self.users.insert(id.clone(), after);
         self.touch(&id);
+    }
+
+    /// Keeps what `after` no longer holds of `before` (SMTP addresses, the UPN) reserved for
+    /// [`crate::Realism::address_release_ms`].
+    fn reserve_released(&mut self, before: &User, after: &User, ms: u64) {
+        let held = |u: &User| -> std::collections::BTreeSet<String> {
+            u.proxy_addresses
+                .iter()
+                .filter(|p| p.len() > 5 && p[..5].eq_ignore_ascii_case("smtp:"))
+                .map(|p| fold(&p[5..]))
+                .chain(std::iter::once(fold(&u.user_principal_name)))
+                .collect()
+        };
+        let until = ms + self.realism.address_release_ms;
+        self.released.retain(|_, (_, t)| *t > ms);
+        for gone in held(before).difference(&held(after)) {
+            self.released
+                .insert(gone.clone(), (after.id.clone(), until));
+        }
     }
 
     /// Inserts a user created through an API (now), recording its origin.

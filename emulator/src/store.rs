@@ -339,6 +339,9 @@ pub struct Store {
     pub rng: Prng,
     /// Delta tokens issued before this Unix time are treated as expired.
     pub delta_epoch: u64,
+    /// Addresses and UPNs (folded) recently removed from a recipient: its id, and until when
+    /// (wall-clock ms) nobody else may take them ([`Realism::address_release_ms`]).
+    pub released: BTreeMap<String, (String, u64)>,
 }
 
 /// Serializable snapshot for tests and `--state-dump`.
@@ -371,6 +374,7 @@ impl Store {
             seq: 0,
             rng: Prng::new(id_seed),
             delta_epoch: 0,
+            released: BTreeMap::new(),
         }
     }
 
@@ -439,7 +443,12 @@ impl Store {
     /// reserves this address.
     pub fn address_taken(&self, addr: &str, except: Option<&str>) -> bool {
         let a = fold(strip_smtp(addr));
-        self.address_owner(addr, except).is_some()
+        let still_reserved = self
+            .released
+            .get(&a)
+            .is_some_and(|(by, until)| Some(by.as_str()) != except && *until > now_millis());
+        still_reserved
+            || self.address_owner(addr, except).is_some()
             || self.mail_objects.iter().any(|o| {
                 Some(o.id.as_str()) != except
                     && o.proxy_addresses.iter().any(|p| fold(strip_smtp(p)) == a)

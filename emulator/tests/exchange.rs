@@ -156,9 +156,15 @@ async fn proxy_address_conflicts_and_error_shape() {
     new_mail_user(&env, "kim").await;
     let a = env.exo("Set-MailUser", json!({"Identity": "kim", "EmailAddresses": {"@odata.type": "#Exchange.GenericHashTable", "Add": ["smtp:taken@example.edu"]}})).await;
     assert_eq!(a.status, 400);
-    assert_eq!(
-        exo_message(&a),
-        "|Microsoft.Exchange.Data.Directory.ProxyAddressExistsException|The proxy address \"smtp:taken@example.edu\" is already being used by the proxy addresses or LegacyExchangeDN. Please choose another proxy address."
+    // The documented form names the holder (OfficeDocs-Support, proxy-address-being-used.md).
+    let message = exo_message(&a);
+    assert!(
+        message.starts_with("|Microsoft.Exchange.Data.Directory.ProxyAddressExistsException|The proxy address \"smtp:taken@example.edu\" is already being used by \"EMUPR01MB0001.prod.outlook.com/Microsoft Exchange Hosted Organizations/contoso.onmicrosoft.com/"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("\". Choose another proxy address."),
+        "{message}"
     );
     assert!(
         a.body["error"]["details"][0]["message"]

@@ -96,12 +96,18 @@ pub struct Context<'a> {
 /// Applies every action of `plan`; returns one result per action, in plan order.
 pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, ApplyError> {
     let late = Mutex::new(Vec::new());
+    let released: BTreeSet<String> = plan
+        .actions
+        .iter()
+        .filter(|a| a.phase == Phase::Release)
+        .flat_map(|a| crate::plan::released_values(&a.changes))
+        .collect();
     let mut results = Vec::with_capacity(plan.actions.len());
     // Every release finishes before any claim starts (the plan lists releases first).
     for phase in [Phase::Release, Phase::Main] {
         let done: Vec<Result<ActionResult, ApplyError>> =
             futures_util::stream::iter(plan.actions.iter().filter(|a| a.phase == phase))
-                .map(|action| run(action, ctx, &late))
+                .map(|action| run(action, ctx, &late, &released))
                 .buffered(ctx.concurrency.max(1))
                 .collect()
                 .await;
@@ -143,7 +149,7 @@ async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), 
                     .journal_start(ctx.run_id, &l.anchor, Op::Create.as_str(), "PATCH accountEnabled", ctx.now)
                     .await?;
                 let answer =
-                    steps::until_visible(ctx.visibility_wait, &l.uid, &mut || graph.update_user(&l.id, patch))
+                    steps::until_visible(ctx.visibility_wait, &l.uid, &mut || graph.update_user(&l.id, patch), &|e| matches!(e, TenantError::NotFound { .. }))
                         .await;
                 match answer {
                     Ok(()) => {
@@ -179,6 +185,7 @@ async fn run(
     action: &Action,
     ctx: &Context<'_>,
     late: &Mutex<Vec<LateSignIn>>,
+    released: &BTreeSet<String>,
 ) -> Result<ActionResult, ApplyError> {
     let outcome = if let Some(held) = &action.held {
         // The plan knew from the tenant it read: nothing is sent.
@@ -186,10 +193,11 @@ async fn run(
             HeldOutcome::Conflict => Outcome::Conflict(held.reason.clone()),
             HeldOutcome::Failed => Outcome::Failed(held.reason.clone()),
         }
-    } else if action.op.is_removal() && !ctx.allow_removals {
+    } else if (action.op.is_removal() || action.op == Op::Purge) && !ctx.allow_removals {
+        // A purge destroys what a restore could bring back: held back with the removals.
         Outcome::Skipped("the safety verdict is blocked: nothing is disabled or deleted".into())
     } else {
-        let mut job = Job::new(action, ctx, late).await?;
+        let mut job = Job::new(action, ctx, late, released).await?;
         match job.execute().await {
             Ok(()) => job.outcome(),
             Err(Stop::Conflict(why)) => Outcome::Conflict(why),
@@ -257,6 +265,9 @@ struct Job<'a, 'c> {
     /// The anchor the tenant object and the state row carry: the action's own, or, for a
     /// re-anchor, the old one until the new stamp is written.
     from: Anchor,
+    /// Addresses and UPNs (lower case) the plan's release phase gives up: a claim refused for
+    /// one of them is retried while Exchange frees it.
+    released: &'a BTreeSet<String>,
 }
 
 impl<'a, 'c> Job<'a, 'c> {
@@ -264,6 +275,7 @@ impl<'a, 'c> Job<'a, 'c> {
         action: &'a Action,
         ctx: &'a Context<'c>,
         late: &'a Mutex<Vec<LateSignIn>>,
+        released: &'a BTreeSet<String>,
     ) -> Result<Self, StateError> {
         // A re-anchor (`anchor: [old, new]`) works on the object and row of the old anchor.
         let from = match action.changes.get(Field::Anchor.as_str()) {
@@ -305,6 +317,7 @@ impl<'a, 'c> Job<'a, 'c> {
             extra: BTreeMap::new(),
             fresh_read: false,
             from,
+            released,
         })
     }
 
@@ -512,6 +525,8 @@ impl<'a, 'c> Job<'a, 'c> {
             .get(&self.action.anchor)
             .map(|d| d.id.clone())
         else {
+            // Gone from the recycle bin since the plan was made: nothing reserves anything.
+            self.handled.extend(self.changed_fields()?);
             return Ok(());
         };
         let graph = self.ctx.tenant.graph();

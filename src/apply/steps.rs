@@ -46,13 +46,14 @@ const POST_USER_FIELDS: [Field; 11] = [
     Field::CompanyName,
 ];
 
-/// Calls `call` until it answers something other than 404, with backoff, for at most `wait`:
-/// an object the service created a moment ago (or a value still propagating between
-/// Exchange and Graph) is not visible at once.
+/// Calls `call` while it fails with an error `retry` says to wait out (most often 404: an
+/// object the service created a moment ago, or a value still propagating between Exchange and
+/// Graph, is not visible at once), with backoff, for at most `wait`.
 pub(super) async fn until_visible<T, F, Fut>(
     wait: Duration,
     uid: &str,
     call: &mut F,
+    retry: &dyn Fn(&TenantError) -> bool,
 ) -> Result<T, TenantError>
 where
     F: FnMut() -> Fut,
@@ -62,11 +63,12 @@ where
     let mut pause = Duration::from_millis(250);
     loop {
         match call().await {
-            Err(TenantError::NotFound { .. }) if Instant::now() + pause <= deadline => {
+            Err(e) if retry(&e) && Instant::now() + pause <= deadline => {
                 tracing::debug!(
                     uid,
                     wait_ms = pause.as_millis() as u64,
-                    "object not visible yet; waiting"
+                    reason = %e,
+                    "not visible or not free yet; waiting"
                 );
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(4));
@@ -118,7 +120,30 @@ impl Job<'_, '_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, TenantError>>,
     {
-        until_visible(self.ctx.visibility_wait, &self.action.uid, call).await
+        until_visible(self.ctx.visibility_wait, &self.action.uid, call, &|e| {
+            matches!(e, TenantError::NotFound { .. }) || self.waits_for_release(e)
+        })
+        .await
+    }
+
+    /// Whether `e` refuses something a release action of this run has just given up: Exchange
+    /// frees a removed address only after a while (MicrosoftDocs/OfficeDocs-Support#46), so
+    /// the claim is tried again within the propagation wait instead of reported at once.
+    fn waits_for_release(&self, e: &TenantError) -> bool {
+        let released = self.released;
+        if released.is_empty() {
+            return false;
+        }
+        match e {
+            TenantError::AddressInUse { address, .. } => {
+                released.contains(&address.to_ascii_lowercase())
+            }
+            // Graph's conflicts do not say which value: any claim of a released one counts.
+            TenantError::Conflict { .. } => crate::plan::claimed_values(&self.action.changes)
+                .iter()
+                .any(|v| released.contains(v)),
+            _ => false,
+        }
     }
 
     async fn journal_start(&self, name: &str) -> Result<i64, Stop> {
@@ -437,14 +462,27 @@ impl Job<'_, '_> {
 
     /// A create step: `pending` while in flight, then `ok` with the new id, `unknown` when the
     /// request left but no answer says whether it ran, or `failed`.
-    async fn create_step<T>(
+    async fn create_step<T, F, Fut>(
         &self,
         name: &str,
-        call: impl Future<Output = Result<T, TenantError>>,
+        mut call: F,
         id_of: impl Fn(&T) -> Option<String>,
-    ) -> Result<Result<(String, T), TenantError>, Stop> {
+    ) -> Result<Result<(String, T), TenantError>, Stop>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, TenantError>>,
+    {
         let row = self.journal_start(name).await?;
-        match call.await {
+        // A refusal of an address this run released is definite (the object was not made),
+        // so the create is sent again once Exchange frees it; nothing else is repeated.
+        let answer = until_visible(
+            self.ctx.visibility_wait,
+            &self.action.uid,
+            &mut call,
+            &|e| self.waits_for_release(e),
+        )
+        .await;
+        match answer {
             Ok(created) => match id_of(&created) {
                 Some(id) => {
                     self.journal_finish(row, "ok", Some(&format!("created {id}")))
@@ -519,11 +557,15 @@ impl Job<'_, '_> {
                     password: Some(random_password()),
                 };
                 let created = self
-                    .create_step("New-MailUser", ex.new_mail_user(&m), |v: &Value| {
-                        v.get("ExternalDirectoryObjectId")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    })
+                    .create_step(
+                        "New-MailUser",
+                        || ex.new_mail_user(&m),
+                        |v: &Value| {
+                            v.get("ExternalDirectoryObjectId")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned)
+                        },
+                    )
                     .await?;
                 match created {
                     Ok((id, obj)) => {
@@ -638,7 +680,7 @@ impl Job<'_, '_> {
                 let created = self
                     .create_step(
                         "POST /users",
-                        graph.create_user(&user, &password),
+                        || graph.create_user(&user, &password),
                         |u: &GraphUser| u.id.clone(),
                     )
                     .await?;

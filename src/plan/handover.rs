@@ -88,7 +88,7 @@ pub(super) fn order_handovers(
                 let deleted = tenant.and_then(|t| t.own_deleted.get(holder));
                 if let Some(d) = deleted.filter(|_| row.is_none_or(|r| r.stage == Stage::Deleted)) {
                     if purged.insert(holder.clone()) {
-                        actions.push(purge(holder, row, d.id.as_str(), &value, &who));
+                        actions.push(purge(holder, row, d, &value, &who));
                         summary.purge += 1;
                         index.insert(holder.clone(), actions.len() - 1);
                         releasers.insert(actions.len() - 1);
@@ -118,6 +118,43 @@ pub(super) fn order_handovers(
         }
     }
     split_releasers(actions, &releasers, tenant, summary);
+}
+
+/// When the safety verdict holds removals back, a leaver's release (a disable or purge)
+/// does not happen this run: whoever claims what it would free is held as a conflict that
+/// says so, instead of failing in the run.
+pub(super) fn hold_claims_on_held_removals(actions: &mut [Action], summary: &mut Summary) {
+    let mut frozen: HashMap<String, String> = HashMap::new();
+    for a in actions.iter() {
+        if a.held.is_none() && (a.op.is_removal() || a.op == Op::Purge) {
+            for v in released(&a.changes) {
+                frozen.insert(v, a.uid.clone());
+            }
+        }
+    }
+    if frozen.is_empty() {
+        return;
+    }
+    for a in actions.iter_mut() {
+        if a.held.is_some() || a.op.is_removal() || a.op == Op::Purge {
+            continue;
+        }
+        if let Some((value, leaver)) = claimed(&a.changes)
+            .into_iter()
+            .find_map(|v| frozen.get(&v).map(|l| (v.clone(), l.clone())))
+        {
+            super::hold(
+                summary,
+                a,
+                super::Held {
+                    outcome: super::HeldOutcome::Conflict,
+                    reason: format!(
+                        "needs {value}, which {leaver} gives up only as they leave; the safety verdict holds removals back this run"
+                    ),
+                },
+            );
+        }
+    }
 }
 
 /// Every address and UPN a managed object holds, lower case, by anchor: the state rows
@@ -162,6 +199,17 @@ fn side(changes: &Changes, after: bool) -> BTreeSet<String> {
         })
         .collect();
     values(&map)
+}
+
+/// Values (addresses and the UPN, lower case) the change set gives the object that it did
+/// not have.
+pub fn claimed_values(changes: &Changes) -> BTreeSet<String> {
+    claimed(changes)
+}
+
+/// Values (addresses and the UPN, lower case) the change set takes away from the object.
+pub fn released_values(changes: &Changes) -> BTreeSet<String> {
+    released(changes)
 }
 
 /// Values the change set gives the object that it did not have.
@@ -261,7 +309,16 @@ fn note(action: &mut Action, value: &str, who: &str) {
     }
 }
 
-fn purge(holder: &Anchor, row: Option<&ManagedObject>, id: &str, value: &str, who: &str) -> Action {
+/// The purge of our removed object `d`; its changes list everything it frees.
+fn purge(
+    holder: &Anchor,
+    row: Option<&ManagedObject>,
+    d: &crate::inventory::DeletedObject,
+    value: &str,
+    who: &str,
+) -> Action {
+    let id = &d.id;
+    let freed = Value::Array(d.addresses.iter().cloned().map(Value::String).collect());
     Action {
         op: Op::Purge,
         anchor: holder.clone(),
@@ -270,7 +327,12 @@ fn purge(holder: &Anchor, row: Option<&ManagedObject>, id: &str, value: &str, wh
             .map(|r| r.kind)
             .unwrap_or(crate::desired::Kind::MailUser),
         dn: row.map(|r| r.dn.clone()).unwrap_or_default(),
-        changes: Changes::default(),
+        changes: [(
+            Field::EmailAddresses.as_str().to_owned(),
+            (Some(freed), None),
+        )]
+        .into_iter()
+        .collect(),
         reason: Some(format!(
             "removed earlier, still in the recycle bin as {id}, where it keeps reserving {value}: purged so that {who} can have it (it can no longer be restored)"
         )),

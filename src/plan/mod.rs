@@ -26,6 +26,7 @@ mod tenant_conflicts;
 
 pub use changes::{Change, Changes};
 pub use field::{Api, Field, UnknownField, Writer};
+pub use handover::{claimed_values, released_values};
 pub use licences::LicenceBill;
 pub use safety::{Safety, Verdict};
 
@@ -485,6 +486,9 @@ pub fn plan(input: Input) -> Plan {
         config: input.safety,
         max_deletes: input.max_deletes,
     });
+    if safety.verdict == Verdict::Blocked {
+        handover::hold_claims_on_held_removals(&mut actions, &mut summary);
+    }
 
     let mut plan = Plan {
         generated_at: rfc3339(input.now),

@@ -37,11 +37,13 @@ pub(super) fn pair_anchor_changes(
     // Leavers whose anchor is gone from the read, by their UPN and by their primary address.
     let mut by_identity: BTreeMap<String, usize> = BTreeMap::new();
     for (i, a) in actions.iter().enumerate() {
-        if a.op == Op::Disable && a.held.is_none() && gone.contains(&a.anchor) {
-            if let Some(obj) = objects.get(&a.anchor) {
-                for v in identity(&obj.attributes) {
-                    by_identity.insert(v, i);
-                }
+        if a.op == Op::Disable
+            && a.held.is_none()
+            && gone.contains(&a.anchor)
+            && let Some(obj) = objects.get(&a.anchor)
+        {
+            for v in identity(&obj.attributes) {
+                by_identity.insert(v, i);
             }
         }
     }

@@ -704,3 +704,25 @@ fn what_unmanaged_objects_hold_is_planned_not_discovered() {
         (1, 1, 1)
     );
 }
+
+#[test]
+fn a_newcomer_waiting_for_a_removal_the_safety_gate_holds_back_is_held_too() {
+    let ann = person("a1", "ann", "team@example.edu");
+    let objects = vec![managed(&ann)];
+    let mut case = Case::new(
+        desired(vec![person("a2", "zed", "team@example.edu")]),
+        objects.clone(),
+    );
+    case.tenant = Some(tenant_showing(&[&objects[0]]));
+    case.safety.max_deletes_per_run = 0;
+    let p = case.run();
+    assert_eq!(p.safety.verdict, Verdict::Blocked);
+    let zed = actions_of(&p, "zed")[0];
+    let held = zed.held.as_ref().expect("held");
+    assert!(
+        held.reason.contains("team@example.edu") && held.reason.contains("ann"),
+        "{}",
+        held.reason
+    );
+    assert_eq!((p.summary.create, p.summary.held), (0, 1));
+}

@@ -61,10 +61,14 @@ pub enum TenantError {
     #[error("{service}: {what} not found")]
     NotFound { service: Service, what: String },
 
-    /// Exchange: "The proxy address ... is already being used". The address (or UPN) belongs
-    /// to another object, possibly a soft-deleted one.
-    #[error("the address {address} is already used by another recipient")]
-    AddressInUse { address: String },
+    /// Exchange: "The proxy address ... is already being used [by the proxy addresses or
+    /// LegacyExchangeDN of "<holder>"]". The address (or UPN) belongs to another object,
+    /// possibly a soft-deleted one, which Exchange names when it can.
+    #[error("the address {address} is already used by {}", holder.as_deref().map(|h| format!("the recipient \"{h}\"")).unwrap_or_else(|| "another recipient (perhaps one in the recycle bin)".into()))]
+    AddressInUse {
+        address: String,
+        holder: Option<String>,
+    },
 
     /// A uniqueness conflict other than a proxy address: Graph `ObjectConflict`
     /// (userPrincipalName, mail) or an Exchange `Name` already in use.

@@ -200,8 +200,18 @@ fn classify(r: Reason, status: u16, cmdlet: &str, identity: Option<&str>) -> Ten
     if kind.ends_with("ProxyAddressExistsException")
         || (text.contains("proxy address") && text.contains("already being used"))
     {
+        // `… "SMTP:a@x" is already being used by "<server>/…/<tenant>.onmicrosoft.com/Holder".`
+        // (Microsoft's troubleshooting page) or `… LegacyExchangeDN of "Holder".` (older
+        // reports): the second quoted token names who has it, its last path segment the Name.
+        let holder = text
+            .split('"')
+            .nth(3)
+            .map(|h| h.rsplit('/').next().unwrap_or(h))
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned);
         return TenantError::AddressInUse {
             address: quoted(&text).map(strip_prefix).unwrap_or_default(),
+            holder,
         };
     }
     if kind.ends_with("ADObjectAlreadyExistsException") || text.contains("is already being used") {
@@ -677,7 +687,10 @@ mod tests {
             ),
         );
         match exchange_error(&r, "New-MailUser", None) {
-            TenantError::AddressInUse { address } => assert_eq!(address, "a@example.edu"),
+            TenantError::AddressInUse { address, holder } => {
+                assert_eq!(address, "a@example.edu");
+                assert_eq!(holder.as_deref(), Some("b"));
+            }
             e => panic!("{e:?}"),
         }
 
@@ -811,6 +824,30 @@ mod tests {
     }
 
     #[test]
+    fn the_holder_of_an_address_is_named_in_both_published_forms() {
+        for (text, holder) in [
+            (
+                "The proxy address \"SMTP:a@example.edu\" is already being used by \"EUR01.prod.outlook.com/Microsoft Exchange Hosted Organizations/contoso.onmicrosoft.com/Jane Doe\". Choose another proxy address.",
+                Some("Jane Doe"),
+            ),
+            (
+                "The proxy address \"SMTP:a@example.edu\" is already being used by the proxy addresses or LegacyExchangeDN. Please choose another proxy address.",
+                None,
+            ),
+        ] {
+            let body = json!({"error": {"code": "BadRequest", "message": "Error executing cmdlet",
+                "details": [{"message": format!("Ex6F9304|{PROXY}|{text}")}]}});
+            match exchange_error(&reply(400, body), "Set-MailUser", None) {
+                TenantError::AddressInUse { address, holder: h } => {
+                    assert_eq!(address, "a@example.edu");
+                    assert_eq!(h.as_deref(), holder);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn the_emulators_shape_still_reads() {
         // The emulator also writes `|Type|text` into error.message and a camelCase
         // internalException with the plain text.
@@ -823,7 +860,7 @@ mod tests {
         }});
         assert!(matches!(
             exchange_error(&reply(400, body), "New-MailUser", None),
-            TenantError::AddressInUse { address } if address == "a@example.edu"
+            TenantError::AddressInUse { address, holder: None } if address == "a@example.edu"
         ));
     }
 
@@ -837,7 +874,7 @@ mod tests {
         let v = json!({"value": [], "@adminapi.errors": [format!("Ex1|{PROXY}|The proxy address \"smtp:b@example.edu\" is already being used by \"x\".")]});
         assert!(matches!(
             non_terminating_error(&v, "Set-MailUser", Some("id")),
-            Some(TenantError::AddressInUse { address }) if address == "b@example.edu"
+            Some(TenantError::AddressInUse { address, .. }) if address == "b@example.edu"
         ));
         let v = json!({"@adminapi.errors": [{"message": "Couldn't set the attribute."}, "second"]});
         match non_terminating_error(&v, "Set-MailUser", Some("id")) {

@@ -11,8 +11,8 @@ use ldap2exo_emulator::{RecipientKind, StateDump, User};
 use crate::support::cli::{DAY, Install};
 use crate::support::slapd::{Slapd, SlapdOptions};
 use crate::sync::{
-    assert_no_duplicates, assert_settled, by_upn, campus_emulator, live, runtime, show_run,
-    stamp_of, sync,
+    assert_no_duplicates, assert_settled, by_upn, campus_emulator, campus_emulator_with, live,
+    runtime, show_run, stamp_of, sync,
 };
 
 const PEOPLE: &str = "ou=people,dc=example,dc=edu";
@@ -82,7 +82,11 @@ fn with_concurrency_one(install: &mut Install) {
 #[test]
 fn an_alias_moving_between_people_in_one_change_lands_in_one_run() {
     let rt = runtime();
-    let emu = campus_emulator(&rt, Vec::new());
+    // Exchange frees a removed address only after a while: longer than the whole release
+    // phase here, so every claim meets a refusal first and must wait it out.
+    let emu = campus_emulator_with(&rt, Vec::new(), |cfg| {
+        cfg.realism.address_release_ms = 3_000
+    });
     let server = Slapd::start(SlapdOptions::default());
     let mut install = Install::with_tenant(&server, &emu);
     with_concurrency_one(&mut install);

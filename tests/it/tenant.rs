@@ -819,7 +819,7 @@ async fn exchange_address_conflicts_are_address_in_use() {
     clash.user_principal_name = Some("first@example.edu".into());
     let err = x.new_mail_user(&clash).await.unwrap_err();
     assert!(
-        matches!(&err, TenantError::AddressInUse { address } if address == "first@example.edu"),
+        matches!(&err, TenantError::AddressInUse { address, .. } if address == "first@example.edu"),
         "{err:?}"
     );
     let err = x

@@ -38,9 +38,37 @@ pub fn check_address(
         )));
     }
     if store.address_taken(bare, owner) {
-        return Err(ExoError::ProxyInUse(shown.to_string()));
+        return Err(ExoError::ProxyInUse(
+            shown.to_string(),
+            holder(store, bare, owner),
+        ));
     }
     Ok(())
+}
+
+/// Who holds `bare`, as Exchange's refusal names it.
+fn holder(store: &Store, bare: &str, owner: Option<&str>) -> String {
+    let name = store
+        .address_owner(bare, owner)
+        .map(|u| u.name())
+        .or_else(|| {
+            let a = fold(bare);
+            store
+                .mail_objects
+                .iter()
+                .find(|o| o.proxy_addresses.iter().any(|p| fold(strip_smtp(p)) == a))
+                .map(|o| o.name.clone())
+        })
+        .or_else(|| {
+            // Released a moment ago: still reserved for the recipient that gave it up.
+            let (by, _) = store.released.get(&fold(bare))?;
+            store.users.get(&fold(by)).map(|u| u.name())
+        })
+        .unwrap_or_default();
+    format!(
+        "EMUPR01MB0001.prod.outlook.com/Microsoft Exchange Hosted Organizations/{}/{name}",
+        store.tenant.initial_domain()
+    )
 }
 
 /// A UPN (`-MicrosoftOnlineServicesID`) must be well formed, on an accepted domain and unique.
@@ -57,7 +85,10 @@ pub fn check_upn(store: &Store, upn: &str, owner: Option<&str>) -> Result<(), Ex
         )));
     }
     if store.upn_owner(upn, owner).is_some() || store.address_taken(upn, owner) {
-        return Err(ExoError::ProxyInUse(format!("SMTP:{upn}")));
+        return Err(ExoError::ProxyInUse(
+            format!("SMTP:{upn}"),
+            holder(store, upn, owner),
+        ));
     }
     Ok(())
 }

@@ -30,10 +30,13 @@ pub enum ExoError {
     NotFound(String),
     #[error("The operation couldn't be performed because '{0}' matches multiple entries.")]
     Ambiguous(String),
+    /// The address, and the holder as Exchange names it (`<server>/Microsoft Exchange Hosted
+    /// Organizations/<tenant>.onmicrosoft.com/<Name>`): MicrosoftDocs/OfficeDocs-Support
+    /// `Exchange/ExchangeOnline/email-alias/proxy-address-being-used.md`, "Error 1".
     #[error(
-        "The proxy address \"{0}\" is already being used by the proxy addresses or LegacyExchangeDN. Please choose another proxy address."
+        "The proxy address \"{0}\" is already being used by \"{1}\". Choose another proxy address."
     )]
-    ProxyInUse(String),
+    ProxyInUse(String, String),
     #[error("The name \"{0}\" is already being used. Please try another name.")]
     NameInUse(String),
     #[error("{0}")]
@@ -95,7 +98,7 @@ impl ExoError {
             ExoError::Ambiguous(_) => {
                 "Microsoft.Exchange.Configuration.Tasks.ManagementObjectAmbiguousException"
             }
-            ExoError::ProxyInUse(_) => {
+            ExoError::ProxyInUse(..) => {
                 "Microsoft.Exchange.Data.Directory.ProxyAddressExistsException"
             }
             ExoError::NameInUse(_) => {
