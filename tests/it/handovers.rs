@@ -524,18 +524,42 @@ fn a_refusal_the_plan_could_not_know_is_a_conflict_naming_the_address() {
     server.modify(&format!(
         "dn: uid=adavis,{PEOPLE}\nchangetype: modify\nadd: mailAlternateAddress\nmailAlternateAddress: a.davis.new@example.edu\n"
     ));
-    let run = install.run(&["sync", "--format", "json"]);
-    assert_eq!(run.code, 1, "{}", show_run(&run));
-    let report = run.json();
-    let adavis = report["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["uid"] == "adavis")
-        .unwrap()
-        .clone();
+    // The dry run shows the attempt the run makes; no listing it reads shows the holder.
+    let plan = install.dry_run(0, &[]);
+    let planned = action(&plan, Op::Update, "adavis");
+    assert!(planned.held.is_none());
+    assert_eq!(
+        planned.changes["emailAddresses"].1.as_ref().unwrap(),
+        &serde_json::json!([
+            "a.davis.new@example.edu",
+            "a.davis@example.edu",
+            "alice.davis@staff.example.edu"
+        ])
+    );
+    let outcome = |run: &crate::support::cli::Run| {
+        assert_eq!(run.code, 1, "{}", show_run(run));
+        run.json()["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["uid"] == "adavis")
+            .unwrap()
+            .clone()
+    };
+    let adavis = outcome(&install.run(&["sync", "--format", "json"]));
     assert_eq!(adavis["outcome"], "conflict", "{adavis}");
     let why = adavis["detail"].as_str().unwrap();
     assert!(why.contains("a.davis.new@example.edu"), "{why}");
+    assert!(why.contains("\"oldmbx\""), "the holder is named: {why}");
     assert!(!why.contains("Error executing cmdlet"), "{why}");
+    // Nothing else of the person was pending; the next run tries the address again (it is
+    // the person's, once the recycle bin lets go of it) and reports the same reason.
+    let again = outcome(&install.run(&["sync", "--format", "json"]));
+    assert_eq!(again["detail"], adavis["detail"]);
+    assert!(!live(&emu.state()).iter().any(|u| {
+        u.user_principal_name == "adavis@example.edu"
+            && u.proxy_addresses
+                .iter()
+                .any(|p| p.ends_with("a.davis.new@example.edu"))
+    }));
 }
