@@ -517,28 +517,45 @@ impl<'a, 'c> Job<'a, 'c> {
 
     /// Permanently deletes our removed object from the recycle bin (the plan found it there,
     /// stamped with this anchor). Gone already counts as done.
+    ///
+    /// Graph's `DELETE /directory/deletedItems/{id}` first: Microsoft's page for it names
+    /// `User.DeleteRestore.All` as the application permission for users, while older versions
+    /// of the same page said "Not supported". When Graph refuses (403), Exchange's
+    /// `Remove-MailUser -PermanentlyDelete` purges the soft-deleted MailUser instead, so the
+    /// purge works under either reading.
     async fn purge(&mut self) -> Result<(), Stop> {
-        let Some(id) = self
-            .ctx
-            .inventory
-            .own_deleted
-            .get(&self.action.anchor)
-            .map(|d| d.id.clone())
-        else {
+        let Some(deleted) = self.ctx.inventory.own_deleted.get(&self.action.anchor) else {
             // Gone from the recycle bin since the plan was made: nothing reserves anything.
             self.handled.extend(self.changed_fields()?);
             return Ok(());
         };
+        let id = deleted.id.clone();
         let graph = self.ctx.tenant.graph();
-        let found = self
-            .step(
-                "DELETE /directory/deletedItems",
-                graph.purge_deleted_user(&id),
-            )
-            .await?;
+        let name = "DELETE /directory/deletedItems";
+        let row = self.journal_start(name).await?;
+        let found = match graph.purge_deleted_user(&id).await {
+            Ok(found) => {
+                self.journal_finish(row, "ok", Some(&id)).await?;
+                found
+            }
+            Err(e @ TenantError::Forbidden { .. }) => {
+                self.journal_finish(row, "failed", Some(&e.to_string()))
+                    .await?;
+                let identity = deleted.exchange_guid.clone().unwrap_or_else(|| id.clone());
+                let ex = self.ctx.tenant.exchange();
+                self.step(
+                    "Remove-MailUser -PermanentlyDelete",
+                    ex.purge_mail_user(&identity),
+                )
+                .await?
+            }
+            Err(e) => return Err(self.failed(row, name, e).await?),
+        };
         if !found {
             tracing::info!(uid = %self.action.uid, id = %id, "already gone from the recycle bin");
         }
+        // What the object reserved (the plan lists it) is free now.
+        self.handled.extend(self.changed_fields()?);
         if self.obj.tenant_object_id.as_deref() == Some(id.as_str()) {
             // A purged object cannot be restored: a returning person is created anew.
             self.obj.tenant_object_id = None;

@@ -146,7 +146,7 @@ impl Job<'_, '_> {
         }
     }
 
-    async fn journal_start(&self, name: &str) -> Result<i64, Stop> {
+    pub(super) async fn journal_start(&self, name: &str) -> Result<i64, Stop> {
         Ok(self
             .ctx
             .store
@@ -160,7 +160,7 @@ impl Job<'_, '_> {
             .await?)
     }
 
-    async fn journal_finish(
+    pub(super) async fn journal_finish(
         &self,
         row: i64,
         result: &str,
@@ -175,7 +175,7 @@ impl Job<'_, '_> {
 
     /// Journals a failed step with the service's reason; an address, UPN or Name someone
     /// else holds is a conflict, not a failure of ours.
-    async fn failed(&self, row: i64, name: &str, e: TenantError) -> Result<Stop, Stop> {
+    pub(super) async fn failed(&self, row: i64, name: &str, e: TenantError) -> Result<Stop, Stop> {
         let text = e.to_string();
         self.journal_finish(row, "failed", Some(&text)).await?;
         Ok(match e {

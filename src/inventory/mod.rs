@@ -108,6 +108,9 @@ pub struct Inventory {
 pub struct DeletedObject {
     /// Entra object id (`ExternalDirectoryObjectId`): what a purge deletes.
     pub id: String,
+    /// Exchange's `Guid` of the soft-deleted recipient: its identity for
+    /// `Remove-MailUser -PermanentlyDelete` (a cmdlet identity is Name, alias, DN or GUID).
+    pub exchange_guid: Option<String>,
     /// UPN and every SMTP address, lower case.
     pub addresses: BTreeSet<String>,
     /// The Exchange `Name`, lower case.
@@ -324,6 +327,7 @@ pub fn sort(
                     anchor,
                     DeletedObject {
                         id: id.to_ascii_lowercase(),
+                        exchange_guid: text(r, "Guid").map(str::to_owned),
                         addresses,
                         name: text(r, "Name").map(str::to_lowercase),
                     },

@@ -593,6 +593,7 @@ fn a_removed_object_in_the_recycle_bin_is_purged_for_a_newcomer() {
         ann.anchor.clone(),
         crate::inventory::DeletedObject {
             id: "oid-ann".into(),
+            exchange_guid: None,
             addresses: ["team@example.edu".to_owned(), "ann@example.edu".to_owned()].into(),
             name: Some("ann".into()),
         },

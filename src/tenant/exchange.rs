@@ -559,6 +559,23 @@ impl Exchange {
             .await
     }
 
+    /// `Remove-MailUser -Identity <identity> -PermanentlyDelete`: purges a soft-deleted mail
+    /// user ("Remove-MailUser": the switch "permanently deletes … a soft-deleted mail user",
+    /// cloud only). False when Exchange does not find it.
+    pub async fn purge_mail_user(&self, identity: &str) -> Result<bool, TenantError> {
+        match self
+            .invoke(
+                "Remove-MailUser",
+                json!({"Identity": identity, "PermanentlyDelete": true, "Confirm": false}),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(TenantError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Mail users in the recycle bin: `Get-MailUser -SoftDeletedMailUser -ResultSize
     /// Unlimited`. They keep their addresses (and block them) until purged.
     pub async fn list_soft_deleted_mail_users(&self) -> Result<Vec<Value>, TenantError> {

@@ -6,7 +6,7 @@
 //! after it that writes nothing. Real slapd, the strict emulator over HTTPS, real SQLite.
 
 use ldap2exo::plan::{Action, HeldOutcome, Op, Phase, Plan};
-use ldap2exo_emulator::{RecipientKind, StateDump, User};
+use ldap2exo_emulator::{FaultAction, FaultConfig, FaultRule, RecipientKind, StateDump, User};
 
 use crate::support::cli::{DAY, Install};
 use crate::support::slapd::{Slapd, SlapdOptions};
@@ -267,13 +267,31 @@ fn a_leavers_address_goes_to_a_newcomer_whether_the_leaver_is_hidden_or_deleted(
     ));
     let plan = install.dry_run(0, &[]);
     action(&plan, Op::Purge, "ijohansson");
+    // A tenant where the application may not purge users through Graph (older versions of
+    // Microsoft's page said so): Exchange's Remove-MailUser -PermanentlyDelete does it.
+    emu.set_faults(FaultConfig {
+        rules: vec![FaultRule {
+            endpoint: "DELETE /v1.0/directory/deletedItems/{id}".into(),
+            action: FaultAction::Fail { status: 403 },
+            count: 5,
+        }],
+        ..FaultConfig::default()
+    })
+    .unwrap();
     let create = action(&plan, Op::Create, "ijohansson");
     assert_eq!(create.changes["name"].1.as_ref().unwrap(), "ijohansson");
+    emu.reset_counters();
     let run = sync(&install, 0);
     assert!(
         run.stdout.contains(" 0 conflicts, 0 failed"),
         "{}",
         show_run(&run)
+    );
+    let counters = emu.counters();
+    assert!(
+        counters.per_endpoint.contains_key("EXO Remove-MailUser"),
+        "the purge went through Exchange after Graph refused: {:?}",
+        counters.per_endpoint.keys().collect::<Vec<_>>()
     );
     let state = emu.state();
     let back = by_upn(&state, "ijohansson@example.edu");
