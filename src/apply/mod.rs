@@ -99,7 +99,7 @@ pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, 
     let released: BTreeSet<String> = plan
         .actions
         .iter()
-        .filter(|a| a.phase == Phase::Release)
+        .filter(|a| a.phase == Phase::Release && a.held.is_none())
         .flat_map(|a| crate::plan::released_values(&a.changes))
         .collect();
     let mut results = Vec::with_capacity(plan.actions.len());
@@ -560,10 +560,13 @@ impl<'a, 'c> Job<'a, 'c> {
             // A purged object cannot be restored: a returning person is created anew.
             self.obj.tenant_object_id = None;
         }
-        // Planned only for people LDAP no longer has: the row (if any) stays deleted.
-        self.obj.stage = Stage::Deleted;
-        self.obj.deleted_at.get_or_insert(self.ctx.now);
-        self.ctx.store.upsert_object(&self.obj).await?;
+        // Planned only for people LDAP no longer has: the row, if the state has one, stays
+        // deleted; no row is made up for an object only the tenant knew.
+        if self.ctx.store.object(&self.obj.anchor).await?.is_some() {
+            self.obj.stage = Stage::Deleted;
+            self.obj.deleted_at.get_or_insert(self.ctx.now);
+            self.ctx.store.upsert_object(&self.obj).await?;
+        }
         Ok(())
     }
 

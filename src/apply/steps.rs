@@ -873,10 +873,13 @@ impl Job<'_, '_> {
             .collect();
         if primary_changes(&current) {
             let p = p_after.clone().unwrap_or_default();
-            // The old primary stays as an alias only when the plan keeps it.
+            // The old primary stays as an alias only when the plan keeps it, or when it is the
+            // MOERA the tenant gave the object (a leaver's stand-in primary while an address
+            // changed hands): the tenant's own addresses are never removed.
             if let Some(old) = &p_before
                 && !s_after.contains(old)
                 && *old != p
+                && !crate::inventory::is_service_address(old)
             {
                 remove.insert(old.clone());
             }

@@ -39,7 +39,7 @@ use crate::plan::Field;
 use crate::tenant::graph::SubscribedSku;
 use crate::tenant::{GraphUser, Tenant, TenantError, UserQuery};
 
-pub use reconcile::{Drift, DriftKind, Reconciled, reconcile};
+pub use reconcile::{Drift, DriftKind, Reconciled, is_service_address, reconcile};
 
 /// A stamped object as the tenant shows it.
 #[derive(Debug, Clone, PartialEq)]

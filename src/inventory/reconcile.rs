@@ -91,6 +91,13 @@ fn comparable(field: Field, obj: &ManagedObject, t: &TenantObject) -> bool {
 /// `<tenant>.mail.onmicrosoft.com`, and their sovereign-cloud forms).
 const SERVICE_DOMAINS: [&str; 3] = [".onmicrosoft.com", ".onmicrosoft.us", ".onmschina.cn"];
 
+/// Whether `address` is on a domain Microsoft adds addresses on by itself (the MOERA and
+/// routing domains): the tenant's own, never removed by ldap2exo.
+pub fn is_service_address(address: &str) -> bool {
+    let a = address.to_ascii_lowercase();
+    SERVICE_DOMAINS.iter().any(|d| a.ends_with(d))
+}
+
 /// Lays `inventory` over the state store's `objects`. Pure: `now` stamps the rows it changes.
 ///
 /// - A stamped object the state does not know (or knows as deleted) is **adopted**: a row in

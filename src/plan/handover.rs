@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use super::{Action, Changes, Field, Op, Phase, Summary};
+use super::{Action, Changes, Field, Op, Phase, Scope, Summary};
 use crate::ids::Anchor;
 use crate::inventory::{Inventory, smtp_proxy};
 use crate::state::{ManagedObject, Stage};
@@ -33,128 +33,241 @@ use crate::state::{ManagedObject, Stage};
 const SINGLE: [Field; 2] = [Field::UserPrincipalName, Field::PrimarySmtpAddress];
 const LISTS: [Field; 2] = [Field::EmailAddresses, Field::RetainedAddresses];
 
+/// What the handover phase needs to know besides the actions.
+pub(super) struct Context<'a> {
+    /// The state store's rows, reconciled with the tenant.
+    pub objects: &'a [ManagedObject],
+    pub tenant: Option<&'a Inventory>,
+    /// Anchors of quarantined entries: still in LDAP, so nothing of theirs is changed.
+    pub quarantined: &'a BTreeSet<Anchor>,
+    /// An `--only` run changes nobody outside its selection.
+    pub scope: Scope,
+    /// The safety verdict holds removals back: leavers do not leave this run.
+    pub removals_blocked: bool,
+}
+
+/// How one claimed value gets free.
+enum Freed {
+    /// The holder's own action gives it up already.
+    ByAction(usize),
+    /// The holder's disable or update is extended to give it up.
+    GiveUp(usize),
+    /// Our removed object in the recycle bin is purged.
+    Purge(Anchor),
+    /// A hidden leaver without an action this run gets one that gives it up.
+    LeaverUpdate(Anchor),
+    /// It cannot be freed this run: the claimant is held, for this reason.
+    Not(String),
+    /// Held by a removed object the inventory does not list: only the run can tell (it
+    /// reports a refusal with its reason).
+    Unknown,
+}
+
 /// Orders releases before claims and plans the releases nobody planned (see the module doc).
-pub(super) fn order_handovers(
-    actions: &mut Vec<Action>,
-    objects: &[ManagedObject],
-    tenant: Option<&Inventory>,
-    summary: &mut Summary,
-) {
-    let rows: BTreeMap<&Anchor, &ManagedObject> = objects.iter().map(|o| (&o.anchor, o)).collect();
-    let holders = holders(objects, tenant);
-    let mut index: HashMap<Anchor, usize> = actions
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| a.held.is_none())
-        .map(|(i, a)| (a.anchor.clone(), i))
-        .collect();
-    // Every claim, and who makes it.
-    let mut claims: Vec<(String, usize)> = Vec::new();
-    for (i, a) in actions.iter().enumerate() {
-        if a.held.is_none() {
-            claims.extend(claimed(&a.changes).into_iter().map(|v| (v, i)));
+/// A claimant whose claim cannot be freed this run is held as a conflict saying why, and
+/// nothing is freed for it.
+pub(super) fn order_handovers(actions: &mut Vec<Action>, ctx: &Context, summary: &mut Summary) {
+    let rows: BTreeMap<&Anchor, &ManagedObject> =
+        ctx.objects.iter().map(|o| (&o.anchor, o)).collect();
+    let holders = holders(ctx.objects, ctx.tenant);
+    let mut index: HashMap<Anchor, usize> = HashMap::new();
+    for (i, a) in actions.iter().enumerate().filter(|(_, a)| a.held.is_none()) {
+        index.insert(a.anchor.clone(), i);
+        // A re-anchor acts on the object and row of the old anchor.
+        if let Some((Some(Value::String(old)), _)) = a.changes.get(Field::Anchor.as_str())
+            && let Ok(old) = Anchor::new(old)
+        {
+            index.insert(old, i);
         }
     }
     let mut releasers: BTreeSet<usize> = BTreeSet::new();
-    let mut purged: BTreeSet<Anchor> = BTreeSet::new();
-    for (value, claimant) in claims {
-        let Some(holder) = holders.get(&value) else {
-            continue;
-        };
-        if *holder == actions[claimant].anchor {
+    let mut added: BTreeMap<Anchor, usize> = BTreeMap::new();
+    for c in 0..actions.len() {
+        if actions[c].held.is_some() {
             continue;
         }
-        let who = actions[claimant].uid.clone();
-        match index.get(holder).copied() {
-            Some(y) if released(&actions[y].changes).contains(&value) => {
-                note(&mut actions[y], &value, &who);
-                releasers.insert(y);
+        let mut plan: Vec<(String, Freed)> = Vec::new();
+        for value in claimed(&actions[c].changes) {
+            let Some(holder) = holders.get(&value) else {
+                continue;
+            };
+            if *holder == actions[c].anchor || index.get(holder) == Some(&c) {
+                continue;
             }
-            Some(y) if matches!(actions[y].op, Op::Disable | Op::Update) => {
-                let moera = moera(tenant, holder);
-                if give_up(
-                    &mut actions[y].changes,
-                    rows.get(holder).copied(),
-                    &value,
-                    moera,
-                ) {
-                    note(&mut actions[y], &value, &who);
-                    releasers.insert(y);
+            let freed = decide(actions, &index, &rows, ctx, holder, &value);
+            plan.push((value, freed));
+        }
+        if let Some(why) = plan.iter().find_map(|(_, f)| match f {
+            Freed::Not(why) => Some(why.clone()),
+            _ => None,
+        }) {
+            super::hold(
+                summary,
+                &mut actions[c],
+                super::Held {
+                    outcome: super::HeldOutcome::Conflict,
+                    reason: why,
+                },
+            );
+            continue;
+        }
+        let who = actions[c].uid.clone();
+        for (value, freed) in plan {
+            let y = match freed {
+                Freed::ByAction(y) => y,
+                Freed::GiveUp(y) => {
+                    let holder = actions[y].anchor.clone();
+                    let row = rows.get(&holder).copied();
+                    give_up(
+                        &mut actions[y].changes,
+                        row,
+                        &value,
+                        moera(ctx.tenant, &holder),
+                    );
+                    y
                 }
-            }
-            Some(_) => {}
-            None => {
-                let row = rows.get(holder).copied();
-                let deleted = tenant.and_then(|t| t.own_deleted.get(holder));
-                if let Some(d) = deleted.filter(|_| row.is_none_or(|r| r.stage == Stage::Deleted)) {
-                    if purged.insert(holder.clone()) {
-                        actions.push(purge(holder, row, d, &value, &who));
-                        summary.purge += 1;
-                        index.insert(holder.clone(), actions.len() - 1);
-                        releasers.insert(actions.len() - 1);
-                    }
-                } else if let Some(r) = row.filter(|r| r.stage == Stage::Disabled) {
-                    let mut changes = Changes::default();
-                    if give_up(&mut changes, Some(r), &value, moera(tenant, holder)) {
+                Freed::Purge(holder) => *added.entry(holder.clone()).or_insert_with(|| {
+                    let d = &ctx
+                        .tenant
+                        .expect("a purge is planned from the inventory")
+                        .own_deleted[&holder];
+                    actions.push(purge(&holder, rows.get(&holder).copied(), d, &value, &who));
+                    summary.purge += 1;
+                    actions.len() - 1
+                }),
+                Freed::LeaverUpdate(holder) => {
+                    let r = rows[&holder];
+                    let y = *added.entry(holder.clone()).or_insert_with(|| {
                         actions.push(Action {
                             op: Op::Update,
                             anchor: r.anchor.clone(),
                             uid: r.uid.clone(),
                             kind: r.kind,
                             dn: r.dn.clone(),
-                            changes,
-                            reason: Some(format!(
-                                "left LDAP (hidden, within the grace period): gives up {value} for {who}"
-                            )),
+                            changes: Changes::default(),
+                            reason: Some("left LDAP (hidden, within the grace period)".into()),
                             held: None,
                             phase: Phase::Release,
                         });
+                        // Counted as unchanged by the diff; now it has something to do.
                         summary.update += 1;
-                        index.insert(holder.clone(), actions.len() - 1);
-                        releasers.insert(actions.len() - 1);
-                    }
+                        summary.unchanged = summary.unchanged.saturating_sub(1);
+                        actions.len() - 1
+                    });
+                    give_up(
+                        &mut actions[y].changes,
+                        Some(r),
+                        &value,
+                        moera(ctx.tenant, &holder),
+                    );
+                    y
                 }
-            }
+                Freed::Unknown => continue,
+                Freed::Not(_) => {
+                    unreachable!("a claimant with a claim that cannot be freed is held")
+                }
+            };
+            note(&mut actions[y], &value, &who);
+            releasers.insert(y);
         }
     }
-    split_releasers(actions, &releasers, tenant, summary);
+    split_releasers(actions, &releasers, ctx.tenant, summary);
 }
 
-/// When the safety verdict holds removals back, a leaver's release (a disable or purge)
-/// does not happen this run: whoever claims what it would free is held as a conflict that
-/// says so, instead of failing in the run.
-pub(super) fn hold_claims_on_held_removals(actions: &mut [Action], summary: &mut Summary) {
-    let mut frozen: HashMap<String, String> = HashMap::new();
-    for a in actions.iter() {
-        if a.held.is_none() && (a.op.is_removal() || a.op == Op::Purge) {
-            for v in released(&a.changes) {
-                frozen.insert(v, a.uid.clone());
+/// How `value`, held by `holder`, gets free for another action of this run (read only).
+fn decide(
+    actions: &[Action],
+    index: &HashMap<Anchor, usize>,
+    rows: &BTreeMap<&Anchor, &ManagedObject>,
+    ctx: &Context,
+    holder: &Anchor,
+    value: &str,
+) -> Freed {
+    let name = rows
+        .get(holder)
+        .map(|r| r.uid.clone())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| format!("the person with anchor {holder}"));
+    let moera_known = moera(ctx.tenant, holder).is_some();
+    let no_moera = || {
+        Freed::Not(format!(
+            "needs {value}, which {name} holds as primary address or UPN; without its MOERA in the tenant's answer it cannot give it up this run"
+        ))
+    };
+    if let Some(&y) = index.get(holder) {
+        let a = &actions[y];
+        if ctx.removals_blocked && (a.op.is_removal() || a.op == Op::Purge) {
+            return Freed::Not(format!(
+                "needs {value}, which {name} gives up only as they leave; the safety verdict holds removals back this run"
+            ));
+        }
+        if released(&a.changes).contains(value) {
+            return Freed::ByAction(y);
+        }
+        return match a.op {
+            Op::Disable | Op::Update => {
+                let single = current_single(&a.changes, rows.get(holder).copied(), value);
+                if single && !moera_known {
+                    no_moera()
+                } else {
+                    Freed::GiveUp(y)
+                }
+            }
+            Op::Delete => Freed::Not(format!(
+                "needs {value}, which {name} keeps reserving in the recycle bin after this run deletes them; the next run purges it and hands it over"
+            )),
+            _ => Freed::Not(format!("needs {value}, which {name} keeps")),
+        };
+    }
+    if ctx.quarantined.contains(holder) {
+        return Freed::Not(format!(
+            "needs {value}, which {name} holds; their LDAP entry is quarantined, so nothing of theirs changes until it is fixed"
+        ));
+    }
+    if ctx.scope == Scope::Only {
+        return Freed::Not(format!(
+            "needs {value}, which {name} holds; {name} is not part of this --only run"
+        ));
+    }
+    let row = rows.get(holder).copied();
+    let deleted = ctx.tenant.and_then(|t| t.own_deleted.get(holder));
+    if deleted.is_some() && row.is_none_or(|r| r.stage == Stage::Deleted) {
+        if ctx.removals_blocked {
+            return Freed::Not(format!(
+                "needs {value}, which the removed object of {name} still reserves in the recycle bin; the safety verdict holds removals (and purges) back this run"
+            ));
+        }
+        return Freed::Purge(holder.clone());
+    }
+    match row {
+        Some(r) if r.stage == Stage::Disabled => {
+            if current_single(&Changes::default(), Some(r), value) && !moera_known {
+                no_moera()
+            } else {
+                Freed::LeaverUpdate(holder.clone())
             }
         }
+        Some(r) if r.stage == Stage::Active => Freed::Not(format!(
+            "needs {value}, which {name} holds and keeps this run (their own change is held)"
+        )),
+        // Deleted and not in the listed recycle bin (a removed mailbox, or gone): only the
+        // run can tell; it reports a refusal with its reason.
+        _ => Freed::Unknown,
     }
-    if frozen.is_empty() {
-        return;
-    }
-    for a in actions.iter_mut() {
-        if a.held.is_some() || a.op.is_removal() || a.op == Op::Purge {
-            continue;
-        }
-        if let Some((value, leaver)) = claimed(&a.changes)
-            .into_iter()
-            .find_map(|v| frozen.get(&v).map(|l| (v.clone(), l.clone())))
-        {
-            super::hold(
-                summary,
-                a,
-                super::Held {
-                    outcome: super::HeldOutcome::Conflict,
-                    reason: format!(
-                        "needs {value}, which {leaver} gives up only as they leave; the safety verdict holds removals back this run"
-                    ),
-                },
-            );
-        }
-    }
+}
+
+/// Whether `value` is the object's primary address or UPN (after `changes`, else as the row
+/// records it): giving it up then needs a replacement.
+fn current_single(changes: &Changes, row: Option<&ManagedObject>, value: &str) -> bool {
+    SINGLE.iter().any(|f| {
+        let now = match changes.get(f.as_str()) {
+            Some((_, after)) => after.clone(),
+            None => row.and_then(|r| r.attributes.get(f.as_str()).cloned()),
+        };
+        now.as_ref()
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.eq_ignore_ascii_case(value))
+    })
 }
 
 /// Every address and UPN a managed object holds, lower case, by anchor: the state rows
@@ -244,13 +357,17 @@ fn moera(tenant: Option<&Inventory>, anchor: &Anchor) -> Option<String> {
 }
 
 /// Adds to `changes` what makes the object give up `value`: dropped from its aliases, or
-/// (as primary address or UPN) replaced by its MOERA. False when it cannot (no MOERA known).
+/// (as primary address or UPN) replaced by its MOERA. False, with `changes` untouched, when it
+/// cannot (no MOERA known for a primary address or UPN).
 fn give_up(
     changes: &mut Changes,
     row: Option<&ManagedObject>,
     value: &str,
     moera: Option<String>,
 ) -> bool {
+    if current_single(changes, row, value) && moera.is_none() {
+        return false;
+    }
     let current = |changes: &Changes, f: Field| -> Option<Value> {
         match changes.get(f.as_str()) {
             Some((_, after)) => after.clone(),
@@ -285,8 +402,8 @@ fn give_up(
             .as_ref()
             .and_then(Value::as_str)
             .is_some_and(|s| s.eq_ignore_ascii_case(value))
+            && let Some(moera) = &moera
         {
-            let Some(moera) = &moera else { return false };
             changes.insert(
                 f.as_str(),
                 (before(changes, f), Some(Value::String(moera.clone()))),

@@ -466,17 +466,18 @@ pub fn plan(input: Input) -> Plan {
             &mut warnings,
         );
     }
-    handover::order_handovers(&mut actions, input.objects, input.tenant, &mut summary);
-
-    actions.sort_by(|a, b| {
+    let by_phase_op_uid = |a: &Action, b: &Action| {
         (a.phase, a.op, &a.uid, &a.anchor).cmp(&(b.phase, b.op, &b.uid, &b.anchor))
-    });
+    };
+    actions.sort_by(by_phase_op_uid);
     summary.quarantined = quarantined.len();
     let managed = input
         .objects
         .iter()
         .filter(|o| o.stage != Stage::Deleted)
         .count();
+    // Handovers add no removals, so the verdict can be known before them; they need it to
+    // know which leavers really leave this run.
     let safety = safety::verdict(&safety::Facts {
         scope: input.scope,
         source_count: source_count as u64,
@@ -486,10 +487,8 @@ pub fn plan(input: Input) -> Plan {
         config: input.safety,
         max_deletes: input.max_deletes,
     });
-    if safety.verdict == Verdict::Blocked {
-        handover::hold_claims_on_held_removals(&mut actions, &mut summary);
-    }
 
+    let quarantined_anchors: BTreeSet<Anchor> = held.iter().map(|a| (*a).clone()).collect();
     let mut plan = Plan {
         generated_at: rfc3339(input.now),
         source: SourceInfo {
@@ -510,7 +509,20 @@ pub fn plan(input: Input) -> Plan {
         warnings,
         licences: None,
     };
+    // Licences before handovers: an address is never freed for someone held for want of one.
     licences::bill(&mut plan, input.tenant);
+    handover::order_handovers(
+        &mut plan.actions,
+        &handover::Context {
+            objects: input.objects,
+            tenant: input.tenant,
+            quarantined: &quarantined_anchors,
+            scope: input.scope,
+            removals_blocked: plan.safety.verdict == Verdict::Blocked,
+        },
+        &mut plan.summary,
+    );
+    plan.actions.sort_by(by_phase_op_uid);
     plan
 }
 

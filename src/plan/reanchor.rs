@@ -7,7 +7,8 @@
 //!
 //! - **Proof**: a create whose UPN *and* primary address are exactly those of a managed
 //!   object whose anchor is gone from the same read (not merely marked disabled), of the same
-//!   kind, which the tenant shows stamped with the old anchor. The two become one update on
+//!   kind and display name (a recycled uid and address belong to somebody else), which the
+//!   tenant shows stamped with the old anchor. The two become one update on
 //!   the new anchor that re-stamps the object (`anchor: [old, new]`) and changes whatever
 //!   else differs.
 //! - **Doubt**: the UPN matches but the primary address does not, or the tenant does not
@@ -90,13 +91,25 @@ pub(super) fn pair_anchor_changes(
                 .get(&leaver.anchor)
                 .is_some_and(|o| Some(o.upn.to_ascii_lowercase()) == upn)
         });
-        if by_upn == by_primary && old.kind == create.kind && shown {
+        // A recycled uid and address (somebody else under the same name) must not take over
+        // the leaver's object: the display name must be the same too.
+        let display = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_lowercase);
+        let same_person = display(old.attributes.get(Field::DisplayName.as_str()))
+            == display(
+                create
+                    .changes
+                    .get(Field::DisplayName.as_str())
+                    .and_then(|(_, a)| a.as_ref()),
+            );
+        if by_upn == by_primary && old.kind == create.kind && shown && same_person {
             merged.push((c, d));
         } else {
             let doubt = if by_upn != by_primary {
                 "the primary address differs"
             } else if old.kind != create.kind {
                 "the kinds differ"
+            } else if !same_person {
+                "the display name differs (a recycled uid and address?)"
             } else {
                 "the tenant does not show the old object stamped with the old anchor"
             };

@@ -48,12 +48,23 @@ pub(super) fn hold_foreign_claims(
             );
             continue;
         }
-        let ours = if a.op == Op::Create && journaled_creates.contains(&a.anchor) {
-            earlier_object(a, tenant).cloned()
-        } else {
-            None
+        let ours = match a.op == Op::Create && journaled_creates.contains(&a.anchor) {
+            true => earlier_object(a, tenant).map(|(o, n)| (o.clone(), n.clone())),
+            false => None,
         };
-        settle_name(a, &mut taken, ours.as_deref(), warnings);
+        if let Some((_, name)) = &ours {
+            // The earlier create's object is found by the Name it was given.
+            a.changes.insert(
+                Field::Name.as_str(),
+                (None, Some(Value::String(name.clone()))),
+            );
+        }
+        settle_name(
+            a,
+            &mut taken,
+            ours.as_ref().map(|(o, _)| o.as_str()),
+            warnings,
+        );
         for (address, owner) in foreign_aliases(a, tenant) {
             warnings.push(Warning {
                 dn: a.dn.clone(),
@@ -82,7 +93,9 @@ pub(super) fn hold_foreign_claims(
 /// earlier run journaled its create (`journaled`) and stopped before stamping it: apply adopts
 /// it with that proof, so the plan does not call it a conflict.
 fn foreign_identity(a: &Action, tenant: &Inventory, journaled: bool) -> Option<String> {
-    let maybe_ours = earlier_object(a, tenant).filter(|_| journaled);
+    let maybe_ours = earlier_object(a, tenant)
+        .filter(|_| journaled)
+        .map(|(owner, _)| owner);
     [
         ("UPN", Field::UserPrincipalName),
         ("primary address", Field::PrimarySmtpAddress),
@@ -100,16 +113,20 @@ fn foreign_identity(a: &Action, tenant: &Inventory, journaled: bool) -> Option<S
     })
 }
 
-/// The description of the unstamped object with exactly the planned UPN and Name: the
-/// object an earlier create of this person made, if the journal says one was sent.
-fn earlier_object<'t>(a: &Action, tenant: &'t Inventory) -> Option<&'t String> {
+/// The unstamped object with exactly the planned UPN and the planned Name (or a free
+/// `<name>-N` an earlier run chose for it): the object an earlier create of this person made,
+/// if the journal says one was sent. Its owner description and its Name.
+fn earlier_object<'t>(a: &Action, tenant: &'t Inventory) -> Option<(&'t String, &'t String)> {
     let upn = after_str(a, Field::UserPrincipalName)?.to_ascii_lowercase();
-    let name = after_str(a, Field::Name)?;
-    tenant
-        .unstamped
-        .get(&upn)
-        .filter(|n| n.eq_ignore_ascii_case(name))
-        .and_then(|_| tenant.foreign.get(&upn))
+    let wanted = after_str(a, Field::Name)?.to_lowercase();
+    let (key, name) = tenant.unstamped.get_key_value(&upn)?;
+    let lower = name.to_lowercase();
+    let same = lower == wanted
+        || lower
+            .strip_prefix(&format!("{wanted}-"))
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    let owner = tenant.foreign.get(key)?;
+    same.then_some((owner, name))
 }
 
 /// The aliases this action adds that an unmanaged object holds.

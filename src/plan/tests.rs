@@ -563,7 +563,10 @@ fn a_leaver_gives_a_newcomer_its_address_and_keeps_its_moera() {
     let newcomer = person("a2", "zed", "team@example.edu");
     let mut case = Case::new(desired(vec![newcomer.clone()]), objects.clone());
     case.tenant = Some(tenant);
+    // One leaver of one person: let the removal through the percentage cap.
+    case.safety.max_delete_percent = 100.0;
     let p = case.run();
+    assert_eq!(p.safety.verdict, Verdict::Ok);
     let leaver = actions_of(&p, "ann")[0];
     assert_eq!((leaver.op, leaver.phase), (Op::Disable, Phase::Release));
     assert_eq!(
@@ -575,11 +578,16 @@ fn a_leaver_gives_a_newcomer_its_address_and_keeps_its_moera() {
     );
     assert_eq!(actions_of(&p, "zed")[0].phase, Phase::Main);
 
-    // Without the tenant the MOERA is unknown: nothing is released, nothing is guessed.
-    let p = Case::new(desired(vec![newcomer]), objects).run();
+    // Without the tenant the MOERA is unknown: nothing is released, nothing is guessed, and
+    // the newcomer is held, saying why.
+    let mut case = Case::new(desired(vec![newcomer]), objects);
+    case.safety.max_delete_percent = 100.0;
+    let p = case.run();
     let leaver = actions_of(&p, "ann")[0];
     assert_eq!(leaver.phase, Phase::Main);
     assert!(!leaver.changes.contains_key("primarySmtpAddress"));
+    let held = actions_of(&p, "zed")[0].held.as_ref().expect("held");
+    assert!(held.reason.contains("MOERA"), "{}", held.reason);
 }
 
 #[test]
@@ -622,8 +630,8 @@ fn a_new_anchor_with_the_same_upn_and_address_is_a_re_anchor() {
     let objects = vec![managed(&ann)];
     let mut again = ann.clone();
     again.anchor = Anchor::new("new-anchor").unwrap();
-    again.display_name = "Ann Again".into();
-    let mut case = Case::new(desired(vec![again]), objects.clone());
+    again.department = Some("Physics".into());
+    let mut case = Case::new(desired(vec![again.clone()]), objects.clone());
     case.tenant = Some(tenant_showing(&[&objects[0]]));
     let p = case.run();
     let a = only_action(&p);
@@ -633,11 +641,18 @@ fn a_new_anchor_with_the_same_upn_and_address_is_a_re_anchor() {
         a.changes["anchor"],
         (Some(json!("old-anchor")), Some(json!("new-anchor")))
     );
-    assert_eq!(a.changes["displayName"].1, Some(json!("Ann Again")));
+    assert_eq!(a.changes["department"].1, Some(json!("Physics")));
     assert_eq!(
         (p.summary.create, p.summary.disable, p.summary.update),
         (0, 0, 1)
     );
+
+    // A recycled uid and address under another name is somebody else: both held.
+    again.display_name = "Ann Other".into();
+    let mut case = Case::new(desired(vec![again]), objects.clone());
+    case.tenant = Some(tenant_showing(&[&objects[0]]));
+    let p = case.run();
+    assert_eq!(p.summary.held, 2, "{:#?}", p.actions);
 }
 
 #[test]
@@ -726,4 +741,48 @@ fn a_newcomer_waiting_for_a_removal_the_safety_gate_holds_back_is_held_too() {
         held.reason
     );
     assert_eq!((p.summary.create, p.summary.held), (0, 1));
+}
+
+#[test]
+fn nothing_is_taken_from_a_quarantined_person_or_one_outside_an_only_run() {
+    let ann = person("a1", "ann", "team@example.edu");
+    let objects = vec![disabled_since(managed(&ann), 3)];
+    let tenant = tenant_showing(&[&objects[0]]);
+    let mut d = desired(vec![person("a2", "zed", "team@example.edu")]);
+    d.quarantined.push(Quarantined {
+        dn: ann.dn.clone(),
+        anchor: Some(ann.anchor.clone()),
+        uid: Some("ann".into()),
+        field: "surname".into(),
+        reason: "broken".into(),
+    });
+    let mut case = Case::new(d, objects.clone());
+    case.tenant = Some(tenant.clone());
+    let p = case.run();
+    let held = actions_of(&p, "zed")[0].held.as_ref().expect("held");
+    assert!(held.reason.contains("quarantined"), "{}", held.reason);
+    assert!(actions_of(&p, "ann").is_empty(), "{:#?}", p.actions);
+
+    let mut case = Case::new(
+        desired(vec![person("a2", "zed", "team@example.edu")]),
+        objects,
+    );
+    case.tenant = Some(tenant);
+    case.scope = Scope::Only;
+    let p = case.run();
+    let held = actions_of(&p, "zed")[0].held.as_ref().expect("held");
+    assert!(held.reason.contains("--only"), "{}", held.reason);
+    assert!(actions_of(&p, "ann").is_empty(), "{:#?}", p.actions);
+
+    // Without either, the hidden leaver gives the address up in a release of its own.
+    let ann_row = disabled_since(managed(&ann), 3);
+    let mut case = Case::new(
+        desired(vec![person("a2", "zed", "team@example.edu")]),
+        vec![ann_row.clone()],
+    );
+    case.tenant = Some(tenant_showing(&[&ann_row]));
+    let p = case.run();
+    let release = actions_of(&p, "ann")[0];
+    assert_eq!((release.op, release.phase), (Op::Update, Phase::Release));
+    assert_eq!((p.summary.update, p.summary.unchanged), (1, 0));
 }

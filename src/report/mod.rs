@@ -500,13 +500,22 @@ fn markdown(plan: &Plan, title: &str) -> String {
     }
     let _ = writeln!(
         out,
-        "| create | update | convert | disable | enable | delete | unchanged | quarantined |"
+        "| create | update | convert | disable | enable | delete | purge | unchanged | quarantined | held |"
     );
-    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-        s.create, s.update, s.convert, s.disable, s.enable, s.delete, s.unchanged, s.quarantined
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        s.create,
+        s.update,
+        s.convert,
+        s.disable,
+        s.enable,
+        s.delete,
+        s.purge,
+        s.unchanged,
+        s.quarantined,
+        s.held
     );
     match plan.safety.verdict {
         Verdict::Ok => {
