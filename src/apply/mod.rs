@@ -353,6 +353,16 @@ impl<'a, 'c> Job<'a, 'c> {
         format!("{}{}", crate::inventory::STAMP_PREFIX, self.action.anchor)
     }
 
+    /// The Exchange parameter and property of the stamp: `CustomAttributeN` for the
+    /// configured `extensionAttributeN`.
+    fn stamp_parameter(&self) -> String {
+        self.ctx
+            .config
+            .tenant
+            .anchor_attribute
+            .replace("extensionAttribute", "CustomAttribute")
+    }
+
     /// The planned fields of this action, typed. A key that names no field is a plan this
     /// version cannot apply (written by another version): refuse it rather than guess.
     fn changed_fields(&self) -> Result<BTreeSet<Field>, Stop> {
@@ -699,13 +709,7 @@ impl<'a, 'c> Job<'a, 'c> {
             }
         }
         if fields.contains(&Field::Anchor) {
-            let attr = self
-                .ctx
-                .config
-                .tenant
-                .anchor_attribute
-                .replace("extensionAttribute", "CustomAttribute");
-            params.insert(attr, json!(self.stamp()));
+            params.insert(self.stamp_parameter(), json!(self.stamp()));
         }
         for f in fields {
             let Some(param) = f.exchange_property() else {

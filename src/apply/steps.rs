@@ -381,7 +381,7 @@ impl Job<'_, '_> {
                     }
                     Err(e) => return Err(self.failed(row, step, e).await?),
                 };
-                let custom = stamp_attr.replace("extensionAttribute", "CustomAttribute");
+                let custom = self.stamp_parameter();
                 Ok(found
                     .filter(|r| {
                         let text = |k: &str| r.get(k).and_then(Value::as_str);
@@ -588,13 +588,7 @@ impl Job<'_, '_> {
         }
 
         // The stamp first, alone: from here on the object is recognisably ours.
-        let attr = self
-            .ctx
-            .config
-            .tenant
-            .anchor_attribute
-            .replace("extensionAttribute", "CustomAttribute");
-        let stamp = json!({ attr: self.stamp() });
+        let stamp = json!({ self.stamp_parameter(): self.stamp() });
         self.step_visible("Set-MailUser stamp", || {
             ex.set_mail_user(&id, stamp.clone())
         })

@@ -313,14 +313,7 @@ pub fn sort(
             text(r, "ExternalDirectoryObjectId"),
         ) {
             (Some(anchor), Some(id)) => {
-                let addresses = r
-                    .get("EmailAddresses")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .filter_map(|p| smtp_proxy(p).map(|(_, a)| a))
-                    .chain(text(r, "WindowsLiveID"))
+                let addresses = smtp_addresses_and_upn(r)
                     .map(str::to_ascii_lowercase)
                     .collect();
                 inv.own_deleted.insert(
@@ -533,6 +526,17 @@ fn insert_addresses(fields: &mut BTreeMap<String, Value>, proxies: &[String]) {
     );
 }
 
+/// A recipient's SMTP proxy addresses (without the prefix) and its UPN (`WindowsLiveID`).
+fn smtp_addresses_and_upn(r: &Value) -> impl Iterator<Item = &str> {
+    r.get("EmailAddresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|p| smtp_proxy(p).map(|(_, a)| a))
+        .chain(text(r, "WindowsLiveID"))
+}
+
 /// Records every address and the `Name` of a recipient without our stamp.
 fn add_foreign_recipient(inv: &mut Inventory, r: &Value, state: &str, user: Option<&GraphUser>) {
     let name = text(r, "Name")
@@ -544,15 +548,7 @@ fn add_foreign_recipient(inv: &mut Inventory, r: &Value, state: &str, user: Opti
         Some(upn) => format!("{upn} ({state}{kind} \"{name}\")"),
         None => format!("{name} ({state}{kind})"),
     };
-    let addresses = r
-        .get("EmailAddresses")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .filter_map(|p| smtp_proxy(p).map(|(_, a)| a))
-        .chain(text(r, "WindowsLiveID"))
-        .chain(text(r, "PrimarySmtpAddress"));
+    let addresses = smtp_addresses_and_upn(r).chain(text(r, "PrimarySmtpAddress"));
     for a in addresses {
         insert_lower(&mut inv.foreign, a, &owner);
     }

@@ -477,6 +477,24 @@ fn csv(plan: &Plan) -> String {
     out
 }
 
+/// A `## heading (count)` section with a three-column table; nothing when there are no rows.
+fn md_section<'a>(
+    out: &mut String,
+    heading: &str,
+    columns: [&str; 3],
+    rows: impl ExactSizeIterator<Item = [&'a String; 3]>,
+) {
+    if rows.len() == 0 {
+        return;
+    }
+    let _ = writeln!(out, "## {heading} ({})\n", rows.len());
+    let _ = writeln!(out, "| {} |\n|---|---|---|", columns.join(" | "));
+    for [a, b, c] in rows {
+        let _ = writeln!(out, "| {} | {} | {} |", md(a), md(b), md(c));
+    }
+    let _ = writeln!(out);
+}
+
 /// Markdown table cells must not break the table: escape pipes, fold newlines.
 fn md(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
@@ -569,51 +587,26 @@ fn markdown(plan: &Plan, title: &str) -> String {
         }
         let _ = writeln!(out);
     }
-    if !plan.quarantined.is_empty() {
-        let _ = writeln!(out, "## Quarantined ({})\n", plan.quarantined.len());
-        let _ = writeln!(out, "| entry | field | reason |");
-        let _ = writeln!(out, "|---|---|---|");
-        for q in &plan.quarantined {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} |",
-                md(&q.dn),
-                md(&q.field),
-                md(&q.reason)
-            );
-        }
-        let _ = writeln!(out);
-    }
-    if !plan.drift.is_empty() {
-        let _ = writeln!(out, "## Tenant drift ({})\n", plan.drift.len());
-        let _ = writeln!(out, "| uid | kind | detail |");
-        let _ = writeln!(out, "|---|---|---|");
-        for d in &plan.drift {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} |",
-                md(&d.uid),
-                md(&d.kind),
-                md(&d.detail)
-            );
-        }
-        let _ = writeln!(out);
-    }
-    if !plan.warnings.is_empty() {
-        let _ = writeln!(out, "## Warnings ({})\n", plan.warnings.len());
-        let _ = writeln!(out, "| entry | field | warning |");
-        let _ = writeln!(out, "|---|---|---|");
-        for w in &plan.warnings {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} |",
-                md(&w.dn),
-                md(&w.field),
-                md(&w.message)
-            );
-        }
-        let _ = writeln!(out);
-    }
+    md_section(
+        &mut out,
+        "Quarantined",
+        ["entry", "field", "reason"],
+        plan.quarantined
+            .iter()
+            .map(|q| [&q.dn, &q.field, &q.reason]),
+    );
+    md_section(
+        &mut out,
+        "Tenant drift",
+        ["uid", "kind", "detail"],
+        plan.drift.iter().map(|d| [&d.uid, &d.kind, &d.detail]),
+    );
+    md_section(
+        &mut out,
+        "Warnings",
+        ["entry", "field", "warning"],
+        plan.warnings.iter().map(|w| [&w.dn, &w.field, &w.message]),
+    );
     out
 }
 

@@ -8,7 +8,7 @@
 use ldap2exo::plan::{Action, HeldOutcome, Op, Phase, Plan};
 use ldap2exo_emulator::{FaultAction, FaultConfig, FaultRule, RecipientKind, StateDump, User};
 
-use crate::support::cli::{DAY, Install};
+use crate::support::cli::{DAY, Install, Run};
 use crate::support::slapd::{Slapd, SlapdOptions};
 use crate::sync::{
     assert_no_duplicates, assert_settled, by_upn, campus_emulator, campus_emulator_with, live,
@@ -69,8 +69,18 @@ fn yesterday() -> u64 {
 }
 
 fn first_sync(install: &Install) {
+    sync_clean(install);
+}
+
+/// A sync that exits 0 with every action done: no conflict, no failure.
+fn sync_clean(install: &Install) -> Run {
     let run = sync(install, 0);
-    assert!(run.stdout.contains(" 0 failed"), "{}", show_run(&run));
+    assert!(
+        run.stdout.contains(" 0 conflicts, 0 failed"),
+        "{}",
+        show_run(&run)
+    );
+    run
 }
 
 fn with_concurrency_one(install: &mut Install) {
@@ -136,12 +146,7 @@ fn an_alias_moving_between_people_in_one_change_lands_in_one_run() {
     }
     assert_eq!(plan.summary.held, 0);
 
-    let run = sync(&install, 0);
-    assert!(
-        run.stdout.contains(" 0 conflicts, 0 failed"),
-        "{}",
-        show_run(&run)
-    );
+    sync_clean(&install);
     let state = emu.state();
     assert_eq!(
         owner_upn(&state, "a.davis@example.edu"),
@@ -188,12 +193,7 @@ fn a_leavers_address_goes_to_a_newcomer_whether_the_leaver_is_hidden_or_deleted(
     assert!(moera.ends_with("@exampleedu.onmicrosoft.com"), "{moera}");
     assert!(action(&plan, Op::Create, "enew").held.is_none());
 
-    let run = sync(&install, 0);
-    assert!(
-        run.stdout.contains(" 0 conflicts, 0 failed"),
-        "{}",
-        show_run(&run)
-    );
+    sync_clean(&install);
     let state = emu.state();
     assert_eq!(
         primary(by_upn(&state, "enew@example.edu")),
@@ -236,12 +236,7 @@ fn a_leavers_address_goes_to_a_newcomer_whether_the_leaver_is_hidden_or_deleted(
             .contains("gnakamura@staff.example.edu"),
         "{purge:#?}"
     );
-    let run = sync(&install, 0);
-    assert!(
-        run.stdout.contains(" 0 conflicts, 0 failed"),
-        "{}",
-        show_run(&run)
-    );
+    sync_clean(&install);
     let state = emu.state();
     assert_eq!(
         primary(by_upn(&state, "gnew2@example.edu")),
@@ -281,12 +276,7 @@ fn a_leavers_address_goes_to_a_newcomer_whether_the_leaver_is_hidden_or_deleted(
     let create = action(&plan, Op::Create, "ijohansson");
     assert_eq!(create.changes["name"].1.as_ref().unwrap(), "ijohansson");
     emu.reset_counters();
-    let run = sync(&install, 0);
-    assert!(
-        run.stdout.contains(" 0 conflicts, 0 failed"),
-        "{}",
-        show_run(&run)
-    );
+    sync_clean(&install);
     let counters = emu.counters();
     assert!(
         counters.per_endpoint.contains_key("EXO Remove-MailUser"),
@@ -362,12 +352,7 @@ fn a_regenerated_anchor_restamps_the_live_object_and_a_doubtful_one_is_held() {
     assert_eq!(plan.summary.disable, 0, "{:#?}", plan.actions);
 
     emu.reset_counters();
-    let run = sync(&install, 0);
-    assert!(
-        run.stdout.contains(" 0 conflicts, 0 failed"),
-        "{}",
-        show_run(&run)
-    );
+    let run = sync_clean(&install);
     assert_eq!(
         emu.counters().writes(),
         1,
@@ -554,7 +539,7 @@ fn a_refusal_the_plan_could_not_know_is_a_conflict_naming_the_address() {
             "alice.davis@staff.example.edu"
         ])
     );
-    let outcome = |run: &crate::support::cli::Run| {
+    let outcome = |run: &Run| {
         assert_eq!(run.code, 1, "{}", show_run(run));
         run.json()["results"]
             .as_array()
