@@ -16,8 +16,11 @@
 //! - an action that both releases and claims (two people swapping aliases) is split in two:
 //!   the release part, and the rest in the main phase.
 //!
-//! Without the tenant's inventory (a dry run without credentials) the MOERA and the recycle
-//! bin are unknown: such a release is not planned, and the claim is reported by the run.
+//! A claim that cannot be freed this run holds its claimant as a conflict that says why, and
+//! nothing is freed for it: the holder's entry is quarantined or outside an `--only` run, the
+//! safety verdict keeps the leaver, the leaver is deleted in this very run (the recycle bin
+//! then holds it; the next run purges it), or the MOERA a primary address or UPN would be
+//! replaced by is unknown (a dry run without tenant credentials).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
