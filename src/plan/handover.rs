@@ -135,7 +135,7 @@ pub(super) fn order_handovers(actions: &mut Vec<Action>, ctx: &Context, summary:
                         .expect("a purge is planned from the inventory")
                         .own_deleted[&holder];
                     actions.push(purge(&holder, rows.get(&holder).copied(), d, &value, &who));
-                    summary.purge += 1;
+                    summary.bump(Op::Purge);
                     actions.len() - 1
                 }),
                 Freed::LeaverUpdate(holder) => {
@@ -153,7 +153,7 @@ pub(super) fn order_handovers(actions: &mut Vec<Action>, ctx: &Context, summary:
                             phase: Phase::Release,
                         });
                         // Counted as unchanged by the diff; now it has something to do.
-                        summary.update += 1;
+                        summary.bump(Op::Update);
                         summary.unchanged = summary.unchanged.saturating_sub(1);
                         actions.len() - 1
                     });
@@ -550,7 +550,7 @@ fn split_releasers(
         a.changes = rest;
         a.reason = Some("the rest, after the releases of this run".into());
         extra.push(release);
-        summary.update += 1;
+        summary.bump(Op::Update);
     }
     actions.extend(extra);
 }

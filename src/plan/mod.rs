@@ -169,8 +169,9 @@ impl Summary {
         }
     }
 
-    fn bump(&mut self, op: Op) {
-        *match op {
+    /// The counter of `op`.
+    fn slot(&mut self, op: Op) -> &mut usize {
+        match op {
             Op::Create => &mut self.create,
             Op::Update => &mut self.update,
             Op::Convert => &mut self.convert,
@@ -178,7 +179,11 @@ impl Summary {
             Op::Enable => &mut self.enable,
             Op::Delete => &mut self.delete,
             Op::Purge => &mut self.purge,
-        } += 1;
+        }
+    }
+
+    fn bump(&mut self, op: Op) {
+        *self.slot(op) += 1;
     }
 
     pub fn removals(&self) -> usize {
@@ -530,15 +535,7 @@ pub fn plan(input: Input) -> Plan {
 /// `summary.held` instead of under its op.
 pub(crate) fn hold(summary: &mut Summary, action: &mut Action, held: Held) {
     if action.held.is_none() {
-        let n = match action.op {
-            Op::Create => &mut summary.create,
-            Op::Update => &mut summary.update,
-            Op::Convert => &mut summary.convert,
-            Op::Disable => &mut summary.disable,
-            Op::Enable => &mut summary.enable,
-            Op::Delete => &mut summary.delete,
-            Op::Purge => &mut summary.purge,
-        };
+        let n = summary.slot(action.op);
         *n = n.saturating_sub(1);
         summary.held += 1;
     }

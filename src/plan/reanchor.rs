@@ -176,9 +176,9 @@ pub(super) fn pair_anchor_changes(
             held: None,
             phase: Phase::Main,
         };
-        summary.create -= 1;
-        summary.update += 1;
-        summary.disable -= 1;
+        *summary.slot(Op::Create) -= 1;
+        *summary.slot(Op::Disable) -= 1;
+        summary.bump(Op::Update);
         remove.insert(d);
     }
     let mut i = 0;

@@ -149,37 +149,34 @@ fn text(plan: &Plan, title: &str) -> String {
             text_action(&mut out, a);
         }
     }
-    if !plan.quarantined.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nQuarantined ({}): not provisioned, not changed, not treated as leaving",
-            plan.quarantined.len()
-        );
-        for q in &plan.quarantined {
-            let _ = writeln!(out, "  ! {}\n      {}: {}", q.dn, q.field, q.reason);
-        }
-    }
-    if !plan.drift.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nTenant drift ({}): the tenant differed from the state store; the actions above repair it",
-            plan.drift.len()
-        );
-        for d in &plan.drift {
-            let _ = writeln!(out, "  ~ {} ({})\n      {}", d.uid, d.kind, d.detail);
-        }
-    }
-    if !plan.warnings.is_empty() {
-        let _ = writeln!(out, "\nWarnings ({})", plan.warnings.len());
-        for w in &plan.warnings {
-            let who = if w.dn.is_empty() {
-                "the run"
-            } else {
-                w.dn.as_str()
-            };
-            let _ = writeln!(out, "  ? {who}\n      {}: {}", w.field, w.message);
-        }
-    }
+    text_section(
+        &mut out,
+        "Quarantined",
+        ": not provisioned, not changed, not treated as leaving",
+        '!',
+        plan.quarantined
+            .iter()
+            .map(|q| (q.dn.clone(), format!("{}: {}", q.field, q.reason))),
+    );
+    text_section(
+        &mut out,
+        "Tenant drift",
+        ": the tenant differed from the state store; the actions above repair it",
+        '~',
+        plan.drift
+            .iter()
+            .map(|d| (format!("{} ({})", d.uid, d.kind), d.detail.clone())),
+    );
+    text_section(
+        &mut out,
+        "Warnings",
+        "",
+        '?',
+        plan.warnings.iter().map(|w| {
+            let who = if w.dn.is_empty() { "the run" } else { &w.dn };
+            (who.to_owned(), format!("{}: {}", w.field, w.message))
+        }),
+    );
     let _ = writeln!(out);
     match plan.safety.verdict {
         Verdict::Ok => {
@@ -197,6 +194,24 @@ fn text(plan: &Plan, title: &str) -> String {
     }
     let _ = writeln!(out, "Summary: {}", summary_line(plan));
     out
+}
+
+/// A `Heading (count)<note>` section of two-line entries (`marker` title, then the detail);
+/// nothing when there are none.
+fn text_section(
+    out: &mut String,
+    heading: &str,
+    note: &str,
+    marker: char,
+    entries: impl ExactSizeIterator<Item = (String, String)>,
+) {
+    if entries.len() == 0 {
+        return;
+    }
+    let _ = writeln!(out, "\n{heading} ({}){note}", entries.len());
+    for (title, detail) in entries {
+        let _ = writeln!(out, "  {marker} {title}\n      {detail}");
+    }
 }
 
 fn text_action(out: &mut String, a: &Action) {
