@@ -63,6 +63,38 @@ pub enum Outcome {
     /// it was forced; the rest of the person may have been applied (the detail says).
     Conflict(String),
     Failed(String),
+    /// Never started: the run was stopped (SIGTERM/SIGINT) first. The next run plans it again.
+    NotStarted(String),
+}
+
+/// How many actions of a run ended each way: the `applied` object of a report, the `results`
+/// of a run in the state store, and what `status` and the metrics count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tally {
+    pub done: usize,
+    pub pending: usize,
+    pub skipped: usize,
+    pub conflict: usize,
+    pub failed: usize,
+    #[serde(default)]
+    pub not_started: usize,
+}
+
+impl Tally {
+    pub fn of(results: &[ActionResult]) -> Self {
+        let mut t = Tally::default();
+        for r in results {
+            *match r.outcome {
+                Outcome::Done => &mut t.done,
+                Outcome::Pending(_) => &mut t.pending,
+                Outcome::Skipped(_) => &mut t.skipped,
+                Outcome::Conflict(_) => &mut t.conflict,
+                Outcome::Failed(_) => &mut t.failed,
+                Outcome::NotStarted(_) => &mut t.not_started,
+            } += 1;
+        }
+        t
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -216,6 +248,7 @@ async fn run(
             tracing::warn!(op, uid = %uid, reason = %why, "action not fully applied: conflict")
         }
         Outcome::Failed(why) => tracing::warn!(op, uid = %uid, error = %why, "action failed"),
+        Outcome::NotStarted(_) => {}
     }
     Ok(ActionResult {
         op: action.op,

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::apply::{ActionResult, Outcome};
+use crate::apply::{ActionResult, Outcome, Tally};
 use crate::plan::{Action, Change, HeldOutcome, Op, Plan, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -285,7 +285,7 @@ pub fn write(
                     &Applied {
                         plan,
                         results,
-                        applied: Counts::of(results),
+                        applied: Tally::of(results),
                     },
                 )?,
             }
@@ -306,35 +306,13 @@ struct Applied<'a> {
     #[serde(flatten)]
     plan: &'a Plan,
     results: &'a [ActionResult],
-    applied: Counts,
-}
-
-#[derive(serde::Serialize)]
-struct Counts {
-    done: usize,
-    pending: usize,
-    skipped: usize,
-    conflict: usize,
-    failed: usize,
-}
-
-impl Counts {
-    fn of(results: &[ActionResult]) -> Self {
-        let count = |f: fn(&Outcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
-        Counts {
-            done: count(|o| matches!(o, Outcome::Done)),
-            pending: count(|o| matches!(o, Outcome::Pending(_))),
-            skipped: count(|o| matches!(o, Outcome::Skipped(_))),
-            conflict: count(|o| matches!(o, Outcome::Conflict(_))),
-            failed: count(|o| matches!(o, Outcome::Failed(_))),
-        }
-    }
+    applied: Tally,
 }
 
 /// The outcome of applying a plan, for text, Markdown (a section after the plan) and CSV
 /// (a row per action that was not done).
 fn render_results(results: &[ActionResult], format: Format) -> String {
-    let c = Counts::of(results);
+    let c = Tally::of(results);
     let not_done: Vec<(&ActionResult, &str, &str)> = results
         .iter()
         .filter_map(|r| match &r.outcome {
@@ -343,6 +321,7 @@ fn render_results(results: &[ActionResult], format: Format) -> String {
             Outcome::Skipped(w) => Some((r, "skipped", w.as_str())),
             Outcome::Conflict(w) => Some((r, "conflict", w.as_str())),
             Outcome::Failed(w) => Some((r, "failed", w.as_str())),
+            Outcome::NotStarted(w) => Some((r, "not started", w.as_str())),
         })
         .collect();
     let mut out = String::new();
@@ -358,13 +337,17 @@ fn render_results(results: &[ActionResult], format: Format) -> String {
     let md = format == Format::Markdown;
     let _ = writeln!(
         out,
-        "\n{}Applied: {} done, {} pending, {} skipped, {} conflicts, {} failed",
+        "\n{}Applied: {} done, {} pending, {} skipped, {} conflicts, {} failed{}",
         if md { "## " } else { "" },
         c.done,
         c.pending,
         c.skipped,
         c.conflict,
-        c.failed
+        c.failed,
+        match c.not_started {
+            0 => String::new(),
+            n => format!(", {n} not started (the run was stopped)"),
+        }
     );
     for (r, what, why) in not_done {
         let _ = writeln!(

@@ -171,15 +171,19 @@ pub enum Outcome {
     Partial,
     Failed,
     Blocked,
+    /// Stopped by SIGTERM/SIGINT before every action ran, or its process died mid-run (found
+    /// by the next run that holds the run lock). The next run does what is left.
+    Interrupted,
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Partial => "partial",
             Outcome::Failed => "failed",
             Outcome::Blocked => "blocked",
+            Outcome::Interrupted => "interrupted",
         }
     }
 }
@@ -191,6 +195,9 @@ pub struct RunEnd {
     pub source_count: Option<u64>,
     pub verdict: Option<&'static str>,
     pub summary: Option<Value>,
+    /// The applied outcome counts (`done`, `pending`, `skipped`, `conflict`, `failed`) of a
+    /// real run; `None` for dry runs, plans and runs that failed before applying.
+    pub results: Option<Value>,
     pub error: Option<String>,
 }
 
@@ -206,6 +213,11 @@ pub struct RunRecord {
     pub summary: Option<String>,
     pub outcome: String,
     pub error: Option<String>,
+    /// What started the run (`sync`, `sync --dry-run`, `plan`, `apply`, `daemon`); `None` for
+    /// runs recorded before schema 0004.
+    pub command: Option<String>,
+    /// JSON object of applied outcome counts, see [`RunEnd::results`].
+    pub results: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -323,25 +335,31 @@ impl Store {
         Ok(count.map(|c| c.max(0) as u64))
     }
 
+    /// Records a run as started by `command` (`sync`, `sync --dry-run`, `plan`, `apply`,
+    /// `daemon`); returns its id.
     pub async fn begin_run(
         &self,
         mode: RunMode,
         scope: RunScope,
+        command: &str,
         now: i64,
     ) -> Result<i64, StateError> {
-        let id = sqlx::query("INSERT INTO runs (started_at, mode, scope) VALUES (?, ?, ?)")
-            .bind(now)
-            .bind(mode.as_str())
-            .bind(scope.as_str())
-            .execute(&self.pool)
-            .await?
-            .last_insert_rowid();
+        let id =
+            sqlx::query("INSERT INTO runs (started_at, mode, scope, command) VALUES (?, ?, ?, ?)")
+                .bind(now)
+                .bind(mode.as_str())
+                .bind(scope.as_str())
+                .bind(command)
+                .execute(&self.pool)
+                .await?
+                .last_insert_rowid();
         Ok(id)
     }
 
     pub async fn finish_run(&self, id: i64, end: &RunEnd, now: i64) -> Result<(), StateError> {
         sqlx::query(
-            "UPDATE runs SET finished_at = ?, outcome = ?, source_count = ?, verdict = ?, summary = ?, error = ?
+            "UPDATE runs SET finished_at = ?, outcome = ?, source_count = ?, verdict = ?, summary = ?,
+                 results = ?, error = ?
              WHERE id = ?",
         )
         .bind(now)
@@ -349,11 +367,27 @@ impl Store {
         .bind(end.source_count.map(|c| c as i64))
         .bind(end.verdict)
         .bind(end.summary.as_ref().map(Value::to_string))
+        .bind(end.results.as_ref().map(Value::to_string))
         .bind(&end.error)
         .bind(id)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Marks runs still `running` as `interrupted`: their process died (crash, `kill -9`,
+    /// power cut) without finishing them. Only the holder of the run lock may call this, since
+    /// only then is no other process running one. Returns the ids it marked.
+    pub async fn mark_abandoned_runs(&self, now: i64) -> Result<Vec<i64>, StateError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE runs SET outcome = 'interrupted', finished_at = ?,
+                 error = 'the process ended without finishing the run (crash or kill); the next run does what is left'
+             WHERE outcome = 'running' RETURNING id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
     }
 
     /// The most recent runs, newest first.

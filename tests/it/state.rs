@@ -33,6 +33,7 @@ fn end(outcome: Outcome, count: u64) -> RunEnd {
         source_count: Some(count),
         verdict: Some("ok"),
         summary: Some(json!({"create": 1})),
+        results: None,
         error: None,
     }
 }
@@ -82,7 +83,7 @@ async fn only_full_applied_runs_become_the_shrink_baseline() {
     assert_eq!(store.baseline().await.unwrap(), None);
 
     let id = store
-        .begin_run(RunMode::Apply, RunScope::Full, 1)
+        .begin_run(RunMode::Apply, RunScope::Full, "sync", 1)
         .await
         .unwrap();
     store
@@ -96,7 +97,7 @@ async fn only_full_applied_runs_become_the_shrink_baseline() {
         (RunMode::Apply, RunScope::Full, Outcome::Failed, 3),
         (RunMode::Apply, RunScope::Full, Outcome::Blocked, 3),
     ] {
-        let id = store.begin_run(mode, scope, 3).await.unwrap();
+        let id = store.begin_run(mode, scope, "sync", 3).await.unwrap();
         store.finish_run(id, &end(outcome, count), 4).await.unwrap();
     }
     assert_eq!(store.baseline().await.unwrap(), Some(1000));
@@ -146,7 +147,7 @@ async fn journal_rows_are_durable_as_soon_as_written() {
     {
         let store = Store::open(&path).await.unwrap();
         let run = store
-            .begin_run(RunMode::Apply, RunScope::Full, 1)
+            .begin_run(RunMode::Apply, RunScope::Full, "sync", 1)
             .await
             .unwrap();
         let done = store
@@ -170,4 +171,72 @@ async fn journal_rows_are_durable_as_soon_as_written() {
         .map(|r| (r.step.as_str(), r.result.as_str()))
         .collect();
     assert_eq!(steps, [("New-MailUser", "ok"), ("Set-MailUser", "pending")]);
+}
+
+/// A store written by an older ldap2exo (schema 0003, with runs and journal rows that refer to
+/// them) opens under the current schema: the runs table is rebuilt without losing a row or a
+/// journal reference, and foreign keys are enforced again afterwards.
+#[tokio::test]
+async fn an_older_store_upgrades_with_its_runs_and_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("migrations");
+    std::fs::create_dir(&old).unwrap();
+    for f in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
+        let f = f.unwrap();
+        if f.file_name().to_string_lossy().as_ref() < "0004" {
+            std::fs::copy(f.path(), old.join(f.file_name())).unwrap();
+        }
+    }
+    let path = dir.path().join("old.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    {
+        use sqlx::ConnectOptions;
+        let mut conn = url
+            .parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .unwrap()
+            .foreign_keys(true)
+            .connect()
+            .await
+            .unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+        migrator.run(&mut conn).await.unwrap();
+        sqlx::query(
+            "INSERT INTO runs (started_at, mode, scope, outcome) VALUES (5, 'apply', 'full', 'ok')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO journal (run_id, anchor, op, step, started_at, result) VALUES (1, 'a-1', 'create', 'New-MailUser', 5, 'ok')")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let store = Store::open(&path).await.unwrap();
+    let runs = store.runs(10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (
+            runs[0].id,
+            runs[0].outcome.as_str(),
+            runs[0].command.as_deref()
+        ),
+        (1, "ok", None)
+    );
+    let journal = store.journal(&Anchor::new("a-1").unwrap()).await.unwrap();
+    assert_eq!(journal.len(), 1, "the journal keeps its rows");
+    // A journal row for a run that does not exist is still refused.
+    let orphan = store
+        .journal_start(99, &Anchor::new("a-2").unwrap(), "create", "x", 6)
+        .await;
+    assert!(
+        orphan.is_err(),
+        "foreign keys are enforced after the upgrade"
+    );
+    // The new outcome is accepted.
+    let id = store
+        .begin_run(RunMode::Apply, RunScope::Full, "daemon", 7)
+        .await
+        .unwrap();
+    assert_eq!(store.mark_abandoned_runs(8).await.unwrap(), vec![id]);
+    assert_eq!(store.runs(1).await.unwrap()[0].outcome, "interrupted");
 }

@@ -716,7 +716,7 @@ fn an_object_created_just_before_a_crash_is_found_by_the_journal_and_stamped() {
     rt.block_on(async {
         let store = Store::open(&install.state).await.unwrap();
         let run = store
-            .begin_run(RunMode::Apply, RunScope::Full, T0)
+            .begin_run(RunMode::Apply, RunScope::Full, "sync", T0)
             .await
             .unwrap();
         let anchor = Anchor::new("5d0c7a3e-2b4f-4e61-9c8a-000000000006").unwrap();
@@ -764,7 +764,7 @@ fn an_object_whose_create_was_never_journaled_is_found_by_its_planned_upn() {
     let anchor = rt.block_on(async {
         let store = Store::open(&install.state).await.unwrap();
         let run = store
-            .begin_run(RunMode::Apply, RunScope::Full, T0)
+            .begin_run(RunMode::Apply, RunScope::Full, "sync", T0)
             .await
             .unwrap();
         let plan = install.dry_run(0, &["--only", "epatel"]);

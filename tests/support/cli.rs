@@ -151,7 +151,7 @@ impl Install {
 async fn record_applied(path: &Path, plan: &Plan, now: i64, grace_days: i64) {
     let store = Store::open(path).await.expect("open state");
     let run = store
-        .begin_run(RunMode::Apply, RunScope::Full, now)
+        .begin_run(RunMode::Apply, RunScope::Full, "sync", now)
         .await
         .unwrap();
     for a in &plan.actions {
@@ -218,6 +218,7 @@ async fn record_applied(path: &Path, plan: &Plan, now: i64, grace_days: i64) {
         source_count: Some(plan.source.entries as u64),
         verdict: Some("ok"),
         summary: None,
+        results: None,
         error: None,
     };
     store.finish_run(run, &end, now).await.unwrap();

@@ -1,0 +1,125 @@
+//! `check-config`: bind to LDAP, get tenant tokens, check the licence, open the state store.
+
+use super::{CommandError, Exit};
+use crate::config::{Config, Credential};
+use crate::source;
+use crate::state::Store;
+use crate::tenant::{Tenant, TenantError};
+
+/// `check-config`: the file already parsed (or we would not be here); now bind to LDAP and
+/// list what is missing for each capability.
+pub async fn check_config(config: &Config) -> Result<Exit, CommandError> {
+    println!("configuration: ok");
+    let ldap = match source::check(&config.ldap).await {
+        Ok(report) => {
+            let who = report.bind_dn.as_deref().unwrap_or("anonymous");
+            let paging = match report.paged_results {
+                Some(true) => "paged results supported",
+                Some(false) => "paged results NOT advertised",
+                None => "paged results unknown",
+            };
+            println!(
+                "ldap: ok ({}, {:?}, bound as {who}, base {} exists, {paging}{})",
+                report.url,
+                report.tls,
+                report.base_dn,
+                report
+                    .vendor
+                    .as_deref()
+                    .map(|v| format!(", {v}"))
+                    .unwrap_or_default()
+            );
+            for w in &report.warnings {
+                println!("ldap: warning: {w}");
+            }
+            true
+        }
+        Err(e) => {
+            println!("ldap: FAILED: {e}");
+            false
+        }
+    };
+    let t = &config.tenant;
+    let mut missing = Vec::new();
+    if t.tenant_id.is_none() {
+        missing.push("tenant.tenant_id".to_owned());
+    }
+    if t.client_id.is_none() && t.credential_kind().ok() != Some(Credential::ManagedIdentity) {
+        missing.push("tenant.client_id".to_owned());
+    }
+    if let Err(e) = t.credential_kind() {
+        missing.push(e);
+    }
+    if t.mailbox_sku.is_none() {
+        missing.push(
+            "tenant.mailbox_sku (to license people whose mailbox is in Exchange Online)".to_owned(),
+        );
+    }
+    let mut tenant_ok = true;
+    if t.tenant_id.is_some() && t.credential_kind().is_ok() {
+        // Gets a token for each audience and reads the domains through both APIs.
+        let checked = async {
+            let tenant = Tenant::connect(t)?;
+            let check = tenant.check().await?;
+            if let Some(sku) = &t.mailbox_sku {
+                let found = tenant.graph().resolve_sku(sku).await?;
+                return Ok::<_, TenantError>((check, Some(found)));
+            }
+            Ok((check, None))
+        };
+        match checked.await {
+            Ok((check, sku)) => {
+                println!(
+                    "tenant: ok ({:?} credential, tokens for Graph and Exchange, {} domains, {} accepted domains)",
+                    check.credential,
+                    check.domains.len(),
+                    check.accepted_domains.len()
+                );
+                for d in &t.accepted_domains {
+                    if !check
+                        .accepted_domains
+                        .iter()
+                        .any(|a| a.eq_ignore_ascii_case(d))
+                    {
+                        tenant_ok = false;
+                        println!(
+                            "tenant: FAILED: {d} (tenant.accepted_domains) is not an accepted domain of the tenant"
+                        );
+                    }
+                }
+                if let Some(sku) = sku {
+                    println!(
+                        "tenant: licence {} has {} units free",
+                        sku.sku_part_number,
+                        sku.available()
+                    );
+                }
+            }
+            Err(e) => {
+                tenant_ok = false;
+                println!("tenant: FAILED: {e}");
+            }
+        }
+    }
+    if !missing.is_empty() {
+        println!(
+            "tenant: missing (dry runs work without): {}",
+            missing.join("; ")
+        );
+    }
+    match Store::open(&config.state.path).await {
+        Ok(store) => {
+            store.close().await;
+            println!("state: ok ({})", config.state.path.display());
+        }
+        Err(e) => {
+            println!("state: FAILED: {e}");
+            return Ok(Exit::Failed);
+        }
+    }
+    Ok(if ldap && tenant_ok {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
+}

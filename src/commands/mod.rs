@@ -1,0 +1,101 @@
+//! The commands behind the CLI: each wires the pipeline `source → desired → plan → apply →
+//! report` together with the state store, and says how it ended as an exit code of
+//! INTERFACE.md.
+//!
+//! - [`run`]: `sync`, `plan` and `apply`, the commands that plan (and apply) a run;
+//! - [`check`]: `check-config`;
+//! - [`status`]: `status`, which reads only the state store;
+//! - [`output`]: where reports go, and what a failed write means.
+
+mod check;
+mod output;
+mod run;
+mod status;
+
+pub use check::check_config;
+pub use run::{apply_file, plan, sync};
+pub use status::status;
+
+use std::path::{Path, PathBuf};
+
+use crate::apply;
+use crate::config::{Config, ConfigError};
+use crate::source::SourceError;
+use crate::state::StateError;
+use crate::tenant::TenantError;
+
+/// Exit codes of INTERFACE.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Failed = 1,
+    Usage = 2,
+    Blocked = 3,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("reading LDAP failed: {0}")]
+    Source(#[from] SourceError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error("refusing to apply {0}")]
+    Stale(String),
+}
+
+impl CommandError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            CommandError::Config(_) | CommandError::Usage(_) => Exit::Usage,
+            CommandError::Tenant(TenantError::Config(_)) => Exit::Usage,
+            _ => Exit::Failed,
+        }
+    }
+}
+
+/// The clock, in Unix seconds. `LDAP2EXO_NOW` (Unix seconds or RFC 3339) replaces it, so a
+/// grace period can be tested without waiting 30 days.
+pub fn now() -> Result<i64, CommandError> {
+    if let Ok(v) = std::env::var("LDAP2EXO_NOW") {
+        if let Ok(secs) = v.parse::<i64>() {
+            return Ok(secs);
+        }
+        return humantime::parse_rfc3339(&v)
+            .map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0)
+            })
+            .map_err(|e| {
+                CommandError::Usage(format!(
+                    "LDAP2EXO_NOW=`{v}` is neither Unix seconds nor RFC 3339: {e}"
+                ))
+            });
+    }
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0))
+}
+
+pub fn load_config(path: &Path) -> Result<Config, CommandError> {
+    Ok(Config::load(path, std::env::vars())?)
+}

@@ -1,0 +1,398 @@
+//! `sync`, `plan` and `apply`: read LDAP and the tenant, plan, and (for a real run) apply,
+//! recording the run in the state store.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::output::write_out;
+use super::{CommandError, Exit, now};
+use crate::apply;
+use crate::cli::{ApplyArgs, PlanArgs, Selection as SelectionArgs, SyncArgs};
+use crate::config::Config;
+use crate::desired;
+use crate::ids::Anchor;
+use crate::inventory::{self, Inventory};
+use crate::plan::{self, Plan, Scope, Verdict};
+use crate::report::{self, Format};
+use crate::source::{self, Selection};
+use crate::state::{ManagedObject, Outcome, RunEnd, RunMode, RunScope, Stage, Store};
+use crate::tenant::Tenant;
+
+fn selection(args: &SelectionArgs) -> (Selection, Scope, RunScope) {
+    if args.only.is_empty() {
+        (Selection::All, Scope::Full, RunScope::Full)
+    } else {
+        (
+            Selection::Only(args.only.clone()),
+            Scope::Only,
+            RunScope::Only,
+        )
+    }
+}
+
+/// A computed plan with what applying it needs.
+struct Computed {
+    plan: Plan,
+    store: Store,
+    run_id: i64,
+    started: i64,
+    source_count: usize,
+    /// Connected and read when credentials are configured (always for a real run).
+    tenant: Option<(Tenant, Inventory)>,
+    /// State rows the tenant contradicted (adopted, missing, changed), as reconciled: a real
+    /// run records them before applying, so each action starts from the tenant's truth.
+    drifted: Vec<ManagedObject>,
+}
+
+/// Whether the configuration can reach the tenant at all.
+fn tenant_configured(config: &Config) -> bool {
+    config.tenant.tenant_id.is_some() && config.tenant.credential_kind().is_ok()
+}
+
+async fn fail_run(
+    store: &Store,
+    run_id: i64,
+    error: &dyn std::fmt::Display,
+) -> Result<(), CommandError> {
+    let end = RunEnd {
+        outcome: Outcome::Failed,
+        source_count: None,
+        verdict: None,
+        summary: None,
+        results: None,
+        error: Some(error.to_string()),
+    };
+    store.finish_run(run_id, &end, now()?).await?;
+    store.close().await;
+    Ok(())
+}
+
+/// Reads LDAP and, when it can be reached, the tenant; reconciles the state store's view with
+/// what the tenant really holds (drift, objects adopted after a lost state store); maps and
+/// plans. The run is recorded as started; the caller finishes it.
+async fn compute(
+    config: &Config,
+    args: &SelectionArgs,
+    mode: RunMode,
+    command: &str,
+) -> Result<Computed, CommandError> {
+    let (sel, scope, run_scope) = selection(args);
+    // A dry run reads the tenant too when it can: it must plan what a real run would. A
+    // real run cannot go without it; its configuration is checked before anything is read.
+    let tenant = match mode == RunMode::Apply || tenant_configured(config) {
+        true => Some(Tenant::connect(&config.tenant)?),
+        false => None,
+    };
+    let store = Store::open(&config.state.path).await?;
+    let started = now()?;
+    let run_id = store.begin_run(mode, run_scope, command, started).await?;
+
+    // Entries are mapped as they arrive, so the raw directory is never held in memory.
+    let mut mapper = desired::Mapper::new(config);
+    if let Err(e) = source::read_each(&config.ldap, &sel, |entry| mapper.push(&entry)).await {
+        fail_run(&store, run_id, &e).await?;
+        return Err(e.into());
+    }
+
+    let mut objects = store.objects().await?;
+    let mut drift = Vec::new();
+    let mut drifted = Vec::new();
+    let tenant = match tenant {
+        Some(tenant) => match inventory::read_with_licences(
+            &tenant,
+            &config.tenant.anchor_attribute,
+            config.tenant.mailbox_sku.as_deref(),
+        )
+        .await
+        {
+            Ok(inventory) => {
+                let reconciled = inventory::reconcile(&objects, &inventory, started);
+                objects = reconciled.objects;
+                drift = reconciled.drift;
+                let touched: BTreeSet<&Anchor> = drift.iter().map(|d| &d.anchor).collect();
+                drifted = objects
+                    .iter()
+                    .filter(|o| touched.contains(&o.anchor))
+                    .cloned()
+                    .collect();
+                Some((tenant, inventory))
+            }
+            Err(e) => {
+                fail_run(&store, run_id, &e).await?;
+                return Err(e.into());
+            }
+        },
+        None => {
+            tracing::info!(
+                "no tenant credentials configured: planning against the state store alone"
+            );
+            None
+        }
+    };
+
+    let clock = std::time::Instant::now();
+    let known: BTreeSet<_> = objects
+        .iter()
+        .filter(|o| o.stage != Stage::Deleted)
+        .map(|o| o.anchor.clone())
+        .collect();
+    let desired = mapper.finish(&known);
+    let mapped_ms = clock.elapsed().as_millis() as u64;
+    let baseline = store.baseline().await?;
+    let journaled_creates = store.journaled_creates().await?;
+    let source_count = desired.source_count;
+    let mut plan = plan::plan(plan::Input {
+        desired,
+        objects: &objects,
+        baseline,
+        scope,
+        safety: &config.safety,
+        max_deletes: args.max_deletes,
+        tenant: tenant.as_ref().map(|(_, inventory)| inventory),
+        journaled_creates: &journaled_creates,
+        now: started,
+    });
+    plan.source.only = args.only.clone();
+    plan.drift = drift
+        .into_iter()
+        .map(|d| plan::DriftNote {
+            anchor: d.anchor,
+            uid: d.uid,
+            kind: d.kind.as_str().to_owned(),
+            detail: d.detail,
+        })
+        .collect();
+    tracing::debug!(
+        rss_mb = rss_mb(),
+        mapped_ms,
+        planned_ms = clock.elapsed().as_millis() as u64 - mapped_ms,
+        "mapped and planned"
+    );
+    for q in &plan.quarantined {
+        tracing::warn!(dn = %q.dn, field = %q.field, reason = %q.reason, "entry quarantined");
+    }
+    for d in &plan.drift {
+        tracing::warn!(uid = %d.uid, kind = %d.kind, detail = %d.detail, "tenant drifted from the state store");
+    }
+    if scope == Scope::Full {
+        store.replace_quarantine(&plan.quarantined, started).await?;
+    }
+    tracing::info!(
+        run = run_id,
+        entries = source_count,
+        create = plan.summary.create,
+        update = plan.summary.update,
+        convert = plan.summary.convert,
+        disable = plan.summary.disable,
+        delete = plan.summary.delete,
+        purge = plan.summary.purge,
+        held = plan.summary.held,
+        quarantined = plan.summary.quarantined,
+        verdict = if plan.safety.verdict == Verdict::Blocked {
+            "blocked"
+        } else {
+            "ok"
+        },
+        "plan computed"
+    );
+    Ok(Computed {
+        plan,
+        store,
+        run_id,
+        started,
+        source_count,
+        tenant,
+        drifted,
+    })
+}
+
+/// Records a dry run or plan as finished.
+async fn finish_planned(c: Computed) -> Result<Plan, CommandError> {
+    let blocked = c.plan.safety.verdict == Verdict::Blocked;
+    let end = RunEnd {
+        outcome: if blocked {
+            Outcome::Blocked
+        } else {
+            Outcome::Ok
+        },
+        source_count: Some(c.source_count as u64),
+        verdict: Some(if blocked { "blocked" } else { "ok" }),
+        summary: Some(serde_json::to_value(&c.plan.summary).expect("summary serialises")),
+        results: None,
+        error: None,
+    };
+    c.store.finish_run(c.run_id, &end, now()?).await?;
+    c.store.close().await;
+    Ok(c.plan)
+}
+
+fn verdict_exit(plan: &Plan) -> Exit {
+    match plan.safety.verdict {
+        Verdict::Ok => Exit::Ok,
+        Verdict::Blocked => Exit::Blocked,
+    }
+}
+
+pub async fn sync(config: &Config, args: &SyncArgs) -> Result<Exit, CommandError> {
+    if args.dry_run {
+        let plan = finish_planned(
+            compute(config, &args.selection, RunMode::DryRun, "sync --dry-run").await?,
+        )
+        .await?;
+        write_out(args.output.as_deref(), |w| {
+            report::write(w, &plan, None, args.format, "sync --dry-run")
+        })?;
+        return Ok(verdict_exit(&plan));
+    }
+    let computed = compute(config, &args.selection, RunMode::Apply, "sync").await?;
+    execute(
+        config,
+        computed,
+        args.format,
+        args.output.as_deref(),
+        "sync",
+    )
+    .await
+}
+
+/// Applies a computed plan and records the run: the shared end of `sync` and `apply`.
+async fn execute(
+    config: &Config,
+    c: Computed,
+    format: Format,
+    output: Option<&Path>,
+    title: &str,
+) -> Result<Exit, CommandError> {
+    let Some((tenant, inventory)) = &c.tenant else {
+        unreachable!("a real run always connects to the tenant");
+    };
+    let blocked = c.plan.safety.verdict == Verdict::Blocked;
+    for obj in &c.drifted {
+        c.store.upsert_object(obj).await?;
+    }
+    let ctx = apply::Context {
+        tenant,
+        store: &c.store,
+        config,
+        inventory,
+        run_id: c.run_id,
+        now: c.started,
+        allow_removals: !blocked,
+        concurrency: config.tenant.concurrency.max(1) as usize,
+        visibility_wait: std::time::Duration::from_secs(u64::from(
+            config.tenant.propagation_wait_seconds,
+        )),
+    };
+    let clock = std::time::Instant::now();
+    let results = apply::apply(&c.plan, &ctx).await?;
+    let failed = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.outcome,
+                apply::Outcome::Failed(_) | apply::Outcome::Conflict(_)
+            )
+        })
+        .count();
+    let stats = tenant.stats();
+    tracing::info!(
+        actions = results.len(),
+        failed,
+        requests = stats.requests(),
+        retries = stats.retries(),
+        throttled = stats.throttled(),
+        elapsed_ms = clock.elapsed().as_millis() as u64,
+        "plan applied"
+    );
+    let outcome = match (blocked, failed) {
+        (true, _) => Outcome::Blocked,
+        (false, 0) => Outcome::Ok,
+        (false, f) if f == results.len() => Outcome::Failed,
+        _ => Outcome::Partial,
+    };
+    let end = RunEnd {
+        outcome,
+        source_count: Some(c.source_count as u64),
+        verdict: Some(if blocked { "blocked" } else { "ok" }),
+        summary: Some(serde_json::to_value(&c.plan.summary).expect("summary serialises")),
+        results: Some(serde_json::to_value(apply::Tally::of(&results)).expect("counts serialise")),
+        error: (failed > 0).then(|| format!("{failed} actions failed")),
+    };
+    c.store.finish_run(c.run_id, &end, now()?).await?;
+    c.store.close().await;
+    write_out(output, |w| {
+        report::write(w, &c.plan, Some(&results), format, title)
+    })?;
+    Ok(if blocked {
+        Exit::Blocked
+    } else if failed > 0 {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
+}
+
+pub async fn plan(config: &Config, args: &PlanArgs) -> Result<Exit, CommandError> {
+    let plan =
+        finish_planned(compute(config, &args.selection, RunMode::Plan, "plan").await?).await?;
+    write_out(Some(&args.output), |w| {
+        report::write(w, &plan, None, Format::Json, "plan")
+    })?;
+    eprint!(
+        "{}",
+        report::render(&plan, Format::Text, "plan")
+            .lines()
+            .last()
+            .map(|l| format!("{l}\n"))
+            .unwrap_or_default()
+    );
+    Ok(verdict_exit(&plan))
+}
+
+/// `apply plan.json`: applies exactly the reviewed plan, after checking that planning now
+/// gives the same actions (LDAP, the state store and the tenant have not moved since).
+pub async fn apply_file(config: &Config, args: &ApplyArgs) -> Result<Exit, CommandError> {
+    let text = std::fs::read_to_string(&args.plan).map_err(|source| CommandError::Read {
+        path: args.plan.clone(),
+        source,
+    })?;
+    let reviewed: Plan = serde_json::from_str(&text).map_err(|e| {
+        CommandError::Usage(format!(
+            "{} is not an ldap2exo plan: {e}",
+            args.plan.display()
+        ))
+    })?;
+    let selection = SelectionArgs {
+        only: reviewed.source.only.clone(),
+        max_deletes: reviewed.safety.approved_removals,
+    };
+    let computed = compute(config, &selection, RunMode::Apply, "apply").await?;
+    if computed.plan.actions != reviewed.actions
+        || computed.plan.safety.verdict != reviewed.safety.verdict
+    {
+        let why = "LDAP, the state store or the tenant changed since the plan was made; review a new plan";
+        fail_run(&computed.store, computed.run_id, &why).await?;
+        return Err(CommandError::Stale(format!(
+            "{}: {why}",
+            args.plan.display()
+        )));
+    }
+    execute(
+        config,
+        computed,
+        args.format,
+        args.output.as_deref(),
+        "apply",
+    )
+    .await
+}
+
+/// Resident memory in MiB (Linux; 0 elsewhere), for the debug log of large runs.
+fn rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+        / 1_048_576
+}
