@@ -43,6 +43,16 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show the last runs, managed objects, pending deletions and quarantined entries.
     Status(StatusArgs),
+    /// Run a sync at each tick of `[daemon] schedule` until SIGTERM/SIGINT, serving /healthz,
+    /// /readyz and /metrics on `[daemon] listen`.
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Run a sync at once on start, then follow the schedule.
+    #[arg(long)]
+    pub run_now: bool,
 }
 
 #[derive(Debug, Args)]

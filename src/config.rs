@@ -310,8 +310,17 @@ impl Default for SafetyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
+    /// Cron with seconds, in local time; see `daemon::schedule`.
     pub schedule: String,
+    /// `host:port` for /healthz, /readyz and /metrics.
     pub listen: String,
+    /// `/readyz` turns unready when the last successful run is older than this many schedule
+    /// intervals (or the last run failed).
+    pub ready_intervals: u32,
+    /// After SIGTERM/SIGINT, how long actions in flight may go on before they are cut off.
+    pub shutdown_grace_seconds: u32,
+    /// Where each scheduled run's text report is written (replaced each run); none if unset.
+    pub report_file: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -319,6 +328,9 @@ impl Default for DaemonConfig {
         Self {
             schedule: "0 */15 * * * *".into(),
             listen: "127.0.0.1:9464".into(),
+            ready_intervals: 3,
+            shutdown_grace_seconds: 30,
+            report_file: None,
         }
     }
 }
@@ -512,6 +524,28 @@ impl Config {
             if v.trim().is_empty() {
                 return Err(key(k, "must name an LDAP attribute".into()));
             }
+        }
+
+        let d = &self.daemon;
+        crate::daemon::schedule::Schedule::parse(&d.schedule)
+            .map_err(|m| key("daemon.schedule", m))?;
+        if d.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(key(
+                "daemon.listen",
+                format!(
+                    "`{}` is not an address and port such as 127.0.0.1:9464",
+                    d.listen
+                ),
+            ));
+        }
+        if d.ready_intervals == 0 {
+            return Err(key("daemon.ready_intervals", "must be at least 1".into()));
+        }
+        if d.shutdown_grace_seconds > 3600 {
+            return Err(key(
+                "daemon.shutdown_grace_seconds",
+                format!("{} is more than an hour", d.shutdown_grace_seconds),
+            ));
         }
 
         let t = &self.tenant;

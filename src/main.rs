@@ -8,6 +8,7 @@ use clap::Parser;
 
 use ldap2exo::cli::{Cli, Command};
 use ldap2exo::commands::{self, Exit};
+use ldap2exo::shutdown::Stop;
 
 // Reading 50,000 entries makes millions of small allocations; glibc's allocator spent about
 // 40% of a dry run's CPU time on them (measured with perf), mimalloc a fraction of that.
@@ -30,12 +31,19 @@ fn main() -> ExitCode {
                         return e.exit();
                     }
                 };
+                // Only the commands that write handle signals; the others keep the default (end
+                // at once), so a first Ctrl-C on `check-config` is not swallowed.
+                let stop = match &cli.command {
+                    Command::CheckConfig | Command::Status(_) => Stop::new(),
+                    _ => Stop::on_signals(),
+                };
                 let outcome = match &cli.command {
                     Command::CheckConfig => commands::check_config(&config).await,
-                    Command::Sync(args) => commands::sync(&config, args).await,
-                    Command::Plan(args) => commands::plan(&config, args).await,
-                    Command::Apply(args) => commands::apply_file(&config, args).await,
+                    Command::Sync(args) => commands::sync(&config, args, &stop).await,
+                    Command::Plan(args) => commands::plan(&config, args, &stop).await,
+                    Command::Apply(args) => commands::apply_file(&config, args, &stop).await,
                     Command::Status(args) => commands::status(&config, args).await,
+                    Command::Daemon(args) => commands::daemon(&config, args, &stop).await,
                 };
                 match outcome {
                     Ok(exit) => exit,

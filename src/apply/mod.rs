@@ -123,6 +123,12 @@ pub struct Context<'a> {
     /// `tenant.propagation_wait_seconds`. Microsoft publishes no figure; CIPP waits 3 s after
     /// `New-Mailbox`, and reports of 404s after `POST /users` speak of seconds.
     pub visibility_wait: Duration,
+    /// Once requested, no further action starts (its outcome is `NotStarted`).
+    pub stop: &'a crate::shutdown::Stop,
+    /// How long an action in flight may go on after a stop (`daemon.shutdown_grace_seconds`);
+    /// one still running then is cut off and reported failed, its journal step left
+    /// `pending` for the next run to check.
+    pub grace: Duration,
 }
 
 /// Applies every action of `plan`; returns one result per action, in plan order.
@@ -150,7 +156,10 @@ pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, 
     let late = late
         .into_inner()
         .expect("the late-step list is never poisoned");
-    block_sign_ins(late, ctx).await?;
+    // After a stop the next run's inventory sees these accounts enabled and plans the change.
+    if !ctx.stop.is_requested() {
+        block_sign_ins(late, ctx).await?;
+    }
     Ok(results)
 }
 
@@ -228,13 +237,30 @@ async fn run(
     } else if (action.op.is_removal() || action.op == Op::Purge) && !ctx.allow_removals {
         // A purge destroys what a restore could bring back: held back with the removals.
         Outcome::Skipped("the safety verdict is blocked: nothing is disabled or deleted".into())
+    } else if ctx.stop.is_requested() {
+        Outcome::NotStarted(
+            "the run was stopped before this action started; the next run does it".into(),
+        )
     } else {
-        let mut job = Job::new(action, ctx, late, released).await?;
-        match job.execute().await {
-            Ok(()) => job.outcome(),
-            Err(Stop::Conflict(why)) => Outcome::Conflict(why),
-            Err(Stop::Failed(why) | Stop::NoLicence(why)) => Outcome::Failed(why),
-            Err(Stop::State(e)) => return Err(e.into()),
+        let job = async {
+            let mut job = Job::new(action, ctx, late, released).await?;
+            Ok::<_, ApplyError>(match job.execute().await {
+                Ok(()) => job.outcome(),
+                Err(Stop::Conflict(why)) => Outcome::Conflict(why),
+                Err(Stop::Failed(why) | Stop::NoLicence(why)) => Outcome::Failed(why),
+                Err(Stop::State(e)) => return Err(e.into()),
+            })
+        };
+        let cut_off = async {
+            ctx.stop.requested().await;
+            tokio::time::sleep(ctx.grace).await;
+        };
+        tokio::select! {
+            outcome = job => outcome?,
+            () = cut_off => Outcome::Failed(format!(
+                "cut off: the run was stopped and this action did not finish within {} s; the next run checks how far it got",
+                ctx.grace.as_secs()
+            )),
         }
     };
     let (op, uid) = (action.op.as_str(), &action.uid);

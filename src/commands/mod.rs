@@ -2,10 +2,10 @@
 //! report` together with the state store, and says how it ended as an exit code of
 //! INTERFACE.md.
 //!
-//! - [`run`]: `sync`, `plan` and `apply`, the commands that plan (and apply) a run;
-//! - [`check`]: `check-config`;
-//! - [`status`]: `status`, which reads only the state store;
-//! - [`output`]: where reports go, and what a failed write means.
+//! - `run`: `sync`, `plan` and `apply`, the commands that plan (and apply) a run;
+//! - `check`: `check-config`;
+//! - `status`: `status`, which reads only the state store;
+//! - `output`: where reports go, and what a failed write means.
 
 mod check;
 mod output;
@@ -13,7 +13,8 @@ mod run;
 mod status;
 
 pub use check::check_config;
-pub use run::{apply_file, plan, sync};
+pub use run::{Finished, apply_file, plan, sync};
+pub(crate) use run::{real_run, run_span};
 pub use status::status;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,24 @@ pub enum CommandError {
     Apply(#[from] apply::ApplyError),
     #[error("refusing to apply {0}")]
     Stale(String),
+    /// Another run (or daemon) holds the state store.
+    #[error("cannot start: {0}")]
+    Busy(#[from] crate::state::lock::LockError),
+    /// A stop (SIGTERM/SIGINT) came before anything was applied.
+    #[error("{0}")]
+    Interrupted(String),
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
+}
+
+/// `daemon`: runs until SIGTERM/SIGINT; a clean stop is exit 0.
+pub async fn daemon(
+    config: &Config,
+    args: &crate::cli::DaemonArgs,
+    stop: &crate::shutdown::Stop,
+) -> Result<Exit, CommandError> {
+    crate::daemon::run(config, args.run_now, stop).await?;
+    Ok(Exit::Ok)
 }
 
 impl CommandError {

@@ -2,11 +2,13 @@
 //! recording the run in the state store.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::time::Duration;
+
+use tracing::Instrument;
 
 use super::output::write_out;
 use super::{CommandError, Exit, now};
-use crate::apply;
+use crate::apply::{self, ActionResult};
 use crate::cli::{ApplyArgs, PlanArgs, Selection as SelectionArgs, SyncArgs};
 use crate::config::Config;
 use crate::desired;
@@ -14,9 +16,11 @@ use crate::ids::Anchor;
 use crate::inventory::{self, Inventory};
 use crate::plan::{self, Plan, Scope, Verdict};
 use crate::report::{self, Format};
+use crate::shutdown::Stop;
 use crate::source::{self, Selection};
+use crate::state::lock::{self, Lock};
 use crate::state::{ManagedObject, Outcome, RunEnd, RunMode, RunScope, Stage, Store};
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, TenantStats};
 
 fn selection(args: &SelectionArgs) -> (Selection, Scope, RunScope) {
     if args.only.is_empty() {
@@ -42,6 +46,35 @@ struct Computed {
     /// State rows the tenant contradicted (adopted, missing, changed), as reconciled: a real
     /// run records them before applying, so each action starts from the tenant's truth.
     drifted: Vec<ManagedObject>,
+    /// The run lock, held until the run is recorded as finished.
+    _lock: Lock,
+}
+
+/// What a real run did: for its report, its exit code, the daemon's metrics and the
+/// notification.
+pub struct Finished {
+    pub run_id: i64,
+    pub outcome: Outcome,
+    pub plan: Plan,
+    pub results: Vec<ActionResult>,
+    pub source_count: usize,
+    /// The tenant's request counters over the whole run (inventory read and apply).
+    pub stats: TenantStats,
+}
+
+impl Finished {
+    /// The exit code of INTERFACE.md: 3 when the safety gate held removals back, 1 when an
+    /// action failed, conflicted or never started (a stopped run), else 0.
+    pub fn exit(&self) -> Exit {
+        let t = apply::Tally::of(&self.results);
+        if self.plan.safety.verdict == Verdict::Blocked {
+            Exit::Blocked
+        } else if t.failed + t.conflict + t.not_started > 0 {
+            Exit::Failed
+        } else {
+            Exit::Ok
+        }
+    }
 }
 
 /// Whether the configuration can reach the tenant at all.
@@ -54,8 +87,18 @@ async fn fail_run(
     run_id: i64,
     error: &dyn std::fmt::Display,
 ) -> Result<(), CommandError> {
+    end_run(store, run_id, Outcome::Failed, error).await
+}
+
+/// Records a run that ended before it applied anything.
+async fn end_run(
+    store: &Store,
+    run_id: i64,
+    outcome: Outcome,
+    error: &dyn std::fmt::Display,
+) -> Result<(), CommandError> {
     let end = RunEnd {
-        outcome: Outcome::Failed,
+        outcome,
         source_count: None,
         verdict: None,
         summary: None,
@@ -69,12 +112,14 @@ async fn fail_run(
 
 /// Reads LDAP and, when it can be reached, the tenant; reconciles the state store's view with
 /// what the tenant really holds (drift, objects adopted after a lost state store); maps and
-/// plans. The run is recorded as started; the caller finishes it.
+/// plans. The run is recorded as started, under the run lock; the caller finishes it. A stop
+/// requested while reading ends the run as `interrupted` before anything is planned.
 async fn compute(
     config: &Config,
     args: &SelectionArgs,
     mode: RunMode,
     command: &str,
+    stop: &Stop,
 ) -> Result<Computed, CommandError> {
     let (sel, scope, run_scope) = selection(args);
     // A dry run reads the tenant too when it can: it must plan what a real run would. A
@@ -85,7 +130,16 @@ async fn compute(
     };
     let store = Store::open(&config.state.path).await?;
     let started = now()?;
+    let lock = Lock::acquire(&config.state.path, lock::Kind::Run, command, started).await?;
+    // Holding the lock, no other process runs: a run still marked running was cut off.
+    for id in store.mark_abandoned_runs(started).await? {
+        tracing::warn!(
+            run = id,
+            "an earlier run ended without finishing (crash or kill); marked interrupted, this run does what is left"
+        );
+    }
     let run_id = store.begin_run(mode, run_scope, command, started).await?;
+    tracing::Span::current().record("id", run_id);
 
     // Entries are mapped as they arrive, so the raw directory is never held in memory.
     let mut mapper = desired::Mapper::new(config);
@@ -93,6 +147,7 @@ async fn compute(
         fail_run(&store, run_id, &e).await?;
         return Err(e.into());
     }
+    interrupted(&store, run_id, stop).await?;
 
     let mut objects = store.objects().await?;
     let mut drift = Vec::new();
@@ -195,6 +250,7 @@ async fn compute(
         },
         "plan computed"
     );
+    interrupted(&store, run_id, stop).await?;
     Ok(Computed {
         plan,
         store,
@@ -203,7 +259,19 @@ async fn compute(
         source_count,
         tenant,
         drifted,
+        _lock: lock,
     })
+}
+
+/// Ends the run as interrupted when a stop was requested (between reading and applying).
+async fn interrupted(store: &Store, run_id: i64, stop: &Stop) -> Result<(), CommandError> {
+    if !stop.is_requested() {
+        return Ok(());
+    }
+    let why = "stopped (SIGTERM/SIGINT) before anything was applied";
+    end_run(store, run_id, Outcome::Interrupted, &why).await?;
+    store.close().await;
+    Err(CommandError::Interrupted(why.into()))
 }
 
 /// Records a dry run or plan as finished.
@@ -233,10 +301,33 @@ fn verdict_exit(plan: &Plan) -> Exit {
     }
 }
 
-pub async fn sync(config: &Config, args: &SyncArgs) -> Result<Exit, CommandError> {
+/// A span for one run; its `id` is filled in once the state store has numbered the run.
+pub(crate) fn run_span(command: &str) -> tracing::Span {
+    tracing::info_span!("run", id = tracing::field::Empty, command)
+}
+
+pub async fn sync(config: &Config, args: &SyncArgs, stop: &Stop) -> Result<Exit, CommandError> {
+    let command = if args.dry_run {
+        "sync --dry-run"
+    } else {
+        "sync"
+    };
+    sync_inner(config, args, stop)
+        .instrument(run_span(command))
+        .await
+}
+
+async fn sync_inner(config: &Config, args: &SyncArgs, stop: &Stop) -> Result<Exit, CommandError> {
     if args.dry_run {
         let plan = finish_planned(
-            compute(config, &args.selection, RunMode::DryRun, "sync --dry-run").await?,
+            compute(
+                config,
+                &args.selection,
+                RunMode::DryRun,
+                "sync --dry-run",
+                stop,
+            )
+            .await?,
         )
         .await?;
         write_out(args.output.as_deref(), |w| {
@@ -244,25 +335,32 @@ pub async fn sync(config: &Config, args: &SyncArgs) -> Result<Exit, CommandError
         })?;
         return Ok(verdict_exit(&plan));
     }
-    let computed = compute(config, &args.selection, RunMode::Apply, "sync").await?;
-    execute(
-        config,
-        computed,
-        args.format,
-        args.output.as_deref(),
-        "sync",
-    )
-    .await
+    let finished = real_run(config, &args.selection, "sync", stop).await?;
+    write_out(args.output.as_deref(), |w| {
+        report::write(
+            w,
+            &finished.plan,
+            Some(&finished.results),
+            args.format,
+            "sync",
+        )
+    })?;
+    Ok(finished.exit())
+}
+
+/// A real run over `selection`: plan, apply, record. The daemon's tick and `sync` share it.
+pub(crate) async fn real_run(
+    config: &Config,
+    selection: &SelectionArgs,
+    command: &str,
+    stop: &Stop,
+) -> Result<Finished, CommandError> {
+    let computed = compute(config, selection, RunMode::Apply, command, stop).await?;
+    execute(config, computed, stop).await
 }
 
 /// Applies a computed plan and records the run: the shared end of `sync` and `apply`.
-async fn execute(
-    config: &Config,
-    c: Computed,
-    format: Format,
-    output: Option<&Path>,
-    title: &str,
-) -> Result<Exit, CommandError> {
+async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, CommandError> {
     let Some((tenant, inventory)) = &c.tenant else {
         unreachable!("a real run always connects to the tenant");
     };
@@ -279,9 +377,9 @@ async fn execute(
         now: c.started,
         allow_removals: !blocked,
         concurrency: config.tenant.concurrency.max(1) as usize,
-        visibility_wait: std::time::Duration::from_secs(u64::from(
-            config.tenant.propagation_wait_seconds,
-        )),
+        visibility_wait: Duration::from_secs(u64::from(config.tenant.propagation_wait_seconds)),
+        stop,
+        grace: Duration::from_secs(u64::from(config.daemon.shutdown_grace_seconds)),
     };
     let clock = std::time::Instant::now();
     let results = apply::apply(&c.plan, &ctx).await?;
@@ -304,7 +402,9 @@ async fn execute(
         elapsed_ms = clock.elapsed().as_millis() as u64,
         "plan applied"
     );
+    let tally = apply::Tally::of(&results);
     let outcome = match (blocked, failed) {
+        _ if stop.is_requested() && tally.not_started > 0 => Outcome::Interrupted,
         (true, _) => Outcome::Blocked,
         (false, 0) => Outcome::Ok,
         (false, f) if f == results.len() => Outcome::Failed,
@@ -315,26 +415,33 @@ async fn execute(
         source_count: Some(c.source_count as u64),
         verdict: Some(if blocked { "blocked" } else { "ok" }),
         summary: Some(serde_json::to_value(&c.plan.summary).expect("summary serialises")),
-        results: Some(serde_json::to_value(apply::Tally::of(&results)).expect("counts serialise")),
-        error: (failed > 0).then(|| format!("{failed} actions failed")),
+        results: Some(serde_json::to_value(tally).expect("counts serialise")),
+        error: match (outcome, failed) {
+            (Outcome::Interrupted, _) => Some(format!(
+                "stopped (SIGTERM/SIGINT): {} actions not started; the next run does them",
+                tally.not_started
+            )),
+            (_, 0) => None,
+            (_, f) => Some(format!("{f} actions failed")),
+        },
     };
     c.store.finish_run(c.run_id, &end, now()?).await?;
     c.store.close().await;
-    write_out(output, |w| {
-        report::write(w, &c.plan, Some(&results), format, title)
-    })?;
-    Ok(if blocked {
-        Exit::Blocked
-    } else if failed > 0 {
-        Exit::Failed
-    } else {
-        Exit::Ok
+    Ok(Finished {
+        run_id: c.run_id,
+        outcome,
+        plan: c.plan,
+        results,
+        source_count: c.source_count,
+        stats,
     })
 }
 
-pub async fn plan(config: &Config, args: &PlanArgs) -> Result<Exit, CommandError> {
-    let plan =
-        finish_planned(compute(config, &args.selection, RunMode::Plan, "plan").await?).await?;
+pub async fn plan(config: &Config, args: &PlanArgs, stop: &Stop) -> Result<Exit, CommandError> {
+    let computed = compute(config, &args.selection, RunMode::Plan, "plan", stop)
+        .instrument(run_span("plan"))
+        .await?;
+    let plan = finish_planned(computed).await?;
     write_out(Some(&args.output), |w| {
         report::write(w, &plan, None, Format::Json, "plan")
     })?;
@@ -351,7 +458,17 @@ pub async fn plan(config: &Config, args: &PlanArgs) -> Result<Exit, CommandError
 
 /// `apply plan.json`: applies exactly the reviewed plan, after checking that planning now
 /// gives the same actions (LDAP, the state store and the tenant have not moved since).
-pub async fn apply_file(config: &Config, args: &ApplyArgs) -> Result<Exit, CommandError> {
+pub async fn apply_file(
+    config: &Config,
+    args: &ApplyArgs,
+    stop: &Stop,
+) -> Result<Exit, CommandError> {
+    apply_inner(config, args, stop)
+        .instrument(run_span("apply"))
+        .await
+}
+
+async fn apply_inner(config: &Config, args: &ApplyArgs, stop: &Stop) -> Result<Exit, CommandError> {
     let text = std::fs::read_to_string(&args.plan).map_err(|source| CommandError::Read {
         path: args.plan.clone(),
         source,
@@ -366,7 +483,7 @@ pub async fn apply_file(config: &Config, args: &ApplyArgs) -> Result<Exit, Comma
         only: reviewed.source.only.clone(),
         max_deletes: reviewed.safety.approved_removals,
     };
-    let computed = compute(config, &selection, RunMode::Apply, "apply").await?;
+    let computed = compute(config, &selection, RunMode::Apply, "apply", stop).await?;
     if computed.plan.actions != reviewed.actions
         || computed.plan.safety.verdict != reviewed.safety.verdict
     {
@@ -377,14 +494,17 @@ pub async fn apply_file(config: &Config, args: &ApplyArgs) -> Result<Exit, Comma
             args.plan.display()
         )));
     }
-    execute(
-        config,
-        computed,
-        args.format,
-        args.output.as_deref(),
-        "apply",
-    )
-    .await
+    let finished = execute(config, computed, stop).await?;
+    write_out(args.output.as_deref(), |w| {
+        report::write(
+            w,
+            &finished.plan,
+            Some(&finished.results),
+            args.format,
+            "apply",
+        )
+    })?;
+    Ok(finished.exit())
 }
 
 /// Resident memory in MiB (Linux; 0 elsewhere), for the debug log of large runs.

@@ -4,6 +4,8 @@
 //! runs, a journal of every tenant action, and the quarantined LDAP entries. The plan diffs
 //! LDAP against this view; apply writes each outcome here as soon as it is known.
 
+pub mod lock;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -244,6 +246,16 @@ pub struct JournalRecord {
     pub detail: Option<String>,
 }
 
+/// What [`Store::counts`] answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub active: i64,
+    /// Leavers waiting for their grace period: the pending deletions.
+    pub disabled: i64,
+    pub deleted: i64,
+    pub quarantined: i64,
+}
+
 /// The SQLite state store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -388,6 +400,45 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(ids)
+    }
+
+    /// Answers when the database does: what `/readyz` asks.
+    pub async fn ping(&self) -> Result<(), StateError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The end of the last real run (`sync`, `apply` or a daemon tick) that finished: when,
+    /// and whether it succeeded (`ok` or `partial`). What a starting daemon's `/readyz`
+    /// judges until its own first run.
+    pub async fn last_real_run(&self) -> Result<Option<(i64, bool)>, StateError> {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT finished_at, outcome FROM runs
+             WHERE mode = 'apply' AND finished_at IS NOT NULL AND outcome <> 'running'
+             ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(at, outcome)| (at, matches!(outcome.as_str(), "ok" | "partial"))))
+    }
+
+    /// Managed objects per stage and the number of quarantined entries, counted by SQLite
+    /// (the daemon's gauges: no row is loaded).
+    pub async fn counts(&self) -> Result<Counts, StateError> {
+        let stages: Vec<(String, i64)> =
+            sqlx::query_as("SELECT stage, COUNT(*) FROM managed_objects GROUP BY stage")
+                .fetch_all(&self.pool)
+                .await?;
+        let quarantined: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM quarantine")
+            .fetch_one(&self.pool)
+            .await?;
+        let of = |s: &str| stages.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+        Ok(Counts {
+            active: of("active"),
+            disabled: of("disabled"),
+            deleted: of("deleted"),
+            quarantined,
+        })
     }
 
     /// The most recent runs, newest first.

@@ -82,6 +82,8 @@ pub struct Counters {
     pub transport_errors: AtomicU64,
     pub token_refreshes: AtomicU64,
     pub waited_micros: AtomicU64,
+    /// Answers by status class: 2xx, 3xx, 4xx, 5xx (a `$batch` envelope counts once).
+    pub by_class: [AtomicU64; 4],
 }
 
 impl Counters {
@@ -91,6 +93,14 @@ impl Counters {
     }
     pub fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+    fn answered(&self, status: u16) {
+        if let Some(c) = (status / 100)
+            .checked_sub(2)
+            .and_then(|i| self.by_class.get(i as usize))
+        {
+            Self::bump(c);
+        }
     }
 }
 
@@ -300,6 +310,7 @@ impl Executor {
                 }
             };
             let status = reply.status.as_u16();
+            self.counters.answered(status);
             let retry_after =
                 retry_after(&reply.headers).map(|d| d.min(self.options.max_retry_after));
             let refused_for_concurrency = self.service == Service::Exchange

@@ -113,6 +113,9 @@ pub struct ServiceStats {
     pub waited: Duration,
     /// The limiter's current number of concurrent requests.
     pub concurrency: u32,
+    /// Answers by HTTP status class: `[2xx, 3xx, 4xx, 5xx]`, retries included (a `$batch`
+    /// envelope counts once); requests that got no answer are `transport_errors`.
+    pub by_class: [u64; 4],
 }
 
 /// Statistics of both services.
@@ -280,5 +283,6 @@ fn service_stats(exec: &Executor) -> ServiceStats {
         token_refreshes: n(&c.token_refreshes),
         waited: Duration::from_micros(n(&c.waited_micros)),
         concurrency: exec.limiter.limit(),
+        by_class: c.by_class.each_ref().map(n),
     }
 }

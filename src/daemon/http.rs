@@ -1,0 +1,148 @@
+//! The daemon's HTTP endpoints on `[daemon] listen`, for monitoring and orchestrators:
+//!
+//! - `GET /healthz`: 200 while the process serves requests (liveness);
+//! - `GET /readyz`: 200 when the last run succeeded (ok or partial) within
+//!   `daemon.ready_intervals` schedule intervals and the state store answers, else 503 with
+//!   the reason in the body (readiness: the thing monitoring alerts on);
+//! - `GET /metrics`: the metrics of [`super::metrics`].
+//!
+//! Plain HTTP/1.1 through hyper; put it behind a proxy or keep it on loopback (the default)
+//! if the network is not trusted. Nothing it answers is secret or personal.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use super::metrics::Metrics;
+use super::schedule::Schedule;
+use crate::state::Store;
+
+/// What `/readyz` judges: the last run's end, shared with the daemon loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastRun {
+    /// Unix seconds.
+    pub finished_at: i64,
+    pub succeeded: bool,
+}
+
+/// State shared by the endpoints and the daemon loop.
+pub struct Health {
+    pub metrics: Metrics,
+    pub store: Store,
+    pub schedule: Schedule,
+    pub ready_intervals: u32,
+    pub last: Mutex<Option<LastRun>>,
+}
+
+impl Health {
+    /// `Ok` when ready, else why not.
+    pub async fn readiness(&self, now: i64) -> Result<(), String> {
+        let last = *self.last.lock().expect("never poisoned");
+        let verdict = match last {
+            None => Err("no run has finished yet".to_owned()),
+            Some(l) if !l.succeeded => Err(format!(
+                "the last run, finished at {}, did not succeed: see `ldap2exo status`",
+                crate::plan::rfc3339(l.finished_at)
+            )),
+            Some(l) => {
+                let allowed = self.schedule.interval_after(l.finished_at)
+                    * i64::from(self.ready_intervals.max(1));
+                if now - l.finished_at > allowed {
+                    Err(format!(
+                        "the last successful run finished at {}, more than {} schedule intervals ago",
+                        crate::plan::rfc3339(l.finished_at),
+                        self.ready_intervals
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        let verdict = match verdict {
+            Ok(()) => match tokio::time::timeout(Duration::from_secs(5), self.store.ping()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("the state store does not answer: {e}")),
+                Err(_) => Err("the state store did not answer within 5 s".to_owned()),
+            },
+            e => e,
+        };
+        self.metrics.set_ready(verdict.is_ok());
+        verdict
+    }
+}
+
+/// Binds `addr` now (so that a taken port fails the start, not a later request) and serves
+/// the endpoints until the returned task is aborted.
+pub async fn serve(
+    addr: SocketAddr,
+    health: Arc<Health>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let health = health.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| answer(req, health.clone()));
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "health connection ended with an error");
+                }
+            });
+        }
+    });
+    Ok((bound, task))
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    health: Arc<Health>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid response")
+    };
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            "GET only\n".into(),
+        ));
+    }
+    Ok(match req.uri().path() {
+        "/healthz" => reply(StatusCode::OK, TEXT, "ok\n".into()),
+        "/readyz" => match health.readiness(super::unix_now()).await {
+            Ok(()) => reply(StatusCode::OK, TEXT, "ready\n".into()),
+            Err(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        "/metrics" => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            health.metrics.encode(),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found: try /healthz, /readyz or /metrics\n".into(),
+        ),
+    })
+}
