@@ -2,9 +2,8 @@
 //! recording the run in the state store.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
-use super::output::write_out;
+use super::output::{self, Destination, write_out};
 use super::{CommandError, Exit, now};
 use crate::apply;
 use crate::cli::{ApplyArgs, PlanArgs, Selection as SelectionArgs, SyncArgs};
@@ -88,7 +87,7 @@ async fn compute(
     let run_id = store.begin_run(mode, run_scope, command, started).await?;
 
     // Entries are mapped as they arrive, so the raw directory is never held in memory.
-    let mut mapper = desired::Mapper::new(config);
+    let mut mapper = desired::Mapper::new(config).selecting(&sel);
     if let Err(e) = source::read_each(&config.ldap, &sel, |entry| mapper.push(&entry)).await {
         fail_run(&store, run_id, &e).await?;
         return Err(e.into());
@@ -234,25 +233,19 @@ fn verdict_exit(plan: &Plan) -> Exit {
 }
 
 pub async fn sync(config: &Config, args: &SyncArgs) -> Result<Exit, CommandError> {
+    let dest = output::open(args.output.as_deref())?;
     if args.dry_run {
         let plan = finish_planned(
             compute(config, &args.selection, RunMode::DryRun, "sync --dry-run").await?,
         )
         .await?;
-        write_out(args.output.as_deref(), |w| {
+        write_out(dest, |w| {
             report::write(w, &plan, None, args.format, "sync --dry-run")
         })?;
         return Ok(verdict_exit(&plan));
     }
     let computed = compute(config, &args.selection, RunMode::Apply, "sync").await?;
-    execute(
-        config,
-        computed,
-        args.format,
-        args.output.as_deref(),
-        "sync",
-    )
-    .await
+    execute(config, computed, args.format, dest, "sync").await
 }
 
 /// Applies a computed plan and records the run: the shared end of `sync` and `apply`.
@@ -260,7 +253,7 @@ async fn execute(
     config: &Config,
     c: Computed,
     format: Format,
-    output: Option<&Path>,
+    dest: Destination,
     title: &str,
 ) -> Result<Exit, CommandError> {
     let Some((tenant, inventory)) = &c.tenant else {
@@ -320,7 +313,7 @@ async fn execute(
     };
     c.store.finish_run(c.run_id, &end, now()?).await?;
     c.store.close().await;
-    write_out(output, |w| {
+    write_out(dest, |w| {
         report::write(w, &c.plan, Some(&results), format, title)
     })?;
     Ok(if blocked {
@@ -333,19 +326,13 @@ async fn execute(
 }
 
 pub async fn plan(config: &Config, args: &PlanArgs) -> Result<Exit, CommandError> {
+    let dest = output::open(Some(&args.output))?;
     let plan =
         finish_planned(compute(config, &args.selection, RunMode::Plan, "plan").await?).await?;
-    write_out(Some(&args.output), |w| {
+    write_out(dest, |w| {
         report::write(w, &plan, None, Format::Json, "plan")
     })?;
-    eprint!(
-        "{}",
-        report::render(&plan, Format::Text, "plan")
-            .lines()
-            .last()
-            .map(|l| format!("{l}\n"))
-            .unwrap_or_default()
-    );
+    eprint!("{}", report::verdict_and_summary(&plan));
     Ok(verdict_exit(&plan))
 }
 
@@ -366,6 +353,7 @@ pub async fn apply_file(config: &Config, args: &ApplyArgs) -> Result<Exit, Comma
         only: reviewed.source.only.clone(),
         max_deletes: reviewed.safety.approved_removals,
     };
+    let dest = output::open(args.output.as_deref())?;
     let computed = compute(config, &selection, RunMode::Apply, "apply").await?;
     if computed.plan.actions != reviewed.actions
         || computed.plan.safety.verdict != reviewed.safety.verdict
@@ -377,14 +365,7 @@ pub async fn apply_file(config: &Config, args: &ApplyArgs) -> Result<Exit, Comma
             args.plan.display()
         )));
     }
-    execute(
-        config,
-        computed,
-        args.format,
-        args.output.as_deref(),
-        "apply",
-    )
-    .await
+    execute(config, computed, args.format, dest, "apply").await
 }
 
 /// Resident memory in MiB (Linux; 0 elsewhere), for the debug log of large runs.
