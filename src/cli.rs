@@ -10,7 +10,8 @@ use crate::report::Format;
 #[command(
     name = "ldap2exo",
     version,
-    about = "Provision Exchange Online recipients from OpenLDAP"
+    about = "Provision Exchange Online recipients from OpenLDAP",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     /// Configuration file.
@@ -25,6 +26,21 @@ pub struct Cli {
     pub command: Command,
 }
 
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  finished; every action succeeded or is pending (dry run, plan: computed, verdict ok)
+  1  some actions failed or met a conflict, or a fatal error (LDAP or tenant unreachable,
+     bind refused, an incomplete read, a stale plan, a state store that cannot be opened)
+  2  invalid command line or configuration (a missing plan file, an --output file that
+     cannot be created, a missing state directory; the message names the key or file)
+  3  the safety verdict is blocked: nothing was disabled or deleted
+
+Environment:
+  LDAP2EXO_CONFIG          the configuration file (like --config)
+  LDAP2EXO_LOG             log filter on standard error, e.g. warn, info, debug (or RUST_LOG)
+  LDAP2EXO__SECTION__KEY   overrides a configuration key, e.g. LDAP2EXO__LDAP__PAGE_SIZE=1000;
+                           secrets: LDAP2EXO__LDAP__BIND_PASSWORD, LDAP2EXO__TENANT__CLIENT_SECRET";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -33,7 +49,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate the configuration, bind to LDAP, and list what is missing.
+    /// Validate the configuration, bind to LDAP, get tenant tokens, check the licence and the
+    /// state store, and list what is missing.
     CheckConfig,
     /// Read LDAP, plan against the state store, and report (with --dry-run, change nothing).
     Sync(SyncArgs),
@@ -41,7 +58,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Apply exactly a reviewed plan; refuse if LDAP, the state or the tenant moved since.
     Apply(ApplyArgs),
-    /// Show the last runs, managed objects, pending deletions and quarantined entries.
+    /// Show the last runs, managed objects, pending deletions and quarantined entries (reads
+    /// only the state store; needs no secrets).
     Status(StatusArgs),
     /// Run a sync at each tick of `[daemon] schedule` until SIGTERM/SIGINT, serving /healthz,
     /// /readyz and /metrics on `[daemon] listen`.
@@ -72,10 +90,12 @@ pub struct SyncArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Report format: text for people, json for scripts, csv for spreadsheets, markdown for
+    /// tickets.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
-    /// Write the report here instead of standard output.
+    /// Write the report here instead of standard output (created before anything is done).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
@@ -85,7 +105,7 @@ pub struct SyncArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Where to write the JSON plan.
+    /// Where to write the JSON plan (created before anything is read).
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
 
@@ -99,18 +119,25 @@ pub struct ApplyArgs {
     #[arg(value_name = "PLAN")]
     pub plan: PathBuf,
 
+    /// Report format: text for people, json for scripts, csv for spreadsheets, markdown for
+    /// tickets.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
-    /// Write the report here instead of standard output.
+    /// Write the report here instead of standard output (created before anything is done).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Output format: text for people, json (complete lists, RFC 3339 times) for scripts.
     #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
     pub format: StatusFormat,
+
+    /// How many of the most recent runs to show.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub runs: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

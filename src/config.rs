@@ -351,6 +351,14 @@ fn default_anchor_attribute() -> String {
     "extensionAttribute15".into()
 }
 
+/// Whether loading the configuration reads and requires its secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Secrets {
+    Resolve,
+    /// `status`: leave them unread and do not require them.
+    Skip,
+}
+
 /// Keys that hold secrets: `(section, key)`. They are read from `<key>_file` or the
 /// environment, never from the TOML file itself.
 const SECRET_KEYS: [(&str, &str); 2] = [("ldap", "bind_password"), ("tenant", "client_secret")];
@@ -364,17 +372,44 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        Self::load_with(path, env, Secrets::Resolve)
+    }
+
+    /// Like [`Config::load`], but for `status`, which reads only the state store: secrets are
+    /// neither read from their files nor required, so a monitoring user without access to
+    /// them can run it. Every other check applies.
+    pub fn load_without_secrets(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::load_with(path, env, Secrets::Skip)
+    }
+
+    fn load_with(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        secrets: Secrets,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text, path, env)
+        Self::parse(&text, path, env, secrets)
     }
 
     pub fn from_toml(
         text: &str,
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::parse(text, path, env, Secrets::Resolve)
+    }
+
+    fn parse(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        secrets: Secrets,
     ) -> Result<Self, ConfigError> {
         let mut tree: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
@@ -438,6 +473,10 @@ impl Config {
                 }
             })?;
 
+        if secrets == Secrets::Skip {
+            config.validate(secrets)?;
+            return Ok(config);
+        }
         for (key, secret) in env_secrets {
             match key.as_str() {
                 "ldap.bind_password" => config.ldap.bind_password = Some(secret),
@@ -454,12 +493,14 @@ impl Config {
         {
             config.tenant.client_secret = Some(read_secret("tenant.client_secret_file", file)?);
         }
-        config.validate()?;
+        config.validate(secrets)?;
         Ok(config)
     }
 
-    /// Checks that go beyond types: URL schemes, domains, ranges.
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks that go beyond types: URL schemes, domains, ranges; with
+    /// [`Secrets::Resolve`], also that the secrets the configuration needs are there.
+    fn validate(&self, secrets: Secrets) -> Result<(), ConfigError> {
+        let need_secrets = secrets == Secrets::Resolve;
         let key = |k: &str, m: String| ConfigError::Key {
             key: k.into(),
             message: m,
@@ -482,7 +523,7 @@ impl Config {
                 ));
             }
         }
-        if l.bind_dn.is_some() && l.bind_password.is_none() {
+        if need_secrets && l.bind_dn.is_some() && l.bind_password.is_none() {
             return Err(key(
                 "ldap.bind_password_file",
                 "ldap.bind_dn is set but no password: set bind_password_file or LDAP2EXO__LDAP__BIND_PASSWORD".into(),
@@ -618,7 +659,7 @@ impl Config {
             ));
         }
         match t.credential {
-            Some(Credential::ClientSecret) if t.client_secret.is_none() => {
+            Some(Credential::ClientSecret) if need_secrets && t.client_secret.is_none() => {
                 return Err(key(
                     "tenant.credential",
                     "client_secret needs tenant.client_secret_file or LDAP2EXO__TENANT__CLIENT_SECRET".into(),
@@ -837,6 +878,40 @@ upn_domain = "example.edu"
         );
         let c = load(&text, &[]).unwrap();
         assert_eq!(c.ldap.bind_password.unwrap().expose(), "from-file");
+    }
+
+    #[test]
+    fn without_secrets_neither_reads_nor_requires_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = MINIMAL.replace(
+            "[ldap]",
+            &format!(
+                "[ldap]\nbind_dn = \"cn=admin,dc=example,dc=edu\"\nbind_password_file = {:?}",
+                dir.path().join("missing")
+            ),
+        );
+        let text = text.replace(
+            "[tenant]",
+            "[tenant]\ncredential = \"client_secret\"\nclient_secret_file = \"/no/such/secret\"",
+        );
+        let file = dir.path().join("ldap2exo.toml");
+        std::fs::write(&file, &text).unwrap();
+        let env = || {
+            vec![(
+                "LDAP2EXO__TENANT__CLIENT_SECRET".to_owned(),
+                "s3cret".to_owned(),
+            )]
+        };
+        let err = Config::load(&file, env()).unwrap_err().to_string();
+        assert!(err.contains("ldap.bind_password_file"), "{err}");
+        let c = Config::load_without_secrets(&file, env()).unwrap();
+        assert!(c.ldap.bind_password.is_none() && c.tenant.client_secret.is_none());
+        // Everything else is still checked.
+        std::fs::write(&file, text.replace("[ldap]", "[ldap]\npage_size = 0")).unwrap();
+        let err = Config::load_without_secrets(&file, env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ldap.page_size"), "{err}");
     }
 
     #[test]

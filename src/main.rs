@@ -24,7 +24,12 @@ fn main() -> ExitCode {
         .context("cannot start the async runtime")
         .map(|runtime| {
             runtime.block_on(async {
-                let config = match commands::load_config(&cli.config) {
+                // `status` reads only the state store: a monitoring user needs no secrets.
+                let load = match cli.command {
+                    Command::Status(_) => commands::load_config_without_secrets,
+                    _ => commands::load_config,
+                };
+                let config = match load(&cli.config) {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("ldap2exo: {e}");

@@ -1,9 +1,12 @@
-//! `check-config`: bind to LDAP, get tenant tokens, check the licence, open the state store.
+//! `check-config`: bind to LDAP, get tenant tokens, check the licence, open the state store
+//! (or, before the first run, check that it can be created).
+
+use std::path::Path;
 
 use super::{CommandError, Exit};
 use crate::config::{Config, Credential};
 use crate::source;
-use crate::state::Store;
+use crate::state::{self, Store};
 use crate::tenant::{Tenant, TenantError};
 
 /// `check-config`: the file already parsed (or we would not be here); now bind to LDAP and
@@ -107,19 +110,49 @@ pub async fn check_config(config: &Config) -> Result<Exit, CommandError> {
             missing.join("; ")
         );
     }
-    match Store::open(&config.state.path).await {
-        Ok(store) => {
-            store.close().await;
-            println!("state: ok ({})", config.state.path.display());
-        }
-        Err(e) => {
-            println!("state: FAILED: {e}");
-            return Ok(Exit::Failed);
-        }
+    if let Err(e) = check_state(&config.state.path).await {
+        println!("state: FAILED: {e}");
+        // A missing or unwritable directory is the configuration's (2), like in every command.
+        return Ok(e.exit());
     }
     Ok(if ldap && tenant_ok {
         Exit::Ok
     } else {
         Exit::Failed
     })
+}
+
+/// Opens (and upgrades) an existing state store; for a missing one, checks only that the first
+/// run can create it, so that `check-config` never leaves a database behind (a mistyped
+/// `state.path` must not turn into an empty store).
+async fn check_state(path: &Path) -> Result<(), CommandError> {
+    if path.exists() {
+        let store = Store::open(path).await?;
+        store.close().await;
+        println!("state: ok ({})", path.display());
+        return Ok(());
+    }
+    let dir = state::directory(path);
+    if !dir.is_dir() {
+        return Err(state::StateError::NoDirectory {
+            dir,
+            path: path.to_owned(),
+        }
+        .into());
+    }
+    // Whether the first run can create the store: create (and remove) a file beside it.
+    let probe = dir.join(format!(".ldap2exo-check-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            CommandError::Usage(format!(
+                "the directory {} of the state store is not writable: {e}",
+                dir.display()
+            ))
+        })?;
+    println!(
+        "state: will be created at {} on the first run",
+        path.display()
+    );
+    Ok(())
 }

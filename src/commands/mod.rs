@@ -60,6 +60,12 @@ pub enum CommandError {
     Apply(#[from] apply::ApplyError),
     #[error("refusing to apply {0}")]
     Stale(String),
+    /// The `--output` file cannot be created: found before anything is read or applied.
+    #[error("cannot write the report to {path}: {source}; nothing was done")]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Another run (or daemon) holds the state store.
     #[error("cannot start: {0}")]
     Busy(#[from] crate::state::lock::LockError),
@@ -84,6 +90,9 @@ impl CommandError {
     pub fn exit(&self) -> Exit {
         match self {
             CommandError::Config(_) | CommandError::Usage(_) => Exit::Usage,
+            // The plan file named on the command line: missing, unreadable or not a plan.
+            CommandError::Read { .. } | CommandError::Output { .. } => Exit::Usage,
+            CommandError::State(e) if e.is_configuration() => Exit::Usage,
             CommandError::Tenant(TenantError::Config(_)) => Exit::Usage,
             _ => Exit::Failed,
         }
@@ -117,4 +126,10 @@ pub fn now() -> Result<i64, CommandError> {
 
 pub fn load_config(path: &Path) -> Result<Config, CommandError> {
     Ok(Config::load(path, std::env::vars())?)
+}
+
+/// The configuration for `status`, which reads only the state store and so needs no
+/// secrets (see [`Config::load_without_secrets`]).
+pub fn load_config_without_secrets(path: &Path) -> Result<Config, CommandError> {
+    Ok(Config::load_without_secrets(path, std::env::vars())?)
 }

@@ -4,31 +4,50 @@ use std::path::{Path, PathBuf};
 
 use super::CommandError;
 
-/// Writes a report to `output`, or to standard output. A failed write (a full disk, an
-/// unwritable path, EIO) is [`CommandError::Write`] naming the file or "standard output", so
-/// the run exits non-zero instead of leaving a truncated report behind. The one exception is
-/// a closed pipe on standard output (`ldap2exo … | head`): the reader is gone, the report ends
-/// quietly.
+/// Where a report goes, opened before the run reads or applies anything.
+pub(super) enum Destination {
+    File { path: PathBuf, file: std::fs::File },
+    Stdout,
+}
+
+/// Opens (creates) `output`, or standard output. A file that cannot be created is
+/// [`CommandError::Output`] (exit 2): a command-line problem, found before anything is done,
+/// so that no run applies its changes and then loses its report.
+pub(super) fn open(output: Option<&Path>) -> Result<Destination, CommandError> {
+    match output {
+        Some(path) => std::fs::File::create(path)
+            .map(|file| Destination::File {
+                path: path.to_owned(),
+                file,
+            })
+            .map_err(|source| CommandError::Output {
+                path: path.to_owned(),
+                source,
+            }),
+        None => Ok(Destination::Stdout),
+    }
+}
+
+/// Writes a report to `dest`. A failed write (a full disk, EIO) is [`CommandError::Write`]
+/// naming the file or "standard output", so the run exits non-zero instead of leaving a
+/// truncated report behind. The one exception is a closed pipe on standard output
+/// (`ldap2exo … | head`): the reader is gone, the report ends quietly.
 pub(super) fn write_out(
-    output: Option<&Path>,
+    dest: Destination,
     report: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
 ) -> Result<(), CommandError> {
     use std::io::Write;
-    match output {
-        Some(path) => {
-            let written = std::fs::File::create(path).and_then(|f| {
-                let mut w = std::io::BufWriter::new(f);
-                report(&mut w)?;
+    match dest {
+        Destination::File { path, file } => {
+            let mut w = std::io::BufWriter::new(file);
+            let written = report(&mut w).and_then(|()| {
                 w.flush()?;
                 // Surface errors the kernel reports only on sync (NFS, quota).
                 w.get_ref().sync_data()
             });
-            written.map_err(|source| CommandError::Write {
-                path: path.to_owned(),
-                source,
-            })
+            written.map_err(|source| CommandError::Write { path, source })
         }
-        None => {
+        Destination::Stdout => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let written = report(&mut out).and_then(|()| out.flush());
             stdout_outcome(written)
@@ -75,14 +94,22 @@ mod report_write_tests {
     fn a_full_disk_is_an_error_naming_the_file() {
         let full = Path::new("/dev/full");
         if full.exists() {
-            let err = write_out(Some(full), |w| w.write_all(&[b'x'; 100_000])).unwrap_err();
+            let dest = open(Some(full)).unwrap();
+            let err = write_out(dest, |w| w.write_all(&[b'x'; 100_000])).unwrap_err();
             assert!(err.to_string().contains("/dev/full"), "{err}");
             assert_eq!(err.exit(), Exit::Failed);
         }
+    }
+
+    #[test]
+    fn an_uncreatable_file_is_a_usage_error_before_anything_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no/such/dir/report.json");
-        let err = write_out(Some(&missing), |w| w.write_all(b"{}")).unwrap_err();
+        let Err(err) = open(Some(&missing)) else {
+            panic!("opened {}", missing.display());
+        };
         assert!(err.to_string().contains("report.json"), "{err}");
+        assert_eq!(err.exit(), Exit::Usage);
     }
 
     #[test]

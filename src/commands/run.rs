@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::output::write_out;
+use super::output::{self, write_out};
 use super::{CommandError, Exit, now};
 use crate::apply::{self, ActionResult};
 use crate::cli::{ApplyArgs, PlanArgs, Selection as SelectionArgs, SyncArgs};
@@ -142,7 +142,7 @@ async fn compute(
     tracing::Span::current().record("id", run_id);
 
     // Entries are mapped as they arrive, so the raw directory is never held in memory.
-    let mut mapper = desired::Mapper::new(config);
+    let mut mapper = desired::Mapper::new(config).selecting(&sel);
     if let Err(e) = source::read_each(&config.ldap, &sel, |entry| mapper.push(&entry)).await {
         fail_run(&store, run_id, &e).await?;
         return Err(e.into());
@@ -318,6 +318,7 @@ pub async fn sync(config: &Config, args: &SyncArgs, stop: &Stop) -> Result<Exit,
 }
 
 async fn sync_inner(config: &Config, args: &SyncArgs, stop: &Stop) -> Result<Exit, CommandError> {
+    let dest = output::open(args.output.as_deref())?;
     if args.dry_run {
         let plan = finish_planned(
             compute(
@@ -330,13 +331,13 @@ async fn sync_inner(config: &Config, args: &SyncArgs, stop: &Stop) -> Result<Exi
             .await?,
         )
         .await?;
-        write_out(args.output.as_deref(), |w| {
+        write_out(dest, |w| {
             report::write(w, &plan, None, args.format, "sync --dry-run")
         })?;
         return Ok(verdict_exit(&plan));
     }
     let finished = real_run(config, &args.selection, "sync", stop).await?;
-    write_out(args.output.as_deref(), |w| {
+    write_out(dest, |w| {
         report::write(
             w,
             &finished.plan,
@@ -438,21 +439,15 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
 }
 
 pub async fn plan(config: &Config, args: &PlanArgs, stop: &Stop) -> Result<Exit, CommandError> {
+    let dest = output::open(Some(&args.output))?;
     let computed = compute(config, &args.selection, RunMode::Plan, "plan", stop)
         .instrument(run_span("plan"))
         .await?;
     let plan = finish_planned(computed).await?;
-    write_out(Some(&args.output), |w| {
+    write_out(dest, |w| {
         report::write(w, &plan, None, Format::Json, "plan")
     })?;
-    eprint!(
-        "{}",
-        report::render(&plan, Format::Text, "plan")
-            .lines()
-            .last()
-            .map(|l| format!("{l}\n"))
-            .unwrap_or_default()
-    );
+    eprint!("{}", report::verdict_and_summary(&plan));
     Ok(verdict_exit(&plan))
 }
 
@@ -483,6 +478,7 @@ async fn apply_inner(config: &Config, args: &ApplyArgs, stop: &Stop) -> Result<E
         only: reviewed.source.only.clone(),
         max_deletes: reviewed.safety.approved_removals,
     };
+    let dest = output::open(args.output.as_deref())?;
     let computed = compute(config, &selection, RunMode::Apply, "apply", stop).await?;
     if computed.plan.actions != reviewed.actions
         || computed.plan.safety.verdict != reviewed.safety.verdict
@@ -495,7 +491,7 @@ async fn apply_inner(config: &Config, args: &ApplyArgs, stop: &Stop) -> Result<E
         )));
     }
     let finished = execute(config, computed, stop).await?;
-    write_out(args.output.as_deref(), |w| {
+    write_out(dest, |w| {
         report::write(
             w,
             &finished.plan,

@@ -1,84 +1,308 @@
 //! `status`: the last runs, managed objects, pending deletions and quarantined entries, read
-//! from the state store.
+//! from the state store alone.
+//!
+//! It opens the store read-only and needs no secrets, so a monitoring user can run it; it never
+//! creates a store, so a wrong `state.path` is reported (exit 2) instead of looking like a
+//! healthy empty install. Long lists are counted (by due date, by reason) and cut at
+//! [`LISTED`] in text; `--format json` has them in full.
 
-use serde_json::json;
+use std::collections::BTreeMap;
 
-use super::{CommandError, Exit};
+use serde_json::{Value, json};
+
+use super::{CommandError, Exit, now};
+use crate::apply::Tally;
 use crate::cli::{StatusArgs, StatusFormat};
 use crate::config::Config;
-use crate::plan;
-use crate::state::{Stage, Store};
+use crate::plan::{self, Summary};
+use crate::report;
+use crate::state::{ManagedObject, QuarantineRecord, RunRecord, Stage, Store};
+
+/// Entries of a long list shown in text before "… and N more".
+const LISTED: usize = 20;
+
+/// What `status` reports, read from the store.
+struct View {
+    objects: Vec<ManagedObject>,
+    runs: Vec<RunRecord>,
+    quarantine: Vec<QuarantineRecord>,
+    last_full_sync: Option<i64>,
+    now: i64,
+}
 
 pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandError> {
-    let store = Store::open(&config.state.path).await?;
-    let objects = store.objects().await?;
-    let runs = store.runs(10).await?;
-    let quarantine = store.quarantine().await?;
+    let store = Store::open_read_only(&config.state.path).await?;
+    let read = async {
+        Ok::<_, CommandError>(View {
+            objects: store.objects().await?,
+            runs: store.runs(args.runs).await?,
+            quarantine: store.quarantine().await?,
+            last_full_sync: store.last_successful_full_sync().await?,
+            now: now()?,
+        })
+    }
+    .await;
     store.close().await;
-    let count = |s: Stage| objects.iter().filter(|o| o.stage == s).count();
-    let pending: Vec<_> = objects
+    let view = read?;
+    let text = match args.format {
+        StatusFormat::Json => {
+            let mut s =
+                serde_json::to_string_pretty(&as_json(config, &view)).expect("status serialises");
+            s.push('\n');
+            s
+        }
+        StatusFormat::Text => as_text(config, &view),
+    };
+    super::output::write_out(super::output::Destination::Stdout, |w| {
+        std::io::Write::write_all(w, text.as_bytes())
+    })?;
+    Ok(Exit::Ok)
+}
+
+fn pending(view: &View) -> Vec<&ManagedObject> {
+    view.objects
         .iter()
         .filter(|o| o.stage == Stage::Disabled)
-        .collect();
-    match args.format {
-        StatusFormat::Json => {
-            let v = json!({
-                "state": config.state.path,
-                "managed": {"active": count(Stage::Active), "disabled": count(Stage::Disabled), "deleted": count(Stage::Deleted)},
-                "pending_deletions": pending.iter().map(|o| json!({
-                    "anchor": o.anchor, "uid": o.uid, "disabled_at": o.disabled_at.map(plan::rfc3339),
-                    "delete_due_at": o.delete_due_at.map(plan::rfc3339)})).collect::<Vec<_>>(),
-                "runs": runs,
-                "quarantined": quarantine,
-            });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&v).expect("status serialises")
-            );
-        }
-        StatusFormat::Text => {
-            println!("state store: {}", config.state.path.display());
-            println!(
-                "managed objects: {} active, {} disabled, {} deleted",
-                count(Stage::Active),
-                count(Stage::Disabled),
-                count(Stage::Deleted)
-            );
-            if !pending.is_empty() {
-                println!("\npending deletions ({}):", pending.len());
-                for o in pending {
-                    println!(
-                        "  {:<16} due {}",
-                        o.uid,
-                        o.delete_due_at.map(plan::rfc3339).unwrap_or_default()
-                    );
-                }
-            }
-            println!("\nlast runs:");
-            if runs.is_empty() {
-                println!("  none yet");
-            }
-            for r in &runs {
-                println!(
-                    "  #{:<4} {} {:<8} {:<5} {:<8} {:>6} entries  {}",
-                    r.id,
-                    plan::rfc3339(r.started_at),
-                    r.mode,
-                    r.scope,
-                    r.outcome,
-                    r.source_count
-                        .map(|c| c.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    r.error.as_deref().unwrap_or("")
-                );
-            }
-            if !quarantine.is_empty() {
-                println!("\nquarantined ({}):", quarantine.len());
-                for q in &quarantine {
-                    println!("  ! {}\n      {}: {}", q.dn, q.field, q.reason);
-                }
-            }
-        }
+        .collect()
+}
+
+fn count(view: &View, stage: Stage) -> usize {
+    view.objects.iter().filter(|o| o.stage == stage).count()
+}
+
+/// The day (UTC) a pending deletion is due, `unknown` without a date.
+fn due_day(o: &ManagedObject) -> String {
+    o.delete_due_at
+        .map(|t| plan::rfc3339(t)[..10].to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn by_due_day(pending: &[&ManagedObject]) -> BTreeMap<String, usize> {
+    let mut days = BTreeMap::new();
+    for o in pending {
+        *days.entry(due_day(o)).or_default() += 1;
     }
-    Ok(Exit::Ok)
+    days
+}
+
+/// Quarantined entries by field and reason class, most frequent first.
+fn by_reason(quarantine: &[QuarantineRecord]) -> Vec<(String, usize)> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for q in quarantine {
+        *counts
+            .entry(format!("{}: {}", q.field, report::reason_class(&q.reason)))
+            .or_default() += 1;
+    }
+    let mut classes: Vec<_> = counts.into_iter().collect();
+    classes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    classes
+}
+
+/// A JSON column of the runs table as an object (`summary`, `results`); text that is not
+/// JSON stays a string rather than vanish.
+fn nested(text: &Option<String>) -> Value {
+    match text {
+        None => Value::Null,
+        Some(t) => serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.clone())),
+    }
+}
+
+/// What started a run; rows from before schema 0004 have only the mode.
+fn command(r: &RunRecord) -> &str {
+    r.command.as_deref().unwrap_or(&r.mode)
+}
+
+/// The changes of a run and how many failed: applied ones (`results`) for a real run,
+/// planned ones (`summary`) for a dry run or plan; `None` where the run recorded neither.
+fn changes(r: &RunRecord) -> (Option<String>, Option<usize>) {
+    if let Some(t) = r
+        .results
+        .as_deref()
+        .and_then(|t| serde_json::from_str::<Tally>(t).ok())
+    {
+        return (
+            Some(format!("{} applied", t.done)),
+            Some(t.failed + t.conflict),
+        );
+    }
+    let planned = r
+        .summary
+        .as_deref()
+        .and_then(|t| serde_json::from_str::<Summary>(t).ok())
+        .map(|s| plan::Op::ALL.iter().map(|op| s.count(*op)).sum::<usize>());
+    (planned.map(|n| format!("{n} planned")), None)
+}
+
+fn duration(r: &RunRecord) -> Option<i64> {
+    r.finished_at.map(|f| (f - r.started_at).max(0))
+}
+
+/// `1h 02m`, `3m 05s`, `12s`.
+fn span(secs: i64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s:02}s"),
+        _ => format!("{h}h {m:02}m"),
+    }
+}
+
+/// How long ago `then` was, coarsely: `5 min ago`, `3 h ago`, `2 days ago`.
+fn ago(then: i64, now: i64) -> String {
+    let secs = (now - then).max(0);
+    match secs {
+        s if s < 120 => format!("{s} s ago"),
+        s if s < 2 * 3600 => format!("{} min ago", s / 60),
+        s if s < 2 * 86_400 => format!("{} h ago", s / 3600),
+        s => format!("{} days ago", s / 86_400),
+    }
+}
+
+fn as_json(config: &Config, view: &View) -> Value {
+    let pending = pending(view);
+    json!({
+        "state": config.state.path,
+        "now": plan::rfc3339(view.now),
+        "last_successful_full_sync": view.last_full_sync.map(plan::rfc3339),
+        "managed": {
+            "active": count(view, Stage::Active),
+            "disabled": count(view, Stage::Disabled),
+            "deleted": count(view, Stage::Deleted),
+        },
+        "pending_deletions_by_due_date": by_due_day(&pending),
+        "pending_deletions": pending.iter().map(|o| json!({
+            "anchor": o.anchor, "uid": o.uid,
+            "disabled_at": o.disabled_at.map(plan::rfc3339),
+            "delete_due_at": o.delete_due_at.map(plan::rfc3339),
+        })).collect::<Vec<_>>(),
+        "runs": view.runs.iter().map(|r| json!({
+            "id": r.id,
+            "started_at": plan::rfc3339(r.started_at),
+            "finished_at": r.finished_at.map(plan::rfc3339),
+            "duration_seconds": duration(r),
+            "command": command(r),
+            "mode": r.mode,
+            "scope": r.scope,
+            "source_count": r.source_count,
+            "verdict": r.verdict,
+            "outcome": r.outcome,
+            "summary": nested(&r.summary),
+            "results": nested(&r.results),
+            "error": r.error,
+        })).collect::<Vec<_>>(),
+        "quarantined_by_reason": by_reason(&view.quarantine)
+            .into_iter()
+            .map(|(reason, n)| json!({"reason": reason, "count": n}))
+            .collect::<Vec<_>>(),
+        "quarantined": view.quarantine.iter().map(|q| json!({
+            "dn": q.dn, "anchor": q.anchor, "uid": q.uid, "field": q.field, "reason": q.reason,
+            "first_seen_at": plan::rfc3339(q.first_seen_at),
+            "last_seen_at": plan::rfc3339(q.last_seen_at),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn as_text(config: &Config, view: &View) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "state store: {}", config.state.path.display());
+    let _ = writeln!(
+        out,
+        "last successful full sync: {}",
+        match view.last_full_sync {
+            Some(t) => format!("{} ({})", plan::rfc3339(t), ago(t, view.now)),
+            None => "never".into(),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "managed objects: {} active, {} disabled, {} deleted",
+        count(view, Stage::Active),
+        count(view, Stage::Disabled),
+        count(view, Stage::Deleted)
+    );
+    runs_table(&mut out, &view.runs);
+    let pending = pending(view);
+    if !pending.is_empty() {
+        let _ = writeln!(out, "\npending deletions ({}), by due date:", pending.len());
+        for (day, n) in by_due_day(&pending) {
+            let _ = writeln!(out, "  {day}  {n}");
+        }
+        let listed = pending
+            .iter()
+            .map(|o| format!("{:<16} due {}", o.uid, due_day(o)));
+        list(&mut out, listed, pending.len());
+    }
+    if !view.quarantine.is_empty() {
+        let _ = writeln!(out, "\nquarantined ({}), by reason:", view.quarantine.len());
+        for (reason, n) in by_reason(&view.quarantine) {
+            let _ = writeln!(out, "  {n:>5}  {reason}");
+        }
+        let listed = view
+            .quarantine
+            .iter()
+            .map(|q| format!("{}\n      {}: {}", q.dn, q.field, q.reason));
+        list(&mut out, listed, view.quarantine.len());
+    }
+    out
+}
+
+/// At most [`LISTED`] entries, then how many more there are.
+fn list(out: &mut String, entries: impl Iterator<Item = String>, total: usize) {
+    use std::fmt::Write as _;
+    for e in entries.take(LISTED) {
+        let _ = writeln!(out, "  - {e}");
+    }
+    if total > LISTED {
+        let _ = writeln!(
+            out,
+            "  … and {} more (all of them: status --format json)",
+            total - LISTED
+        );
+    }
+}
+
+fn runs_table(out: &mut String, runs: &[RunRecord]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "\nlast runs:");
+    if runs.is_empty() {
+        let _ = writeln!(out, "  none yet");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {:<5} {:<20} {:>8}  {:<15} {:<5} {:>12} {:>6}  {:<11} ERROR",
+        "RUN", "STARTED", "DURATION", "COMMAND", "SCOPE", "CHANGES", "FAILED", "OUTCOME"
+    );
+    for r in runs {
+        let (changes, failed) = changes(r);
+        let _ = writeln!(
+            out,
+            "  {:<5} {:<20} {:>8}  {:<15} {:<5} {:>12} {:>6}  {:<11} {}",
+            format!("#{}", r.id),
+            plan::rfc3339(r.started_at),
+            duration(r).map(span).unwrap_or_else(|| "-".into()),
+            command(r),
+            r.scope,
+            changes.unwrap_or_else(|| "-".into()),
+            failed.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
+            r.outcome,
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_ages_read_plainly() {
+        assert_eq!(span(12), "12s");
+        assert_eq!(span(185), "3m 05s");
+        assert_eq!(span(3720), "1h 02m");
+        assert_eq!(ago(1000, 1090), "90 s ago");
+        assert_eq!(ago(0, 3 * 3600), "3 h ago");
+        assert_eq!(ago(0, 5 * 86_400), "5 days ago");
+    }
 }

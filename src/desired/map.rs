@@ -18,7 +18,7 @@ use tracing::warn;
 use super::{Desired, Disabled, Kind, Quarantined, Recipient};
 use crate::config::{AttributeMap, Config, TenantConfig};
 use crate::ids::{Anchor, IdError, SmtpAddress, Upn};
-use crate::source::RawEntry;
+use crate::source::{RawEntry, Selection};
 
 mod claims;
 mod read;
@@ -67,6 +67,9 @@ pub struct Mapper<'a> {
     skipped_no_mail: Vec<String>,
     warnings: Vec<Warning>,
     count: usize,
+    /// The uids an `--only` run asked for, and (lower case) those LDAP returned.
+    asked: Vec<String>,
+    found: BTreeSet<String>,
 }
 
 impl<'a> Mapper<'a> {
@@ -78,12 +81,29 @@ impl<'a> Mapper<'a> {
             skipped_no_mail: Vec::new(),
             warnings: Vec::new(),
             count: 0,
+            asked: Vec::new(),
+            found: BTreeSet::new(),
         }
+    }
+
+    /// Maps the entries read for `selection`: an `--only` uid that no entry carries becomes a
+    /// warning, since a typo in an on-demand provisioning would otherwise pass silently.
+    pub fn selecting(mut self, selection: &Selection) -> Self {
+        if let Selection::Only(uids) = selection {
+            self.asked = uids.clone();
+        }
+        self
     }
 
     /// Judges one entry on its own; clashes between entries are settled in [`Mapper::finish`].
     pub fn push(&mut self, entry: &RawEntry) {
         self.count += 1;
+        if !self.asked.is_empty() {
+            // LDAP matches uids case-insensitively, and an entry may carry several.
+            for uid in entry.values(&self.config.ldap.attributes.uid) {
+                self.found.insert(uid.to_lowercase());
+            }
+        }
         let mut notes = Vec::new();
         match judge(entry, self.config, &mut notes) {
             Judged::Valid(c) => {
@@ -122,8 +142,26 @@ impl<'a> Mapper<'a> {
             mut skipped_no_mail,
             mut warnings,
             count,
-            ..
+            asked,
+            found,
+            config,
         } = self;
+        for uid in asked {
+            if found.contains(&uid.to_lowercase()) {
+                continue;
+            }
+            let warning = Warning {
+                dn: String::new(),
+                uid: Some(uid.clone()),
+                field: "only".into(),
+                message: format!(
+                    "no LDAP entry under {} matching {} has {} `{uid}`: nobody was planned for it",
+                    config.ldap.base_dn, config.ldap.filter, config.ldap.attributes.uid
+                ),
+            };
+            warn!(uid = %uid, "--only names a uid LDAP does not have");
+            warnings.push(warning);
+        }
         let settled = claims::settle(claimants, known);
         quarantined.extend(settled.quarantined);
 

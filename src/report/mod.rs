@@ -8,7 +8,12 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::apply::{ActionResult, Outcome, Tally};
+use crate::desired::Kind;
 use crate::plan::{Action, Change, HeldOutcome, Op, Plan, Verdict};
+
+/// Quarantine reasons listed at the top of a report, most frequent first; the rest are
+/// counted as one line, since the detail follows further down.
+const TOP_REASONS: usize = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -136,9 +141,7 @@ fn text(plan: &Plan, title: &str) -> String {
         "ldap2exo {title} at {}: {} LDAP entries read ({} scope), {} without mail skipped, {} marked disabled",
         plan.generated_at, src.entries, src.scope, src.skipped_no_mail, src.disabled_in_ldap
     );
-    if let Some(line) = licence_line(plan) {
-        let _ = writeln!(out, "{line}");
-    }
+    text_overview(&mut out, plan);
     for op in Op::ALL {
         let actions: Vec<&Action> = plan.actions.iter().filter(|a| a.op == op).collect();
         if actions.is_empty() {
@@ -172,12 +175,34 @@ fn text(plan: &Plan, title: &str) -> String {
         "Warnings",
         "",
         '?',
-        plan.warnings.iter().map(|w| {
-            let who = if w.dn.is_empty() { "the run" } else { &w.dn };
-            (who.to_owned(), format!("{}: {}", w.field, w.message))
-        }),
+        plan.warnings
+            .iter()
+            .map(|w| (warning_subject(w), format!("{}: {}", w.field, w.message))),
     );
     let _ = writeln!(out);
+    out.push_str(&verdict_and_summary(plan));
+    out
+}
+
+/// Who a warning is about: its entry, else the uid it names, else the run.
+fn warning_subject(w: &crate::plan::Warning) -> String {
+    match (&w.dn, &w.uid) {
+        (dn, _) if !dn.is_empty() => dn.clone(),
+        (_, Some(uid)) => format!("uid {uid}"),
+        _ => "the run".into(),
+    }
+}
+
+/// The `Safety:` verdict (when blocked: its reasons and how to approve) and the `Summary:`
+/// line: the end of the text report, and what `plan` prints on standard error.
+pub fn verdict_and_summary(plan: &Plan) -> String {
+    let mut out = String::new();
+    safety_lines(&mut out, plan);
+    let _ = writeln!(out, "Summary: {}", summary_line(plan));
+    out
+}
+
+fn safety_lines(out: &mut String, plan: &Plan) {
     match plan.safety.verdict {
         Verdict::Ok => {
             let _ = writeln!(out, "Safety: ok");
@@ -190,10 +215,135 @@ fn text(plan: &Plan, title: &str) -> String {
             for r in &plan.safety.reasons {
                 let _ = writeln!(out, "  - {r}");
             }
+            let _ = writeln!(out, "  {}", approval(plan));
         }
     }
-    let _ = writeln!(out, "Summary: {}", summary_line(plan));
-    out
+}
+
+/// How an operator approves a blocked plan: the exact command, or why it cannot be.
+pub fn approval(plan: &Plan) -> String {
+    if plan.source.scope == "full" && plan.source.entries == 0 {
+        return "An empty LDAP read cannot be approved: fix what LDAP returns (filter, base DN, bind) and run again.".into();
+    }
+    let n = plan.summary.removals();
+    let only = match plan.source.only.is_empty() {
+        true => String::new(),
+        false => format!(" --only {}", plan.source.only.join(" ")),
+    };
+    format!(
+        "To approve {n} removal{}, run: ldap2exo sync --max-deletes {n}{only}",
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// Per op with actions to carry out: how many MailUsers and how many mailboxes.
+fn kind_split(plan: &Plan) -> Vec<(Op, usize, usize)> {
+    Op::ALL
+        .into_iter()
+        .filter_map(|op| {
+            let of = |kind: Kind| {
+                plan.actions
+                    .iter()
+                    .filter(|a| a.op == op && a.kind == kind && a.held.is_none())
+                    .count()
+            };
+            let (users, boxes) = (of(Kind::MailUser), of(Kind::Mailbox));
+            (users + boxes > 0).then_some((op, users, boxes))
+        })
+        .collect()
+}
+
+fn kinds(users: usize, boxes: usize) -> String {
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        "{}, {}",
+        plural(users, "MailUser", "MailUsers"),
+        plural(boxes, "mailbox", "mailboxes")
+    )
+}
+
+/// Quarantined entries counted by field and reason class, most frequent first.
+fn quarantine_classes(plan: &Plan) -> Vec<(String, usize)> {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for q in &plan.quarantined {
+        *counts
+            .entry(format!("{}: {}", q.field, reason_class(&q.reason)))
+            .or_default() += 1;
+    }
+    let mut classes: Vec<(String, usize)> = counts.into_iter().collect();
+    classes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    classes
+}
+
+/// A quarantine reason without the entry's own values, so that entries with the same problem
+/// fall into one class: quoted values, addresses, DNs, domains and numbers become `…`, and
+/// only the first clause that says something is kept.
+pub fn reason_class(reason: &str) -> String {
+    let mut masked = String::new();
+    let mut quoted = false;
+    for c in reason.chars() {
+        match (c, quoted) {
+            ('`', false) => {
+                quoted = true;
+                masked.push('…');
+            }
+            ('`', true) => quoted = false,
+            (_, true) => {}
+            _ => masked.push(c),
+        }
+    }
+    let words: Vec<String> = masked
+        .split(' ')
+        .map(|w| {
+            let specific = w.contains(['@', '=', '.'])
+                && w.trim_end_matches(['.', ',']).contains(['@', '=', '.'])
+                || w.chars().any(|c| c.is_ascii_digit());
+            if specific {
+                "…".to_owned()
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect();
+    let masked = words.join(" ");
+    masked
+        .split([':', ';', ',', '('])
+        .map(str::trim)
+        .find(|clause| {
+            clause
+                .split(' ')
+                .filter(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 3)
+                .count()
+                >= 2
+        })
+        .unwrap_or(masked.trim())
+        .to_owned()
+}
+
+/// The top of the text report: the counts, split by kind; quarantine by reason; licences;
+/// the safety verdict. The detail follows.
+fn text_overview(out: &mut String, plan: &Plan) {
+    // Not `Summary:`: scripts grep the one line at the bottom.
+    let _ = writeln!(out, "\nPlanned: {}", summary_line(plan));
+    for (op, users, boxes) in kind_split(plan) {
+        let _ = writeln!(out, "  {:<8} {}", op.as_str(), kinds(users, boxes));
+    }
+    let classes = quarantine_classes(plan);
+    if !classes.is_empty() {
+        let _ = writeln!(out, "Quarantined by reason:");
+        for (class, n) in classes.iter().take(TOP_REASONS) {
+            let _ = writeln!(out, "  {n:>5}  {class}");
+        }
+        if classes.len() > TOP_REASONS {
+            let rest: usize = classes[TOP_REASONS..].iter().map(|(_, n)| n).sum();
+            let _ = writeln!(out, "  {rest:>5}  … other reasons");
+        }
+    }
+    if let Some(line) = licence_line(plan) {
+        let _ = writeln!(out, "{line}");
+    }
+    safety_lines(out, plan);
 }
 
 /// A `Heading (count)<note>` section of two-line entries (`marker` title, then the detail);
@@ -476,11 +626,11 @@ fn csv(plan: &Plan) -> String {
 }
 
 /// A `## heading (count)` section with a three-column table; nothing when there are no rows.
-fn md_section<'a>(
+fn md_section<S: AsRef<str>>(
     out: &mut String,
     heading: &str,
     columns: [&str; 3],
-    rows: impl ExactSizeIterator<Item = [&'a String; 3]>,
+    rows: impl ExactSizeIterator<Item = [S; 3]>,
 ) {
     if rows.len() == 0 {
         return;
@@ -488,7 +638,13 @@ fn md_section<'a>(
     let _ = writeln!(out, "## {heading} ({})\n", rows.len());
     let _ = writeln!(out, "| {} |\n|---|---|---|", columns.join(" | "));
     for [a, b, c] in rows {
-        let _ = writeln!(out, "| {} | {} | {} |", md(a), md(b), md(c));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            md(a.as_ref()),
+            md(b.as_ref()),
+            md(c.as_ref())
+        );
     }
     let _ = writeln!(out);
 }
@@ -511,9 +667,6 @@ fn markdown(plan: &Plan, title: &str) -> String {
         plan.source.skipped_no_mail,
         plan.source.disabled_in_ldap
     );
-    if let Some(line) = licence_line(plan) {
-        let _ = writeln!(out, "{}\n", md(&line));
-    }
     let _ = writeln!(
         out,
         "| create | update | convert | disable | enable | delete | purge | unchanged | quarantined | held |"
@@ -533,6 +686,28 @@ fn markdown(plan: &Plan, title: &str) -> String {
         s.quarantined,
         s.held
     );
+    let split: Vec<String> = kind_split(plan)
+        .into_iter()
+        .map(|(op, users, boxes)| format!("{} {}", op.as_str(), kinds(users, boxes)))
+        .collect();
+    if !split.is_empty() {
+        let _ = writeln!(out, "By kind: {}.\n", split.join("; "));
+    }
+    let classes = quarantine_classes(plan);
+    if !classes.is_empty() {
+        let _ = writeln!(out, "Quarantined by reason:\n");
+        for (class, n) in classes.iter().take(TOP_REASONS) {
+            let _ = writeln!(out, "- {n} × {}", md(class));
+        }
+        if classes.len() > TOP_REASONS {
+            let rest: usize = classes[TOP_REASONS..].iter().map(|(_, n)| n).sum();
+            let _ = writeln!(out, "- {rest} × other reasons");
+        }
+        let _ = writeln!(out);
+    }
+    if let Some(line) = licence_line(plan) {
+        let _ = writeln!(out, "{}\n", md(&line));
+    }
     match plan.safety.verdict {
         Verdict::Ok => {
             let _ = writeln!(out, "**Safety:** ok\n");
@@ -545,7 +720,7 @@ fn markdown(plan: &Plan, title: &str) -> String {
             for r in &plan.safety.reasons {
                 let _ = writeln!(out, "- {}", md(r));
             }
-            let _ = writeln!(out);
+            let _ = writeln!(out, "\n{}\n", md(&approval(plan)));
         }
     }
     for op in Op::ALL {
@@ -603,7 +778,9 @@ fn markdown(plan: &Plan, title: &str) -> String {
         &mut out,
         "Warnings",
         ["entry", "field", "warning"],
-        plan.warnings.iter().map(|w| [&w.dn, &w.field, &w.message]),
+        plan.warnings
+            .iter()
+            .map(|w| [warning_subject(w), w.field.clone(), w.message.clone()]),
     );
     out
 }
@@ -623,6 +800,27 @@ mod tests {
     #[test]
     fn markdown_cells_cannot_break_the_table() {
         assert_eq!(md("a|b\nc"), "a\\|b c");
+    }
+
+    #[test]
+    fn reason_classes_drop_the_entry_s_own_values() {
+        let same = [
+            "`kwright@example.org`: domain example.org is not an accepted domain of the tenant",
+            "`x@foo.org`: domain foo.org is not an accepted domain of the tenant",
+        ];
+        assert_eq!(reason_class(same[0]), reason_class(same[1]));
+        assert_eq!(
+            reason_class(same[0]),
+            "domain … is not an accepted domain of the tenant"
+        );
+        assert_eq!(
+            reason_class("`zoe.baker(at)example.edu` is not an e-mail address (no @)"),
+            "… is not an e-mail address"
+        );
+        assert_eq!(
+            reason_class("displayName `Hubert …` is 285 characters long; at most 256 are allowed"),
+            "displayName … is … characters long"
+        );
     }
 
     #[test]

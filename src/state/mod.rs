@@ -31,6 +31,51 @@ pub enum StateError {
     Query(#[from] sqlx::Error),
     #[error("state store row for anchor {anchor} is corrupt: {message}")]
     Corrupt { anchor: String, message: String },
+    /// The directory of `state.path` does not exist: a configuration problem (a mistyped
+    /// path, or an install that did not create it), never created behind the operator's back.
+    #[error(
+        "the directory {dir} of the state store {path} does not exist: create it (writable by the user ldap2exo runs as) or fix state.path"
+    )]
+    NoDirectory { dir: PathBuf, path: PathBuf },
+    /// A read-only open found no database file.
+    #[error(
+        "there is no state store at {path}: ldap2exo has not run with this state.path yet (or state.path is wrong)"
+    )]
+    Missing { path: PathBuf },
+    /// A read-only open found a schema this binary does not read.
+    #[error("state store {path}: {message}")]
+    Schema { path: PathBuf, message: String },
+}
+
+impl StateError {
+    /// A problem of the configuration (where `state.path` points), not of the store itself.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            StateError::NoDirectory { .. } | StateError::Missing { .. }
+        )
+    }
+}
+
+/// The directory a state store at `path` lives in (`.` for a bare file name).
+pub fn directory(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Fails with [`StateError::NoDirectory`] when the directory of `path` is missing.
+fn require_directory(path: &Path) -> Result<(), StateError> {
+    let dir = directory(path);
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(StateError::NoDirectory {
+            dir,
+            path: path.to_owned(),
+        })
+    }
 }
 
 /// Lifecycle of a managed object.
@@ -264,7 +309,9 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// The directory must exist: it is never created here.
     pub async fn open(path: &Path) -> Result<Self, StateError> {
+        require_directory(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -290,6 +337,76 @@ impl Store {
                 source,
             })?;
         Ok(Self { pool })
+    }
+
+    /// Opens an existing database at `path` for reading only (`status`): nothing is created
+    /// or migrated, so a wrong `state.path` is reported instead of becoming an empty store,
+    /// and a store of another schema version is refused with a clear message.
+    pub async fn open_read_only(path: &Path) -> Result<Self, StateError> {
+        require_directory(path)?;
+        if !path.exists() {
+            return Err(StateError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| StateError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let store = Self { pool };
+        if let Err(e) = store.check_schema(path).await {
+            store.close().await;
+            return Err(e);
+        }
+        Ok(store)
+    }
+
+    /// Compares the schema version of the store with the migrations of this binary.
+    async fn check_schema(&self, path: &Path) -> Result<(), StateError> {
+        let schema = |message: String| StateError::Schema {
+            path: path.to_owned(),
+            message,
+        };
+        let is_store: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|source| StateError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        if is_store.is_none() {
+            return Err(schema(
+                "not an ldap2exo state store (it has no schema version)".into(),
+            ));
+        }
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        let found = found.unwrap_or(0);
+        let ours = schema_version();
+        if found < ours {
+            return Err(schema(format!(
+                "schema version {found} is older than this ldap2exo's {ours}: any sync, plan or dry run upgrades it"
+            )));
+        }
+        if found > ours {
+            return Err(schema(format!(
+                "schema version {found} was written by a newer ldap2exo (this one reads {ours}): use that version"
+            )));
+        }
+        Ok(())
     }
 
     pub async fn close(&self) {
@@ -441,6 +558,18 @@ impl Store {
         })
     }
 
+    /// When the last full run that applied with outcome `ok` finished: what monitoring
+    /// watches. Dry runs, plans and `--only` runs do not count.
+    pub async fn last_successful_full_sync(&self) -> Result<Option<i64>, StateError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(finished_at, started_at) FROM runs
+             WHERE mode = 'apply' AND scope = 'full' AND outcome = 'ok'
+             ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// The most recent runs, newest first.
     pub async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StateError> {
         Ok(
@@ -563,6 +692,15 @@ impl Store {
                 .await?,
         )
     }
+}
+
+/// The schema version this binary writes: its newest migration.
+pub fn schema_version() -> i64 {
+    sqlx::migrate!("./migrations")
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Inserts or replaces the row for `obj.anchor`, on the pool or inside a transaction.

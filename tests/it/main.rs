@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli;
 mod daemon;
 mod directory_shapes;
 mod dry_run;
