@@ -128,33 +128,35 @@ fn the_services_are_hardened() {
     }
 }
 
-/// The command line of each service, as ldap2exo parses it: `--help` after the unit's own
+/// The command line of a service, as ldap2exo parses it: `--help` after the unit's own
 /// arguments exits 0 only if every command and flag before it exists.
+fn assert_ldap2exo_parses_exec_start(name: &str) {
+    let exec = unit_value(&unit(name), "ExecStart");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some(INSTALLED_BINARY), "{name}");
+    let args: Vec<&str> = words.collect();
+    let out = Command::new(binary())
+        .args(&args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: ldap2exo {args:?} --help: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        args[..2],
+        ["--config", config::DEFAULT_PATH],
+        "{name} names the default configuration file"
+    );
+}
+
+// ldap2exo.service gets the same test once the `daemon` command is on this branch.
 #[test]
-fn the_services_command_lines_are_ldap2exos() {
-    // ldap2exo.service joins this list once the `daemon` command is on this branch.
-    for name in ["ldap2exo-sync.service"] {
-        let exec = unit_value(&unit(name), "ExecStart");
-        let mut words = exec.split_whitespace();
-        assert_eq!(words.next(), Some(INSTALLED_BINARY), "{name}");
-        let args: Vec<&str> = words.collect();
-        let out = Command::new(binary())
-            .args(&args)
-            .arg("--help")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: ldap2exo {args:?} --help: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            args[..2],
-            ["--config", config::DEFAULT_PATH],
-            "{name} names the default configuration file"
-        );
-    }
+fn the_timers_command_line_is_ldap2exos() {
+    assert_ldap2exo_parses_exec_start("ldap2exo-sync.service");
 }
 
 /// Every secret a unit loads is handed to the configuration through a variable ldap2exo
