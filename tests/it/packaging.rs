@@ -349,3 +349,62 @@ fn rust_version() -> String {
         .expect("rust-version in Cargo.toml");
     line.trim_matches('"').to_owned()
 }
+
+/// The image's HEALTHCHECK, run with bash as Docker runs it, against a server that answers
+/// like the daemon: healthy on 200 from `GET /healthz` on the port of
+/// `LDAP2EXO__DAEMON__LISTEN`, unhealthy on anything else or nobody listening.
+#[test]
+fn the_images_healthcheck_asks_healthz() {
+    let docker = read("Dockerfile");
+    let line = docker
+        .split("\nHEALTHCHECK ")
+        .nth(1)
+        .and_then(|h| h.split_once("CMD "))
+        .map(|(_, cmd)| cmd.lines().next().unwrap())
+        .expect("a HEALTHCHECK ... CMD [...] in the Dockerfile");
+    let argv: Vec<String> = serde_json::from_str(line).expect("HEALTHCHECK in exec form");
+
+    for (status, healthy) in [("200 OK", true), ("503 Service Unavailable", false)] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader, Write};
+            let (mut stream, _) = listener.accept().unwrap();
+            // The whole request is read before answering: closing with unread bytes would
+            // reset the connection under the client's read.
+            let mut reader = BufReader::new(&stream);
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let mut header = String::new();
+            while reader.read_line(&mut header).unwrap_or(0) > 0 && header != "\r\n" {
+                header.clear();
+            }
+            write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").unwrap();
+            request_line
+        });
+        let run = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("LDAP2EXO__DAEMON__LISTEN", format!("0.0.0.0:{port}"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            run.status.success(),
+            healthy,
+            "HEALTHCHECK against {status}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        // Unblocks the server if the check never connected; it then reads an empty request.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+        assert_eq!(server.join().unwrap(), "GET /healthz HTTP/1.1\r\n");
+    }
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let run = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("LDAP2EXO__DAEMON__LISTEN", format!("0.0.0.0:{port}"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success(), "healthy with nobody listening");
+}
