@@ -1,4 +1,5 @@
-//! The command line, as INTERFACE.md promises it. Scripts depend on these names.
+//! The command line, as the README's "Commands and exit codes" promises it. Scripts depend on
+//! these names.
 
 use std::path::PathBuf;
 
