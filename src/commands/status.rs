@@ -16,6 +16,7 @@ use crate::cli::{StatusArgs, StatusFormat};
 use crate::config::Config;
 use crate::plan::{self, Summary};
 use crate::report;
+use crate::state::lock::{self, Holder};
 use crate::state::{ManagedObject, QuarantineRecord, RunRecord, Stage, Store};
 
 /// Entries of a long list shown in text before "… and N more".
@@ -28,6 +29,10 @@ struct View {
     quarantine: Vec<QuarantineRecord>,
     last_full_sync: Option<i64>,
     now: i64,
+    /// Who holds the daemon lock (a running `ldap2exo daemon`), with its next run.
+    daemon: Option<Holder>,
+    /// Who holds the run lock: a run in progress.
+    running: Option<Holder>,
 }
 
 pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandError> {
@@ -39,6 +44,8 @@ pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandE
             quarantine: store.quarantine().await?,
             last_full_sync: store.last_successful_full_sync().await?,
             now: now()?,
+            daemon: holder(&config.state.path, lock::Kind::Daemon),
+            running: holder(&config.state.path, lock::Kind::Run),
         })
     }
     .await;
@@ -57,6 +64,25 @@ pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandE
         std::io::Write::write_all(w, text.as_bytes())
     })?;
     Ok(Exit::Ok)
+}
+
+/// Who holds a lock; a lock file `status` cannot read is a warning, not a failure.
+fn holder(state: &std::path::Path, kind: lock::Kind) -> Option<Holder> {
+    lock::holder(state, kind).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot tell whether a daemon or run holds the state store");
+        None
+    })
+}
+
+fn holder_json(h: &Option<Holder>) -> Value {
+    match h {
+        None => Value::Null,
+        Some(h) => json!({
+            "pid": h.pid, "host": h.host, "command": h.command,
+            "since": plan::rfc3339(h.since),
+            "next_run": h.next_run.map(plan::rfc3339),
+        }),
+    }
 }
 
 fn pending(view: &View) -> Vec<&ManagedObject> {
@@ -164,6 +190,8 @@ fn as_json(config: &Config, view: &View) -> Value {
         "state": config.state.path,
         "now": plan::rfc3339(view.now),
         "last_successful_full_sync": view.last_full_sync.map(plan::rfc3339),
+        "daemon": holder_json(&view.daemon),
+        "run_in_progress": holder_json(&view.running),
         "managed": {
             "active": count(view, Stage::Active),
             "disabled": count(view, Stage::Disabled),
@@ -214,6 +242,20 @@ fn as_text(config: &Config, view: &View) -> String {
             None => "never".into(),
         }
     );
+    let _ = match &view.daemon {
+        Some(d) => writeln!(
+            out,
+            "daemon: {d}; next run {}",
+            match d.next_run {
+                Some(t) => plan::rfc3339(t),
+                None => "not scheduled (a run is going on, or it is stopping)".into(),
+            }
+        ),
+        None => writeln!(out, "daemon: not running"),
+    };
+    if let Some(r) = &view.running {
+        let _ = writeln!(out, "run in progress: {r}");
+    }
     let _ = writeln!(
         out,
         "managed objects: {} active, {} disabled, {} deleted",

@@ -109,6 +109,8 @@ pub async fn run(config: &Config, run_now: bool, stop: &Stop) -> Result<(), Daem
             () = tokio::time::sleep(wait) => {}
             () = stop.requested() => break,
         }
+        // While the run goes on, `status` says so instead of showing a time already past.
+        let _ = lock.set_next_run(None);
         tick(config, &health, &schedule, next, stop).await;
     }
     let _ = lock.set_next_run(None);

@@ -290,6 +290,16 @@ fn the_daemon_follows_ldap_on_its_schedule_and_tells_monitoring_how_it_is_doing(
     let s = status(&install);
     let runs = s["runs"].as_array().unwrap();
     assert!(runs.iter().any(|r| r["command"] == "daemon"), "{s:#}");
+    assert_eq!(s["daemon"]["pid"], daemon.pid(), "{s:#}");
+    let text = install.run(&["status"]);
+    assert!(
+        text.stdout.contains(&format!(
+            "daemon: `ldap2exo daemon` (pid {} on host",
+            daemon.pid()
+        )) && text.stdout.contains("; next run "),
+        "{}",
+        text.stdout
+    );
 
     let mut daemon = daemon;
     daemon.signal("TERM");
@@ -301,6 +311,12 @@ fn the_daemon_follows_ldap_on_its_schedule_and_tells_monitoring_how_it_is_doing(
     );
     assert!(daemon.log().contains("daemon stopped"), "{}", daemon.log());
     assert_no_duplicates(&emu.state());
+    let text = install.run(&["status"]);
+    assert!(
+        text.stdout.contains("daemon: not running"),
+        "{}",
+        text.stdout
+    );
 }
 
 #[test]

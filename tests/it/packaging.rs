@@ -153,10 +153,10 @@ fn assert_ldap2exo_parses_exec_start(name: &str) {
     );
 }
 
-// ldap2exo.service gets the same test once the `daemon` command is on this branch.
 #[test]
-fn the_timers_command_line_is_ldap2exos() {
+fn the_units_command_lines_are_ldap2exos() {
     assert_ldap2exo_parses_exec_start("ldap2exo-sync.service");
+    assert_ldap2exo_parses_exec_start("ldap2exo.service");
 }
 
 /// Every secret a unit loads is handed to the configuration through a variable ldap2exo
