@@ -419,12 +419,10 @@ async fn the_rate_limit_holds_back_a_repeat_but_not_a_change_of_kind_or_a_failur
         .iter()
         .map(|m| {
             let data = unfolded(&m.data);
-            let line = data
-                .lines()
+            data.lines()
                 .find_map(|l| l.strip_prefix("Subject: "))
                 .expect("a subject")
-                .to_owned();
-            line
+                .to_owned()
         })
         .collect();
     assert_eq!(subjects, expect);
@@ -492,7 +490,11 @@ async fn a_success_after_a_mailed_failure_is_mailed_once_as_recovered() {
 
 #[tokio::test]
 async fn a_relay_without_starttls_is_sent_nothing_and_the_error_says_why() {
-    let server = SmtpServer::start(SmtpOptions { starttls: false }).await;
+    let server = SmtpServer::start(SmtpOptions {
+        starttls: false,
+        ..SmtpOptions::default()
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir).await;
     let config = config(&server, TO_OPS);
@@ -554,4 +556,40 @@ async fn without_recipients_nothing_is_sent_recorded_or_connected() {
     let got = notify::send(&config.notify, &store, &failure(id), NOW).await;
     assert_eq!(got.unwrap(), Delivery::NotWanted);
     assert_eq!(server.connections(), 0);
+}
+
+#[tokio::test]
+async fn implicit_tls_delivers_and_an_untrusted_relay_certificate_gets_nothing() {
+    let server = SmtpServer::start(SmtpOptions {
+        starttls: false,
+        implicit_tls: true,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let config = config(&server, &format!("{TO_OPS}\ntls = \"tls\""));
+    let id = run(&store, Outcome::Failed, NOW).await;
+    let got = notify::send(&config.notify, &store, &failure(id), NOW).await;
+    assert_eq!(got.unwrap(), Delivery::Sent);
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].tls);
+    assert_eq!(server.auths().len(), 1);
+    assert!(server.auths()[0].tls);
+
+    // A relay whose certificate no trusted CA signed (here: without notify.ca_file, so only
+    // the system roots) is sent neither the mail nor the password.
+    let other = SmtpServer::start(SmtpOptions::default()).await;
+    let mut config = self::config(&other, TO_OPS);
+    config.notify.ca_file = None;
+    let err = notify::send(&config.notify, &store, &failure(id), NOW + 3600)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("127.0.0.1:{}", other.port)) && err.contains("certificate"),
+        "{err}"
+    );
+    assert!(other.messages().is_empty());
+    assert!(other.auths().is_empty());
 }

@@ -5,7 +5,8 @@
 //! credentials received (and over what).
 //!
 //! [`SmtpOptions::starttls`] off gives a server that never offers STARTTLS (but still offers
-//! AUTH in clear), to show that a client requiring STARTTLS sends it nothing.
+//! AUTH in clear), to show that a client requiring STARTTLS sends it nothing;
+//! [`SmtpOptions::implicit_tls`] one that speaks TLS from the first byte (SMTPS).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,11 +23,16 @@ use tokio_rustls::rustls;
 pub struct SmtpOptions {
     /// Advertise and accept STARTTLS.
     pub starttls: bool,
+    /// TLS from the first byte (SMTPS, what `tls = "tls"` expects) instead.
+    pub implicit_tls: bool,
 }
 
 impl Default for SmtpOptions {
     fn default() -> Self {
-        Self { starttls: true }
+        Self {
+            starttls: true,
+            implicit_tls: false,
+        }
     }
 }
 
@@ -86,7 +92,15 @@ impl SmtpServer {
                 l.connections.fetch_add(1, Ordering::SeqCst);
                 let (l, acceptor) = (l.clone(), acceptor.clone());
                 tokio::spawn(async move {
-                    let _ = session(Box::new(socket), options, acceptor, &l).await;
+                    let stream: Box<dyn Io> = if options.implicit_tls {
+                        match acceptor.accept(socket).await {
+                            Ok(s) => Box::new(s),
+                            Err(_) => return,
+                        }
+                    } else {
+                        Box::new(socket)
+                    };
+                    let _ = session(stream, options, acceptor, &l).await;
                 });
             }
         });
@@ -152,7 +166,7 @@ async fn session(
     log: &Log,
 ) -> std::io::Result<()> {
     let mut io = BufReader::new(stream);
-    let mut tls = false;
+    let mut tls = options.implicit_tls;
     let mut envelope: Option<(String, Vec<String>)> = None;
     io.write_all(b"220 localhost ldap2exo test ESMTP\r\n")
         .await?;
