@@ -33,7 +33,7 @@
 
 use std::time::Duration;
 
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -187,9 +187,10 @@ fn headline(
         state::Outcome::Ok => "ended ok again".into(),
         state::Outcome::Blocked => "was blocked by the safety gate".into(),
         state::Outcome::Interrupted => match tally {
-            Some(t) if t.not_started > 0 => {
-                format!("was interrupted: {} actions not started", t.not_started)
-            }
+            Some(t) if t.not_started > 0 => format!(
+                "was interrupted: {} actions not started, the next run does them",
+                t.not_started
+            ),
             _ => "was interrupted".into(),
         },
         state::Outcome::Failed | state::Outcome::Partial => match (error, counts) {
@@ -360,17 +361,18 @@ async fn held_back(
 
 /// Builds the mail and hands it to the relay.
 async fn deliver(config: &NotifyConfig, notice: &Notice) -> Result<(), NotifyError> {
-    let mut mail = Notice {
-        run_id: notice.run_id,
-        kind: notice.kind,
-        subject: notice.subject.clone(),
-        body: notice.body.clone(),
-    };
+    let mut mail = notice.clone();
     mail.redact(&config.password.iter().collect::<Vec<_>>());
     let from = config.from.as_deref().unwrap_or_default();
     let mut builder = Message::builder()
         .from(mailbox("from", from)?)
         .subject(mail.subject)
+        .message_id(None)
+        // RFC 3834: no vacation or out-of-office replies to a machine's mail.
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-generated".into(),
+        ))
         .header(ContentType::TEXT_PLAIN);
     for to in &config.to {
         builder = builder.to(mailbox("to", to)?);

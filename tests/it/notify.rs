@@ -278,6 +278,11 @@ async fn a_blocked_run_is_mailed_over_starttls_with_reasons_approval_and_failure
         "{data}"
     );
     assert!(data.contains("Content-Type: text/plain"), "{data}");
+    assert!(
+        data.contains("Auto-Submitted: auto-generated\r\n"),
+        "{data}"
+    );
+    assert!(data.contains("Message-ID: <"), "{data}");
     for reason in &plan.safety.reasons {
         assert!(data.contains(reason.as_str()), "reason {reason:?}: {data}");
     }
@@ -592,4 +597,77 @@ async fn implicit_tls_delivers_and_an_untrusted_relay_certificate_gets_nothing()
     );
     assert!(other.messages().is_empty());
     assert!(other.auths().is_empty());
+}
+
+#[test]
+fn an_empty_read_offers_no_approval_and_an_interrupted_run_counts_what_is_left() {
+    let leavers: Vec<ManagedObject> = ["left1", "left2"]
+        .iter()
+        .map(|u| managed(&person(u)))
+        .collect();
+    let plan = plan::plan(plan::Input {
+        desired: Desired::default(),
+        objects: &leavers,
+        baseline: Some(2),
+        scope: plan::Scope::Full,
+        safety: &SafetyConfig::default(),
+        max_deletes: Some(5),
+        tenant: None,
+        journaled_creates: &BTreeSet::new(),
+        now: NOW,
+    });
+    assert_eq!(plan.safety.verdict, Verdict::Blocked);
+    let n = Notice::of_run(
+        Some(4),
+        "sync",
+        Outcome::Blocked,
+        HOST,
+        Some(&plan),
+        None,
+        None,
+    );
+    assert!(n.body.contains("LDAP returned no entries"), "{}", n.body);
+    assert!(
+        n.body.contains("No flag approves an empty read"),
+        "{}",
+        n.body
+    );
+    assert!(!n.body.contains("--max-deletes"), "{}", n.body);
+
+    let results: Vec<ActionResult> = leavers
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ActionResult {
+            op: Op::Disable,
+            anchor: o.anchor.clone(),
+            uid: o.uid.clone(),
+            outcome: if i == 0 {
+                apply::Outcome::Done
+            } else {
+                apply::Outcome::NotStarted("stopped by SIGTERM".into())
+            },
+        })
+        .collect();
+    let n = Notice::of_run(
+        Some(5),
+        "daemon",
+        Outcome::Interrupted,
+        HOST,
+        None,
+        Some(&results),
+        None,
+    );
+    assert_eq!(
+        n.subject,
+        format!(
+            "[ldap2exo] {HOST}: run #5 was interrupted: 1 actions not started, the next run does them"
+        )
+    );
+    assert!(
+        n.body.contains(
+            "Actions: 1 done, 0 pending, 0 skipped, 0 in conflict, 0 failed, 1 not started."
+        ),
+        "{}",
+        n.body
+    );
 }
