@@ -195,7 +195,7 @@ fn headline(
         },
         state::Outcome::Failed | state::Outcome::Partial => match (error, counts) {
             (Some(e), _) => format!("failed: {}", first_line(e)),
-            (None, Some(c)) => c,
+            (None, Some(c)) => format!("ended: {c}"),
             (None, None) => "failed".into(),
         },
     }
@@ -501,6 +501,49 @@ mod tests {
         let s = one_line(&format!("a\nb  c {}", "x".repeat(300)));
         assert!(s.starts_with("a b c x") && s.ends_with("..."), "{s}");
         assert_eq!(s.chars().count(), 163);
+    }
+
+    #[test]
+    fn a_partial_run_counts_its_failures_in_the_subject() {
+        let result = |uid: &str, outcome| ActionResult {
+            op: crate::plan::Op::Update,
+            anchor: crate::ids::Anchor::new(&format!("a-{uid}")).unwrap(),
+            uid: uid.into(),
+            outcome,
+        };
+        let results = [
+            result("ann", apply::Outcome::Done),
+            result(
+                "bob",
+                apply::Outcome::Failed("Exchange answered 500".into()),
+            ),
+            result(
+                "cy",
+                apply::Outcome::Conflict("cy@example.edu is taken".into()),
+            ),
+            result("dee", apply::Outcome::Failed("timed out".into())),
+        ];
+        let n = Notice::of_run(
+            Some(12),
+            "sync",
+            state::Outcome::Partial,
+            "mx1",
+            None,
+            Some(&results),
+            None,
+        );
+        assert_eq!(n.kind, NotifyOn::Partial);
+        assert_eq!(
+            n.subject,
+            "[ldap2exo] mx1: run #12 ended: 2 of 4 actions failed, 1 in conflict"
+        );
+        assert!(
+            n.body
+                .contains("  - bob (update): failed: Exchange answered 500\n"),
+            "{}",
+            n.body
+        );
+        assert!(!n.body.contains("ann"), "{}", n.body);
     }
 
     #[test]
