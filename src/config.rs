@@ -54,6 +54,8 @@ pub struct Config {
     pub safety: SafetyConfig,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub notify: NotifyConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -335,6 +337,105 @@ impl Default for DaemonConfig {
     }
 }
 
+/// `[notify]`: failures and safety stops mailed through the site's SMTP relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Recipients; empty (the default) turns notifications off.
+    pub to: Vec<String>,
+    /// The sender; required once `to` is set.
+    pub from: Option<String>,
+    pub smtp_host: String,
+    /// Absent: 25 (the relay's own listener) for `starttls` and `none`, 465 for `tls`.
+    pub smtp_port: Option<u16>,
+    pub tls: SmtpTls,
+    /// A CA to trust for the relay's certificate, besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Absent: no AUTH (a relay that trusts this host by address).
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Filled from `password_file` or `LDAP2EXO__NOTIFY__PASSWORD`, never the file.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+    /// At most one mail of the same kind this often; see `notify` for when one goes out anyway.
+    pub min_interval_minutes: u32,
+    /// Which run outcomes are mailed.
+    pub on: Vec<NotifyOn>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            to: Vec::new(),
+            from: None,
+            smtp_host: "localhost".into(),
+            smtp_port: None,
+            tls: SmtpTls::Starttls,
+            ca_file: None,
+            username: None,
+            password_file: None,
+            password: None,
+            min_interval_minutes: 60,
+            on: vec![
+                NotifyOn::Failed,
+                NotifyOn::Partial,
+                NotifyOn::Blocked,
+                NotifyOn::Interrupted,
+                NotifyOn::Recovered,
+            ],
+        }
+    }
+}
+
+impl NotifyConfig {
+    pub fn enabled(&self) -> bool {
+        !self.to.is_empty()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.smtp_port.unwrap_or(match self.tls {
+            SmtpTls::Tls => 465,
+            SmtpTls::Starttls | SmtpTls::None => 25,
+        })
+    }
+}
+
+/// How the connection to the SMTP relay is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// STARTTLS, required: nothing is sent to a relay that does not offer it.
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Tls,
+    /// Plain text; only to a relay on this host (checked at load).
+    None,
+}
+
+/// A run outcome that can be mailed (`notify.on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyOn {
+    Failed,
+    Partial,
+    Blocked,
+    Interrupted,
+    /// A run ended ok after a problem was mailed.
+    Recovered,
+}
+
+impl NotifyOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOn::Failed => "failed",
+            NotifyOn::Partial => "partial",
+            NotifyOn::Blocked => "blocked",
+            NotifyOn::Interrupted => "interrupted",
+            NotifyOn::Recovered => "recovered",
+        }
+    }
+}
+
 fn default_scope() -> Scope {
     Scope::Sub
 }
@@ -361,7 +462,11 @@ enum Secrets {
 
 /// Keys that hold secrets: `(section, key)`. They are read from `<key>_file` or the
 /// environment, never from the TOML file itself.
-const SECRET_KEYS: [(&str, &str); 2] = [("ldap", "bind_password"), ("tenant", "client_secret")];
+const SECRET_KEYS: [(&str, &str); 3] = [
+    ("ldap", "bind_password"),
+    ("tenant", "client_secret"),
+    ("notify", "password"),
+];
 
 impl Config {
     /// Reads the file at `path` and layers the `LDAP2EXO__*` variables of `env` over it.
@@ -480,6 +585,7 @@ impl Config {
         for (key, secret) in env_secrets {
             match key.as_str() {
                 "ldap.bind_password" => config.ldap.bind_password = Some(secret),
+                "notify.password" => config.notify.password = Some(secret),
                 _ => config.tenant.client_secret = Some(secret),
             }
         }
@@ -492,6 +598,11 @@ impl Config {
             && let Some(file) = &config.tenant.client_secret_file
         {
             config.tenant.client_secret = Some(read_secret("tenant.client_secret_file", file)?);
+        }
+        if config.notify.password.is_none()
+            && let Some(file) = &config.notify.password_file
+        {
+            config.notify.password = Some(read_secret("notify.password_file", file)?);
         }
         config.validate(secrets)?;
         Ok(config)
@@ -724,8 +835,95 @@ impl Config {
                 return Err(key(k, format!("{p} is not a percentage between 0 and 100")));
             }
         }
+        self.notify.validate(need_secrets)
+    }
+}
+
+impl NotifyConfig {
+    /// `need_secrets`: whether the password was resolved (not for `status`).
+    fn validate(&self, need_secrets: bool) -> Result<(), ConfigError> {
+        let key = |k: &str, m: String| ConfigError::Key {
+            key: k.into(),
+            message: m,
+        };
+        for a in &self.to {
+            if let Err(e) = a.parse::<lettre::message::Mailbox>() {
+                return Err(key(
+                    "notify.to",
+                    format!("`{a}` is not a mail address: {e}"),
+                ));
+            }
+        }
+        match &self.from {
+            Some(a) => {
+                if let Err(e) = a.parse::<lettre::message::Mailbox>() {
+                    return Err(key(
+                        "notify.from",
+                        format!("`{a}` is not a mail address: {e}"),
+                    ));
+                }
+            }
+            None if self.enabled() => {
+                return Err(key(
+                    "notify.from",
+                    "notify.to is set, so the sender address is needed too".into(),
+                ));
+            }
+            None => {}
+        }
+        if self.smtp_host.trim().is_empty() {
+            return Err(key("notify.smtp_host", "must not be empty".into()));
+        }
+        if self.smtp_port == Some(0) {
+            return Err(key("notify.smtp_port", "0 is not a port".into()));
+        }
+        if self.tls == SmtpTls::None && !is_loopback(&self.smtp_host) {
+            return Err(key(
+                "notify.tls",
+                format!(
+                    "\"none\" sends mail in clear and is only allowed to a relay on this host (localhost, 127.0.0.1, ::1), not to `{}`: use \"starttls\" or \"tls\"",
+                    self.smtp_host
+                ),
+            ));
+        }
+        match (&self.username, &self.password) {
+            (Some(_), None) if need_secrets => {
+                return Err(key(
+                    "notify.password_file",
+                    "notify.username is set but no password: set password_file or LDAP2EXO__NOTIFY__PASSWORD".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(key(
+                    "notify.username",
+                    "a password is set (password_file or LDAP2EXO__NOTIFY__PASSWORD) but no username".into(),
+                ));
+            }
+            (Some(_), Some(_)) if self.tls == SmtpTls::None => {
+                return Err(key(
+                    "notify.username",
+                    "credentials are only sent over TLS: use tls = \"starttls\" or \"tls\"".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.min_interval_minutes > 7 * 24 * 60 {
+            return Err(key(
+                "notify.min_interval_minutes",
+                format!("{} is more than a week", self.min_interval_minutes),
+            ));
+        }
         Ok(())
     }
+}
+
+/// True for the names and addresses of this host itself.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn is_guid(s: &str) -> bool {
@@ -953,6 +1151,132 @@ upn_domain = "example.edu"
         }
     }
 
+    const NOTIFY: &str = r#"
+[notify]
+to = ["ops@example.edu"]
+from = "ldap2exo <ldap2exo@example.edu>"
+smtp_host = "relay.example.edu"
+"#;
+
+    #[test]
+    fn notify_defaults_to_off_and_to_a_required_starttls() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert!(!c.notify.enabled());
+        assert_eq!(c.notify.tls, SmtpTls::Starttls);
+        assert_eq!(c.notify.port(), 25);
+        assert_eq!(c.notify.min_interval_minutes, 60);
+        let text = format!("{MINIMAL}{NOTIFY}");
+        let c = load(&text, &[("LDAP2EXO__NOTIFY__TLS", "tls")]).unwrap();
+        assert!(c.notify.enabled());
+        assert_eq!(c.notify.port(), 465);
+        let c = load(&text, &[("LDAP2EXO__NOTIFY__SMTP_PORT", "587")]).unwrap();
+        assert_eq!(c.notify.port(), 587);
+    }
+
+    #[test]
+    fn notify_refuses_clear_text_off_this_host_and_credentials_in_clear() {
+        let text = format!("{MINIMAL}{NOTIFY}");
+        let err = load(&text, &[("LDAP2EXO__NOTIFY__TLS", "none")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notify.tls") && err.contains("relay.example.edu"),
+            "{err}"
+        );
+        for host in ["localhost", "127.0.0.1", "::1", "[::1]"] {
+            let c = load(
+                &text,
+                &[
+                    ("LDAP2EXO__NOTIFY__TLS", "none"),
+                    ("LDAP2EXO__NOTIFY__SMTP_HOST", host),
+                ],
+            )
+            .unwrap();
+            assert_eq!(c.notify.tls, SmtpTls::None, "{host}");
+        }
+        let err = load(
+            &text,
+            &[
+                ("LDAP2EXO__NOTIFY__TLS", "none"),
+                ("LDAP2EXO__NOTIFY__SMTP_HOST", "localhost"),
+                ("LDAP2EXO__NOTIFY__USERNAME", "relay"),
+                ("LDAP2EXO__NOTIFY__PASSWORD", "pw-in-clear"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("notify.username") && err.contains("TLS"),
+            "{err}"
+        );
+        assert!(!err.contains("pw-in-clear"), "{err}");
+    }
+
+    #[test]
+    fn the_smtp_password_is_a_secret_like_the_others() {
+        let text = format!("{MINIMAL}{NOTIFY}username = \"relay\"\n");
+        let in_file = format!("{text}password = \"hunter2\"\n");
+        let err = load(&in_file, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("notify.password")
+                && err.contains("LDAP2EXO__NOTIFY__PASSWORD")
+                && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("notify.password_file"), "{err}");
+        let c = load(&text, &[("LDAP2EXO__NOTIFY__PASSWORD", "s3cret")]).unwrap();
+        assert_eq!(c.notify.password.as_ref().unwrap().expose(), "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("smtp-pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let text = format!("{text}password_file = {file:?}\n");
+        let c = load(&text, &[]).unwrap();
+        assert_eq!(c.notify.password.unwrap().expose(), "from-file");
+        // A password without a username is a mistake, not silently unused.
+        let err = load(
+            &format!("{MINIMAL}{NOTIFY}"),
+            &[("LDAP2EXO__NOTIFY__PASSWORD", "s3cret")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("notify.username"), "{err}");
+    }
+
+    #[test]
+    fn notify_addresses_and_outcomes_are_checked_and_named() {
+        let text = format!("{MINIMAL}{NOTIFY}");
+        for (env, key) in [
+            (
+                (
+                    "LDAP2EXO__NOTIFY__TO",
+                    r#"["ops@example.edu", "not an address"]"#,
+                ),
+                "notify.to",
+            ),
+            (("LDAP2EXO__NOTIFY__FROM", "ldap2exo"), "notify.from"),
+            (("LDAP2EXO__NOTIFY__ON", r#"["failed", "ok"]"#), "notify.on"),
+            (("LDAP2EXO__NOTIFY__TLS", "ssl"), "notify.tls"),
+            (("LDAP2EXO__NOTIFY__SMTP_PORT", "0"), "notify.smtp_port"),
+            (
+                ("LDAP2EXO__NOTIFY__MIN_INTERVAL_MINUTES", "20000"),
+                "notify.min_interval_minutes",
+            ),
+        ] {
+            let err = load(&text, &[env]).unwrap_err().to_string();
+            assert!(err.contains(key), "{env:?}: {err}");
+        }
+        let err = load(
+            MINIMAL,
+            &[("LDAP2EXO__NOTIFY__TO", r#"["ops@example.edu"]"#)],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("notify.from"), "{err}");
+    }
+
     #[test]
     fn credential_is_chosen_or_inferred() {
         let c = load(MINIMAL, &[]).unwrap();
@@ -1059,6 +1383,15 @@ upn_domain = "example.edu"
         assert_eq!(example.safety.grace_period_days, d.safety.grace_period_days);
         assert_eq!(example.daemon.schedule, d.daemon.schedule);
         assert_eq!(example.daemon.listen, d.daemon.listen);
+        assert_eq!(example.notify.to, d.notify.to);
+        assert_eq!(example.notify.smtp_host, d.notify.smtp_host);
+        assert_eq!(example.notify.port(), d.notify.port());
+        assert_eq!(example.notify.tls, d.notify.tls);
+        assert_eq!(
+            example.notify.min_interval_minutes,
+            d.notify.min_interval_minutes
+        );
+        assert_eq!(example.notify.on, d.notify.on);
         assert_eq!(
             format!("{:?}", example.ldap.attributes),
             format!("{:?}", d.ldap.attributes)

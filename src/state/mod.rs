@@ -301,6 +301,20 @@ pub struct Counts {
     pub quarantined: i64,
 }
 
+/// A notification mailed, or held back by the rate limit, or that could not be sent.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct NotificationRecord {
+    pub id: i64,
+    pub run_id: Option<i64>,
+    /// When it was attempted.
+    pub sent_at: i64,
+    /// `failed`, `partial`, `blocked`, `interrupted` or `recovered`.
+    pub kind: String,
+    /// `sent`, `suppressed` or `failed`.
+    pub result: String,
+    pub detail: Option<String>,
+}
+
 /// The SQLite state store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -682,6 +696,64 @@ impl Store {
             .into_iter()
             .filter_map(|a| Anchor::new(&a).ok())
             .collect())
+    }
+
+    /// Records a notification attempt; returns its row id.
+    pub async fn record_notification(
+        &self,
+        run_id: Option<i64>,
+        kind: &str,
+        result: &str,
+        detail: Option<&str>,
+        now: i64,
+    ) -> Result<i64, StateError> {
+        let id = sqlx::query(
+            "INSERT INTO notifications (run_id, sent_at, kind, result, detail) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(run_id)
+        .bind(now)
+        .bind(kind)
+        .bind(result)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?
+        .last_insert_rowid();
+        Ok(id)
+    }
+
+    /// The last notification actually sent: of `kind`, or of any kind when `None`.
+    pub async fn last_notification_sent(
+        &self,
+        kind: Option<&str>,
+    ) -> Result<Option<NotificationRecord>, StateError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM notifications WHERE result = 'sent' AND (?1 IS NULL OR kind = ?1)
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The most recent notification attempts, newest first.
+    pub async fn notifications(&self, limit: u32) -> Result<Vec<NotificationRecord>, StateError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM notifications ORDER BY id DESC LIMIT ?")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// How the last finished real run (mode `apply`) before run `id` ended, e.g. `ok`.
+    pub async fn previous_outcome(&self, id: i64) -> Result<Option<String>, StateError> {
+        Ok(sqlx::query_scalar(
+            "SELECT outcome FROM runs WHERE id < ? AND mode = 'apply' AND outcome != 'running'
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     pub async fn journal(&self, anchor: &Anchor) -> Result<Vec<JournalRecord>, StateError> {

@@ -13,6 +13,7 @@ mod dry_run;
 mod handovers;
 mod inventory;
 mod licences;
+mod notify;
 mod packaging;
 mod real_tenant;
 mod source;
