@@ -16,7 +16,7 @@ use crate::cli::{StatusArgs, StatusFormat};
 use crate::config::Config;
 use crate::plan::{self, Summary};
 use crate::report;
-use crate::state::lock::{self, Holder};
+use crate::state::lock::{self, Held};
 use crate::state::{ManagedObject, QuarantineRecord, RunRecord, Stage, Store};
 
 /// Entries of a long list shown in text before "… and N more".
@@ -30,9 +30,9 @@ struct View {
     last_full_sync: Option<i64>,
     now: i64,
     /// Who holds the daemon lock (a running `ldap2exo daemon`), with its next run.
-    daemon: Option<Holder>,
+    daemon: Held,
     /// Who holds the run lock: a run in progress.
-    running: Option<Holder>,
+    running: Held,
 }
 
 pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandError> {
@@ -67,17 +67,20 @@ pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandE
 }
 
 /// Who holds a lock; a lock file `status` cannot read is a warning, not a failure.
-fn holder(state: &std::path::Path, kind: lock::Kind) -> Option<Holder> {
+fn holder(state: &std::path::Path, kind: lock::Kind) -> Held {
     lock::holder(state, kind).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot tell whether a daemon or run holds the state store");
-        None
+        Held::ByUnknown
     })
 }
 
-fn holder_json(h: &Option<Holder>) -> Value {
+fn holder_json(h: &Held) -> Value {
     match h {
-        None => Value::Null,
-        Some(h) => json!({
+        Held::Free => Value::Null,
+        Held::ByUnknown => {
+            json!({"pid": null, "host": null, "command": null, "since": null, "next_run": null})
+        }
+        Held::By(h) => json!({
             "pid": h.pid, "host": h.host, "command": h.command,
             "since": plan::rfc3339(h.since),
             "next_run": h.next_run.map(plan::rfc3339),
@@ -243,7 +246,7 @@ fn as_text(config: &Config, view: &View) -> String {
         }
     );
     let _ = match &view.daemon {
-        Some(d) => writeln!(
+        Held::By(d) => writeln!(
             out,
             "daemon: {d}; next run {}",
             match d.next_run {
@@ -251,10 +254,23 @@ fn as_text(config: &Config, view: &View) -> String {
                 None => "not scheduled (a run is going on, or it is stopping)".into(),
             }
         ),
-        None => writeln!(out, "daemon: not running"),
+        Held::ByUnknown => writeln!(
+            out,
+            "daemon: running (its lock file does not say which process)"
+        ),
+        Held::Free => writeln!(out, "daemon: not running"),
     };
-    if let Some(r) = &view.running {
-        let _ = writeln!(out, "run in progress: {r}");
+    match &view.running {
+        Held::By(r) => {
+            let _ = writeln!(out, "run in progress: {r}");
+        }
+        Held::ByUnknown => {
+            let _ = writeln!(
+                out,
+                "run in progress (its lock file does not say which process)"
+            );
+        }
+        Held::Free => {}
     }
     let _ = writeln!(
         out,

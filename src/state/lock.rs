@@ -101,6 +101,10 @@ pub struct Lock {
 /// refused for it.
 const BRIEF_HOLD: Duration = Duration::from_millis(1500);
 
+/// The size the holder's JSON is padded to (a long host name may exceed it; the file then
+/// grows, which is as safe).
+const HOLDER_SIZE: usize = 512;
+
 impl Lock {
     /// Takes the lock of `kind` for `command`, or says who holds it.
     pub async fn acquire(
@@ -164,15 +168,17 @@ impl Lock {
         self.write()
     }
 
-    /// Writes the holder over the old content, then cuts the file to its length, so a reader
-    /// sees the old holder or the new one, never an empty file.
+    /// Writes the holder over the old content, padded with spaces to a fixed size, so the
+    /// file never shrinks: a reader sees the old holder, the new one, or (in the instant of a
+    /// write) a mix it cannot parse and reports as unknown; never an empty file.
     fn write(&mut self) -> Result<(), LockError> {
-        let text = serde_json::to_string(&self.holder).expect("a holder serialises");
+        let mut text = serde_json::to_string(&self.holder).expect("a holder serialises");
+        let width = text.len().max(HOLDER_SIZE);
+        text.extend(std::iter::repeat_n(' ', width - text.len()));
         let written = self
             .file
             .rewind()
             .and_then(|()| self.file.write_all(text.as_bytes()))
-            .and_then(|()| self.file.set_len(text.len() as u64))
             .and_then(|()| self.file.flush());
         written.map_err(|source| LockError::Io {
             path: self.path.clone(),
@@ -181,23 +187,33 @@ impl Lock {
     }
 }
 
-/// Who holds the lock of `kind` now, without taking it for longer than a moment; `None`
-/// when nobody does (or there is no lock file). A read-only state directory (a monitoring
-/// user) is fine: the file is opened for reading only.
-pub fn holder(state: &Path, kind: Kind) -> Result<Option<Holder>, LockError> {
+/// What [`holder`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    Free,
+    By(Holder),
+    /// Held, by a process whose lock file does not say (yet) who it is.
+    ByUnknown,
+}
+
+/// Who holds the lock of `kind` now, without taking it for longer than a moment. A read-only
+/// state directory (a monitoring user) is fine: the file is opened for reading only.
+pub fn holder(state: &Path, kind: Kind) -> Result<Held, LockError> {
     let path = path(state, kind);
     let mut file = match File::open(&path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Held::Free),
         Err(source) => return Err(LockError::Io { path, source }),
     };
     match file.try_lock_shared() {
         // Nobody holds it exclusively: whatever the file says is stale.
         Ok(()) => {
             let _ = file.unlock();
-            Ok(None)
+            Ok(Held::Free)
         }
-        Err(TryLockError::WouldBlock) => Ok(read_holder(&mut file)),
+        Err(TryLockError::WouldBlock) => {
+            Ok(read_holder(&mut file).map_or(Held::ByUnknown, Held::By))
+        }
         Err(TryLockError::Error(source)) => Err(LockError::Io { path, source }),
     }
 }
@@ -206,16 +222,16 @@ fn read_holder(file: &mut File) -> Option<Holder> {
     let mut text = String::new();
     file.rewind().ok()?;
     file.read_to_string(&mut text).ok()?;
-    serde_json::from_str(&text).ok()
+    serde_json::from_str(text.trim_end()).ok()
 }
 
-/// This machine's name, for telling the operator where a lock holder runs.
+/// This machine's name (`gethostname(2)`, which works where `/proc/sys` is hidden, as under
+/// the unit's `ProcSubset=pid`), for telling the operator where a lock holder runs.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
+    hostname::get()
         .ok()
+        .map(|h| h.to_string_lossy().into_owned())
         .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -246,11 +262,23 @@ mod tests {
             .unwrap();
 
         first.set_next_run(Some(1_700_000_900)).unwrap();
-        let seen = holder(&state, Kind::Run).unwrap().unwrap();
+        let Held::By(seen) = holder(&state, Kind::Run).unwrap() else {
+            panic!("the holder is named")
+        };
         assert_eq!(seen.next_run, Some(1_700_000_900));
         assert_eq!(seen.command, "sync");
+        // A shorter holder leaves no tail of the longer one behind.
+        first.set_next_run(None).unwrap();
+        let Held::By(seen) = holder(&state, Kind::Run).unwrap() else {
+            panic!("the holder is still named")
+        };
+        assert_eq!(seen.next_run, None);
         drop(first);
-        assert_eq!(holder(&state, Kind::Run).unwrap(), None, "released on drop");
+        assert_eq!(
+            holder(&state, Kind::Run).unwrap(),
+            Held::Free,
+            "released on drop"
+        );
         Lock::acquire(&state, Kind::Run, "sync", 2).await.unwrap();
     }
 
@@ -259,7 +287,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
             holder(&dir.path().join("s.db"), Kind::Daemon).unwrap(),
-            None
+            Held::Free
         );
     }
 }
