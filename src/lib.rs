@@ -4,7 +4,7 @@
 //! reads LDAP, `desired` maps entries to recipients (pure), `inventory` reads the tenant and
 //! reconciles it with the state store, `plan` diffs (pure), `apply` executes, `report`
 //! renders. Around them: `config`, `state`, `tenant` (the Graph and Exchange clients),
-//! `cli`/`commands` and `telemetry`. Planning is pure; I/O stays at the edges.
+//! `cli`/`commands`, `telemetry` and `progress`. Planning is pure; I/O stays at the edges.
 
 pub mod apply;
 pub mod cli;
@@ -14,6 +14,7 @@ pub mod desired;
 pub mod ids;
 pub mod inventory;
 pub mod plan;
+pub mod progress;
 pub mod report;
 pub mod secret;
 pub mod source;

@@ -13,6 +13,7 @@ use crate::desired;
 use crate::ids::Anchor;
 use crate::inventory::{self, Inventory};
 use crate::plan::{self, Plan, Scope, Verdict};
+use crate::progress::{self, Phase, Progress};
 use crate::report::{self, Format};
 use crate::source::{self, Selection};
 use crate::state::{ManagedObject, Outcome, RunEnd, RunMode, RunScope, Stage, Store};
@@ -42,6 +43,9 @@ struct Computed {
     /// State rows the tenant contradicted (adopted, missing, changed), as reconciled: a real
     /// run records them before applying, so each action starts from the tenant's truth.
     drifted: Vec<ManagedObject>,
+    progress: Progress,
+    /// Shows the progress until the run is applied or dropped.
+    renderer: progress::Renderer,
 }
 
 /// Whether the configuration can reach the tenant at all.
@@ -89,7 +93,13 @@ async fn compute(
 
     // Entries are mapped as they arrive, so the raw directory is never held in memory.
     let mut mapper = desired::Mapper::new(config);
-    if let Err(e) = source::read_each(&config.ldap, &sel, |entry| mapper.push(&entry)).await {
+    let (progress, renderer) = progress::start();
+    progress.phase(Phase::ReadingLdap, None);
+    let read = source::read_each(&config.ldap, &sel, |entry| {
+        progress.step();
+        mapper.push(&entry)
+    });
+    if let Err(e) = read.await {
         fail_run(&store, run_id, &e).await?;
         return Err(e.into());
     }
@@ -97,6 +107,10 @@ async fn compute(
     let mut objects = store.objects().await?;
     let mut drift = Vec::new();
     let mut drifted = Vec::new();
+    if let Some(tenant) = &tenant {
+        progress.watch(tenant);
+        progress.phase(Phase::ReadingTenant, None);
+    }
     let tenant = match tenant {
         Some(tenant) => match inventory::read_with_licences(
             &tenant,
@@ -130,6 +144,7 @@ async fn compute(
         }
     };
 
+    progress.phase(Phase::Planning, None);
     let clock = std::time::Instant::now();
     let known: BTreeSet<_> = objects
         .iter()
@@ -203,6 +218,8 @@ async fn compute(
         source_count,
         tenant,
         drifted,
+        progress,
+        renderer,
     })
 }
 
@@ -277,6 +294,7 @@ async fn execute(
         inventory,
         run_id: c.run_id,
         now: c.started,
+        progress: &c.progress,
         allow_removals: !blocked,
         concurrency: config.tenant.concurrency.max(1) as usize,
         visibility_wait: std::time::Duration::from_secs(u64::from(
@@ -285,6 +303,7 @@ async fn execute(
     };
     let clock = std::time::Instant::now();
     let results = apply::apply(&c.plan, &ctx).await?;
+    c.renderer.finish();
     let failed = results
         .iter()
         .filter(|r| {
