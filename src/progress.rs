@@ -255,6 +255,9 @@ impl Line {
     pub fn message(&self) -> String {
         let s = &self.now;
         let mut parts = Vec::new();
+        if s.total.is_none() && s.done > 0 {
+            parts.push(format!("{} so far", s.done));
+        }
         if let Some(rate) = s.rate_per_s() {
             parts.push(format!("{rate:.1}/s"));
         }
@@ -360,7 +363,7 @@ async fn log_lines(progress: Progress, every: Duration) {
 async fn draw_bar(progress: Progress) {
     let bar = ProgressBar::new_spinner();
     *BAR.write().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
-    let spinner = ProgressStyle::with_template("{spinner} {prefix}: {pos} {msg} [{elapsed}]")
+    let spinner = ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
         .expect("a valid template");
     let counted = ProgressStyle::with_template(
         "{spinner} {prefix}: [{bar:30}] {pos}/{len} {msg} [{elapsed}]",
@@ -373,6 +376,15 @@ async fn draw_bar(progress: Progress) {
     loop {
         ticks.tick().await;
         let now = progress.snapshot();
+        let line = Line {
+            now,
+            throttled: episode.update(now.throttled, Instant::now()),
+            waited: Duration::ZERO,
+        };
+        // Everything is set before the style, so no frame mixes two phases.
+        bar.set_length(now.total.unwrap_or(0));
+        bar.set_position(now.done);
+        bar.set_message(line.message());
         if shown != Some((now.phase, now.total.is_some())) {
             shown = Some((now.phase, now.total.is_some()));
             bar.set_style(match now.total {
@@ -382,14 +394,6 @@ async fn draw_bar(progress: Progress) {
             bar.set_prefix(now.phase.label());
             bar.reset_elapsed();
         }
-        let line = Line {
-            now,
-            throttled: episode.update(now.throttled, Instant::now()),
-            waited: Duration::ZERO,
-        };
-        bar.set_length(now.total.unwrap_or(0));
-        bar.set_position(now.done);
-        bar.set_message(line.message());
         bar.tick();
     }
 }
@@ -473,6 +477,10 @@ mod tests {
             line.message(),
             "1.0/s, ETA 1m 20s, 2 failed, throttled 3×, waiting"
         );
+
+        let mut reading = snap(120, None, 4);
+        reading.phase = Phase::ReadingLdap;
+        assert_eq!(Line::new(None, reading).message(), "120 so far, 30.0/s");
 
         let calm = Line::new(Some(&now), now);
         assert_eq!(calm.throttled, 0);

@@ -83,7 +83,12 @@ fn directive_target(directive: &str) -> Option<&str> {
         .iter()
         .any(|l| target.eq_ignore_ascii_case(l))
         || target.parse::<u8>().is_ok();
-    (!target.is_empty() && !(is_level && end == d.len())).then_some(target)
+    let bare_level = is_level && end == d.len();
+    if target.is_empty() || bare_level {
+        None
+    } else {
+        Some(target)
+    }
 }
 
 /// The user's filter: `LDAP2EXO_LOG`, else `RUST_LOG`; an empty variable counts as unset.

@@ -11,6 +11,7 @@ mod dry_run;
 mod handovers;
 mod inventory;
 mod licences;
+mod logs;
 mod real_tenant;
 mod source;
 mod state;
