@@ -19,7 +19,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "LDAP2EXO_CONFIG", default_value = crate::config::DEFAULT_PATH)]
     pub config: PathBuf,
 
-    /// Log format on standard error.
+    /// Log format: text or JSON lines on standard error, or the systemd journal.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
@@ -44,8 +44,12 @@ Environment:
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines (with a progress bar on a terminal).
     Text,
+    /// One JSON object per line.
     Json,
+    /// The systemd journal (falls back to text on standard error without a journal socket).
+    Journald,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,8 @@
 //! reads LDAP, `desired` maps entries to recipients (pure), `inventory` reads the tenant and
 //! reconciles it with the state store, `plan` diffs (pure), `apply` executes, `report`
 //! renders. Around them: `config`, `state`, `tenant` (the Graph and Exchange clients),
-//! `cli`/`commands`, `telemetry` and `notify` (failures mailed). Planning is pure; I/O stays at the edges.
+//! `cli`/`commands`, `telemetry`, `progress` and `notify` (failures mailed); `daemon` runs syncs on
+//! a schedule. Planning is pure; I/O stays at the edges.
 
 pub mod apply;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod ids;
 pub mod inventory;
 pub mod notify;
 pub mod plan;
+pub mod progress;
 pub mod report;
 pub mod secret;
 pub mod shutdown;

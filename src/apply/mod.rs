@@ -37,6 +37,7 @@ use crate::desired::Kind;
 use crate::ids::Anchor;
 use crate::inventory::{Inventory, TenantObject, smtp_proxy};
 use crate::plan::{Action, Field, HeldOutcome, Op, Phase, Plan, Writer};
+use crate::progress::{self, Progress};
 use crate::secret::Secret;
 use crate::state::{ManagedObject, Stage, StateError, Store};
 use crate::tenant::{Tenant, TenantError};
@@ -129,6 +130,8 @@ pub struct Context<'a> {
     /// one still running then is cut off and reported failed, its journal step left
     /// `pending` for the next run to check.
     pub grace: Duration,
+    /// Counts finished actions for the progress display.
+    pub progress: &'a Progress,
 }
 
 /// Applies every action of `plan`; returns one result per action, in plan order.
@@ -143,6 +146,14 @@ pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, 
     let mut results = Vec::with_capacity(plan.actions.len());
     // Every release finishes before any claim starts (the plan lists releases first).
     for phase in [Phase::Release, Phase::Main] {
+        let count = plan.actions.iter().filter(|a| a.phase == phase).count();
+        let shown = match phase {
+            Phase::Release => progress::Phase::ApplyingReleases,
+            Phase::Main => progress::Phase::Applying,
+        };
+        if count > 0 {
+            ctx.progress.phase(shown, Some(count as u64));
+        }
         let done: Vec<Result<ActionResult, ApplyError>> =
             futures_util::stream::iter(plan.actions.iter().filter(|a| a.phase == phase))
                 .map(|action| run(action, ctx, &late, &released))
@@ -181,6 +192,10 @@ struct LateSignIn {
 async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), ApplyError> {
     let graph = ctx.tenant.graph();
     let patch = json!({ "accountEnabled": false });
+    if !late.is_empty() {
+        ctx.progress
+            .phase(progress::Phase::BlockingSignIns, Some(late.len() as u64));
+    }
     let done: Vec<Result<(), ApplyError>> = futures_util::stream::iter(late)
         .map(|l| {
             let patch = &patch;
@@ -213,6 +228,7 @@ async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), 
                         tracing::warn!(uid = %l.uid, error = %why, "blocking a new MailUser's sign-in failed; the next run tries again");
                     }
                 }
+                ctx.progress.step();
                 Ok(())
             }
         })
@@ -264,6 +280,8 @@ async fn run(
         }
     };
     let (op, uid) = (action.op.as_str(), &action.uid);
+    ctx.progress
+        .action_finished(matches!(outcome, Outcome::Failed(_) | Outcome::Conflict(_)));
     match &outcome {
         Outcome::Done => tracing::debug!(op, uid = %uid, "action applied"),
         Outcome::Pending(why) => {

@@ -15,6 +15,7 @@ use crate::desired;
 use crate::ids::Anchor;
 use crate::inventory::{self, Inventory};
 use crate::plan::{self, Plan, Scope, Verdict};
+use crate::progress::{self, Phase, Progress};
 use crate::report::{self, Format};
 use crate::shutdown::Stop;
 use crate::source::{self, Selection};
@@ -48,6 +49,9 @@ struct Computed {
     drifted: Vec<ManagedObject>,
     /// The run lock, held until the run is recorded as finished.
     _lock: Lock,
+    progress: Progress,
+    /// Shows the progress until the run is applied or dropped.
+    renderer: progress::Renderer,
 }
 
 /// What a real run did: for its report, its exit code, the daemon's metrics and the
@@ -143,7 +147,13 @@ async fn compute(
 
     // Entries are mapped as they arrive, so the raw directory is never held in memory.
     let mut mapper = desired::Mapper::new(config).selecting(&sel);
-    if let Err(e) = source::read_each(&config.ldap, &sel, |entry| mapper.push(&entry)).await {
+    let (progress, renderer) = progress::start();
+    progress.phase(Phase::ReadingLdap, None);
+    let read = source::read_each(&config.ldap, &sel, |entry| {
+        progress.step();
+        mapper.push(&entry)
+    });
+    if let Err(e) = read.await {
         fail_run(&store, run_id, &e).await?;
         return Err(e.into());
     }
@@ -152,6 +162,10 @@ async fn compute(
     let mut objects = store.objects().await?;
     let mut drift = Vec::new();
     let mut drifted = Vec::new();
+    if let Some(tenant) = &tenant {
+        progress.watch(tenant);
+        progress.phase(Phase::ReadingTenant, None);
+    }
     let tenant = match tenant {
         Some(tenant) => match inventory::read_with_licences(
             &tenant,
@@ -185,6 +199,7 @@ async fn compute(
         }
     };
 
+    progress.phase(Phase::Planning, None);
     let clock = std::time::Instant::now();
     let known: BTreeSet<_> = objects
         .iter()
@@ -260,6 +275,8 @@ async fn compute(
         tenant,
         drifted,
         _lock: lock,
+        progress,
+        renderer,
     })
 }
 
@@ -376,6 +393,7 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
         inventory,
         run_id: c.run_id,
         now: c.started,
+        progress: &c.progress,
         allow_removals: !blocked,
         concurrency: config.tenant.concurrency.max(1) as usize,
         visibility_wait: Duration::from_secs(u64::from(config.tenant.propagation_wait_seconds)),
@@ -384,6 +402,7 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
     };
     let clock = std::time::Instant::now();
     let results = apply::apply(&c.plan, &ctx).await?;
+    c.renderer.finish();
     let failed = results
         .iter()
         .filter(|r| {

@@ -13,6 +13,7 @@ mod dry_run;
 mod handovers;
 mod inventory;
 mod licences;
+mod logs;
 mod notify;
 mod packaging;
 mod real_tenant;
