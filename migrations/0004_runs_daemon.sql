@@ -12,6 +12,8 @@
 -- `no-transaction` above), and the rebuild in one transaction.
 PRAGMA foreign_keys = OFF;
 BEGIN;
+-- Safe to run again after a crash between the commit and sqlx's bookkeeping.
+DROP TABLE IF EXISTS runs_new;
 CREATE TABLE runs_new (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     started_at    INTEGER NOT NULL,
@@ -36,7 +38,7 @@ DROP TABLE runs;
 ALTER TABLE runs_new RENAME TO runs;
 
 -- One row per notification mailed (or suppressed by the rate limit).
-CREATE TABLE notifications (
+CREATE TABLE IF NOT EXISTS notifications (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id    INTEGER,
     sent_at   INTEGER NOT NULL,
@@ -46,6 +48,6 @@ CREATE TABLE notifications (
     result    TEXT    NOT NULL,
     detail    TEXT
 );
-CREATE INDEX notifications_sent ON notifications (sent_at);
+CREATE INDEX IF NOT EXISTS notifications_sent ON notifications (sent_at);
 COMMIT;
 PRAGMA foreign_keys = ON;

@@ -34,8 +34,9 @@ impl Stop {
     pub fn on_signals() -> Self {
         let stop = Self::new();
         let handle = stop.clone();
+        // Registered before this returns, so no signal falls between here and the task.
+        let mut signals = Signals::new();
         tokio::spawn(async move {
-            let mut signals = Signals::new();
             let mut count = 0u32;
             loop {
                 let name = signals.next().await;

@@ -283,8 +283,9 @@ impl Job<'_, '_> {
 
     /// The object an earlier run created for this person but could not stamp or record: a
     /// successful create step whose object still exists, or a create whose answer never came
-    /// (`pending` after a crash, `unknown` after a lost response) and whose object the
-    /// tenant shows under exactly the UPN and Name (or alias) we chose.
+    /// (`pending` after a crash, `unknown` after a lost response) or whose object does not
+    /// show under its id yet, and whose object the tenant shows under exactly the UPN and
+    /// Name (or alias) we chose.
     async fn earlier_create(&mut self) -> Result<Option<String>, Stop> {
         let journal = self.ctx.store.journal(&self.action.anchor).await?;
         let creates = journal
@@ -305,10 +306,13 @@ impl Job<'_, '_> {
                 _ => {}
             }
         }
-        if let Some(id) = ok_id
-            && let Some(found) = self.still_there(&id).await?
-        {
-            return Ok(Some(found));
+        if let Some(id) = ok_id {
+            if let Some(found) = self.still_there(&id).await? {
+                return Ok(Some(found));
+            }
+            // Not (yet) shown under its id: an object made moments before a crash may not be
+            // resolvable by id for a while, so look for it by what we chose, with proof.
+            unsure = true;
         }
         if unsure {
             return self.find_own_create().await;

@@ -13,7 +13,7 @@ mod run;
 mod status;
 
 pub use check::check_config;
-pub use run::{Finished, apply_file, plan, sync};
+pub use run::{Finished, TenantWatch, apply_file, plan, sync};
 pub(crate) use run::{real_run, run_span};
 pub use status::status;
 
@@ -66,9 +66,9 @@ pub enum CommandError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// Another run (or daemon) holds the state store.
+    /// Another run (or daemon) holds the state store, or its lock file cannot be used.
     #[error("cannot start: {0}")]
-    Busy(#[from] crate::state::lock::LockError),
+    Lock(#[from] crate::state::lock::LockError),
     /// A stop (SIGTERM/SIGINT) came before anything was applied.
     #[error("{0}")]
     Interrupted(String),
@@ -93,6 +93,7 @@ impl CommandError {
             // The plan file named on the command line: missing, unreadable or not a plan.
             CommandError::Read { .. } | CommandError::Output { .. } => Exit::Usage,
             CommandError::State(e) if e.is_configuration() => Exit::Usage,
+            CommandError::Daemon(e) if e.is_configuration() => Exit::Usage,
             CommandError::Tenant(TenantError::Config(_)) => Exit::Usage,
             _ => Exit::Failed,
         }

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::desired;
 use crate::ids::Anchor;
 use crate::inventory::{self, Inventory};
+use crate::notify;
 use crate::plan::{self, Plan, Scope, Verdict};
 use crate::progress::{self, Phase, Progress};
 use crate::report::{self, Format};
@@ -47,6 +48,8 @@ struct Computed {
     /// State rows the tenant contradicted (adopted, missing, changed), as reconciled: a real
     /// run records them before applying, so each action starts from the tenant's truth.
     drifted: Vec<ManagedObject>,
+    /// What started the run (`sync`, `apply`, `daemon`, …), for the notification.
+    command: String,
     /// The run lock, held until the run is recorded as finished.
     _lock: Lock,
     progress: Progress,
@@ -67,11 +70,13 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// The exit code of INTERFACE.md: 3 when the safety gate held removals back, 1 when an
-    /// action failed, conflicted or never started (a stopped run), else 0.
+    /// The exit code of INTERFACE.md: 1 for a run a signal stopped, 3 when the safety gate
+    /// held removals back, 1 when an action failed or conflicted, else 0.
     pub fn exit(&self) -> Exit {
         let t = apply::Tally::of(&self.results);
-        if self.plan.safety.verdict == Verdict::Blocked {
+        if self.outcome == Outcome::Interrupted {
+            Exit::Failed
+        } else if self.plan.safety.verdict == Verdict::Blocked {
             Exit::Blocked
         } else if t.failed + t.conflict + t.not_started > 0 {
             Exit::Failed
@@ -114,116 +119,133 @@ async fn end_run(
     Ok(())
 }
 
-/// Reads LDAP and, when it can be reached, the tenant; reconciles the state store's view with
-/// what the tenant really holds (drift, objects adopted after a lost state store); maps and
-/// plans. The run is recorded as started, under the run lock; the caller finishes it. A stop
-/// requested while reading ends the run as `interrupted` before anything is planned.
-async fn compute(
+/// A run recorded as started, under the run lock.
+struct Opened {
+    store: Store,
+    run_id: i64,
+    started: i64,
+    lock: Lock,
+}
+
+/// Takes the run lock, then opens (and migrates) the state store, so that no two processes
+/// migrate or plan at once; marks runs a dead process left `running` as interrupted; records
+/// this run as started.
+async fn open_run(
     config: &Config,
-    args: &SelectionArgs,
     mode: RunMode,
+    scope: RunScope,
     command: &str,
-    stop: &Stop,
-) -> Result<Computed, CommandError> {
-    let (sel, scope, run_scope) = selection(args);
-    // A dry run reads the tenant too when it can: it must plan what a real run would. A
-    // real run cannot go without it; its configuration is checked before anything is read.
-    let tenant = match mode == RunMode::Apply || tenant_configured(config) {
-        true => Some(Tenant::connect(&config.tenant)?),
-        false => None,
-    };
-    let store = Store::open(&config.state.path).await?;
+) -> Result<Opened, CommandError> {
+    let path = &config.state.path;
+    // A missing directory is a configuration error naming it, not a lock-file failure.
+    crate::state::require_directory(path)?;
     let started = now()?;
-    let lock = Lock::acquire(&config.state.path, lock::Kind::Run, command, started).await?;
-    // Holding the lock, no other process runs: a run still marked running was cut off.
+    let lock = Lock::acquire(path, lock::Kind::Run, command, started).await?;
+    let store = Store::open(path).await?;
     for id in store.mark_abandoned_runs(started).await? {
         tracing::warn!(
             run = id,
             "an earlier run ended without finishing (crash or kill); marked interrupted, this run does what is left"
         );
     }
-    let run_id = store.begin_run(mode, run_scope, command, started).await?;
+    let run_id = store.begin_run(mode, scope, command, started).await?;
     tracing::Span::current().record("id", run_id);
+    Ok(Opened {
+        store,
+        run_id,
+        started,
+        lock,
+    })
+}
 
-    // Entries are mapped as they arrive, so the raw directory is never held in memory.
-    let mut mapper = desired::Mapper::new(config).selecting(&sel);
-    let (progress, renderer) = progress::start();
+/// Waits for `work` unless a stop comes first: then the run ends as interrupted (nothing has
+/// been applied while reading, so dropping the read loses nothing).
+async fn unless_stopped<T>(
+    run: &Opened,
+    stop: &Stop,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, CommandError> {
+    tokio::select! {
+        done = work => Ok(done),
+        () = stop.requested() => {
+            interrupted(&run.store, run.run_id, stop).await?;
+            unreachable!("interrupted ends the run once a stop is requested")
+        }
+    }
+}
+
+/// Reads the whole selection from LDAP, mapping each entry as it arrives (the raw directory is
+/// never held in memory).
+async fn read_ldap<'c>(
+    config: &'c Config,
+    sel: &Selection,
+    run: &Opened,
+    progress: &Progress,
+    stop: &Stop,
+) -> Result<desired::Mapper<'c>, CommandError> {
+    let mut mapper = desired::Mapper::new(config).selecting(sel);
     progress.phase(Phase::ReadingLdap, None);
-    let read = source::read_each(&config.ldap, &sel, |entry| {
+    let read = source::read_each(&config.ldap, sel, |entry| {
         progress.step();
         mapper.push(&entry)
     });
-    if let Err(e) = read.await {
-        fail_run(&store, run_id, &e).await?;
+    if let Err(e) = unless_stopped(run, stop, read).await? {
+        fail_run(&run.store, run.run_id, &e).await?;
         return Err(e.into());
     }
-    interrupted(&store, run_id, stop).await?;
+    Ok(mapper)
+}
 
-    let mut objects = store.objects().await?;
-    let mut drift = Vec::new();
-    let mut drifted = Vec::new();
-    if let Some(tenant) = &tenant {
-        progress.watch(tenant);
-        progress.phase(Phase::ReadingTenant, None);
-    }
-    let tenant = match tenant {
-        Some(tenant) => match inventory::read_with_licences(
-            &tenant,
-            &config.tenant.anchor_attribute,
-            config.tenant.mailbox_sku.as_deref(),
-        )
-        .await
-        {
-            Ok(inventory) => {
-                let reconciled = inventory::reconcile(&objects, &inventory, started);
-                objects = reconciled.objects;
-                drift = reconciled.drift;
-                let touched: BTreeSet<&Anchor> = drift.iter().map(|d| &d.anchor).collect();
-                drifted = objects
-                    .iter()
-                    .filter(|o| touched.contains(&o.anchor))
-                    .cloned()
-                    .collect();
-                Some((tenant, inventory))
-            }
-            Err(e) => {
-                fail_run(&store, run_id, &e).await?;
-                return Err(e.into());
-            }
-        },
-        None => {
-            tracing::info!(
-                "no tenant credentials configured: planning against the state store alone"
-            );
-            None
+/// The state store's objects as the tenant shows them, and the tenant with its inventory
+/// (when credentials are configured): drift found, objects adopted after a lost state store.
+struct TenantView {
+    objects: Vec<ManagedObject>,
+    drift: Vec<plan::DriftNote>,
+    drifted: Vec<ManagedObject>,
+    tenant: Option<(Tenant, Inventory)>,
+}
+
+async fn read_tenant(
+    config: &Config,
+    tenant: Option<Tenant>,
+    run: &Opened,
+    progress: &Progress,
+    stop: &Stop,
+) -> Result<TenantView, CommandError> {
+    let objects = run.store.objects().await?;
+    let Some(tenant) = tenant else {
+        tracing::info!("no tenant credentials configured: planning against the state store alone");
+        return Ok(TenantView {
+            objects,
+            drift: Vec::new(),
+            drifted: Vec::new(),
+            tenant: None,
+        });
+    };
+    progress.watch(&tenant);
+    progress.phase(Phase::ReadingTenant, None);
+    let read = inventory::read_with_licences(
+        &tenant,
+        &config.tenant.anchor_attribute,
+        config.tenant.mailbox_sku.as_deref(),
+    );
+    let inventory = match unless_stopped(run, stop, read).await? {
+        Ok(inventory) => inventory,
+        Err(e) => {
+            fail_run(&run.store, run.run_id, &e).await?;
+            return Err(e.into());
         }
     };
-
-    progress.phase(Phase::Planning, None);
-    let clock = std::time::Instant::now();
-    let known: BTreeSet<_> = objects
+    let reconciled = inventory::reconcile(&objects, &inventory, run.started);
+    let touched: BTreeSet<&Anchor> = reconciled.drift.iter().map(|d| &d.anchor).collect();
+    let drifted = reconciled
+        .objects
         .iter()
-        .filter(|o| o.stage != Stage::Deleted)
-        .map(|o| o.anchor.clone())
+        .filter(|o| touched.contains(&o.anchor))
+        .cloned()
         .collect();
-    let desired = mapper.finish(&known);
-    let mapped_ms = clock.elapsed().as_millis() as u64;
-    let baseline = store.baseline().await?;
-    let journaled_creates = store.journaled_creates().await?;
-    let source_count = desired.source_count;
-    let mut plan = plan::plan(plan::Input {
-        desired,
-        objects: &objects,
-        baseline,
-        scope,
-        safety: &config.safety,
-        max_deletes: args.max_deletes,
-        tenant: tenant.as_ref().map(|(_, inventory)| inventory),
-        journaled_creates: &journaled_creates,
-        now: started,
-    });
-    plan.source.only = args.only.clone();
-    plan.drift = drift
+    let drift = reconciled
+        .drift
         .into_iter()
         .map(|d| plan::DriftNote {
             anchor: d.anchor,
@@ -232,6 +254,93 @@ async fn compute(
             detail: d.detail,
         })
         .collect();
+    Ok(TenantView {
+        objects: reconciled.objects,
+        drift,
+        drifted,
+        tenant: Some((tenant, inventory)),
+    })
+}
+
+/// Reads LDAP and, when it can be reached, the tenant; reconciles the state store's view with
+/// what the tenant really holds; maps and plans. The run is recorded as started, under the
+/// run lock; the caller finishes it. A stop requested before the plan is made ends the run as
+/// `interrupted`. `watch` gets the tenant client as soon as there is one, so a caller can read
+/// its request counters even when the run fails.
+async fn compute(
+    config: &Config,
+    args: &SelectionArgs,
+    mode: RunMode,
+    command: &str,
+    stop: &Stop,
+    watch: &TenantWatch,
+) -> Result<Computed, CommandError> {
+    let (sel, scope, run_scope) = selection(args);
+    // A dry run reads the tenant too when it can: it must plan what a real run would. A
+    // real run cannot go without it; its configuration is checked before anything is read.
+    let tenant = match mode == RunMode::Apply || tenant_configured(config) {
+        true => Some(Tenant::connect(&config.tenant)?),
+        false => None,
+    };
+    if let Some(t) = &tenant {
+        let _ = watch.set(t.clone());
+    }
+    let run = open_run(config, mode, run_scope, command).await?;
+    let (progress, renderer) = progress::start();
+    let mapper = read_ldap(config, &sel, &run, &progress, stop).await?;
+    let view = read_tenant(config, tenant, &run, &progress, stop).await?;
+    progress.phase(Phase::Planning, None);
+    let plan = make_plan(config, args, scope, mapper, &view, &run).await?;
+    interrupted(&run.store, run.run_id, stop).await?;
+    Ok(Computed {
+        source_count: plan.source.entries,
+        plan,
+        store: run.store,
+        run_id: run.run_id,
+        started: run.started,
+        tenant: view.tenant,
+        drifted: view.drifted,
+        command: command.to_owned(),
+        _lock: run.lock,
+        progress,
+        renderer,
+    })
+}
+
+/// The planning phase: maps what LDAP gave against the state store and tenant, plans, logs
+/// the plan, and (for a full read) records the quarantine.
+async fn make_plan(
+    config: &Config,
+    args: &SelectionArgs,
+    scope: Scope,
+    mapper: desired::Mapper<'_>,
+    view: &TenantView,
+    run: &Opened,
+) -> Result<Plan, CommandError> {
+    let clock = std::time::Instant::now();
+    let known: BTreeSet<_> = view
+        .objects
+        .iter()
+        .filter(|o| o.stage != Stage::Deleted)
+        .map(|o| o.anchor.clone())
+        .collect();
+    let desired = mapper.finish(&known);
+    let mapped_ms = clock.elapsed().as_millis() as u64;
+    let baseline = run.store.baseline().await?;
+    let journaled_creates = run.store.journaled_creates().await?;
+    let mut plan = plan::plan(plan::Input {
+        desired,
+        objects: &view.objects,
+        baseline,
+        scope,
+        safety: &config.safety,
+        max_deletes: args.max_deletes,
+        tenant: view.tenant.as_ref().map(|(_, inventory)| inventory),
+        journaled_creates: &journaled_creates,
+        now: run.started,
+    });
+    plan.source.only = args.only.clone();
+    plan.drift = view.drift.clone();
     tracing::debug!(
         rss_mb = rss_mb(),
         mapped_ms,
@@ -245,11 +354,13 @@ async fn compute(
         tracing::warn!(uid = %d.uid, kind = %d.kind, detail = %d.detail, "tenant drifted from the state store");
     }
     if scope == Scope::Full {
-        store.replace_quarantine(&plan.quarantined, started).await?;
+        run.store
+            .replace_quarantine(&plan.quarantined, run.started)
+            .await?;
     }
     tracing::info!(
-        run = run_id,
-        entries = source_count,
+        run = run.run_id,
+        entries = plan.source.entries,
         create = plan.summary.create,
         update = plan.summary.update,
         convert = plan.summary.convert,
@@ -265,20 +376,11 @@ async fn compute(
         },
         "plan computed"
     );
-    interrupted(&store, run_id, stop).await?;
-    Ok(Computed {
-        plan,
-        store,
-        run_id,
-        started,
-        source_count,
-        tenant,
-        drifted,
-        _lock: lock,
-        progress,
-        renderer,
-    })
+    Ok(plan)
 }
+
+/// The tenant client of a run, once connected: its request counters outlive a failed run.
+pub type TenantWatch = std::sync::OnceLock<Tenant>;
 
 /// Ends the run as interrupted when a stop was requested (between reading and applying).
 async fn interrupted(store: &Store, run_id: i64, stop: &Stop) -> Result<(), CommandError> {
@@ -344,6 +446,7 @@ async fn sync_inner(config: &Config, args: &SyncArgs, stop: &Stop) -> Result<Exi
                 RunMode::DryRun,
                 "sync --dry-run",
                 stop,
+                &TenantWatch::new(),
             )
             .await?,
         )
@@ -353,7 +456,7 @@ async fn sync_inner(config: &Config, args: &SyncArgs, stop: &Stop) -> Result<Exi
         })?;
         return Ok(verdict_exit(&plan));
     }
-    let finished = real_run(config, &args.selection, "sync", stop).await?;
+    let finished = real_run(config, &args.selection, "sync", stop, &TenantWatch::new()).await?;
     write_out(dest, |w| {
         report::write(
             w,
@@ -366,15 +469,55 @@ async fn sync_inner(config: &Config, args: &SyncArgs, stop: &Stop) -> Result<Exi
     Ok(finished.exit())
 }
 
-/// A real run over `selection`: plan, apply, record. The daemon's tick and `sync` share it.
+/// A real run over `selection`: plan, apply, record, notify. The daemon's tick and `sync`
+/// share it; `watch` gets the tenant client (for its counters, also when the run fails).
 pub(crate) async fn real_run(
     config: &Config,
     selection: &SelectionArgs,
     command: &str,
     stop: &Stop,
+    watch: &TenantWatch,
 ) -> Result<Finished, CommandError> {
-    let computed = compute(config, selection, RunMode::Apply, command, stop).await?;
-    execute(config, computed, stop).await
+    let run = async {
+        let computed = compute(config, selection, RunMode::Apply, command, stop, watch).await?;
+        execute(config, computed, stop).await
+    };
+    let result = run.await;
+    if let Err(e) = &result {
+        notify_failure(config, command, e).await;
+    }
+    result
+}
+
+/// Mails a run that failed before it applied anything (LDAP or the tenant unreachable, a
+/// stop while reading). Problems of the command line or configuration are the operator's at
+/// the terminal and are not mailed; neither is a run refused because another holds the lock.
+async fn notify_failure(config: &Config, command: &str, e: &CommandError) {
+    let outcome = match e {
+        CommandError::Source(_)
+        | CommandError::Tenant(_)
+        | CommandError::Apply(_)
+        | CommandError::State(_) => Outcome::Failed,
+        CommandError::Interrupted(_) => Outcome::Interrupted,
+        _ => return,
+    };
+    if e.exit() == Exit::Usage || !config.notify.enabled() {
+        return;
+    }
+    let Ok(store) = Store::open(&config.state.path).await else {
+        return;
+    };
+    let notice = notify::Notice::of_run(
+        None,
+        command,
+        outcome,
+        &notify::host_name(),
+        None,
+        None,
+        Some(&e.to_string()),
+    );
+    notify::after_run(config, &store, notice, now().unwrap_or_default()).await;
+    store.close().await;
 }
 
 /// Applies a computed plan and records the run: the shared end of `sync` and `apply`.
@@ -423,8 +566,11 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
         "plan applied"
     );
     let tally = apply::Tally::of(&results);
+    // In a stopped run a failure may be an action cut off after the grace: the run as a whole
+    // is interrupted, not failed, and the next run finishes it.
+    let stopped = stop.is_requested() && tally.not_started + tally.failed > 0;
     let outcome = match (blocked, failed) {
-        _ if stop.is_requested() && tally.not_started > 0 => Outcome::Interrupted,
+        _ if stopped => Outcome::Interrupted,
         (true, _) => Outcome::Blocked,
         (false, 0) => Outcome::Ok,
         (false, f) if f == results.len() => Outcome::Failed,
@@ -438,14 +584,25 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
         results: Some(serde_json::to_value(tally).expect("counts serialise")),
         error: match (outcome, failed) {
             (Outcome::Interrupted, _) => Some(format!(
-                "stopped (SIGTERM/SIGINT): {} actions not started; the next run does them",
-                tally.not_started
+                "stopped (SIGTERM/SIGINT): {} actions not started, {} failed or cut off; the next run does them",
+                tally.not_started, tally.failed
             )),
             (_, 0) => None,
             (_, f) => Some(format!("{f} actions failed")),
         },
     };
-    c.store.finish_run(c.run_id, &end, now()?).await?;
+    let ended = now()?;
+    c.store.finish_run(c.run_id, &end, ended).await?;
+    let notice = notify::Notice::of_run(
+        Some(c.run_id),
+        &c.command,
+        outcome,
+        &notify::host_name(),
+        Some(&c.plan),
+        Some(&results),
+        end.error.as_deref(),
+    );
+    notify::after_run(config, &c.store, notice, ended).await;
     c.store.close().await;
     Ok(Finished {
         run_id: c.run_id,
@@ -459,9 +616,16 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
 
 pub async fn plan(config: &Config, args: &PlanArgs, stop: &Stop) -> Result<Exit, CommandError> {
     let dest = output::open(Some(&args.output))?;
-    let computed = compute(config, &args.selection, RunMode::Plan, "plan", stop)
-        .instrument(run_span("plan"))
-        .await?;
+    let computed = compute(
+        config,
+        &args.selection,
+        RunMode::Plan,
+        "plan",
+        stop,
+        &TenantWatch::new(),
+    )
+    .instrument(run_span("plan"))
+    .await?;
     let plan = finish_planned(computed).await?;
     write_out(dest, |w| {
         report::write(w, &plan, None, Format::Json, "plan")
@@ -498,7 +662,22 @@ async fn apply_inner(config: &Config, args: &ApplyArgs, stop: &Stop) -> Result<E
         max_deletes: reviewed.safety.approved_removals,
     };
     let dest = output::open(args.output.as_deref())?;
-    let computed = compute(config, &selection, RunMode::Apply, "apply", stop).await?;
+    let computed = match compute(
+        config,
+        &selection,
+        RunMode::Apply,
+        "apply",
+        stop,
+        &TenantWatch::new(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            notify_failure(config, "apply", &e).await;
+            return Err(e);
+        }
+    };
     if computed.plan.actions != reviewed.actions
         || computed.plan.safety.verdict != reviewed.safety.verdict
     {

@@ -1,9 +1,11 @@
 //! The daemon's HTTP endpoints on `[daemon] listen`, for monitoring and orchestrators:
 //!
 //! - `GET /healthz`: 200 while the process serves requests (liveness);
-//! - `GET /readyz`: 200 when the last run succeeded (ok or partial) within
-//!   `daemon.ready_intervals` schedule intervals and the state store answers, else 503 with
-//!   the reason in the body (readiness: the thing monitoring alerts on);
+//! - `GET /readyz`: 200 when the last run succeeded (ok or partial), no more than
+//!   `daemon.ready_intervals` scheduled ticks have passed since it finished, and the state
+//!   store answers; else 503 with the reason in the body (readiness: what monitoring alerts
+//!   on). Counting ticks, not seconds, keeps irregular schedules (`0 0 8,12 * * 1-5`) and
+//!   daylight-saving days right;
 //! - `GET /metrics`: the metrics of [`super::metrics`].
 //!
 //! Plain HTTP/1.1 through hyper; put it behind a proxy or keep it on loopback (the default)
@@ -17,7 +19,7 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::metrics::Metrics;
@@ -52,11 +54,10 @@ impl Health {
                 crate::plan::rfc3339(l.finished_at)
             )),
             Some(l) => {
-                let allowed = self.schedule.interval_after(l.finished_at)
-                    * i64::from(self.ready_intervals.max(1));
-                if now - l.finished_at > allowed {
+                let missed = self.schedule.ticks_between(l.finished_at, now);
+                if missed > u64::from(self.ready_intervals.max(1)) {
                     Err(format!(
-                        "the last successful run finished at {}, more than {} schedule intervals ago",
+                        "the last successful run finished at {}; {missed} scheduled runs have passed since (at most {} allowed)",
                         crate::plan::rfc3339(l.finished_at),
                         self.ready_intervals
                     ))
@@ -88,13 +89,22 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept a connection on daemon.listen");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
             };
             let health = health.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| answer(req, health.clone()));
+                // A client that never finishes its request headers is dropped.
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
                     .serve_connection(TokioIo::new(stream), service);
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "health connection ended with an error");
@@ -134,15 +144,54 @@ async fn answer(
                 format!("not ready: {why}\n"),
             ),
         },
-        "/metrics" => reply(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            health.metrics.encode(),
-        ),
+        "/metrics" => {
+            // Readiness is judged now, so `ldap2exo_ready` is never older than the scrape.
+            let _ = health.readiness(super::unix_now()).await;
+            reply(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                health.metrics.encode(),
+            )
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             TEXT,
             "not found: try /healthz, /readyz or /metrics\n".into(),
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_counts_the_ticks_missed_since_the_last_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        let health = Health {
+            metrics: Metrics::new(),
+            store,
+            schedule: Schedule::parse("*/10 * * * * *").unwrap(),
+            ready_intervals: 3,
+            last: Mutex::new(None),
+        };
+        let t = 1_700_000_000; // a multiple of 10 seconds
+        let why = health.readiness(t).await.unwrap_err();
+        assert!(why.contains("no run"), "{why}");
+        *health.last.lock().unwrap() = Some(LastRun {
+            finished_at: t,
+            succeeded: true,
+        });
+        assert_eq!(health.readiness(t + 30).await, Ok(()), "3 ticks missed");
+        let why = health.readiness(t + 40).await.unwrap_err();
+        assert!(why.contains("4 scheduled runs have passed"), "{why}");
+        assert!(health.metrics.encode().contains("ldap2exo_ready 0"));
+        *health.last.lock().unwrap() = Some(LastRun {
+            finished_at: t,
+            succeeded: false,
+        });
+        let why = health.readiness(t + 1).await.unwrap_err();
+        assert!(why.contains("did not succeed"), "{why}");
+    }
 }

@@ -140,7 +140,11 @@ impl Metrics {
             "Objects in the state store by stage",
             m.managed.clone(),
         );
-        r.register("ready", "1 when /readyz answers ready", m.ready.clone());
+        r.register(
+            "ready",
+            "1 when the daemon is ready (what /readyz answers), judged at each scrape",
+            m.ready.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -208,6 +212,12 @@ impl Metrics {
         self.waited
             .get_or_create(&[("service", service)])
             .inc_by(s.waited.as_secs_f64());
+    }
+
+    /// Seeds the last success from the state store when the daemon starts, so a restart
+    /// does not look like a long outage to `time() - last_success` alerts.
+    pub fn last_success(&self, finished_at: i64) {
+        self.last_success.set(finished_at);
     }
 
     /// A scheduled run did not happen; `reason` is `overlap` or `locked`.

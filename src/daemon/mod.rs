@@ -38,17 +38,30 @@ use schedule::Schedule;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("another daemon runs: {0}")]
+    /// Another daemon holds the daemon lock (the message names it), or the lock file cannot
+    /// be used.
+    #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("configuration key `daemon.schedule`: {0}")]
-    Schedule(String),
+    #[error("configuration key `{key}`: {message}")]
+    Config { key: &'static str, message: String },
     #[error("cannot listen on {addr} (daemon.listen): {source}")]
     Listen {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+impl DaemonError {
+    /// Whether the configuration is at fault (exit 2), not the moment.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            DaemonError::Config { .. } => true,
+            DaemonError::State(e) => e.is_configuration(),
+            _ => false,
+        }
+    }
 }
 
 /// Unix seconds by the machine's clock.
@@ -63,15 +76,32 @@ fn unix_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// What the daemon needs before its first tick; each failure here is worth an exit code.
+async fn start(config: &Config) -> Result<(Schedule, SocketAddr, Lock, Store), DaemonError> {
+    let config_error = |key, message| DaemonError::Config { key, message };
+    let schedule =
+        Schedule::parse(&config.daemon.schedule).map_err(|m| config_error("daemon.schedule", m))?;
+    let addr: SocketAddr =
+        config.daemon.listen.parse().map_err(|e| {
+            config_error("daemon.listen", format!("`{}`: {e}", config.daemon.listen))
+        })?;
+    // Every tick would fail without the tenant: say so now, not every 15 minutes.
+    if config.tenant.tenant_id.is_none() || config.tenant.credential_kind().is_err() {
+        return Err(config_error(
+            "tenant",
+            "the daemon applies its runs, so it needs tenant.tenant_id and a credential (`ldap2exo check-config` lists what is missing)".into(),
+        ));
+    }
+    // A missing directory is a configuration error naming it, not a lock-file failure.
+    crate::state::require_directory(&config.state.path)?;
+    let lock = Lock::acquire(&config.state.path, lock::Kind::Daemon, "daemon", unix_now()).await?;
+    let store = Store::open(&config.state.path).await?;
+    Ok((schedule, addr, lock, store))
+}
+
 /// Runs the daemon until `stop`; see the module documentation.
 pub async fn run(config: &Config, run_now: bool, stop: &Stop) -> Result<(), DaemonError> {
-    let schedule = Schedule::parse(&config.daemon.schedule).map_err(DaemonError::Schedule)?;
-    let addr: SocketAddr = config.daemon.listen.parse().map_err(|e| {
-        DaemonError::Schedule(format!("daemon.listen `{}`: {e}", config.daemon.listen))
-    })?;
-    let mut lock =
-        Lock::acquire(&config.state.path, lock::Kind::Daemon, "daemon", unix_now()).await?;
-    let store = Store::open(&config.state.path).await?;
+    let (schedule, addr, mut lock, store) = start(config).await?;
     let last = store
         .last_real_run()
         .await?
@@ -86,6 +116,9 @@ pub async fn run(config: &Config, run_now: bool, stop: &Stop) -> Result<(), Daem
         ready_intervals: config.daemon.ready_intervals,
         last: Mutex::new(last),
     });
+    if let Some(l) = last.filter(|l| l.succeeded) {
+        health.metrics.last_success(l.finished_at);
+    }
     refresh_gauges(&health).await;
     let (bound, server) = http::serve(addr, health.clone())
         .await
@@ -128,18 +161,21 @@ async fn tick(config: &Config, health: &Health, schedule: &Schedule, due: i64, s
         only: Vec::new(),
         max_deletes: None,
     };
-    let result = commands::real_run(config, &everyone, "daemon", stop)
+    let watch = commands::TenantWatch::new();
+    let result = commands::real_run(config, &everyone, "daemon", stop, &watch)
         .instrument(commands::run_span("daemon"))
         .await;
     let finished_at = unix_now();
     let m = &health.metrics;
+    let stats = watch.get().map(|t| t.stats());
     let ended = match &result {
         Ok(f) => {
+            let entries = Some(f.source_count);
             m.run_ended(
                 f.outcome,
                 clock.elapsed(),
                 finished_at,
-                Some(f.source_count),
+                entries,
                 &f.results,
                 Some(&f.stats),
             );
@@ -149,7 +185,7 @@ async fn tick(config: &Config, health: &Health, schedule: &Schedule, due: i64, s
             }
             Some(f.outcome)
         }
-        Err(CommandError::Busy(e)) => {
+        Err(CommandError::Lock(e @ LockError::Busy { .. })) => {
             m.ticks_skipped("locked", 1);
             tracing::warn!(error = %e, "scheduled run skipped: another run holds the state store");
             None
@@ -161,7 +197,7 @@ async fn tick(config: &Config, health: &Health, schedule: &Schedule, due: i64, s
                 finished_at,
                 None,
                 &[],
-                None,
+                stats.as_ref(),
             );
             tracing::info!(reason = %why, "scheduled run interrupted");
             Some(Outcome::Interrupted)
@@ -173,13 +209,13 @@ async fn tick(config: &Config, health: &Health, schedule: &Schedule, due: i64, s
                 finished_at,
                 None,
                 &[],
-                None,
+                stats.as_ref(),
             );
             tracing::error!(error = %e, "scheduled run failed");
             Some(Outcome::Failed)
         }
     };
-    // An interrupted run says nothing about health: the daemon is stopping.
+    // A run a signal stopped says nothing about health: the daemon is stopping.
     if let Some(outcome) = ended.filter(|o| *o != Outcome::Interrupted) {
         *health.last.lock().expect("never poisoned") = Some(LastRun {
             finished_at,
@@ -190,7 +226,7 @@ async fn tick(config: &Config, health: &Health, schedule: &Schedule, due: i64, s
     let _ = health.readiness(finished_at).await;
     let missed = schedule.ticks_between(due, unix_now());
     if missed > 0 {
-        health.metrics.ticks_skipped("overlap", missed);
+        m.ticks_skipped("overlap", missed);
         tracing::info!(
             missed,
             "the run outlasted scheduled ticks; they were skipped"

@@ -34,7 +34,8 @@ impl Schedule {
         self.cron.after(&at).next().map(|t| t.timestamp())
     }
 
-    /// Ticks in `(from, to]`: the runs a long run made the daemon skip.
+    /// Ticks in `(from, to]`: the runs a long run made the daemon skip, and how far behind
+    /// `/readyz` judges the last success to be.
     pub fn ticks_between(&self, from: i64, to: i64) -> u64 {
         let Some(at) = Local.timestamp_opt(from, 0).earliest() else {
             return 0;
@@ -44,16 +45,6 @@ impl Schedule {
             .take_while(|t| t.timestamp() <= to)
             .take(1_000_000)
             .count() as u64
-    }
-
-    /// The time between the next two ticks after `unix`, in seconds: what "N schedule
-    /// intervals" means for `/readyz`. At least one second.
-    pub fn interval_after(&self, unix: i64) -> i64 {
-        let Some(first) = self.next_after(unix) else {
-            return 1;
-        };
-        let second = self.next_after(first).unwrap_or(first + 1);
-        (second - first).max(1)
     }
 }
 
@@ -69,9 +60,8 @@ mod tests {
         assert_eq!(s.next_after(t + 1), Some(t + 5));
         assert_eq!(s.ticks_between(t, t + 12), 2);
         assert_eq!(s.ticks_between(t, t + 4), 0);
-        assert_eq!(s.interval_after(t), 5);
         let quarter = Schedule::parse("0 */15 * * * *").unwrap();
-        assert_eq!(quarter.interval_after(t), 900);
+        assert_eq!(quarter.ticks_between(t, t + 3600), 4);
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub fn directory(path: &Path) -> PathBuf {
 }
 
 /// Fails with [`StateError::NoDirectory`] when the directory of `path` is missing.
-fn require_directory(path: &Path) -> Result<(), StateError> {
+pub fn require_directory(path: &Path) -> Result<(), StateError> {
     let dir = directory(path);
     if dir.is_dir() {
         Ok(())
@@ -543,9 +543,12 @@ impl Store {
     /// and whether it succeeded (`ok` or `partial`). What a starting daemon's `/readyz`
     /// judges until its own first run.
     pub async fn last_real_run(&self) -> Result<Option<(i64, bool)>, StateError> {
+        // A run a signal stopped says nothing about health and is passed over; one left
+        // `running` (or marked interrupted later) by a dead process counts as a failure.
         let row: Option<(i64, String)> = sqlx::query_as(
-            "SELECT finished_at, outcome FROM runs
-             WHERE mode = 'apply' AND finished_at IS NOT NULL AND outcome <> 'running'
+            "SELECT COALESCE(finished_at, started_at), outcome FROM runs
+             WHERE mode = 'apply'
+               AND NOT (outcome = 'interrupted' AND error LIKE 'stopped (SIGTERM/SIGINT)%')
              ORDER BY id DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)

@@ -20,13 +20,13 @@ use crate::sync::{assert_no_duplicates, campus_emulator, live, runtime, stamped}
 struct Daemon {
     child: Option<Child>,
     log: PathBuf,
-    port: u16,
+    port: std::cell::OnceCell<u16>,
 }
 
 impl Daemon {
-    /// Starts `ldap2exo daemon ARGS` for `install` on `schedule`, listening on a free port.
+    /// Starts `ldap2exo daemon ARGS` for `install` on `schedule`, listening on a port the
+    /// system picks (read back from its log).
     fn start(install: &Install, schedule: &str, args: &[&str], name: &str) -> Daemon {
-        let port = free_port();
         let log = install.dir.path().join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_ldap2exo"))
             .arg("--config")
@@ -37,7 +37,7 @@ impl Daemon {
             .env_remove("LDAP2EXO_NOW")
             .env("LDAP2EXO_LOG", "info")
             .env("LDAP2EXO__DAEMON__SCHEDULE", schedule)
-            .env("LDAP2EXO__DAEMON__LISTEN", format!("127.0.0.1:{port}"))
+            .env("LDAP2EXO__DAEMON__LISTEN", "127.0.0.1:0")
             .env("LDAP2EXO__DAEMON__SHUTDOWN_GRACE_SECONDS", "10")
             .envs(install.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
@@ -47,8 +47,21 @@ impl Daemon {
         Daemon {
             child: Some(child),
             log,
-            port,
+            port: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The port from the log line `daemon started listen=127.0.0.1:PORT`, once there is one.
+    fn port(&self) -> Option<u16> {
+        if let Some(p) = self.port.get() {
+            return Some(*p);
+        }
+        let log = self.log();
+        let at = log.find("daemon started listen=127.0.0.1:")?
+            + "daemon started listen=127.0.0.1:".len();
+        let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
+        let port = digits.parse().ok()?;
+        Some(*self.port.get_or_init(|| port))
     }
 
     fn pid(&self) -> u32 {
@@ -61,7 +74,7 @@ impl Daemon {
 
     /// `GET path`: the status code and the body.
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port()?)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         write!(
             s,
@@ -139,14 +152,6 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The sum of a metric's samples whose labels include `labels`.
@@ -510,4 +515,93 @@ fn a_lock_left_by_a_killed_daemon_is_recovered_and_its_run_marked_interrupted() 
         "{}",
         again.log()
     );
+}
+
+#[test]
+fn a_daemon_that_cannot_work_says_why_at_start_with_exit_2() {
+    let rt = runtime();
+    let (_emu, server, install) = setup(&rt, 0);
+    // The state directory is missing: a configuration error naming it.
+    let mut missing = Install::with_tenant(&server, &_emu);
+    missing.env.push((
+        "LDAP2EXO__STATE__PATH".into(),
+        install
+            .dir
+            .path()
+            .join("no/such/dir/state.db")
+            .display()
+            .to_string(),
+    ));
+    let mut d = Daemon::start(&missing, "0 */15 * * * *", &[], "nodir");
+    assert_eq!(d.wait_exit(Duration::from_secs(30)), Some(2), "{}", d.log());
+    assert!(d.log().contains("no/such/dir"), "{}", d.log());
+    // No tenant credentials: every tick would fail, so the daemon does not start.
+    let mut bare = Install::new(&server);
+    bare.env
+        .push(("LDAP2EXO__DAEMON__SCHEDULE".into(), "0 */15 * * * *".into()));
+    let mut d = Daemon::start(&bare, "0 */15 * * * *", &[], "bare");
+    assert_eq!(d.wait_exit(Duration::from_secs(30)), Some(2), "{}", d.log());
+    assert!(d.log().contains("tenant.tenant_id"), "{}", d.log());
+}
+
+#[test]
+fn sigterm_stops_a_manual_sync_cleanly_and_the_next_sync_finishes_it() {
+    let rt = runtime();
+    let (emu, _server, install) = setup(&rt, SLOW);
+    let planned = install.dry_run(0, &[]).summary.create;
+    let log = install.dir.path().join("sync.log");
+    let out = install.dir.path().join("report.txt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ldap2exo"))
+        .arg("--config")
+        .arg(&install.config)
+        .args(["sync", "--output"])
+        .arg(&out)
+        .env_remove("LDAP2EXO_CONFIG")
+        .env("LDAP2EXO_NOW", install.now.to_string())
+        .env("LDAP2EXO_LOG", "info")
+        .envs(install.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    let start = Instant::now();
+    while live(&emu.state()).len() <= 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the sync never got going:\n{}",
+            logged()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(1), "a stopped sync exits 1:\n{}", logged());
+    let report = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        report.contains("not started (the run was stopped)"),
+        "{report}\n{}",
+        logged()
+    );
+    let made = stamped(&emu.state());
+    assert!(
+        made < planned,
+        "the run finished before the signal ({made} of {planned}):\n{}",
+        logged()
+    );
+    let s = status(&install);
+    assert_eq!(s["runs"][0]["outcome"], "interrupted", "{s:#}");
+
+    // The next sync does the rest, nothing twice.
+    let run = install.run(&["sync"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(stamped(&emu.state()), planned);
+    assert_no_duplicates(&emu.state());
 }
