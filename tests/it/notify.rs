@@ -671,3 +671,69 @@ fn an_empty_read_offers_no_approval_and_an_interrupted_run_counts_what_is_left()
         n.body
     );
 }
+
+/// End to end: a real `sync` whose tenant read fails mails the failure through the relay,
+/// over STARTTLS, with the error, and with none of the secrets the run holds; the next
+/// failure within the interval is held back; a good run after it is mailed as recovered.
+#[test]
+fn a_failing_sync_mails_the_operator_without_a_secret() {
+    use crate::support::slapd::{SERVICE_PASSWORD, Slapd, SlapdOptions};
+    use crate::sync::{campus_emulator, runtime};
+    use ldap2exo_emulator::{FaultAction, FaultConfig, FaultRule};
+
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let mut install = crate::support::cli::Install::with_tenant(&server, &emu);
+    let relay = rt.block_on(SmtpServer::start(SmtpOptions::default()));
+    let mut text = std::fs::read_to_string(&install.config).unwrap();
+    text.push_str(&format!(
+        "\n[notify]\nto = [\"idm-team@example.edu\"]\nfrom = \"ldap2exo <ldap2exo@example.edu>\"\n\
+         smtp_host = \"127.0.0.1\"\nsmtp_port = {}\nca_file = {:?}\nusername = \"ldap2exo-relay\"\n",
+        relay.port,
+        relay.ca_file.display().to_string()
+    ));
+    std::fs::write(&install.config, text).unwrap();
+    install
+        .env
+        .push(("LDAP2EXO__NOTIFY__PASSWORD".into(), SMTP_PASSWORD.into()));
+    let client_secret = emu.tenant().client_secret.clone().unwrap();
+
+    emu.set_faults(FaultConfig {
+        rules: vec![FaultRule {
+            endpoint: "EXO Get-Recipient".into(),
+            action: FaultAction::Fail { status: 403 },
+            count: 1_000,
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    let run = install.run(&["sync"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let mails = relay.messages();
+    assert_eq!(mails.len(), 1, "one mail for the failure:\n{}", run.stderr);
+    let mail = &mails[0];
+    assert!(mail.tls, "sent over STARTTLS");
+    assert_eq!(mail.rcpt_to, ["idm-team@example.edu"]);
+    let read = unfolded(&mail.data);
+    assert!(read.contains("failed"), "{read}");
+    assert!(read.contains("denied the request"), "the tenant's refusal is in the mail:\n{read}");
+    assert!(read.contains("ldap2exo status"), "{read}");
+    for secret in [SMTP_PASSWORD, SERVICE_PASSWORD, client_secret.as_str()] {
+        assert!(!mail.data.contains(secret) && !read.contains(secret), "a secret in the mail:\n{read}");
+    }
+    assert!(relay.auths().iter().all(|a| a.tls), "the login went over TLS only");
+
+    // The same failure again within the interval: held back.
+    let again = install.run(&["sync"]);
+    assert_eq!(again.code, 1);
+    assert_eq!(relay.messages().len(), 1, "rate-limited:\n{}", again.stderr);
+
+    // The tenant is back: the good run says so, once.
+    emu.set_faults(FaultConfig::default()).unwrap();
+    let good = install.run(&["sync"]);
+    assert_eq!(good.code, 0, "{}\n{}", good.stdout, good.stderr);
+    let mails = relay.messages();
+    assert_eq!(mails.len(), 2, "a recovery mail");
+    assert!(unfolded(&mails[1].data).contains("ok again"), "{}", mails[1].data);
+}
