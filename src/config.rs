@@ -980,6 +980,23 @@ fn read_secret(key: &str, path: &Path) -> Result<Secret, ConfigError> {
     Ok(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()))
 }
 
+/// The certificates of a PEM file named by a `ca_file` key (LDAP, the SMTP relay), at least
+/// one; the error says what is wrong with the file.
+pub fn ca_certificates(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in the file".into());
+    }
+    Ok(certs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,8 +39,6 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tracing::{debug, info, warn};
 
 use crate::apply::{self, ActionResult, Tally};
@@ -432,13 +430,7 @@ fn tls_parameters(
             path: path.clone(),
             message,
         };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_err(e.to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| ca_err(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(ca_err("no PEM certificate in the file".into()));
-        }
+        let certs = crate::config::ca_certificates(path).map_err(ca_err)?;
         for cert in certs {
             let cert = Certificate::from_der(cert.to_vec()).map_err(|e| ca_err(e.to_string()))?;
             builder = builder.add_root_certificate(cert);

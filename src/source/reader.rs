@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use ldap3::asn1::{PL, StructureTag, TagClass};
 use ldap3::controls::{Control, ControlType, PagedResults};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope as LdapScope, SearchOptions};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tracing::{debug, info, warn};
 
 use super::error::{SourceError, display_url, find_rustls, redact, tls_refusal};
@@ -187,13 +185,7 @@ pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
             path: path.to_owned(),
             message,
         };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_err(e.to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| ca_err(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(ca_err("no PEM certificate in the file".into()));
-        }
+        let certs = crate::config::ca_certificates(path).map_err(ca_err)?;
         for cert in certs {
             roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
         }

@@ -523,10 +523,13 @@ fn the_help_documents_exit_codes_environment_and_formats() {
     }
     for command in ["sync", "apply", "status"] {
         let help = install.run(&[command, "--help"]).stdout;
-        let format = help
-            .lines()
-            .find(|l| l.trim_start().starts_with("--format"))
+        // The option's line, and the next (clap moves help below the option in long help).
+        let lines: Vec<&str> = help.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with("--format"))
             .unwrap();
+        let format = lines[at..(at + 2).min(lines.len())].join(" ");
         assert!(format.contains("for scripts"), "{command}: {format}");
     }
 }

@@ -717,12 +717,21 @@ fn a_failing_sync_mails_the_operator_without_a_secret() {
     assert_eq!(mail.rcpt_to, ["idm-team@example.edu"]);
     let read = unfolded(&mail.data);
     assert!(read.contains("failed"), "{read}");
-    assert!(read.contains("denied the request"), "the tenant's refusal is in the mail:\n{read}");
+    assert!(
+        read.contains("denied the request"),
+        "the tenant's refusal is in the mail:\n{read}"
+    );
     assert!(read.contains("ldap2exo status"), "{read}");
     for secret in [SMTP_PASSWORD, SERVICE_PASSWORD, client_secret.as_str()] {
-        assert!(!mail.data.contains(secret) && !read.contains(secret), "a secret in the mail:\n{read}");
+        assert!(
+            !mail.data.contains(secret) && !read.contains(secret),
+            "a secret in the mail:\n{read}"
+        );
     }
-    assert!(relay.auths().iter().all(|a| a.tls), "the login went over TLS only");
+    assert!(
+        relay.auths().iter().all(|a| a.tls),
+        "the login went over TLS only"
+    );
 
     // The same failure again within the interval: held back.
     let again = install.run(&["sync"]);
@@ -735,5 +744,9 @@ fn a_failing_sync_mails_the_operator_without_a_secret() {
     assert_eq!(good.code, 0, "{}\n{}", good.stdout, good.stderr);
     let mails = relay.messages();
     assert_eq!(mails.len(), 2, "a recovery mail");
-    assert!(unfolded(&mails[1].data).contains("ok again"), "{}", mails[1].data);
+    assert!(
+        unfolded(&mails[1].data).contains("ok again"),
+        "{}",
+        mails[1].data
+    );
 }
