@@ -380,7 +380,6 @@ impl Default for NotifyConfig {
                 NotifyOn::Failed,
                 NotifyOn::Partial,
                 NotifyOn::Blocked,
-                NotifyOn::Interrupted,
                 NotifyOn::Recovered,
             ],
         }

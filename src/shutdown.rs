@@ -30,7 +30,7 @@ impl Stop {
     }
 
     /// Listens for SIGTERM and SIGINT: the first requests a stop, the second exits the
-    /// process with status 130 (the shell's convention for an interrupt).
+    /// process at once with 128 + the signal's number (143, 130), as a shell reports it.
     pub fn on_signals() -> Self {
         let stop = Self::new();
         let handle = stop.clone();
@@ -46,7 +46,8 @@ impl Stop {
                         signal = name,
                         "second signal: stopping now, without waiting for requests in flight"
                     );
-                    std::process::exit(130);
+                    // The shell's convention: 128 + the signal's number.
+                    std::process::exit(if name == "SIGTERM" { 143 } else { 130 });
                 }
                 tracing::warn!(
                     signal = name,

@@ -110,6 +110,7 @@ pub async fn check_config(config: &Config) -> Result<Exit, CommandError> {
             missing.join("; ")
         );
     }
+    report_daemon_and_notify(config, missing.is_empty());
     if let Err(e) = check_state(&config.state.path).await {
         println!("state: FAILED: {e}");
         // A missing or unwritable directory is the configuration's (2), like in every command.
@@ -155,4 +156,46 @@ async fn check_state(path: &Path) -> Result<(), CommandError> {
         path.display()
     );
     Ok(())
+}
+
+/// What `daemon` and the mails will do with this configuration (both were checked when it was
+/// loaded; the relay itself is only met when a mail goes out).
+fn report_daemon_and_notify(config: &Config, tenant_complete: bool) {
+    let d = &config.daemon;
+    let next = crate::daemon::schedule::Schedule::parse(&d.schedule)
+        .ok()
+        .and_then(|s| s.next_after(crate::daemon::unix_now()));
+    match (tenant_complete, next) {
+        (true, Some(next)) => println!(
+            "daemon: ok (schedule `{}`, next tick {}; /healthz, /readyz, /metrics on {})",
+            d.schedule,
+            crate::plan::rfc3339(next),
+            d.listen
+        ),
+        (false, _) => println!(
+            "daemon: cannot run yet: it applies its runs, so it needs the tenant settings listed as missing"
+        ),
+        (true, None) => println!("daemon: the schedule `{}` never fires again", d.schedule),
+    }
+    let n = &config.notify;
+    if n.enabled() {
+        println!(
+            "notify: mails {} to {} via {}:{} ({}{}); the relay is first met when a mail goes out",
+            n.on.iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>()
+                .join("/"),
+            n.to.join(", "),
+            n.smtp_host,
+            n.port(),
+            format!("{:?}", n.tls).to_lowercase(),
+            if n.username.is_some() {
+                ", with a login"
+            } else {
+                ""
+            }
+        );
+    } else {
+        println!("notify: off (no notify.to)");
+    }
 }

@@ -142,7 +142,7 @@ async fn open_run(
     let started = now()?;
     let lock = Lock::acquire(path, lock::Kind::Run, command, started).await?;
     let store = Store::open(path).await?;
-    for id in store.mark_abandoned_runs(started).await? {
+    for id in store.mark_abandoned_runs().await? {
         tracing::warn!(
             run = id,
             "an earlier run ended without finishing (crash or kill); marked interrupted, this run does what is left"

@@ -50,7 +50,7 @@ impl Health {
         let verdict = match last {
             None => Err("no run has finished yet".to_owned()),
             Some(l) if !l.succeeded => Err(format!(
-                "the last run, finished at {}, did not succeed: see `ldap2exo status`",
+                "the last run (recorded at {}) did not succeed: see `ldap2exo status`",
                 crate::plan::rfc3339(l.finished_at)
             )),
             Some(l) => {
@@ -79,13 +79,12 @@ impl Health {
     }
 }
 
-/// Binds `addr` now (so that a taken port fails the start, not a later request) and serves
-/// the endpoints until the returned task is aborted.
+/// Serves the endpoints on `listener` (bound at start, so that a taken port fails the start,
+/// not a later request) until the returned task is aborted.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: TcpListener,
     health: Arc<Health>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {

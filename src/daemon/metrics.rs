@@ -214,10 +214,25 @@ impl Metrics {
             .inc_by(s.waited.as_secs_f64());
     }
 
-    /// Seeds the last success from the state store when the daemon starts, so a restart
-    /// does not look like a long outage to `time() - last_success` alerts.
-    pub fn last_success(&self, finished_at: i64) {
-        self.last_success.set(finished_at);
+    /// Seeds the timestamps from the state store when the daemon starts, so a restart does
+    /// not look like a long outage to `time() - last_success` alerts, and creates every
+    /// `runs_total` series at 0, so `increase()` sees the first run of each outcome.
+    pub fn restarted(&self, last_success: Option<i64>, last_run: Option<i64>) {
+        if let Some(t) = last_success {
+            self.last_success.set(t);
+        }
+        if let Some(t) = last_run {
+            self.last_run.set(t);
+        }
+        for outcome in [
+            Outcome::Ok,
+            Outcome::Partial,
+            Outcome::Failed,
+            Outcome::Blocked,
+            Outcome::Interrupted,
+        ] {
+            let _ = self.runs.get_or_create(&[("outcome", outcome.as_str())]);
+        }
     }
 
     /// A scheduled run did not happen; `reason` is `overlap` or `locked`.

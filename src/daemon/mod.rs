@@ -76,8 +76,11 @@ fn unix_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// What the daemon needs before its first tick; each failure here is worth an exit code.
-async fn start(config: &Config) -> Result<(Schedule, SocketAddr, Lock, Store), DaemonError> {
+/// What the daemon needs before its first tick; each failure here is worth an exit code, and
+/// nothing is created (a store, a report) before all of it is known to work.
+async fn start(
+    config: &Config,
+) -> Result<(Schedule, tokio::net::TcpListener, Lock, Store), DaemonError> {
     let config_error = |key, message| DaemonError::Config { key, message };
     let schedule =
         Schedule::parse(&config.daemon.schedule).map_err(|m| config_error("daemon.schedule", m))?;
@@ -92,16 +95,40 @@ async fn start(config: &Config) -> Result<(Schedule, SocketAddr, Lock, Store), D
             "the daemon applies its runs, so it needs tenant.tenant_id and a credential (`ldap2exo check-config` lists what is missing)".into(),
         ));
     }
+    if let Some(path) = &config.daemon.report_file {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            return Err(config_error(
+                "daemon.report_file",
+                format!("the directory of {} does not exist", path.display()),
+            ));
+        }
+    }
     // A missing directory is a configuration error naming it, not a lock-file failure.
     crate::state::require_directory(&config.state.path)?;
     let lock = Lock::acquire(&config.state.path, lock::Kind::Daemon, "daemon", unix_now()).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Listen { addr, source })?;
     let store = Store::open(&config.state.path).await?;
-    Ok((schedule, addr, lock, store))
+    // A run a dead process left `running` is marked now, if no manual run holds the store,
+    // so that `status` and `/readyz` do not wait for the first tick to say so.
+    if let Ok(run) = Lock::acquire(&config.state.path, lock::Kind::Run, "daemon", unix_now()).await
+    {
+        for id in store.mark_abandoned_runs().await? {
+            tracing::warn!(
+                run = id,
+                "an earlier run ended without finishing (crash or kill); marked interrupted"
+            );
+        }
+        drop(run);
+    }
+    Ok((schedule, listener, lock, store))
 }
 
 /// Runs the daemon until `stop`; see the module documentation.
 pub async fn run(config: &Config, run_now: bool, stop: &Stop) -> Result<(), DaemonError> {
-    let (schedule, addr, mut lock, store) = start(config).await?;
+    let (schedule, listener, mut lock, store) = start(config).await?;
     let last = store
         .last_real_run()
         .await?
@@ -116,13 +143,17 @@ pub async fn run(config: &Config, run_now: bool, stop: &Stop) -> Result<(), Daem
         ready_intervals: config.daemon.ready_intervals,
         last: Mutex::new(last),
     });
-    if let Some(l) = last.filter(|l| l.succeeded) {
-        health.metrics.last_success(l.finished_at);
-    }
+    health
+        .metrics
+        .restarted(store.last_success().await?, last.map(|l| l.finished_at));
     refresh_gauges(&health).await;
-    let (bound, server) = http::serve(addr, health.clone())
+    let addr = listener.local_addr().ok();
+    let (bound, server) = http::serve(listener, health.clone())
         .await
-        .map_err(|source| DaemonError::Listen { addr, source })?;
+        .map_err(|source| DaemonError::Listen {
+            addr: addr.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+            source,
+        })?;
     tracing::info!(listen = %bound, schedule = %config.daemon.schedule, pid = std::process::id(), "daemon started");
 
     if run_now && !stop.is_requested() {

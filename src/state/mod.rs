@@ -521,16 +521,28 @@ impl Store {
     /// Marks runs still `running` as `interrupted`: their process died (crash, `kill -9`,
     /// power cut) without finishing them. Only the holder of the run lock may call this, since
     /// only then is no other process running one. Returns the ids it marked.
-    pub async fn mark_abandoned_runs(&self, now: i64) -> Result<Vec<i64>, StateError> {
+    /// When the process died is not known, so `finished_at` stays empty.
+    pub async fn mark_abandoned_runs(&self) -> Result<Vec<i64>, StateError> {
         let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE runs SET outcome = 'interrupted', finished_at = ?,
+            "UPDATE runs SET outcome = 'interrupted',
                  error = 'the process ended without finishing the run (crash or kill); the next run does what is left'
              WHERE outcome = 'running' RETURNING id",
         )
-        .bind(now)
         .fetch_all(&self.pool)
         .await?;
         Ok(ids)
+    }
+
+    /// When the last real run that succeeded (`ok` or `partial`) finished: what the daemon's
+    /// `ldap2exo_last_success_timestamp_seconds` starts from.
+    pub async fn last_success(&self) -> Result<Option<i64>, StateError> {
+        Ok(sqlx::query_scalar(
+            "SELECT finished_at FROM runs
+             WHERE mode = 'apply' AND outcome IN ('ok', 'partial') AND finished_at IS NOT NULL
+             ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Answers when the database does: what `/readyz` asks.

@@ -508,6 +508,17 @@ fn a_lock_left_by_a_killed_daemon_is_recovered_and_its_run_marked_interrupted() 
     again.wait_for("/healthz answers", Duration::from_secs(30), || {
         again.get("/healthz").map(|(c, _)| c) == Some(200)
     });
+    // A restart remembers the last success, and every outcome's series exists from the start.
+    let scrape = again.metrics();
+    assert!(sample(&scrape, "ldap2exo_last_success_timestamp_seconds", &[]) > 1.7e9);
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "ldap2exo_runs_total" && s.labels.get("outcome") == Some("failed")),
+        "{:?}",
+        scrape.samples
+    );
     again.signal("INT");
     assert_eq!(
         again.wait_exit(Duration::from_secs(30)),

@@ -698,6 +698,15 @@ fn a_failing_sync_mails_the_operator_without_a_secret() {
         .env
         .push(("LDAP2EXO__NOTIFY__PASSWORD".into(), SMTP_PASSWORD.into()));
     let client_secret = emu.tenant().client_secret.clone().unwrap();
+    let check = install.run(&["check-config"]);
+    assert!(
+        check.stdout.contains(&format!(
+            "notify: mails failed/partial/blocked/recovered to idm-team@example.edu via 127.0.0.1:{} (starttls, with a login)",
+            relay.port
+        )) && check.stdout.contains("daemon: ok (schedule `0 */15 * * * *`"),
+        "{}",
+        check.stdout
+    );
 
     emu.set_faults(FaultConfig {
         rules: vec![FaultRule {

@@ -237,6 +237,6 @@ async fn an_older_store_upgrades_with_its_runs_and_journal() {
         .begin_run(RunMode::Apply, RunScope::Full, "daemon", 7)
         .await
         .unwrap();
-    assert_eq!(store.mark_abandoned_runs(8).await.unwrap(), vec![id]);
+    assert_eq!(store.mark_abandoned_runs().await.unwrap(), vec![id]);
     assert_eq!(store.runs(1).await.unwrap()[0].outcome, "interrupted");
 }
