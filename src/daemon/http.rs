@@ -12,7 +12,6 @@
 //! if the network is not trusted. Nothing it answers is secret or personal.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,12 +80,8 @@ impl Health {
 
 /// Serves the endpoints on `listener` (bound at start, so that a taken port fails the start,
 /// not a later request) until the returned task is aborted.
-pub async fn serve(
-    listener: TcpListener,
-    health: Arc<Health>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
+pub fn serve(listener: TcpListener, health: Arc<Health>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -110,8 +105,7 @@ pub async fn serve(
                 }
             });
         }
-    });
-    Ok((bound, task))
+    })
 }
 
 async fn answer(

@@ -147,13 +147,10 @@ pub async fn run(config: &Config, run_now: bool, stop: &Stop) -> Result<(), Daem
         .metrics
         .restarted(store.last_success().await?, last.map(|l| l.finished_at));
     refresh_gauges(&health).await;
-    let addr = listener.local_addr().ok();
-    let (bound, server) = http::serve(listener, health.clone())
-        .await
-        .map_err(|source| DaemonError::Listen {
-            addr: addr.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
-            source,
-        })?;
+    let bound = listener
+        .local_addr()
+        .map_or_else(|_| config.daemon.listen.clone(), |a| a.to_string());
+    let server = http::serve(listener, health.clone());
     tracing::info!(listen = %bound, schedule = %config.daemon.schedule, pid = std::process::id(), "daemon started");
 
     if run_now && !stop.is_requested() {
