@@ -115,6 +115,13 @@ impl Daemon {
         self.log().matches(text).count()
     }
 
+    /// SIGTERM, then a clean exit (0) within a minute.
+    fn terminate(&mut self) {
+        self.signal("TERM");
+        let code = self.wait_exit(Duration::from_secs(60));
+        assert_eq!(code, Some(0), "{}", self.log());
+    }
+
     fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{signal}"))
@@ -307,13 +314,7 @@ fn the_daemon_follows_ldap_on_its_schedule_and_tells_monitoring_how_it_is_doing(
     );
 
     let mut daemon = daemon;
-    daemon.signal("TERM");
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        daemon.log()
-    );
+    daemon.terminate();
     assert!(daemon.log().contains("daemon stopped"), "{}", daemon.log());
     assert_no_duplicates(&emu.state());
     let text = install.run(&["status"]);
@@ -381,13 +382,7 @@ fn runs_never_overlap_and_other_runs_are_refused_naming_the_holder() {
         || daemon.logged("scheduled run finished") >= 3,
     );
     let mut daemon = daemon;
-    daemon.signal("TERM");
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        daemon.log()
-    );
+    daemon.terminate();
 
     // In the store, each run started after the one before it had finished.
     let s = status(&install);
@@ -434,13 +429,7 @@ fn sigterm_mid_run_records_an_interrupted_run_that_the_next_start_completes() {
     daemon.wait_for("the run is under way", Duration::from_secs(60), || {
         live(&emu.state()).len() > 3
     });
-    daemon.signal("TERM");
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        daemon.log()
-    );
+    daemon.terminate();
     let made = stamped(&emu.state());
     assert!(
         made < planned,
@@ -463,13 +452,7 @@ fn sigterm_mid_run_records_an_interrupted_run_that_the_next_start_completes() {
         || daemon.logged("scheduled run finished") == 1,
     );
     assert_eq!(stamped(&emu.state()), planned, "{}", daemon.log());
-    daemon.signal("TERM");
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        daemon.log()
-    );
+    daemon.terminate();
     assert_no_duplicates(&emu.state());
     let s = status(&install);
     assert_eq!(s["runs"][0]["outcome"], "ok", "{s:#}");
