@@ -294,13 +294,32 @@ pub struct LineFields {
     pub waited_s: f64,
 }
 
-/// The interval between progress lines: `LDAP2EXO_PROGRESS_SECONDS`, default 10 s.
+/// The interval between progress lines: `LDAP2EXO_PROGRESS_SECONDS`, default 10 s. A value
+/// that is not a positive number of seconds is named in a warning (once) and the default used.
 pub fn interval() -> Duration {
-    std::env::var(INTERVAL_VAR)
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let value = std::env::var(INTERVAL_VAR).ok();
+    interval_from(value.as_deref()).unwrap_or_else(|why| {
+        WARNED.call_once(|| tracing::warn!(variable = INTERVAL_VAR, "{why}"));
+        DEFAULT_INTERVAL
+    })
+}
+
+/// [`interval`] from the variable's value; the error says what is wrong with it.
+fn interval_from(value: Option<&str>) -> Result<Duration, String> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(DEFAULT_INTERVAL);
+    };
+    v.parse::<f64>()
         .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .map_or(DEFAULT_INTERVAL, Duration::from_secs_f64)
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            format!(
+                "{INTERVAL_VAR}=`{v}` is not a positive number of seconds; progress lines come every {} s",
+                DEFAULT_INTERVAL.as_secs()
+            )
+        })
 }
 
 /// The bar being drawn, if any: log lines are written around it.
@@ -429,6 +448,18 @@ impl Episode {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_interval_variable_is_a_positive_number_of_seconds() {
+        assert_eq!(interval_from(None), Ok(DEFAULT_INTERVAL));
+        assert_eq!(interval_from(Some(" ")), Ok(DEFAULT_INTERVAL));
+        assert_eq!(interval_from(Some("2.5")), Ok(Duration::from_millis(2500)));
+        for bad in ["abc", "0", "-1", "inf"] {
+            let why = interval_from(Some(bad)).unwrap_err();
+            assert!(why.contains(INTERVAL_VAR) && why.contains(bad), "{why}");
+        }
+    }
+
     use super::*;
 
     fn snap(done: u64, total: Option<u64>, secs: u64) -> Snapshot {

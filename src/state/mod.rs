@@ -37,6 +37,9 @@ pub enum StateError {
         "the directory {dir} of the state store {path} does not exist: create it (writable by the user ldap2exo runs as) or fix state.path"
     )]
     NoDirectory { dir: PathBuf, path: PathBuf },
+    /// `state.path` names a directory, not the database file in it.
+    #[error("state.path {path} is a directory: name the database file in it, e.g. {path}/state.db")]
+    IsDirectory { path: PathBuf },
     /// A read-only open found no database file.
     #[error(
         "there is no state store at {path}: ldap2exo has not run with this state.path yet (or state.path is wrong)"
@@ -52,7 +55,9 @@ impl StateError {
     pub fn is_configuration(&self) -> bool {
         matches!(
             self,
-            StateError::NoDirectory { .. } | StateError::Missing { .. }
+            StateError::NoDirectory { .. }
+                | StateError::IsDirectory { .. }
+                | StateError::Missing { .. }
         )
     }
 }
@@ -66,7 +71,13 @@ pub fn directory(path: &Path) -> PathBuf {
 }
 
 /// Fails with [`StateError::NoDirectory`] when the directory of `path` is missing.
+/// Also refuses a `path` that is itself a directory ([`StateError::IsDirectory`]).
 pub fn require_directory(path: &Path) -> Result<(), StateError> {
+    if path.is_dir() {
+        return Err(StateError::IsDirectory {
+            path: path.to_owned(),
+        });
+    }
     let dir = directory(path);
     if dir.is_dir() {
         Ok(())

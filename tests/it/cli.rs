@@ -345,6 +345,26 @@ fn a_missing_state_directory_is_a_configuration_error_naming_it() {
 }
 
 #[test]
+fn a_state_path_that_is_a_directory_is_a_configuration_error_saying_so() {
+    let mut install = Install::with_toml(NO_LDAP);
+    let dir = install.dir.path().join("state");
+    std::fs::create_dir(&dir).unwrap();
+    install
+        .env
+        .push(("LDAP2EXO__STATE__PATH".into(), dir.display().to_string()));
+    for args in [vec!["sync", "--dry-run"], vec!["status"]] {
+        let run = install.run(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("state.path {} is a directory", dir.display())),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
 fn check_config_creates_no_state_store() {
     let server = Slapd::start(SlapdOptions::default());
     let install = Install::new(&server);

@@ -280,6 +280,19 @@ fn the_sdk_debug_lines_need_naming_even_at_debug() {
 }
 
 #[test]
+fn an_invalid_progress_interval_is_named_and_the_default_used() {
+    let server = Slapd::start(SlapdOptions::default());
+    let mut install = Install::new(&server);
+    install
+        .env
+        .push(("LDAP2EXO_PROGRESS_SECONDS".into(), "abc".into()));
+    let run = install.run(&["sync", "--dry-run"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let warning = "LDAP2EXO_PROGRESS_SECONDS=`abc` is not a positive number of seconds";
+    assert_eq!(run.stderr.matches(warning).count(), 1, "{}", run.stderr);
+}
+
+#[test]
 fn an_invalid_log_filter_is_named_and_the_default_used() {
     let server = Slapd::start(SlapdOptions::default());
     let mut install = Install::new(&server);
