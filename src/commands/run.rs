@@ -42,7 +42,6 @@ struct Computed {
     store: Store,
     run_id: i64,
     started: i64,
-    source_count: usize,
     /// Connected and read when credentials are configured (always for a real run).
     tenant: Option<(Tenant, Inventory)>,
     /// State rows the tenant contradicted (adopted, missing, changed), as reconciled: a real
@@ -64,7 +63,6 @@ pub struct Finished {
     pub outcome: Outcome,
     pub plan: Plan,
     pub results: Vec<ActionResult>,
-    pub source_count: usize,
     /// The tenant's request counters over the whole run (inventory read and apply).
     pub stats: TenantStats,
 }
@@ -293,7 +291,6 @@ async fn compute(
     let plan = make_plan(config, args, scope, mapper, &view, &run).await?;
     interrupted(&run.store, run.run_id, stop).await?;
     Ok(Computed {
-        source_count: plan.source.entries,
         plan,
         store: run.store,
         run_id: run.run_id,
@@ -402,7 +399,7 @@ async fn finish_planned(c: Computed) -> Result<Plan, CommandError> {
         } else {
             Outcome::Ok
         },
-        source_count: Some(c.source_count as u64),
+        source_count: Some(c.plan.source.entries as u64),
         verdict: Some(if blocked { "blocked" } else { "ok" }),
         summary: Some(serde_json::to_value(&c.plan.summary).expect("summary serialises")),
         results: None,
@@ -578,7 +575,7 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
     };
     let end = RunEnd {
         outcome,
-        source_count: Some(c.source_count as u64),
+        source_count: Some(c.plan.source.entries as u64),
         verdict: Some(if blocked { "blocked" } else { "ok" }),
         summary: Some(serde_json::to_value(&c.plan.summary).expect("summary serialises")),
         results: Some(serde_json::to_value(tally).expect("counts serialise")),
@@ -609,7 +606,6 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
         outcome,
         plan: c.plan,
         results,
-        source_count: c.source_count,
         stats,
     })
 }

@@ -198,7 +198,7 @@ async fn tick(config: &Config, health: &Health, schedule: &Schedule, due: i64, s
     let stats = watch.get().map(|t| t.stats());
     let ended = match &result {
         Ok(f) => {
-            let entries = Some(f.source_count);
+            let entries = Some(f.plan.source.entries);
             m.run_ended(
                 f.outcome,
                 clock.elapsed(),

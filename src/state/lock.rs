@@ -158,10 +158,6 @@ impl Lock {
         Ok(lock)
     }
 
-    pub fn holder(&self) -> &Holder {
-        &self.holder
-    }
-
     /// Records the daemon's next scheduled run in the lock file, for `status`.
     pub fn set_next_run(&mut self, next_run: Option<i64>) -> Result<(), LockError> {
         self.holder.next_run = next_run;
