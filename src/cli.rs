@@ -31,7 +31,8 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0  finished; every action succeeded or is pending (dry run, plan: computed, verdict ok)
   1  some actions failed or met a conflict, or a fatal error (LDAP or tenant unreachable,
-     bind refused, an incomplete read, a stale plan, a state store that cannot be opened)
+     bind refused, an incomplete read, a stale plan, a state store that cannot be opened);
+     for `audit gal`: findings
   2  invalid command line or configuration (a missing plan file, an --output file that
      cannot be created, a missing state directory; the message names the key or file)
   3  the safety verdict is blocked: nothing was disabled or deleted
@@ -69,6 +70,33 @@ pub enum Command {
     /// Run a sync at each tick of `[daemon] schedule` until SIGTERM/SIGINT, serving /healthz,
     /// /readyz and /metrics on `[daemon] listen`.
     Daemon(DaemonArgs),
+    /// Check the tenant against LDAP and report what is wrong, with the fix; writes nothing.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// What `audit` checks (`audit gal`; more audits can be added beside it).
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Is everyone who should be in the GAL there, and right? Reads LDAP and every recipient
+    /// of the tenant; exit 0 without findings, 1 with findings, 2 for bad configuration.
+    Gal(AuditGalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditGalArgs {
+    /// Report format: text for people, json for scripts, csv for spreadsheets, markdown for
+    /// tickets.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Write the report here instead of standard output (created before anything is read).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Audit just these uids (stamped objects whose person is gone are then not looked for).
+    #[arg(long, num_args = 1.., value_name = "UID")]
+    pub only: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -4,10 +4,11 @@
 //! reads LDAP, `desired` maps entries to recipients (pure), `inventory` reads the tenant and
 //! reconciles it with the state store, `plan` diffs (pure), `apply` executes, `report`
 //! renders. Around them: `config`, `state`, `tenant` (the Graph and Exchange clients),
-//! `cli`/`commands`, `telemetry`, `progress` and `notify` (failures mailed); `daemon` runs syncs on
+//! `cli`/`commands`, `audit` (read-only checks of the tenant), `telemetry`, `progress` and `notify` (failures mailed); `daemon` runs syncs on
 //! a schedule. Planning is pure; I/O stays at the edges.
 
 pub mod apply;
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -37,9 +37,9 @@ fn main() -> ExitCode {
                     }
                 };
                 // Only the commands that write handle signals; the others keep the default (end
-                // at once), so a first Ctrl-C on `check-config` is not swallowed.
+                // at once), so a first Ctrl-C on `check-config` or `audit` is not swallowed.
                 let stop = match &cli.command {
-                    Command::CheckConfig | Command::Status(_) => Stop::new(),
+                    Command::CheckConfig | Command::Status(_) | Command::Audit(_) => Stop::new(),
                     _ => Stop::on_signals(),
                 };
                 let outcome = match &cli.command {
@@ -49,6 +49,7 @@ fn main() -> ExitCode {
                     Command::Apply(args) => commands::apply_file(&config, args, &stop).await,
                     Command::Status(args) => commands::status(&config, args).await,
                     Command::Daemon(args) => commands::daemon(&config, args, &stop).await,
+                    Command::Audit(command) => commands::audit(&config, command).await,
                 };
                 match outcome {
                     Ok(exit) => exit,

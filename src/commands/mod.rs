@@ -5,13 +5,16 @@
 //! - `run`: `sync`, `plan` and `apply`, the commands that plan (and apply) a run;
 //! - `check`: `check-config`;
 //! - `status`: `status`, which reads only the state store;
+//! - `audit`: `audit gal`, which reads LDAP and the tenant and writes nothing;
 //! - `output`: where reports go, and what a failed write means.
 
+mod audit;
 mod check;
 mod output;
 mod run;
 mod status;
 
+pub use audit::audit;
 pub use check::check_config;
 pub use run::{Finished, TenantWatch, apply_file, plan, sync};
 pub(crate) use run::{real_run, run_span};

@@ -28,7 +28,7 @@
 
 pub mod reconcile;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use serde_json::Value;
@@ -101,6 +101,11 @@ pub struct Inventory {
     /// The mailbox licence (`tenant.mailbox_sku`) as `GET /subscribedSkus` showed it; `None`
     /// when no mailbox licence is configured or the tenant has no such subscription.
     pub licences: Option<LicencePool>,
+    /// Every SMTP address (lower case, without `smtp:`) of every live Exchange recipient,
+    /// stamped or not, that the address lists show (`HiddenFromAddressListsEnabled` not
+    /// true): the addresses a sender or a GAL lookup resolves. `audit gal` counts a person
+    /// resolvable when their primary address is here.
+    pub visible_addresses: HashSet<String>,
 }
 
 /// A soft-deleted object of ours and what it still holds.
@@ -292,6 +297,14 @@ pub fn sort(
     let mut stamped: BTreeMap<Anchor, Vec<TenantObject>> = BTreeMap::new();
 
     for r in &recipients {
+        if r.get("HiddenFromAddressListsEnabled")
+            .and_then(Value::as_bool)
+            != Some(true)
+        {
+            for a in smtp_proxies(r) {
+                inv.visible_addresses.insert(a.to_ascii_lowercase());
+            }
+        }
         let id = text(r, "ExternalDirectoryObjectId").map(str::to_ascii_lowercase);
         let user = id.as_deref().and_then(|id| graph.remove(id));
         let anchor = our_anchor(text(r, &stamp.exchange_name()))
@@ -528,13 +541,17 @@ fn insert_addresses(fields: &mut BTreeMap<String, Value>, proxies: &[String]) {
 
 /// A recipient's SMTP proxy addresses (without the prefix) and its UPN (`WindowsLiveID`).
 fn smtp_addresses_and_upn(r: &Value) -> impl Iterator<Item = &str> {
+    smtp_proxies(r).chain(text(r, "WindowsLiveID"))
+}
+
+/// A recipient's SMTP proxy addresses, without the prefix.
+fn smtp_proxies(r: &Value) -> impl Iterator<Item = &str> {
     r.get("EmailAddresses")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
         .filter_map(|p| smtp_proxy(p).map(|(_, a)| a))
-        .chain(text(r, "WindowsLiveID"))
 }
 
 /// Records every address and the `Name` of a recipient without our stamp.
@@ -738,6 +755,53 @@ mod tests {
             "n-g1 (MailUniversalDistributionGroup)"
         );
         assert!(inv.managed.is_empty());
+    }
+
+    #[test]
+    fn visible_addresses_are_those_of_recipients_the_address_lists_show() {
+        let mut hidden = recipient(
+            "u2",
+            "MailUser",
+            Some("ldap2exo:a2"),
+            &["SMTP:Hid@example.edu"],
+        );
+        hidden["HiddenFromAddressListsEnabled"] = json!(true);
+        let inv = sort(
+            vec![
+                recipient(
+                    "u1",
+                    "MailUser",
+                    Some("ldap2exo:a1"),
+                    &[
+                        "SMTP:Ann@example.edu",
+                        "smtp:a@example.edu",
+                        "SIP:x@example.edu",
+                    ],
+                ),
+                hidden,
+                recipient(
+                    "g1",
+                    "MailUniversalDistributionGroup",
+                    None,
+                    &["SMTP:staff@example.edu"],
+                ),
+            ],
+            vec![recipient(
+                "d1",
+                "MailUser",
+                None,
+                &["SMTP:gone@example.edu"],
+            )],
+            vec![user("u3", None, false)],
+            STAMP,
+        );
+        let mut shown: Vec<&str> = inv.visible_addresses.iter().map(String::as_str).collect();
+        shown.sort();
+        assert_eq!(
+            shown,
+            ["a@example.edu", "ann@example.edu", "staff@example.edu"],
+            "hidden, soft-deleted and Graph-only objects resolve nobody"
+        );
     }
 
     #[test]

@@ -512,7 +512,7 @@ fn render_results(results: &[ActionResult], format: Format) -> String {
 }
 
 /// RFC 4180: quote a field when it holds a comma, quote, CR or LF; double inner quotes.
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -520,7 +520,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn csv_row(out: &mut String, fields: &[&str]) {
+pub(crate) fn csv_row(out: &mut String, fields: &[&str]) {
     let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
     out.push_str(&row.join(","));
     out.push_str("\r\n");
@@ -650,7 +650,7 @@ fn md_section<S: AsRef<str>>(
 }
 
 /// Markdown table cells must not break the table: escape pipes, fold newlines.
-fn md(s: &str) -> String {
+pub(crate) fn md(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
