@@ -71,8 +71,13 @@ pub enum Command {
     /// /readyz and /metrics on `[daemon] listen`.
     Daemon(DaemonArgs),
     /// Check the tenant against LDAP and report what is wrong, with the fix; writes nothing.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
     #[command(subcommand)]
-    Audit(AuditCommand),
+    pub command: AuditCommand,
 }
 
 /// What `audit` checks (`audit gal`; more audits can be added beside it).

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                     Command::Apply(args) => commands::apply_file(&config, args, &stop).await,
                     Command::Status(args) => commands::status(&config, args).await,
                     Command::Daemon(args) => commands::daemon(&config, args, &stop).await,
-                    Command::Audit(command) => commands::audit(&config, command).await,
+                    Command::Audit(args) => commands::audit(&config, args).await,
                 };
                 match outcome {
                     Ok(exit) => exit,

@@ -6,7 +6,7 @@
 //! address lists show owns their primary SMTP address (as any SMTP proxy address: that is
 //! what Exchange resolves a sender or a recipient by).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -143,8 +143,9 @@ pub struct GalAudit {
 /// stamped object be known to have lost its person.
 pub fn audit_gal(desired: &Desired, inventory: &Inventory, full: bool) -> GalAudit {
     let mut findings = Vec::new();
+    let tenant = Tenant::of(inventory);
     for r in &desired.recipients {
-        person(&mut findings, r, inventory);
+        person(&mut findings, r, &tenant);
     }
     if full {
         orphans(&mut findings, desired, inventory);
@@ -176,6 +177,40 @@ pub fn audit_gal(desired: &Desired, inventory: &Inventory, full: bool) -> GalAud
 
 const SYNC: &str = "run `ldap2exo sync`";
 
+/// The inventory with an index of the managed objects' addresses, built once: looking up
+/// who holds a forward target must not scan every object for every finding.
+struct Tenant<'i> {
+    inv: &'i Inventory,
+    /// Every SMTP address of a managed object (lower case) → that object.
+    managed_by_address: HashMap<String, &'i TenantObject>,
+}
+
+impl<'i> Tenant<'i> {
+    fn of(inv: &'i Inventory) -> Self {
+        let mut managed_by_address = HashMap::new();
+        for o in inv.managed.values() {
+            for a in held(o) {
+                managed_by_address.insert(a, o);
+            }
+        }
+        Tenant {
+            inv,
+            managed_by_address,
+        }
+    }
+
+    /// The unmanaged object holding `address`, described with its type. The inventory
+    /// describes a recipient as `Name (RecipientTypeDetails)` or `UPN (type "Name")`, and an
+    /// Entra user that Exchange does not show by its UPN alone: that one gets its type here.
+    fn unmanaged_holder(&self, address: &str) -> Option<String> {
+        let h = self.inv.foreign.get(address)?;
+        Some(match h.contains('(') {
+            true => h.clone(),
+            false => format!("{h} (Entra user without an Exchange recipient)"),
+        })
+    }
+}
+
 /// A finding about `r` without the optional parts.
 fn finding(code: Code, r: &Recipient, field: &str, message: String, fix: String) -> Finding {
     Finding {
@@ -192,8 +227,9 @@ fn finding(code: Code, r: &Recipient, field: &str, message: String, fix: String)
 }
 
 /// Every finding about one mapped person.
-fn person(out: &mut Vec<Finding>, r: &Recipient, inv: &Inventory) {
-    held_elsewhere(out, r, inv);
+fn person(out: &mut Vec<Finding>, r: &Recipient, t: &Tenant) {
+    let inv = t.inv;
+    held_elsewhere(out, r, t);
     let Some(o) = inv.managed.get(&r.anchor).filter(|o| o.in_exchange) else {
         out.push(missing(r, inv));
         return;
@@ -216,7 +252,7 @@ fn person(out: &mut Vec<Finding>, r: &Recipient, inv: &Inventory) {
     }
     addresses(out, r, o, inv);
     match r.kind {
-        Kind::Mailbox => forward(out, r, o, inv),
+        Kind::Mailbox => forward(out, r, o, t),
         Kind::MailUser => mail_user(out, r, o),
     }
 }
@@ -280,9 +316,9 @@ fn field_text(o: &TenantObject, f: Field) -> Option<String> {
 }
 
 /// The person's own addresses: each one held by an unmanaged object.
-fn held_elsewhere(out: &mut Vec<Finding>, r: &Recipient, inv: &Inventory) {
+fn held_elsewhere(out: &mut Vec<Finding>, r: &Recipient, t: &Tenant) {
     for a in std::iter::once(&r.primary).chain(&r.secondary) {
-        let Some(holder) = inv.foreign.get(a.as_str()) else {
+        let Some(holder) = t.unmanaged_holder(a.as_str()) else {
             continue;
         };
         let mut f = finding(
@@ -298,7 +334,7 @@ fn held_elsewhere(out: &mut Vec<Finding>, r: &Recipient, inv: &Inventory) {
             ),
         );
         f.expected = Some(a.to_string());
-        f.holder = Some(holder.clone());
+        f.holder = Some(holder);
         out.push(f);
     }
 }
@@ -353,19 +389,19 @@ fn addresses(out: &mut Vec<Finding>, r: &Recipient, o: &TenantObject, inv: &Inve
 }
 
 /// Who else owns `address`: an unmanaged object, or another person's managed object.
-fn owner_of(address: &str, me: &Anchor, inv: &Inventory) -> Option<String> {
-    if let Some(h) = inv.foreign.get(address) {
-        return Some(h.clone());
+fn owner_of(address: &str, me: &Anchor, t: &Tenant) -> Option<String> {
+    if let Some(h) = t.unmanaged_holder(address) {
+        return Some(h);
     }
-    inv.managed
-        .values()
-        .find(|o| &o.anchor != me && held(o).contains(address))
+    t.managed_by_address
+        .get(address)
+        .filter(|o| &o.anchor != me)
         .map(|o| format!("{} (managed, anchor {})", o.upn, o.anchor))
 }
 
 /// A person whose mailbox is in EXO: LDAP forwards into the tenant, so the tenant must hold a
 /// mailbox (not a MailUser) that owns the forward target.
-fn forward(out: &mut Vec<Finding>, r: &Recipient, o: &TenantObject, inv: &Inventory) {
+fn forward(out: &mut Vec<Finding>, r: &Recipient, o: &TenantObject, t: &Tenant) {
     let Some(target) = &r.forward else {
         return;
     };
@@ -392,7 +428,7 @@ fn forward(out: &mut Vec<Finding>, r: &Recipient, o: &TenantObject, inv: &Invent
     if o.unknown.contains(&Field::EmailAddresses) || held(o).contains(target.as_str()) {
         return;
     }
-    let owner = owner_of(target.as_str(), &r.anchor, inv);
+    let owner = owner_of(target.as_str(), &r.anchor, t);
     let what = match &owner {
         Some(h) => format!("{h} owns it instead: the forward loops or lands there"),
         None => "no recipient owns it: the forward bounces".to_owned(),

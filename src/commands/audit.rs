@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use super::output::{self, write_out};
 use super::{CommandError, Exit};
 use crate::audit;
-use crate::cli::{AuditCommand, AuditGalArgs};
+use crate::cli::{AuditArgs, AuditCommand, AuditGalArgs};
 use crate::config::Config;
 use crate::desired;
 use crate::inventory;
@@ -15,8 +15,8 @@ use crate::source::{self, Selection};
 use crate::tenant::Tenant;
 
 /// `audit <what>`.
-pub async fn audit(config: &Config, command: &AuditCommand) -> Result<Exit, CommandError> {
-    match command {
+pub async fn audit(config: &Config, args: &AuditArgs) -> Result<Exit, CommandError> {
+    match &args.command {
         AuditCommand::Gal(args) => gal(config, args).await,
     }
 }

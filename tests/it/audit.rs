@@ -148,6 +148,14 @@ fn after_a_full_sync_the_audit_is_clean_and_complete_and_writes_nothing() {
         text.stdout
     );
     assert!(text.stdout.contains("Quarantined LDAP entries (7)"));
+    // The client secret and the LDAP bind password reach neither the report nor the log.
+    for (key, secret) in &site.install.env {
+        assert!(
+            !text.stdout.contains(secret.as_str()) && !text.stderr.contains(secret.as_str()),
+            "{key} leaked"
+        );
+    }
+    assert!(text.stderr.contains("GAL audited"), "{}", text.stderr);
     assert_eq!(site.emu.counters().writes(), 0, "the audit writes nothing");
 }
 

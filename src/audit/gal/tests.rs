@@ -288,6 +288,19 @@ fn an_address_held_by_an_unmanaged_object_names_the_holder_once() {
         a.findings[0].holder.as_deref(),
         Some("Sales (MailUniversalDistributionGroup)")
     );
+
+    // A plain Entra user (no recipient) is described by its UPN only: its type is added.
+    inv.foreign
+        .insert("sales@example.edu".into(), "sales@example.edu".into());
+    let a = audit_gal(
+        &desired(vec![mail_user("ann", &["sales@example.edu"])]),
+        &inv,
+        true,
+    );
+    assert_eq!(
+        a.findings[0].holder.as_deref(),
+        Some("sales@example.edu (Entra user without an Exchange recipient)")
+    );
 }
 
 #[test]
