@@ -3,8 +3,9 @@
 //!
 //! A person "should be" in the GAL when LDAP maps them (not quarantined, not disabled) and
 //! `ldap.rules.hidden_filter` does not hide them; they are "resolvable" when a recipient the
-//! address lists show owns their primary SMTP address (as any SMTP proxy address: that is
-//! what Exchange resolves a sender or a recipient by).
+//! address lists show owns their primary SMTP address as any of its SMTP proxy addresses
+//! (chosen: Exchange routes and resolves a recipient by every proxy address it holds, not
+//! only by the primary, so an object that holds the address as an alias still resolves).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 

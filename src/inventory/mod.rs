@@ -103,8 +103,10 @@ pub struct Inventory {
     pub licences: Option<LicencePool>,
     /// Every SMTP address (lower case, without `smtp:`) of every live Exchange recipient,
     /// stamped or not, that the address lists show (`HiddenFromAddressListsEnabled` not
-    /// true): the addresses a sender or a GAL lookup resolves. `audit gal` counts a person
-    /// resolvable when their primary address is here.
+    /// true: "hidden from any Exchange address list", MailEnabledRecipient
+    /// .HiddenFromAddressListsEnabled, learn.microsoft.com/previous-versions/exchange-server/
+    /// exchange-150/ff330569): the addresses a sender or a GAL lookup resolves. `audit gal`
+    /// counts a person resolvable when their primary address is here.
     pub visible_addresses: HashSet<String>,
 }
 
