@@ -69,6 +69,47 @@ pub enum Command {
     /// Run a sync at each tick of `[daemon] schedule` until SIGTERM/SIGINT, serving /healthz,
     /// /readyz and /metrics on `[daemon] listen`.
     Daemon(DaemonArgs),
+    /// The four mail-flow connectors of the Linux hybrid: plan, apply, audit, and the Postfix
+    /// side to match.
+    Connectors(ConnectorsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectorsArgs {
+    #[command(subcommand)]
+    pub command: ConnectorsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectorsCommand {
+    /// Show how the tenant's connectors differ from `[connectors]` and the PowerShell each
+    /// change stands for; change nothing. Exit 0 when nothing is to do, 1 otherwise.
+    Plan {
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
+    },
+    /// Create or correct the connectors; connectors ldap2exo did not make are left alone
+    /// unless named with --adopt. Exit 0 when all succeeded, 1 when one failed or was refused.
+    Apply {
+        /// Let ldap2exo take over (rename and reshape) this connector it did not make.
+        #[arg(long, value_name = "NAME")]
+        adopt: Vec<String>,
+    },
+    /// Check any tenant's connectors against the recommended shape: pass, warn or fail, with
+    /// the reason and the fix. Exit 0 when nothing fails (warnings allowed), 1 otherwise.
+    Audit {
+        #[arg(long, value_enum, default_value_t = AuditFormat::Text)]
+        format: AuditFormat,
+    },
+    /// Print only the Postfix snippet for the on-prem side (for redirection into a file).
+    Postfix,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditFormat {
+    Text,
+    Json,
+    Markdown,
 }
 
 #[derive(Debug, Args)]

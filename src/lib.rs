@@ -11,6 +11,7 @@ pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connectors;
 pub mod daemon;
 pub mod desired;
 pub mod ids;
