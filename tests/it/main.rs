@@ -7,6 +7,7 @@
 mod support;
 
 mod cli;
+mod connectors;
 mod daemon;
 mod directory_shapes;
 mod dry_run;

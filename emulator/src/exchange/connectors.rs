@@ -346,12 +346,14 @@ fn validate(p: &Params, dir: Direction, c: &Value) -> Result<(), ExoError> {
     let on_prem = c["ConnectorType"].as_str() == Some("OnPremises");
     match dir {
         Direction::Inbound => {
-            for d in strings(c, "SenderDomains") {
+            // Only the values on the command line: seeded connectors may carry the address
+            // space form live output shows (`smtp:*;1`).
+            for d in p.list("SenderDomains")?.unwrap_or_default() {
                 if !valid_domain(&d, true) {
                     return Err(invalid(format!("\"{d}\" isn't a valid SMTP domain for SenderDomains. Wildcards are supported only as a leading \"*.\" or as \"*\".")));
                 }
             }
-            if let Some(n) = text(c, "TlsSenderCertificateName")
+            if let Some(n) = p.string("TlsSenderCertificateName")?
                 && !valid_domain(&n, false)
             {
                 return Err(invalid(format!(
@@ -373,7 +375,7 @@ fn validate(p: &Params, dir: Direction, c: &Value) -> Result<(), ExoError> {
         }
         Direction::Outbound => {
             let domains = strings(c, "RecipientDomains");
-            for d in &domains {
+            for d in &p.list("RecipientDomains")?.unwrap_or_default() {
                 if !valid_domain(d, true) {
                     return Err(invalid(format!("\"{d}\" isn't a valid SMTP domain for RecipientDomains. Wildcards are supported only as a leading \"*.\" or as \"*\".")));
                 }
@@ -388,7 +390,9 @@ fn validate(p: &Params, dir: Direction, c: &Value) -> Result<(), ExoError> {
                 (Some("DomainValidation"), None) => {
                     return Err(invalid("TlsDomain is required when TlsSettings is DomainValidation.".into()));
                 }
-                (Some("DomainValidation"), Some(d)) if !valid_domain(&d, false) => {
+                (Some("DomainValidation"), Some(d))
+                    if p.has("TlsDomain") && !valid_domain(&d, false) =>
+                {
                     return Err(invalid(format!("\"{d}\" isn't a valid SMTP domain for TlsDomain.")));
                 }
                 (s, Some(_)) if s != Some("DomainValidation") && p.string("TlsDomain")?.is_some() => {
@@ -402,7 +406,11 @@ fn validate(p: &Params, dir: Direction, c: &Value) -> Result<(), ExoError> {
             if flag(c, "AllAcceptedDomains") && !on_prem {
                 return Err(invalid("AllAcceptedDomains can be set to $true only on a connector whose ConnectorType is OnPremises.".into()));
             }
-            if on_prem && domains.iter().any(|d| d == "*") && !flag(c, "RouteAllMessagesViaOnPremises") {
+            let star = domains.iter().any(|d| {
+                let d = d.strip_prefix("smtp:").unwrap_or(d);
+                d.split(';').next() == Some("*")
+            });
+            if on_prem && star && !flag(c, "RouteAllMessagesViaOnPremises") {
                 return Err(invalid("An outbound connector of type OnPremises can't use \"*\" in RecipientDomains unless RouteAllMessagesViaOnPremises is $true.".into()));
             }
         }
