@@ -85,6 +85,7 @@ pub enum ConnectorsCommand {
     /// Show how the tenant's connectors differ from `[connectors]` and the PowerShell each
     /// change stands for; change nothing. Exit 0 when nothing is to do, 1 otherwise.
     Plan {
+        /// text (ends with the Postfix side to match) or json for scripts.
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
     },
@@ -98,6 +99,7 @@ pub enum ConnectorsCommand {
     /// Check any tenant's connectors against the recommended shape: pass, warn or fail, with
     /// the reason and the fix. Exit 0 when nothing fails (warnings allowed), 1 otherwise.
     Audit {
+        /// text (ends with the Postfix side to match), json for scripts, markdown for tickets.
         #[arg(long, value_enum, default_value_t = AuditFormat::Text)]
         format: AuditFormat,
     },

@@ -241,7 +241,10 @@ async fn audit(config: &Config, format: AuditFormat) -> Result<Exit, CommandErro
             .connectors
             .as_ref()
             .and_then(|c| c.certificate_name.clone()),
-        smart_host: config.connectors.as_ref().and_then(|c| c.smart_host.clone()),
+        smart_host: config
+            .connectors
+            .as_ref()
+            .and_then(|c| c.smart_host.clone()),
     };
     let findings = connectors::audit(&inbound, &outbound, &site);
     let out = match format {
@@ -294,9 +297,8 @@ fn audit_text(findings: &[Finding]) -> String {
 
 fn audit_markdown(findings: &[Finding]) -> String {
     let cell = |t: &str| t.replace('|', "\\|").replace('\n', " ");
-    let mut s = String::from(
-        "| status | check | connector | reason | fix |\n|---|---|---|---|---|\n",
-    );
+    let mut s =
+        String::from("| status | check | connector | reason | fix |\n|---|---|---|---|---|\n");
     for f in findings {
         s.push_str(&format!(
             "| {} | `{}` | {} | {} | {} |\n",

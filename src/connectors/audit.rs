@@ -325,7 +325,8 @@ fn outbound_checks(outbound: &[Value], site: &Site, out: &mut Vec<Finding>) {
                     || domains(c, "RecipientDomains").iter().any(|h| {
                         h == "*"
                             || h == d
-                            || h.strip_prefix("*.").is_some_and(|s| d.ends_with(&format!(".{s}")))
+                            || h.strip_prefix("*.")
+                                .is_some_and(|s| d.ends_with(&format!(".{s}")))
                     })
             })
         };
@@ -341,16 +342,19 @@ fn outbound_checks(outbound: &[Value], site: &Site, out: &mut Vec<Finding>) {
                 None,
                 format!(
                     "accepted domains no outbound OnPremises connector routes: {}",
-                    missing.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+                    missing
+                        .iter()
+                        .map(|d| d.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 Some("ldap2exo connectors apply".into()),
             ));
         }
     }
-    for c in enabled_out
-        .iter()
-        .filter(|c| kind(c) == "onpremises" || !strings(c.get("SmartHosts").unwrap_or(&Value::Null)).is_empty())
-    {
+    for c in enabled_out.iter().filter(|c| {
+        kind(c) == "onpremises" || !strings(c.get("SmartHosts").unwrap_or(&Value::Null)).is_empty()
+    }) {
         smart_host_checks(c, site, out);
     }
 }

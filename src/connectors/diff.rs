@@ -50,7 +50,7 @@ impl Item {
         let noun = self.desired.role.direction().noun();
         let mut p = Map::new();
         match self.action {
-            Action::Ok | Action::Refused => return None,
+            Action::Ok | Action::Refused => None,
             Action::Create => {
                 p.insert("Name".into(), json!(self.desired.name));
                 for (k, v) in &self.desired.params {
@@ -225,8 +225,13 @@ fn same(k: &str, want: &Value, have: &Value) -> bool {
 
 /// Whether `c` (not ldap2exo's) would do the job of `d` beside it.
 fn competes(d: &Desired, c: &Value) -> bool {
-    let kind = |c: &Value| text(c, "ConnectorType").unwrap_or("Partner").to_ascii_lowercase();
-    let domains = |v: &Value| -> Vec<String> { strings(v).iter().map(|x| bare_domain(x)).collect() };
+    let kind = |c: &Value| {
+        text(c, "ConnectorType")
+            .unwrap_or("Partner")
+            .to_ascii_lowercase()
+    };
+    let domains =
+        |v: &Value| -> Vec<String> { strings(v).iter().map(|x| bare_domain(x)).collect() };
     match d.role {
         Role::InboundOnPremises => {
             let want = d.get("TlsSenderCertificateName").and_then(Value::as_str);
@@ -248,7 +253,9 @@ fn competes(d: &Desired, c: &Value) -> bool {
                 || have.iter().any(|h| {
                     h == "*"
                         || want.iter().any(|w| {
-                            w == h || h.strip_prefix("*.").is_some_and(|s| w.ends_with(&format!(".{s}")))
+                            w == h
+                                || h.strip_prefix("*.")
+                                    .is_some_and(|s| w.ends_with(&format!(".{s}")))
                         })
                 })
         }
@@ -320,7 +327,13 @@ upn_domain = "example.edu""#,
         let want = super::super::desired(&config(false), &tenant());
         let hand = json!({"Name": "To campus", "ConnectorType": "OnPremises",
             "RecipientDomains": ["example.edu"], "UseMXRecord": true, "Comment": null});
-        let items = diff(want.clone(), &[], std::slice::from_ref(&hand), "ldap2exo", &[]);
+        let items = diff(
+            want.clone(),
+            &[],
+            std::slice::from_ref(&hand),
+            "ldap2exo",
+            &[],
+        );
         let out = &items[2];
         assert_eq!(out.action, Action::Refused);
         assert!(out.reason.as_ref().unwrap().contains("`To campus`"));

@@ -132,7 +132,9 @@ pub fn flag(c: &Value, k: &str) -> bool {
 
 /// A connector's Name (or Identity).
 pub fn name_of(c: &Value) -> &str {
-    text(c, "Name").or_else(|| text(c, "Identity")).unwrap_or("")
+    text(c, "Name")
+        .or_else(|| text(c, "Identity"))
+        .unwrap_or("")
 }
 
 /// Whether `c` is a connector ldap2exo made with this `prefix`: its name starts with the
@@ -161,10 +163,16 @@ mod tests {
         let p = p.as_object().unwrap();
         assert!(guard_star("New-OutboundConnector", p, None).is_err());
         // A Set- that only adds `*` to an existing OnPremises connector.
-        let existing = json!({"Name": "x", "ConnectorType": "OnPremises", "RecipientDomains": ["a.edu"]});
+        let existing =
+            json!({"Name": "x", "ConnectorType": "OnPremises", "RecipientDomains": ["a.edu"]});
         let p = json!({"Identity": "x", "RecipientDomains": ["a.edu", "smtp:*;1"]});
         assert!(
-            guard_star("Set-OutboundConnector", p.as_object().unwrap(), Some(&existing)).is_err()
+            guard_star(
+                "Set-OutboundConnector",
+                p.as_object().unwrap(),
+                Some(&existing)
+            )
+            .is_err()
         );
         let p = json!({"Name": "y", "ConnectorType": "Partner", "RecipientDomains": ["*"]});
         assert!(guard_star("New-OutboundConnector", p.as_object().unwrap(), None).is_ok());

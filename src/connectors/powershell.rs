@@ -45,7 +45,8 @@ pub fn value(v: &Value) -> String {
 pub fn string(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
     if plain {
         return s.to_owned();
     }

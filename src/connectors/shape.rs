@@ -59,7 +59,9 @@ impl Role {
             Role::OutboundOnPremises => {
                 "outbound OnPremises: mail for on-prem people to the smart host"
             }
-            Role::OutboundInternet => "outbound Partner for *: internet mail leaves through on-prem",
+            Role::OutboundInternet => {
+                "outbound Partner for *: internet mail leaves through on-prem"
+            }
         }
     }
 }

@@ -192,12 +192,24 @@ pub fn run(
         "get-inboundconnector" => connectors(&store.inbound_connectors, params),
         "get-outboundconnector" => connectors(&store.outbound_connectors, params),
         // Mail-flow connectors (ldap2exo connectors plan|apply|audit): see connectors.rs.
-        "new-inboundconnector" => conn::new_connector(store, conn::Direction::Inbound, params).map(one),
-        "set-inboundconnector" => conn::set_connector(store, conn::Direction::Inbound, params).map(warn),
-        "remove-inboundconnector" => conn::remove_connector(store, conn::Direction::Inbound, params).map(|_| none()),
-        "new-outboundconnector" => conn::new_connector(store, conn::Direction::Outbound, params).map(one),
-        "set-outboundconnector" => conn::set_connector(store, conn::Direction::Outbound, params).map(warn),
-        "remove-outboundconnector" => conn::remove_connector(store, conn::Direction::Outbound, params).map(|_| none()),
+        "new-inboundconnector" => {
+            conn::new_connector(store, conn::Direction::Inbound, params).map(one)
+        }
+        "set-inboundconnector" => {
+            conn::set_connector(store, conn::Direction::Inbound, params).map(warn)
+        }
+        "remove-inboundconnector" => {
+            conn::remove_connector(store, conn::Direction::Inbound, params).map(|_| none())
+        }
+        "new-outboundconnector" => {
+            conn::new_connector(store, conn::Direction::Outbound, params).map(one)
+        }
+        "set-outboundconnector" => {
+            conn::set_connector(store, conn::Direction::Outbound, params).map(warn)
+        }
+        "remove-outboundconnector" => {
+            conn::remove_connector(store, conn::Direction::Outbound, params).map(|_| none())
+        }
         _ => Err(ExoError::UnknownCmdlet(cmdlet.to_string())),
     }
 }

@@ -9,8 +9,8 @@
 //! emulator README ("Connectors"); those marked "chosen, unconfirmed" there have no published
 //! error text.
 
-use super::cmdlets::{Params, unchanged_warning};
 use super::ExoError;
+use super::cmdlets::{Params, unchanged_warning};
 use crate::store::Store;
 use serde_json::{Map, Value, json};
 
@@ -272,7 +272,11 @@ fn apply(p: &Params, dir: Direction, c: &mut Value) -> Result<(), ExoError> {
                 "TlsSettings" => json!(enum_value(
                     p,
                     k,
-                    &["EncryptionOnly", "CertificateValidation", "DomainValidation"]
+                    &[
+                        "EncryptionOnly",
+                        "CertificateValidation",
+                        "DomainValidation"
+                    ]
                 )?),
                 _ => json!(p.string(k)?),
             }
@@ -350,7 +354,9 @@ fn validate(p: &Params, dir: Direction, c: &Value) -> Result<(), ExoError> {
             // space form live output shows (`smtp:*;1`).
             for d in p.list("SenderDomains")?.unwrap_or_default() {
                 if !valid_domain(&d, true) {
-                    return Err(invalid(format!("\"{d}\" isn't a valid SMTP domain for SenderDomains. Wildcards are supported only as a leading \"*.\" or as \"*\".")));
+                    return Err(invalid(format!(
+                        "\"{d}\" isn't a valid SMTP domain for SenderDomains. Wildcards are supported only as a leading \"*.\" or as \"*\"."
+                    )));
                 }
             }
             if let Some(n) = p.string("TlsSenderCertificateName")?
@@ -366,10 +372,13 @@ fn validate(p: &Params, dir: Direction, c: &Value) -> Result<(), ExoError> {
             if flag(c, "TreatMessagesAsInternal") && flag(c, "CloudServicesMailEnabled") {
                 return Err(invalid("TreatMessagesAsInternal can't be set to $true when CloudServicesMailEnabled is $true.".into()));
             }
-            if flag(c, "RestrictDomainsToCertificate") && text(c, "TlsSenderCertificateName").is_none() {
+            if flag(c, "RestrictDomainsToCertificate")
+                && text(c, "TlsSenderCertificateName").is_none()
+            {
                 return Err(invalid("RestrictDomainsToCertificate requires TlsSenderCertificateName: specify the certificate name the sending server presents.".into()));
             }
-            if flag(c, "RestrictDomainsToIPAddresses") && strings(c, "SenderIPAddresses").is_empty() {
+            if flag(c, "RestrictDomainsToIPAddresses") && strings(c, "SenderIPAddresses").is_empty()
+            {
                 return Err(invalid("RestrictDomainsToIPAddresses requires SenderIPAddresses: specify the addresses the sending server uses.".into()));
             }
         }
@@ -377,26 +386,38 @@ fn validate(p: &Params, dir: Direction, c: &Value) -> Result<(), ExoError> {
             let domains = strings(c, "RecipientDomains");
             for d in &p.list("RecipientDomains")?.unwrap_or_default() {
                 if !valid_domain(d, true) {
-                    return Err(invalid(format!("\"{d}\" isn't a valid SMTP domain for RecipientDomains. Wildcards are supported only as a leading \"*.\" or as \"*\".")));
+                    return Err(invalid(format!(
+                        "\"{d}\" isn't a valid SMTP domain for RecipientDomains. Wildcards are supported only as a leading \"*.\" or as \"*\"."
+                    )));
                 }
             }
             if p.bool("UseMXRecord")? == Some(false) && !p.has("SmartHosts") {
                 return Err(invalid("SmartHosts must be specified on the same command line when UseMXRecord is $false.".into()));
             }
             if c["UseMXRecord"].as_bool() == Some(false) && strings(c, "SmartHosts").is_empty() {
-                return Err(invalid("SmartHosts is required when UseMXRecord is $false.".into()));
+                return Err(invalid(
+                    "SmartHosts is required when UseMXRecord is $false.".into(),
+                ));
             }
             match (c["TlsSettings"].as_str(), text(c, "TlsDomain")) {
                 (Some("DomainValidation"), None) => {
-                    return Err(invalid("TlsDomain is required when TlsSettings is DomainValidation.".into()));
+                    return Err(invalid(
+                        "TlsDomain is required when TlsSettings is DomainValidation.".into(),
+                    ));
                 }
                 (Some("DomainValidation"), Some(d))
                     if p.has("TlsDomain") && !valid_domain(&d, false) =>
                 {
-                    return Err(invalid(format!("\"{d}\" isn't a valid SMTP domain for TlsDomain.")));
+                    return Err(invalid(format!(
+                        "\"{d}\" isn't a valid SMTP domain for TlsDomain."
+                    )));
                 }
-                (s, Some(_)) if s != Some("DomainValidation") && p.string("TlsDomain")?.is_some() => {
-                    return Err(invalid("TlsDomain can be set only when TlsSettings is DomainValidation.".into()));
+                (s, Some(_))
+                    if s != Some("DomainValidation") && p.string("TlsDomain")?.is_some() =>
+                {
+                    return Err(invalid(
+                        "TlsDomain can be set only when TlsSettings is DomainValidation.".into(),
+                    ));
                 }
                 _ => {}
             }
