@@ -74,10 +74,12 @@ cleanup_exo unix n - y - 0 cleanup
   -o header_checks=pcre:/etc/postfix/exo_header_checks
 
 # --- /etc/postfix/exo_client_certs (postmap it): Exchange Online's client certificate ---
-# The SHA-256 public-key fingerprint of the certificate {mx} presents, e.g. from
+# The SHA-256 fingerprint (upper case, colon-separated) of the client certificate Exchange
+# Online presents when it delivers here. Take it from a delivery (smtpd_tls_loglevel = 2 on
+# this listener logs the client certificate); the certificate of its MX hosts, from
 #   openssl s_client -connect {mx}:25 -starttls smtp </dev/null \\
 #     | openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -c
-# (upper case, colon-separated). Update it when Microsoft renews the certificate.
+# is a first guess only. Update it when Microsoft renews the certificate.
 # <fingerprint>   OK
 
 # --- /etc/postfix/exo_header_checks: only the own tenant ---

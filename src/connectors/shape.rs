@@ -91,7 +91,7 @@ pub fn desired(c: &ConnectorsConfig, t: &TenantConfig) -> Vec<Desired> {
     let certificate = c.certificate_name.clone().unwrap_or_default();
     let comment = |role: Role| {
         json!(format!(
-            "{MARKER} ({}); changes here are overwritten by `ldap2exo connectors apply`.",
+            "{MARKER} ({}); changes here are overwritten by ldap2exo connectors apply.",
             role.suffix()
         ))
     };

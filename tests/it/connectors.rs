@@ -472,6 +472,34 @@ fn each_audit_check_passes_right_and_fails_or_warns_wrong_with_the_reason() {
             "no enabled outbound OnPremises",
             1,
         ),
+        (
+            |i, _| i[0]["RequireTls"] = json!(false),
+            "inbound-onprem-tls",
+            "warn",
+            "RequireTls is $false",
+            0,
+        ),
+        (
+            |i, _| i[0]["TlsSenderCertificateName"] = json!("relay.hoster.example.net"),
+            "inbound-onprem-certificate-domain",
+            "warn",
+            "not in an accepted domain",
+            0,
+        ),
+        (
+            |_, o| o[0]["RecipientDomains"] = json!(["example.edu"]),
+            "outbound-onprem-domains",
+            "warn",
+            "staff.example.edu",
+            0,
+        ),
+        (
+            |i, _| i[1]["Enabled"] = json!(false),
+            "back-door",
+            "fail",
+            "no back door closed",
+            1,
+        ),
     ];
     for (break_it, check, status, words, code) in cases {
         let (mut inbound, mut outbound) = good();
