@@ -129,6 +129,13 @@ pub fn audit(inbound: &[Value], outbound: &[Value], site: &Site) -> Vec<Finding>
 }
 
 fn inbound_on_premises(c: &Value, site: &Site, out: &mut Vec<Finding>) {
+    identity(c, site, out);
+    flags(c, out);
+}
+
+/// How the connector recognises the Linux side: a certificate name (in an accepted domain),
+/// not a shared address.
+fn identity(c: &Value, site: &Site, out: &mut Vec<Finding>) {
     let cert = text(c, "TlsSenderCertificateName");
     let ips = strings(c.get("SenderIPAddresses").unwrap_or(&Value::Null));
     let want_cert = site
@@ -183,6 +190,11 @@ fn inbound_on_premises(c: &Value, site: &Site, out: &mut Vec<Finding>) {
             ));
         }
     }
+}
+
+/// The switches of the inbound OnPremises connector: internal, cross-premises headers,
+/// enhanced filtering, TLS.
+fn flags(c: &Value, out: &mut Vec<Finding>) {
     let internal = flag(c, "TreatMessagesAsInternal");
     out.push(finding(
         "inbound-onprem-internal",
@@ -414,4 +426,61 @@ fn smart_host_checks(c: &Value, site: &Site, out: &mut Vec<Finding>) {
         reason,
         (status != Status::Pass).then_some(fix).flatten(),
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site() -> Site {
+        Site {
+            accepted_domains: vec!["example.edu".into()],
+            certificate_name: Some("mail.example.edu".into()),
+            smart_host: Some("mx-in.example.edu".into()),
+        }
+    }
+
+    #[test]
+    fn an_empty_tenant_fails_the_three_connectors_it_lacks() {
+        let f = audit(&[], &[], &site());
+        let failed: Vec<&str> = f
+            .iter()
+            .filter(|f| f.status == Status::Fail)
+            .map(|f| f.check)
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                "inbound-onprem-present",
+                "back-door",
+                "outbound-onprem-present"
+            ]
+        );
+        let door = f.iter().find(|f| f.check == "back-door").unwrap();
+        assert!(
+            door.fix
+                .as_deref()
+                .unwrap()
+                .starts_with("New-InboundConnector")
+        );
+    }
+
+    #[test]
+    fn an_ip_identified_connector_gets_a_certificate_fix_with_the_configured_name() {
+        let c = json!({"Name": "From campus", "ConnectorType": "OnPremises",
+            "SenderIPAddresses": ["203.0.113.4"], "TreatMessagesAsInternal": true,
+            "EFSkipLastIP": true, "RequireTls": true});
+        let f = audit(&[c], &[], &site());
+        let id = f
+            .iter()
+            .find(|f| f.check == "inbound-onprem-identity")
+            .unwrap();
+        assert_eq!(id.status, Status::Fail);
+        let fix = id.fix.as_deref().unwrap();
+        assert!(
+            fix.contains("-TlsSenderCertificateName mail.example.edu"),
+            "{fix}"
+        );
+        assert!(fix.contains("-SenderIPAddresses @()"), "{fix}");
+    }
 }
