@@ -11,7 +11,7 @@ use crate::config::{Config, ConfigError, ConnectorsConfig};
 use crate::connectors::audit::Site;
 use crate::connectors::powershell::render;
 use crate::connectors::{self, Action, Finding, Item, Status, postfix};
-use crate::tenant::{Exchange, Tenant};
+use crate::tenant::{Exchange, Tenant, TenantError};
 
 /// Runs one `connectors` subcommand.
 pub async fn connectors(config: &Config, args: &ConnectorsArgs) -> Result<Exit, CommandError> {
@@ -104,7 +104,7 @@ fn plan_json(items: &[Item]) -> Value {
     json!({
         "summary": {"create": count(Action::Create), "change": count(Action::Change),
                     "adopt": count(Action::Adopt), "ok": count(Action::Ok),
-                    "refused": count(Action::Refused)},
+                    "refused": count(Action::Refused), "remove": count(Action::Remove)},
         "connectors": list,
     })
 }
@@ -122,6 +122,7 @@ fn plan_text(items: &[Item]) -> String {
             Action::Adopt => "adopt",
             Action::Ok => "ok",
             Action::Refused => "REFUSED",
+            Action::Remove => "remove",
         };
         s.push_str(&format!(
             "{verb:<8} {}  ({})\n",
@@ -145,12 +146,13 @@ fn plan_text(items: &[Item]) -> String {
     }
     let count = |a: Action| items.iter().filter(|i| i.action == a).count();
     s.push_str(&format!(
-        "summary: {} create, {} change, {} adopt, {} ok, {} refused\n",
+        "summary: {} create, {} change, {} adopt, {} ok, {} refused, {} remove\n",
         count(Action::Create),
         count(Action::Change),
         count(Action::Adopt),
         count(Action::Ok),
-        count(Action::Refused)
+        count(Action::Refused),
+        count(Action::Remove)
     ));
     s
 }
@@ -195,6 +197,7 @@ async fn apply(config: &Config, adopt: &[String]) -> Result<Exit, CommandError> 
                 match item.action {
                     Action::Create => "created",
                     Action::Adopt => "adopted",
+                    Action::Remove => "removed",
                     _ => "changed",
                 }
             ),
@@ -207,7 +210,8 @@ async fn apply(config: &Config, adopt: &[String]) -> Result<Exit, CommandError> 
     Ok(if failed { Exit::Failed } else { Exit::Ok })
 }
 
-/// Reads the connector back after a write; what still differs is a failure.
+/// Reads the connector back after a write; what still differs (or, after a removal, is still
+/// there) is a failure.
 async fn verify(exchange: &Exchange, item: &Item) -> Result<(), String> {
     let noun = item.desired.role.direction().noun();
     let got = exchange
@@ -215,8 +219,16 @@ async fn verify(exchange: &Exchange, item: &Item) -> Result<(), String> {
             &format!("Get-{noun}"),
             json!({"Identity": item.desired.name}),
         )
-        .await
-        .map_err(|e| format!("written, but reading it back failed: {e}"))?;
+        .await;
+    if item.action == Action::Remove {
+        return match got {
+            Err(TenantError::NotFound { .. }) => Ok(()),
+            Ok(v) if v.is_empty() => Ok(()),
+            Ok(_) => Err("removed, but still there when read back".into()),
+            Err(e) => Err(format!("removed, but reading it back failed: {e}")),
+        };
+    }
+    let got = got.map_err(|e| format!("written, but reading it back failed: {e}"))?;
     let Some(c) = got.first() else {
         return Err("written, but not found when read back".into());
     };

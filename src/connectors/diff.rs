@@ -1,12 +1,13 @@
-//! The desired connectors against the tenant's: per connector create, change, adopt, ok or
-//! refused, and the cmdlet call each stands for.
+//! The desired connectors against the tenant's: per connector create, change, adopt, ok,
+//! refused or remove, and the cmdlet call each stands for.
 //!
 //! Ownership: ldap2exo changes only connectors it made (name with the prefix and
 //! [`super::MARKER`] in the Comment). A same-named connector without the marker, or another
 //! connector that would compete with a desired one (the same certificate on an OnPremises
 //! inbound connector, `*` on an inbound Partner connector, overlapping recipient domains on an
 //! outbound one), is refused unless named in `--adopt`; adopting renames it and sets it to the
-//! desired shape.
+//! desired shape. A connector ldap2exo made for a role no longer configured (the outbound
+//! Partner `*` after `route_internet_via_on_prem` is turned off) is removed.
 
 use serde_json::{Map, Value, json};
 
@@ -22,6 +23,9 @@ pub enum Action {
     Adopt,
     Ok,
     Refused,
+    /// A connector ldap2exo made for a role no longer wanted (`route_internet_via_on_prem`
+    /// turned off).
+    Remove,
 }
 
 /// One property that differs: the tenant's value and the wanted one.
@@ -51,6 +55,11 @@ impl Item {
         let mut p = Map::new();
         match self.action {
             Action::Ok | Action::Refused => None,
+            Action::Remove => {
+                let existing = self.existing.as_ref().map(name_of).unwrap_or_default();
+                p.insert("Identity".into(), json!(existing));
+                Some((format!("Remove-{noun}"), p))
+            }
             Action::Create => {
                 p.insert("Name".into(), json!(self.desired.name));
                 for (k, v) in &self.desired.params {
@@ -89,16 +98,39 @@ pub fn diff(
     prefix: &str,
     adopt: &[String],
 ) -> Vec<Item> {
-    desired
+    let list = |role: Role| match role.direction() {
+        Direction::Inbound => inbound,
+        Direction::Outbound => outbound,
+    };
+    let unwanted: Vec<Role> = Role::ALL
         .into_iter()
-        .map(|d| {
-            let list = match d.role.direction() {
-                Direction::Inbound => inbound,
-                Direction::Outbound => outbound,
-            };
-            item(d, list, prefix, adopt)
-        })
-        .collect()
+        .filter(|r| !desired.iter().any(|d| d.role == *r))
+        .collect();
+    let mut items: Vec<Item> = desired
+        .into_iter()
+        .map(|d| item(d.clone(), list(d.role), prefix, adopt))
+        .collect();
+    // Only a connector ldap2exo made (prefix and marker) is ever removed.
+    for role in unwanted {
+        let name = format!("{prefix} {}", role.suffix());
+        if let Some(c) = list(role)
+            .iter()
+            .find(|c| name_of(c).eq_ignore_ascii_case(&name) && is_ours(c, prefix))
+        {
+            items.push(Item {
+                desired: Desired {
+                    role,
+                    name,
+                    params: vec![],
+                },
+                action: Action::Remove,
+                existing: Some(c.clone()),
+                changes: vec![],
+                reason: None,
+            });
+        }
+    }
+    items
 }
 
 fn adopted(adopt: &[String], c: &Value) -> bool {

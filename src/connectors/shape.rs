@@ -37,8 +37,16 @@ impl Role {
         }
     }
 
+    /// Every role, in the order they are planned.
+    pub const ALL: [Role; 4] = [
+        Role::InboundOnPremises,
+        Role::BackDoor,
+        Role::OutboundOnPremises,
+        Role::OutboundInternet,
+    ];
+
     /// The name after the prefix.
-    fn suffix(self) -> &'static str {
+    pub fn suffix(self) -> &'static str {
         match self {
             Role::InboundOnPremises => "inbound from on-prem",
             Role::BackDoor => "inbound back door",

@@ -122,7 +122,7 @@ fn plan_on_an_empty_tenant_then_apply_then_plan_shows_no_difference() {
     assert!(
         again
             .stdout
-            .contains("summary: 0 create, 0 change, 0 adopt, 3 ok, 0 refused"),
+            .contains("summary: 0 create, 0 change, 0 adopt, 3 ok, 0 refused, 0 remove"),
         "{}",
         again.stdout
     );
@@ -206,6 +206,38 @@ fn route_internet_adds_the_partner_star_connector_and_never_star_on_premises() {
         }
     }
     expect(&install.run(&["connectors", "plan"]), 0, "plan after apply");
+
+    // Turned off again: the Partner `*` connector ldap2exo made goes, nothing else.
+    let off = self::install(&server, &emu, CONNECTORS);
+    let plan = off.run(&["connectors", "plan"]);
+    expect(&plan, 1, "plan with route_internet_via_on_prem off");
+    assert!(
+        plan.stdout.contains(
+            "PS> Remove-OutboundConnector -Identity \"ldap2exo outbound internet via on-prem\""
+        ),
+        "{}",
+        plan.stdout
+    );
+    let apply = off.run(&["connectors", "apply"]);
+    expect(&apply, 0, "apply with route_internet_via_on_prem off");
+    assert!(
+        apply
+            .stdout
+            .contains("removed  ldap2exo outbound internet via on-prem"),
+        "{}",
+        apply.stdout
+    );
+    let state = emu.state();
+    assert_eq!(state.outbound_connectors.len(), 1);
+    assert_eq!(
+        state.outbound_connectors[0]["Name"],
+        "ldap2exo outbound to on-prem"
+    );
+    expect(
+        &off.run(&["connectors", "plan"]),
+        0,
+        "plan after the removal",
+    );
 }
 
 fn hand_made() -> (Vec<Value>, Vec<Value>) {
