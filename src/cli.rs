@@ -72,6 +72,49 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Check the tenant against LDAP and report what is wrong, with the fix; writes nothing.
     Audit(AuditArgs),
+    /// The four mail-flow connectors of the Linux hybrid: plan, apply, audit, and the Postfix
+    /// side to match.
+    Connectors(ConnectorsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectorsArgs {
+    #[command(subcommand)]
+    pub command: ConnectorsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectorsCommand {
+    /// Show how the tenant's connectors differ from `[connectors]` and the PowerShell each
+    /// change stands for; change nothing. Exit 0 when nothing is to do, 1 otherwise.
+    Plan {
+        /// text (ends with the Postfix side to match) or json for scripts.
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
+    },
+    /// Create or correct the connectors; connectors ldap2exo did not make are left alone
+    /// unless named with --adopt. Exit 0 when all succeeded, 1 when one failed or was refused.
+    Apply {
+        /// Let ldap2exo take over (rename and reshape) this connector it did not make.
+        #[arg(long, value_name = "NAME")]
+        adopt: Vec<String>,
+    },
+    /// Check any tenant's connectors against the recommended shape: pass, warn or fail, with
+    /// the reason and the fix. Exit 0 when nothing fails (warnings allowed), 1 otherwise.
+    Audit {
+        /// text (ends with the Postfix side to match), json for scripts, markdown for tickets.
+        #[arg(long, value_enum, default_value_t = AuditFormat::Text)]
+        format: AuditFormat,
+    },
+    /// Print only the Postfix snippet for the on-prem side (for redirection into a file).
+    Postfix,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditFormat {
+    Text,
+    Json,
+    Markdown,
 }
 
 #[derive(Debug, Args)]

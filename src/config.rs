@@ -56,6 +56,112 @@ pub struct Config {
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// `[connectors]`: the mail-flow connectors of the Linux hybrid; absent, `connectors plan`
+    /// and `apply` refuse (exit 2) and `connectors audit` checks without a desired shape.
+    #[serde(default)]
+    pub connectors: Option<ConnectorsConfig>,
+}
+
+/// `[connectors]`: what `ldap2exo connectors plan|apply` build (see `crate::connectors`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorsConfig {
+    /// Where Exchange Online delivers mail for on-prem people (a host name or IPv4 address).
+    pub smart_host: Option<String>,
+    /// The name (subject or SAN, a domain, `*.` allowed) in the certificate the Linux side
+    /// presents to Exchange Online.
+    pub certificate_name: Option<String>,
+    /// The on-prem public addresses (IPv4, CIDR or `a-b` range) for enhanced filtering
+    /// (`EFSkipIPs`); empty means `EFSkipLastIP`.
+    #[serde(default)]
+    pub on_prem_public_ips: Vec<String>,
+    /// Also build the outbound Partner connector for `*` to the smart host.
+    #[serde(default)]
+    pub route_internet_via_on_prem: bool,
+    /// Connectors ldap2exo creates, and may change, have names starting with it.
+    #[serde(default = "default_name_prefix")]
+    pub name_prefix: String,
+}
+
+fn default_name_prefix() -> String {
+    "ldap2exo".into()
+}
+
+impl ConnectorsConfig {
+    /// Checks beyond types; errors name the key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str, m: String| ConfigError::Key {
+            key: k.into(),
+            message: m,
+        };
+        match &self.smart_host {
+            None => {
+                return Err(key(
+                    "connectors.smart_host",
+                    "missing: where Exchange Online delivers mail for on-prem people".into(),
+                ));
+            }
+            Some(h) if !is_domain(h) && h.parse::<std::net::Ipv4Addr>().is_err() => {
+                return Err(key(
+                    "connectors.smart_host",
+                    format!("`{h}` is neither a host name nor an IPv4 address"),
+                ));
+            }
+            Some(_) => {}
+        }
+        match &self.certificate_name {
+            None => {
+                return Err(key(
+                    "connectors.certificate_name",
+                    "missing: the name in the certificate the Linux side presents to Exchange Online".into(),
+                ));
+            }
+            Some(n) if !is_domain(n.strip_prefix("*.").unwrap_or(n)) => {
+                return Err(key(
+                    "connectors.certificate_name",
+                    format!("`{n}` is not a domain name (a leading `*.` is allowed)"),
+                ));
+            }
+            Some(_) => {}
+        }
+        for ip in &self.on_prem_public_ips {
+            if !is_ip_spec(ip) {
+                return Err(key(
+                    "connectors.on_prem_public_ips",
+                    format!("`{ip}` is not an IPv4 address, CIDR range or a-b range"),
+                ));
+            }
+        }
+        let p = &self.name_prefix;
+        if p.trim().is_empty()
+            || p.len() > 32
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '))
+        {
+            return Err(key(
+                "connectors.name_prefix",
+                format!("`{p}` must be 1 to 32 letters, digits, spaces, `-`, `_` or `.`"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An address as `EFSkipIPs` takes it: `192.0.2.1`, `192.0.2.0/24` or `192.0.2.1-192.0.2.9`.
+fn is_ip_spec(s: &str) -> bool {
+    use std::net::IpAddr;
+    if let Some((a, b)) = s.split_once('-') {
+        return a.parse::<IpAddr>().is_ok() && b.parse::<IpAddr>().is_ok();
+    }
+    if let Some((a, bits)) = s.split_once('/') {
+        return match a.parse::<IpAddr>() {
+            Ok(IpAddr::V4(_)) => bits.parse::<u8>().is_ok_and(|b| b <= 32),
+            Ok(IpAddr::V6(_)) => bits.parse::<u8>().is_ok_and(|b| b <= 128),
+            Err(_) => false,
+        };
+    }
+    s.parse::<IpAddr>().is_ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -833,6 +939,9 @@ impl Config {
             if !(0.0..=100.0).contains(&p) {
                 return Err(key(k, format!("{p} is not a percentage between 0 and 100")));
             }
+        }
+        if let Some(c) = &self.connectors {
+            c.validate()?;
         }
         self.notify.validate(need_secrets)
     }

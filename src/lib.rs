@@ -12,6 +12,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connectors;
 pub mod daemon;
 pub mod desired;
 pub mod ids;

@@ -25,8 +25,14 @@ fn main() -> ExitCode {
         .map(|runtime| {
             runtime.block_on(async {
                 // `status` reads only the state store: a monitoring user needs no secrets.
-                let load = match cli.command {
+                let load = match &cli.command {
                     Command::Status(_) => commands::load_config_without_secrets,
+                    // The Postfix snippet is rendered from the file alone.
+                    Command::Connectors(c)
+                        if matches!(c.command, ldap2exo::cli::ConnectorsCommand::Postfix) =>
+                    {
+                        commands::load_config_without_secrets
+                    }
                     _ => commands::load_config,
                 };
                 let config = match load(&cli.config) {
@@ -39,7 +45,10 @@ fn main() -> ExitCode {
                 // Only the commands that write handle signals; the others keep the default (end
                 // at once), so a first Ctrl-C on `check-config` or `audit` is not swallowed.
                 let stop = match &cli.command {
-                    Command::CheckConfig | Command::Status(_) | Command::Audit(_) => Stop::new(),
+                    Command::CheckConfig
+                    | Command::Status(_)
+                    | Command::Audit(_)
+                    | Command::Connectors(_) => Stop::new(),
                     _ => Stop::on_signals(),
                 };
                 let outcome = match &cli.command {
@@ -50,6 +59,7 @@ fn main() -> ExitCode {
                     Command::Status(args) => commands::status(&config, args).await,
                     Command::Daemon(args) => commands::daemon(&config, args, &stop).await,
                     Command::Audit(args) => commands::audit(&config, args).await,
+                    Command::Connectors(args) => commands::connectors(&config, args).await,
                 };
                 match outcome {
                     Ok(exit) => exit,

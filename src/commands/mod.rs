@@ -6,16 +6,19 @@
 //! - `check`: `check-config`;
 //! - `status`: `status`, which reads only the state store;
 //! - `audit`: `audit gal`, which reads LDAP and the tenant and writes nothing;
+//! - `connectors`: `connectors plan|apply|audit|postfix`, the mail-flow connectors;
 //! - `output`: where reports go, and what a failed write means.
 
 mod audit;
 mod check;
+mod connectors;
 mod output;
 mod run;
 mod status;
 
 pub use audit::audit;
 pub use check::check_config;
+pub use connectors::connectors;
 pub use run::{Finished, TenantWatch, apply_file, plan, sync};
 pub(crate) use run::{real_run, run_span};
 pub use status::status;

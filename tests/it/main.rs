@@ -8,6 +8,7 @@ mod support;
 
 mod audit;
 mod cli;
+mod connectors;
 mod daemon;
 mod directory_shapes;
 mod dry_run;

@@ -5,6 +5,7 @@
 //! `"@odata.type":"#Exchange.GenericHashTable"`.
 
 use super::addresses::{apply_email_addresses, check_address, check_upn, set_primary};
+use super::connectors as conn;
 use super::opath;
 use super::{ExoError, Output};
 use crate::propagation::{Hidden, Reader};
@@ -29,12 +30,12 @@ const COMMON: &[&str] = &[
 ];
 
 /// Case-insensitive parameter access with unknown-parameter detection.
-struct Params {
+pub(super) struct Params {
     map: Vec<(String, Value)>,
 }
 
 impl Params {
-    fn new(m: Map<String, Value>, allowed: &[&str]) -> Result<Params, ExoError> {
+    pub(super) fn new(m: Map<String, Value>, allowed: &[&str]) -> Result<Params, ExoError> {
         let mut map = Vec::new();
         for (k, v) in m {
             let Some(canon) = allowed
@@ -51,15 +52,15 @@ impl Params {
         Ok(Params { map })
     }
 
-    fn get(&self, k: &str) -> Option<&Value> {
+    pub(super) fn get(&self, k: &str) -> Option<&Value> {
         self.map.iter().find(|(n, _)| n == k).map(|(_, v)| v)
     }
 
-    fn has(&self, k: &str) -> bool {
+    pub(super) fn has(&self, k: &str) -> bool {
         self.get(k).is_some()
     }
 
-    fn string(&self, k: &str) -> Result<Option<String>, ExoError> {
+    pub(super) fn string(&self, k: &str) -> Result<Option<String>, ExoError> {
         match self.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -70,13 +71,13 @@ impl Params {
         }
     }
 
-    fn required(&self, k: &str) -> Result<String, ExoError> {
+    pub(super) fn required(&self, k: &str) -> Result<String, ExoError> {
         self.string(k)?.filter(|s| !s.is_empty()).ok_or_else(|| {
             ExoError::Parameter(format!("Cannot validate argument on parameter '{k}'. The argument is null or empty. Provide an argument that is not null or empty, and then try the command again."))
         })
     }
 
-    fn bool(&self, k: &str) -> Result<Option<bool>, ExoError> {
+    pub(super) fn bool(&self, k: &str) -> Result<Option<bool>, ExoError> {
         match self.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -97,7 +98,7 @@ impl Params {
     }
 
     /// An array, or a comma-separated string (PowerShell binds both to `string[]`/enums).
-    fn list(&self, k: &str) -> Result<Option<Vec<String>>, ExoError> {
+    pub(super) fn list(&self, k: &str) -> Result<Option<Vec<String>>, ExoError> {
         match self.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(
@@ -190,6 +191,25 @@ pub fn run(
         "get-accepteddomain" => accepted_domains(store, params),
         "get-inboundconnector" => connectors(&store.inbound_connectors, params),
         "get-outboundconnector" => connectors(&store.outbound_connectors, params),
+        // Mail-flow connectors (ldap2exo connectors plan|apply|audit): see connectors.rs.
+        "new-inboundconnector" => {
+            conn::new_connector(store, conn::Direction::Inbound, params).map(one)
+        }
+        "set-inboundconnector" => {
+            conn::set_connector(store, conn::Direction::Inbound, params).map(warn)
+        }
+        "remove-inboundconnector" => {
+            conn::remove_connector(store, conn::Direction::Inbound, params).map(|_| none())
+        }
+        "new-outboundconnector" => {
+            conn::new_connector(store, conn::Direction::Outbound, params).map(one)
+        }
+        "set-outboundconnector" => {
+            conn::set_connector(store, conn::Direction::Outbound, params).map(warn)
+        }
+        "remove-outboundconnector" => {
+            conn::remove_connector(store, conn::Direction::Outbound, params).map(|_| none())
+        }
         _ => Err(ExoError::UnknownCmdlet(cmdlet.to_string())),
     }
 }
@@ -233,7 +253,7 @@ fn resolve(
 }
 
 /// The warning Exchange gives when a `Set-*` changed nothing.
-fn unchanged_warning(name: &str) -> String {
+pub(super) fn unchanged_warning(name: &str) -> String {
     format!("The command completed successfully but no settings of '{name}' have been modified.")
 }
 

@@ -8,6 +8,7 @@
 
 mod addresses;
 pub mod cmdlets;
+mod connectors;
 pub mod opath;
 
 use crate::auth::{Audience, BearerProblem, tenant_matches};

@@ -1,0 +1,113 @@
+//! The on-prem side to match: a Postfix snippet for the configured tenant.
+//!
+//! - `transport_maps`: only `<tenant>.onmicrosoft.com` and `<tenant>.mail.onmicrosoft.com` go
+//!   to Exchange Online, never `*` (postconf(5) `transport_maps`, transport(5)).
+//! - `smtp_tls_policy_maps`: TLS mandatory towards Exchange Online with the certificate
+//!   verified (`secure`, postconf(5) `smtp_tls_policy_maps`; Exchange Online's MX hosts carry
+//!   `*.mail.protection.outlook.com`).
+//! - the listener Exchange Online delivers to (the smart host) asks for a client certificate
+//!   (`smtpd_tls_ask_ccert`) and admits only Exchange Online's (`check_ccert_access`), and a
+//!   dedicated cleanup with `header_checks` rejects mail whose `X-MS-Exchange-CrossTenant-Id`
+//!   is another tenant's: every tenant's mail leaves from the same Exchange Online hosts.
+//!
+//! The MX host of a domain in Exchange Online is the domain with its dots as dashes under
+//! `mail.protection.outlook.com` (Microsoft's MX format `<domain-key>.mail.protection.outlook.com`,
+//! e.g. `contoso-com.mail.protection.outlook.com`); it is the smart host on-prem Exchange
+//! admins use for `<tenant>.mail.onmicrosoft.com` (MicrosoftDocs/OfficeDocs-Exchange issue
+//! 2347). Either onmicrosoft domain is accepted on any of the tenant's MX hosts, so both go
+//! to the routing domain's.
+
+use crate::config::{ConnectorsConfig, TenantConfig};
+
+/// `exampleedu.mail.onmicrosoft.com` → `exampleedu-mail-onmicrosoft-com.mail.protection.outlook.com`.
+pub fn mx_host(domain: &str) -> String {
+    format!(
+        "{}.mail.protection.outlook.com",
+        domain.to_ascii_lowercase().replace('.', "-")
+    )
+}
+
+/// The snippet, as comments and file sections an administrator copies into place.
+pub fn render(t: &TenantConfig, c: Option<&ConnectorsConfig>) -> String {
+    let initial = t.onmicrosoft_domain.to_ascii_lowercase();
+    let routing = t.routing_domain.to_ascii_lowercase();
+    let mx = mx_host(&routing);
+    let next_hop = format!("[{mx}]:25");
+    let tenant_id = t
+        .tenant_id
+        .clone()
+        .unwrap_or_else(|| "<tenant.tenant_id>".into());
+    let listener = c
+        .and_then(|c| c.smart_host.clone())
+        .map(|h| format!("{h}:smtp"))
+        .unwrap_or_else(|| "smtp".into());
+    let id_pattern = regex_escape(&tenant_id);
+    format!(
+        "\
+# Postfix on the Linux side, for tenant {tenant_id} ({initial}).
+# Only the tenant's two onmicrosoft domains are routed to Exchange Online.
+# Never relay \"*\" (all other mail) to Exchange Online: with the outbound connectors
+# pointing back here that is a mail loop, and it would relay the internet through the tenant.
+
+# --- main.cf ---
+transport_maps = hash:/etc/postfix/exo_transport
+smtp_tls_policy_maps = hash:/etc/postfix/exo_tls_policy
+smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt
+
+# --- /etc/postfix/exo_transport (postmap it) ---
+{initial:<40} smtp:{next_hop}
+{routing:<40} smtp:{next_hop}
+
+# --- /etc/postfix/exo_tls_policy (postmap it): TLS mandatory, certificate verified ---
+{next_hop:<40} secure match=.mail.protection.outlook.com
+
+# --- master.cf: the listener Exchange Online delivers to (the smart host). If it also takes
+# mail from the internet, give Exchange Online an address of its own. ---
+{listener} inet n - y - - smtpd
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_ask_ccert=yes
+  -o smtpd_tls_CAfile=/etc/ssl/certs/ca-certificates.crt
+  -o smtpd_tls_fingerprint_digest=sha256
+  -o smtpd_client_restrictions=check_ccert_access,hash:/etc/postfix/exo_client_certs,reject
+  -o cleanup_service_name=cleanup_exo
+cleanup_exo unix n - y - 0 cleanup
+  -o header_checks=pcre:/etc/postfix/exo_header_checks
+
+# --- /etc/postfix/exo_client_certs (postmap it): Exchange Online's client certificate ---
+# The SHA-256 fingerprint (upper case, colon-separated) of the client certificate Exchange
+# Online presents when it delivers here. Take it from a delivery (smtpd_tls_loglevel = 2 on
+# this listener logs the client certificate); the certificate of its MX hosts, from
+#   openssl s_client -connect {mx}:25 -starttls smtp </dev/null \\
+#     | openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -c
+# is a first guess only. Update it when Microsoft renews the certificate.
+# <fingerprint>   OK
+
+# --- /etc/postfix/exo_header_checks: only the own tenant ---
+/^X-MS-Exchange-CrossTenant-Id:(?!\\s*{id_pattern}\\s*$)/ REJECT not from tenant {tenant_id}
+"
+    )
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if !ch.is_ascii_alphanumeric() && ch != '-' {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mx_host_is_the_domain_with_dashes() {
+        assert_eq!(
+            mx_host("exampleedu.mail.onmicrosoft.com"),
+            "exampleedu-mail-onmicrosoft-com.mail.protection.outlook.com"
+        );
+    }
+}
