@@ -26,7 +26,7 @@ async fn a_new_inbound_connector_has_the_defaults_and_is_listed() {
             "New-InboundConnector",
             json!({"Name": "From campus", "ConnectorType": "onpremises", "SenderDomains": ["*"],
                    "TlsSenderCertificateName": "mail.example.edu", "RequireTls": true,
-                   "RestrictDomainsToCertificate": true, "TreatMessagesAsInternal": true}),
+                   "TreatMessagesAsInternal": true}),
         )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -110,6 +110,14 @@ async fn inbound_rules_between_parameters() {
         )
         .await;
     assert!(refusal(&cert_without_name).contains("TlsSenderCertificateName"));
+    let partner_only_on_premises = env
+        .exo(
+            "New-InboundConnector",
+            json!({"Name": "A", "SenderDomains": ["*"], "ConnectorType": "OnPremises",
+            "TlsSenderCertificateName": "mail.example.edu", "RestrictDomainsToCertificate": true}),
+        )
+        .await;
+    assert!(refusal(&partner_only_on_premises).contains("only to Partner type"));
     let embedded = env
         .exo(
             "New-InboundConnector",

@@ -145,8 +145,7 @@ fn identity(c: &Value, site: &Site, out: &mut Vec<Finding>) {
     let identity_fix = set(
         "InboundConnector",
         c,
-        json!({"TlsSenderCertificateName": want_cert, "RestrictDomainsToCertificate": true,
-               "RequireTls": true, "SenderIPAddresses": [], "RestrictDomainsToIPAddresses": false}),
+        json!({"TlsSenderCertificateName": want_cert, "SenderIPAddresses": []}),
     );
     match (cert, ips.is_empty()) {
         (Some(n), _) => out.push(finding(
@@ -242,15 +241,6 @@ fn flags(c: &Value, out: &mut Vec<Finding>) {
             .then(|| set("InboundConnector", c, json!({"EFSkipLastIP": true})))
             .flatten(),
     ));
-    if !flag(c, "RequireTls") {
-        out.push(finding(
-            "inbound-onprem-tls",
-            Status::Warn,
-            Some(c),
-            "RequireTls is $false: mail from the Linux side may arrive in clear".into(),
-            set("InboundConnector", c, json!({"RequireTls": true})),
-        ));
-    }
 }
 
 fn back_door(inbound: &[Value], out: &mut Vec<Finding>) {

@@ -116,9 +116,10 @@ pub fn desired(c: &ConnectorsConfig, t: &TenantConfig) -> Vec<Desired> {
             params: vec![
                 ("ConnectorType", json!("OnPremises")),
                 ("SenderDomains", json!(["*"])),
+                // Only the certificate name: RequireTls and RestrictDomainsToCertificate
+                // "apply only to Partner type connectors" (Set-InboundConnector), and a
+                // certificate can only be presented over TLS anyway.
                 ("TlsSenderCertificateName", json!(certificate)),
-                ("RestrictDomainsToCertificate", json!(true)),
-                ("RequireTls", json!(true)),
                 ("TreatMessagesAsInternal", json!(true)),
                 ("CloudServicesMailEnabled", json!(false)),
                 ("EFSkipLastIP", json!(c.on_prem_public_ips.is_empty())),

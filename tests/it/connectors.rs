@@ -100,7 +100,8 @@ fn plan_on_an_empty_tenant_then_apply_then_plan_shows_no_difference() {
     assert_eq!(on_prem["TreatMessagesAsInternal"], true);
     assert_eq!(on_prem["CloudServicesMailEnabled"], false);
     assert_eq!(on_prem["TlsSenderCertificateName"], "mail.example.edu");
-    assert_eq!(on_prem["RestrictDomainsToCertificate"], true);
+    // Partner-only parameters (Set-InboundConnector) are left at their defaults.
+    assert_eq!(on_prem["RestrictDomainsToCertificate"], false);
     assert_eq!(
         on_prem["EFSkipLastIP"], true,
         "no public addresses configured"
@@ -360,7 +361,6 @@ fn good() -> (Vec<Value>, Vec<Value>) {
     let inbound = vec![
         json!({"Name": "On-prem in", "Identity": "On-prem in", "ConnectorType": "OnPremises",
                "SenderDomains": ["smtp:*;1"], "TlsSenderCertificateName": "mail.example.edu",
-               "RestrictDomainsToCertificate": true, "RequireTls": true,
                "TreatMessagesAsInternal": true, "CloudServicesMailEnabled": false,
                "EFSkipLastIP": true, "EFSkipIPs": [], "SenderIPAddresses": [], "Enabled": true}),
         json!({"Name": "Back door", "Identity": "Back door", "ConnectorType": "Partner",
@@ -503,13 +503,6 @@ fn each_audit_check_passes_right_and_fails_or_warns_wrong_with_the_reason() {
             "fail",
             "no enabled outbound OnPremises",
             1,
-        ),
-        (
-            |i, _| i[0]["RequireTls"] = json!(false),
-            "inbound-onprem-tls",
-            "warn",
-            "RequireTls is $false",
-            0,
         ),
         (
             |i, _| i[0]["TlsSenderCertificateName"] = json!("relay.hoster.example.net"),

@@ -372,6 +372,16 @@ fn validate(p: &Params, dir: Direction, c: &Value) -> Result<(), ExoError> {
             if flag(c, "TreatMessagesAsInternal") && flag(c, "CloudServicesMailEnabled") {
                 return Err(invalid("TreatMessagesAsInternal can't be set to $true when CloudServicesMailEnabled is $true.".into()));
             }
+            if on_prem
+                && [
+                    "RestrictDomainsToCertificate",
+                    "RestrictDomainsToIPAddresses",
+                ]
+                .iter()
+                .any(|k| flag(c, k))
+            {
+                return Err(invalid("RestrictDomainsToCertificate and RestrictDomainsToIPAddresses apply only to Partner type connectors.".into()));
+            }
             if flag(c, "RestrictDomainsToCertificate")
                 && text(c, "TlsSenderCertificateName").is_none()
             {
