@@ -10,29 +10,17 @@
 //!   dedicated cleanup with `header_checks` rejects mail whose `X-MS-Exchange-CrossTenant-Id`
 //!   is another tenant's: every tenant's mail leaves from the same Exchange Online hosts.
 //!
-//! The MX host of a domain in Exchange Online is the domain with its dots as dashes under
-//! `mail.protection.outlook.com` (Microsoft's MX format `<domain-key>.mail.protection.outlook.com`,
-//! e.g. `contoso-com.mail.protection.outlook.com`); it is the smart host on-prem Exchange
-//! admins use for `<tenant>.mail.onmicrosoft.com` (MicrosoftDocs/OfficeDocs-Exchange issue
-//! 2347). Either onmicrosoft domain is accepted on any of the tenant's MX hosts, so both go
-//! to the routing domain's.
+//! The next hop is `smtp:` with no host: Postfix looks up the domain's MX record. Microsoft
+//! publishes the MX form only for custom domains (`<domain-with-dashes>.mail.protection.outlook.com`);
+//! what the onmicrosoft domains' MX hosts are called is not documented, so the snippet asks DNS
+//! rather than guess a name.
 
 use crate::config::{ConnectorsConfig, TenantConfig};
-
-/// `exampleedu.mail.onmicrosoft.com` → `exampleedu-mail-onmicrosoft-com.mail.protection.outlook.com`.
-pub fn mx_host(domain: &str) -> String {
-    format!(
-        "{}.mail.protection.outlook.com",
-        domain.to_ascii_lowercase().replace('.', "-")
-    )
-}
 
 /// The snippet, as comments and file sections an administrator copies into place.
 pub fn render(t: &TenantConfig, c: Option<&ConnectorsConfig>) -> String {
     let initial = t.onmicrosoft_domain.to_ascii_lowercase();
     let routing = t.routing_domain.to_ascii_lowercase();
-    let mx = mx_host(&routing);
-    let next_hop = format!("[{mx}]:25");
     let tenant_id = t
         .tenant_id
         .clone()
@@ -54,12 +42,13 @@ transport_maps = hash:/etc/postfix/exo_transport
 smtp_tls_policy_maps = hash:/etc/postfix/exo_tls_policy
 smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt
 
-# --- /etc/postfix/exo_transport (postmap it) ---
-{initial:<40} smtp:{next_hop}
-{routing:<40} smtp:{next_hop}
+# --- /etc/postfix/exo_transport (postmap it): delivery by the domains' MX records ---
+{initial:<40} smtp:
+{routing:<40} smtp:
 
 # --- /etc/postfix/exo_tls_policy (postmap it): TLS mandatory, certificate verified ---
-{next_hop:<40} secure match=.mail.protection.outlook.com
+{initial:<40} secure match=.mail.protection.outlook.com
+{routing:<40} secure match=.mail.protection.outlook.com
 
 # --- master.cf: the listener Exchange Online delivers to (the smart host). If it also takes
 # mail from the internet, give Exchange Online an address of its own. ---
@@ -77,7 +66,7 @@ cleanup_exo unix n - y - 0 cleanup
 # The SHA-256 fingerprint (upper case, colon-separated) of the client certificate Exchange
 # Online presents when it delivers here. Take it from a delivery (smtpd_tls_loglevel = 2 on
 # this listener logs the client certificate); the certificate of its MX hosts, from
-#   openssl s_client -connect {mx}:25 -starttls smtp </dev/null \\
+#   openssl s_client -connect \"$(dig +short mx {routing} | awk '{{print $2; exit}}')\":25 -starttls smtp </dev/null \\
 #     | openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -c
 # is a first guess only. Update it when Microsoft renews the certificate.
 # <fingerprint>   OK
@@ -97,17 +86,4 @@ fn regex_escape(s: &str) -> String {
         out.push(ch);
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_mx_host_is_the_domain_with_dashes() {
-        assert_eq!(
-            mx_host("exampleedu.mail.onmicrosoft.com"),
-            "exampleedu-mail-onmicrosoft-com.mail.protection.outlook.com"
-        );
-    }
 }

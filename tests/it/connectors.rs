@@ -586,7 +586,7 @@ fn the_postfix_snippet_names_exactly_the_two_onmicrosoft_domains_and_the_tenant_
     let routes: Vec<&str> = run
         .stdout
         .lines()
-        .filter(|l| !l.starts_with('#') && l.contains(" smtp:["))
+        .filter(|l| !l.starts_with('#') && l.trim_end().ends_with(" smtp:"))
         .collect();
     let domains: Vec<&str> = routes
         .iter()
@@ -601,9 +601,16 @@ fn the_postfix_snippet_names_exactly_the_two_onmicrosoft_domains_and_the_tenant_
         "{}",
         run.stdout
     );
-    assert!(routes.iter().all(|l| {
-        l.ends_with("smtp:[exampleedu-mail-onmicrosoft-com.mail.protection.outlook.com]:25")
-    }));
+    let policies: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.ends_with(" secure match=.mail.protection.outlook.com"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        policies, domains,
+        "TLS is mandatory for exactly the routed domains"
+    );
     assert!(
         !run.stdout.lines().any(|l| l.trim_start().starts_with('*')),
         "never a * route"
