@@ -69,6 +69,9 @@ pub enum Command {
     /// Run a sync at each tick of `[daemon] schedule` until SIGTERM/SIGINT, serving /healthz,
     /// /readyz and /metrics on `[daemon] listen`.
     Daemon(DaemonArgs),
+    /// IMAP migration of a cohort to Exchange Online mailboxes: plan, start, status, cutover.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
 }
 
 #[derive(Debug, Args)]
@@ -149,4 +152,76 @@ pub struct StatusArgs {
 pub enum StatusFormat {
     Text,
     Json,
+}
+
+// ---- `migrate` (IMAP migration) ----
+
+/// `migrate plan|start|status|cutover`.
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Who is in the cohort and whether it could start; changes nothing (exit 1 when someone
+    /// cannot).
+    Plan(MigratePlanArgs),
+    /// Licenses the cohort's mailboxes through the sync path, with a forwarding to on-prem,
+    /// then creates the IMAP endpoint and the migration batches. Repeat it to continue.
+    Start(MigrateStartArgs),
+    /// The migration batches and users as Exchange Online reports them.
+    Status(MigrateStatusArgs),
+    /// Prints (or with --apply writes) the LDIF that points each forward at the routing
+    /// address.
+    Cutover(MigrateCutoverArgs),
+}
+
+/// Who migrates: uids, or an LDAP filter ANDed with the configured one.
+#[derive(Debug, Args)]
+pub struct Cohort {
+    #[arg(long, num_args = 1.., value_name = "UID", required_unless_present = "filter", conflicts_with = "filter")]
+    pub only: Vec<String>,
+
+    /// An LDAP filter, e.g. `(ou=Physics)`; combined with `ldap.filter`.
+    #[arg(long, value_name = "LDAP-FILTER")]
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigratePlanArgs {
+    #[command(flatten)]
+    pub cohort: Cohort,
+
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateStartArgs {
+    #[command(flatten)]
+    pub cohort: Cohort,
+
+    /// The migration batch's name (default `ldap2exo-<date>-<time>`); `-2`, `-3`, … are
+    /// added when the cohort needs several batches or the name is taken.
+    #[arg(long, value_name = "NAME")]
+    pub batch: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateStatusArgs {
+    #[arg(long, value_name = "NAME")]
+    pub batch: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateCutoverArgs {
+    #[arg(long, num_args = 1.., value_name = "UID", required = true)]
+    pub only: Vec<String>,
+
+    /// Write the LDIF to LDAP with `migration.write_bind_dn` (else it is only printed).
+    #[arg(long)]
+    pub apply: bool,
+
+    /// Cut over people whose migration is not synced yet.
+    #[arg(long)]
+    pub force: bool,
 }

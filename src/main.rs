@@ -49,6 +49,7 @@ fn main() -> ExitCode {
                     Command::Apply(args) => commands::apply_file(&config, args, &stop).await,
                     Command::Status(args) => commands::status(&config, args).await,
                     Command::Daemon(args) => commands::daemon(&config, args, &stop).await,
+                    Command::Migrate(args) => commands::migrate(&config, args, &stop).await,
                 };
                 match outcome {
                     Ok(exit) => exit,

@@ -5,14 +5,17 @@
 //! - `run`: `sync`, `plan` and `apply`, the commands that plan (and apply) a run;
 //! - `check`: `check-config`;
 //! - `status`: `status`, which reads only the state store;
+//! - `migrate`: `migrate plan|start|status|cutover`, IMAP migration of a cohort;
 //! - `output`: where reports go, and what a failed write means.
 
 mod check;
+mod migrate;
 mod output;
 mod run;
 mod status;
 
 pub use check::check_config;
+pub use migrate::migrate;
 pub use run::{Finished, TenantWatch, apply_file, plan, sync};
 pub(crate) use run::{real_run, run_span};
 pub use status::status;

@@ -63,6 +63,10 @@ pub enum Field {
     /// addresses).
     RetainedAddresses,
     ExternalEmailAddress,
+    /// For a mailbox whose person is migrating by IMAP: `Set-Mailbox -ForwardingSmtpAddress`
+    /// to the on-prem mailbox until cutover (always with `-DeliverToMailboxAndForward
+    /// $false`); absent otherwise, so cutover clears it.
+    ForwardingSmtpAddress,
     HiddenFromAddressLists,
     AccountEnabled,
     /// `mail_user` / `mailbox`: changed by licensing.
@@ -80,7 +84,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 20] = [
+    pub const ALL: [Field; 21] = [
         Field::UserPrincipalName,
         Field::MailNickname,
         Field::Name,
@@ -91,6 +95,7 @@ impl Field {
         Field::EmailAddresses,
         Field::RetainedAddresses,
         Field::ExternalEmailAddress,
+        Field::ForwardingSmtpAddress,
         Field::HiddenFromAddressLists,
         Field::AccountEnabled,
         Field::Kind,
@@ -116,6 +121,7 @@ impl Field {
             Field::EmailAddresses => "emailAddresses",
             Field::RetainedAddresses => "retainedAddresses",
             Field::ExternalEmailAddress => "externalEmailAddress",
+            Field::ForwardingSmtpAddress => "forwardingSmtpAddress",
             Field::HiddenFromAddressLists => "hiddenFromAddressLists",
             Field::AccountEnabled => "accountEnabled",
             Field::Kind => "kind",
@@ -139,6 +145,7 @@ impl Field {
             | Field::EmailAddresses
             | Field::RetainedAddresses
             | Field::ExternalEmailAddress
+            | Field::ForwardingSmtpAddress
             | Field::HiddenFromAddressLists
             | Field::Anchor => Writer::SetRecipient,
             Field::DisplayName
@@ -179,6 +186,7 @@ impl Field {
             Field::GivenName => "FirstName",
             Field::Surname => "LastName",
             Field::ExternalEmailAddress => "ExternalEmailAddress",
+            Field::ForwardingSmtpAddress => "ForwardingSmtpAddress",
             Field::HiddenFromAddressLists => "HiddenFromAddressListsEnabled",
             Field::Department => "Department",
             Field::JobTitle => "Title",

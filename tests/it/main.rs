@@ -14,6 +14,7 @@ mod handovers;
 mod inventory;
 mod licences;
 mod logs;
+mod migrate;
 mod notify;
 mod packaging;
 mod real_tenant;

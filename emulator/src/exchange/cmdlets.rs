@@ -29,12 +29,12 @@ const COMMON: &[&str] = &[
 ];
 
 /// Case-insensitive parameter access with unknown-parameter detection.
-struct Params {
+pub(super) struct Params {
     map: Vec<(String, Value)>,
 }
 
 impl Params {
-    fn new(m: Map<String, Value>, allowed: &[&str]) -> Result<Params, ExoError> {
+    pub(super) fn new(m: Map<String, Value>, allowed: &[&str]) -> Result<Params, ExoError> {
         let mut map = Vec::new();
         for (k, v) in m {
             let Some(canon) = allowed
@@ -51,15 +51,15 @@ impl Params {
         Ok(Params { map })
     }
 
-    fn get(&self, k: &str) -> Option<&Value> {
+    pub(super) fn get(&self, k: &str) -> Option<&Value> {
         self.map.iter().find(|(n, _)| n == k).map(|(_, v)| v)
     }
 
-    fn has(&self, k: &str) -> bool {
+    pub(super) fn has(&self, k: &str) -> bool {
         self.get(k).is_some()
     }
 
-    fn string(&self, k: &str) -> Result<Option<String>, ExoError> {
+    pub(super) fn string(&self, k: &str) -> Result<Option<String>, ExoError> {
         match self.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -70,13 +70,13 @@ impl Params {
         }
     }
 
-    fn required(&self, k: &str) -> Result<String, ExoError> {
+    pub(super) fn required(&self, k: &str) -> Result<String, ExoError> {
         self.string(k)?.filter(|s| !s.is_empty()).ok_or_else(|| {
             ExoError::Parameter(format!("Cannot validate argument on parameter '{k}'. The argument is null or empty. Provide an argument that is not null or empty, and then try the command again."))
         })
     }
 
-    fn bool(&self, k: &str) -> Result<Option<bool>, ExoError> {
+    pub(super) fn bool(&self, k: &str) -> Result<Option<bool>, ExoError> {
         match self.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -97,7 +97,7 @@ impl Params {
     }
 
     /// An array, or a comma-separated string (PowerShell binds both to `string[]`/enums).
-    fn list(&self, k: &str) -> Result<Option<Vec<String>>, ExoError> {
+    pub(super) fn list(&self, k: &str) -> Result<Option<Vec<String>>, ExoError> {
         match self.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(
@@ -190,6 +190,15 @@ pub fn run(
         "get-accepteddomain" => accepted_domains(store, params),
         "get-inboundconnector" => connectors(&store.inbound_connectors, params),
         "get-outboundconnector" => connectors(&store.outbound_connectors, params),
+        // IMAP migration (`ldap2exo migrate`): endpoints, batches, migration users.
+        "new-migrationendpoint" => super::migration::new_endpoint(store, params).map(one),
+        "get-migrationendpoint" => super::migration::get_endpoints(store, params),
+        "new-migrationbatch" => super::migration::new_batch(store, params).map(one),
+        "get-migrationbatch" => super::migration::get_batches(store, params),
+        "get-migrationuser" => super::migration::get_users(store, params),
+        "complete-migrationbatch" => {
+            super::migration::complete_batch(store, params).map(|_| none())
+        }
         _ => Err(ExoError::UnknownCmdlet(cmdlet.to_string())),
     }
 }
@@ -197,7 +206,7 @@ pub fn run(
 /// Finds one recipient (or, with `None` in `kinds`, plain user) by any of its identities:
 /// Name, Alias, object id, Guid, UPN or any e-mail address, as Exchange sees them now. Objects
 /// inside the 404 window after their create are not found.
-fn resolve(
+pub(super) fn resolve(
     store: &Store,
     identity: &str,
     kinds: &[Option<RecipientKind>],
