@@ -40,7 +40,8 @@ Environment:
   LDAP2EXO_CONFIG          the configuration file (like --config)
   LDAP2EXO_LOG             log filter on standard error, e.g. warn, info, debug (or RUST_LOG)
   LDAP2EXO__SECTION__KEY   overrides a configuration key, e.g. LDAP2EXO__LDAP__PAGE_SIZE=1000;
-                           secrets: LDAP2EXO__LDAP__BIND_PASSWORD, LDAP2EXO__TENANT__CLIENT_SECRET";
+                           secrets: LDAP2EXO__LDAP__BIND_PASSWORD, LDAP2EXO__TENANT__CLIENT_SECRET,
+                           LDAP2EXO__MIGRATION__MASTER_PASSWORD";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

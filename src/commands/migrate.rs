@@ -141,7 +141,7 @@ async fn read_cohort_args(config: &Config, c: &Cohort) -> Result<CohortRead, Com
 struct PlanLine {
     uid: String,
     /// `mail_user_to_license`, `not_provisioned`, `mailbox_exists`, `mailbox_provisioning`,
-    /// `already_in_tenant`, `quarantined`, `held`, `not_in_ldap`.
+    /// `in_batch`, `already_in_tenant`, `quarantined`, `held`, `not_in_ldap`.
     state: String,
     can_start: bool,
     detail: String,
@@ -194,8 +194,28 @@ async fn plan(
         let (p, i) = dry_plan_migrating(config, &sel, &anchors, "migrate plan", stop).await?;
         (Some(p), i)
     };
+    let recorded = {
+        crate::state::require_directory(&config.state.path)?;
+        let store = Store::open(&config.state.path).await?;
+        let people = store.migration_people().await?;
+        store.close().await;
+        people
+    };
     let mut rows = Vec::new();
     for p in &cohort.members {
+        if let Some(batch) = recorded
+            .get(&p.anchor)
+            .filter(|r| r.stage.is_migrating())
+            .and_then(|r| r.batch.as_deref())
+        {
+            lines.push(line(
+                &p.uid,
+                "in_batch",
+                true,
+                format!("already in migration batch {batch}"),
+            ));
+            continue;
+        }
         if p.in_tenant {
             lines.push(line(
                 &p.uid,
@@ -320,6 +340,14 @@ async fn start(
     args: &MigrateStartArgs,
     stop: &Stop,
 ) -> Result<Exit, CommandError> {
+    if let Some(b) = &args.batch
+        && (b.trim().is_empty() || b.chars().count() > 60)
+    {
+        // Exchange allows 64 characters (New-MigrationBatch -Name); 4 are kept for `-<n>`.
+        return Err(CommandError::Usage(format!(
+            "--batch `{b}`: a batch name has 1 to 60 characters"
+        )));
+    }
     let cohort = read_cohort_args(config, &args.cohort).await?;
     let mut failed = false;
     for u in &cohort.missing {

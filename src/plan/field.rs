@@ -65,7 +65,9 @@ pub enum Field {
     ExternalEmailAddress,
     /// For a mailbox whose person is migrating by IMAP: `Set-Mailbox -ForwardingSmtpAddress`
     /// to the on-prem mailbox until cutover (always with `-DeliverToMailboxAndForward
-    /// $false`); absent otherwise, so cutover clears it.
+    /// $false`); absent otherwise, so cutover clears it. Read back only where a listing
+    /// carries it: Get-Recipient does not (scripts read it from Get-Mailbox), so it is
+    /// normally unknown to the inventory and diffed against the state store alone.
     ForwardingSmtpAddress,
     HiddenFromAddressLists,
     AccountEnabled,

@@ -5,6 +5,7 @@
 
 use ldap2exo::source::{self, Selection};
 use ldap2exo_emulator::{Emulator, RecipientKind, User};
+use serde_json::Value;
 
 use crate::support::cli::{Install, Run};
 use crate::support::slapd::{Slapd, SlapdOptions};
@@ -159,6 +160,28 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
     assert!(again.stdout.contains("already in migration batch cohort1"));
     assert_eq!(emu.migration_csvs().len(), 1);
 
+    // A plan by LDAP filter finds the same people, already in their batch.
+    let run = install.run(&[
+        "migrate",
+        "plan",
+        "--filter",
+        "(|(uid=adavis)(uid=jmueller))",
+        "--format",
+        "json",
+    ]);
+    record(&run, &mut seen);
+    assert_eq!(run.code, 0, "{}", show(&run));
+    let people = run.json()["people"].clone();
+    assert_eq!(people.as_array().unwrap().len(), 2, "{people:#}");
+    assert!(
+        people
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "in_batch"),
+        "{people:#}"
+    );
+
     // Sync does not fight the migration: nothing planned, nothing written.
     assert_settled(&install, &emu);
 
@@ -274,4 +297,48 @@ fn migrate_needs_its_section_and_names_bad_keys() {
     let run = install.run(&["migrate", "plan", "--only", "adavis"]);
     assert_eq!(run.code, 2, "{}", show(&run));
     assert!(run.stderr.contains("migration.security"), "{}", run.stderr);
+}
+
+#[test]
+fn migrate_plan_names_who_lacks_a_licence() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = migration_install(&server, &emu);
+    sync(&install, 0);
+    // One licence left for a cohort of two.
+    let mut tenant = emu.tenant();
+    let used = emu
+        .state()
+        .users
+        .iter()
+        .filter(|u| u.deleted_unix.is_none() && !u.assigned_licenses.is_empty())
+        .count() as u32;
+    tenant.skus[0].prepaid_units = used + 1;
+    emu.seed(ldap2exo_emulator::Seed {
+        tenant: Some(tenant),
+        ..Default::default()
+    })
+    .unwrap();
+    emu.reset_counters();
+
+    let run = install.run(&[
+        "migrate", "plan", "--only", "adavis", "jmueller", "--format", "json",
+    ]);
+    assert_eq!(run.code, 1, "{}", show(&run));
+    let report = run.json();
+    assert_eq!(report["licences_needed"], 2);
+    assert_eq!(report["licences_free"], 1);
+    let held: Vec<&Value> = report["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "held")
+        .collect();
+    assert_eq!(held.len(), 1, "{report:#}");
+    assert!(
+        held[0]["detail"].as_str().unwrap().contains("licence"),
+        "{report:#}"
+    );
+    assert_eq!(emu.counters().writes(), 0, "a plan writes nothing");
 }

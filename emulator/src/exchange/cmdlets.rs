@@ -783,7 +783,13 @@ fn get_recipients(
         None
     };
     let mut values = Vec::new();
-    for view in candidate_views(store, &p, &types, deleted)? {
+    for mut view in candidate_views(store, &p, &types, deleted)? {
+        if kind != GetKind::Mailbox {
+            // Mailbox properties: Get-Mailbox shows them, Get-Recipient and Get-User do not
+            // (every published script reads the forwarding from Get-Mailbox).
+            view.remove("ForwardingSmtpAddress");
+            view.remove("DeliverToMailboxAndForward");
+        }
         if let Some(f) = &filter
             && !opath::eval(f, &view)
         {

@@ -125,9 +125,12 @@ pub fn new_endpoint(store: &mut Store, m: Map<String, Value>) -> Result<Value, E
             "Port",
             "Security",
             "Authentication",
+            "AcceptUntrustedCertificates",
             "MaxConcurrentMigrations",
             "MaxConcurrentIncrementalSyncs",
             "SkipVerification",
+            "DomainController",
+            "Partition",
         ],
     )?;
     if p.bool("IMAP")? != Some(true) {
@@ -337,6 +340,12 @@ pub fn new_batch(store: &mut Store, m: Map<String, Value>) -> Result<Value, ExoE
         ],
     )?;
     let name = p.required("Name")?;
+    if name.chars().count() > 64 {
+        // New-MigrationBatch.md, -Name: "The maximum length is 64 characters."
+        return Err(ExoError::Validation(format!(
+            "The migration batch name '{name}' is longer than 64 characters."
+        )));
+    }
     let endpoint = p.required("SourceEndpoint")?;
     if store
         .migration
@@ -406,7 +415,21 @@ pub fn new_batch(store: &mut Store, m: Map<String, Value>) -> Result<Value, ExoE
 
 /// `Get-MigrationBatch [-Identity]`.
 pub fn get_batches(store: &mut Store, m: Map<String, Value>) -> Result<Output, ExoError> {
-    let p = Params::new(m, &["Identity", "Status", "Endpoint"])?;
+    let p = Params::new(
+        m,
+        &[
+            "Identity",
+            "Status",
+            "Endpoint",
+            "IncludeReport",
+            "ResultSize",
+            "Partition",
+            "DomainController",
+            "Diagnostic",
+            "DiagnosticArgument",
+            "DiagnosticInfo",
+        ],
+    )?;
     let identity = p.string("Identity")?;
     let st = &store.migration;
     let values: Vec<Value> = st
@@ -426,8 +449,22 @@ pub fn get_batches(store: &mut Store, m: Map<String, Value>) -> Result<Output, E
 
 /// `Get-MigrationUser [-Identity] [-BatchId]`.
 pub fn get_users(store: &mut Store, m: Map<String, Value>) -> Result<Output, ExoError> {
-    let p = Params::new(m, &["Identity", "BatchId", "Status", "ResultSize"])?;
-    let identity = p.string("Identity")?;
+    let p = Params::new(
+        m,
+        &[
+            "Identity",
+            "EmailAddress",
+            "BatchId",
+            "Status",
+            "StatusSummary",
+            "MailboxGuid",
+            "IncludeAssociatedUsers",
+            "ResultSize",
+            "Partition",
+            "DomainController",
+        ],
+    )?;
+    let identity = p.string("Identity")?.or(p.string("EmailAddress")?);
     let batch = p.string("BatchId")?;
     let st = &store.migration;
     if let Some(b) = &batch
