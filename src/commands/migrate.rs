@@ -19,11 +19,12 @@ use crate::cli::{
 use crate::config::{Config, MigrationConfig};
 use crate::desired::{self, Kind};
 use crate::ids::Anchor;
+use crate::inventory::TenantObject;
 use crate::migration::{self, ForwardChange};
 use crate::plan::Op;
 use crate::shutdown::Stop;
 use crate::source::{self, Selection};
-use crate::state::{MigrationStage, Store};
+use crate::state::{MigrationPerson, MigrationStage, Store};
 use crate::tenant::Tenant;
 use crate::tenant::migration::ImapEndpoint;
 
@@ -147,6 +148,17 @@ struct PlanLine {
     detail: String,
 }
 
+impl PlanLine {
+    fn new(uid: &str, state: &str, can_start: bool, detail: &str) -> Self {
+        PlanLine {
+            uid: uid.to_owned(),
+            state: state.to_owned(),
+            can_start,
+            detail: detail.to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct PlanReport {
     people: Vec<PlanLine>,
@@ -165,22 +177,16 @@ async fn plan(
 ) -> Result<Exit, CommandError> {
     let cohort = read_cohort_args(config, &args.cohort).await?;
     let mut lines: Vec<PlanLine> = Vec::new();
-    let line = |uid: &str, state: &str, can: bool, detail: String| PlanLine {
-        uid: uid.to_owned(),
-        state: state.into(),
-        can_start: can,
-        detail,
-    };
     for u in &cohort.missing {
-        lines.push(line(
+        lines.push(PlanLine::new(
             u,
             "not_in_ldap",
             false,
-            "no LDAP entry matches".into(),
+            "no LDAP entry matches",
         ));
     }
     for (u, why) in &cohort.quarantined {
-        lines.push(line(u, "quarantined", false, why.clone()));
+        lines.push(PlanLine::new(u, "quarantined", false, why));
     }
     let anchors: BTreeSet<Anchor> = cohort.members.iter().map(|p| p.anchor.clone()).collect();
     let uids: Vec<String> = cohort.members.iter().map(|p| p.uid.clone()).collect();
@@ -195,7 +201,6 @@ async fn plan(
         (Some(p), i)
     };
     let recorded = {
-        crate::state::require_directory(&config.state.path)?;
         let store = Store::open(&config.state.path).await?;
         let people = store.migration_people().await?;
         store.close().await;
@@ -203,62 +208,13 @@ async fn plan(
     };
     let mut rows = Vec::new();
     for p in &cohort.members {
-        if let Some(batch) = recorded
-            .get(&p.anchor)
-            .filter(|r| r.stage.is_migrating())
-            .and_then(|r| r.batch.as_deref())
-        {
-            lines.push(line(
-                &p.uid,
-                "in_batch",
-                true,
-                format!("already in migration batch {batch}"),
-            ));
-            continue;
-        }
-        if p.in_tenant {
-            lines.push(line(
-                &p.uid,
-                "already_in_tenant",
-                false,
-                "LDAP already forwards into the tenant: nothing to migrate".into(),
-            ));
-            continue;
-        }
         let action = the_plan
             .as_ref()
             .and_then(|pl| pl.actions.iter().find(|a| a.anchor == p.anchor));
         let seen = inventory.as_ref().and_then(|i| i.managed.get(&p.anchor));
-        let l = match (action, seen) {
-            (Some(a), _) if a.held.is_some() => {
-                let why = a
-                    .held
-                    .as_ref()
-                    .map(|h| h.reason.clone())
-                    .unwrap_or_default();
-                line(&p.uid, "held", false, why)
-            }
-            (Some(a), _) if a.op == Op::Create => line(
-                &p.uid,
-                "not_provisioned",
-                true,
-                "created as a licensed mailbox".into(),
-            ),
-            (Some(a), _) if a.op == Op::Convert => line(
-                &p.uid,
-                "mail_user_to_license",
-                true,
-                "the MailUser is licensed in place".into(),
-            ),
-            (_, Some(t)) if t.mailbox_pending => line(
-                &p.uid,
-                "mailbox_provisioning",
-                true,
-                "licensed; Exchange is still provisioning the mailbox".into(),
-            ),
-            _ => line(&p.uid, "mailbox_exists", true, "the mailbox exists".into()),
-        };
+        let l = judge(p, recorded.get(&p.anchor), action, seen);
         if l.can_start
+            && l.state != "in_batch"
             && let Some(pw) = &m.master_password
         {
             rows.push(migration::csv_row(&p.primary, &p.uid, &m.master_user, pw));
@@ -266,10 +222,6 @@ async fn plan(
         lines.push(l);
     }
     let batches = migration::split(rows, migration::MAX_ROWS, migration::MAX_BYTES);
-    let csv_bytes = batches
-        .iter()
-        .map(|b| migration::csv(b).expose().len())
-        .sum();
     let bill = the_plan.as_ref().and_then(|p| p.licences.clone());
     let short = bill.as_ref().is_some_and(|b| b.short() > 0);
     let report = PlanReport {
@@ -277,50 +229,111 @@ async fn plan(
         licences_needed: bill.as_ref().map(|b| b.needed),
         licences_free: bill.as_ref().map(|b| b.free),
         batches: batches.len(),
-        csv_bytes,
+        csv_bytes: batches
+            .iter()
+            .map(|b| migration::csv(b).expose().len())
+            .sum(),
         people: lines,
     };
-    let mut out = std::io::stdout().lock();
-    let w = |e: std::io::Error| CommandError::Write {
-        path: "standard output".into(),
-        source: e,
-    };
-    match args.format {
-        StatusFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &report).expect("the report serialises");
-            writeln!(out).map_err(w)?;
-        }
-        StatusFormat::Text => {
-            for l in &report.people {
-                let mark = if l.can_start { "ok  " } else { "STOP" };
-                writeln!(out, "{mark} {:<20} {:<22} {}", l.uid, l.state, l.detail).map_err(w)?;
-            }
-            if let (Some(n), Some(f)) = (report.licences_needed, report.licences_free) {
-                writeln!(out, "Licences: {n} needed, {f} free").map_err(w)?;
-            }
-            writeln!(
-                out,
-                "Batches: {} ({} bytes of CSV)",
-                report.batches, report.csv_bytes
-            )
-            .map_err(w)?;
-            writeln!(
-                out,
-                "{}",
-                if report.can_start {
-                    "The cohort can start."
-                } else {
-                    "The cohort cannot start as it is."
-                }
-            )
-            .map_err(w)?;
-        }
-    }
+    write_plan(&report, args.format)?;
     Ok(if report.can_start {
         Exit::Ok
     } else {
         Exit::Failed
     })
+}
+
+/// One cohort member's verdict from what the dry run planned for them (`action`), the
+/// tenant (`seen`) and the state store (`recorded`).
+fn judge(
+    p: &Member,
+    recorded: Option<&MigrationPerson>,
+    action: Option<&crate::plan::Action>,
+    seen: Option<&TenantObject>,
+) -> PlanLine {
+    let uid = p.uid.as_str();
+    if let Some(batch) = recorded
+        .filter(|r| r.stage.is_migrating())
+        .and_then(|r| r.batch.as_deref())
+    {
+        return PlanLine::new(
+            uid,
+            "in_batch",
+            true,
+            &format!("already in migration batch {batch}"),
+        );
+    }
+    if p.in_tenant {
+        return PlanLine::new(
+            uid,
+            "already_in_tenant",
+            false,
+            "LDAP already forwards into the tenant: nothing to migrate",
+        );
+    }
+    match (action, seen) {
+        (Some(a), _) if a.held.is_some() => {
+            let why = a
+                .held
+                .as_ref()
+                .map(|h| h.reason.as_str())
+                .unwrap_or_default();
+            PlanLine::new(uid, "held", false, why)
+        }
+        (Some(a), _) if a.op == Op::Create => PlanLine::new(
+            uid,
+            "not_provisioned",
+            true,
+            "created as a licensed mailbox",
+        ),
+        (Some(a), _) if a.op == Op::Convert => PlanLine::new(
+            uid,
+            "mail_user_to_license",
+            true,
+            "the MailUser is licensed in place",
+        ),
+        (_, Some(t)) if t.mailbox_pending => PlanLine::new(
+            uid,
+            "mailbox_provisioning",
+            true,
+            "licensed; Exchange is still provisioning the mailbox",
+        ),
+        _ => PlanLine::new(uid, "mailbox_exists", true, "the mailbox exists"),
+    }
+}
+
+fn stdout_error(e: std::io::Error) -> CommandError {
+    CommandError::Write {
+        path: "standard output".into(),
+        source: e,
+    }
+}
+
+fn write_plan(report: &PlanReport, format: StatusFormat) -> Result<(), CommandError> {
+    let mut out = std::io::stdout().lock();
+    if format == StatusFormat::Json {
+        serde_json::to_writer_pretty(&mut out, report).expect("the report serialises");
+        return writeln!(out).map_err(stdout_error);
+    }
+    for l in &report.people {
+        let mark = if l.can_start { "ok  " } else { "STOP" };
+        writeln!(out, "{mark} {:<20} {:<22} {}", l.uid, l.state, l.detail).map_err(stdout_error)?;
+    }
+    if let (Some(n), Some(f)) = (report.licences_needed, report.licences_free) {
+        writeln!(out, "Licences: {n} needed, {f} free").map_err(stdout_error)?;
+    }
+    writeln!(
+        out,
+        "Batches: {} ({} bytes of CSV)\n{}",
+        report.batches,
+        report.csv_bytes,
+        if report.can_start {
+            "The cohort can start."
+        } else {
+            "The cohort cannot start as it is."
+        }
+    )
+    .map_err(stdout_error)
 }
 
 /// The on-prem forwarding a migrating person's mailbox must carry.
@@ -348,44 +361,25 @@ async fn start(
             "--batch `{b}`: a batch name has 1 to 60 characters"
         )));
     }
+    let password = m.master_password.as_ref().ok_or_else(|| {
+        CommandError::Usage(
+            "configuration key `migration.master_password_file`: no IMAP master password".into(),
+        )
+    })?;
     let cohort = read_cohort_args(config, &args.cohort).await?;
-    let mut failed = false;
-    for u in &cohort.missing {
-        eprintln!("ldap2exo: {u}: no LDAP entry matches; left out");
-        failed = true;
-    }
-    for (u, why) in &cohort.quarantined {
-        eprintln!("ldap2exo: {u}: quarantined ({why}); left out");
-        failed = true;
-    }
-    let members: Vec<&Member> = cohort
-        .members
-        .iter()
-        .filter(|p| {
-            if p.in_tenant {
-                eprintln!(
-                    "ldap2exo: {}: LDAP already forwards into the tenant; nothing to migrate",
-                    p.uid
-                );
-            }
-            !p.in_tenant
-        })
-        .collect();
+    let (members, mut failed) = left_out(&cohort);
     if members.is_empty() {
         eprintln!("ldap2exo: nobody to migrate");
         return Ok(Exit::Failed);
     }
     let started = now()?;
-    crate::state::require_directory(&config.state.path)?;
-    {
-        let store = Store::open(&config.state.path).await?;
-        for p in &members {
-            store
-                .start_migration(&p.anchor, &p.uid, &p.primary, started)
-                .await?;
-        }
-        store.close().await;
+    let store = Store::open(&config.state.path).await?;
+    for p in &members {
+        store
+            .start_migration(&p.anchor, &p.uid, &p.primary, started)
+            .await?;
     }
+    store.close().await;
     tracing::info!(
         people = members.len(),
         "migration cohort recorded; provisioning the mailboxes"
@@ -404,13 +398,86 @@ async fn start(
     }
     // Step 2: the endpoint and the batches, for those whose mailbox is ready.
     let store = Store::open(&config.state.path).await?;
-    let people = store.migration_people().await?;
     let tenant = Tenant::connect(&config.tenant)?;
     let ex = tenant.exchange();
-    let mut ready: Vec<&Member> = Vec::new();
-    for p in &members {
-        let row = people.get(&p.anchor);
-        if let Some(batch) = row.and_then(|r| r.batch.as_deref()) {
+    let (ready, not_ready) = ready_members(&store, ex, m, &members).await?;
+    if !ready.is_empty() {
+        ensure_endpoint(ex, m).await?;
+        let base = args
+            .batch
+            .clone()
+            .unwrap_or_else(|| default_batch_name(started));
+        create_batches(&store, ex, m, password, &ready, &base).await?;
+    }
+    store.close().await;
+    Ok(if failed || not_ready {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
+}
+
+/// The members to migrate; reports (on standard error) who is left out and why, and whether
+/// anyone was.
+fn left_out(cohort: &CohortRead) -> (Vec<&Member>, bool) {
+    let mut any = false;
+    for u in &cohort.missing {
+        eprintln!("ldap2exo: {u}: no LDAP entry matches; left out");
+        any = true;
+    }
+    for (u, why) in &cohort.quarantined {
+        eprintln!("ldap2exo: {u}: quarantined ({why}); left out");
+        any = true;
+    }
+    let mut members = Vec::new();
+    for p in &cohort.members {
+        if p.in_tenant {
+            eprintln!(
+                "ldap2exo: {}: LDAP already forwards into the tenant; nothing to migrate",
+                p.uid
+            );
+        } else {
+            members.push(p);
+        }
+    }
+    (members, any)
+}
+
+/// Who of `members` can go into a batch now: not in one yet, a `UserMailbox` in Exchange,
+/// forwarding to on-prem. Says for each of the others why not; the flag is true when
+/// someone must wait for a later `migrate start`. Someone Exchange already lists in a
+/// migration batch (a start that stopped after creating it) is recorded, not batched again.
+async fn ready_members<'m>(
+    store: &Store,
+    ex: &crate::tenant::Exchange,
+    m: &MigrationConfig,
+    members: &[&'m Member],
+) -> Result<(Vec<&'m Member>, bool), CommandError> {
+    let people = store.migration_people().await?;
+    let in_tenant_batches: BTreeMap<String, String> = ex
+        .migration_users(None)
+        .await?
+        .iter()
+        .filter_map(|u| {
+            Some((
+                u.get("Identity")?.as_str()?.to_ascii_lowercase(),
+                u.get("BatchId")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let mut ready = Vec::new();
+    let mut waiting = false;
+    for p in members {
+        let batch = people
+            .get(&p.anchor)
+            .and_then(|r| r.batch.clone())
+            .or_else(|| {
+                in_tenant_batches
+                    .get(&p.primary.to_ascii_lowercase())
+                    .cloned()
+            });
+        if let Some(batch) = batch {
+            store.set_migration_batch(&p.anchor, &batch, now()?).await?;
             println!("{}: already in migration batch {batch}", p.uid);
             continue;
         }
@@ -418,78 +485,73 @@ async fn start(
             .object(&p.anchor)
             .await?
             .and_then(|o| o.tenant_object_id);
-        let Some(id) = id else {
-            println!("{}: not provisioned yet; run migrate start again", p.uid);
-            failed = true;
-            continue;
+        let why = match id {
+            None => Some("not provisioned yet"),
+            Some(id) => mailbox_not_ready(
+                ex.get_mailbox(&id).await?.as_ref(),
+                &onprem_target(m, &p.uid),
+            ),
         };
-        let mailbox = ex.get_mailbox(&id).await?;
-        let is_mailbox = mailbox
-            .as_ref()
-            .and_then(|v| v.get("RecipientTypeDetails"))
-            .and_then(Value::as_str)
-            == Some("UserMailbox");
-        let forwarding = mailbox
-            .as_ref()
-            .and_then(|v| v.get("ForwardingSmtpAddress"))
-            .and_then(Value::as_str)
-            .map(|f| strip_smtp(f).to_ascii_lowercase());
-        if !is_mailbox {
-            println!(
-                "{}: the mailbox is still being provisioned (minutes after licensing); run migrate start again",
-                p.uid
-            );
-            failed = true;
-        } else if forwarding.as_deref() != Some(onprem_target(m, &p.uid).as_str()) {
-            println!(
-                "{}: the forwarding to on-prem is not set yet; run migrate start again",
-                p.uid
-            );
-            failed = true;
-        } else {
-            ready.push(p);
-        }
-    }
-    if !ready.is_empty() {
-        let password = m.master_password.as_ref().ok_or_else(|| {
-            CommandError::Usage(
-                "configuration key `migration.master_password_file`: no IMAP master password"
-                    .into(),
-            )
-        })?;
-        ensure_endpoint(ex, m).await?;
-        let rows = ready
-            .iter()
-            .map(|p| migration::csv_row(&p.primary, &p.uid, &m.master_user, password))
-            .collect();
-        let chunks = migration::split(rows, migration::MAX_ROWS, migration::MAX_BYTES);
-        let base = args
-            .batch
-            .clone()
-            .unwrap_or_else(|| default_batch_name(started));
-        let taken: BTreeSet<String> = ex
-            .migration_batches(None)
-            .await?
-            .iter()
-            .filter_map(|b| b.get("Identity").and_then(Value::as_str))
-            .map(str::to_ascii_lowercase)
-            .collect();
-        let names = free_names(&base, chunks.len(), &taken);
-        let mut offset = 0;
-        for (chunk, name) in chunks.iter().zip(&names) {
-            let csv = migration::csv(chunk);
-            ex.new_migration_batch(name, ENDPOINT_NAME, &csv).await?;
-            let now = now()?;
-            for p in &ready[offset..offset + chunk.len()] {
-                store.set_migration_batch(&p.anchor, name, now).await?;
-                println!("{}: in migration batch {name}", p.uid);
+        match why {
+            Some(why) => {
+                println!("{}: {why}; run migrate start again", p.uid);
+                waiting = true;
             }
-            tracing::info!(batch = %name, people = chunk.len(), "migration batch created and started");
-            offset += chunk.len();
+            None => ready.push(*p),
         }
     }
-    store.close().await;
-    Ok(if failed { Exit::Failed } else { Exit::Ok })
+    Ok((ready, waiting))
+}
+
+/// Why Exchange's `Get-Mailbox` answer does not show a mailbox ready to migrate into, or
+/// `None` when it does.
+fn mailbox_not_ready(mailbox: Option<&Value>, onprem_target: &str) -> Option<&'static str> {
+    let text = |k: &str| mailbox.and_then(|v| v.get(k)).and_then(Value::as_str);
+    if text("RecipientTypeDetails") != Some("UserMailbox") {
+        return Some("the mailbox is still being provisioned (minutes after licensing)");
+    }
+    let forwarding = text("ForwardingSmtpAddress").map(|f| strip_smtp(f).to_ascii_lowercase());
+    if forwarding.as_deref() != Some(onprem_target) {
+        return Some("the forwarding to on-prem is not set yet");
+    }
+    None
+}
+
+/// Creates the migration batches for `ready` (split within Exchange's limits, named from
+/// `base` with names no batch has) and records each person's batch.
+async fn create_batches(
+    store: &Store,
+    ex: &crate::tenant::Exchange,
+    m: &MigrationConfig,
+    password: &crate::secret::Secret,
+    ready: &[&Member],
+    base: &str,
+) -> Result<(), CommandError> {
+    let rows = ready
+        .iter()
+        .map(|p| migration::csv_row(&p.primary, &p.uid, &m.master_user, password))
+        .collect();
+    let chunks = migration::split(rows, migration::MAX_ROWS, migration::MAX_BYTES);
+    let taken: BTreeSet<String> = ex
+        .migration_batches(None)
+        .await?
+        .iter()
+        .filter_map(|b| b.get("Identity").and_then(Value::as_str))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let names = free_names(base, chunks.len(), &taken);
+    let mut people = ready.iter();
+    for (chunk, name) in chunks.iter().zip(&names) {
+        ex.new_migration_batch(name, ENDPOINT_NAME, &migration::csv(chunk))
+            .await?;
+        let now = now()?;
+        for p in people.by_ref().take(chunk.len()) {
+            store.set_migration_batch(&p.anchor, name, now).await?;
+            println!("{}: in migration batch {name}", p.uid);
+        }
+        tracing::info!(batch = %name, people = chunk.len(), "migration batch created and started");
+    }
+    Ok(())
 }
 
 fn default_batch_name(now: i64) -> String {
@@ -563,42 +625,58 @@ async fn status(config: &Config, args: &MigrateStatusArgs) -> Result<Exit, Comma
     store.close().await;
     let tenant = Tenant::connect(&config.tenant)?;
     let ex = tenant.exchange();
-    let batches = ex.migration_batches(args.batch.as_deref()).await?;
+    let batches: Vec<Value> = ex
+        .migration_batches(args.batch.as_deref())
+        .await?
+        .iter()
+        .map(|b| {
+            json!({
+                "name": b.get("Identity"),
+                "status": b.get("Status"),
+                "total": b.get("TotalCount"),
+                "synced": b.get("SyncedCount"),
+                "failed": b.get("FailedCount"),
+            })
+        })
+        .collect();
     let users = ex.migration_users(args.batch.as_deref()).await?;
-    let by_email: BTreeMap<String, _> = people
+    let rows = join_status(&users, &people, args.batch.as_deref());
+    write_status(&batches, &rows, args.format)?;
+    Ok(Exit::Ok)
+}
+
+/// Exchange's migration users beside the state store's people (by mailbox address); people
+/// the store has in scope but Exchange does not list come last, without a status.
+fn join_status(
+    users: &[Value],
+    people: &BTreeMap<Anchor, MigrationPerson>,
+    batch: Option<&str>,
+) -> Vec<StatusUser> {
+    let by_email: BTreeMap<String, &MigrationPerson> = people
         .values()
         .map(|p| (p.email.to_ascii_lowercase(), p))
         .collect();
-    let mut rows: Vec<StatusUser> = Vec::new();
+    let text = |u: &Value, k: &str| u.get(k).and_then(Value::as_str).map(str::to_owned);
     let mut seen = BTreeSet::new();
-    for u in &users {
-        let email = u
-            .get("Identity")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let p = by_email.get(&email);
-        seen.insert(email.clone());
-        rows.push(StatusUser {
-            uid: p.map(|p| p.uid.clone()),
-            stage: p.map(|p| p.stage),
-            batch: u
-                .get("BatchId")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .or_else(|| p.and_then(|p| p.batch.clone())),
-            status: u.get("Status").and_then(Value::as_str).map(str::to_owned),
-            items_synced: u.get("SyncedItemCount").and_then(Value::as_u64),
-            error: u
-                .get("ErrorSummary")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-            email,
-        });
-    }
+    let mut rows: Vec<StatusUser> = users
+        .iter()
+        .map(|u| {
+            let email = text(u, "Identity").unwrap_or_default().to_ascii_lowercase();
+            let p = by_email.get(&email);
+            seen.insert(email.clone());
+            StatusUser {
+                uid: p.map(|p| p.uid.clone()),
+                stage: p.map(|p| p.stage),
+                batch: text(u, "BatchId").or_else(|| p.and_then(|p| p.batch.clone())),
+                status: text(u, "Status"),
+                items_synced: u.get("SyncedItemCount").and_then(Value::as_u64),
+                error: text(u, "ErrorSummary").filter(|s| !s.is_empty()),
+                email,
+            }
+        })
+        .collect();
     for p in people.values() {
-        let in_scope = args.batch.is_none() || p.batch.as_deref() == args.batch.as_deref();
+        let in_scope = batch.is_none() || p.batch.as_deref() == batch;
         if in_scope && !seen.contains(&p.email.to_ascii_lowercase()) {
             rows.push(StatusUser {
                 email: p.email.clone(),
@@ -611,69 +689,57 @@ async fn status(config: &Config, args: &MigrateStatusArgs) -> Result<Exit, Comma
             });
         }
     }
-    let batch_rows: Vec<Value> = batches
-        .iter()
-        .map(|b| {
-            json!({
-                "name": b.get("Identity"),
-                "status": b.get("Status"),
-                "total": b.get("TotalCount"),
-                "synced": b.get("SyncedCount"),
-                "failed": b.get("FailedCount"),
-            })
-        })
-        .collect();
+    rows
+}
+
+fn write_status(
+    batches: &[Value],
+    rows: &[StatusUser],
+    format: StatusFormat,
+) -> Result<(), CommandError> {
     let mut out = std::io::stdout().lock();
-    let w = |e: std::io::Error| CommandError::Write {
-        path: "standard output".into(),
-        source: e,
-    };
-    match args.format {
-        StatusFormat::Json => {
-            let v = json!({"batches": batch_rows, "users": rows});
-            serde_json::to_writer_pretty(&mut out, &v).expect("serialises");
-            writeln!(out).map_err(w)?;
-        }
-        StatusFormat::Text => {
-            writeln!(out, "Batches:").map_err(w)?;
-            for b in &batch_rows {
-                let s = |k: &str| match &b[k] {
-                    Value::Null => "-".to_owned(),
-                    Value::String(s) => s.clone(),
-                    v => v.to_string(),
-                };
-                writeln!(
-                    out,
-                    "  {:<28} {:<12} total {} synced {} failed {}",
-                    s("name"),
-                    s("status"),
-                    s("total"),
-                    s("synced"),
-                    s("failed")
-                )
-                .map_err(w)?;
-            }
-            writeln!(out, "People:").map_err(w)?;
-            for r in &rows {
-                writeln!(
-                    out,
-                    "  {:<16} {:<32} {:<10} {:<28} {:<12} items {}{}",
-                    r.uid.as_deref().unwrap_or("-"),
-                    r.email,
-                    r.stage.map_or("-", MigrationStage::as_str),
-                    r.batch.as_deref().unwrap_or("-"),
-                    r.status.as_deref().unwrap_or("-"),
-                    r.items_synced.map_or("-".into(), |n| n.to_string()),
-                    r.error
-                        .as_deref()
-                        .map(|e| format!(" error: {e}"))
-                        .unwrap_or_default()
-                )
-                .map_err(w)?;
-            }
-        }
+    if format == StatusFormat::Json {
+        let v = json!({"batches": batches, "users": rows});
+        serde_json::to_writer_pretty(&mut out, &v).expect("the status serialises");
+        return writeln!(out).map_err(stdout_error);
     }
-    Ok(Exit::Ok)
+    writeln!(out, "Batches:").map_err(stdout_error)?;
+    for b in batches {
+        let s = |k: &str| match &b[k] {
+            Value::Null => "-".to_owned(),
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        writeln!(
+            out,
+            "  {:<28} {:<12} total {} synced {} failed {}",
+            s("name"),
+            s("status"),
+            s("total"),
+            s("synced"),
+            s("failed")
+        )
+        .map_err(stdout_error)?;
+    }
+    writeln!(out, "People:").map_err(stdout_error)?;
+    for r in rows {
+        writeln!(
+            out,
+            "  {:<16} {:<32} {:<10} {:<28} {:<12} items {}{}",
+            r.uid.as_deref().unwrap_or("-"),
+            r.email,
+            r.stage.map_or("-", MigrationStage::as_str),
+            r.batch.as_deref().unwrap_or("-"),
+            r.status.as_deref().unwrap_or("-"),
+            r.items_synced.map_or("-".into(), |n| n.to_string()),
+            r.error
+                .as_deref()
+                .map(|e| format!(" error: {e}"))
+                .unwrap_or_default()
+        )
+        .map_err(stdout_error)?;
+    }
+    Ok(())
 }
 
 async fn cutover(
@@ -686,86 +752,62 @@ async fn cutover(
             "configuration key `migration.write_bind_dn`: --apply writes to LDAP and needs a write bind (else leave out --apply and apply the printed LDIF yourself)".into(),
         ));
     }
-    let forward = &config.ldap.attributes.forward;
-    if forward.is_empty() {
+    if config.ldap.attributes.forward.is_empty() {
         return Err(CommandError::Usage(
             "configuration key `ldap.attributes.forward`: no forward attribute is mapped".into(),
         ));
     }
     let cohort = read_cohort(config, &args.only, None).await?;
-    let mut refused: Vec<String> = Vec::new();
-    for u in &cohort.missing {
-        refused.push(format!("{u}: no LDAP entry matches"));
-    }
-    for (u, why) in &cohort.quarantined {
-        refused.push(format!("{u}: quarantined ({why})"));
-    }
     let store = Store::open(&config.state.path).await?;
     let people = store.migration_people().await?;
-    let statuses: BTreeMap<String, String> = if args.force {
-        BTreeMap::new()
+    let statuses: Option<BTreeMap<String, String>> = if args.force {
+        None
     } else {
         let tenant = Tenant::connect(&config.tenant)?;
-        tenant
-            .exchange()
-            .migration_users(None)
-            .await?
-            .iter()
-            .filter_map(|u| {
-                Some((
-                    u.get("Identity")?.as_str()?.to_ascii_lowercase(),
-                    u.get("Status")?.as_str()?.to_owned(),
-                ))
-            })
-            .collect()
+        let users = tenant.exchange().migration_users(None).await?;
+        Some(
+            users
+                .iter()
+                .filter_map(|u| {
+                    Some((
+                        u.get("Identity")?.as_str()?.to_ascii_lowercase(),
+                        u.get("Status")?.as_str()?.to_owned(),
+                    ))
+                })
+                .collect(),
+        )
     };
-    let mut changes: Vec<(Anchor, ForwardChange)> = Vec::new();
-    for p in &cohort.members {
-        let Some(row) = people.get(&p.anchor).filter(|r| r.stage.is_migrating()) else {
-            refused.push(format!("{}: not migrating (migrate start first)", p.uid));
-            continue;
-        };
-        if !args.force {
-            let st = statuses.get(&row.email.to_ascii_lowercase());
-            if !st.is_some_and(|s| SYNCED.contains(&s.as_str())) {
-                refused.push(format!(
-                    "{}: migration not synced (status {}); wait, or use --force",
-                    p.uid,
-                    st.map_or("none: not in a batch", String::as_str)
-                ));
-                continue;
-            }
-        }
-        changes.push((
-            p.anchor.clone(),
-            ForwardChange {
-                dn: p.dn.clone(),
-                attribute: forward.clone(),
-                value: format!("{}@{}", p.alias, config.tenant.routing_domain),
-            },
-        ));
-    }
+    let target = Cutover {
+        attribute: &config.ldap.attributes.forward,
+        routing_domain: &config.tenant.routing_domain,
+        statuses: statuses.as_ref(),
+    };
+    let (changes, refused) = target.changes(&cohort, &people);
     for r in &refused {
         eprintln!("ldap2exo: cutover refused for {r}");
     }
-    let only: Vec<ForwardChange> = changes.iter().map(|(_, c)| c.clone()).collect();
-    print!("{}", migration::ldif(&only));
+    let ldif: Vec<ForwardChange> = changes.iter().map(|(_, c)| c.clone()).collect();
+    print!("{}", migration::ldif(&ldif));
     if args.apply && !changes.is_empty() {
         let mut ldap = config.ldap.clone();
         ldap.bind_dn = m.write_bind_dn.clone();
         ldap.bind_password = m.write_bind_password.clone();
-        let mods: Vec<(String, String, String)> = only
+        let mods: Vec<(String, String, String)> = ldif
             .iter()
             .map(|c| (c.dn.clone(), c.attribute.clone(), c.value.clone()))
             .collect();
-        source::replace_values(&ldap, &mods).await?;
+        let (done, outcome) = source::replace_values(&ldap, &mods).await;
+        // Whoever LDAP now forwards into the tenant is cut over, also when a later modify failed.
         let now = now()?;
-        for (anchor, c) in &changes {
+        for (anchor, c) in &changes[..done] {
             store.mark_cutover(anchor, now).await?;
             tracing::info!(dn = %c.dn, forward = %c.value, "cut over: the LDAP forward points into the tenant");
         }
+        store.close().await;
+        outcome?;
+    } else {
+        store.close().await;
     }
-    store.close().await;
     Ok(if refused.is_empty() {
         Exit::Ok
     } else {
@@ -773,9 +815,189 @@ async fn cutover(
     })
 }
 
+/// What a cutover changes: the forward attribute, the routing domain, and (unless `--force`)
+/// Exchange's migration status per mailbox address.
+struct Cutover<'a> {
+    attribute: &'a str,
+    routing_domain: &'a str,
+    statuses: Option<&'a BTreeMap<String, String>>,
+}
+
+impl Cutover<'_> {
+    /// The LDAP change for each member that may be cut over, and for the others (and the
+    /// uids LDAP lacks or quarantines) why not.
+    fn changes(
+        &self,
+        cohort: &CohortRead,
+        people: &BTreeMap<Anchor, MigrationPerson>,
+    ) -> (Vec<(Anchor, ForwardChange)>, Vec<String>) {
+        let mut refused: Vec<String> = cohort
+            .missing
+            .iter()
+            .map(|u| format!("{u}: no LDAP entry matches"))
+            .chain(
+                cohort
+                    .quarantined
+                    .iter()
+                    .map(|(u, why)| format!("{u}: quarantined ({why})")),
+            )
+            .collect();
+        let mut changes = Vec::new();
+        for p in &cohort.members {
+            let Some(row) = people.get(&p.anchor).filter(|r| r.stage.is_migrating()) else {
+                refused.push(format!("{}: not migrating (migrate start first)", p.uid));
+                continue;
+            };
+            if let Some(statuses) = self.statuses {
+                let st = statuses.get(&row.email.to_ascii_lowercase());
+                if !st.is_some_and(|s| SYNCED.contains(&s.as_str())) {
+                    refused.push(format!(
+                        "{}: migration not synced (status {}); wait, or use --force",
+                        p.uid,
+                        st.map_or("none: not in a batch", String::as_str)
+                    ));
+                    continue;
+                }
+            }
+            changes.push((
+                p.anchor.clone(),
+                ForwardChange {
+                    dn: p.dn.clone(),
+                    attribute: self.attribute.to_owned(),
+                    value: format!("{}@{}", p.alias, self.routing_domain),
+                },
+            ));
+        }
+        (changes, refused)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn member(uid: &str) -> Member {
+        Member {
+            anchor: Anchor::new(&format!("uuid-{uid}")).unwrap(),
+            uid: uid.into(),
+            dn: format!("uid={uid},ou=people,dc=example,dc=edu"),
+            alias: uid.into(),
+            primary: format!("{uid}@example.edu"),
+            in_tenant: false,
+        }
+    }
+
+    fn person(uid: &str, stage: MigrationStage, batch: Option<&str>) -> MigrationPerson {
+        MigrationPerson {
+            anchor: Anchor::new(&format!("uuid-{uid}")).unwrap(),
+            uid: uid.into(),
+            email: format!("{uid}@example.edu"),
+            batch: batch.map(str::to_owned),
+            stage,
+            started_at: 0,
+            updated_at: 0,
+            cutover_at: None,
+        }
+    }
+
+    #[test]
+    fn a_mailbox_is_ready_once_exchange_shows_it_forwarding_to_on_prem() {
+        let target = "jdoe@mbox.example.edu";
+        assert!(
+            mailbox_not_ready(None, target)
+                .unwrap()
+                .contains("provisioned")
+        );
+        let mail_user = json!({"RecipientTypeDetails": "MailUser"});
+        assert!(mailbox_not_ready(Some(&mail_user), target).is_some());
+        let unforwarded =
+            json!({"RecipientTypeDetails": "UserMailbox", "ForwardingSmtpAddress": null});
+        assert!(
+            mailbox_not_ready(Some(&unforwarded), target)
+                .unwrap()
+                .contains("forwarding")
+        );
+        let ready = json!({"RecipientTypeDetails": "UserMailbox", "ForwardingSmtpAddress": "smtp:JDoe@mbox.example.edu"});
+        assert_eq!(mailbox_not_ready(Some(&ready), target), None);
+    }
+
+    #[test]
+    fn cutover_takes_only_synced_migrating_people_and_names_the_others() {
+        let cohort = CohortRead {
+            members: ["synced", "syncing", "stranger", "done"]
+                .map(member)
+                .to_vec(),
+            quarantined: vec![("broken".into(), "mail: bad".into())],
+            missing: vec!["ghost".into()],
+        };
+        let people: BTreeMap<Anchor, MigrationPerson> = [
+            person("synced", MigrationStage::Batched, Some("b1")),
+            person("syncing", MigrationStage::Batched, Some("b1")),
+            person("done", MigrationStage::Cutover, Some("b1")),
+        ]
+        .into_iter()
+        .map(|p| (p.anchor.clone(), p))
+        .collect();
+        let statuses: BTreeMap<String, String> = [
+            ("synced@example.edu".to_owned(), "Synced".to_owned()),
+            ("syncing@example.edu".to_owned(), "Syncing".to_owned()),
+        ]
+        .into();
+        let cut = Cutover {
+            attribute: "mailForwardingAddress",
+            routing_domain: "t.mail.onmicrosoft.com",
+            statuses: Some(&statuses),
+        };
+        let (changes, refused) = cut.changes(&cohort, &people);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].1.value, "synced@t.mail.onmicrosoft.com");
+        let refused = refused.join("\n");
+        for who in [
+            "ghost",
+            "broken",
+            "syncing: migration not synced (status Syncing)",
+            "stranger: not migrating",
+            "done: not migrating",
+        ] {
+            assert!(refused.contains(who), "{who}: {refused}");
+        }
+        // --force: no status needed.
+        let forced = Cutover {
+            statuses: None,
+            ..cut
+        };
+        assert_eq!(forced.changes(&cohort, &people).0.len(), 2);
+    }
+
+    #[test]
+    fn status_joins_exchange_users_with_the_state_store() {
+        let people: BTreeMap<Anchor, MigrationPerson> = [
+            person("a", MigrationStage::Batched, Some("b1")),
+            person("b", MigrationStage::Started, None),
+        ]
+        .into_iter()
+        .map(|p| (p.anchor.clone(), p))
+        .collect();
+        let users = [
+            json!({"Identity": "A@example.edu", "BatchId": "b1", "Status": "Syncing", "SyncedItemCount": 7, "ErrorSummary": ""}),
+        ];
+        let rows = join_status(&users, &people, None);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (
+                rows[0].uid.as_deref(),
+                rows[0].items_synced,
+                rows[0].error.as_deref()
+            ),
+            (Some("a"), Some(7), None)
+        );
+        assert_eq!(
+            (rows[1].uid.as_deref(), rows[1].status.as_deref()),
+            (Some("b"), None)
+        );
+        // Scoped to a batch: b (in none) is left out.
+        assert_eq!(join_status(&users, &people, Some("b1")).len(), 1);
+    }
 
     #[test]
     fn batch_names_avoid_taken_ones() {

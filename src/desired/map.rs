@@ -70,7 +70,7 @@ pub struct Mapper<'a> {
     /// The uids an `--only` run asked for, and (lower case) those LDAP returned.
     asked: Vec<String>,
     found: BTreeSet<String>,
-    /// People migrating by IMAP (anchor to uid) and the on-prem routing domain their mailbox
+    /// The anchors of people migrating by IMAP, and the on-prem routing domain their mailbox
     /// forwards to until cutover.
     migrating: BTreeSet<Anchor>,
     onprem_routing_domain: Option<String>,
