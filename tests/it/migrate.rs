@@ -159,6 +159,9 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
     assert_eq!(again.code, 0, "{}", show(&again));
     assert!(again.stdout.contains("already in migration batch cohort1"));
     assert_eq!(emu.migration_csvs().len(), 1);
+    let calls = emu.counters();
+    assert_eq!(calls.endpoint("EXO New-MigrationEndpoint").requests, 1);
+    assert_eq!(calls.endpoint("EXO New-MigrationBatch").requests, 1);
 
     // A plan by LDAP filter finds the same people, already in their batch.
     let run = install.run(&[
@@ -195,6 +198,13 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
     assert_eq!(st["batches"][0]["status"], "Synced");
     let users = st["users"].as_array().unwrap();
     assert_eq!(users.len(), 2, "{st:#}");
+    let text = install.run(&["migrate", "status", "--batch", "cohort1"]);
+    record(&text, &mut seen);
+    assert!(
+        text.stdout.contains("cohort1") && text.stdout.contains("adavis@staff.example.edu"),
+        "{}",
+        show(&text)
+    );
     assert!(
         users
             .iter()
@@ -230,7 +240,15 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
         forward_in_ldap(&server, &rt, "adavis"),
         ["adavis@exampleedu.mail.onmicrosoft.com"]
     );
-    let run = sync(&install, 0);
+    let report = install.dir.path().join("report.json");
+    let run = install.run(&[
+        "sync",
+        "--format",
+        "json",
+        "--output",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", show(&run));
     record(&run, &mut seen);
     for uid in COHORT {
         let u = mailbox(&emu, uid);
@@ -253,7 +271,9 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
         !seen.contains("Imap-Master"),
         "the master password was printed"
     );
+    // The state store (with its WAL), the report file, the configuration.
     let mut stored = Vec::new();
+    assert!(report.exists());
     for entry in std::fs::read_dir(install.dir.path()).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
