@@ -61,6 +61,8 @@ struct Member {
     dn: String,
     alias: String,
     primary: String,
+    /// The LDAP forward today (outside the tenant): cutover replaces it.
+    forward: Option<String>,
     /// LDAP already forwards into the tenant: nothing to migrate.
     in_tenant: bool,
 }
@@ -99,6 +101,7 @@ async fn read_cohort(
         .into_iter()
         .map(|r| Member {
             in_tenant: r.kind == Kind::Mailbox,
+            forward: r.forward.map(|f| f.to_string()),
             anchor: r.anchor,
             uid: r.uid,
             dn: r.dn,
@@ -786,6 +789,20 @@ async fn cutover(
     for r in &refused {
         eprintln!("ldap2exo: cutover refused for {r}");
     }
+    for p in cohort
+        .members
+        .iter()
+        .filter(|p| changes.iter().any(|(a, _)| *a == p.anchor))
+    {
+        if let Some(f) = &p.forward {
+            // The on-prem server applied it; after cutover it would have to be an Exchange
+            // Online forwarding or inbox rule.
+            eprintln!(
+                "ldap2exo: warning: {}: the cutover replaces the forward to {f}",
+                p.uid
+            );
+        }
+    }
     let ldif: Vec<ForwardChange> = changes.iter().map(|(_, c)| c.clone()).collect();
     print!("{}", migration::ldif(&ldif));
     if args.apply && !changes.is_empty() {
@@ -883,6 +900,7 @@ mod tests {
             dn: format!("uid={uid},ou=people,dc=example,dc=edu"),
             alias: uid.into(),
             primary: format!("{uid}@example.edu"),
+            forward: None,
             in_tenant: false,
         }
     }
