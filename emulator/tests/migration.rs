@@ -101,6 +101,11 @@ async fn batches_are_checked_and_sync_then_complete() {
     assert_ne!(a.status, 200);
     assert!(exo_detail(&a).contains("bob@example.edu"), "{}", a.body);
     assert!(!a.body.to_string().contains("Sekr1t"));
+    let twice = csv(&["ann@example.edu,ann*m,x", "ANN@example.edu,ann*m,x"]);
+    let a = env
+        .exo("New-MigrationBatch", batch("b1", json!(twice)))
+        .await;
+    assert!(exo_detail(&a).contains("more than once"), "{}", a.body);
 
     let a = env
         .exo(
@@ -142,6 +147,17 @@ async fn batches_are_checked_and_sync_then_complete() {
 
     // The password is only behind the side door, never in the state dump.
     assert!(env.emu.migration_csvs()[0].1.contains("Sekr1t"));
+    let side: Value = env
+        .http
+        .get(format!("{}/_emulator/migration-csvs", env.emu.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(side[0]["batch"], "b1");
+    assert!(side[0]["csv"].as_str().unwrap().contains("ann*m,Sekr1t"));
     assert!(
         !serde_json::to_string(&env.emu.state())
             .unwrap()

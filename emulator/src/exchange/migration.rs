@@ -365,8 +365,13 @@ pub fn new_batch(store: &mut Store, m: Map<String, Value>) -> Result<Value, ExoE
     }
     let bytes = csv_bytes(&p)?;
     let rows = parse_csv(&bytes).map_err(ExoError::Validation)?;
-    let mut users = Vec::new();
+    let mut users: Vec<String> = Vec::new();
     for (email, _) in &rows {
+        if users.iter().any(|u| fold(u) == fold(email)) {
+            return Err(ExoError::Validation(format!(
+                "The user '{email}' appears more than once in the CSV file."
+            )));
+        }
         if !valid_smtp(email) {
             return Err(ExoError::Validation(format!(
                 "The EmailAddress '{email}' in the CSV file isn't a valid SMTP address."
