@@ -821,7 +821,7 @@ async fn cutover(
             tracing::info!(dn = %c.dn, forward = %c.value, "cut over: the LDAP forward points into the tenant");
         }
         store.close().await;
-        outcome?;
+        outcome.map_err(CommandError::LdapWrite)?;
     } else {
         store.close().await;
     }

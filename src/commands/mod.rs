@@ -45,6 +45,9 @@ pub enum CommandError {
     State(#[from] StateError),
     #[error("reading LDAP failed: {0}")]
     Source(#[from] SourceError),
+    /// `migrate cutover --apply`: a modify refused or not answered.
+    #[error("writing LDAP failed: {0}")]
+    LdapWrite(SourceError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,

@@ -185,7 +185,13 @@ async fn read_ldap<'c>(
     let mut mapper = desired::Mapper::new(config).selecting(sel);
     if let Some(m) = &config.migration {
         // People migrating by IMAP stay mailboxes forwarding to on-prem until cutover.
-        let mut anchors: BTreeSet<Anchor> = run.store.migrating().await?.into_keys().collect();
+        let mut anchors: BTreeSet<Anchor> = match run.store.migrating().await {
+            Ok(m) => m.into_keys().collect(),
+            Err(e) => {
+                fail_run(&run.store, run.run_id, &e).await?;
+                return Err(e.into());
+            }
+        };
         anchors.extend(extra_migrating.iter().cloned());
         mapper = mapper.migrating(anchors, &m.onprem_routing_domain);
     }

@@ -86,7 +86,7 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
     let emu = campus_emulator(&rt, Vec::new());
     emu.set_migration_sync_ms(300);
     let server = Slapd::start(SlapdOptions::default());
-    let install = migration_install(&server, &emu);
+    let mut install = migration_install(&server, &emu);
     let mut seen = String::new();
     let record = |run: &Run, seen: &mut String| {
         seen.push_str(&run.stdout);
@@ -229,6 +229,25 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
         "dn: uid=adavis,ou=people,dc=example,dc=edu\nchangetype: modify\nreplace: mailForwardingAddress\nmailForwardingAddress: adavis@exampleedu.mail.onmicrosoft.com\n-\n"
     ), "{}", run.stdout);
     assert!(forward_in_ldap(&server, &rt, "adavis").is_empty());
+
+    // A write bind without the right to write: nothing changes, nobody is cut over.
+    install.env.extend([
+        (
+            "LDAP2EXO__MIGRATION__WRITE_BIND_DN".to_owned(),
+            server.service_dn().to_owned(),
+        ),
+        (
+            "LDAP2EXO__MIGRATION__WRITE_BIND_PASSWORD".to_owned(),
+            server.service_password().to_owned(),
+        ),
+    ]);
+    let run = install.run(&["migrate", "cutover", "--only", "adavis", "--apply"]);
+    record(&run, &mut seen);
+    assert_eq!(run.code, 1, "{}", show(&run));
+    assert!(run.stderr.contains("writing LDAP failed"), "{}", show(&run));
+    assert!(run.stderr.contains("rc 50"), "{}", show(&run));
+    assert!(forward_in_ldap(&server, &rt, "adavis").is_empty());
+    install.env.truncate(install.env.len() - 2);
 
     // With --apply the forward points into the tenant, and the next sync converges.
     let run = install.run(&[
