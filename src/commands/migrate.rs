@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::run::{dry_plan_migrating, real_run};
 use super::{CommandError, Exit, TenantWatch, now};
+use crate::apply::Outcome;
 use crate::cli::{
     Cohort, MigrateCommand, MigrateCutoverArgs, MigratePlanArgs, MigrateStartArgs,
     MigrateStatusArgs, Selection as SelectionArgs, StatusFormat,
@@ -393,11 +394,13 @@ async fn start(
         max_deletes: None,
     };
     let finished = real_run(config, &sel, "migrate start", stop, &TenantWatch::new()).await?;
-    if finished.exit() != Exit::Ok {
+    for r in &finished.results {
+        let why = match &r.outcome {
+            Outcome::Failed(why) | Outcome::Conflict(why) | Outcome::NotStarted(why) => why,
+            Outcome::Done | Outcome::Pending(_) | Outcome::Skipped(_) => continue,
+        };
+        eprintln!("ldap2exo: {}: provisioning failed: {why}", r.uid);
         failed = true;
-        eprintln!(
-            "ldap2exo: provisioning did not finish for everyone (see the log); run migrate start again"
-        );
     }
     // Step 2: the endpoint and the batches, for those whose mailbox is ready.
     let store = Store::open(&config.state.path).await?;
