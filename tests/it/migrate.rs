@@ -339,7 +339,7 @@ fn migrate_needs_its_section_and_names_bad_keys() {
 }
 
 #[test]
-fn migrate_plan_names_who_lacks_a_licence() {
+fn plan_and_start_name_who_lacks_a_licence_and_start_goes_on_without_them() {
     let rt = runtime();
     let emu = campus_emulator(&rt, Vec::new());
     let server = Slapd::start(SlapdOptions::default());
@@ -380,4 +380,29 @@ fn migrate_plan_names_who_lacks_a_licence() {
         "{report:#}"
     );
     assert_eq!(emu.counters().writes(), 0, "a plan writes nothing");
+
+    // Started anyway: the one who got the licence goes into a batch, the other is named.
+    let held_uid = held[0]["uid"].as_str().unwrap().to_owned();
+    let mut last = None;
+    for _ in 0..12 {
+        let run = install.run(&["migrate", "start", "--only", "adavis", "jmueller"]);
+        assert_eq!(run.code, 1, "{}", show(&run));
+        let done = !emu.migration_csvs().is_empty();
+        last = Some(run);
+        if done {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(800));
+    }
+    let run = last.unwrap();
+    assert!(
+        run.stderr
+            .contains(&format!("{held_uid}: provisioning failed")),
+        "{}",
+        show(&run)
+    );
+    let csvs = emu.migration_csvs();
+    assert_eq!(csvs.len(), 1, "{csvs:?}");
+    assert_eq!(csvs[0].1.lines().count(), 2, "header and one row");
+    assert!(!csvs[0].1.contains(&format!("{held_uid}*migration")));
 }
