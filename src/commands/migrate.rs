@@ -68,7 +68,8 @@ struct Member {
     in_tenant: bool,
 }
 
-/// The cohort: who LDAP has, who it quarantines (uid or DN, reason), and asked uids it lacks.
+/// The cohort: who LDAP has, who it quarantines or marks as leaving (uid or DN, reason), and
+/// asked uids it lacks.
 struct CohortRead {
     members: Vec<Member>,
     quarantined: Vec<(String, String)>,
@@ -110,6 +111,7 @@ async fn read_cohort(
             primary: r.primary.to_string(),
         })
         .collect();
+    // Quarantined entries, and those the disabled rule marks as leaving: nobody to migrate.
     let quarantined: Vec<(String, String)> = d
         .quarantined
         .iter()
@@ -119,6 +121,12 @@ async fn read_cohort(
                 format!("{}: {}", q.field, q.reason),
             )
         })
+        .chain(d.disabled.iter().map(|x| {
+            (
+                x.uid.clone().unwrap_or_else(|| x.dn.clone()),
+                "ldap.rules.disabled_filter: leaving".to_owned(),
+            )
+        }))
         .collect();
     let found: BTreeSet<String> = members
         .iter()
