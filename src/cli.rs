@@ -41,7 +41,8 @@ Environment:
   LDAP2EXO_CONFIG          the configuration file (like --config)
   LDAP2EXO_LOG             log filter on standard error, e.g. warn, info, debug (or RUST_LOG)
   LDAP2EXO__SECTION__KEY   overrides a configuration key, e.g. LDAP2EXO__LDAP__PAGE_SIZE=1000;
-                           secrets: LDAP2EXO__LDAP__BIND_PASSWORD, LDAP2EXO__TENANT__CLIENT_SECRET";
+                           secrets: LDAP2EXO__LDAP__BIND_PASSWORD, LDAP2EXO__TENANT__CLIENT_SECRET,
+                           LDAP2EXO__MIGRATION__MASTER_PASSWORD";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -75,6 +76,9 @@ pub enum Command {
     /// The four mail-flow connectors of the Linux hybrid: plan, apply, audit, and the Postfix
     /// side to match.
     Connectors(ConnectorsArgs),
+    /// IMAP migration of a cohort to Exchange Online mailboxes: plan, start, status, cutover.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
 }
 
 #[derive(Debug, Args)]
@@ -225,4 +229,76 @@ pub struct StatusArgs {
 pub enum StatusFormat {
     Text,
     Json,
+}
+
+// ---- `migrate` (IMAP migration) ----
+
+/// `migrate plan|start|status|cutover`.
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Who is in the cohort and whether it could start; changes nothing (exit 1 when someone
+    /// cannot).
+    Plan(MigratePlanArgs),
+    /// Licenses the cohort's mailboxes through the sync path, with a forwarding to on-prem,
+    /// then creates the IMAP endpoint and the migration batches. Repeat it to continue.
+    Start(MigrateStartArgs),
+    /// The migration batches and users as Exchange Online reports them.
+    Status(MigrateStatusArgs),
+    /// Prints (or with --apply writes) the LDIF that points each forward at the routing
+    /// address.
+    Cutover(MigrateCutoverArgs),
+}
+
+/// Who migrates: uids, or an LDAP filter ANDed with the configured one.
+#[derive(Debug, Args)]
+pub struct Cohort {
+    #[arg(long, num_args = 1.., value_name = "UID", required_unless_present = "filter", conflicts_with = "filter")]
+    pub only: Vec<String>,
+
+    /// An LDAP filter, e.g. `(ou=Physics)`; combined with `ldap.filter`.
+    #[arg(long, value_name = "LDAP-FILTER")]
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigratePlanArgs {
+    #[command(flatten)]
+    pub cohort: Cohort,
+
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateStartArgs {
+    #[command(flatten)]
+    pub cohort: Cohort,
+
+    /// The migration batch's name (default `ldap2exo-<date>-<time>`); `-2`, `-3`, … are
+    /// added when the cohort needs several batches or the name is taken.
+    #[arg(long, value_name = "NAME")]
+    pub batch: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateStatusArgs {
+    #[arg(long, value_name = "NAME")]
+    pub batch: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateCutoverArgs {
+    #[arg(long, num_args = 1.., value_name = "UID", required = true)]
+    pub only: Vec<String>,
+
+    /// Write the LDIF to LDAP with `migration.write_bind_dn` (else it is only printed).
+    #[arg(long)]
+    pub apply: bool,
+
+    /// Cut over people whose migration is not synced yet.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -60,6 +60,9 @@ pub struct Config {
     /// and `apply` refuse (exit 2) and `connectors audit` checks without a desired shape.
     #[serde(default)]
     pub connectors: Option<ConnectorsConfig>,
+    /// `[migration]`: absent unless the site migrates mailboxes by IMAP.
+    #[serde(default)]
+    pub migration: Option<MigrationConfig>,
 }
 
 /// `[connectors]`: what `ldap2exo connectors plan|apply` build (see `crate::connectors`).
@@ -567,10 +570,12 @@ enum Secrets {
 
 /// Keys that hold secrets: `(section, key)`. They are read from `<key>_file` or the
 /// environment, never from the TOML file itself.
-const SECRET_KEYS: [(&str, &str); 3] = [
+const SECRET_KEYS: [(&str, &str); 5] = [
     ("ldap", "bind_password"),
     ("tenant", "client_secret"),
     ("notify", "password"),
+    ("migration", "master_password"),
+    ("migration", "write_bind_password"),
 ];
 
 impl Config {
@@ -691,6 +696,11 @@ impl Config {
             match key.as_str() {
                 "ldap.bind_password" => config.ldap.bind_password = Some(secret),
                 "notify.password" => config.notify.password = Some(secret),
+                "migration.master_password" | "migration.write_bind_password" => {
+                    if let Some(m) = config.migration.as_mut() {
+                        m.set_secret(&key, secret);
+                    }
+                }
                 _ => config.tenant.client_secret = Some(secret),
             }
         }
@@ -708,6 +718,9 @@ impl Config {
             && let Some(file) = &config.notify.password_file
         {
             config.notify.password = Some(read_secret("notify.password_file", file)?);
+        }
+        if let Some(m) = config.migration.as_mut() {
+            m.read_secret_files()?;
         }
         config.validate(secrets)?;
         Ok(config)
@@ -943,7 +956,11 @@ impl Config {
         if let Some(c) = &self.connectors {
             c.validate()?;
         }
-        self.notify.validate(need_secrets)
+        self.notify.validate(need_secrets)?;
+        match &self.migration {
+            Some(m) => m.validate(need_secrets),
+            None => Ok(()),
+        }
     }
 }
 
@@ -1022,6 +1039,136 @@ impl NotifyConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// How Exchange Online's IMAP migration endpoint connects to the on-prem server
+/// (`New-MigrationEndpoint -Security`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImapSecurity {
+    Ssl,
+    Tls,
+    None,
+}
+
+impl ImapSecurity {
+    /// The `-Security` value: `Ssl`, `Tls` or `None`.
+    pub fn as_cmdlet(self) -> &'static str {
+        match self {
+            ImapSecurity::Ssl => "Ssl",
+            ImapSecurity::Tls => "Tls",
+            ImapSecurity::None => "None",
+        }
+    }
+}
+
+/// `[migration]`: IMAP migration of a cohort to Exchange Online mailboxes (`migrate`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationConfig {
+    /// The on-prem IMAP server Exchange Online copies from (a public name).
+    pub imap_server: String,
+    #[serde(default = "default_imap_port")]
+    pub imap_port: u16,
+    #[serde(default = "default_imap_security")]
+    pub security: ImapSecurity,
+    /// The Dovecot master user: Exchange Online logs in as `<uid>*<master_user>`.
+    pub master_user: String,
+    pub master_password_file: Option<PathBuf>,
+    /// Filled from `master_password_file` or `LDAP2EXO__MIGRATION__MASTER_PASSWORD`; sent
+    /// only inside the CSV of `New-MigrationBatch`.
+    #[serde(skip)]
+    pub master_password: Option<Secret>,
+    /// Routes to the Linux server; an InternalRelay accepted domain of the tenant. Until
+    /// cutover a migrating person's mailbox forwards to `<uid>@<this>`.
+    pub onprem_routing_domain: String,
+    /// For `migrate cutover --apply`: a DN allowed to change the forward attribute.
+    pub write_bind_dn: Option<String>,
+    pub write_bind_password_file: Option<PathBuf>,
+    /// Filled from `write_bind_password_file` or `LDAP2EXO__MIGRATION__WRITE_BIND_PASSWORD`.
+    #[serde(skip)]
+    pub write_bind_password: Option<Secret>,
+}
+
+fn default_imap_port() -> u16 {
+    993
+}
+
+fn default_imap_security() -> ImapSecurity {
+    ImapSecurity::Ssl
+}
+
+impl MigrationConfig {
+    fn set_secret(&mut self, key: &str, secret: Secret) {
+        if key == "migration.master_password" {
+            self.master_password = Some(secret);
+        } else {
+            self.write_bind_password = Some(secret);
+        }
+    }
+
+    /// The `*_file` forms, where the environment did not give the secret already.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        if self.master_password.is_none()
+            && let Some(file) = &self.master_password_file
+        {
+            self.master_password = Some(read_secret("migration.master_password_file", file)?);
+        }
+        if self.write_bind_password.is_none()
+            && let Some(file) = &self.write_bind_password_file
+        {
+            self.write_bind_password =
+                Some(read_secret("migration.write_bind_password_file", file)?);
+        }
+        Ok(())
+    }
+
+    fn validate(&self, need_secrets: bool) -> Result<(), ConfigError> {
+        let key = |k: &str, m: String| ConfigError::Key {
+            key: k.into(),
+            message: m,
+        };
+        let host = self.imap_server.trim();
+        if host.is_empty() || host.contains(['/', ':', ' ', '@']) {
+            return Err(key(
+                "migration.imap_server",
+                format!("`{}` is not a host name", self.imap_server),
+            ));
+        }
+        if self.imap_port == 0 {
+            return Err(key("migration.imap_port", "0 is not a port".into()));
+        }
+        let master = self.master_user.trim();
+        if master.is_empty() || master.contains(['*', ',', '"', ' ']) {
+            return Err(key(
+                "migration.master_user",
+                "must be a Dovecot user name without `*`, `,`, quotes or spaces".into(),
+            ));
+        }
+        if !is_domain(&self.onprem_routing_domain) {
+            return Err(key(
+                "migration.onprem_routing_domain",
+                format!("`{}` is not a domain name", self.onprem_routing_domain),
+            ));
+        }
+        if need_secrets && self.master_password.is_none() {
+            return Err(key(
+                "migration.master_password_file",
+                "no IMAP master password: set master_password_file or LDAP2EXO__MIGRATION__MASTER_PASSWORD".into(),
+            ));
+        }
+        match (&self.write_bind_dn, &self.write_bind_password) {
+            (Some(_), None) if need_secrets => Err(key(
+                "migration.write_bind_password_file",
+                "migration.write_bind_dn is set but no password: set write_bind_password_file or LDAP2EXO__MIGRATION__WRITE_BIND_PASSWORD".into(),
+            )),
+            (None, Some(_)) => Err(key(
+                "migration.write_bind_dn",
+                "a write bind password is set but no write_bind_dn".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -1527,5 +1674,38 @@ smtp_host = "relay.example.edu"
         );
 
         load(include_str!("../config/fixture.toml"), &secrets[..1]).unwrap();
+    }
+
+    #[test]
+    fn the_migration_section_takes_its_secrets_like_the_others_and_names_bad_keys() {
+        let section = "\n[migration]\nimap_server = \"imap.example.edu\"\nmaster_user = \"migration\"\nonprem_routing_domain = \"mbox.example.edu\"\n";
+        let text = format!("{MINIMAL}{section}");
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("migration.master_password_file"), "{err}");
+        let c = load(&text, &[("LDAP2EXO__MIGRATION__MASTER_PASSWORD", "m4ster")]).unwrap();
+        let m = c.migration.unwrap();
+        assert_eq!(m.master_password.unwrap().expose(), "m4ster");
+        assert_eq!((m.imap_port, m.security), (993, ImapSecurity::Ssl));
+        let in_file = format!("{text}master_password = \"m4ster\"\n");
+        let err = load(&in_file, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("migration.master_password") && !err.contains("m4ster"),
+            "{err}"
+        );
+        let env = [("LDAP2EXO__MIGRATION__MASTER_PASSWORD", "m4ster")];
+        for (bad, key) in [
+            ("security = \"starttls\"\n", "migration.security"),
+            ("master_user2 = \"x\"\n", "master_user2"),
+            (
+                "write_bind_dn = \"cn=admin,dc=example,dc=edu\"\n",
+                "migration.write_bind_password_file",
+            ),
+        ] {
+            let err = load(&format!("{text}{bad}"), &env).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        let bad_domain = text.replace("mbox.example.edu", "mbox");
+        let err = load(&bad_domain, &env).unwrap_err().to_string();
+        assert!(err.contains("migration.onprem_routing_domain"), "{err}");
     }
 }

@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod desired;
 pub mod ids;
 pub mod inventory;
+pub mod migration;
 pub mod notify;
 pub mod plan;
 pub mod progress;

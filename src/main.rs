@@ -60,6 +60,7 @@ fn main() -> ExitCode {
                     Command::Daemon(args) => commands::daemon(&config, args, &stop).await,
                     Command::Audit(args) => commands::audit(&config, args).await,
                     Command::Connectors(args) => commands::connectors(&config, args).await,
+                    Command::Migrate(args) => commands::migrate(&config, args, &stop).await,
                 };
                 match outcome {
                     Ok(exit) => exit,

@@ -20,7 +20,7 @@ use crate::faults::FaultConfig;
 use crate::shared::{Shared, lock};
 use crate::util::now_unix;
 use crate::wire::{Req, Resp};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +148,16 @@ fn route(sh: &Shared, req: &Req) -> Result<Resp, AdminError> {
         ("POST", "/_emulator/delta/expire") => {
             expire_delta_tokens(sh);
             Resp::empty(204)
+        }
+        ("GET", "/_emulator/migration-csvs") => {
+            // The only place the migration batches' CSVs (and their passwords) come out.
+            let csvs: Vec<Value> = lock(&sh.store)
+                .migration
+                .received
+                .iter()
+                .map(|(batch, csv)| json!({"batch": batch, "csv": csv}))
+                .collect();
+            Resp::json(200, &Value::Array(csvs))
         }
         ("POST", "/_emulator/state-dump") => {
             let p = sh.state_dump_path.clone().ok_or(AdminError::NoDumpPath)?;

@@ -209,6 +209,17 @@ impl Emulator {
         })
     }
 
+    /// Test side door: every migration batch CSV received, as `(batch name, CSV text)`. The
+    /// only place the emulator keeps the passwords of those CSVs.
+    pub fn migration_csvs(&self) -> Vec<(String, String)> {
+        lock(&self.shared.store).migration.received.clone()
+    }
+
+    /// How long a started migration batch syncs before it is `Synced` (default 1.5 s).
+    pub fn set_migration_sync_ms(&self, ms: u64) {
+        lock(&self.shared.store).migration.sync_delay_ms = ms;
+    }
+
     /// The whole tenant.
     pub fn state(&self) -> StateDump {
         lock(&self.shared.store).dump()

@@ -342,6 +342,9 @@ pub struct Store {
     /// Addresses and UPNs (folded) recently removed from a recipient: its id, and until when
     /// (wall-clock ms) nobody else may take them ([`Realism::address_release_ms`]).
     pub released: BTreeMap<String, (String, u64)>,
+    /// IMAP migration endpoints and batches; not part of the state dump (the batches' CSVs
+    /// hold passwords).
+    pub migration: crate::exchange::migration::MigrationState,
 }
 
 /// Serializable snapshot for tests and `--state-dump`.
@@ -375,6 +378,7 @@ impl Store {
             rng: Prng::new(id_seed),
             delta_epoch: 0,
             released: BTreeMap::new(),
+            migration: Default::default(),
         }
     }
 

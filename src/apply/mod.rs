@@ -796,6 +796,17 @@ impl<'a, 'c> Job<'a, 'c> {
                 // A mailbox has no external address; the planner drops it with the kind.
                 continue;
             }
+            if *f == Field::ForwardingSmtpAddress {
+                if kind == Kind::Mailbox {
+                    // `$null` clears it (cutover); while set, nothing stays in the mailbox.
+                    let target = self.after_str(*f);
+                    if target.is_some() {
+                        params.insert("DeliverToMailboxAndForward".into(), json!(false));
+                    }
+                    params.insert(param.into(), json!(target));
+                }
+                continue;
+            }
             let v = match f {
                 Field::HiddenFromAddressLists => {
                     json!(self.after(*f).and_then(Value::as_bool).unwrap_or(false))

@@ -1,6 +1,7 @@
 //! `audit gal`: reads LDAP (mapped exactly as `sync` maps it) and every recipient of the
 //! tenant, and reports what the GAL lacks or gets wrong ([`crate::audit::gal`]). It writes
-//! nothing: not to the tenant, not to the state store, which it does not open.
+//! nothing: not to the tenant, not to the state store, which it needs only to know who is
+//! migrating by IMAP (opened read-only, when `[migration]` is configured and a store exists).
 
 use std::collections::BTreeSet;
 
@@ -10,8 +11,10 @@ use crate::audit;
 use crate::cli::{AuditArgs, AuditCommand, AuditGalArgs};
 use crate::config::Config;
 use crate::desired;
+use crate::ids::Anchor;
 use crate::inventory;
 use crate::source::{self, Selection};
+use crate::state::Store;
 use crate::tenant::Tenant;
 
 /// `audit <what>`.
@@ -42,6 +45,9 @@ async fn gal(config: &Config, args: &AuditGalArgs) -> Result<Exit, CommandError>
         false => Selection::Only(args.only.clone()),
     };
     let mut mapper = desired::Mapper::new(config).selecting(&selection);
+    if let Some(m) = &config.migration {
+        mapper = mapper.migrating(migrating(config).await, &m.onprem_routing_domain);
+    }
     let ldap = source::read_each(&config.ldap, &selection, |entry| mapper.push(&entry));
     let tenant_read = inventory::read(&tenant, &config.tenant.anchor_attribute);
     let (read, inventory) = tokio::join!(ldap, tenant_read);
@@ -65,4 +71,26 @@ async fn gal(config: &Config, args: &AuditGalArgs) -> Result<Exit, CommandError>
         true => Exit::Ok,
         false => Exit::Failed,
     })
+}
+
+/// The people `migrate start` made mailboxes before LDAP says so: sync maps them as mailboxes
+/// forwarding to on-prem, and so must the audit, or each would look like a licensed MailUser.
+/// No store yet means nobody migrates; a store that cannot be read is said, not fatal.
+async fn migrating(config: &Config) -> BTreeSet<Anchor> {
+    let path = &config.state.path;
+    if !path.exists() {
+        return BTreeSet::new();
+    }
+    let read = async { Store::open_read_only(path).await?.migrating().await };
+    match read.await {
+        Ok(people) => people.into_keys().collect(),
+        Err(e) => {
+            tracing::warn!(
+                state = %path.display(),
+                error = %e,
+                "cannot tell who is migrating by IMAP; migrating people may be reported as licensed MailUsers"
+            );
+            BTreeSet::new()
+        }
+    }
 }

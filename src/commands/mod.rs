@@ -7,11 +7,13 @@
 //! - `status`: `status`, which reads only the state store;
 //! - `audit`: `audit gal`, which reads LDAP and the tenant and writes nothing;
 //! - `connectors`: `connectors plan|apply|audit|postfix`, the mail-flow connectors;
+//! - `migrate`: `migrate plan|start|status|cutover`, IMAP migration of a cohort;
 //! - `output`: where reports go, and what a failed write means.
 
 mod audit;
 mod check;
 mod connectors;
+mod migrate;
 mod output;
 mod run;
 mod status;
@@ -19,6 +21,7 @@ mod status;
 pub use audit::audit;
 pub use check::check_config;
 pub use connectors::connectors;
+pub use migrate::migrate;
 pub use run::{Finished, TenantWatch, apply_file, plan, sync};
 pub(crate) use run::{real_run, run_span};
 pub use status::status;
@@ -48,6 +51,9 @@ pub enum CommandError {
     State(#[from] StateError),
     #[error("reading LDAP failed: {0}")]
     Source(#[from] SourceError),
+    /// `migrate cutover --apply`: a modify refused or not answered.
+    #[error("writing LDAP failed: {0}")]
+    LdapWrite(SourceError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,

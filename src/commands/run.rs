@@ -180,8 +180,21 @@ async fn read_ldap<'c>(
     run: &Opened,
     progress: &Progress,
     stop: &Stop,
+    extra_migrating: &BTreeSet<Anchor>,
 ) -> Result<desired::Mapper<'c>, CommandError> {
     let mut mapper = desired::Mapper::new(config).selecting(sel);
+    if let Some(m) = &config.migration {
+        // People migrating by IMAP stay mailboxes forwarding to on-prem until cutover.
+        let mut anchors: BTreeSet<Anchor> = match run.store.migrating().await {
+            Ok(m) => m.into_keys().collect(),
+            Err(e) => {
+                fail_run(&run.store, run.run_id, &e).await?;
+                return Err(e.into());
+            }
+        };
+        anchors.extend(extra_migrating.iter().cloned());
+        mapper = mapper.migrating(anchors, &m.onprem_routing_domain);
+    }
     progress.phase(Phase::ReadingLdap, None);
     let read = source::read_each(&config.ldap, sel, |entry| {
         progress.step();
@@ -273,6 +286,20 @@ async fn compute(
     stop: &Stop,
     watch: &TenantWatch,
 ) -> Result<Computed, CommandError> {
+    compute_with(config, args, mode, command, stop, watch, &BTreeSet::new()).await
+}
+
+/// [`compute`], planning the people of `extra_migrating` as migrating by IMAP although the
+/// state store does not say so yet (`migrate plan`: what `migrate start` would do).
+async fn compute_with(
+    config: &Config,
+    args: &SelectionArgs,
+    mode: RunMode,
+    command: &str,
+    stop: &Stop,
+    watch: &TenantWatch,
+    extra_migrating: &BTreeSet<Anchor>,
+) -> Result<Computed, CommandError> {
     let (sel, scope, run_scope) = selection(args);
     // A dry run reads the tenant too when it can: it must plan what a real run would. A
     // real run cannot go without it; its configuration is checked before anything is read.
@@ -285,7 +312,7 @@ async fn compute(
     }
     let run = open_run(config, mode, run_scope, command).await?;
     let (progress, renderer) = progress::start();
-    let mapper = read_ldap(config, &sel, &run, &progress, stop).await?;
+    let mapper = read_ldap(config, &sel, &run, &progress, stop, extra_migrating).await?;
     let view = read_tenant(config, tenant, &run, &progress, stop).await?;
     progress.phase(Phase::Planning, None);
     let plan = make_plan(config, args, scope, mapper, &view, &run).await?;
@@ -415,6 +442,30 @@ fn verdict_exit(plan: &Plan) -> Exit {
         Verdict::Ok => Exit::Ok,
         Verdict::Blocked => Exit::Blocked,
     }
+}
+
+/// A dry run over `selection` with `migrating` planned as migrating by IMAP (`migrate
+/// plan`): the plan `migrate start` would apply, with the tenant's inventory when it can be
+/// read. Recorded as a dry run; changes nothing.
+pub(crate) async fn dry_plan_migrating(
+    config: &Config,
+    selection: &SelectionArgs,
+    migrating: &BTreeSet<Anchor>,
+    command: &str,
+    stop: &Stop,
+) -> Result<(Plan, Option<Inventory>), CommandError> {
+    let mut c = compute_with(
+        config,
+        selection,
+        RunMode::DryRun,
+        command,
+        stop,
+        &TenantWatch::new(),
+        migrating,
+    )
+    .await?;
+    let inventory = c.tenant.take().map(|(_, i)| i);
+    Ok((finish_planned(c).await?, inventory))
 }
 
 /// A span for one run; its `id` is filled in once the state store has numbered the run.

@@ -70,6 +70,10 @@ pub struct Mapper<'a> {
     /// The uids an `--only` run asked for, and (lower case) those LDAP returned.
     asked: Vec<String>,
     found: BTreeSet<String>,
+    /// The anchors of people migrating by IMAP, and the on-prem routing domain their mailbox
+    /// forwards to until cutover.
+    migrating: BTreeSet<Anchor>,
+    onprem_routing_domain: Option<String>,
 }
 
 impl<'a> Mapper<'a> {
@@ -83,7 +87,19 @@ impl<'a> Mapper<'a> {
             count: 0,
             asked: Vec::new(),
             found: BTreeSet::new(),
+            migrating: BTreeSet::new(),
+            onprem_routing_domain: None,
         }
+    }
+
+    /// Marks `anchors` as migrating by IMAP: whatever LDAP says, each becomes a mailbox (its
+    /// MailUser is licensed in place) that forwards to `<uid>@<onprem_routing_domain>`, so
+    /// sync provisions the migration target and never converts it back before cutover.
+    /// Someone LDAP already forwards into the tenant is left to the ordinary rule.
+    pub fn migrating(mut self, anchors: BTreeSet<Anchor>, onprem_routing_domain: &str) -> Self {
+        self.migrating = anchors;
+        self.onprem_routing_domain = Some(onprem_routing_domain.to_owned());
+        self
     }
 
     /// Maps the entries read for `selection`: an `--only` uid that no entry carries becomes a
@@ -145,6 +161,8 @@ impl<'a> Mapper<'a> {
             asked,
             found,
             config,
+            migrating,
+            onprem_routing_domain,
         } = self;
         for uid in asked {
             if found.contains(&uid.to_lowercase()) {
@@ -166,6 +184,14 @@ impl<'a> Mapper<'a> {
         quarantined.extend(settled.quarantined);
 
         let mut recipients = settled.recipients;
+        if let Some(domain) = &onprem_routing_domain {
+            for r in recipients
+                .iter_mut()
+                .filter(|r| migrating.contains(&r.anchor))
+            {
+                migrate_in_place(r, domain);
+            }
+        }
         recipients.sort_by(|a, b| a.anchor.cmp(&b.anchor));
         let mut disabled = settled.disabled;
         disabled.sort_by(|a, b| a.anchor.cmp(&b.anchor));
@@ -181,6 +207,25 @@ impl<'a> Mapper<'a> {
             skipped_no_mail,
             warnings,
             source_count: count,
+        }
+    }
+}
+
+/// Makes a migrating person's MailUser the mailbox that forwards to on-prem (see
+/// [`Mapper::migrating`]). The forwarding target is never the person's primary address: the
+/// new mailbox owns that, so the mail would loop (TENANT_FACTS, "IMAP migration").
+fn migrate_in_place(r: &mut Recipient, onprem_routing_domain: &str) {
+    if r.kind == Kind::Mailbox {
+        return;
+    }
+    match SmtpAddress::parse(&format!("{}@{onprem_routing_domain}", r.uid)) {
+        Ok(target) => {
+            r.kind = Kind::Mailbox;
+            r.external_address = None;
+            r.forwarding = Some(target);
+        }
+        Err(e) => {
+            warn!(uid = %r.uid, error = %e, "the uid makes no on-prem routing address; left a MailUser")
         }
     }
 }
@@ -294,6 +339,7 @@ fn recipient(
         secondary,
         external_address: route.external_address,
         forward: route.forward,
+        forwarding: None,
         department: book.department,
         job_title: book.job_title,
         phone: book.phone,

@@ -60,6 +60,10 @@ pub struct Recipient {
     pub external_address: Option<SmtpAddress>,
     /// The LDAP forward target, whatever its domain.
     pub forward: Option<SmtpAddress>,
+    /// For a mailbox whose person is migrating by IMAP (before cutover): the on-prem
+    /// mailbox Exchange Online forwards to, `<uid>@<migration.onprem_routing_domain>`, so no
+    /// mail stays in the new mailbox before the move. `None` for everybody else.
+    pub forwarding: Option<SmtpAddress>,
     pub department: Option<String>,
     pub job_title: Option<String>,
     pub phone: Option<String>,
@@ -96,6 +100,7 @@ impl Recipient {
                 )),
             ),
             ("externalEmailAddress", self.external_address.map(address)),
+            ("forwardingSmtpAddress", self.forwarding.map(address)),
             ("department", text(self.department)),
             ("jobTitle", text(self.job_title)),
             ("businessPhones", text(self.phone)),

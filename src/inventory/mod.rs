@@ -443,7 +443,7 @@ fn from_recipient(anchor: Anchor, id: String, r: &Value, user: Option<&GraphUser
         }
         let v = match f {
             Field::HiddenFromAddressLists => r.get(prop).and_then(Value::as_bool).map(Value::Bool),
-            Field::ExternalEmailAddress => {
+            Field::ExternalEmailAddress | Field::ForwardingSmtpAddress => {
                 text(r, prop).map(|a| Value::String(strip_smtp(a).to_ascii_lowercase()))
             }
             _ => text(r, prop).map(|s| Value::String(s.to_owned())),

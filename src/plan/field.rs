@@ -63,6 +63,12 @@ pub enum Field {
     /// addresses).
     RetainedAddresses,
     ExternalEmailAddress,
+    /// For a mailbox whose person is migrating by IMAP: `Set-Mailbox -ForwardingSmtpAddress`
+    /// to the on-prem mailbox until cutover (always with `-DeliverToMailboxAndForward
+    /// $false`); absent otherwise, so cutover clears it. Read back only where a listing
+    /// carries it: Get-Recipient does not (scripts read it from Get-Mailbox), so it is
+    /// normally unknown to the inventory and diffed against the state store alone.
+    ForwardingSmtpAddress,
     HiddenFromAddressLists,
     AccountEnabled,
     /// `mail_user` / `mailbox`: changed by licensing.
@@ -80,7 +86,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 20] = [
+    pub const ALL: [Field; 21] = [
         Field::UserPrincipalName,
         Field::MailNickname,
         Field::Name,
@@ -91,6 +97,7 @@ impl Field {
         Field::EmailAddresses,
         Field::RetainedAddresses,
         Field::ExternalEmailAddress,
+        Field::ForwardingSmtpAddress,
         Field::HiddenFromAddressLists,
         Field::AccountEnabled,
         Field::Kind,
@@ -116,6 +123,7 @@ impl Field {
             Field::EmailAddresses => "emailAddresses",
             Field::RetainedAddresses => "retainedAddresses",
             Field::ExternalEmailAddress => "externalEmailAddress",
+            Field::ForwardingSmtpAddress => "forwardingSmtpAddress",
             Field::HiddenFromAddressLists => "hiddenFromAddressLists",
             Field::AccountEnabled => "accountEnabled",
             Field::Kind => "kind",
@@ -139,6 +147,7 @@ impl Field {
             | Field::EmailAddresses
             | Field::RetainedAddresses
             | Field::ExternalEmailAddress
+            | Field::ForwardingSmtpAddress
             | Field::HiddenFromAddressLists
             | Field::Anchor => Writer::SetRecipient,
             Field::DisplayName
@@ -179,6 +188,7 @@ impl Field {
             Field::GivenName => "FirstName",
             Field::Surname => "LastName",
             Field::ExternalEmailAddress => "ExternalEmailAddress",
+            Field::ForwardingSmtpAddress => "ForwardingSmtpAddress",
             Field::HiddenFromAddressLists => "HiddenFromAddressListsEnabled",
             Field::Department => "Department",
             Field::JobTitle => "Title",

@@ -25,6 +25,7 @@ fn person(anchor: &str, uid: &str, mail: &str) -> Recipient {
         secondary: BTreeSet::new(),
         external_address: Some(SmtpAddress::parse(mail).unwrap()),
         forward: None,
+        forwarding: None,
         department: None,
         job_title: None,
         phone: None,

@@ -108,6 +108,15 @@ pub enum SourceError {
         seconds: u64,
     },
 
+    /// A modify (`migrate cutover --apply`) the server refused or did not answer.
+    #[error("modifying `{dn}` on {url} failed: {} (rc {rc}){}", rc_name(*rc), detail(message))]
+    Modify {
+        url: String,
+        dn: String,
+        rc: u32,
+        message: String,
+    },
+
     /// Any other non-zero result code.
     #[error("search of `{base_dn}` on {url} failed: {} (rc {rc}){}", rc_name(*rc), detail(message))]
     Search {
@@ -122,7 +131,10 @@ impl SourceError {
     /// The LDAP result code the server sent, when there was one.
     pub fn rc(&self) -> Option<u32> {
         match self {
-            Self::Bind { rc, .. } | Self::Limit { rc, .. } | Self::Search { rc, .. } => Some(*rc),
+            Self::Bind { rc, .. }
+            | Self::Limit { rc, .. }
+            | Self::Search { rc, .. }
+            | Self::Modify { rc, .. } => Some(*rc),
             Self::NoSuchBase { .. } => Some(32),
             Self::Referral { .. } => Some(10),
             _ => None,

@@ -522,6 +522,55 @@ fn primitive(tag: StructureTag, what: &str) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Replaces one attribute's values, entry by entry (`migrate cutover --apply`): each
+/// `(dn, attribute, value)` becomes a modify with a single `replace`. Connects and binds as
+/// `config` says (StartTLS or LDAPS like a read; the caller puts the write bind in it).
+/// Stops at the first refusal. Answers how many changes were made (in order) and how it
+/// ended; the bind password never appears in an error.
+pub async fn replace_values(
+    config: &LdapConfig,
+    changes: &[(String, String, String)],
+) -> (usize, Result<(), SourceError>) {
+    let session = match open(config).await {
+        Ok(s) => s,
+        Err(e) => return (0, Err(e)),
+    };
+    let url = display_url(&config.url);
+    let password = config.bind_password.as_ref().map(|p| p.expose());
+    let mut ldap = session.ldap.clone();
+    let mut done = 0;
+    let mut outcome = Ok(());
+    for (dn, attribute, value) in changes {
+        let values: std::collections::HashSet<&str> = [value.as_str()].into();
+        let r = ldap
+            .with_timeout(op_timeout(config.timeout_seconds))
+            .modify(
+                dn.as_str(),
+                vec![ldap3::Mod::Replace(attribute.as_str(), values)],
+            )
+            .await;
+        let (rc, message) = match r {
+            Ok(r) if r.rc == 0 => {
+                debug!(dn = %dn, attribute = %attribute, "modified");
+                done += 1;
+                continue;
+            }
+            Ok(r) => (r.rc, r.text),
+            // 80: "other" (the client gave up: timeout, dropped connection).
+            Err(e) => (80, e.to_string()),
+        };
+        outcome = Err(SourceError::Modify {
+            url: url.clone(),
+            dn: dn.clone(),
+            rc,
+            message: redact(&message, password),
+        });
+        break;
+    }
+    session.close().await;
+    (done, outcome)
+}
+
 /// Reads the people of `selection`: every entry under `base_dn` that matches the configured
 /// filter, with the mapped attributes only, and the `hidden`/`disabled` flags of the rules.
 ///

@@ -5,6 +5,9 @@
 //! LDAP against this view; apply writes each outcome here as soon as it is known.
 
 pub mod lock;
+mod migration;
+
+pub use migration::{MigrationPerson, MigrationStage};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

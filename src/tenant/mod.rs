@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod graph;
 pub mod http;
 pub mod jwt;
+pub mod migration;
 pub mod throttle;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@ mod handovers;
 mod inventory;
 mod licences;
 mod logs;
+mod migrate;
 mod notify;
 mod packaging;
 mod real_tenant;

@@ -83,6 +83,7 @@ fn person(uid: &str) -> Recipient {
         secondary: BTreeSet::new(),
         external_address: Some(mail),
         forward: None,
+        forwarding: None,
         department: None,
         job_title: None,
         phone: None,

@@ -210,6 +210,15 @@ pub fn run(
         "remove-outboundconnector" => {
             conn::remove_connector(store, conn::Direction::Outbound, params).map(|_| none())
         }
+        // IMAP migration (`ldap2exo migrate`): endpoints, batches, migration users.
+        "new-migrationendpoint" => super::migration::new_endpoint(store, params).map(one),
+        "get-migrationendpoint" => super::migration::get_endpoints(store, params),
+        "new-migrationbatch" => super::migration::new_batch(store, params).map(one),
+        "get-migrationbatch" => super::migration::get_batches(store, params),
+        "get-migrationuser" => super::migration::get_users(store, params),
+        "complete-migrationbatch" => {
+            super::migration::complete_batch(store, params).map(|_| none())
+        }
         _ => Err(ExoError::UnknownCmdlet(cmdlet.to_string())),
     }
 }
@@ -217,7 +226,7 @@ pub fn run(
 /// Finds one recipient (or, with `None` in `kinds`, plain user) by any of its identities:
 /// Name, Alias, object id, Guid, UPN or any e-mail address, as Exchange sees them now. Objects
 /// inside the 404 window after their create are not found.
-fn resolve(
+pub(super) fn resolve(
     store: &Store,
     identity: &str,
     kinds: &[Option<RecipientKind>],
@@ -794,7 +803,13 @@ fn get_recipients(
         None
     };
     let mut values = Vec::new();
-    for view in candidate_views(store, &p, &types, deleted)? {
+    for mut view in candidate_views(store, &p, &types, deleted)? {
+        if kind != GetKind::Mailbox {
+            // Mailbox properties: Get-Mailbox shows them, Get-Recipient and Get-User do not
+            // (every published script reads the forwarding from Get-Mailbox).
+            view.remove("ForwardingSmtpAddress");
+            view.remove("DeliverToMailboxAndForward");
+        }
         if let Some(f) = &filter
             && !opath::eval(f, &view)
         {

@@ -9,6 +9,7 @@
 mod addresses;
 pub mod cmdlets;
 mod connectors;
+pub mod migration;
 pub mod opath;
 
 use crate::auth::{Audience, BearerProblem, tenant_matches};
@@ -258,7 +259,7 @@ pub fn handle(sh: &Shared, req: &Req, tenant: &str) -> Resp {
     let verb = cmdlet.split('-').next().unwrap_or("").to_ascii_lowercase();
     let is_write = matches!(
         verb.as_str(),
-        "new" | "set" | "remove" | "enable" | "disable" | "add"
+        "new" | "set" | "remove" | "enable" | "disable" | "add" | "complete"
     );
     let drop = match sh.gate(Api::Exchange, &label, is_write, 1) {
         Gate::Proceed { drop, .. } => drop,

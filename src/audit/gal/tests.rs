@@ -31,6 +31,7 @@ fn mail_user(uid: &str, aliases: &[&str]) -> Recipient {
         secondary: aliases.iter().map(|a| address(a)).collect(),
         external_address: Some(primary),
         forward: None,
+        forwarding: None,
         department: None,
         job_title: None,
         phone: None,

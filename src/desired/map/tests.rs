@@ -1195,3 +1195,45 @@ fn outputs_are_sorted() {
     assert_eq!(d.quarantined.len(), 5 + 9);
     assert_eq!(d.recipients.len(), 40 - 5 - 5 - 14);
 }
+
+#[test]
+fn a_migrating_person_is_a_mailbox_forwarding_to_on_prem_until_ldap_forwards_into_the_tenant() {
+    let config = config();
+    let entries = [
+        person("jdoe"),
+        person("asmith"),
+        with(
+            person("moved"),
+            "mailForwardingAddress",
+            &["moved@exampleedu.mail.onmicrosoft.com"],
+        ),
+    ];
+    let migrating: BTreeSet<Anchor> = ["uuid-jdoe", "uuid-moved"]
+        .into_iter()
+        .map(|a| Anchor::new(a).unwrap())
+        .collect();
+    let mut mapper = Mapper::new(&config).migrating(migrating, "mbox.example.edu");
+    for e in &entries {
+        mapper.push(e);
+    }
+    let d = mapper.finish(&BTreeSet::new());
+    let by = |uid: &str| d.recipients.iter().find(|r| r.uid == uid).unwrap();
+    let jdoe = by("jdoe");
+    assert_eq!(jdoe.kind, Kind::Mailbox);
+    assert_eq!(jdoe.external_address, None);
+    assert_eq!(
+        jdoe.forwarding.as_ref().map(SmtpAddress::as_str),
+        Some("jdoe@mbox.example.edu")
+    );
+    assert_eq!(
+        jdoe.fields()["forwardingSmtpAddress"],
+        "jdoe@mbox.example.edu"
+    );
+    // Everybody else is unaffected.
+    let asmith = by("asmith");
+    assert_eq!((asmith.kind, &asmith.forwarding), (Kind::MailUser, &None));
+    assert!(!asmith.fields().contains_key("forwardingSmtpAddress"));
+    // After cutover LDAP forwards into the tenant: the ordinary rule, no forwarding.
+    let moved = by("moved");
+    assert_eq!((moved.kind, &moved.forwarding), (Kind::Mailbox, &None));
+}

@@ -1,0 +1,1042 @@
+//! `migrate plan|start|status|cutover`: IMAP migration of a cohort to Exchange Online
+//! mailboxes (TENANT_FACTS, "IMAP migration"). The cohort is recorded in the state store;
+//! its mailboxes are made by the ordinary sync path (`real_run` for exactly these uids), which
+//! then plans them as mailboxes forwarding to on-prem until cutover; the endpoint and the
+//! batches are created here. The IMAP master password goes only into the batch CSV.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::run::{dry_plan_migrating, real_run};
+use super::{CommandError, Exit, TenantWatch, now};
+use crate::apply::Outcome;
+use crate::cli::{
+    Cohort, MigrateCommand, MigrateCutoverArgs, MigratePlanArgs, MigrateStartArgs,
+    MigrateStatusArgs, Selection as SelectionArgs, StatusFormat,
+};
+use crate::config::{Config, MigrationConfig};
+use crate::desired::{self, Kind};
+use crate::ids::Anchor;
+use crate::inventory::TenantObject;
+use crate::migration::{self, ForwardChange};
+use crate::plan::Op;
+use crate::shutdown::Stop;
+use crate::source::{self, Selection};
+use crate::state::{MigrationPerson, MigrationStage, Store};
+use crate::tenant::Tenant;
+use crate::tenant::migration::ImapEndpoint;
+
+/// The IMAP migration endpoint ldap2exo creates and uses.
+const ENDPOINT_NAME: &str = "ldap2exo-imap";
+
+/// `Get-MigrationUser` statuses after which a cutover loses no mail the first pass copied
+/// (the last incremental pass follows the cutover).
+const SYNCED: [&str; 3] = ["Synced", "Completed", "IncrementalSynced"];
+
+pub async fn migrate(
+    config: &Config,
+    command: &MigrateCommand,
+    stop: &Stop,
+) -> Result<Exit, CommandError> {
+    let m = config.migration.as_ref().ok_or_else(|| {
+        CommandError::Usage(
+            "configuration key `migration`: the [migration] section is missing (imap_server, master_user, master_password_file, onprem_routing_domain)".into(),
+        )
+    })?;
+    match command {
+        MigrateCommand::Plan(a) => plan(config, m, a, stop).await,
+        MigrateCommand::Start(a) => start(config, m, a, stop).await,
+        MigrateCommand::Status(a) => status(config, a).await,
+        MigrateCommand::Cutover(a) => cutover(config, m, a).await,
+    }
+}
+
+/// A person of the cohort as LDAP maps them.
+#[derive(Debug, Clone)]
+struct Member {
+    anchor: Anchor,
+    uid: String,
+    dn: String,
+    alias: String,
+    primary: String,
+    /// The LDAP forward today (outside the tenant): cutover replaces it.
+    forward: Option<String>,
+    /// LDAP already forwards into the tenant: nothing to migrate.
+    in_tenant: bool,
+}
+
+/// The cohort: who LDAP has, who it quarantines or marks as leaving (uid or DN, reason), and
+/// asked uids it lacks.
+struct CohortRead {
+    members: Vec<Member>,
+    quarantined: Vec<(String, String)>,
+    missing: Vec<String>,
+}
+
+/// Reads the cohort from LDAP: `--only` uids or `--filter` ANDed with `ldap.filter`.
+async fn read_cohort(
+    config: &Config,
+    only: &[String],
+    filter: Option<&str>,
+) -> Result<CohortRead, CommandError> {
+    let (ldap, sel) = match filter {
+        Some(f) => {
+            let f = f.trim();
+            if !(f.starts_with('(') && f.ends_with(')')) {
+                return Err(CommandError::Usage(format!(
+                    "--filter `{f}` is not an LDAP filter in parentheses"
+                )));
+            }
+            let mut ldap = config.ldap.clone();
+            ldap.filter = format!("(&{}{f})", config.ldap.filter);
+            (ldap, Selection::All)
+        }
+        None => (config.ldap.clone(), Selection::Only(only.to_vec())),
+    };
+    let entries = source::read(&ldap, &sel).await?;
+    let d = desired::build(&entries, config, &BTreeSet::new());
+    let members: Vec<Member> = d
+        .recipients
+        .into_iter()
+        .map(|r| Member {
+            in_tenant: r.kind == Kind::Mailbox,
+            forward: r.forward.map(|f| f.to_string()),
+            anchor: r.anchor,
+            uid: r.uid,
+            dn: r.dn,
+            alias: r.alias,
+            primary: r.primary.to_string(),
+        })
+        .collect();
+    // Quarantined entries, and those the disabled rule marks as leaving: nobody to migrate.
+    let quarantined: Vec<(String, String)> = d
+        .quarantined
+        .iter()
+        .map(|q| {
+            (
+                q.uid.clone().unwrap_or_else(|| q.dn.clone()),
+                format!("{}: {}", q.field, q.reason),
+            )
+        })
+        .chain(d.disabled.iter().map(|x| {
+            (
+                x.uid.clone().unwrap_or_else(|| x.dn.clone()),
+                "ldap.rules.disabled_filter: leaving".to_owned(),
+            )
+        }))
+        .collect();
+    let found: BTreeSet<String> = members
+        .iter()
+        .map(|m| m.uid.to_lowercase())
+        .chain(quarantined.iter().map(|(u, _)| u.to_lowercase()))
+        .collect();
+    let missing = only
+        .iter()
+        .filter(|u| !found.contains(&u.to_lowercase()))
+        .cloned()
+        .collect();
+    Ok(CohortRead {
+        members,
+        quarantined,
+        missing,
+    })
+}
+
+async fn read_cohort_args(config: &Config, c: &Cohort) -> Result<CohortRead, CommandError> {
+    read_cohort(config, &c.only, c.filter.as_deref()).await
+}
+
+/// One person's verdict in `migrate plan`.
+#[derive(Debug, Serialize)]
+struct PlanLine {
+    uid: String,
+    /// `mail_user_to_license`, `not_provisioned`, `mailbox_exists`, `mailbox_provisioning`,
+    /// `in_batch`, `already_in_tenant`, `quarantined`, `held`, `not_in_ldap`.
+    state: String,
+    can_start: bool,
+    detail: String,
+}
+
+impl PlanLine {
+    fn new(uid: &str, state: &str, can_start: bool, detail: &str) -> Self {
+        PlanLine {
+            uid: uid.to_owned(),
+            state: state.to_owned(),
+            can_start,
+            detail: detail.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct PlanReport {
+    people: Vec<PlanLine>,
+    licences_needed: Option<u32>,
+    licences_free: Option<u32>,
+    batches: usize,
+    csv_bytes: usize,
+    can_start: bool,
+}
+
+async fn plan(
+    config: &Config,
+    m: &MigrationConfig,
+    args: &MigratePlanArgs,
+    stop: &Stop,
+) -> Result<Exit, CommandError> {
+    let cohort = read_cohort_args(config, &args.cohort).await?;
+    let mut lines: Vec<PlanLine> = Vec::new();
+    for u in &cohort.missing {
+        lines.push(PlanLine::new(
+            u,
+            "not_in_ldap",
+            false,
+            "no LDAP entry matches",
+        ));
+    }
+    for (u, why) in &cohort.quarantined {
+        lines.push(PlanLine::new(u, "quarantined", false, why));
+    }
+    let anchors: BTreeSet<Anchor> = cohort.members.iter().map(|p| p.anchor.clone()).collect();
+    let uids: Vec<String> = cohort.members.iter().map(|p| p.uid.clone()).collect();
+    let (the_plan, inventory) = if uids.is_empty() {
+        (None, None)
+    } else {
+        let sel = SelectionArgs {
+            only: uids,
+            max_deletes: None,
+        };
+        let (p, i) = dry_plan_migrating(config, &sel, &anchors, "migrate plan", stop).await?;
+        (Some(p), i)
+    };
+    let recorded = {
+        let store = Store::open(&config.state.path).await?;
+        let people = store.migration_people().await?;
+        store.close().await;
+        people
+    };
+    let mut rows = Vec::new();
+    for p in &cohort.members {
+        let action = the_plan
+            .as_ref()
+            .and_then(|pl| pl.actions.iter().find(|a| a.anchor == p.anchor));
+        let seen = inventory.as_ref().and_then(|i| i.managed.get(&p.anchor));
+        let l = judge(p, recorded.get(&p.anchor), action, seen);
+        if l.can_start
+            && l.state != "in_batch"
+            && let Some(pw) = &m.master_password
+        {
+            rows.push(migration::csv_row(&p.primary, &p.uid, &m.master_user, pw));
+        }
+        lines.push(l);
+    }
+    let batches = migration::split(rows, migration::MAX_ROWS, migration::MAX_BYTES);
+    let bill = the_plan.as_ref().and_then(|p| p.licences.clone());
+    let short = bill.as_ref().is_some_and(|b| b.short() > 0);
+    let report = PlanReport {
+        can_start: !lines.is_empty() && lines.iter().all(|l| l.can_start) && !short,
+        licences_needed: bill.as_ref().map(|b| b.needed),
+        licences_free: bill.as_ref().map(|b| b.free),
+        batches: batches.len(),
+        csv_bytes: batches
+            .iter()
+            .map(|b| migration::csv(b).expose().len())
+            .sum(),
+        people: lines,
+    };
+    write_plan(&report, args.format)?;
+    Ok(if report.can_start {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
+}
+
+/// One cohort member's verdict from what the dry run planned for them (`action`), the
+/// tenant (`seen`) and the state store (`recorded`).
+fn judge(
+    p: &Member,
+    recorded: Option<&MigrationPerson>,
+    action: Option<&crate::plan::Action>,
+    seen: Option<&TenantObject>,
+) -> PlanLine {
+    let uid = p.uid.as_str();
+    if let Some(batch) = recorded
+        .filter(|r| r.stage.is_migrating())
+        .and_then(|r| r.batch.as_deref())
+    {
+        return PlanLine::new(
+            uid,
+            "in_batch",
+            true,
+            &format!("already in migration batch {batch}"),
+        );
+    }
+    if p.in_tenant {
+        return PlanLine::new(
+            uid,
+            "already_in_tenant",
+            false,
+            "LDAP already forwards into the tenant: nothing to migrate",
+        );
+    }
+    match (action, seen) {
+        (Some(a), _) if a.held.is_some() => {
+            let why = a
+                .held
+                .as_ref()
+                .map(|h| h.reason.as_str())
+                .unwrap_or_default();
+            PlanLine::new(uid, "held", false, why)
+        }
+        (Some(a), _) if a.op == Op::Create => PlanLine::new(
+            uid,
+            "not_provisioned",
+            true,
+            "created as a licensed mailbox",
+        ),
+        (Some(a), _) if a.op == Op::Convert => PlanLine::new(
+            uid,
+            "mail_user_to_license",
+            true,
+            "the MailUser is licensed in place",
+        ),
+        (_, Some(t)) if t.mailbox_pending => PlanLine::new(
+            uid,
+            "mailbox_provisioning",
+            true,
+            "licensed; Exchange is still provisioning the mailbox",
+        ),
+        _ => PlanLine::new(uid, "mailbox_exists", true, "the mailbox exists"),
+    }
+}
+
+fn stdout_error(e: std::io::Error) -> CommandError {
+    CommandError::Write {
+        path: "standard output".into(),
+        source: e,
+    }
+}
+
+fn write_plan(report: &PlanReport, format: StatusFormat) -> Result<(), CommandError> {
+    let mut out = std::io::stdout().lock();
+    if format == StatusFormat::Json {
+        serde_json::to_writer_pretty(&mut out, report).expect("the report serialises");
+        return writeln!(out).map_err(stdout_error);
+    }
+    for l in &report.people {
+        let mark = if l.can_start { "ok  " } else { "STOP" };
+        writeln!(out, "{mark} {:<20} {:<22} {}", l.uid, l.state, l.detail).map_err(stdout_error)?;
+    }
+    if let (Some(n), Some(f)) = (report.licences_needed, report.licences_free) {
+        writeln!(out, "Licences: {n} needed, {f} free").map_err(stdout_error)?;
+    }
+    writeln!(
+        out,
+        "Batches: {} ({} bytes of CSV)\n{}",
+        report.batches,
+        report.csv_bytes,
+        if report.can_start {
+            "The cohort can start."
+        } else {
+            "The cohort cannot start as it is."
+        }
+    )
+    .map_err(stdout_error)
+}
+
+/// The on-prem forwarding a migrating person's mailbox must carry.
+fn onprem_target(m: &MigrationConfig, uid: &str) -> String {
+    format!("{uid}@{}", m.onprem_routing_domain).to_ascii_lowercase()
+}
+
+fn strip_smtp(v: &str) -> &str {
+    v.split_once(':')
+        .filter(|(p, _)| p.eq_ignore_ascii_case("smtp"))
+        .map_or(v, |(_, a)| a)
+}
+
+async fn start(
+    config: &Config,
+    m: &MigrationConfig,
+    args: &MigrateStartArgs,
+    stop: &Stop,
+) -> Result<Exit, CommandError> {
+    if let Some(b) = &args.batch
+        && (b.trim().is_empty() || b.chars().count() > 60)
+    {
+        // Exchange allows 64 characters (New-MigrationBatch -Name); 4 are kept for `-<n>`.
+        return Err(CommandError::Usage(format!(
+            "--batch `{b}`: a batch name has 1 to 60 characters"
+        )));
+    }
+    let password = m.master_password.as_ref().ok_or_else(|| {
+        CommandError::Usage(
+            "configuration key `migration.master_password_file`: no IMAP master password".into(),
+        )
+    })?;
+    let cohort = read_cohort_args(config, &args.cohort).await?;
+    let (members, mut failed) = left_out(&cohort);
+    if members.is_empty() {
+        eprintln!("ldap2exo: nobody to migrate");
+        return Ok(Exit::Failed);
+    }
+    let started = now()?;
+    let store = Store::open(&config.state.path).await?;
+    for p in &members {
+        store
+            .start_migration(&p.anchor, &p.uid, &p.primary, started)
+            .await?;
+    }
+    store.close().await;
+    tracing::info!(
+        people = members.len(),
+        "migration cohort recorded; provisioning the mailboxes"
+    );
+    // Step 1: the ordinary sync path, for exactly these people.
+    let sel = SelectionArgs {
+        only: members.iter().map(|p| p.uid.clone()).collect(),
+        max_deletes: None,
+    };
+    let finished = real_run(config, &sel, "migrate start", stop, &TenantWatch::new()).await?;
+    for r in &finished.results {
+        let why = match &r.outcome {
+            Outcome::Failed(why) | Outcome::Conflict(why) | Outcome::NotStarted(why) => why,
+            Outcome::Done | Outcome::Pending(_) | Outcome::Skipped(_) => continue,
+        };
+        eprintln!("ldap2exo: {}: provisioning failed: {why}", r.uid);
+        failed = true;
+    }
+    // Step 2: the endpoint and the batches, for those whose mailbox is ready.
+    let store = Store::open(&config.state.path).await?;
+    let tenant = Tenant::connect(&config.tenant)?;
+    let ex = tenant.exchange();
+    let (ready, not_ready) = ready_members(&store, ex, m, &members).await?;
+    if !ready.is_empty() {
+        ensure_endpoint(ex, m).await?;
+        let base = args
+            .batch
+            .clone()
+            .unwrap_or_else(|| default_batch_name(started));
+        create_batches(&store, ex, m, password, &ready, &base).await?;
+    }
+    store.close().await;
+    Ok(if failed || not_ready {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
+}
+
+/// The members to migrate; reports (on standard error) who is left out and why, and whether
+/// anyone was.
+fn left_out(cohort: &CohortRead) -> (Vec<&Member>, bool) {
+    let mut any = false;
+    for u in &cohort.missing {
+        eprintln!("ldap2exo: {u}: no LDAP entry matches; left out");
+        any = true;
+    }
+    for (u, why) in &cohort.quarantined {
+        eprintln!("ldap2exo: {u}: quarantined ({why}); left out");
+        any = true;
+    }
+    let mut members = Vec::new();
+    for p in &cohort.members {
+        if p.in_tenant {
+            eprintln!(
+                "ldap2exo: {}: LDAP already forwards into the tenant; nothing to migrate",
+                p.uid
+            );
+        } else {
+            members.push(p);
+        }
+    }
+    (members, any)
+}
+
+/// Who of `members` can go into a batch now: not in one yet, a `UserMailbox` in Exchange,
+/// forwarding to on-prem. Says for each of the others why not; the flag is true when
+/// someone must wait for a later `migrate start`. Someone Exchange already lists in a
+/// migration batch (a start that stopped after creating it) is recorded, not batched again.
+async fn ready_members<'m>(
+    store: &Store,
+    ex: &crate::tenant::Exchange,
+    m: &MigrationConfig,
+    members: &[&'m Member],
+) -> Result<(Vec<&'m Member>, bool), CommandError> {
+    let people = store.migration_people().await?;
+    let in_tenant_batches: BTreeMap<String, String> = ex
+        .migration_users(None)
+        .await?
+        .iter()
+        .filter_map(|u| {
+            Some((
+                u.get("Identity")?.as_str()?.to_ascii_lowercase(),
+                u.get("BatchId")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let mut ready = Vec::new();
+    let mut waiting = false;
+    for p in members {
+        let batch = people
+            .get(&p.anchor)
+            .and_then(|r| r.batch.clone())
+            .or_else(|| {
+                in_tenant_batches
+                    .get(&p.primary.to_ascii_lowercase())
+                    .cloned()
+            });
+        if let Some(batch) = batch {
+            store.set_migration_batch(&p.anchor, &batch, now()?).await?;
+            println!("{}: already in migration batch {batch}", p.uid);
+            continue;
+        }
+        let id = store
+            .object(&p.anchor)
+            .await?
+            .and_then(|o| o.tenant_object_id);
+        let why = match id {
+            None => Some("not provisioned yet"),
+            Some(id) => mailbox_not_ready(
+                ex.get_mailbox(&id).await?.as_ref(),
+                &onprem_target(m, &p.uid),
+            ),
+        };
+        match why {
+            Some(why) => {
+                println!("{}: {why}; run migrate start again", p.uid);
+                waiting = true;
+            }
+            None => ready.push(*p),
+        }
+    }
+    Ok((ready, waiting))
+}
+
+/// Why Exchange's `Get-Mailbox` answer does not show a mailbox ready to migrate into, or
+/// `None` when it does.
+fn mailbox_not_ready(mailbox: Option<&Value>, onprem_target: &str) -> Option<&'static str> {
+    let text = |k: &str| mailbox.and_then(|v| v.get(k)).and_then(Value::as_str);
+    if text("RecipientTypeDetails") != Some("UserMailbox") {
+        return Some("the mailbox is still being provisioned (minutes after licensing)");
+    }
+    let forwarding = text("ForwardingSmtpAddress").map(|f| strip_smtp(f).to_ascii_lowercase());
+    if forwarding.as_deref() != Some(onprem_target) {
+        return Some("the forwarding to on-prem is not set yet");
+    }
+    None
+}
+
+/// Creates the migration batches for `ready` (split within Exchange's limits, named from
+/// `base` with names no batch has) and records each person's batch.
+async fn create_batches(
+    store: &Store,
+    ex: &crate::tenant::Exchange,
+    m: &MigrationConfig,
+    password: &crate::secret::Secret,
+    ready: &[&Member],
+    base: &str,
+) -> Result<(), CommandError> {
+    let rows = ready
+        .iter()
+        .map(|p| migration::csv_row(&p.primary, &p.uid, &m.master_user, password))
+        .collect();
+    let chunks = migration::split(rows, migration::MAX_ROWS, migration::MAX_BYTES);
+    let taken: BTreeSet<String> = ex
+        .migration_batches(None)
+        .await?
+        .iter()
+        .filter_map(|b| b.get("Identity").and_then(Value::as_str))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let names = free_names(base, chunks.len(), &taken);
+    let mut people = ready.iter();
+    for (chunk, name) in chunks.iter().zip(&names) {
+        ex.new_migration_batch(name, ENDPOINT_NAME, &migration::csv(chunk))
+            .await?;
+        let now = now()?;
+        for p in people.by_ref().take(chunk.len()) {
+            store.set_migration_batch(&p.anchor, name, now).await?;
+            println!("{}: in migration batch {name}", p.uid);
+        }
+        tracing::info!(batch = %name, people = chunk.len(), "migration batch created and started");
+    }
+    Ok(())
+}
+
+fn default_batch_name(now: i64) -> String {
+    let t = crate::plan::rfc3339(now);
+    // 2026-09-01T00:00:00Z → ldap2exo-20260901-000000
+    let digits: String = t.chars().filter(char::is_ascii_digit).collect();
+    format!(
+        "ldap2exo-{}-{}",
+        &digits[..8],
+        &digits[8..14.min(digits.len())]
+    )
+}
+
+/// `count` batch names from `base` that no batch in `taken` (lower case) has.
+fn free_names(base: &str, count: usize, taken: &BTreeSet<String>) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut n = 0usize;
+    while names.len() < count {
+        let name = if n == 0 && count == 1 {
+            base.to_owned()
+        } else {
+            migration::batch_name(base, n, usize::MAX)
+        };
+        n += 1;
+        if !taken.contains(&name.to_ascii_lowercase()) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Creates the IMAP endpoint unless one of that name exists.
+async fn ensure_endpoint(
+    ex: &crate::tenant::Exchange,
+    m: &MigrationConfig,
+) -> Result<(), CommandError> {
+    let exists = ex.migration_endpoints().await?.iter().any(|e| {
+        ["Identity", "Name"].iter().any(|k| {
+            e.get(*k)
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(ENDPOINT_NAME))
+        })
+    });
+    if !exists {
+        ex.new_imap_endpoint(&ImapEndpoint {
+            name: ENDPOINT_NAME,
+            remote_server: &m.imap_server,
+            port: m.imap_port,
+            security: m.security.as_cmdlet(),
+        })
+        .await?;
+        tracing::info!(endpoint = ENDPOINT_NAME, server = %m.imap_server, "IMAP migration endpoint created");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct StatusUser {
+    email: String,
+    uid: Option<String>,
+    stage: Option<MigrationStage>,
+    batch: Option<String>,
+    status: Option<String>,
+    items_synced: Option<u64>,
+    error: Option<String>,
+}
+
+async fn status(config: &Config, args: &MigrateStatusArgs) -> Result<Exit, CommandError> {
+    let store = Store::open(&config.state.path).await?;
+    let people = store.migration_people().await?;
+    store.close().await;
+    let tenant = Tenant::connect(&config.tenant)?;
+    let ex = tenant.exchange();
+    let batches: Vec<Value> = ex
+        .migration_batches(args.batch.as_deref())
+        .await?
+        .iter()
+        .map(|b| {
+            json!({
+                "name": b.get("Identity"),
+                "status": b.get("Status"),
+                "total": b.get("TotalCount"),
+                "synced": b.get("SyncedCount"),
+                "failed": b.get("FailedCount"),
+            })
+        })
+        .collect();
+    let users = ex.migration_users(args.batch.as_deref()).await?;
+    let rows = join_status(&users, &people, args.batch.as_deref());
+    write_status(&batches, &rows, args.format)?;
+    Ok(Exit::Ok)
+}
+
+/// Exchange's migration users beside the state store's people (by mailbox address); people
+/// the store has in scope but Exchange does not list come last, without a status.
+fn join_status(
+    users: &[Value],
+    people: &BTreeMap<Anchor, MigrationPerson>,
+    batch: Option<&str>,
+) -> Vec<StatusUser> {
+    let by_email: BTreeMap<String, &MigrationPerson> = people
+        .values()
+        .map(|p| (p.email.to_ascii_lowercase(), p))
+        .collect();
+    let text = |u: &Value, k: &str| u.get(k).and_then(Value::as_str).map(str::to_owned);
+    let mut seen = BTreeSet::new();
+    let mut rows: Vec<StatusUser> = users
+        .iter()
+        .map(|u| {
+            let email = text(u, "Identity").unwrap_or_default().to_ascii_lowercase();
+            let p = by_email.get(&email);
+            seen.insert(email.clone());
+            StatusUser {
+                uid: p.map(|p| p.uid.clone()),
+                stage: p.map(|p| p.stage),
+                batch: text(u, "BatchId").or_else(|| p.and_then(|p| p.batch.clone())),
+                status: text(u, "Status"),
+                items_synced: u.get("SyncedItemCount").and_then(Value::as_u64),
+                error: text(u, "ErrorSummary").filter(|s| !s.is_empty()),
+                email,
+            }
+        })
+        .collect();
+    for p in people.values() {
+        let in_scope = batch.is_none() || p.batch.as_deref() == batch;
+        if in_scope && !seen.contains(&p.email.to_ascii_lowercase()) {
+            rows.push(StatusUser {
+                email: p.email.clone(),
+                uid: Some(p.uid.clone()),
+                stage: Some(p.stage),
+                batch: p.batch.clone(),
+                status: None,
+                items_synced: None,
+                error: None,
+            });
+        }
+    }
+    rows
+}
+
+fn write_status(
+    batches: &[Value],
+    rows: &[StatusUser],
+    format: StatusFormat,
+) -> Result<(), CommandError> {
+    let mut out = std::io::stdout().lock();
+    if format == StatusFormat::Json {
+        let v = json!({"batches": batches, "users": rows});
+        serde_json::to_writer_pretty(&mut out, &v).expect("the status serialises");
+        return writeln!(out).map_err(stdout_error);
+    }
+    writeln!(out, "Batches:").map_err(stdout_error)?;
+    for b in batches {
+        let s = |k: &str| match &b[k] {
+            Value::Null => "-".to_owned(),
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        writeln!(
+            out,
+            "  {:<28} {:<12} total {} synced {} failed {}",
+            s("name"),
+            s("status"),
+            s("total"),
+            s("synced"),
+            s("failed")
+        )
+        .map_err(stdout_error)?;
+    }
+    writeln!(out, "People:").map_err(stdout_error)?;
+    for r in rows {
+        writeln!(
+            out,
+            "  {:<16} {:<32} {:<10} {:<28} {:<12} items {}{}",
+            r.uid.as_deref().unwrap_or("-"),
+            r.email,
+            r.stage.map_or("-", MigrationStage::as_str),
+            r.batch.as_deref().unwrap_or("-"),
+            r.status.as_deref().unwrap_or("-"),
+            r.items_synced.map_or("-".into(), |n| n.to_string()),
+            r.error
+                .as_deref()
+                .map(|e| format!(" error: {e}"))
+                .unwrap_or_default()
+        )
+        .map_err(stdout_error)?;
+    }
+    Ok(())
+}
+
+async fn cutover(
+    config: &Config,
+    m: &MigrationConfig,
+    args: &MigrateCutoverArgs,
+) -> Result<Exit, CommandError> {
+    if args.apply && m.write_bind_dn.is_none() {
+        return Err(CommandError::Usage(
+            "configuration key `migration.write_bind_dn`: --apply writes to LDAP and needs a write bind (else leave out --apply and apply the printed LDIF yourself)".into(),
+        ));
+    }
+    if config.ldap.attributes.forward.is_empty() {
+        return Err(CommandError::Usage(
+            "configuration key `ldap.attributes.forward`: no forward attribute is mapped".into(),
+        ));
+    }
+    let cohort = read_cohort(config, &args.only, None).await?;
+    let store = Store::open(&config.state.path).await?;
+    let people = store.migration_people().await?;
+    let statuses: Option<BTreeMap<String, String>> = if args.force {
+        None
+    } else {
+        let tenant = Tenant::connect(&config.tenant)?;
+        let users = tenant.exchange().migration_users(None).await?;
+        Some(
+            users
+                .iter()
+                .filter_map(|u| {
+                    Some((
+                        u.get("Identity")?.as_str()?.to_ascii_lowercase(),
+                        u.get("Status")?.as_str()?.to_owned(),
+                    ))
+                })
+                .collect(),
+        )
+    };
+    let target = Cutover {
+        attribute: &config.ldap.attributes.forward,
+        routing_domain: &config.tenant.routing_domain,
+        statuses: statuses.as_ref(),
+    };
+    let (changes, refused) = target.changes(&cohort, &people);
+    for r in &refused {
+        eprintln!("ldap2exo: cutover refused for {r}");
+    }
+    for p in cohort
+        .members
+        .iter()
+        .filter(|p| changes.iter().any(|(a, _)| *a == p.anchor))
+    {
+        if let Some(f) = &p.forward {
+            // The on-prem server applied it; after cutover it would have to be an Exchange
+            // Online forwarding or inbox rule.
+            eprintln!(
+                "ldap2exo: warning: {}: the cutover replaces the forward to {f}",
+                p.uid
+            );
+        }
+    }
+    let ldif: Vec<ForwardChange> = changes.iter().map(|(_, c)| c.clone()).collect();
+    print!("{}", migration::ldif(&ldif));
+    if args.apply && !changes.is_empty() {
+        let mut ldap = config.ldap.clone();
+        ldap.bind_dn = m.write_bind_dn.clone();
+        ldap.bind_password = m.write_bind_password.clone();
+        let mods: Vec<(String, String, String)> = ldif
+            .iter()
+            .map(|c| (c.dn.clone(), c.attribute.clone(), c.value.clone()))
+            .collect();
+        let (done, outcome) = source::replace_values(&ldap, &mods).await;
+        // Whoever LDAP now forwards into the tenant is cut over, also when a later modify failed.
+        let now = now()?;
+        for (anchor, c) in &changes[..done] {
+            store.mark_cutover(anchor, now).await?;
+            tracing::info!(dn = %c.dn, forward = %c.value, "cut over: the LDAP forward points into the tenant");
+        }
+        store.close().await;
+        outcome.map_err(CommandError::LdapWrite)?;
+    } else {
+        store.close().await;
+    }
+    Ok(if refused.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
+}
+
+/// What a cutover changes: the forward attribute, the routing domain, and (unless `--force`)
+/// Exchange's migration status per mailbox address.
+struct Cutover<'a> {
+    attribute: &'a str,
+    routing_domain: &'a str,
+    statuses: Option<&'a BTreeMap<String, String>>,
+}
+
+impl Cutover<'_> {
+    /// The LDAP change for each member that may be cut over, and for the others (and the
+    /// uids LDAP lacks or quarantines) why not.
+    fn changes(
+        &self,
+        cohort: &CohortRead,
+        people: &BTreeMap<Anchor, MigrationPerson>,
+    ) -> (Vec<(Anchor, ForwardChange)>, Vec<String>) {
+        let mut refused: Vec<String> = cohort
+            .missing
+            .iter()
+            .map(|u| format!("{u}: no LDAP entry matches"))
+            .chain(
+                cohort
+                    .quarantined
+                    .iter()
+                    .map(|(u, why)| format!("{u}: quarantined ({why})")),
+            )
+            .collect();
+        let mut changes = Vec::new();
+        for p in &cohort.members {
+            let Some(row) = people.get(&p.anchor).filter(|r| r.stage.is_migrating()) else {
+                refused.push(format!("{}: not migrating (migrate start first)", p.uid));
+                continue;
+            };
+            if let Some(statuses) = self.statuses {
+                let st = statuses.get(&row.email.to_ascii_lowercase());
+                if !st.is_some_and(|s| SYNCED.contains(&s.as_str())) {
+                    refused.push(format!(
+                        "{}: migration not synced (status {}); wait, or use --force",
+                        p.uid,
+                        st.map_or("none: not in a batch", String::as_str)
+                    ));
+                    continue;
+                }
+            }
+            changes.push((
+                p.anchor.clone(),
+                ForwardChange {
+                    dn: p.dn.clone(),
+                    attribute: self.attribute.to_owned(),
+                    value: format!("{}@{}", p.alias, self.routing_domain),
+                },
+            ));
+        }
+        (changes, refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(uid: &str) -> Member {
+        Member {
+            anchor: Anchor::new(&format!("uuid-{uid}")).unwrap(),
+            uid: uid.into(),
+            dn: format!("uid={uid},ou=people,dc=example,dc=edu"),
+            alias: uid.into(),
+            primary: format!("{uid}@example.edu"),
+            forward: None,
+            in_tenant: false,
+        }
+    }
+
+    fn person(uid: &str, stage: MigrationStage, batch: Option<&str>) -> MigrationPerson {
+        MigrationPerson {
+            anchor: Anchor::new(&format!("uuid-{uid}")).unwrap(),
+            uid: uid.into(),
+            email: format!("{uid}@example.edu"),
+            batch: batch.map(str::to_owned),
+            stage,
+            started_at: 0,
+            updated_at: 0,
+            cutover_at: None,
+        }
+    }
+
+    #[test]
+    fn a_mailbox_is_ready_once_exchange_shows_it_forwarding_to_on_prem() {
+        let target = "jdoe@mbox.example.edu";
+        assert!(
+            mailbox_not_ready(None, target)
+                .unwrap()
+                .contains("provisioned")
+        );
+        let mail_user = json!({"RecipientTypeDetails": "MailUser"});
+        assert!(mailbox_not_ready(Some(&mail_user), target).is_some());
+        let unforwarded =
+            json!({"RecipientTypeDetails": "UserMailbox", "ForwardingSmtpAddress": null});
+        assert!(
+            mailbox_not_ready(Some(&unforwarded), target)
+                .unwrap()
+                .contains("forwarding")
+        );
+        let ready = json!({"RecipientTypeDetails": "UserMailbox", "ForwardingSmtpAddress": "smtp:JDoe@mbox.example.edu"});
+        assert_eq!(mailbox_not_ready(Some(&ready), target), None);
+    }
+
+    #[test]
+    fn cutover_takes_only_synced_migrating_people_and_names_the_others() {
+        let cohort = CohortRead {
+            members: ["synced", "syncing", "stranger", "done"]
+                .map(member)
+                .to_vec(),
+            quarantined: vec![("broken".into(), "mail: bad".into())],
+            missing: vec!["ghost".into()],
+        };
+        let people: BTreeMap<Anchor, MigrationPerson> = [
+            person("synced", MigrationStage::Batched, Some("b1")),
+            person("syncing", MigrationStage::Batched, Some("b1")),
+            person("done", MigrationStage::Cutover, Some("b1")),
+        ]
+        .into_iter()
+        .map(|p| (p.anchor.clone(), p))
+        .collect();
+        let statuses: BTreeMap<String, String> = [
+            ("synced@example.edu".to_owned(), "Synced".to_owned()),
+            ("syncing@example.edu".to_owned(), "Syncing".to_owned()),
+        ]
+        .into();
+        let cut = Cutover {
+            attribute: "mailForwardingAddress",
+            routing_domain: "t.mail.onmicrosoft.com",
+            statuses: Some(&statuses),
+        };
+        let (changes, refused) = cut.changes(&cohort, &people);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].1.value, "synced@t.mail.onmicrosoft.com");
+        let refused = refused.join("\n");
+        for who in [
+            "ghost",
+            "broken",
+            "syncing: migration not synced (status Syncing)",
+            "stranger: not migrating",
+            "done: not migrating",
+        ] {
+            assert!(refused.contains(who), "{who}: {refused}");
+        }
+        // --force: no status needed.
+        let forced = Cutover {
+            statuses: None,
+            ..cut
+        };
+        assert_eq!(forced.changes(&cohort, &people).0.len(), 2);
+    }
+
+    #[test]
+    fn status_joins_exchange_users_with_the_state_store() {
+        let people: BTreeMap<Anchor, MigrationPerson> = [
+            person("a", MigrationStage::Batched, Some("b1")),
+            person("b", MigrationStage::Started, None),
+        ]
+        .into_iter()
+        .map(|p| (p.anchor.clone(), p))
+        .collect();
+        let users = [
+            json!({"Identity": "A@example.edu", "BatchId": "b1", "Status": "Syncing", "SyncedItemCount": 7, "ErrorSummary": ""}),
+        ];
+        let rows = join_status(&users, &people, None);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (
+                rows[0].uid.as_deref(),
+                rows[0].items_synced,
+                rows[0].error.as_deref()
+            ),
+            (Some("a"), Some(7), None)
+        );
+        assert_eq!(
+            (rows[1].uid.as_deref(), rows[1].status.as_deref()),
+            (Some("b"), None)
+        );
+        // Scoped to a batch: b (in none) is left out.
+        assert_eq!(join_status(&users, &people, Some("b1")).len(), 1);
+    }
+
+    #[test]
+    fn batch_names_avoid_taken_ones() {
+        let taken: BTreeSet<String> = ["cohort".to_owned(), "cohort-2".to_owned()].into();
+        assert_eq!(free_names("fresh", 1, &taken), ["fresh"]);
+        assert_eq!(free_names("cohort", 1, &taken), ["cohort-3"]);
+        assert_eq!(free_names("cohort", 2, &taken), ["cohort-1", "cohort-3"]);
+        assert_eq!(
+            default_batch_name(1_788_220_800),
+            "ldap2exo-20260901-000000"
+        );
+    }
+}
