@@ -76,7 +76,8 @@ fn main() -> ExitCode {
         "{}\n[tenant]\naccepted_domains = [\"example.edu\", \"staff.example.edu\"]\n\
          onmicrosoft_domain = \"exampleedu.onmicrosoft.com\"\n\
          routing_domain = \"exampleedu.mail.onmicrosoft.com\"\nupn_domain = \"example.edu\"\n\n\
-         [state]\npath = {:?}\n",
+         [state]\npath = {:?}\n\n\
+         [connectors]\nsmart_host = \"mx-in.example.edu\"\ncertificate_name = \"mail.example.edu\"\n",
         server.ldap_toml().replace(
             &format!("base_dn = \"{}\"", slapd::PEOPLE_DN),
             &format!("base_dn = \"{base}\"")

@@ -2,7 +2,7 @@
 # The demo: the campus fixture directory in a private slapd (Debian's package; no Docker)
 # and the tenant emulator as a process (HTTPS with a throw-away CA), then ldap2exo's main
 # job against them: check-config, a dry run, the real sync, a second sync that has nothing
-# left to do, and status. Extra arguments go to the dry run, e.g. `--format markdown`.
+# left to do, status, the GAL audit, and the mail-flow connectors planned, made and audited. Extra arguments go to the dry run, e.g. `--format markdown`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -53,4 +53,9 @@ step sync --dry-run $DEMO_ARGS; target/debug/ldap2exo sync --dry-run $DEMO_ARGS 
 step sync;               target/debug/ldap2exo sync --format text | tail -n 4
 step "sync   # again: nothing left to do"; target/debug/ldap2exo sync | tail -n 4
 step status;             target/debug/ldap2exo status
+step "audit gal   # is everyone in the GAL, and right?"; target/debug/ldap2exo audit gal | tail -n 2
+step "connectors plan   # the mail-flow connectors of the hybrid"
+target/debug/ldap2exo connectors plan | sed -n "1,/^The on-prem side/p" | head -n 24 || true
+step connectors apply;   target/debug/ldap2exo connectors apply
+step connectors audit;   target/debug/ldap2exo connectors audit | sed "/^The on-prem side/,\$d"
 '
