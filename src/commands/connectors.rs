@@ -10,7 +10,7 @@ use crate::cli::{AuditFormat, ConnectorsArgs, ConnectorsCommand, StatusFormat};
 use crate::config::{Config, ConfigError, ConnectorsConfig};
 use crate::connectors::audit::Site;
 use crate::connectors::powershell::render;
-use crate::connectors::{self, Action, Finding, Item, Status, postfix};
+use crate::connectors::{self, Action, Finding, Item, Role, Status, postfix};
 use crate::tenant::{Exchange, Tenant, TenantError};
 
 /// Runs one `connectors` subcommand.
@@ -51,7 +51,11 @@ async fn items(config: &Config, adopt: &[String]) -> Result<(Exchange, Vec<Item>
     let tenant = Tenant::connect(&config.tenant)?;
     let exchange = tenant.exchange().clone();
     let (inbound, outbound) = read(&exchange).await?;
-    let desired = connectors::desired(c, &config.tenant);
+    let routing = config
+        .migration
+        .as_ref()
+        .map(|m| m.onprem_routing_domain.as_str());
+    let desired = connectors::desired(c, &config.tenant, routing);
     let items = connectors::diff(desired, &inbound, &outbound, &c.name_prefix, adopt);
     Ok((exchange, items))
 }
@@ -167,47 +171,85 @@ fn postfix_section(config: &Config) -> String {
 async fn apply(config: &Config, adopt: &[String]) -> Result<Exit, CommandError> {
     let (exchange, items) = items(config, adopt).await?;
     let mut failed = false;
+    // The back door refuses every message that no other connector claims, so it is closed
+    // only once the inbound OnPremises connector that claims the Linux side's mail is in
+    // place; otherwise all on-prem mail would bounce. `items` lists that connector first.
+    let mut on_prem_in_place = false;
     for item in &items {
         let name = &item.desired.name;
-        let Some((cmdlet, params)) = item.call() else {
-            match &item.reason {
-                Some(r) => {
-                    println!("refused  {name}: {r}");
-                    failed = true;
-                }
-                None => println!("ok       {name}"),
-            }
-            continue;
+        let held = item.desired.role == Role::BackDoor
+            && item.action != Action::Ok
+            && item.reason.is_none()
+            && !on_prem_in_place;
+        let outcome = if held {
+            Written::Refused(
+                "held: the inbound OnPremises connector is not in place, and closing the back \
+                 door now would refuse all mail from the Linux side"
+                    .into(),
+            )
+        } else {
+            write(&exchange, item).await
         };
-        if let Err(e) = connectors::guard_star(&cmdlet, &params, item.existing.as_ref()) {
-            println!("refused  {name}: {e}");
-            failed = true;
-            continue;
-        }
-        tracing::info!(connector = %name, cmdlet = %cmdlet, "writing a connector");
-        if let Err(e) = exchange.invoke(&cmdlet, Value::Object(params)).await {
-            tracing::warn!(connector = %name, cmdlet = %cmdlet, error = %e, "the connector write failed");
-            println!("FAILED   {name}: {cmdlet}: {e}");
-            failed = true;
-            continue;
-        }
-        match verify(&exchange, item).await {
-            Ok(()) => println!(
-                "{:<8} {name}",
-                match item.action {
-                    Action::Create => "created",
-                    Action::Adopt => "adopted",
-                    Action::Remove => "removed",
-                    _ => "changed",
+        match &outcome {
+            Written::Ok | Written::Done(_) => {
+                if item.desired.role == Role::InboundOnPremises {
+                    on_prem_in_place = true;
                 }
-            ),
-            Err(why) => {
-                println!("FAILED   {name}: {why}");
-                failed = true;
             }
+            Written::Refused(_) | Written::Failed(_) => failed = true,
         }
+        println!("{}", outcome.line(name));
     }
     Ok(if failed { Exit::Failed } else { Exit::Ok })
+}
+
+/// What became of one connector in `apply`.
+enum Written {
+    /// Nothing to do: it already has the wanted shape.
+    Ok,
+    /// Written and read back as wanted: created, changed, adopted or removed.
+    Done(&'static str),
+    Refused(String),
+    Failed(String),
+}
+
+impl Written {
+    fn line(&self, name: &str) -> String {
+        match self {
+            Written::Ok => format!("ok       {name}"),
+            Written::Done(what) => format!("{what:<8} {name}"),
+            Written::Refused(why) => format!("refused  {name}: {why}"),
+            Written::Failed(why) => format!("FAILED   {name}: {why}"),
+        }
+    }
+}
+
+/// Writes one connector (never `*` on an OnPremises outbound one) and reads it back.
+async fn write(exchange: &Exchange, item: &Item) -> Written {
+    let name = &item.desired.name;
+    let Some((cmdlet, params)) = item.call() else {
+        return match &item.reason {
+            Some(r) => Written::Refused(r.clone()),
+            None => Written::Ok,
+        };
+    };
+    if let Err(e) = connectors::guard_star(&cmdlet, &params, item.existing.as_ref()) {
+        return Written::Refused(e.to_string());
+    }
+    tracing::info!(connector = %name, cmdlet = %cmdlet, "writing a connector");
+    if let Err(e) = exchange.invoke(&cmdlet, Value::Object(params)).await {
+        tracing::warn!(connector = %name, cmdlet = %cmdlet, error = %e, "the connector write failed");
+        return Written::Failed(format!("{cmdlet}: {e}"));
+    }
+    match verify(exchange, item).await {
+        Ok(()) => Written::Done(match item.action {
+            Action::Create => "created",
+            Action::Adopt => "adopted",
+            Action::Remove => "removed",
+            _ => "changed",
+        }),
+        Err(why) => Written::Failed(why),
+    }
 }
 
 /// Reads the connector back after a write; what still differs (or, after a removal, is still
@@ -257,6 +299,10 @@ async fn audit(config: &Config, format: AuditFormat) -> Result<Exit, CommandErro
             .connectors
             .as_ref()
             .and_then(|c| c.smart_host.clone()),
+        onprem_routing_domain: config
+            .migration
+            .as_ref()
+            .map(|m| m.onprem_routing_domain.clone()),
     };
     let findings = connectors::audit(&inbound, &outbound, &site);
     let out = match format {

@@ -51,6 +51,8 @@ pub struct Site {
     pub accepted_domains: Vec<String>,
     pub certificate_name: Option<String>,
     pub smart_host: Option<String>,
+    /// `[migration] onprem_routing_domain`: migrating mailboxes forward to `<uid>@<it>`.
+    pub onprem_routing_domain: Option<String>,
 }
 
 fn finding(
@@ -353,6 +355,19 @@ fn outbound_checks(outbound: &[Value], site: &Site, out: &mut Vec<Finding>) {
                 Some("ldap2exo connectors apply".into()),
             ));
         }
+        if let Some(d) = &site.onprem_routing_domain
+            && !covered(&d.to_ascii_lowercase())
+        {
+            out.push(finding(
+                "outbound-onprem-migration",
+                Status::Fail,
+                None,
+                format!(
+                    "the migration's on-prem routing domain {d} is routed by no outbound OnPremises connector: a migrating person's mailbox forwards to <uid>@{d}, and that mail would go by MX instead of to the Linux side"
+                ),
+                Some("ldap2exo connectors apply".into()),
+            ));
+        }
     }
     for c in enabled_out.iter().filter(|c| {
         kind(c) == "onpremises" || !strings(c.get("SmartHosts").unwrap_or(&Value::Null)).is_empty()
@@ -386,7 +401,8 @@ fn smart_host_checks(c: &Value, site: &Site, out: &mut Vec<Finding>) {
     let fix = set(
         "OutboundConnector",
         c,
-        json!({"TlsSettings": "DomainValidation", "TlsDomain": host}),
+        json!({"TlsSettings": "DomainValidation",
+               "TlsDomain": site.certificate_name.clone().unwrap_or(host)}),
     );
     let (status, reason) = match (tls.as_str(), tls_domain) {
         ("domainvalidation", Some(d)) => (
@@ -427,7 +443,38 @@ mod tests {
             accepted_domains: vec!["example.edu".into()],
             certificate_name: Some("mail.example.edu".into()),
             smart_host: Some("mx-in.example.edu".into()),
+            onprem_routing_domain: None,
         }
+    }
+
+    #[test]
+    fn the_migration_routing_domain_must_be_routed_on_prem() {
+        let to_on_prem = json!({"Name": "To on-prem", "ConnectorType": "OnPremises",
+            "RecipientDomains": ["example.edu"], "SmartHosts": ["mx-in.example.edu"],
+            "UseMXRecord": false, "TlsSettings": "DomainValidation",
+            "TlsDomain": "mail.example.edu", "Enabled": true});
+        let migrating = Site {
+            onprem_routing_domain: Some("mbox.example.edu".into()),
+            ..site()
+        };
+        let check = |site: &Site, outbound: Value| {
+            let mut out = Vec::new();
+            outbound_checks(&[outbound], site, &mut out);
+            out.into_iter()
+                .find(|f| f.check == "outbound-onprem-migration")
+                .map(|f| (f.status, f.reason))
+        };
+        let (status, reason) = check(&migrating, to_on_prem.clone()).expect("a finding");
+        assert_eq!(status, Status::Fail);
+        assert!(reason.contains("mbox.example.edu"), "{reason}");
+        assert_eq!(
+            check(&site(), to_on_prem.clone()),
+            None,
+            "no migration configured"
+        );
+        let mut routed = to_on_prem;
+        routed["RecipientDomains"] = json!(["example.edu", "mbox.example.edu"]);
+        assert_eq!(check(&migrating, routed), None);
     }
 
     #[test]

@@ -341,7 +341,7 @@ upn_domain = "example.edu""#,
 
     #[test]
     fn an_empty_tenant_gets_creates_and_a_created_one_is_ok() {
-        let want = super::super::desired(&config(true), &tenant());
+        let want = super::super::desired(&config(true), &tenant(), None);
         let items = diff(want.clone(), &[], &[], "ldap2exo", &[]);
         assert_eq!(items.len(), 4);
         assert!(items.iter().all(|i| i.action == Action::Create));
@@ -356,7 +356,7 @@ upn_domain = "example.edu""#,
 
     #[test]
     fn a_foreign_connector_is_refused_unless_adopted() {
-        let want = super::super::desired(&config(false), &tenant());
+        let want = super::super::desired(&config(false), &tenant(), None);
         let hand = json!({"Name": "To campus", "ConnectorType": "OnPremises",
             "RecipientDomains": ["example.edu"], "UseMXRecord": true, "Comment": null});
         let items = diff(
@@ -377,5 +377,28 @@ upn_domain = "example.edu""#,
         assert_eq!(p["Identity"], "To campus");
         assert_eq!(p["Name"], "ldap2exo outbound to on-prem");
         assert_eq!(p["SmartHosts"], json!(["mx-in.example.edu"]));
+    }
+
+    #[test]
+    fn the_outbound_on_prem_connector_checks_the_certificate_name_and_routes_the_migration_domain()
+    {
+        let want = super::super::desired(&config(false), &tenant(), Some("mbox.example.edu"));
+        let out = &want[2];
+        assert_eq!(out.role, Role::OutboundOnPremises);
+        assert_eq!(out.get("TlsSettings"), Some(&json!("DomainValidation")));
+        assert_eq!(out.get("TlsDomain"), Some(&json!("mail.example.edu")));
+        assert_eq!(
+            out.get("RecipientDomains"),
+            Some(&json!([
+                "example.edu",
+                "staff.example.edu",
+                "mbox.example.edu"
+            ]))
+        );
+        let without = super::super::desired(&config(false), &tenant(), None);
+        assert_eq!(
+            without[2].get("RecipientDomains"),
+            Some(&json!(["example.edu", "staff.example.edu"]))
+        );
     }
 }

@@ -5,6 +5,10 @@
 //! - `smtp_tls_policy_maps`: TLS mandatory towards Exchange Online with the certificate
 //!   verified (`secure`, postconf(5) `smtp_tls_policy_maps`; Exchange Online's MX hosts carry
 //!   `*.mail.protection.outlook.com`).
+//! - a transport `exo` of its own that presents the certificate named in
+//!   `connectors.certificate_name` (`smtp_tls_chain_files`): the inbound OnPremises connector
+//!   recognises the Linux side by that name only, and without it the back door connector
+//!   refuses the mail.
 //! - the listener Exchange Online delivers to (the smart host) asks for a client certificate
 //!   (`smtpd_tls_ask_ccert`) and admits only Exchange Online's (`check_ccert_access`), and a
 //!   dedicated cleanup with `header_checks` rejects mail whose `X-MS-Exchange-CrossTenant-Id`
@@ -30,6 +34,9 @@ pub fn render(t: &TenantConfig, c: Option<&ConnectorsConfig>) -> String {
         .map(|h| format!("{h}:smtp"))
         .unwrap_or_else(|| "smtp".into());
     let id_pattern = regex_escape(&tenant_id);
+    let certificate = c
+        .and_then(|c| c.certificate_name.clone())
+        .unwrap_or_else(|| "<connectors.certificate_name>".into());
     format!(
         "\
 # Postfix on the Linux side, for tenant {tenant_id} ({initial}).
@@ -43,12 +50,19 @@ smtp_tls_policy_maps = hash:/etc/postfix/exo_tls_policy
 smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt
 
 # --- /etc/postfix/exo_transport (postmap it): delivery by the domains' MX records ---
-{initial:<40} smtp:
-{routing:<40} smtp:
+{initial:<40} exo:
+{routing:<40} exo:
 
 # --- /etc/postfix/exo_tls_policy (postmap it): TLS mandatory, certificate verified ---
 {initial:<40} secure match=.mail.protection.outlook.com
 {routing:<40} secure match=.mail.protection.outlook.com
+
+# --- master.cf: the transport to Exchange Online. It presents the certificate for
+# {certificate} (key and chain in one PEM file): the inbound OnPremises
+# connector knows the Linux side by that name; without it the back door connector refuses
+# the mail. ---
+exo unix - - y - - smtp
+  -o smtp_tls_chain_files=/etc/postfix/exo-client.pem
 
 # --- master.cf: the listener Exchange Online delivers to (the smart host). If it also takes
 # mail from the internet, give Exchange Online an address of its own. ---

@@ -90,11 +90,20 @@ impl Desired {
 }
 
 /// The connectors `[connectors]` asks for: three, or four with `route_internet_via_on_prem`.
-/// Outbound TLS is `DomainValidation` with `TlsDomain` = the smart host when it is a name
+/// Outbound TLS is `DomainValidation` with `TlsDomain` = `certificate_name`
 /// (New-OutboundConnector: it "also verifies that the FQDN of the target certificate matches
 /// the domain specified in the TlsDomain parameter", where `CertificateValidation` only checks
-/// the chain and revocation); `CertificateValidation` when the smart host is an IP address.
-pub fn desired(c: &ConnectorsConfig, t: &TenantConfig) -> Vec<Desired> {
+/// the chain and revocation; `*.` wildcards are allowed). The certificate name is the one name
+/// the configuration promises the Linux side's certificate carries; the smart host's own name
+/// (an MX alias, or an IP address) often is not in it.
+///
+/// `onprem_routing_domain` (`[migration]`, when set) is routed to on-prem too: a migrating
+/// person's mailbox forwards to `<uid>@<it>` until cutover.
+pub fn desired(
+    c: &ConnectorsConfig,
+    t: &TenantConfig,
+    onprem_routing_domain: Option<&str>,
+) -> Vec<Desired> {
     let smart_host = c.smart_host.clone().unwrap_or_default();
     let certificate = c.certificate_name.clone().unwrap_or_default();
     let comment = |role: Role| {
@@ -104,11 +113,7 @@ pub fn desired(c: &ConnectorsConfig, t: &TenantConfig) -> Vec<Desired> {
         ))
     };
     let name = |role: Role| format!("{} {}", c.name_prefix, role.suffix());
-    let (tls_settings, tls_domain) = if smart_host.parse::<std::net::Ipv4Addr>().is_ok() {
-        ("CertificateValidation", Value::Null)
-    } else {
-        ("DomainValidation", json!(smart_host))
-    };
+    let (tls_settings, tls_domain) = ("DomainValidation", json!(certificate));
     let mut out = vec![
         Desired {
             role: Role::InboundOnPremises,
@@ -145,7 +150,7 @@ pub fn desired(c: &ConnectorsConfig, t: &TenantConfig) -> Vec<Desired> {
             Role::OutboundOnPremises,
             name(Role::OutboundOnPremises),
             "OnPremises",
-            json!(accepted(t)),
+            json!(routed_on_prem(t, onprem_routing_domain)),
             &smart_host,
             (tls_settings, tls_domain.clone()),
             comment(Role::OutboundOnPremises),
@@ -165,13 +170,19 @@ pub fn desired(c: &ConnectorsConfig, t: &TenantConfig) -> Vec<Desired> {
     out
 }
 
-/// The accepted domains an OnPremises connector may route: never `*`.
-fn accepted(t: &TenantConfig) -> Vec<String> {
-    t.accepted_domains
+/// The domains the OnPremises connector routes to the Linux side: the accepted domains and
+/// the on-prem routing domain of a migration, never `*`.
+fn routed_on_prem(t: &TenantConfig, onprem_routing_domain: Option<&str>) -> Vec<String> {
+    let mut domains: Vec<String> = t
+        .accepted_domains
         .iter()
-        .filter(|d| d.as_str() != "*")
-        .map(|d| d.to_ascii_lowercase())
-        .collect()
+        .map(String::as_str)
+        .chain(onprem_routing_domain)
+        .filter(|d| *d != "*")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    domains.dedup();
+    domains
 }
 
 fn outbound(

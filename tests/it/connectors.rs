@@ -116,7 +116,7 @@ fn plan_on_an_empty_tenant_then_apply_then_plan_shows_no_difference() {
     let out = by_name(&state.outbound_connectors, "ldap2exo outbound to on-prem");
     assert_eq!(out["SmartHosts"], json!(["mx-in.example.edu"]));
     assert_eq!(out["UseMXRecord"], false);
-    assert_eq!(out["TlsDomain"], "mx-in.example.edu");
+    assert_eq!(out["TlsDomain"], "mail.example.edu");
 
     let again = install.run(&["connectors", "plan"]);
     expect(&again, 0, "plan after apply");
@@ -313,8 +313,16 @@ fn a_hand_made_connector_is_reported_and_left_alone_unless_adopted() {
         after.outbound_connectors, before.outbound_connectors,
         "unchanged"
     );
-    // The back door had no rival and was made.
-    assert_eq!(after.inbound_connectors.len(), 2);
+    // The back door has no rival, but closing it while the Linux side's connector is not
+    // ours would refuse all on-prem mail: it waits.
+    assert!(
+        apply.stdout.contains(
+            "refused  ldap2exo inbound back door: held: the inbound OnPremises connector is not in place"
+        ),
+        "{}",
+        apply.stdout
+    );
+    assert_eq!(after.inbound_connectors.len(), 1, "no back door yet");
 
     let adopt = install.run(&[
         "connectors",
@@ -349,6 +357,11 @@ fn a_hand_made_connector_is_reported_and_left_alone_unless_adopted() {
     let inb = by_name(&state.inbound_connectors, "ldap2exo inbound from on-prem");
     assert_eq!(inb["TlsSenderCertificateName"], "mail.example.edu");
     assert_eq!(inb["TreatMessagesAsInternal"], true);
+    assert!(
+        adopt.stdout.contains("created  ldap2exo inbound back door"),
+        "once the Linux side's connector is in place the back door is closed: {}",
+        adopt.stdout
+    );
     expect(
         &install.run(&["connectors", "plan"]),
         0,
@@ -586,7 +599,7 @@ fn the_postfix_snippet_names_exactly_the_two_onmicrosoft_domains_and_the_tenant_
     let routes: Vec<&str> = run
         .stdout
         .lines()
-        .filter(|l| !l.starts_with('#') && l.trim_end().ends_with(" smtp:"))
+        .filter(|l| !l.starts_with('#') && l.trim_end().ends_with(" exo:"))
         .collect();
     let domains: Vec<&str> = routes
         .iter()
@@ -627,6 +640,19 @@ fn the_postfix_snippet_names_exactly_the_two_onmicrosoft_domains_and_the_tenant_
             .contains("secure match=.mail.protection.outlook.com")
     );
     assert!(run.stdout.contains("smtpd_tls_ask_ccert=yes"));
+    // The transport to Exchange Online presents the certificate the connector knows.
+    assert!(
+        run.stdout
+            .contains("exo unix - - y - - smtp\n  -o smtp_tls_chain_files="),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("certificate for\n# mail.example.edu (key and chain"),
+        "{}",
+        run.stdout
+    );
     // The secret is not needed and never printed.
     let secret = emu.tenant().client_secret.unwrap();
     assert!(!run.stdout.contains(&secret));
