@@ -138,6 +138,8 @@ pub struct GalAudit {
     pub summary: Summary,
     pub findings: Vec<Finding>,
     pub quarantined: Vec<Quarantined>,
+    /// `--only` uids no LDAP entry carries: nobody was audited for them.
+    pub not_in_ldap: Vec<String>,
 }
 
 /// Audits the GAL. `full` says the whole directory was read (no `--only`): only then can a
@@ -173,6 +175,12 @@ pub fn audit_gal(desired: &Desired, inventory: &Inventory, full: bool) -> GalAud
         },
         findings,
         quarantined: desired.quarantined.clone(),
+        not_in_ldap: desired
+            .warnings
+            .iter()
+            .filter(|w| w.field == "only")
+            .filter_map(|w| w.uid.clone())
+            .collect(),
     }
 }
 
@@ -331,7 +339,8 @@ fn held_elsewhere(out: &mut Vec<Finding>, r: &Recipient, t: &Tenant) {
                 r.uid
             ),
             format!(
-                "remove {a} from {holder} (or, if it is this person's object, stamp it to adopt it), then {SYNC}"
+                "remove {a} from {holder} (or, if it is this person's object, set the stamp `ldap2exo:{}` in its stamp attribute (tenant.anchor_attribute; Exchange's CustomAttributeN) so that sync adopts it), then {SYNC}",
+                r.anchor
             ),
         );
         f.expected = Some(a.to_string());

@@ -33,12 +33,18 @@ pub fn write(
 
 fn counts_line(audit: &GalAudit) -> String {
     let s = &audit.summary;
+    let plural = |n: usize, one: &'static str, many: &'static str| match n {
+        1 => one,
+        _ => many,
+    };
     format!(
-        "{} finding{}; {} people mapped from LDAP, {} hidden by hidden_filter, {} disabled, {} quarantined",
+        "{} finding{}; {} {} mapped from LDAP ({} hidden by hidden_filter, so {} should be in the GAL); not counted: {} disabled, {} quarantined",
         s.findings,
-        if s.findings == 1 { "" } else { "s" },
+        plural(s.findings, "", "s"),
         s.people,
+        plural(s.people, "person", "people"),
         s.people - s.should_be,
+        s.should_be,
         s.disabled,
         s.quarantined
     )
@@ -71,6 +77,13 @@ pub fn text(audit: &GalAudit) -> String {
         for q in &audit.quarantined {
             let _ = writeln!(out, "  {} ({}): {}", q.dn, q.field, q.reason);
         }
+    }
+    if !audit.not_in_ldap.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n--only names uids LDAP does not have (nobody audited for them): {}",
+            audit.not_in_ldap.join(", ")
+        );
     }
     let _ = writeln!(out, "\n{}", counts_line(audit));
     let _ = writeln!(out, "{}", audit.summary.line());
@@ -118,6 +131,22 @@ fn csv(audit: &GalAudit) -> String {
             ],
         );
     }
+    for uid in &audit.not_in_ldap {
+        csv_row(
+            &mut out,
+            &[
+                "not_in_ldap",
+                uid,
+                "",
+                "only",
+                "",
+                "",
+                "",
+                &format!("--only names {uid}, which no LDAP entry carries"),
+                "check the uid",
+            ],
+        );
+    }
     out
 }
 
@@ -162,6 +191,14 @@ fn markdown(audit: &GalAudit) -> String {
         }
         out.push('\n');
     }
+    if !audit.not_in_ldap.is_empty() {
+        let names: Vec<String> = audit.not_in_ldap.iter().map(|u| md(u)).collect();
+        let _ = writeln!(
+            out,
+            "\n`--only` names uids LDAP does not have (nobody audited for them): {}",
+            names.join(", ")
+        );
+    }
     out
 }
 
@@ -194,7 +231,30 @@ mod tests {
                 fix: "remove it".into(),
             }],
             quarantined: Vec::new(),
+            not_in_ldap: vec!["ghost".into()],
         }
+    }
+
+    #[test]
+    fn an_only_uid_ldap_lacks_is_named_in_every_format() {
+        let a = audit_with("ann: held");
+        assert!(
+            text(&a)
+                .contains("--only names uids LDAP does not have (nobody audited for them): ghost"),
+            "{}",
+            text(&a)
+        );
+        assert!(csv(&a).contains("not_in_ldap,ghost,,only,"), "{}", csv(&a));
+        assert!(markdown(&a).contains("nobody audited for them): ghost"));
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["not_in_ldap"], serde_json::json!(["ghost"]));
+        assert!(
+            text(&a).contains(
+                "3 people mapped from LDAP (1 hidden by hidden_filter, so 2 should be in the GAL)"
+            ),
+            "{}",
+            text(&a)
+        );
     }
 
     #[test]
