@@ -110,7 +110,11 @@ impl ConnectorsConfig {
                     format!("`{h}` is neither a host name nor an IPv4 address"),
                 ));
             }
-            Some(_) => {}
+            Some(h) => {
+                if let Some(why) = unreachable_smart_host(h) {
+                    return Err(key("connectors.smart_host", format!("`{h}` {why}")));
+                }
+            }
         }
         match &self.certificate_name {
             None => {
@@ -152,6 +156,37 @@ impl ConnectorsConfig {
 }
 
 /// An address as `EFSkipIPs` takes it: `192.0.2.1`, `192.0.2.0/24` or `192.0.2.1-192.0.2.9`.
+/// Why Exchange Online cannot deliver on-prem mail to `host`, if it cannot: Microsoft's own
+/// hosts send the mail back into the tenant (a loop), and a private, loopback or link-local
+/// address is not reachable from Exchange Online.
+fn unreachable_smart_host(host: &str) -> Option<&'static str> {
+    let h = host.to_ascii_lowercase();
+    let microsoft = [
+        "protection.outlook.com",
+        "outlook.com",
+        "onmicrosoft.com",
+        "office365.com",
+    ];
+    if microsoft
+        .iter()
+        .any(|m| h == *m || h.ends_with(&format!(".{m}")))
+    {
+        return Some(
+            "is a Microsoft host: mail for on-prem people would go back into Exchange Online (a loop); name the Linux side's mail server",
+        );
+    }
+    match h.parse::<std::net::Ipv4Addr>() {
+        Ok(ip)
+            if ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() =>
+        {
+            Some(
+                "is not a public address: Exchange Online delivers from the internet and cannot reach it",
+            )
+        }
+        _ => None,
+    }
+}
+
 fn is_ip_spec(s: &str) -> bool {
     use std::net::IpAddr;
     if let Some((a, b)) = s.split_once('-') {

@@ -17,10 +17,9 @@ use crate::tenant::{Exchange, Tenant, TenantError};
 pub async fn connectors(config: &Config, args: &ConnectorsArgs) -> Result<Exit, CommandError> {
     match &args.command {
         ConnectorsCommand::Postfix => {
-            print!(
-                "{}",
-                postfix::render(&config.tenant, config.connectors.as_ref())
-            );
+            // Placeholders pasted into master.cf would make a listener that refuses all mail.
+            let c = section(config)?;
+            print!("{}", postfix::render(&config.tenant, Some(c)));
             Ok(Exit::Ok)
         }
         ConnectorsCommand::Plan { format } => plan(config, *format).await,
@@ -51,6 +50,16 @@ async fn items(config: &Config, adopt: &[String]) -> Result<(Exchange, Vec<Item>
     let tenant = Tenant::connect(&config.tenant)?;
     let exchange = tenant.exchange().clone();
     let (inbound, outbound) = read(&exchange).await?;
+    if let Some(unknown) = adopt.iter().find(|a| {
+        !inbound
+            .iter()
+            .chain(&outbound)
+            .any(|c| connectors::name_of(c).eq_ignore_ascii_case(a))
+    }) {
+        return Err(CommandError::Usage(format!(
+            "--adopt `{unknown}`: the tenant has no inbound or outbound connector of that name (`connectors plan` lists them)"
+        )));
+    }
     let routing = config
         .migration
         .as_ref()
@@ -162,6 +171,9 @@ fn plan_text(items: &[Item]) -> String {
 }
 
 fn postfix_section(config: &Config) -> String {
+    if config.connectors.is_none() {
+        return "\nThe on-prem side to match: set [connectors] (smart_host, certificate_name) and run `ldap2exo connectors postfix`.\n".into();
+    }
     format!(
         "\nThe on-prem side to match (Postfix; `ldap2exo connectors postfix` prints it alone):\n\n{}",
         postfix::render(&config.tenant, config.connectors.as_ref())
@@ -175,6 +187,7 @@ async fn apply(config: &Config, adopt: &[String]) -> Result<Exit, CommandError> 
     // only once the inbound OnPremises connector that claims the Linux side's mail is in
     // place; otherwise all on-prem mail would bounce. `items` lists that connector first.
     let mut on_prem_in_place = false;
+    let mut tally = [0usize; 4];
     for item in &items {
         let name = &item.desired.name;
         let held = item.desired.role == Role::BackDoor
@@ -199,7 +212,12 @@ async fn apply(config: &Config, adopt: &[String]) -> Result<Exit, CommandError> 
             Written::Refused(_) | Written::Failed(_) => failed = true,
         }
         println!("{}", outcome.line(name));
+        tally[outcome.index()] += 1;
     }
+    println!(
+        "summary: {} written, {} ok, {} refused, {} failed",
+        tally[1], tally[0], tally[2], tally[3]
+    );
     Ok(if failed { Exit::Failed } else { Exit::Ok })
 }
 
@@ -214,11 +232,21 @@ enum Written {
 }
 
 impl Written {
+    /// Ok, written, refused, failed: the summary's order.
+    fn index(&self) -> usize {
+        match self {
+            Written::Ok => 0,
+            Written::Done(_) => 1,
+            Written::Refused(_) => 2,
+            Written::Failed(_) => 3,
+        }
+    }
+
     fn line(&self, name: &str) -> String {
         match self {
             Written::Ok => format!("ok       {name}"),
             Written::Done(what) => format!("{what:<8} {name}"),
-            Written::Refused(why) => format!("refused  {name}: {why}"),
+            Written::Refused(why) => format!("REFUSED  {name}: {why}"),
             Written::Failed(why) => format!("FAILED   {name}: {why}"),
         }
     }

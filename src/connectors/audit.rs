@@ -150,13 +150,24 @@ fn identity(c: &Value, site: &Site, out: &mut Vec<Finding>) {
         json!({"TlsSenderCertificateName": want_cert, "SenderIPAddresses": []}),
     );
     match (cert, ips.is_empty()) {
-        (Some(n), _) => out.push(finding(
-            "inbound-onprem-identity",
-            Status::Pass,
-            Some(c),
-            format!("identified by the certificate name {n}"),
-            None,
-        )),
+        (Some(n), _) => match &site.certificate_name {
+            Some(w) if !w.eq_ignore_ascii_case(n) => out.push(finding(
+                "inbound-onprem-identity",
+                Status::Warn,
+                Some(c),
+                format!(
+                    "identified by the certificate name {n}, but [connectors] certificate_name is {w}: one of the two is wrong, and the Postfix side ldap2exo prints presents {w}"
+                ),
+                identity_fix,
+            )),
+            _ => out.push(finding(
+                "inbound-onprem-identity",
+                Status::Pass,
+                Some(c),
+                format!("identified by the certificate name {n}"),
+                None,
+            )),
+        },
         (None, false) => out.push(finding(
             "inbound-onprem-identity",
             Status::Fail,
@@ -256,13 +267,51 @@ fn back_door(inbound: &[Value], out: &mut Vec<Finding>) {
                     && !strings(c.get("SenderIPAddresses").unwrap_or(&Value::Null)).is_empty()))
     });
     match closed {
-        Some(c) => out.push(finding(
-            "back-door",
-            Status::Pass,
-            Some(c),
-            "an inbound Partner connector for * accepts only a certificate or addresses the senders must have".into(),
-            None,
-        )),
+        Some(c) => {
+            out.push(finding(
+                "back-door",
+                Status::Pass,
+                Some(c),
+                "an inbound Partner connector for * accepts only a certificate or addresses the senders must have".into(),
+                None,
+            ));
+            // A second Partner connector for `*` that restricts nothing competes with it for
+            // the same mail: which one applies is not defined, and the door may stay open.
+            for open in inbound.iter().filter(|o| {
+                enabled(o)
+                    && name_of(o) != name_of(c)
+                    && kind(o) == "partner"
+                    && domains(o, "SenderDomains").iter().any(|d| d == "*")
+                    && !flag(o, "RestrictDomainsToCertificate")
+                    && !flag(o, "RestrictDomainsToIPAddresses")
+            }) {
+                out.push(finding(
+                    "back-door-rival",
+                    Status::Fail,
+                    Some(open),
+                    format!(
+                        "another inbound Partner connector for * restricts nothing and competes with `{}` for the same mail: which one applies is not defined, so the back door may stay open",
+                        name_of(c)
+                    ),
+                    Some(format!(
+                        "Remove-InboundConnector -Identity {}",
+                        super::powershell::string(name_of(open))
+                    )),
+                ));
+            }
+        }
+        None if inbound
+            .iter()
+            .any(|o| name_of(o).eq_ignore_ascii_case("ldap2exo inbound back door")) =>
+        {
+            out.push(finding(
+                "back-door",
+                Status::Fail,
+                None,
+                "no back door closed (`ldap2exo inbound back door` exists but is disabled or no longer restricted): anyone can deliver straight to the tenant's MX or its onmicrosoft domains, bypassing the Linux gateway's filtering and policy".into(),
+                Some("ldap2exo connectors apply (with --adopt if it was changed by hand)".into()),
+            ));
+        }
         None => {
             let mut p = Map::new();
             for (k, v) in [
@@ -280,7 +329,10 @@ fn back_door(inbound: &[Value], out: &mut Vec<Finding>) {
                 Status::Fail,
                 None,
                 "no back door closed: anyone can deliver straight to the tenant's MX or its onmicrosoft domains, bypassing the Linux gateway's filtering and policy".into(),
-                Some(render("New-InboundConnector", &p)),
+                Some(format!(
+                    "ldap2exo connectors apply; or by hand: {}",
+                    render("New-InboundConnector", &p)
+                )),
             ));
         }
     }
@@ -394,6 +446,22 @@ fn smart_host_checks(c: &Value, site: &Site, out: &mut Vec<Finding>) {
                 c,
                 json!({"UseMXRecord": false, "SmartHosts": [host.clone()]}),
             ),
+        ));
+    }
+    if let Some(want) = &site.smart_host
+        && kind(c) == "onpremises"
+        && !hosts.is_empty()
+        && !hosts.iter().any(|h| h.eq_ignore_ascii_case(want))
+    {
+        out.push(finding(
+            "outbound-onprem-smart-host",
+            Status::Warn,
+            Some(c),
+            format!(
+                "delivers to {}, but [connectors] smart_host is {want}: one of the two is wrong",
+                hosts.join(", ")
+            ),
+            set("OutboundConnector", c, json!({"SmartHosts": [want]})),
         ));
     }
     let tls = text(c, "TlsSettings").unwrap_or("").to_ascii_lowercase();

@@ -138,10 +138,38 @@ fn adopted(adopt: &[String], c: &Value) -> bool {
 }
 
 fn item(d: Desired, list: &[Value], prefix: &str, adopt: &[String]) -> Item {
-    if let Some(c) = list
+    let same_name = list
         .iter()
-        .find(|c| name_of(c).eq_ignore_ascii_case(&d.name))
-    {
+        .find(|c| name_of(c).eq_ignore_ascii_case(&d.name));
+    // Foreign connectors that would do this connector's job beside it. Two connectors for one
+    // job leave it to Exchange which applies, so every rival must go (or be the one adopted).
+    let rivals: Vec<&Value> = list
+        .iter()
+        .filter(|c| !is_ours(c, prefix) && competes(&d, c))
+        .filter(|c| !same_name.is_some_and(|n| name_of(n).eq_ignore_ascii_case(name_of(c))))
+        .collect();
+    let (taken, left): (Vec<&Value>, Vec<&Value>) =
+        rivals.into_iter().partition(|c| adopted(adopt, c));
+    if !left.is_empty() {
+        let reason = format!(
+            "{} not made by ldap2exo would compete with it ({}); left alone: remove it, or name it with --adopt to let ldap2exo take it over",
+            quoted(&left),
+            d.role.describe()
+        );
+        return refused(d, left.first().map(|c| (*c).clone()), reason);
+    }
+    let candidates = same_name.iter().count() + taken.len();
+    if candidates > 1 {
+        let mut all: Vec<&Value> = same_name.into_iter().collect();
+        all.extend(taken);
+        let reason = format!(
+            "{} would all do this job ({}), and one connector can be adopted for it: remove the others by hand, then adopt one",
+            quoted(&all),
+            d.role.describe()
+        );
+        return refused(d, all.first().map(|c| (*c).clone()), reason);
+    }
+    if let Some(c) = same_name {
         if !is_ours(c, prefix) && !adopted(adopt, c) {
             let reason = format!(
                 "a connector named `{}` exists but was not made by ldap2exo (no \"{}\" in its Comment); left alone: name it with --adopt to let ldap2exo change it",
@@ -164,24 +192,6 @@ fn item(d: Desired, list: &[Value], prefix: &str, adopt: &[String]) -> Item {
             reason: None,
         };
     }
-    let rivals: Vec<&Value> = list
-        .iter()
-        .filter(|c| !is_ours(c, prefix) && competes(&d, c))
-        .collect();
-    let (taken, refused_rivals): (Vec<&Value>, Vec<&Value>) =
-        rivals.into_iter().partition(|c| adopted(adopt, c));
-    if !refused_rivals.is_empty() {
-        let names: Vec<String> = refused_rivals
-            .iter()
-            .map(|c| format!("`{}`", name_of(c)))
-            .collect();
-        let reason = format!(
-            "{} not made by ldap2exo would compete with it ({}); left alone: remove it, or name it with --adopt to let ldap2exo take it over",
-            names.join(", "),
-            d.role.describe()
-        );
-        return refused(d, refused_rivals.first().map(|c| (*c).clone()), reason);
-    }
     match taken.first() {
         Some(c) => Item {
             changes: changes(&d, c, true),
@@ -198,6 +208,14 @@ fn item(d: Desired, list: &[Value], prefix: &str, adopt: &[String]) -> Item {
             reason: None,
         },
     }
+}
+
+fn quoted(connectors: &[&Value]) -> String {
+    connectors
+        .iter()
+        .map(|c| format!("`{}`", name_of(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn refused(d: Desired, existing: Option<Value>, reason: String) -> Item {
@@ -399,6 +417,71 @@ upn_domain = "example.edu""#,
         assert_eq!(
             without[2].get("RecipientDomains"),
             Some(&json!(["example.edu", "staff.example.edu"]))
+        );
+    }
+
+    #[test]
+    fn every_rival_must_go_and_only_one_can_be_adopted() {
+        let want = super::super::desired(&config(false), &tenant(), None);
+        let to_postfix = json!({"Name": "To Postfix", "ConnectorType": "OnPremises",
+            "RecipientDomains": ["example.edu"], "Comment": null});
+        let everything = json!({"Name": "Everything out", "ConnectorType": "OnPremises",
+            "RecipientDomains": ["smtp:*;1"], "RouteAllMessagesViaOnPremises": true});
+        let outbound = [to_postfix, everything];
+        let adopt_one = diff(
+            want.clone(),
+            &[],
+            &outbound,
+            "ldap2exo",
+            &["To Postfix".into()],
+        );
+        assert_eq!(adopt_one[2].action, Action::Refused);
+        assert!(
+            adopt_one[2]
+                .reason
+                .as_ref()
+                .unwrap()
+                .contains("`Everything out`"),
+            "{:?}",
+            adopt_one[2].reason
+        );
+        let adopt_both = diff(
+            want.clone(),
+            &[],
+            &outbound,
+            "ldap2exo",
+            &["To Postfix".into(), "Everything out".into()],
+        );
+        assert_eq!(adopt_both[2].action, Action::Refused);
+        assert!(
+            adopt_both[2]
+                .reason
+                .as_ref()
+                .unwrap()
+                .contains("one connector can be adopted"),
+            "{:?}",
+            adopt_both[2].reason
+        );
+        // A same-named connector adopted does not hide a second one doing the same job.
+        let door = json!({"Name": "ldap2exo inbound back door", "ConnectorType": "Partner",
+            "SenderDomains": ["*"], "Enabled": false});
+        let allow_all = json!({"Name": "Partner allow all", "ConnectorType": "Partner",
+            "SenderDomains": ["smtp:*;1"]});
+        let items = diff(
+            want,
+            &[door, allow_all],
+            &[],
+            "ldap2exo",
+            &["ldap2exo inbound back door".into()],
+        );
+        assert_eq!(items[1].desired.name, "ldap2exo inbound back door");
+        assert_eq!(items[1].action, Action::Refused);
+        assert!(
+            items[1]
+                .reason
+                .as_ref()
+                .unwrap()
+                .contains("`Partner allow all`")
         );
     }
 }

@@ -29,25 +29,26 @@ pub fn render(t: &TenantConfig, c: Option<&ConnectorsConfig>) -> String {
         .tenant_id
         .clone()
         .unwrap_or_else(|| "<tenant.tenant_id>".into());
-    let listener = c
+    let listener_host = c
         .and_then(|c| c.smart_host.clone())
-        .map(|h| format!("{h}:smtp"))
-        .unwrap_or_else(|| "smtp".into());
+        .unwrap_or_else(|| "<connectors.smart_host>".into());
+    let listener = format!("{listener_host}:smtp");
     let id_pattern = regex_escape(&tenant_id);
     let certificate = c
         .and_then(|c| c.certificate_name.clone())
         .unwrap_or_else(|| "<connectors.certificate_name>".into());
     format!(
         "\
-# Postfix on the Linux side, for tenant {tenant_id} ({initial}).
+# Postfix on the Linux side, for tenant {tenant_id} ({initial}). Needs Postfix 3.4 or later
+# (*_tls_chain_files) and the postfix-pcre package (header_checks).
 # Only the tenant's two onmicrosoft domains are routed to Exchange Online.
 # Never relay \"*\" (all other mail) to Exchange Online: with the outbound connectors
 # pointing back here that is a mail loop, and it would relay the internet through the tenant.
+# /etc/postfix/exo.pem: the key and certificate chain for {certificate}, in one file.
 
-# --- main.cf ---
+# --- main.cf: add these tables to the values you have (each setting takes several) ---
 transport_maps = hash:/etc/postfix/exo_transport
 smtp_tls_policy_maps = hash:/etc/postfix/exo_tls_policy
-smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt
 
 # --- /etc/postfix/exo_transport (postmap it): delivery by the domains' MX records ---
 {initial:<40} exo:
@@ -58,16 +59,21 @@ smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt
 {routing:<40} secure match=.mail.protection.outlook.com
 
 # --- master.cf: the transport to Exchange Online. It presents the certificate for
-# {certificate} (key and chain in one PEM file): the inbound OnPremises
-# connector knows the Linux side by that name; without it the back door connector refuses
-# the mail. ---
+# {certificate}: the inbound OnPremises connector knows the Linux side by that name, and
+# without it the back door connector refuses the mail. ---
 exo unix - - y - - smtp
-  -o smtp_tls_chain_files=/etc/postfix/exo-client.pem
+  -o smtp_tls_chain_files=/etc/postfix/exo.pem
+  -o smtp_tls_CAfile=/etc/ssl/certs/ca-certificates.crt
 
-# --- master.cf: the listener Exchange Online delivers to (the smart host). If it also takes
-# mail from the internet, give Exchange Online an address of its own. ---
+# --- master.cf: the listener Exchange Online delivers to. Exchange Online delivers on port 25
+# only, so this listener needs an IP address of its own: {listener_host} must resolve to it,
+# and your internet-facing \"smtp inet\" line must not bind that address (list its addresses
+# as host:smtp instead of plain \"smtp\"). It presents the certificate for {certificate}, which
+# the outbound connector checks (TlsDomain), and admits only Exchange Online's certificate
+# (check_ccert_access needs it verified: hence the CA bundle). ---
 {listener} inet n - y - - smtpd
   -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_chain_files=/etc/postfix/exo.pem
   -o smtpd_tls_ask_ccert=yes
   -o smtpd_tls_CAfile=/etc/ssl/certs/ca-certificates.crt
   -o smtpd_tls_fingerprint_digest=sha256
@@ -77,12 +83,12 @@ cleanup_exo unix n - y - 0 cleanup
   -o header_checks=pcre:/etc/postfix/exo_header_checks
 
 # --- /etc/postfix/exo_client_certs (postmap it): Exchange Online's client certificate ---
-# The SHA-256 fingerprint (upper case, colon-separated) of the client certificate Exchange
-# Online presents when it delivers here. Take it from a delivery (smtpd_tls_loglevel = 2 on
-# this listener logs the client certificate); the certificate of its MX hosts, from
-#   openssl s_client -connect \"$(dig +short mx {routing} | awk '{{print $2; exit}}')\":25 -starttls smtp </dev/null \\
-#     | openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -c
-# is a first guess only. Update it when Microsoft renews the certificate.
+# The SHA-256 fingerprint of the certificate Exchange Online presents when it delivers here.
+# Take it from a delivery (smtpd_tls_loglevel = 1 on this listener logs it); the certificate
+# of its MX hosts is a first guess:
+#   openssl s_client -connect \"$(dig +short mx {routing} | awk '{{print $2; exit}}')\":25 \\
+#     -starttls smtp </dev/null | openssl x509 -noout -fingerprint -sha256 | cut -d= -f2
+# Update it when Microsoft renews the certificate.
 # <fingerprint>   OK
 
 # --- /etc/postfix/exo_header_checks: only the own tenant ---

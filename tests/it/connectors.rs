@@ -293,14 +293,14 @@ fn a_hand_made_connector_is_reported_and_left_alone_unless_adopted() {
     assert!(
         apply
             .stdout
-            .contains("refused  ldap2exo inbound from on-prem"),
+            .contains("REFUSED  ldap2exo inbound from on-prem"),
         "{}",
         apply.stdout
     );
     assert!(
         apply
             .stdout
-            .contains("refused  ldap2exo outbound to on-prem"),
+            .contains("REFUSED  ldap2exo outbound to on-prem"),
         "{}",
         apply.stdout
     );
@@ -317,7 +317,7 @@ fn a_hand_made_connector_is_reported_and_left_alone_unless_adopted() {
     // ours would refuse all on-prem mail: it waits.
     assert!(
         apply.stdout.contains(
-            "refused  ldap2exo inbound back door: held: the inbound OnPremises connector is not in place"
+            "REFUSED  ldap2exo inbound back door: held: the inbound OnPremises connector is not in place"
         ),
         "{}",
         apply.stdout
@@ -428,6 +428,33 @@ fn each_audit_check_passes_right_and_fails_or_warns_wrong_with_the_reason() {
     // (what to break, the check, its status, words of the reason, the exit code)
     type Break = fn(&mut Vec<Value>, &mut Vec<Value>);
     let cases: Vec<(Break, &str, &str, &str, i32)> = vec![
+        (
+            |i, _| i[0]["TlsSenderCertificateName"] = json!("relay.example.edu"),
+            "inbound-onprem-identity",
+            "warn",
+            "but [connectors] certificate_name is mail.example.edu",
+            0,
+        ),
+        (
+            |_, o| o[0]["SmartHosts"] = json!(["mx2.example.edu"]),
+            "outbound-onprem-smart-host",
+            "warn",
+            "delivers to mx2.example.edu, but [connectors] smart_host is mx-in.example.edu",
+            0,
+        ),
+        (
+            |i, _| {
+                i.push(
+                    json!({"Name": "Partner allow all", "Identity": "Partner allow all",
+                    "ConnectorType": "Partner", "SenderDomains": ["smtp:*;1"],
+                    "RestrictDomainsToCertificate": false, "Enabled": true}),
+                )
+            },
+            "back-door-rival",
+            "fail",
+            "restricts nothing and competes with `Back door`",
+            1,
+        ),
         (
             |i, _| {
                 i[0]["TlsSenderCertificateName"] = Value::Null;
@@ -556,8 +583,9 @@ fn each_audit_check_passes_right_and_fails_or_warns_wrong_with_the_reason() {
             && check != "outbound-onprem-present"
         {
             assert!(
-                f.iter()
-                    .any(|f| f["fix"].as_str().is_some_and(|x| x.starts_with("Set-"))),
+                f.iter().any(|f| f["fix"]
+                    .as_str()
+                    .is_some_and(|x| x.starts_with("Set-") || x.starts_with("Remove-"))),
                 "{check} has a fix:\n{out}"
             );
         }
@@ -649,7 +677,16 @@ fn the_postfix_snippet_names_exactly_the_two_onmicrosoft_domains_and_the_tenant_
     );
     assert!(
         run.stdout
-            .contains("certificate for\n# mail.example.edu (key and chain"),
+            .contains("the key and certificate chain for mail.example.edu"),
+        "{}",
+        run.stdout
+    );
+    // The listener for Exchange Online is bound to the smart host's address only, and it
+    // presents the same certificate (the outbound connector checks its name).
+    assert!(
+        run.stdout.contains(
+            "mx-in.example.edu:smtp inet n - y - - smtpd\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_tls_chain_files=/etc/postfix/exo.pem"
+        ),
         "{}",
         run.stdout
     );
@@ -664,13 +701,22 @@ fn connectors_configuration_errors_name_the_key() {
     let rt = runtime();
     let emu = emulator(&rt, vec![], vec![]);
     let missing = install(&server, &emu, "");
-    let run = missing.run(&["connectors", "plan"]);
-    expect(&run, 2, "plan without [connectors]");
-    assert!(
-        run.stderr.contains("connectors.smart_host"),
-        "{}",
-        run.stderr
-    );
+    for args in [&["connectors", "plan"][..], &["connectors", "postfix"]] {
+        let run = missing.run(args);
+        expect(&run, 2, &format!("{args:?} without [connectors]"));
+        assert!(
+            run.stderr.contains("connectors.smart_host"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty(), "nothing to paste: {}", run.stdout);
+    }
+    // An --adopt that names no connector is a mistake to say, not to ignore.
+    let configured = install(&server, &emu, CONNECTORS);
+    let run = configured.run(&["connectors", "apply", "--adopt", "Nope"]);
+    expect(&run, 2, "--adopt of an unknown connector");
+    assert!(run.stderr.contains("--adopt `Nope`"), "{}", run.stderr);
+    assert!(emu.state().inbound_connectors.is_empty(), "nothing written");
     for (extra, key) in [
         (
             "\n[connectors]\nsmart_host = \"not a host\"\ncertificate_name = \"mail.example.edu\"\n",
@@ -689,6 +735,14 @@ fn connectors_configuration_errors_name_the_key() {
             "connectors.name_prefix",
         ),
         (&format!("{CONNECTORS}smarthost = \"x\"\n"), "smarthost"),
+        (
+            "\n[connectors]\nsmart_host = \"exampleedu-mail-onmicrosoft-com.mail.protection.outlook.com\"\ncertificate_name = \"mail.example.edu\"\n",
+            "a loop",
+        ),
+        (
+            "\n[connectors]\nsmart_host = \"10.1.2.3\"\ncertificate_name = \"mail.example.edu\"\n",
+            "not a public address",
+        ),
     ] {
         let bad = install(&server, &emu, extra);
         let run = bad.run(&["connectors", "audit"]);
