@@ -1023,7 +1023,19 @@ async fn cutover(
             only: cut,
             max_deletes: None,
         };
-        let finished = real_run(config, &sel, "migrate cutover", stop, &TenantWatch::new()).await?;
+        let uids = sel.only.join(" ");
+        let finished = match real_run(config, &sel, "migrate cutover", stop, &TenantWatch::new())
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                // LDAP is changed already: say what is left to do, then the error.
+                eprintln!(
+                    "ldap2exo: the LDAP forwards are changed, but the sync that removes the forwarding to on-prem did not run; run ldap2exo sync --only {uids} now"
+                );
+                return Err(e);
+            }
+        };
         for r in &finished.results {
             if let Outcome::Failed(why) | Outcome::Conflict(why) | Outcome::NotStarted(why) =
                 &r.outcome

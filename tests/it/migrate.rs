@@ -245,6 +245,22 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
             .iter()
             .all(|u| u["stage"] == "batched" && u["status"] == "Synced")
     );
+    // A forwarding changed in Exchange (OWA) is named: sync compares it only with the store.
+    let before = mailbox(&emu, "adavis");
+    let mut changed = before.clone();
+    changed.forwarding_smtp_address = Some("adavis.private@gmail.com".into());
+    emu.add_user(changed);
+    let run = install.run(&["migrate", "status"]);
+    record(&run, &mut seen);
+    assert_eq!(run.code, 1, "{}", show(&run));
+    assert!(
+        run.stderr.contains(
+            "adavis: the mailbox forwards to adavis.private@gmail.com instead of adavis@mbox.example.edu"
+        ),
+        "{}",
+        show(&run)
+    );
+    emu.add_user(before);
 
     // Cutover of someone not migrating is refused by name.
     let run = install.run(&["migrate", "cutover", "--only", "bthompson"]);
