@@ -1124,6 +1124,14 @@ pub struct MigrationConfig {
     /// Filled from `write_bind_password_file` or `LDAP2EXO__MIGRATION__WRITE_BIND_PASSWORD`.
     #[serde(skip)]
     pub write_bind_password: Option<Secret>,
+    /// `migrate start` refuses a larger cohort (licensing in place cannot be undone by
+    /// ldap2exo): a safety gate against a `--filter` that matches too much. Default 500.
+    #[serde(default = "default_max_cohort")]
+    pub max_cohort: usize,
+}
+
+fn default_max_cohort() -> usize {
+    500
 }
 
 fn default_imap_port() -> u16 {
@@ -1173,6 +1181,12 @@ impl MigrationConfig {
         }
         if self.imap_port == 0 {
             return Err(key("migration.imap_port", "0 is not a port".into()));
+        }
+        if self.max_cohort == 0 {
+            return Err(key(
+                "migration.max_cohort",
+                "0 would refuse every cohort".into(),
+            ));
         }
         let master = self.master_user.trim();
         if master.is_empty() || master.contains(['*', ',', '"', ' ']) {
@@ -1721,6 +1735,7 @@ smtp_host = "relay.example.edu"
         let m = c.migration.unwrap();
         assert_eq!(m.master_password.unwrap().expose(), "m4ster");
         assert_eq!((m.imap_port, m.security), (993, ImapSecurity::Ssl));
+        assert_eq!(m.max_cohort, 500);
         let in_file = format!("{text}master_password = \"m4ster\"\n");
         let err = load(&in_file, &[]).unwrap_err().to_string();
         assert!(
@@ -1731,6 +1746,7 @@ smtp_host = "relay.example.edu"
         for (bad, key) in [
             ("security = \"starttls\"\n", "migration.security"),
             ("master_user2 = \"x\"\n", "master_user2"),
+            ("max_cohort = 0\n", "migration.max_cohort"),
             (
                 "write_bind_dn = \"cn=admin,dc=example,dc=edu\"\n",
                 "migration.write_bind_password_file",

@@ -412,6 +412,12 @@ fn owner_of(address: &str, me: &Anchor, t: &Tenant) -> Option<String> {
 /// A person whose mailbox is in EXO: LDAP forwards into the tenant, so the tenant must hold a
 /// mailbox (not a MailUser) that owns the forward target.
 fn forward(out: &mut Vec<Finding>, r: &Recipient, o: &TenantObject, t: &Tenant) {
+    // A person migrating by IMAP is a mailbox because the state store says so, not because
+    // LDAP forwards into the tenant: their LDAP forward (if any, e.g. to a gmail address) is
+    // the on-prem server's business until cutover, and no tenant object must own it.
+    if r.forwarding.is_some() {
+        return;
+    }
     let Some(target) = &r.forward else {
         return;
     };

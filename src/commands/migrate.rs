@@ -1,8 +1,10 @@
 //! `migrate plan|start|status|cutover`: IMAP migration of a cohort to Exchange Online
-//! mailboxes (TENANT_FACTS, "IMAP migration"). The cohort is recorded in the state store;
-//! its mailboxes are made by the ordinary sync path (`real_run` for exactly these uids), which
-//! then plans them as mailboxes forwarding to on-prem until cutover; the endpoint and the
-//! batches are created here. The IMAP master password goes only into the batch CSV.
+//! mailboxes (TENANT_FACTS, "IMAP migration"). The cohort's mailboxes are made by the
+//! ordinary sync path for exactly these uids, planned as migrating (mailboxes forwarding to
+//! on-prem until cutover); the state store records only those whose actions succeeded. The
+//! endpoint and the batches are created here; cutover rewrites the LDAP forward and runs the
+//! same sync path for those it cut over. The IMAP master password goes only into the batch
+//! CSV.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -10,7 +12,7 @@ use std::io::Write;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::run::{dry_plan_migrating, real_run};
+use super::run::{dry_plan_migrating, real_run, real_run_migrating};
 use super::{CommandError, Exit, TenantWatch, now};
 use crate::apply::Outcome;
 use crate::cli::{
@@ -32,9 +34,18 @@ use crate::tenant::migration::ImapEndpoint;
 /// The IMAP migration endpoint ldap2exo creates and uses.
 const ENDPOINT_NAME: &str = "ldap2exo-imap";
 
-/// `Get-MigrationUser` statuses after which a cutover loses no mail the first pass copied
-/// (the last incremental pass follows the cutover).
-const SYNCED: [&str; 3] = ["Synced", "Completed", "IncrementalSynced"];
+/// `Get-MigrationUser` statuses reached after the first full sync, after which a cutover
+/// loses no mail the first pass copied (the incremental passes follow the cutover). Names of
+/// the `MigrationUserStatus` enumeration (Microsoft Learn, exchange-server-api jj939831).
+const SYNCED: [&str; 7] = [
+    "Synced",
+    "IncrementalSyncing",
+    "IncrementalSynced",
+    "Completing",
+    "CompletionSynced",
+    "Completed",
+    "CompletedWithWarnings",
+];
 
 pub async fn migrate(
     config: &Config,
@@ -49,8 +60,8 @@ pub async fn migrate(
     match command {
         MigrateCommand::Plan(a) => plan(config, m, a, stop).await,
         MigrateCommand::Start(a) => start(config, m, a, stop).await,
-        MigrateCommand::Status(a) => status(config, a).await,
-        MigrateCommand::Cutover(a) => cutover(config, m, a).await,
+        MigrateCommand::Status(a) => status(config, m, a).await,
+        MigrateCommand::Cutover(a) => cutover(config, m, a, stop).await,
     }
 }
 
@@ -227,6 +238,7 @@ async fn plan(
         let l = judge(p, recorded.get(&p.anchor), action, seen);
         if l.can_start
             && l.state != "in_batch"
+            && l.state != "already_in_tenant"
             && let Some(pw) = &m.master_password
         {
             rows.push(migration::csv_row(&p.primary, &p.uid, &m.master_user, pw));
@@ -237,7 +249,10 @@ async fn plan(
     let bill = the_plan.as_ref().and_then(|p| p.licences.clone());
     let short = bill.as_ref().is_some_and(|b| b.short() > 0);
     let report = PlanReport {
-        can_start: !lines.is_empty() && lines.iter().all(|l| l.can_start) && !short,
+        // Like `start`: someone to migrate, nobody who cannot, licences enough.
+        can_start: lines.iter().any(|l| l.state != "already_in_tenant")
+            && lines.iter().all(|l| l.can_start)
+            && !short,
         licences_needed: bill.as_ref().map(|b| b.needed),
         licences_free: bill.as_ref().map(|b| b.free),
         batches: batches.len(),
@@ -276,11 +291,12 @@ fn judge(
         );
     }
     if p.in_tenant {
+        // Skipped, as `start` skips them: not a reason the cohort cannot start.
         return PlanLine::new(
             uid,
             "already_in_tenant",
-            false,
-            "LDAP already forwards into the tenant: nothing to migrate",
+            true,
+            "LDAP already forwards into the tenant: nothing to migrate; skipped",
         );
     }
     match (action, seen) {
@@ -384,7 +400,56 @@ async fn start(
         eprintln!("ldap2exo: nobody to migrate");
         return Ok(Exit::Failed);
     }
+    if members.len() > m.max_cohort {
+        // Licensing in place cannot be undone by ldap2exo: a safety gate, nothing changed.
+        eprintln!(
+            "ldap2exo: the cohort has {} people, more than migration.max_cohort ({}): nothing changed; start smaller cohorts or raise migration.max_cohort",
+            members.len(),
+            m.max_cohort
+        );
+        return Ok(Exit::Blocked);
+    }
     let started = now()?;
+    tracing::info!(
+        people = members.len(),
+        "provisioning the migration cohort's mailboxes"
+    );
+    // Step 1: the ordinary sync path, for exactly these people, planned as migrating; the
+    // state store records them only once their actions succeeded (else the daemon would go
+    // on licensing someone whose start failed or was held).
+    let sel = SelectionArgs {
+        only: members.iter().map(|p| p.uid.clone()).collect(),
+        max_deletes: None,
+    };
+    let anchors: BTreeSet<Anchor> = members.iter().map(|p| p.anchor.clone()).collect();
+    let finished = real_run_migrating(
+        config,
+        &sel,
+        "migrate start",
+        stop,
+        &TenantWatch::new(),
+        &anchors,
+    )
+    .await?;
+    let mut unsuccessful = BTreeSet::new();
+    for r in &finished.results {
+        let why = match &r.outcome {
+            Outcome::Failed(why)
+            | Outcome::Conflict(why)
+            | Outcome::NotStarted(why)
+            | Outcome::Skipped(why) => why,
+            Outcome::Done | Outcome::Pending(_) => continue,
+        };
+        if anchors.contains(&r.anchor) {
+            eprintln!("ldap2exo: {}: provisioning failed: {why}", r.uid);
+            unsuccessful.insert(r.anchor.clone());
+            failed = true;
+        }
+    }
+    let members: Vec<&Member> = members
+        .into_iter()
+        .filter(|p| !unsuccessful.contains(&p.anchor))
+        .collect();
     let store = Store::open(&config.state.path).await?;
     for p in &members {
         store
@@ -392,24 +457,6 @@ async fn start(
             .await?;
     }
     store.close().await;
-    tracing::info!(
-        people = members.len(),
-        "migration cohort recorded; provisioning the mailboxes"
-    );
-    // Step 1: the ordinary sync path, for exactly these people.
-    let sel = SelectionArgs {
-        only: members.iter().map(|p| p.uid.clone()).collect(),
-        max_deletes: None,
-    };
-    let finished = real_run(config, &sel, "migrate start", stop, &TenantWatch::new()).await?;
-    for r in &finished.results {
-        let why = match &r.outcome {
-            Outcome::Failed(why) | Outcome::Conflict(why) | Outcome::NotStarted(why) => why,
-            Outcome::Done | Outcome::Pending(_) | Outcome::Skipped(_) => continue,
-        };
-        eprintln!("ldap2exo: {}: provisioning failed: {why}", r.uid);
-        failed = true;
-    }
     // Step 2: the endpoint and the batches, for those whose mailbox is ready.
     let store = Store::open(&config.state.path).await?;
     let tenant = Tenant::connect(&config.tenant)?;
@@ -597,29 +644,65 @@ fn free_names(base: &str, count: usize, taken: &BTreeSet<String>) -> Vec<String>
     names
 }
 
-/// Creates the IMAP endpoint unless one of that name exists.
+/// Creates the IMAP endpoint unless one of that name exists; one that exists must copy from
+/// the server `[migration]` names (never silently from an old one).
 async fn ensure_endpoint(
     ex: &crate::tenant::Exchange,
     m: &MigrationConfig,
 ) -> Result<(), CommandError> {
-    let exists = ex.migration_endpoints().await?.iter().any(|e| {
+    let endpoints = ex.migration_endpoints().await?;
+    let existing = endpoints.iter().find(|e| {
         ["Identity", "Name"].iter().any(|k| {
             e.get(*k)
                 .and_then(Value::as_str)
                 .is_some_and(|n| n.eq_ignore_ascii_case(ENDPOINT_NAME))
         })
     });
-    if !exists {
-        ex.new_imap_endpoint(&ImapEndpoint {
-            name: ENDPOINT_NAME,
-            remote_server: &m.imap_server,
-            port: m.imap_port,
-            security: m.security.as_cmdlet(),
-        })
-        .await?;
-        tracing::info!(endpoint = ENDPOINT_NAME, server = %m.imap_server, "IMAP migration endpoint created");
+    if let Some(e) = existing {
+        return match endpoint_mismatch(e, m) {
+            None => Ok(()),
+            Some(diff) => Err(CommandError::Usage(format!(
+                "the migration endpoint {ENDPOINT_NAME} in the tenant differs from [migration]: {diff}; correct the configuration, or remove the endpoint (Remove-MigrationEndpoint {ENDPOINT_NAME}, once no batch uses it) so that migrate start makes it anew"
+            ))),
+        };
     }
+    ex.new_imap_endpoint(&ImapEndpoint {
+        name: ENDPOINT_NAME,
+        remote_server: &m.imap_server,
+        port: m.imap_port,
+        security: m.security.as_cmdlet(),
+    })
+    .await?;
+    tracing::info!(endpoint = ENDPOINT_NAME, server = %m.imap_server, "IMAP migration endpoint created");
     Ok(())
+}
+
+/// How an existing endpoint (`Get-MigrationEndpoint`: RemoteServer, Port, Security) differs
+/// from `[migration]`, naming both values; `None` when it does not.
+fn endpoint_mismatch(e: &Value, m: &MigrationConfig) -> Option<String> {
+    let text = |k: &str| match e.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => "none".to_owned(),
+    };
+    let mut diffs = Vec::new();
+    let (server, port, security) = (text("RemoteServer"), text("Port"), text("Security"));
+    if !server.eq_ignore_ascii_case(&m.imap_server) {
+        diffs.push(format!(
+            "RemoteServer {server}, migration.imap_server {}",
+            m.imap_server
+        ));
+    }
+    if port != m.imap_port.to_string() {
+        diffs.push(format!("Port {port}, migration.imap_port {}", m.imap_port));
+    }
+    if !security.eq_ignore_ascii_case(m.security.as_cmdlet()) {
+        diffs.push(format!(
+            "Security {security}, migration.security {}",
+            m.security.as_cmdlet()
+        ));
+    }
+    (!diffs.is_empty()).then(|| diffs.join("; "))
 }
 
 #[derive(Debug, Serialize)]
@@ -633,10 +716,13 @@ struct StatusUser {
     error: Option<String>,
 }
 
-async fn status(config: &Config, args: &MigrateStatusArgs) -> Result<Exit, CommandError> {
+async fn status(
+    config: &Config,
+    m: &MigrationConfig,
+    args: &MigrateStatusArgs,
+) -> Result<Exit, CommandError> {
     let store = Store::open(&config.state.path).await?;
     let people = store.migration_people().await?;
-    store.close().await;
     let tenant = Tenant::connect(&config.tenant)?;
     let ex = tenant.exchange();
     let batches: Vec<Value> = ex
@@ -655,8 +741,79 @@ async fn status(config: &Config, args: &MigrateStatusArgs) -> Result<Exit, Comma
         .collect();
     let users = ex.migration_users(args.batch.as_deref()).await?;
     let rows = join_status(&users, &people, args.batch.as_deref());
+    let mut problems = status_problems(&rows);
+    // Sync compares the forwarding only with the state store: a change in OWA shows here.
+    for p in people.values().filter(|p| {
+        p.stage.is_migrating()
+            && (args.batch.is_none() || p.batch.as_deref() == args.batch.as_deref())
+    }) {
+        let Some(id) = store
+            .object(&p.anchor)
+            .await?
+            .and_then(|o| o.tenant_object_id)
+        else {
+            continue;
+        };
+        let want = onprem_target(m, &p.uid);
+        let mailbox = ex.get_mailbox(&id).await?;
+        let have = mailbox
+            .as_ref()
+            .and_then(|v| v.get("ForwardingSmtpAddress"))
+            .and_then(Value::as_str)
+            .map(|f| strip_smtp(f).to_ascii_lowercase());
+        if mailbox.is_some() && have.as_deref() != Some(want.as_str()) {
+            problems.push(format!(
+                "{}: the mailbox forwards to {} instead of {want} (changed in Exchange, e.g. in Outlook on the web); mail stays in Exchange Online",
+                p.uid,
+                have.as_deref().unwrap_or("nobody")
+            ));
+        }
+    }
+    store.close().await;
     write_status(&batches, &rows, args.format)?;
-    Ok(Exit::Ok)
+    for p in &problems {
+        eprintln!("ldap2exo: {p}");
+    }
+    Ok(if problems.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
+}
+
+/// `Get-MigrationUser` statuses that need the operator (MigrationUserStatus, Microsoft
+/// Learn, exchange-server-api jj939831).
+const STUCK: [&str; 6] = [
+    "Failed",
+    "IncrementalFailed",
+    "CompletionFailed",
+    "Corrupted",
+    "Stopped",
+    "IncrementalStopped",
+];
+
+/// Why `migrate status` exits 1: a user failed or stopped, or a person the state store has
+/// in a batch (before cutover) that Exchange does not list.
+fn status_problems(rows: &[StatusUser]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|r| {
+            let who = r.uid.as_deref().unwrap_or(r.email.as_str());
+            match r.status.as_deref() {
+                Some(s) if STUCK.contains(&s) => Some(format!(
+                    "{who}: migration {s}{}",
+                    r.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                )),
+                None if r.stage == Some(MigrationStage::Batched) => Some(format!(
+                    "{who}: in batch {} by the state store, but Exchange lists no migration user",
+                    r.batch.as_deref().unwrap_or("-")
+                )),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Exchange's migration users beside the state store's people (by mailbox address); people
@@ -760,6 +917,7 @@ async fn cutover(
     config: &Config,
     m: &MigrationConfig,
     args: &MigrateCutoverArgs,
+    stop: &Stop,
 ) -> Result<Exit, CommandError> {
     if args.apply && m.write_bind_dn.is_none() {
         return Err(CommandError::Usage(
@@ -774,27 +932,26 @@ async fn cutover(
     let cohort = read_cohort(config, &args.only, None).await?;
     let store = Store::open(&config.state.path).await?;
     let people = store.migration_people().await?;
-    let statuses: Option<BTreeMap<String, String>> = if args.force {
-        None
-    } else {
-        let tenant = Tenant::connect(&config.tenant)?;
-        let users = tenant.exchange().migration_users(None).await?;
-        Some(
-            users
-                .iter()
-                .filter_map(|u| {
-                    Some((
-                        u.get("Identity")?.as_str()?.to_ascii_lowercase(),
-                        u.get("Status")?.as_str()?.to_owned(),
-                    ))
-                })
-                .collect(),
-        )
-    };
+    let tenant = Tenant::connect(&config.tenant)?;
+    let ex = tenant.exchange();
+    let statuses: BTreeMap<String, String> = ex
+        .migration_users(None)
+        .await?
+        .iter()
+        .filter_map(|u| {
+            Some((
+                u.get("Identity")?.as_str()?.to_ascii_lowercase(),
+                u.get("Status")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let owning = routing_owners(&store, ex, config, &cohort, &people).await?;
     let target = Cutover {
         attribute: &config.ldap.attributes.forward,
         routing_domain: &config.tenant.routing_domain,
-        statuses: statuses.as_ref(),
+        statuses: &statuses,
+        force: args.force,
+        owning: &owning,
     };
     let (changes, refused) = target.changes(&cohort, &people);
     for r in &refused {
@@ -816,39 +973,142 @@ async fn cutover(
     }
     let ldif: Vec<ForwardChange> = changes.iter().map(|(_, c)| c.clone()).collect();
     print!("{}", migration::ldif(&ldif));
-    if args.apply && !changes.is_empty() {
-        let mut ldap = config.ldap.clone();
-        ldap.bind_dn = m.write_bind_dn.clone();
-        ldap.bind_password = m.write_bind_password.clone();
-        let mods: Vec<(String, String, String)> = ldif
+    let uid_of = |a: &Anchor| {
+        cohort
+            .members
             .iter()
-            .map(|c| (c.dn.clone(), c.attribute.clone(), c.value.clone()))
-            .collect();
-        let (done, outcome) = source::replace_values(&ldap, &mods).await;
-        // Whoever LDAP now forwards into the tenant is cut over, also when a later modify failed.
-        let now = now()?;
-        for (anchor, c) in &changes[..done] {
-            store.mark_cutover(anchor, now).await?;
-            tracing::info!(dn = %c.dn, forward = %c.value, "cut over: the LDAP forward points into the tenant");
+            .find(|p| p.anchor == *a)
+            .map(|p| p.uid.clone())
+    };
+    if !args.apply || changes.is_empty() {
+        store.close().await;
+        if !changes.is_empty() {
+            let uids: Vec<String> = changes.iter().filter_map(|(a, _)| uid_of(a)).collect();
+            // Until that sync the mailbox forwards back to on-prem, which now forwards here.
+            eprintln!(
+                "ldap2exo: after applying this LDIF, run at once: ldap2exo sync --only {} (it removes the forwarding to on-prem)",
+                uids.join(" ")
+            );
         }
-        store.close().await;
-        outcome.map_err(CommandError::LdapWrite)?;
-    } else {
-        store.close().await;
+        return Ok(if refused.is_empty() {
+            Exit::Ok
+        } else {
+            Exit::Failed
+        });
     }
-    Ok(if refused.is_empty() {
+    let mut ldap = config.ldap.clone();
+    ldap.bind_dn = m.write_bind_dn.clone();
+    ldap.bind_password = m.write_bind_password.clone();
+    let mods: Vec<(String, String, String)> = ldif
+        .iter()
+        .map(|c| (c.dn.clone(), c.attribute.clone(), c.value.clone()))
+        .collect();
+    let (done, outcome) = source::replace_values(&ldap, &mods).await;
+    // Whoever LDAP now forwards into the tenant is cut over, also when a later modify failed.
+    let now = now()?;
+    for (anchor, c) in &changes[..done] {
+        store.mark_cutover(anchor, now).await?;
+        tracing::info!(dn = %c.dn, forward = %c.value, "cut over: the LDAP forward points into the tenant");
+    }
+    store.close().await;
+    // At once, the ordinary sync for exactly them: the forwarding to on-prem goes now, not
+    // at the next daemon run (until then mail would go back and forth).
+    let cut: Vec<String> = changes[..done]
+        .iter()
+        .filter_map(|(a, _)| uid_of(a))
+        .collect();
+    let mut synced_ok = true;
+    if !cut.is_empty() {
+        let sel = SelectionArgs {
+            only: cut,
+            max_deletes: None,
+        };
+        let uids = sel.only.join(" ");
+        let finished = match real_run(config, &sel, "migrate cutover", stop, &TenantWatch::new())
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                // LDAP is changed already: say what is left to do, then the error.
+                eprintln!(
+                    "ldap2exo: the LDAP forwards are changed, but the sync that removes the forwarding to on-prem did not run; run ldap2exo sync --only {uids} now"
+                );
+                return Err(e);
+            }
+        };
+        for r in &finished.results {
+            if let Outcome::Failed(why) | Outcome::Conflict(why) | Outcome::NotStarted(why) =
+                &r.outcome
+            {
+                eprintln!(
+                    "ldap2exo: {}: removing the forwarding failed: {why}; run ldap2exo sync --only {} again",
+                    r.uid, r.uid
+                );
+                synced_ok = false;
+            }
+        }
+    }
+    outcome.map_err(CommandError::LdapWrite)?;
+    Ok(if refused.is_empty() && synced_ok {
         Exit::Ok
     } else {
         Exit::Failed
     })
 }
 
-/// What a cutover changes: the forward attribute, the routing domain, and (unless `--force`)
-/// Exchange's migration status per mailbox address.
+/// The cohort's migrating people whose mailbox (`Get-Mailbox` `EmailAddresses`) already owns
+/// `<alias>@<tenant.routing_domain>`, the address cutover points the LDAP forward at.
+async fn routing_owners(
+    store: &Store,
+    ex: &crate::tenant::Exchange,
+    config: &Config,
+    cohort: &CohortRead,
+    people: &BTreeMap<Anchor, MigrationPerson>,
+) -> Result<BTreeSet<Anchor>, CommandError> {
+    let mut owning = BTreeSet::new();
+    for p in &cohort.members {
+        if !people
+            .get(&p.anchor)
+            .is_some_and(|r| r.stage.is_migrating())
+        {
+            continue;
+        }
+        let Some(id) = store
+            .object(&p.anchor)
+            .await?
+            .and_then(|o| o.tenant_object_id)
+        else {
+            continue;
+        };
+        let routing = format!("{}@{}", p.alias, config.tenant.routing_domain);
+        if owns_address(ex.get_mailbox(&id).await?.as_ref(), &routing) {
+            owning.insert(p.anchor.clone());
+        }
+    }
+    Ok(owning)
+}
+
+/// Whether a `Get-Mailbox` answer lists `address` among its `EmailAddresses`.
+fn owns_address(mailbox: Option<&Value>, address: &str) -> bool {
+    mailbox
+        .and_then(|v| v.get("EmailAddresses"))
+        .and_then(Value::as_array)
+        .is_some_and(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .any(|e| strip_smtp(e).eq_ignore_ascii_case(address))
+        })
+}
+
+/// What a cutover changes: the forward attribute, the routing domain, Exchange's migration
+/// status per mailbox address, whether `--force` skips the status check, and who already
+/// owns the routing address.
 struct Cutover<'a> {
     attribute: &'a str,
     routing_domain: &'a str,
-    statuses: Option<&'a BTreeMap<String, String>>,
+    statuses: &'a BTreeMap<String, String>,
+    force: bool,
+    owning: &'a BTreeSet<Anchor>,
 }
 
 impl Cutover<'_> {
@@ -876,23 +1136,35 @@ impl Cutover<'_> {
                 refused.push(format!("{}: not migrating (migrate start first)", p.uid));
                 continue;
             };
-            if let Some(statuses) = self.statuses {
-                let st = statuses.get(&row.email.to_ascii_lowercase());
-                if !st.is_some_and(|s| SYNCED.contains(&s.as_str())) {
-                    refused.push(format!(
-                        "{}: migration not synced (status {}); wait, or use --force",
-                        p.uid,
-                        st.map_or("none: not in a batch", String::as_str)
-                    ));
-                    continue;
-                }
+            let Some(st) = self.statuses.get(&row.email.to_ascii_lowercase()) else {
+                // --force too: nothing was ever copied.
+                refused.push(format!(
+                    "{}: in no migration batch Exchange lists (migrate start first)",
+                    p.uid
+                ));
+                continue;
+            };
+            if !self.force && !SYNCED.contains(&st.as_str()) {
+                refused.push(format!(
+                    "{}: migration not synced (status {st}); wait, or use --force",
+                    p.uid
+                ));
+                continue;
+            }
+            let routing = format!("{}@{}", p.alias, self.routing_domain);
+            if !self.owning.contains(&p.anchor) {
+                refused.push(format!(
+                    "{}: the mailbox does not own {routing} yet (the on-prem forward would bounce); run ldap2exo sync --only {} first",
+                    p.uid, p.uid
+                ));
+                continue;
             }
             changes.push((
                 p.anchor.clone(),
                 ForwardChange {
                     dn: p.dn.clone(),
                     attribute: self.attribute.to_owned(),
-                    value: format!("{}@{}", p.alias, self.routing_domain),
+                    value: routing,
                 },
             ));
         }
@@ -951,11 +1223,19 @@ mod tests {
     }
 
     #[test]
-    fn cutover_takes_only_synced_migrating_people_and_names_the_others() {
+    fn cutover_takes_only_synced_migrating_owning_people_and_names_the_others() {
         let cohort = CohortRead {
-            members: ["synced", "syncing", "stranger", "done"]
-                .map(member)
-                .to_vec(),
+            members: [
+                "synced",
+                "syncing",
+                "stranger",
+                "done",
+                "unbatched",
+                "bare",
+                "incr",
+            ]
+            .map(member)
+            .to_vec(),
             quarantined: vec![("broken".into(), "mail: bad".into())],
             missing: vec!["ghost".into()],
         };
@@ -963,23 +1243,41 @@ mod tests {
             person("synced", MigrationStage::Batched, Some("b1")),
             person("syncing", MigrationStage::Batched, Some("b1")),
             person("done", MigrationStage::Cutover, Some("b1")),
+            person("unbatched", MigrationStage::Started, None),
+            person("bare", MigrationStage::Batched, Some("b1")),
+            person("incr", MigrationStage::Batched, Some("b1")),
         ]
         .into_iter()
         .map(|p| (p.anchor.clone(), p))
         .collect();
         let statuses: BTreeMap<String, String> = [
-            ("synced@example.edu".to_owned(), "Synced".to_owned()),
-            ("syncing@example.edu".to_owned(), "Syncing".to_owned()),
+            ("synced@example.edu", "Synced"),
+            ("syncing@example.edu", "Syncing"),
+            ("bare@example.edu", "Synced"),
+            ("incr@example.edu", "IncrementalSyncing"),
         ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
         .into();
+        // Everybody owns the routing address but `bare`.
+        let owning: BTreeSet<Anchor> = ["synced", "syncing", "unbatched", "incr"]
+            .map(|u| member(u).anchor)
+            .into();
         let cut = Cutover {
             attribute: "mailForwardingAddress",
             routing_domain: "t.mail.onmicrosoft.com",
-            statuses: Some(&statuses),
+            statuses: &statuses,
+            force: false,
+            owning: &owning,
         };
         let (changes, refused) = cut.changes(&cohort, &people);
-        assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].1.value, "synced@t.mail.onmicrosoft.com");
+        let values: Vec<&str> = changes.iter().map(|c| c.1.value.as_str()).collect();
+        assert_eq!(
+            values,
+            [
+                "synced@t.mail.onmicrosoft.com",
+                "incr@t.mail.onmicrosoft.com"
+            ]
+        );
         let refused = refused.join("\n");
         for who in [
             "ghost",
@@ -987,15 +1285,32 @@ mod tests {
             "syncing: migration not synced (status Syncing)",
             "stranger: not migrating",
             "done: not migrating",
+            "unbatched: in no migration batch",
+            "bare: the mailbox does not own bare@t.mail.onmicrosoft.com",
         ] {
             assert!(refused.contains(who), "{who}: {refused}");
         }
-        // --force: no status needed.
-        let forced = Cutover {
-            statuses: None,
-            ..cut
-        };
-        assert_eq!(forced.changes(&cohort, &people).0.len(), 2);
+        // --force skips only the status check: never batched or not owning is still refused.
+        let forced = Cutover { force: true, ..cut };
+        let (changes, refused) = forced.changes(&cohort, &people);
+        assert_eq!(changes.len(), 3, "{refused:?}");
+        let refused = refused.join("\n");
+        assert!(
+            refused.contains("unbatched: in no migration batch"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("bare: the mailbox does not own"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn the_routing_address_is_owned_only_when_exchange_lists_it() {
+        let mb = json!({"EmailAddresses": ["SMTP:jdoe@example.edu", "smtp:JDoe@t.mail.onmicrosoft.com"]});
+        assert!(owns_address(Some(&mb), "jdoe@t.mail.onmicrosoft.com"));
+        assert!(!owns_address(Some(&mb), "other@t.mail.onmicrosoft.com"));
+        assert!(!owns_address(None, "jdoe@t.mail.onmicrosoft.com"));
     }
 
     #[test]
@@ -1026,6 +1341,64 @@ mod tests {
         );
         // Scoped to a batch: b (in none) is left out.
         assert_eq!(join_status(&users, &people, Some("b1")).len(), 1);
+    }
+
+    #[test]
+    fn status_names_failed_stopped_and_batched_people_exchange_does_not_list() {
+        let people: BTreeMap<Anchor, MigrationPerson> = [
+            person("ok", MigrationStage::Batched, Some("b1")),
+            person("bad", MigrationStage::Batched, Some("b1")),
+            person("halt", MigrationStage::Batched, Some("b1")),
+            person("lost", MigrationStage::Batched, Some("b1")),
+            person("new", MigrationStage::Started, None),
+            person("gone", MigrationStage::Cutover, Some("b0")),
+        ]
+        .into_iter()
+        .map(|p| (p.anchor.clone(), p))
+        .collect();
+        let users = [
+            json!({"Identity": "ok@example.edu", "Status": "IncrementalSynced"}),
+            json!({"Identity": "bad@example.edu", "Status": "Failed", "ErrorSummary": "login refused"}),
+            json!({"Identity": "halt@example.edu", "Status": "Stopped"}),
+        ];
+        let problems = status_problems(&join_status(&users, &people, None)).join("\n");
+        assert!(
+            problems.contains("bad: migration Failed: login refused"),
+            "{problems}"
+        );
+        assert!(problems.contains("halt: migration Stopped"), "{problems}");
+        assert!(problems.contains("lost: in batch b1"), "{problems}");
+        for fine in ["ok", "new", "gone"] {
+            assert!(!problems.contains(&format!("{fine}:")), "{problems}");
+        }
+    }
+
+    #[test]
+    fn an_endpoint_is_compared_with_the_configuration_naming_both_values() {
+        let m = MigrationConfig {
+            imap_server: "imap.example.edu".into(),
+            imap_port: 993,
+            security: crate::config::ImapSecurity::Ssl,
+            master_user: "migration".into(),
+            master_password_file: None,
+            master_password: None,
+            onprem_routing_domain: "mbox.example.edu".into(),
+            write_bind_dn: None,
+            write_bind_password_file: None,
+            write_bind_password: None,
+            max_cohort: 500,
+        };
+        let same = json!({"Identity": "ldap2exo-imap", "RemoteServer": "IMAP.example.edu", "Port": 993, "Security": "Ssl"});
+        assert_eq!(endpoint_mismatch(&same, &m), None);
+        let old = json!({"RemoteServer": "old.example.edu", "Port": "143", "Security": "Tls"});
+        let diff = endpoint_mismatch(&old, &m).unwrap();
+        for both in [
+            "RemoteServer old.example.edu, migration.imap_server imap.example.edu",
+            "Port 143, migration.imap_port 993",
+            "Security Tls, migration.security Ssl",
+        ] {
+            assert!(diff.contains(both), "{both}: {diff}");
+        }
     }
 
     #[test]

@@ -526,8 +526,31 @@ pub(crate) async fn real_run(
     stop: &Stop,
     watch: &TenantWatch,
 ) -> Result<Finished, CommandError> {
+    real_run_migrating(config, selection, command, stop, watch, &BTreeSet::new()).await
+}
+
+/// [`real_run`], planning the people of `extra_migrating` as migrating by IMAP although the
+/// state store does not say so yet (`migrate start`: the cohort is recorded only for those
+/// whose actions succeeded, so a failed run leaves nobody for the daemon to license).
+pub(crate) async fn real_run_migrating(
+    config: &Config,
+    selection: &SelectionArgs,
+    command: &str,
+    stop: &Stop,
+    watch: &TenantWatch,
+    extra_migrating: &BTreeSet<Anchor>,
+) -> Result<Finished, CommandError> {
     let run = async {
-        let computed = compute(config, selection, RunMode::Apply, command, stop, watch).await?;
+        let computed = compute_with(
+            config,
+            selection,
+            RunMode::Apply,
+            command,
+            stop,
+            watch,
+            extra_migrating,
+        )
+        .await?;
         execute(config, computed, stop).await
     };
     let result = run.await;

@@ -189,7 +189,7 @@ impl<'a> Mapper<'a> {
                 .iter_mut()
                 .filter(|r| migrating.contains(&r.anchor))
             {
-                migrate_in_place(r, domain);
+                migrate_in_place(r, domain, &config.tenant.routing_domain);
             }
         }
         recipients.sort_by(|a, b| a.anchor.cmp(&b.anchor));
@@ -214,7 +214,11 @@ impl<'a> Mapper<'a> {
 /// Makes a migrating person's MailUser the mailbox that forwards to on-prem (see
 /// [`Mapper::migrating`]). The forwarding target is never the person's primary address: the
 /// new mailbox owns that, so the mail would loop (TENANT_FACTS, "IMAP migration").
-fn migrate_in_place(r: &mut Recipient, onprem_routing_domain: &str) {
+///
+/// The mailbox also owns `<alias>@<tenant.routing_domain>` from now on: cutover points the
+/// LDAP forward there, and the on-prem server forwards to it at once, before any sync could
+/// add it; a mailbox without it would bounce that mail.
+fn migrate_in_place(r: &mut Recipient, onprem_routing_domain: &str, tenant_routing_domain: &str) {
     if r.kind == Kind::Mailbox {
         return;
     }
@@ -223,6 +227,15 @@ fn migrate_in_place(r: &mut Recipient, onprem_routing_domain: &str) {
             r.kind = Kind::Mailbox;
             r.external_address = None;
             r.forwarding = Some(target);
+            match SmtpAddress::parse(&format!("{}@{tenant_routing_domain}", r.alias)) {
+                Ok(routing) if routing != r.primary => {
+                    r.secondary.insert(routing);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(uid = %r.uid, error = %e, "the alias makes no tenant routing address; cutover will refuse this person")
+                }
+            }
         }
         Err(e) => {
             warn!(uid = %r.uid, error = %e, "the uid makes no on-prem routing address; left a MailUser")

@@ -41,14 +41,16 @@ impl Exchange {
         Ok(out.into_iter().next().unwrap_or(Value::Null))
     }
 
-    /// `Get-MigrationBatch [-Identity]`: not found is an empty list.
+    /// `Get-MigrationBatch [-Identity] -ResultSize Unlimited`: not found is an empty list.
+    /// Without `-ResultSize` Exchange returns 1,000 batches at most (Get-MigrationBatch,
+    /// Microsoft Learn: "-ResultSize ... The default value is 1000").
     pub async fn migration_batches(
         &self,
         identity: Option<&str>,
     ) -> Result<Vec<Value>, TenantError> {
         let p = match identity {
-            Some(i) => json!({"Identity": i}),
-            None => json!({}),
+            Some(i) => json!({"Identity": i, "ResultSize": "Unlimited"}),
+            None => json!({"ResultSize": "Unlimited"}),
         };
         match self.invoke("Get-MigrationBatch", p).await {
             Err(TenantError::NotFound { .. }) => Ok(Vec::new()),
@@ -57,7 +59,9 @@ impl Exchange {
     }
 
     /// `New-MigrationBatch -Name -SourceEndpoint -CSVData -AutoStart` (never `-AutoComplete`:
-    /// completing is the cutover's business). `csv` is the whole CSV file, which holds the
+    /// completing a batch is the operator's, with `Complete-MigrationBatch`, after cutover;
+    /// ldap2exo never completes or removes batches, and until then Exchange Online runs an
+    /// incremental sync every day). `csv` is the whole CSV file, which holds the
     /// IMAP password: it goes out only in this request body.
     ///
     /// `-CSVData` is a `Byte[]`; over the REST `InvokeCommand` endpoint it is sent as a base64
@@ -82,11 +86,13 @@ impl Exchange {
         Ok(out.into_iter().next().unwrap_or(Value::Null))
     }
 
-    /// `Get-MigrationUser [-BatchId]`: the users of one batch, or of all.
+    /// `Get-MigrationUser [-BatchId] -ResultSize Unlimited`: the users of one batch, or of
+    /// all. Without `-ResultSize` Exchange returns 1,000 users at most (Get-MigrationUser,
+    /// Microsoft Learn: "-ResultSize ... The default value is 1000").
     pub async fn migration_users(&self, batch: Option<&str>) -> Result<Vec<Value>, TenantError> {
         let p = match batch {
-            Some(b) => json!({"BatchId": b}),
-            None => json!({}),
+            Some(b) => json!({"BatchId": b, "ResultSize": "Unlimited"}),
+            None => json!({"ResultSize": "Unlimited"}),
         };
         match self.invoke("Get-MigrationUser", p).await {
             Err(TenantError::NotFound { .. }) => Ok(Vec::new()),

@@ -123,6 +123,28 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
     record(&run, &mut seen);
     assert_eq!(run.code, 0, "{}", show(&run));
     assert!(run.stdout.contains("Licences: 2 needed"), "{}", run.stdout);
+    // Someone LDAP already forwards into the tenant is skipped, as start skips them.
+    let run = install.run(&[
+        "migrate", "plan", "--only", "adavis", "jmueller", "bmiller", "--format", "json",
+    ]);
+    record(&run, &mut seen);
+    assert_eq!(run.code, 0, "{}", show(&run));
+    let report = run.json();
+    let bmiller = report["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["uid"] == "bmiller")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&bmiller["state"], &bmiller["can_start"]),
+        (&Value::from("already_in_tenant"), &Value::from(true)),
+        "{report:#}"
+    );
+    assert_eq!(report["batches"], 1);
+    let run = install.run(&["migrate", "plan", "--only", "bmiller"]);
+    assert_eq!(run.code, 1, "nobody to migrate: {}", show(&run));
     assert_eq!(emu.migration_csvs().len(), 0, "a plan creates nothing");
 
     // Start: licensed in place, forwarding to on-prem, one batch with exactly their rows.
@@ -139,6 +161,15 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
             Some(format!("{uid}@mbox.example.edu").as_str())
         );
         assert!(!u.deliver_to_mailbox_and_forward);
+        // The mailbox owns the routing address before cutover points LDAP at it.
+        let routing = format!("smtp:{uid}@exampleedu.mail.onmicrosoft.com");
+        assert!(
+            u.proxy_addresses
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(&routing)),
+            "{uid}: {:?}",
+            u.proxy_addresses
+        );
     }
     let csvs = emu.migration_csvs();
     assert_eq!(csvs.len(), 1, "{csvs:?}");
@@ -214,6 +245,22 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
             .iter()
             .all(|u| u["stage"] == "batched" && u["status"] == "Synced")
     );
+    // A forwarding changed in Exchange (OWA) is named: sync compares it only with the store.
+    let before = mailbox(&emu, "adavis");
+    let mut changed = before.clone();
+    changed.forwarding_smtp_address = Some("adavis.private@gmail.com".into());
+    emu.add_user(changed);
+    let run = install.run(&["migrate", "status"]);
+    record(&run, &mut seen);
+    assert_eq!(run.code, 1, "{}", show(&run));
+    assert!(
+        run.stderr.contains(
+            "adavis: the mailbox forwards to adavis.private@gmail.com instead of adavis@mbox.example.edu"
+        ),
+        "{}",
+        show(&run)
+    );
+    emu.add_user(before);
 
     // Cutover of someone not migrating is refused by name.
     let run = install.run(&["migrate", "cutover", "--only", "bthompson"]);
@@ -232,6 +279,12 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
     assert!(run.stdout.contains(
         "dn: uid=adavis,ou=people,dc=example,dc=edu\nchangetype: modify\nreplace: mailForwardingAddress\nmailForwardingAddress: adavis@exampleedu.mail.onmicrosoft.com\n-\n"
     ), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("run at once: ldap2exo sync --only adavis jmueller"),
+        "{}",
+        show(&run)
+    );
     assert!(forward_in_ldap(&server, &rt, "adavis").is_empty());
 
     // A write bind without the right to write: nothing changes, nobody is cut over.
@@ -253,16 +306,39 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
     assert!(forward_in_ldap(&server, &rt, "adavis").is_empty());
     install.env.truncate(install.env.len() - 2);
 
-    // With --apply the forward points into the tenant, and the next sync converges.
-    let run = install.run(&[
-        "migrate", "cutover", "--only", "adavis", "jmueller", "--apply",
-    ]);
+    // With --apply the forward points into the tenant, and the same command removes the
+    // forwarding to on-prem at once: no mail goes back and forth until the next sync.
+    let run = install.run(&["migrate", "cutover", "--only", "adavis", "--apply"]);
     record(&run, &mut seen);
     assert_eq!(run.code, 0, "{}", show(&run));
     assert_eq!(
         forward_in_ldap(&server, &rt, "adavis"),
         ["adavis@exampleedu.mail.onmicrosoft.com"]
     );
+    assert_eq!(mailbox(&emu, "adavis").forwarding_smtp_address, None);
+    assert_eq!(
+        mailbox(&emu, "jmueller").forwarding_smtp_address.as_deref(),
+        Some("jmueller@mbox.example.edu"),
+        "only the person cut over"
+    );
+
+    // The operator applies the printed LDIF by hand; the state store still says `batched`.
+    // LDAP forwarding into the tenant wins: the next sync removes the forwarding.
+    let mut writer = server.ldap_config();
+    writer.bind_dn = Some(server.root_dn().to_owned());
+    writer.bind_password = Some(ldap2exo::secret::Secret::new(
+        server.root_password().to_owned(),
+    ));
+    let (done, outcome) = rt.block_on(source::replace_values(
+        &writer,
+        &[(
+            "uid=jmueller,ou=people,dc=example,dc=edu".to_owned(),
+            "mailForwardingAddress".to_owned(),
+            "jmueller@exampleedu.mail.onmicrosoft.com".to_owned(),
+        )],
+    ));
+    outcome.unwrap();
+    assert_eq!(done, 1);
     let report = install.dir.path().join("report.json");
     let run = install.run(&[
         "sync",
@@ -415,4 +491,95 @@ fn plan_and_start_name_who_lacks_a_licence_and_start_goes_on_without_them() {
     assert_eq!(csvs.len(), 1, "{csvs:?}");
     assert_eq!(csvs[0].1.lines().count(), 2, "header and one row");
     assert!(!csvs[0].1.contains(&format!("{held_uid}*migration")));
+    // The one whose start failed is not recorded: the daemon must not license them later.
+    let run = install.run(&["migrate", "status", "--format", "json"]);
+    let users = run.json()["users"].clone();
+    let recorded: Vec<&str> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["uid"].as_str())
+        .collect();
+    assert_eq!(recorded.len(), 1, "{users:#}");
+    assert!(!recorded.contains(&held_uid.as_str()), "{users:#}");
+}
+
+/// Replaces `from` by `to` in the installation's configuration file.
+fn edit_config(install: &Install, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&install.config).unwrap();
+    assert!(text.contains(from), "{from}");
+    std::fs::write(&install.config, text.replace(from, to)).unwrap();
+}
+
+#[test]
+fn a_cohort_larger_than_max_cohort_is_refused_before_anything_changes() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = migration_install(&server, &emu);
+    sync(&install, 0);
+    edit_config(
+        &install,
+        "master_user = \"migration\"",
+        "master_user = \"migration\"\nmax_cohort = 1",
+    );
+    emu.reset_counters();
+    let run = install.run(&["migrate", "start", "--only", "adavis", "jmueller"]);
+    assert_eq!(run.code, 3, "{}", show(&run));
+    assert!(
+        run.stderr.contains("2 people") && run.stderr.contains("migration.max_cohort (1)"),
+        "{}",
+        show(&run)
+    );
+    assert_eq!(emu.counters().writes(), 0, "nothing changed");
+    assert_eq!(
+        mailbox(&emu, "adavis").recipient_type_details,
+        Some(RecipientKind::MailUser)
+    );
+    let run = install.run(&["migrate", "status", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", show(&run));
+    assert_eq!(
+        run.json()["users"],
+        serde_json::json!([]),
+        "nobody recorded"
+    );
+}
+
+#[test]
+fn an_existing_endpoint_with_another_server_is_refused_naming_both() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    emu.set_migration_sync_ms(300);
+    let server = Slapd::start(SlapdOptions::default());
+    let install = migration_install(&server, &emu);
+    sync(&install, 0);
+    let mut seen = String::new();
+    start_until_batched(&install, &mut seen);
+    edit_config(
+        &install,
+        "imap_server = \"imap.example.edu\"",
+        "imap_server = \"imap2.example.edu\"\nimap_port = 143\nsecurity = \"tls\"",
+    );
+    let mut last = None;
+    for _ in 0..12 {
+        let run = install.run(&["migrate", "start", "--only", "bthompson"]);
+        let waiting = run.code == 1 && run.stdout.contains("run migrate start again");
+        last = Some(run);
+        if !waiting {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(800));
+    }
+    let run = last.unwrap();
+    assert_eq!(run.code, 2, "{}", show(&run));
+    for both in [
+        "RemoteServer imap.example.edu, migration.imap_server imap2.example.edu",
+        "Port 993, migration.imap_port 143",
+        "Security Ssl, migration.security Tls",
+    ] {
+        assert!(run.stderr.contains(both), "{both}: {}", show(&run));
+    }
+    let calls = emu.counters();
+    assert_eq!(calls.endpoint("EXO New-MigrationEndpoint").requests, 1);
+    assert_eq!(calls.endpoint("EXO New-MigrationBatch").requests, 1);
 }

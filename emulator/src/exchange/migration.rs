@@ -446,11 +446,33 @@ pub fn get_batches(store: &mut Store, m: Map<String, Value>) -> Result<Output, E
     if let (Some(i), true) = (&identity, values.is_empty()) {
         return Err(ExoError::NotFound(i.clone()));
     }
-    Ok(Output {
-        values,
-        warnings: vec![],
-    })
+    capped(values, &p)
 }
+
+/// Get-MigrationBatch and Get-MigrationUser return 1,000 objects unless `-ResultSize` says
+/// otherwise ("-ResultSize ... The default value is 1000", their Microsoft Learn pages), with
+/// the warning Exchange gives for a cut list (as Get-Recipient in `cmdlets`).
+fn capped(mut values: Vec<Value>, p: &Params) -> Result<Output, ExoError> {
+    let bad = || ExoError::Parameter("Cannot bind parameter 'ResultSize'.".into());
+    let limit = match p.get("ResultSize") {
+        None | Some(Value::Null) => Some(DEFAULT_RESULT_SIZE),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("unlimited") => None,
+        Some(Value::String(s)) => Some(s.parse::<usize>().map_err(|_| bad())?),
+        Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(bad)? as usize),
+        Some(_) => return Err(bad()),
+    };
+    let mut warnings = Vec::new();
+    if let Some(limit) = limit
+        && values.len() > limit
+    {
+        values.truncate(limit);
+        warnings.push("There are more results available than are currently displayed. To view them, increase the value for the ResultSize parameter.".to_string());
+    }
+    Ok(Output { values, warnings })
+}
+
+/// Exchange's default `-ResultSize` of Get-MigrationBatch and Get-MigrationUser.
+pub const DEFAULT_RESULT_SIZE: usize = 1000;
 
 /// `Get-MigrationUser [-Identity] [-BatchId]`.
 pub fn get_users(store: &mut Store, m: Map<String, Value>) -> Result<Output, ExoError> {
@@ -491,10 +513,7 @@ pub fn get_users(store: &mut Store, m: Map<String, Value>) -> Result<Output, Exo
     if let (Some(i), true) = (&identity, values.is_empty()) {
         return Err(ExoError::NotFound(i.clone()));
     }
-    Ok(Output {
-        values,
-        warnings: vec![],
-    })
+    capped(values, &p)
 }
 
 /// `Complete-MigrationBatch -Identity`: only a synced batch can be completed.
@@ -537,5 +556,25 @@ mod tests {
         assert!(parse_csv(many.as_bytes()).unwrap_err().contains("50,000"));
         let err = parse_csv(b"EmailAddress,UserName,Password\na@x.edu,a,\n").unwrap_err();
         assert!(!err.contains("a@x.edu,a"));
+    }
+
+    #[test]
+    fn lists_stop_at_1000_with_the_warning_unless_result_size_says_otherwise() {
+        let values: Vec<Value> = (0..1001).map(|i| json!({"Identity": i})).collect();
+        let params = |v: Option<Value>| {
+            let mut m = Map::new();
+            if let Some(v) = v {
+                m.insert("ResultSize".into(), v);
+            }
+            Params::new(m, &["ResultSize"]).unwrap()
+        };
+        let out = capped(values.clone(), &params(None)).unwrap();
+        assert_eq!(out.values.len(), 1000);
+        assert!(out.warnings[0].contains("ResultSize"), "{:?}", out.warnings);
+        let out = capped(values.clone(), &params(Some(json!("Unlimited")))).unwrap();
+        assert_eq!((out.values.len(), out.warnings.len()), (1001, 0));
+        let out = capped(values.clone(), &params(Some(json!(5)))).unwrap();
+        assert_eq!(out.values.len(), 5);
+        assert!(capped(values, &params(Some(json!("lots")))).is_err());
     }
 }

@@ -223,6 +223,38 @@ fn a_mailbox_without_its_forward_target_bounces_or_loops() {
 }
 
 #[test]
+fn a_migrating_person_with_an_external_forward_has_no_forward_finding() {
+    // Migrating by IMAP: a mailbox forwarding to on-prem; LDAP forwards to gmail, which the
+    // on-prem server applies until cutover.
+    let mut ann = mail_user("ann", &[]);
+    ann.kind = Kind::Mailbox;
+    ann.external_address = None;
+    ann.forward = Some(address("ann.private@gmail.com"));
+    ann.forwarding = Some(address("ann@mbox.example.edu"));
+    let a = audit_gal(
+        &desired(vec![ann.clone()]),
+        &tenant(vec![in_step(&ann)]),
+        true,
+    );
+    assert!(a.findings.is_empty(), "{:#?}", a.findings);
+    // The same forward without the migration is a finding.
+    ann.forwarding = None;
+    let a = audit_gal(
+        &desired(vec![ann.clone()]),
+        &tenant(vec![in_step(&ann)]),
+        true,
+    );
+    assert_eq!(
+        codes(&a),
+        [(
+            Code::ForwardTargetNotOwned,
+            "ann",
+            Some("ann.private@gmail.com")
+        )]
+    );
+}
+
+#[test]
 fn a_forward_into_the_tenant_to_a_mail_user_is_a_loop() {
     let bob = mailbox("bob");
     let mut o = in_step(&bob);

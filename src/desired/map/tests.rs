@@ -1229,6 +1229,14 @@ fn a_migrating_person_is_a_mailbox_forwarding_to_on_prem_until_ldap_forwards_int
         jdoe.fields()["forwardingSmtpAddress"],
         "jdoe@mbox.example.edu"
     );
+    // The mailbox owns the tenant routing address before cutover points LDAP at it.
+    assert!(
+        jdoe.secondary
+            .iter()
+            .any(|a| a.as_str() == "jdoe@exampleedu.mail.onmicrosoft.com"),
+        "{:?}",
+        jdoe.secondary
+    );
     // Everybody else is unaffected.
     let asmith = by("asmith");
     assert_eq!((asmith.kind, &asmith.forwarding), (Kind::MailUser, &None));
