@@ -566,7 +566,7 @@ mod tests {
             door.fix
                 .as_deref()
                 .unwrap()
-                .starts_with("New-InboundConnector")
+                .starts_with("ldap2exo connectors apply; or by hand: New-InboundConnector")
         );
     }
 

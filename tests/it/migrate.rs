@@ -376,6 +376,11 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
         !seen.contains("Imap-Master"),
         "the master password was printed"
     );
+    // Nor the LDAP write bind's password, which a refused write put through the error path.
+    assert!(
+        !seen.contains(server.service_password()),
+        "the LDAP write password was printed"
+    );
     // The state store (with its WAL), the report file, the configuration.
     let mut stored = Vec::new();
     assert!(report.exists());
