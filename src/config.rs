@@ -993,7 +993,32 @@ impl Config {
         }
         self.notify.validate(need_secrets)?;
         match &self.migration {
-            Some(m) => m.validate(need_secrets),
+            Some(m) => {
+                m.validate(need_secrets)?;
+                self.check_onprem_routing_domain(&m.onprem_routing_domain)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A migrating mailbox forwards to `<uid>@<onprem_routing_domain>`: a domain the tenant's
+    /// own recipients live in would deliver that mail to the mailbox itself (or another
+    /// recipient) instead of the Linux side, so it must be a domain of its own.
+    fn check_onprem_routing_domain(&self, domain: &str) -> Result<(), ConfigError> {
+        let d = domain.to_ascii_lowercase();
+        let t = &self.tenant;
+        let clash = t
+            .accepted_domains
+            .iter()
+            .chain([&t.onmicrosoft_domain, &t.routing_domain])
+            .find(|a| a.eq_ignore_ascii_case(&d));
+        match clash {
+            Some(a) => Err(ConfigError::Key {
+                key: "migration.onprem_routing_domain".into(),
+                message: format!(
+                    "`{domain}` is {a}, a domain of the tenant's own recipients: a migrating mailbox would forward to itself; use a domain of its own that routes to the Linux server (an InternalRelay accepted domain no Exchange Online recipient has addresses in)"
+                ),
+            }),
             None => Ok(()),
         }
     }
@@ -1758,5 +1783,16 @@ smtp_host = "relay.example.edu"
         let bad_domain = text.replace("mbox.example.edu", "mbox");
         let err = load(&bad_domain, &env).unwrap_err().to_string();
         assert!(err.contains("migration.onprem_routing_domain"), "{err}");
+        // A domain of the tenant's own recipients would make each mailbox forward to itself.
+        for own in ["example.edu", "exampleedu.mail.onmicrosoft.com"] {
+            let err = load(&text.replace("mbox.example.edu", own), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("migration.onprem_routing_domain")
+                    && err.contains("forward to itself"),
+                "{own}: {err}"
+            );
+        }
     }
 }

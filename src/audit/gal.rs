@@ -117,6 +117,9 @@ pub struct Summary {
     pub quarantined: usize,
     /// Entries matching `disabled_filter`: leaving, so not expected in the GAL.
     pub disabled: usize,
+    /// People migrating by IMAP (`migrate start`, before cutover): audited as the mailboxes
+    /// forwarding to on-prem that they are meanwhile.
+    pub migrating: usize,
 }
 
 impl Summary {
@@ -172,6 +175,11 @@ pub fn audit_gal(desired: &Desired, inventory: &Inventory, full: bool) -> GalAud
             findings: findings.len(),
             quarantined: desired.quarantined.len(),
             disabled: desired.disabled.len(),
+            migrating: desired
+                .recipients
+                .iter()
+                .filter(|r| r.forwarding.is_some())
+                .count(),
         },
         findings,
         quarantined: desired.quarantined.clone(),

@@ -37,8 +37,14 @@ fn counts_line(audit: &GalAudit) -> String {
         1 => one,
         _ => many,
     };
+    let migrating = match s.migrating {
+        0 => String::new(),
+        n => format!(
+            "; {n} migrating by IMAP (audited as mailboxes forwarding to on-prem until cutover)"
+        ),
+    };
     format!(
-        "{} finding{}; {} {} mapped from LDAP ({} hidden by hidden_filter, so {} should be in the GAL); not counted: {} disabled, {} quarantined",
+        "{} finding{}; {} {} mapped from LDAP ({} hidden by hidden_filter, so {} should be in the GAL); not counted: {} disabled, {} quarantined{migrating}",
         s.findings,
         plural(s.findings, "", "s"),
         s.people,
@@ -218,6 +224,7 @@ mod tests {
                 findings: 1,
                 quarantined: 0,
                 disabled: 0,
+                migrating: 0,
             },
             findings: vec![Finding {
                 code: Code::AddressHeldByUnmanaged,

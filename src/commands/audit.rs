@@ -1,7 +1,7 @@
 //! `audit gal`: reads LDAP (mapped exactly as `sync` maps it) and every recipient of the
 //! tenant, and reports what the GAL lacks or gets wrong ([`crate::audit::gal`]). It writes
 //! nothing: not to the tenant, not to the state store, which it needs only to know who is
-//! migrating by IMAP (opened read-only, when `[migration]` is configured and a store exists).
+//! migrating by IMAP (opened read-only, when a store exists).
 
 use std::collections::BTreeSet;
 
@@ -45,8 +45,18 @@ async fn gal(config: &Config, args: &AuditGalArgs) -> Result<Exit, CommandError>
         false => Selection::Only(args.only.clone()),
     };
     let mut mapper = desired::Mapper::new(config).selecting(&selection);
-    if let Some(m) = &config.migration {
-        mapper = mapper.migrating(migrating(config).await, &m.onprem_routing_domain);
+    let migrating = migrating(config).await;
+    match &config.migration {
+        Some(m) => mapper = mapper.migrating(migrating, &m.onprem_routing_domain),
+        // Their mailboxes would look like licensed MailUsers, and the fix would be to take the
+        // licence away: refuse rather than advise that.
+        None if !migrating.is_empty() => {
+            return Err(CommandError::Usage(format!(
+                "the state store has {} people migrating by IMAP (`ldap2exo migrate status`), but the configuration has no [migration] section: restore it (or the LDAP2EXO__MIGRATION__* variables) so that their mailboxes are audited as migrating",
+                migrating.len()
+            )));
+        }
+        None => {}
     }
     let ldap = source::read_each(&config.ldap, &selection, |entry| mapper.push(&entry));
     let tenant_read = inventory::read(&tenant, &config.tenant.anchor_attribute);

@@ -19,13 +19,24 @@ pub async fn connectors(config: &Config, args: &ConnectorsArgs) -> Result<Exit, 
         ConnectorsCommand::Postfix => {
             // Placeholders pasted into master.cf would make a listener that refuses all mail.
             let c = section(config)?;
-            print!("{}", postfix::render(&config.tenant, Some(c)));
+            print!(
+                "{}",
+                postfix::render(&config.tenant, Some(c), routing(config))
+            );
             Ok(Exit::Ok)
         }
         ConnectorsCommand::Plan { format } => plan(config, *format).await,
         ConnectorsCommand::Apply { adopt } => apply(config, adopt).await,
         ConnectorsCommand::Audit { format } => audit(config, *format).await,
     }
+}
+
+/// `[migration] onprem_routing_domain`, which the connectors and Postfix route on-prem too.
+fn routing(config: &Config) -> Option<&str> {
+    config
+        .migration
+        .as_ref()
+        .map(|m| m.onprem_routing_domain.as_str())
 }
 
 /// `[connectors]`, or exit 2 naming the first key it needs.
@@ -60,11 +71,7 @@ async fn items(config: &Config, adopt: &[String]) -> Result<(Exchange, Vec<Item>
             "--adopt `{unknown}`: the tenant has no inbound or outbound connector of that name (`connectors plan` lists them)"
         )));
     }
-    let routing = config
-        .migration
-        .as_ref()
-        .map(|m| m.onprem_routing_domain.as_str());
-    let desired = connectors::desired(c, &config.tenant, routing);
+    let desired = connectors::desired(c, &config.tenant, routing(config));
     let items = connectors::diff(desired, &inbound, &outbound, &c.name_prefix, adopt);
     Ok((exchange, items))
 }
@@ -176,7 +183,7 @@ fn postfix_section(config: &Config) -> String {
     }
     format!(
         "\nThe on-prem side to match (Postfix; `ldap2exo connectors postfix` prints it alone):\n\n{}",
-        postfix::render(&config.tenant, config.connectors.as_ref())
+        postfix::render(&config.tenant, config.connectors.as_ref(), routing(config))
     )
 }
 

@@ -183,17 +183,28 @@ async fn read_ldap<'c>(
     extra_migrating: &BTreeSet<Anchor>,
 ) -> Result<desired::Mapper<'c>, CommandError> {
     let mut mapper = desired::Mapper::new(config).selecting(sel);
-    if let Some(m) = &config.migration {
-        // People migrating by IMAP stay mailboxes forwarding to on-prem until cutover.
-        let mut anchors: BTreeSet<Anchor> = match run.store.migrating().await {
-            Ok(m) => m.into_keys().collect(),
-            Err(e) => {
-                fail_run(&run.store, run.run_id, &e).await?;
-                return Err(e.into());
-            }
-        };
-        anchors.extend(extra_migrating.iter().cloned());
-        mapper = mapper.migrating(anchors, &m.onprem_routing_domain);
+    // People migrating by IMAP stay mailboxes forwarding to on-prem until cutover.
+    let mut anchors: BTreeSet<Anchor> = match run.store.migrating().await {
+        Ok(m) => m.into_keys().collect(),
+        Err(e) => {
+            fail_run(&run.store, run.run_id, &e).await?;
+            return Err(e.into());
+        }
+    };
+    anchors.extend(extra_migrating.iter().cloned());
+    match &config.migration {
+        Some(m) => mapper = mapper.migrating(anchors, &m.onprem_routing_domain),
+        // Without the section LDAP alone would decide, and their mailboxes, which may hold
+        // migrated mail already, would be planned back into MailUsers.
+        None if !anchors.is_empty() => {
+            let e = CommandError::Usage(format!(
+                "the state store has {} people migrating by IMAP (`ldap2exo migrate status`), but the configuration has no [migration] section: without its onprem_routing_domain their mailboxes would be planned back into MailUsers; restore the section (or the LDAP2EXO__MIGRATION__* variables) and run again",
+                anchors.len()
+            ));
+            fail_run(&run.store, run.run_id, &e).await?;
+            return Err(e);
+        }
+        None => {}
     }
     progress.phase(Phase::ReadingLdap, None);
     let read = source::read_each(&config.ldap, sel, |entry| {

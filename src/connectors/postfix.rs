@@ -22,7 +22,11 @@
 use crate::config::{ConnectorsConfig, TenantConfig};
 
 /// The snippet, as comments and file sections an administrator copies into place.
-pub fn render(t: &TenantConfig, c: Option<&ConnectorsConfig>) -> String {
+pub fn render(
+    t: &TenantConfig,
+    c: Option<&ConnectorsConfig>,
+    onprem_routing_domain: Option<&str>,
+) -> String {
     let initial = t.onmicrosoft_domain.to_ascii_lowercase();
     let routing = t.routing_domain.to_ascii_lowercase();
     let tenant_id = t
@@ -34,6 +38,7 @@ pub fn render(t: &TenantConfig, c: Option<&ConnectorsConfig>) -> String {
         .unwrap_or_else(|| "<connectors.smart_host>".into());
     let listener = format!("{listener_host}:smtp");
     let id_pattern = regex_escape(&tenant_id);
+    let migration = migration_section(onprem_routing_domain);
     let certificate = c
         .and_then(|c| c.certificate_name.clone())
         .unwrap_or_else(|| "<connectors.certificate_name>".into());
@@ -93,6 +98,24 @@ cleanup_exo unix n - y - 0 cleanup
 
 # --- /etc/postfix/exo_header_checks: only the own tenant ---
 /^X-MS-Exchange-CrossTenant-Id:(?!\\s*{id_pattern}\\s*$)/ REJECT not from tenant {tenant_id}
+{migration}"
+    )
+}
+
+/// The on-prem routing domain of an IMAP migration: until cutover a migrating person's
+/// Exchange Online mailbox forwards to `<uid>@<it>`, and that mail must reach the person's
+/// Dovecot mailbox directly.
+fn migration_section(domain: Option<&str>) -> String {
+    let Some(d) = domain else {
+        return String::new();
+    };
+    format!(
+        "\
+\n# --- [migration] onprem_routing_domain {d}: until cutover, a migrating person's Exchange
+# Online mailbox forwards to <uid>@{d}. Accept that domain and deliver <uid>@{d} straight to
+# the person's Dovecot mailbox (e.g. list it in virtual_mailbox_domains with a
+# virtual_mailbox_maps entry per uid, delivered by LMTP), never through the person's LDAP
+# forward: that points into the tenant at cutover, and the mail would go round in a loop. ---
 "
     )
 }
@@ -106,4 +129,36 @@ fn regex_escape(s: &str) -> String {
         out.push(ch);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> TenantConfig {
+        toml::from_str(
+            r#"accepted_domains = ["example.edu"]
+onmicrosoft_domain = "exampleedu.onmicrosoft.com"
+routing_domain = "exampleedu.mail.onmicrosoft.com"
+upn_domain = "example.edu""#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_migration_routing_domain_is_delivered_to_dovecot_only_when_configured() {
+        let with = render(&tenant(), None, Some("mbox.example.edu"));
+        assert!(
+            with.contains("onprem_routing_domain mbox.example.edu")
+                && with.contains("never through the person's LDAP")
+                && with.contains("forward: that points into the tenant"),
+            "{with}"
+        );
+        let without = render(&tenant(), None, None);
+        assert!(!without.contains("onprem_routing_domain"), "{without}");
+        // The routing domain is never sent to Exchange Online.
+        let routes: Vec<&str> = with.lines().filter(|l| l.ends_with(" exo:")).collect();
+        assert_eq!(routes.len(), 2);
+        assert!(routes.iter().all(|l| !l.contains("mbox.example.edu")));
+    }
 }
