@@ -671,6 +671,25 @@ fn the_onprem_routing_domain_must_be_an_internal_relay_accepted_domain() {
     let install = migration_install(&server, &emu);
     sync(&install, 0);
     emu.reset_counters();
+    // Not an address domain of people.
+    edit_config(
+        &install,
+        "accepted_domains = [\"example.edu\"",
+        "accepted_domains = [\"mbox.example.edu\", \"example.edu\"",
+    );
+    let run = install.run(&["migrate", "plan", "--only", "adavis"]);
+    assert_eq!(run.code, 2, "{}", show(&run));
+    assert!(
+        run.stderr
+            .contains("mbox.example.edu is also in tenant.accepted_domains"),
+        "{}",
+        show(&run)
+    );
+    edit_config(
+        &install,
+        "accepted_domains = [\"mbox.example.edu\", \"example.edu\"",
+        "accepted_domains = [\"example.edu\"",
+    );
     for cmd in ["plan", "start"] {
         let run = install.run(&["migrate", cmd, "--only", "adavis"]);
         assert_eq!(run.code, 2, "{cmd}: {}", show(&run));
