@@ -29,6 +29,31 @@ pub struct DomainConfig {
     /// Unverified domains are listed by `GET /domains` but refused for UPNs and addresses.
     #[serde(default = "yes")]
     pub verified: bool,
+    /// The accepted domain's `DomainType` in Exchange (verified domains only).
+    #[serde(default)]
+    pub domain_type: DomainType,
+}
+
+/// `DomainType` of an accepted domain (`Get-AcceptedDomain`, `Set-AcceptedDomain
+/// -DomainType`): Authoritative unless set. InternalRelay delivers to recipients the tenant
+/// has and relays the rest through a connector; Exchange treats mail to it as internal, so
+/// automatic forwarding to it is not external auto-forwarding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DomainType {
+    #[default]
+    Authoritative,
+    InternalRelay,
+    ExternalRelay,
+}
+
+impl DomainType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainType::Authoritative => "Authoritative",
+            DomainType::InternalRelay => "InternalRelay",
+            DomainType::ExternalRelay => "ExternalRelay",
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -115,6 +140,7 @@ impl Default for TenantConfig {
             domains: vec![DomainConfig {
                 name: "example.edu".into(),
                 verified: true,
+                domain_type: DomainType::Authoritative,
             }],
             skus: vec![
                 SkuConfig::exchange_online_plan1(25),

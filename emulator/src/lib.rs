@@ -38,7 +38,8 @@ mod wire;
 
 pub use auth::testing;
 pub use config::{
-    ConfigError, DomainConfig, EmulatorConfig, Realism, Seed, ServicePlan, SkuConfig, TenantConfig,
+    ConfigError, DomainConfig, DomainType, EmulatorConfig, Realism, Seed, ServicePlan, SkuConfig,
+    TenantConfig,
 };
 pub use faults::{Budget, Counters, EndpointCounters, FaultAction, FaultConfig, FaultRule};
 pub use store::{GroupLicense, MailObject, MailObjectKind, Origin, RecipientKind, StateDump, User};

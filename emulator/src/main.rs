@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use ldap2exo_emulator::{
-    DomainConfig, Emulator, EmulatorConfig, Realism, Seed, SkuConfig, TenantConfig,
+    DomainConfig, DomainType, Emulator, EmulatorConfig, Realism, Seed, SkuConfig, TenantConfig,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,6 +67,10 @@ struct Cli {
     /// Unverified custom domain (repeatable).
     #[arg(long = "unverified-domain")]
     unverified_domains: Vec<String>,
+    /// Verified custom domain whose accepted domain is InternalRelay (repeatable), e.g. the
+    /// on-prem routing domain of an IMAP migration.
+    #[arg(long = "relay-domain")]
+    relay_domains: Vec<String>,
     /// SKU as SKU_ID:PART_NUMBER:UNITS[:exchange] (repeatable); replaces the seed's SKUs.
     #[arg(long = "sku")]
     skus: Vec<String>,
@@ -175,12 +179,22 @@ fn build_config(cli: &Cli) -> Result<EmulatorConfig, MainError> {
             .map(|d| DomainConfig {
                 name: d.clone(),
                 verified: true,
+                domain_type: DomainType::Authoritative,
             })
             .chain(cli.unverified_domains.iter().map(|d| DomainConfig {
                 name: d.clone(),
                 verified: false,
+                domain_type: DomainType::Authoritative,
             }))
             .collect();
+    }
+    for d in &cli.relay_domains {
+        tenant.domains.retain(|x| !x.name.eq_ignore_ascii_case(d));
+        tenant.domains.push(DomainConfig {
+            name: d.clone(),
+            verified: true,
+            domain_type: DomainType::InternalRelay,
+        });
     }
     if !cli.skus.is_empty() {
         tenant.skus = cli

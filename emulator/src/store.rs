@@ -416,6 +416,17 @@ impl Store {
         v
     }
 
+    /// The accepted domain's `DomainType`: a custom domain's configured one, else
+    /// Authoritative (the `onmicrosoft.com` domains).
+    pub fn domain_type(&self, domain: &str) -> crate::config::DomainType {
+        self.tenant
+            .domains
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(domain))
+            .map(|d| d.domain_type)
+            .unwrap_or_default()
+    }
+
     pub fn is_accepted(&self, domain: &str) -> bool {
         let d = domain.to_ascii_lowercase();
         self.accepted_domains().contains(&d)

@@ -442,3 +442,42 @@ async fn domains_and_connectors() {
         404
     );
 }
+
+#[tokio::test]
+async fn accepted_domains_carry_their_domain_type() {
+    let mut cfg = ldap2exo_emulator::EmulatorConfig::instant();
+    cfg.tenant.domains.push(ldap2exo_emulator::DomainConfig {
+        name: "mbox.example.edu".into(),
+        verified: true,
+        domain_type: ldap2exo_emulator::DomainType::InternalRelay,
+    });
+    let env = start_with(cfg).await;
+    let a = env.exo("Get-AcceptedDomain", json!({})).await;
+    let types: Vec<(&str, &str)> = a.body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["DomainName"].as_str().unwrap(),
+                d["DomainType"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            ("contoso.onmicrosoft.com", "Authoritative"),
+            ("contoso.mail.onmicrosoft.com", "Authoritative"),
+            ("example.edu", "Authoritative"),
+            ("mbox.example.edu", "InternalRelay"),
+        ]
+    );
+    let a = env
+        .exo(
+            "Get-AcceptedDomain",
+            json!({"Identity": "MBOX.example.edu"}),
+        )
+        .await;
+    assert_eq!(a.body["value"][0]["DomainType"], "InternalRelay");
+}

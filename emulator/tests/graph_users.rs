@@ -370,6 +370,7 @@ async fn licences_skus_and_domains() {
         c.tenant.domains.push(ldap2exo_emulator::DomainConfig {
             name: "pending.org".into(),
             verified: false,
+            domain_type: ldap2exo_emulator::DomainType::Authoritative,
         });
         c
     };

@@ -57,6 +57,19 @@ pub async fn migrate(
             "configuration key `migration`: the [migration] section is missing (imap_server, master_user, master_password_file, onprem_routing_domain)".into(),
         )
     })?;
+    if matches!(command, MigrateCommand::Plan(_) | MigrateCommand::Start(_))
+        && config
+            .tenant
+            .accepted_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(&m.onprem_routing_domain))
+    {
+        // Addresses on it would make the mailboxes own what they forward to.
+        return Err(CommandError::Usage(format!(
+            "configuration key `migration.onprem_routing_domain`: {} is also in tenant.accepted_domains; it routes to the Linux server and must not be an address domain of people",
+            m.onprem_routing_domain
+        )));
+    }
     match command {
         MigrateCommand::Plan(a) => plan(config, m, a, stop).await,
         MigrateCommand::Start(a) => start(config, m, a, stop).await,
@@ -199,6 +212,15 @@ async fn plan(
     stop: &Stop,
 ) -> Result<Exit, CommandError> {
     let cohort = read_cohort_args(config, &args.cohort).await?;
+    let to_migrate = cohort.members.iter().filter(|p| !p.in_tenant).count();
+    if let Some(why) = too_large(to_migrate, m) {
+        eprintln!("ldap2exo: {why}");
+        return Ok(Exit::Blocked);
+    }
+    {
+        let tenant = Tenant::connect(&config.tenant)?;
+        check_routing_domain(tenant.exchange(), m).await?;
+    }
     let mut lines: Vec<PlanLine> = Vec::new();
     for u in &cohort.missing {
         lines.push(PlanLine::new(
@@ -400,14 +422,20 @@ async fn start(
         eprintln!("ldap2exo: nobody to migrate");
         return Ok(Exit::Failed);
     }
-    if members.len() > m.max_cohort {
-        // Licensing in place cannot be undone by ldap2exo: a safety gate, nothing changed.
-        eprintln!(
-            "ldap2exo: the cohort has {} people, more than migration.max_cohort ({}): nothing changed; start smaller cohorts or raise migration.max_cohort",
-            members.len(),
-            m.max_cohort
-        );
+    if let Some(why) = too_large(members.len(), m) {
+        eprintln!("ldap2exo: {why}");
         return Ok(Exit::Blocked);
+    }
+    // What would make the start fail after licensing is checked first: licensing in place
+    // cannot be undone by ldap2exo.
+    {
+        let tenant = Tenant::connect(&config.tenant)?;
+        let ex = tenant.exchange();
+        check_routing_domain(ex, m).await?;
+        check_endpoint(ex, m).await?;
+        if let Some(name) = &args.batch {
+            check_batch_name(ex, name, &members).await?;
+        }
     }
     let started = now()?;
     tracing::info!(
@@ -476,6 +504,91 @@ async fn start(
     } else {
         Exit::Ok
     })
+}
+
+/// Why a cohort of `people` to migrate is refused by `migration.max_cohort` (exit 3), or
+/// `None`. Licensing in place cannot be undone by ldap2exo: a safety gate, nothing changed.
+fn too_large(people: usize, m: &MigrationConfig) -> Option<String> {
+    (people > m.max_cohort).then(|| {
+        format!(
+            "the cohort has {people} people, more than migration.max_cohort ({}): nothing changed; start smaller cohorts or raise migration.max_cohort",
+            m.max_cohort
+        )
+    })
+}
+
+/// Refuses (exit 2) unless `Get-AcceptedDomain` lists `[migration] onprem_routing_domain`
+/// as InternalRelay: a mailbox forwarding to a domain the tenant does not accept is external
+/// automatic forwarding, which Exchange Online blocks by default (outbound spam policy
+/// `AutoForwardingMode Automatic`); mail to an InternalRelay domain is internal.
+async fn check_routing_domain(
+    ex: &crate::tenant::Exchange,
+    m: &MigrationConfig,
+) -> Result<(), CommandError> {
+    let domains = ex.get_accepted_domains().await?;
+    match routing_domain_problem(&domains, &m.onprem_routing_domain) {
+        None => Ok(()),
+        Some(why) => Err(CommandError::Usage(why)),
+    }
+}
+
+/// Why the accepted domains (`Get-AcceptedDomain`: DomainName, DomainType) do not carry
+/// `domain` as InternalRelay, with what to do; `None` when they do.
+fn routing_domain_problem(domains: &[Value], domain: &str) -> Option<String> {
+    let found = domains.iter().find(|d| {
+        ["DomainName", "Name", "Identity"].iter().any(|k| {
+            d.get(*k)
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(domain))
+        })
+    });
+    let why = "the mailboxes' forwarding to on-prem would be external automatic forwarding, which Exchange Online blocks by default";
+    match found
+        .and_then(|d| d.get("DomainType"))
+        .and_then(Value::as_str)
+    {
+        Some(t) if t.eq_ignore_ascii_case("InternalRelay") => None,
+        Some(t) => Some(format!(
+            "migration.onprem_routing_domain {domain} is an accepted domain of type {t}, not InternalRelay: {why}; run Set-AcceptedDomain -Identity {domain} -DomainType InternalRelay; nothing changed"
+        )),
+        None => Some(format!(
+            "migration.onprem_routing_domain {domain} is not an accepted domain of the tenant: {why}; add it as an InternalRelay accepted domain (New-AcceptedDomain -DomainName {domain} -DomainType InternalRelay, or add the domain to the tenant and run Set-AcceptedDomain -Identity {domain} -DomainType InternalRelay); nothing changed"
+        )),
+    }
+}
+
+/// Refuses (exit 2) a `--batch` name Exchange already has for people outside `members`:
+/// their batch is not this cohort's. A batch holding only members is a repeated start.
+async fn check_batch_name(
+    ex: &crate::tenant::Exchange,
+    name: &str,
+    members: &[&Member],
+) -> Result<(), CommandError> {
+    let ours: BTreeSet<String> = members
+        .iter()
+        .map(|p| p.primary.to_ascii_lowercase())
+        .collect();
+    let others: Vec<String> = ex
+        .migration_users(Some(name))
+        .await?
+        .iter()
+        .filter_map(|u| u.get("Identity").and_then(Value::as_str))
+        .filter(|i| !ours.contains(&i.to_ascii_lowercase()))
+        .map(str::to_owned)
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    Err(CommandError::Usage(format!(
+        "--batch {name}: Exchange already has a migration batch {name} for other people ({}{}); choose another name; nothing changed",
+        others
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        if others.len() > 5 { ", …" } else { "" }
+    )))
 }
 
 /// The members to migrate; reports (on standard error) who is left out and why, and whether
@@ -650,21 +763,8 @@ async fn ensure_endpoint(
     ex: &crate::tenant::Exchange,
     m: &MigrationConfig,
 ) -> Result<(), CommandError> {
-    let endpoints = ex.migration_endpoints().await?;
-    let existing = endpoints.iter().find(|e| {
-        ["Identity", "Name"].iter().any(|k| {
-            e.get(*k)
-                .and_then(Value::as_str)
-                .is_some_and(|n| n.eq_ignore_ascii_case(ENDPOINT_NAME))
-        })
-    });
-    if let Some(e) = existing {
-        return match endpoint_mismatch(e, m) {
-            None => Ok(()),
-            Some(diff) => Err(CommandError::Usage(format!(
-                "the migration endpoint {ENDPOINT_NAME} in the tenant differs from [migration]: {diff}; correct the configuration, or remove the endpoint (Remove-MigrationEndpoint {ENDPOINT_NAME}, once no batch uses it) so that migrate start makes it anew"
-            ))),
-        };
+    if check_endpoint(ex, m).await? {
+        return Ok(());
     }
     ex.new_imap_endpoint(&ImapEndpoint {
         name: ENDPOINT_NAME,
@@ -675,6 +775,29 @@ async fn ensure_endpoint(
     .await?;
     tracing::info!(endpoint = ENDPOINT_NAME, server = %m.imap_server, "IMAP migration endpoint created");
     Ok(())
+}
+
+/// Whether the endpoint exists; one that exists and differs from `[migration]` is refused
+/// (exit 2) naming both values.
+async fn check_endpoint(
+    ex: &crate::tenant::Exchange,
+    m: &MigrationConfig,
+) -> Result<bool, CommandError> {
+    let endpoints = ex.migration_endpoints().await?;
+    let existing = endpoints.iter().find(|e| {
+        ["Identity", "Name"].iter().any(|k| {
+            e.get(*k)
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(ENDPOINT_NAME))
+        })
+    });
+    match existing.map(|e| endpoint_mismatch(e, m)) {
+        None => Ok(false),
+        Some(None) => Ok(true),
+        Some(Some(diff)) => Err(CommandError::Usage(format!(
+            "the migration endpoint {ENDPOINT_NAME} in the tenant differs from [migration]: {diff}; correct the configuration, or remove the endpoint (Remove-MigrationEndpoint {ENDPOINT_NAME}, once no batch uses it) so that migrate start makes it anew; nothing changed"
+        ))),
+    }
 }
 
 /// How an existing endpoint (`Get-MigrationEndpoint`: RemoteServer, Port, Security) differs
@@ -725,9 +848,15 @@ async fn status(
     let people = store.migration_people().await?;
     let tenant = Tenant::connect(&config.tenant)?;
     let ex = tenant.exchange();
-    let batches: Vec<Value> = ex
-        .migration_batches(args.batch.as_deref())
-        .await?
+    let found = ex.migration_batches(args.batch.as_deref()).await?;
+    if let Some(name) = &args.batch
+        && found.is_empty()
+    {
+        store.close().await;
+        eprintln!("ldap2exo: no migration batch {name}");
+        return Ok(Exit::Failed);
+    }
+    let batches: Vec<Value> = found
         .iter()
         .map(|b| {
             json!({
@@ -763,7 +892,7 @@ async fn status(
             .map(|f| strip_smtp(f).to_ascii_lowercase());
         if mailbox.is_some() && have.as_deref() != Some(want.as_str()) {
             problems.push(format!(
-                "{}: the mailbox forwards to {} instead of {want} (changed in Exchange, e.g. in Outlook on the web); mail stays in Exchange Online",
+                "{}: the mailbox forwards to {} instead of {want}: changed in Exchange (e.g. Outlook on the web), or [migration] onprem_routing_domain changed since start; mail stays in Exchange Online",
                 p.uid,
                 have.as_deref().unwrap_or("nobody")
             ));
@@ -953,7 +1082,10 @@ async fn cutover(
         force: args.force,
         owning: &owning,
     };
-    let (changes, refused) = target.changes(&cohort, &people);
+    let (changes, refused, already) = target.changes(&cohort, &people);
+    for a in &already {
+        println!("{a}");
+    }
     for r in &refused {
         eprintln!("ldap2exo: cutover refused for {r}");
     }
@@ -972,7 +1104,9 @@ async fn cutover(
         }
     }
     let ldif: Vec<ForwardChange> = changes.iter().map(|(_, c)| c.clone()).collect();
-    print!("{}", migration::ldif(&ldif));
+    if !args.apply {
+        print!("{}", migration::ldif(&ldif));
+    }
     let uid_of = |a: &Anchor| {
         cohort
             .members
@@ -1004,6 +1138,21 @@ async fn cutover(
         .map(|c| (c.dn.clone(), c.attribute.clone(), c.value.clone()))
         .collect();
     let (done, outcome) = source::replace_values(&ldap, &mods).await;
+    let written: Vec<String> = changes[..done]
+        .iter()
+        .filter_map(|(a, _)| uid_of(a))
+        .collect();
+    let not_written: Vec<String> = changes[done..]
+        .iter()
+        .filter_map(|(a, _)| uid_of(a))
+        .collect();
+    for line in write_report(&written, &not_written, outcome.as_ref().err()) {
+        println!("{line}");
+    }
+    if done < ldif.len() {
+        // Only what LDAP lacks: the operator may apply it once the cause is fixed.
+        print!("{}", migration::ldif(&ldif[done..]));
+    }
     // Whoever LDAP now forwards into the tenant is cut over, also when a later modify failed.
     let now = now()?;
     for (anchor, c) in &changes[..done] {
@@ -1054,6 +1203,25 @@ async fn cutover(
     } else {
         Exit::Failed
     })
+}
+
+/// One line per person of a cutover's LDAP write: `written` are cut over; of the others, the
+/// first had `error`, the rest were not tried (the write stops at the first refusal).
+fn write_report(
+    written: &[String],
+    not_written: &[String],
+    error: Option<&crate::source::SourceError>,
+) -> Vec<String> {
+    let mut lines: Vec<String> = written.iter().map(|u| format!("{u}: cut over")).collect();
+    for (i, u) in not_written.iter().enumerate() {
+        let why = match (i, error) {
+            (0, Some(e)) => e.to_string(),
+            (0, None) => "not written".to_owned(),
+            _ => format!("not tried: the LDAP write stopped at {}", not_written[0]),
+        };
+        lines.push(format!("{u}: NOT cut over: {why}"));
+    }
+    lines
 }
 
 /// The cohort's migrating people whose mailbox (`Get-Mailbox` `EmailAddresses`) already owns
@@ -1112,13 +1280,13 @@ struct Cutover<'a> {
 }
 
 impl Cutover<'_> {
-    /// The LDAP change for each member that may be cut over, and for the others (and the
-    /// uids LDAP lacks or quarantines) why not.
+    /// The LDAP change for each member that may be cut over; for the others (and the uids
+    /// LDAP lacks or quarantines) why not; and who is already cut over (not a failure).
     fn changes(
         &self,
         cohort: &CohortRead,
         people: &BTreeMap<Anchor, MigrationPerson>,
-    ) -> (Vec<(Anchor, ForwardChange)>, Vec<String>) {
+    ) -> (Vec<(Anchor, ForwardChange)>, Vec<String>, Vec<String>) {
         let mut refused: Vec<String> = cohort
             .missing
             .iter()
@@ -1131,7 +1299,19 @@ impl Cutover<'_> {
             )
             .collect();
         let mut changes = Vec::new();
+        let mut already = Vec::new();
         for p in &cohort.members {
+            if let Some(row) = people
+                .get(&p.anchor)
+                .filter(|r| r.stage == MigrationStage::Cutover)
+            {
+                let on = row.cutover_at.map_or_else(
+                    || "an unrecorded date".to_owned(),
+                    |t| crate::plan::rfc3339(t)[..10].to_owned(),
+                );
+                already.push(format!("{}: already cut over on {on}", p.uid));
+                continue;
+            }
             let Some(row) = people.get(&p.anchor).filter(|r| r.stage.is_migrating()) else {
                 refused.push(format!("{}: not migrating (migrate start first)", p.uid));
                 continue;
@@ -1168,7 +1348,7 @@ impl Cutover<'_> {
                 },
             ));
         }
-        (changes, refused)
+        (changes, refused, already)
     }
 }
 
@@ -1269,7 +1449,8 @@ mod tests {
             force: false,
             owning: &owning,
         };
-        let (changes, refused) = cut.changes(&cohort, &people);
+        let (changes, refused, already) = cut.changes(&cohort, &people);
+        assert_eq!(already, ["done: already cut over on an unrecorded date"]);
         let values: Vec<&str> = changes.iter().map(|c| c.1.value.as_str()).collect();
         assert_eq!(
             values,
@@ -1284,7 +1465,6 @@ mod tests {
             "broken",
             "syncing: migration not synced (status Syncing)",
             "stranger: not migrating",
-            "done: not migrating",
             "unbatched: in no migration batch",
             "bare: the mailbox does not own bare@t.mail.onmicrosoft.com",
         ] {
@@ -1292,7 +1472,7 @@ mod tests {
         }
         // --force skips only the status check: never batched or not owning is still refused.
         let forced = Cutover { force: true, ..cut };
-        let (changes, refused) = forced.changes(&cohort, &people);
+        let (changes, refused, _) = forced.changes(&cohort, &people);
         assert_eq!(changes.len(), 3, "{refused:?}");
         let refused = refused.join("\n");
         assert!(
@@ -1302,6 +1482,48 @@ mod tests {
         assert!(
             refused.contains("bare: the mailbox does not own"),
             "{refused}"
+        );
+    }
+
+    #[test]
+    fn the_onprem_routing_domain_must_be_accepted_as_internal_relay() {
+        let d = "mbox.example.edu";
+        let relay = [json!({"DomainName": "MBOX.example.edu", "DomainType": "InternalRelay"})];
+        assert_eq!(routing_domain_problem(&relay, d), None);
+        let auth = [json!({"DomainName": d, "DomainType": "Authoritative"})];
+        let why = routing_domain_problem(&auth, d).unwrap();
+        assert!(why.contains("of type Authoritative"), "{why}");
+        assert!(
+            why.contains("Set-AcceptedDomain -Identity mbox.example.edu -DomainType InternalRelay"),
+            "{why}"
+        );
+        let other = [json!({"DomainName": "example.edu", "DomainType": "InternalRelay"})];
+        let why = routing_domain_problem(&other, d).unwrap();
+        assert!(
+            why.contains("mbox.example.edu is not an accepted domain"),
+            "{why}"
+        );
+        assert!(why.contains("New-AcceptedDomain"), "{why}");
+    }
+
+    #[test]
+    fn a_partial_ldap_write_names_who_is_cut_over_and_who_is_not() {
+        let e = crate::source::SourceError::Modify {
+            url: "ldap://ldap".into(),
+            dn: "uid=b,dc=x".into(),
+            rc: 65,
+            message: "attribute 'mailForwardingAddress' not allowed".into(),
+        };
+        let lines = write_report(&["a".into()], &["b".into(), "c".into()], Some(&e));
+        assert_eq!(lines[0], "a: cut over");
+        assert!(
+            lines[1].starts_with("b: NOT cut over: ")
+                && lines[1].contains("objectClassViolation (65): attribute 'mailForwardingAddress' not allowed: the entry lacks an objectClass that allows it"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[2],
+            "c: NOT cut over: not tried: the LDAP write stopped at b"
         );
     }
 

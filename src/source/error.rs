@@ -109,7 +109,7 @@ pub enum SourceError {
     },
 
     /// A modify (`migrate cutover --apply`) the server refused or did not answer.
-    #[error("modifying `{dn}` on {url} failed: {} (rc {rc}){}", rc_name(*rc), detail(message))]
+    #[error("modifying `{dn}` on {url} failed: {} ({rc}){}{}", rc_name(*rc), detail(message), modify_hint(*rc))]
     Modify {
         url: String,
         dn: String,
@@ -308,6 +308,8 @@ pub fn rc_name(rc: u32) -> &'static str {
         16 => "noSuchAttribute",
         17 => "undefinedAttributeType",
         18 => "inappropriateMatching",
+        19 => "constraintViolation",
+        20 => "attributeOrValueExists",
         21 => "invalidAttributeSyntax",
         32 => "noSuchObject",
         34 => "invalidDNSyntax",
@@ -317,8 +319,28 @@ pub fn rc_name(rc: u32) -> &'static str {
         51 => "busy",
         52 => "unavailable",
         53 => "unwillingToPerform",
+        54 => "loopDetect",
+        64 => "namingViolation",
+        65 => "objectClassViolation",
+        66 => "notAllowedOnNonLeaf",
+        67 => "notAllowedOnRDN",
+        68 => "entryAlreadyExists",
+        69 => "objectClassModsProhibited",
         80 => "other",
         _ => "unknown result code",
+    }
+}
+
+/// What a modify's result code means for the entry (RFC 4511 appendix A), when it is not
+/// plain from the name.
+fn modify_hint(rc: u32) -> &'static str {
+    match rc {
+        65 => {
+            ": the entry lacks an objectClass that allows it (add one that allows the attribute, or map ldap.attributes.forward to an attribute the entry may have)"
+        }
+        50 => ": the write bind (migration.write_bind_dn) may not change this attribute",
+        21 => ": the server's schema does not accept this value for the attribute",
+        _ => "",
     }
 }
 

@@ -4,12 +4,12 @@
 //! forward and the next sync converges. The IMAP master password reaches nothing but the CSV.
 
 use ldap2exo::source::{self, Selection};
-use ldap2exo_emulator::{Emulator, RecipientKind, User};
+use ldap2exo_emulator::{DomainConfig, DomainType, Emulator, RecipientKind, User};
 use serde_json::Value;
 
 use crate::support::cli::{Install, Run};
 use crate::support::slapd::{Slapd, SlapdOptions};
-use crate::sync::{assert_settled, by_upn, campus_emulator, runtime, sync};
+use crate::sync::{assert_settled, by_upn, campus_emulator, campus_emulator_with, runtime, sync};
 
 const MASTER_PASSWORD: &str = "Imap-Master,\"pw\"-7c1e5a";
 const COHORT: [&str; 2] = ["adavis", "jmueller"];
@@ -37,6 +37,18 @@ fn migration_install(server: &Slapd, emu: &Emulator) -> Install {
         ("LDAP2EXO_LOG".to_owned(), "debug".to_owned()),
     ]);
     install
+}
+
+/// The campus tenant with the on-prem routing domain as an InternalRelay accepted domain, as
+/// a migration needs.
+fn migration_emulator(rt: &tokio::runtime::Runtime) -> Emulator {
+    campus_emulator_with(rt, Vec::new(), |c| {
+        c.tenant.domains.push(DomainConfig {
+            name: "mbox.example.edu".into(),
+            verified: true,
+            domain_type: DomainType::InternalRelay,
+        });
+    })
 }
 
 fn show(run: &Run) -> String {
@@ -83,7 +95,7 @@ fn mailbox(emu: &Emulator, uid: &str) -> User {
 #[test]
 fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
     let rt = runtime();
-    let emu = campus_emulator(&rt, Vec::new());
+    let emu = migration_emulator(&rt);
     emu.set_migration_sync_ms(300);
     let server = Slapd::start(SlapdOptions::default());
     let mut install = migration_install(&server, &emu);
@@ -255,7 +267,7 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
     assert_eq!(run.code, 1, "{}", show(&run));
     assert!(
         run.stderr.contains(
-            "adavis: the mailbox forwards to adavis.private@gmail.com instead of adavis@mbox.example.edu"
+            "adavis: the mailbox forwards to adavis.private@gmail.com instead of adavis@mbox.example.edu: changed in Exchange (e.g. Outlook on the web), or [migration] onprem_routing_domain changed since start"
         ),
         "{}",
         show(&run)
@@ -302,7 +314,20 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
     record(&run, &mut seen);
     assert_eq!(run.code, 1, "{}", show(&run));
     assert!(run.stderr.contains("writing LDAP failed"), "{}", show(&run));
-    assert!(run.stderr.contains("rc 50"), "{}", show(&run));
+    assert!(
+        run.stdout
+            .contains("adavis: NOT cut over: modifying `uid=adavis,ou=people,dc=example,dc=edu`")
+            && run.stdout.contains("insufficientAccessRights (50)"),
+        "{}",
+        show(&run)
+    );
+    // The LDIF printed is what LDAP still lacks.
+    assert!(
+        run.stdout
+            .contains("dn: uid=adavis,ou=people,dc=example,dc=edu"),
+        "{}",
+        show(&run)
+    );
     assert!(forward_in_ldap(&server, &rt, "adavis").is_empty());
     install.env.truncate(install.env.len() - 2);
 
@@ -320,6 +345,28 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
         mailbox(&emu, "jmueller").forwarding_smtp_address.as_deref(),
         Some("jmueller@mbox.example.edu"),
         "only the person cut over"
+    );
+    assert!(run.stdout.contains("adavis: cut over"), "{}", show(&run));
+    assert!(
+        !run.stdout.contains("dn: "),
+        "all written: no LDIF\n{}",
+        show(&run)
+    );
+    // Again: already done, not a failure.
+    let run = install.run(&["migrate", "cutover", "--only", "adavis", "--apply"]);
+    record(&run, &mut seen);
+    assert_eq!(run.code, 0, "{}", show(&run));
+    assert!(
+        run.stdout.contains("adavis: already cut over on 20"),
+        "{}",
+        show(&run)
+    );
+    let run = install.run(&["migrate", "status", "--batch", "no-such-batch"]);
+    assert_eq!(run.code, 1, "{}", show(&run));
+    assert!(
+        run.stderr.contains("no migration batch no-such-batch"),
+        "{}",
+        show(&run)
     );
 
     // The operator applies the printed LDIF by hand; the state store still says `batched`.
@@ -399,7 +446,7 @@ fn a_cohort_migrates_from_mail_users_to_mailboxes_and_cuts_over() {
 #[test]
 fn migrate_needs_its_section_and_names_bad_keys() {
     let rt = runtime();
-    let emu = campus_emulator(&rt, Vec::new());
+    let emu = migration_emulator(&rt);
     let server = Slapd::start(SlapdOptions::default());
     let plain = Install::with_tenant(&server, &emu);
     let run = plain.run(&["migrate", "status"]);
@@ -432,7 +479,7 @@ fn migrate_needs_its_section_and_names_bad_keys() {
 #[test]
 fn plan_and_start_name_who_lacks_a_licence_and_start_goes_on_without_them() {
     let rt = runtime();
-    let emu = campus_emulator(&rt, Vec::new());
+    let emu = migration_emulator(&rt);
     let server = Slapd::start(SlapdOptions::default());
     let install = migration_install(&server, &emu);
     sync(&install, 0);
@@ -519,7 +566,7 @@ fn edit_config(install: &Install, from: &str, to: &str) {
 #[test]
 fn a_cohort_larger_than_max_cohort_is_refused_before_anything_changes() {
     let rt = runtime();
-    let emu = campus_emulator(&rt, Vec::new());
+    let emu = migration_emulator(&rt);
     let server = Slapd::start(SlapdOptions::default());
     let install = migration_install(&server, &emu);
     sync(&install, 0);
@@ -529,6 +576,13 @@ fn a_cohort_larger_than_max_cohort_is_refused_before_anything_changes() {
         "master_user = \"migration\"\nmax_cohort = 1",
     );
     emu.reset_counters();
+    let run = install.run(&["migrate", "plan", "--only", "adavis", "jmueller"]);
+    assert_eq!(run.code, 3, "{}", show(&run));
+    assert!(
+        run.stderr.contains("2 people") && run.stderr.contains("migration.max_cohort (1)"),
+        "{}",
+        show(&run)
+    );
     let run = install.run(&["migrate", "start", "--only", "adavis", "jmueller"]);
     assert_eq!(run.code, 3, "{}", show(&run));
     assert!(
@@ -553,29 +607,41 @@ fn a_cohort_larger_than_max_cohort_is_refused_before_anything_changes() {
 #[test]
 fn an_existing_endpoint_with_another_server_is_refused_naming_both() {
     let rt = runtime();
-    let emu = campus_emulator(&rt, Vec::new());
+    let emu = migration_emulator(&rt);
     emu.set_migration_sync_ms(300);
     let server = Slapd::start(SlapdOptions::default());
     let install = migration_install(&server, &emu);
     sync(&install, 0);
     let mut seen = String::new();
     start_until_batched(&install, &mut seen);
+    // A --batch name Exchange has for other people is refused, not suffixed.
+    let run = install.run(&[
+        "migrate",
+        "start",
+        "--only",
+        "bthompson",
+        "--batch",
+        "cohort1",
+    ]);
+    assert_eq!(run.code, 2, "{}", show(&run));
+    assert!(
+        run.stderr
+            .contains("migration batch cohort1 for other people"),
+        "{}",
+        show(&run)
+    );
+    assert_eq!(
+        mailbox(&emu, "bthompson").recipient_type_details,
+        Some(RecipientKind::MailUser),
+        "nobody licensed"
+    );
     edit_config(
         &install,
         "imap_server = \"imap.example.edu\"",
         "imap_server = \"imap2.example.edu\"\nimap_port = 143\nsecurity = \"tls\"",
     );
-    let mut last = None;
-    for _ in 0..12 {
-        let run = install.run(&["migrate", "start", "--only", "bthompson"]);
-        let waiting = run.code == 1 && run.stdout.contains("run migrate start again");
-        last = Some(run);
-        if !waiting {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(800));
-    }
-    let run = last.unwrap();
+    // Refused before the cohort is licensed: nobody licensed, nobody recorded.
+    let run = install.run(&["migrate", "start", "--only", "bthompson"]);
     assert_eq!(run.code, 2, "{}", show(&run));
     for both in [
         "RemoteServer imap.example.edu, migration.imap_server imap2.example.edu",
@@ -587,4 +653,79 @@ fn an_existing_endpoint_with_another_server_is_refused_naming_both() {
     let calls = emu.counters();
     assert_eq!(calls.endpoint("EXO New-MigrationEndpoint").requests, 1);
     assert_eq!(calls.endpoint("EXO New-MigrationBatch").requests, 1);
+    assert_eq!(
+        mailbox(&emu, "bthompson").recipient_type_details,
+        Some(RecipientKind::MailUser),
+        "nobody licensed"
+    );
+    let run = install.run(&["migrate", "status", "--format", "json"]);
+    let users = run.json()["users"].to_string();
+    assert!(!users.contains("bthompson"), "nobody recorded: {users}");
+}
+
+#[test]
+fn the_onprem_routing_domain_must_be_an_internal_relay_accepted_domain() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = migration_install(&server, &emu);
+    sync(&install, 0);
+    emu.reset_counters();
+    // Not an address domain of people.
+    edit_config(
+        &install,
+        "accepted_domains = [\"example.edu\"",
+        "accepted_domains = [\"mbox.example.edu\", \"example.edu\"",
+    );
+    let run = install.run(&["migrate", "plan", "--only", "adavis"]);
+    assert_eq!(run.code, 2, "{}", show(&run));
+    assert!(
+        run.stderr
+            .contains("mbox.example.edu is also in tenant.accepted_domains"),
+        "{}",
+        show(&run)
+    );
+    edit_config(
+        &install,
+        "accepted_domains = [\"mbox.example.edu\", \"example.edu\"",
+        "accepted_domains = [\"example.edu\"",
+    );
+    for cmd in ["plan", "start"] {
+        let run = install.run(&["migrate", cmd, "--only", "adavis"]);
+        assert_eq!(run.code, 2, "{cmd}: {}", show(&run));
+        assert!(
+            run.stderr
+                .contains("mbox.example.edu is not an accepted domain")
+                && run.stderr.contains("-DomainType InternalRelay"),
+            "{cmd}: {}",
+            show(&run)
+        );
+    }
+    // Accepted, but Authoritative: named with the Set-AcceptedDomain to run.
+    let mut tenant = emu.tenant();
+    tenant.domains.push(DomainConfig {
+        name: "mbox.example.edu".into(),
+        verified: true,
+        domain_type: DomainType::Authoritative,
+    });
+    emu.seed(ldap2exo_emulator::Seed {
+        tenant: Some(tenant),
+        ..Default::default()
+    })
+    .unwrap();
+    let run = install.run(&["migrate", "start", "--only", "adavis"]);
+    assert_eq!(run.code, 2, "{}", show(&run));
+    assert!(
+        run.stderr.contains("of type Authoritative")
+            && run.stderr.contains(
+                "Set-AcceptedDomain -Identity mbox.example.edu -DomainType InternalRelay"
+            ),
+        "{}",
+        show(&run)
+    );
+    assert_eq!(emu.counters().writes(), 0, "nothing changed");
+    assert_eq!(
+        mailbox(&emu, "adavis").recipient_type_details,
+        Some(RecipientKind::MailUser)
+    );
 }

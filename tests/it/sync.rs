@@ -30,6 +30,7 @@ pub(crate) fn campus_emulator_with(
         .map(|d| DomainConfig {
             name: d.into(),
             verified: true,
+            domain_type: ldap2exo_emulator::DomainType::Authoritative,
         })
         .collect();
     cfg.tenant.skus = vec![SkuConfig::exchange_online_plan1(100)];

@@ -857,7 +857,7 @@ fn accepted_domains(store: &Store, m: Map<String, Value>) -> Result<Output, ExoE
         .accepted_domains()
         .into_iter()
         .filter(|d| p.get("Identity").and_then(Value::as_str).is_none_or(|i| i.eq_ignore_ascii_case(d)))
-        .map(|d| json!({"Name": d, "Identity": d, "DomainName": d, "DomainType": "Authoritative", "Default": d == default, "InitialDomain": d == initial, "SendingFromDomainDisabled": false}))
+        .map(|d| json!({"Name": d, "Identity": d, "DomainName": d, "DomainType": store.domain_type(&d).as_str(), "Default": d == default, "InitialDomain": d == initial, "SendingFromDomainDisabled": false}))
         .collect();
     if values.is_empty() {
         return Err(ExoError::NotFound(
