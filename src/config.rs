@@ -1005,18 +1005,22 @@ impl Config {
     /// own recipients live in would deliver that mail to the mailbox itself (or another
     /// recipient) instead of the Linux side, so it must be a domain of its own.
     fn check_onprem_routing_domain(&self, domain: &str) -> Result<(), ConfigError> {
-        let d = domain.to_ascii_lowercase();
         let t = &self.tenant;
-        let clash = t
-            .accepted_domains
-            .iter()
-            .chain([&t.onmicrosoft_domain, &t.routing_domain])
-            .find(|a| a.eq_ignore_ascii_case(&d));
+        let is = |a: &String| a.eq_ignore_ascii_case(domain);
+        let clash = if t.accepted_domains.iter().any(is) {
+            Some("is in tenant.accepted_domains")
+        } else if is(&t.onmicrosoft_domain) {
+            Some("is tenant.onmicrosoft_domain")
+        } else if is(&t.routing_domain) {
+            Some("is tenant.routing_domain")
+        } else {
+            None
+        };
         match clash {
-            Some(a) => Err(ConfigError::Key {
+            Some(which) => Err(ConfigError::Key {
                 key: "migration.onprem_routing_domain".into(),
                 message: format!(
-                    "`{domain}` is {a}, a domain of the tenant's own recipients: a migrating mailbox would forward to itself; use a domain of its own that routes to the Linux server (an InternalRelay accepted domain no Exchange Online recipient has addresses in)"
+                    "`{domain}` {which}, a domain of the tenant's own recipients: a migrating mailbox would forward to itself; use a domain of its own that routes to the Linux server (an InternalRelay accepted domain no Exchange Online recipient has addresses in)"
                 ),
             }),
             None => Ok(()),

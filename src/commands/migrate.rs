@@ -57,19 +57,6 @@ pub async fn migrate(
             "configuration key `migration`: the [migration] section is missing (imap_server, master_user, master_password_file, onprem_routing_domain)".into(),
         )
     })?;
-    if matches!(command, MigrateCommand::Plan(_) | MigrateCommand::Start(_))
-        && config
-            .tenant
-            .accepted_domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(&m.onprem_routing_domain))
-    {
-        // Addresses on it would make the mailboxes own what they forward to.
-        return Err(CommandError::Usage(format!(
-            "configuration key `migration.onprem_routing_domain`: {} is also in tenant.accepted_domains; it routes to the Linux server and must not be an address domain of people",
-            m.onprem_routing_domain
-        )));
-    }
     match command {
         MigrateCommand::Plan(a) => plan(config, m, a, stop).await,
         MigrateCommand::Start(a) => start(config, m, a, stop).await,

@@ -681,7 +681,8 @@ fn the_onprem_routing_domain_must_be_an_internal_relay_accepted_domain() {
     assert_eq!(run.code, 2, "{}", show(&run));
     assert!(
         run.stderr
-            .contains("mbox.example.edu is also in tenant.accepted_domains"),
+            .contains("`mbox.example.edu` is in tenant.accepted_domains")
+            && run.stderr.contains("migration.onprem_routing_domain"),
         "{}",
         show(&run)
     );
@@ -727,5 +728,45 @@ fn the_onprem_routing_domain_must_be_an_internal_relay_accepted_domain() {
     assert_eq!(
         mailbox(&emu, "adavis").recipient_type_details,
         Some(RecipientKind::MailUser)
+    );
+}
+
+/// Once people are migrating, a configuration that lost `[migration]` (a daemon started
+/// without the LDAP2EXO__MIGRATION__* variables, say) must not plan their mailboxes back into
+/// MailUsers, nor have `audit gal` advise taking their licence away: both refuse, exit 2.
+#[test]
+fn without_the_migration_section_sync_and_audit_refuse_while_people_migrate() {
+    let rt = runtime();
+    let emu = migration_emulator(&rt);
+    let server = Slapd::start(SlapdOptions::default());
+    let install = migration_install(&server, &emu);
+    sync(&install, 0);
+    let run = install.run(&["migrate", "start", "--only", "adavis"]);
+    assert!(run.code == 0 || run.code == 1, "{}", show(&run));
+    assert_eq!(
+        mailbox(&emu, "adavis").recipient_type_details,
+        Some(RecipientKind::UserMailbox),
+        "{}",
+        show(&run)
+    );
+
+    let text = std::fs::read_to_string(&install.config).unwrap();
+    let start = text.find("\n[migration]").expect("the section");
+    std::fs::write(&install.config, &text[..start]).unwrap();
+    emu.reset_counters();
+    for args in [&["sync", "--dry-run"][..], &["sync"], &["audit", "gal"]] {
+        let run = install.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", show(&run));
+        assert!(
+            run.stderr.contains("1 people migrating by IMAP")
+                && run.stderr.contains("no [migration] section"),
+            "{args:?}: {}",
+            show(&run)
+        );
+    }
+    assert_eq!(emu.counters().writes(), 0, "nothing written");
+    assert_eq!(
+        mailbox(&emu, "adavis").recipient_type_details,
+        Some(RecipientKind::UserMailbox)
     );
 }
