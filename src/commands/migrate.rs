@@ -604,6 +604,25 @@ fn left_out(cohort: &CohortRead) -> (Vec<&Member>, bool) {
     (members, any)
 }
 
+/// Every migration user Exchange lists (`Get-MigrationUser`), as lower-case address →
+/// the value of `property` (`BatchId`, `Status`).
+async fn migration_users_by(
+    ex: &crate::tenant::Exchange,
+    property: &str,
+) -> Result<BTreeMap<String, String>, CommandError> {
+    Ok(ex
+        .migration_users(None)
+        .await?
+        .iter()
+        .filter_map(|u| {
+            Some((
+                u.get("Identity")?.as_str()?.to_ascii_lowercase(),
+                u.get(property)?.as_str()?.to_owned(),
+            ))
+        })
+        .collect())
+}
+
 /// Who of `members` can go into a batch now: not in one yet, a `UserMailbox` in Exchange,
 /// forwarding to on-prem. Says for each of the others why not; the flag is true when
 /// someone must wait for a later `migrate start`. Someone Exchange already lists in a
@@ -615,17 +634,7 @@ async fn ready_members<'m>(
     members: &[&'m Member],
 ) -> Result<(Vec<&'m Member>, bool), CommandError> {
     let people = store.migration_people().await?;
-    let in_tenant_batches: BTreeMap<String, String> = ex
-        .migration_users(None)
-        .await?
-        .iter()
-        .filter_map(|u| {
-            Some((
-                u.get("Identity")?.as_str()?.to_ascii_lowercase(),
-                u.get("BatchId")?.as_str()?.to_owned(),
-            ))
-        })
-        .collect();
+    let in_tenant_batches = migration_users_by(ex, "BatchId").await?;
     let mut ready = Vec::new();
     let mut waiting = false;
     for p in members {
@@ -1050,17 +1059,7 @@ async fn cutover(
     let people = store.migration_people().await?;
     let tenant = Tenant::connect(&config.tenant)?;
     let ex = tenant.exchange();
-    let statuses: BTreeMap<String, String> = ex
-        .migration_users(None)
-        .await?
-        .iter()
-        .filter_map(|u| {
-            Some((
-                u.get("Identity")?.as_str()?.to_ascii_lowercase(),
-                u.get("Status")?.as_str()?.to_owned(),
-            ))
-        })
-        .collect();
+    let statuses = migration_users_by(ex, "Status").await?;
     let owning = routing_owners(&store, ex, config, &cohort, &people).await?;
     let target = Cutover {
         attribute: &config.ldap.attributes.forward,

@@ -353,11 +353,30 @@ fn outbound_checks(outbound: &[Value], site: &Site, out: &mut Vec<Finding>) {
                 "routes named domains only".into()
             },
             star.then(|| {
-                set(
-                    "OutboundConnector",
-                    c,
-                    json!({"RecipientDomains": accepted_fix, "RouteAllMessagesViaOnPremises": false}),
-                )
+                // When another OnPremises connector already routes the accepted domains, the
+                // `*` one is surplus: narrowing it would leave two for the same domains.
+                let others_route_all = !site.accepted_domains.is_empty()
+                    && site.accepted_domains.iter().all(|d| {
+                        enabled_out.iter().any(|o| {
+                            name_of(o) != name_of(c)
+                                && kind(o) == "onpremises"
+                                && domains(o, "RecipientDomains")
+                                    .iter()
+                                    .any(|h| h.eq_ignore_ascii_case(d))
+                        })
+                    });
+                if others_route_all {
+                    Some(format!(
+                        "Remove-OutboundConnector -Identity {}",
+                        super::powershell::string(name_of(c))
+                    ))
+                } else {
+                    set(
+                        "OutboundConnector",
+                        c,
+                        json!({"RecipientDomains": accepted_fix, "RouteAllMessagesViaOnPremises": false}),
+                    )
+                }
             })
             .flatten(),
         ));
@@ -513,6 +532,32 @@ mod tests {
             smart_host: Some("mx-in.example.edu".into()),
             onprem_routing_domain: None,
         }
+    }
+
+    #[test]
+    fn a_star_on_premises_connector_beside_one_for_the_domains_is_removed_not_narrowed() {
+        let to_on_prem = json!({"Name": "To on-prem", "ConnectorType": "OnPremises",
+            "RecipientDomains": ["example.edu"], "SmartHosts": ["mx-in.example.edu"],
+            "UseMXRecord": false, "Enabled": true});
+        let everything = json!({"Name": "Everything out", "ConnectorType": "OnPremises",
+            "RecipientDomains": ["smtp:*;1"], "RouteAllMessagesViaOnPremises": true,
+            "SmartHosts": ["mx-in.example.edu"], "UseMXRecord": false, "Enabled": true});
+        let star_fix = |outbound: &[Value]| {
+            let mut out = Vec::new();
+            outbound_checks(outbound, &site(), &mut out);
+            out.into_iter()
+                .find(|f| f.check == "outbound-onprem-star" && f.status == Status::Fail)
+                .and_then(|f| f.fix)
+                .expect("the * connector fails")
+        };
+        let beside = star_fix(&[to_on_prem, everything.clone()]);
+        assert!(
+            beside.starts_with("Remove-OutboundConnector -Identity \"Everything out\""),
+            "{beside}"
+        );
+        let alone = star_fix(&[everything]);
+        assert!(alone.starts_with("Set-OutboundConnector"), "{alone}");
+        assert!(alone.contains("-RecipientDomains example.edu"), "{alone}");
     }
 
     #[test]
