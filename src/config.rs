@@ -81,6 +81,11 @@ pub struct ConnectorsConfig {
     /// Also build the outbound Partner connector for `*` to the smart host.
     #[serde(default)]
     pub route_internet_via_on_prem: bool,
+    /// Also build the inbound Partner connector that refuses mail bypassing the Linux side.
+    /// Off by default: closed before the Linux side delivers with its certificate (the
+    /// Postfix side installed) and the MX points at it, it refuses that very mail.
+    #[serde(default)]
+    pub close_back_door: bool,
     /// Connectors ldap2exo creates, and may change, have names starting with it.
     #[serde(default = "default_name_prefix")]
     pub name_prefix: String,

@@ -338,6 +338,7 @@ async fn audit(config: &Config, format: AuditFormat) -> Result<Exit, CommandErro
             .migration
             .as_ref()
             .map(|m| m.onprem_routing_domain.clone()),
+        close_back_door: config.connectors.as_ref().map(|c| c.close_back_door),
     };
     let findings = connectors::audit(&inbound, &outbound, &site);
     let out = match format {

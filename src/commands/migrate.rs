@@ -539,7 +539,7 @@ fn routing_domain_problem(domains: &[Value], domain: &str) -> Option<String> {
             "migration.onprem_routing_domain {domain} is an accepted domain of type {t}, not InternalRelay: {why}; run Set-AcceptedDomain -Identity {domain} -DomainType InternalRelay; nothing changed"
         )),
         None => Some(format!(
-            "migration.onprem_routing_domain {domain} is not an accepted domain of the tenant: {why}; add it as an InternalRelay accepted domain (New-AcceptedDomain -DomainName {domain} -DomainType InternalRelay, or add the domain to the tenant and run Set-AcceptedDomain -Identity {domain} -DomainType InternalRelay); nothing changed"
+            "migration.onprem_routing_domain {domain} is not an accepted domain of the tenant: {why}; add and verify the domain in the Microsoft 365 admin center, then run Set-AcceptedDomain -Identity {domain} -DomainType InternalRelay (New-AcceptedDomain exists only in on-premises Exchange); nothing changed"
         )),
     }
 }
@@ -1489,7 +1489,11 @@ mod tests {
             why.contains("mbox.example.edu is not an accepted domain"),
             "{why}"
         );
-        assert!(why.contains("New-AcceptedDomain"), "{why}");
+        assert!(
+            why.contains("Microsoft 365 admin center")
+                && why.contains("Set-AcceptedDomain -Identity"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct Site {
     pub smart_host: Option<String>,
     /// `[migration] onprem_routing_domain`: migrating mailboxes forward to `<uid>@<it>`.
     pub onprem_routing_domain: Option<String>,
+    /// `[connectors] close_back_door`, when configured: `Some(false)` means the site has not
+    /// closed it yet on purpose (a warning, not a failure).
+    pub close_back_door: Option<bool>,
 }
 
 fn finding(
@@ -125,7 +128,7 @@ pub fn audit(inbound: &[Value], outbound: &[Value], site: &Site) -> Vec<Finding>
     for c in &on_prem_in {
         inbound_on_premises(c, site, &mut out);
     }
-    back_door(inbound, &mut out);
+    back_door(inbound, site, &mut out);
     outbound_checks(outbound, site, &mut out);
     out
 }
@@ -256,7 +259,7 @@ fn flags(c: &Value, out: &mut Vec<Finding>) {
     ));
 }
 
-fn back_door(inbound: &[Value], out: &mut Vec<Finding>) {
+fn back_door(inbound: &[Value], site: &Site, out: &mut Vec<Finding>) {
     let closed = inbound.iter().find(|c| {
         enabled(c)
             && kind(c) == "partner"
@@ -324,13 +327,23 @@ fn back_door(inbound: &[Value], out: &mut Vec<Finding>) {
             ] {
                 p.insert(k.into(), v);
             }
+            let (status, why) = match site.close_back_door {
+                Some(false) => (
+                    Status::Warn,
+                    "no back door closed yet (connectors.close_back_door is false): anyone can deliver straight to the tenant's MX or its onmicrosoft domains, bypassing the Linux gateway; close it once the Linux side delivers with its certificate and the MX points at it",
+                ),
+                _ => (
+                    Status::Fail,
+                    "no back door closed: anyone can deliver straight to the tenant's MX or its onmicrosoft domains, bypassing the Linux gateway's filtering and policy",
+                ),
+            };
             out.push(finding(
                 "back-door",
-                Status::Fail,
+                status,
                 None,
-                "no back door closed: anyone can deliver straight to the tenant's MX or its onmicrosoft domains, bypassing the Linux gateway's filtering and policy".into(),
+                why.into(),
                 Some(format!(
-                    "ldap2exo connectors apply; or by hand: {}",
+                    "set connectors.close_back_door = true and run ldap2exo connectors apply; or by hand: {}",
                     render("New-InboundConnector", &p)
                 )),
             ));
@@ -531,7 +544,33 @@ mod tests {
             certificate_name: Some("mail.example.edu".into()),
             smart_host: Some("mx-in.example.edu".into()),
             onprem_routing_domain: None,
+            close_back_door: None,
         }
+    }
+
+    #[test]
+    fn a_back_door_left_open_on_purpose_warns_and_one_left_open_otherwise_fails() {
+        let status = |close: Option<bool>| {
+            let f = audit(
+                &[],
+                &[],
+                &Site {
+                    close_back_door: close,
+                    ..site()
+                },
+            );
+            f.into_iter()
+                .find(|f| f.check == "back-door")
+                .unwrap()
+                .status
+        };
+        assert_eq!(status(Some(false)), Status::Warn);
+        assert_eq!(status(Some(true)), Status::Fail);
+        assert_eq!(
+            status(None),
+            Status::Fail,
+            "a tenant audited without [connectors]"
+        );
     }
 
     #[test]
@@ -611,7 +650,7 @@ mod tests {
             door.fix
                 .as_deref()
                 .unwrap()
-                .starts_with("ldap2exo connectors apply; or by hand: New-InboundConnector")
+                .contains("connectors apply; or by hand: New-InboundConnector")
         );
     }
 

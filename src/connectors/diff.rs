@@ -336,6 +336,7 @@ upn_domain = "example.edu""#,
             certificate_name: Some("mail.example.edu".into()),
             on_prem_public_ips: vec![],
             route_internet_via_on_prem: internet,
+            close_back_door: true,
             name_prefix: "ldap2exo".into(),
         }
     }
@@ -412,6 +413,13 @@ upn_domain = "example.edu""#,
                 "staff.example.edu",
                 "mbox.example.edu"
             ]))
+        );
+        let mut default_door = config(false);
+        default_door.close_back_door = false;
+        let open = super::super::desired(&default_door, &tenant(), None);
+        assert!(
+            open.iter().all(|d| d.role != Role::BackDoor),
+            "the back door is closed only when asked"
         );
         let without = super::super::desired(&config(false), &tenant(), None);
         assert_eq!(

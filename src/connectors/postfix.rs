@@ -36,7 +36,14 @@ pub fn render(
     let listener_host = c
         .and_then(|c| c.smart_host.clone())
         .unwrap_or_else(|| "<connectors.smart_host>".into());
-    let listener = format!("{listener_host}:smtp");
+    // Exchange Online relays internet mail here only with `route_internet_via_on_prem`;
+    // `smtpd_relay_restrictions` must then admit it, or the default defers it until it bounces.
+    let relay = match c.is_some_and(|c| c.route_internet_via_on_prem) {
+        true => {
+            "  -o smtpd_relay_restrictions=check_ccert_access,hash:/etc/postfix/exo_client_certs,defer_unauth_destination\n"
+        }
+        false => "",
+    };
     let id_pattern = regex_escape(&tenant_id);
     let migration = migration_section(onprem_routing_domain);
     let certificate = c
@@ -71,19 +78,20 @@ exo unix - - y - - smtp
   -o smtp_tls_CAfile=/etc/ssl/certs/ca-certificates.crt
 
 # --- master.cf: the listener Exchange Online delivers to. Exchange Online delivers on port 25
-# only, so this listener needs an IP address of its own: {listener_host} must resolve to it,
-# and your internet-facing \"smtp inet\" line must not bind that address (list its addresses
-# as host:smtp instead of plain \"smtp\"). It presents the certificate for {certificate}, which
-# the outbound connector checks (TlsDomain), and admits only Exchange Online's certificate
-# (check_ccert_access needs it verified: hence the CA bundle). ---
-{listener} inet n - y - - smtpd
+# only, so this listener needs an IP address of its own: the LOCAL address that {listener_host}
+# reaches (after NAT, the address port 25 is forwarded to; Postfix cannot bind a public name
+# that is not on this host, and then does not start at all). Your internet-facing
+# \"smtp inet\" line must not bind that address (list its addresses as host:smtp instead of
+# plain \"smtp\"). The listener presents the certificate for {certificate}, which the outbound
+# connector checks (TlsDomain), and admits only Exchange Online's certificate; a mismatch
+# defers (4xx), so Exchange Online retries while you fix the fingerprint. ---
+<local address for {listener_host}>:smtp inet n - y - - smtpd
   -o smtpd_tls_security_level=encrypt
   -o smtpd_tls_chain_files=/etc/postfix/exo.pem
   -o smtpd_tls_ask_ccert=yes
-  -o smtpd_tls_CAfile=/etc/ssl/certs/ca-certificates.crt
   -o smtpd_tls_fingerprint_digest=sha256
-  -o smtpd_client_restrictions=check_ccert_access,hash:/etc/postfix/exo_client_certs,reject
-  -o cleanup_service_name=cleanup_exo
+  -o smtpd_client_restrictions=check_ccert_access,hash:/etc/postfix/exo_client_certs,defer
+{relay}  -o cleanup_service_name=cleanup_exo
 cleanup_exo unix n - y - 0 cleanup
   -o header_checks=pcre:/etc/postfix/exo_header_checks
 
@@ -156,9 +164,34 @@ upn_domain = "example.edu""#,
         );
         let without = render(&tenant(), None, None);
         assert!(!without.contains("onprem_routing_domain"), "{without}");
-        // The routing domain is never sent to Exchange Online.
+        // The routing domain is never routed anywhere by the snippet, least of all to
+        // Exchange Online.
         let routes: Vec<&str> = with.lines().filter(|l| l.ends_with(" exo:")).collect();
         assert_eq!(routes.len(), 2);
-        assert!(routes.iter().all(|l| !l.contains("mbox.example.edu")));
+        assert!(
+            with.lines()
+                .filter(|l| !l.starts_with('#'))
+                .all(|l| !l.contains("mbox.example.edu")),
+            "{with}"
+        );
+    }
+
+    #[test]
+    fn exchange_online_may_relay_only_when_internet_mail_leaves_through_on_prem() {
+        let mut c = ConnectorsConfig {
+            smart_host: Some("mx-in.example.edu".into()),
+            certificate_name: Some("mail.example.edu".into()),
+            on_prem_public_ips: vec![],
+            route_internet_via_on_prem: false,
+            close_back_door: false,
+            name_prefix: "ldap2exo".into(),
+        };
+        let relay = "smtpd_relay_restrictions=check_ccert_access";
+        assert!(!render(&tenant(), Some(&c), None).contains(relay));
+        c.route_internet_via_on_prem = true;
+        let with = render(&tenant(), Some(&c), None);
+        assert!(with.contains(relay), "{with}");
+        // A certificate that does not match defers, it never bounces.
+        assert!(with.contains("exo_client_certs,defer\n"), "{with}");
     }
 }

@@ -89,7 +89,8 @@ impl Desired {
     }
 }
 
-/// The connectors `[connectors]` asks for: three, or four with `route_internet_via_on_prem`.
+/// The connectors `[connectors]` asks for: the inbound and outbound OnPremises ones, the back
+/// door with `close_back_door`, the outbound Partner `*` with `route_internet_via_on_prem`.
 /// Outbound TLS is `DomainValidation` with `TlsDomain` = `certificate_name`
 /// (New-OutboundConnector: it "also verifies that the FQDN of the target certificate matches
 /// the domain specified in the TlsDomain parameter", where `CertificateValidation` only checks
@@ -133,19 +134,6 @@ pub fn desired(
                 ("Comment", comment(Role::InboundOnPremises)),
             ],
         },
-        Desired {
-            role: Role::BackDoor,
-            name: name(Role::BackDoor),
-            params: vec![
-                ("ConnectorType", json!("Partner")),
-                ("SenderDomains", json!(["*"])),
-                ("TlsSenderCertificateName", json!(NOBODY_CERTIFICATE)),
-                ("RestrictDomainsToCertificate", json!(true)),
-                ("RequireTls", json!(true)),
-                ("Enabled", json!(true)),
-                ("Comment", comment(Role::BackDoor)),
-            ],
-        },
         outbound(
             Role::OutboundOnPremises,
             name(Role::OutboundOnPremises),
@@ -156,6 +144,24 @@ pub fn desired(
             comment(Role::OutboundOnPremises),
         ),
     ];
+    if c.close_back_door {
+        out.insert(
+            1,
+            Desired {
+                role: Role::BackDoor,
+                name: name(Role::BackDoor),
+                params: vec![
+                    ("ConnectorType", json!("Partner")),
+                    ("SenderDomains", json!(["*"])),
+                    ("TlsSenderCertificateName", json!(NOBODY_CERTIFICATE)),
+                    ("RestrictDomainsToCertificate", json!(true)),
+                    ("RequireTls", json!(true)),
+                    ("Enabled", json!(true)),
+                    ("Comment", comment(Role::BackDoor)),
+                ],
+            },
+        );
+    }
     if c.route_internet_via_on_prem {
         out.push(outbound(
             Role::OutboundInternet,
@@ -181,7 +187,8 @@ fn routed_on_prem(t: &TenantConfig, onprem_routing_domain: Option<&str>) -> Vec<
         .filter(|d| *d != "*")
         .map(str::to_ascii_lowercase)
         .collect();
-    domains.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    domains.retain(|d| seen.insert(d.clone()));
     domains
 }
 

@@ -9,8 +9,7 @@ use crate::support::cli::{Install, Run};
 use crate::support::slapd::{Slapd, SlapdOptions};
 use crate::sync::{campus_emulator_with, runtime};
 
-const CONNECTORS: &str =
-    "\n[connectors]\nsmart_host = \"mx-in.example.edu\"\ncertificate_name = \"mail.example.edu\"\n";
+const CONNECTORS: &str = "\n[connectors]\nsmart_host = \"mx-in.example.edu\"\ncertificate_name = \"mail.example.edu\"\nclose_back_door = true\n";
 
 fn install(server: &Slapd, emu: &Emulator, extra: &str) -> Install {
     let install = Install::with_tenant(server, emu);
@@ -685,7 +684,7 @@ fn the_postfix_snippet_names_exactly_the_two_onmicrosoft_domains_and_the_tenant_
     // presents the same certificate (the outbound connector checks its name).
     assert!(
         run.stdout.contains(
-            "mx-in.example.edu:smtp inet n - y - - smtpd\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_tls_chain_files=/etc/postfix/exo.pem"
+            "<local address for mx-in.example.edu>:smtp inet n - y - - smtpd\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_tls_chain_files=/etc/postfix/exo.pem"
         ),
         "{}",
         run.stdout
