@@ -357,6 +357,35 @@ pub struct TenantConfig {
     /// that is safe, is left for the next run. 0 to 600.
     #[serde(default = "default_propagation_wait")]
     pub propagation_wait_seconds: u32,
+    /// `[tenant.budget]`: the request rates the plan's bill divides by to say how long a run
+    /// takes (see `plan::bill`). They pace nothing: the limiter follows the services' answers.
+    #[serde(default)]
+    pub budget: Budget,
+}
+
+/// `[tenant.budget]`: sustained request rates per service, for the bill's time estimate.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budget {
+    /// Graph writes per second. Default 20: Microsoft's identity and access service allows
+    /// an application+tenant pair 3,000 writes per 2 minutes 30 seconds ("Microsoft Graph
+    /// service-specific throttling limits", Identity and access service limits, write quota),
+    /// which is 20 per second.
+    pub graph_writes_per_second: f64,
+    /// Exchange admin API requests (cmdlets, reads and writes alike) per second. Default 5:
+    /// Microsoft publishes no rate for the Exchange Online admin API (EXO V3 REST); it throttles
+    /// by concurrency and a per-tenant budget it does not state, so the figure is a
+    /// conservative choice, not a quoted limit.
+    pub exchange_requests_per_second: f64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            graph_writes_per_second: 20.0,
+            exchange_requests_per_second: 5.0,
+        }
+    }
 }
 
 fn default_concurrency() -> u32 {
@@ -973,6 +1002,20 @@ impl Config {
                 "tenant.propagation_wait_seconds",
                 format!("{} is more than 600", t.propagation_wait_seconds),
             ));
+        }
+        for (k, v) in [
+            (
+                "tenant.budget.graph_writes_per_second",
+                t.budget.graph_writes_per_second,
+            ),
+            (
+                "tenant.budget.exchange_requests_per_second",
+                t.budget.exchange_requests_per_second,
+            ),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 10_000.0) {
+                return Err(key(k, format!("{v} is not a rate above 0 and at most 10000")));
+            }
         }
         if !(1..=256).contains(&t.concurrency) {
             return Err(key(
@@ -1751,6 +1794,7 @@ smtp_host = "relay.example.edu"
             format!("{:?}", example.ldap.attributes),
             format!("{:?}", d.ldap.attributes)
         );
+        assert_eq!(example.tenant.budget, d.tenant.budget);
         assert_eq!(
             format!("{:?}", example.tenant.endpoints),
             format!("{:?}", d.tenant.endpoints)

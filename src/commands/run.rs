@@ -376,6 +376,15 @@ async fn make_plan(
     });
     plan.source.only = args.only.clone();
     plan.drift = view.drift.clone();
+    plan.bill = Some(plan::bill::bill(
+        &plan,
+        &plan::bill::Facts {
+            objects: &view.objects,
+            tenant: view.tenant.as_ref().map(|(_, inventory)| inventory),
+            usage_location: config.tenant.usage_location.is_some(),
+            budget: &config.tenant.budget,
+        },
+    ));
     tracing::debug!(
         rss_mb = rss_mb(),
         mapped_ms,

@@ -180,6 +180,7 @@ mod tests {
             drift: Vec::new(),
             warnings: Vec::new(),
             licences: None,
+            bill: None,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::ids::Anchor;
 use crate::inventory::Inventory;
 use crate::state::{ManagedObject, Stage};
 
+pub mod bill;
 mod changes;
 mod field;
 mod handover;
@@ -236,6 +237,10 @@ pub struct Plan {
     /// the tenant's licences were not read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub licences: Option<LicenceBill>,
+    /// The requests apply will send per service and how long they take at `[tenant.budget]`
+    /// ([`bill`]); set by the commands after planning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bill: Option<bill::Bill>,
 }
 
 /// A note for the operator about one entry (or, without `dn`, about the whole run).
@@ -513,6 +518,7 @@ pub fn plan(input: Input) -> Plan {
         drift: Vec::new(),
         warnings,
         licences: None,
+        bill: None,
     };
     // Licences before handovers: an address is never freed for someone held for want of one.
     licences::bill(&mut plan, input.tenant);

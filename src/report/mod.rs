@@ -133,6 +133,66 @@ fn licence_line(plan: &Plan) -> Option<String> {
     ))
 }
 
+/// `bill: 42,000 Exchange requests (~2 h 20 min at 5/s, binding), 21,000 Graph writes (~18
+/// min at 20/s); licences (SKU): 300 needed, 120 free — 180 short`; without a bill, the
+/// licence line alone.
+fn bill_line(plan: &Plan) -> Option<String> {
+    use crate::plan::bill::{duration, thousands};
+    let Some(b) = &plan.bill else {
+        return licence_line(plan);
+    };
+    let binding = |name: &str| {
+        if b.binding.as_deref() == Some(name) {
+            ", binding"
+        } else {
+            ""
+        }
+    };
+    let mut parts = Vec::new();
+    if let Some(ex) = b.service("exchange")
+        && ex.writes + ex.reads > 0
+    {
+        parts.push(format!(
+            "{} Exchange requests ({} at {}/s{})",
+            thousands(ex.writes + ex.reads),
+            duration(ex.seconds),
+            ex.budget_per_second,
+            binding("exchange")
+        ));
+    }
+    if let Some(g) = b.service("graph")
+        && g.writes + g.reads > 0
+    {
+        let reads = match g.reads {
+            0 => String::new(),
+            n => format!(" + {} reads", thousands(n)),
+        };
+        parts.push(format!(
+            "{} Graph writes{reads} ({} at {}/s{})",
+            thousands(g.writes),
+            duration(g.seconds),
+            g.budget_per_second,
+            binding("graph")
+        ));
+    }
+    let mut line = if parts.is_empty() {
+        "bill: no requests to send".to_owned()
+    } else {
+        format!("bill: {}", parts.join(", "))
+    };
+    if let Some(l) = &plan.licences {
+        let short = match l.short() {
+            0 => String::new(),
+            n => format!(" — {n} short, see the warnings"),
+        };
+        line.push_str(&format!(
+            "; licences ({}): {} needed, {} free{short}",
+            l.sku, l.needed, l.free
+        ));
+    }
+    Some(line)
+}
+
 fn text(plan: &Plan, title: &str) -> String {
     let mut out = String::new();
     let src = &plan.source;
@@ -340,7 +400,7 @@ fn text_overview(out: &mut String, plan: &Plan) {
             let _ = writeln!(out, "  {rest:>5}  … other reasons");
         }
     }
-    if let Some(line) = licence_line(plan) {
+    if let Some(line) = bill_line(plan) {
         let _ = writeln!(out, "{line}");
     }
     safety_lines(out, plan);
@@ -705,7 +765,7 @@ fn markdown(plan: &Plan, title: &str) -> String {
         }
         let _ = writeln!(out);
     }
-    if let Some(line) = licence_line(plan) {
+    if let Some(line) = bill_line(plan) {
         let _ = writeln!(out, "{}\n", md(&line));
     }
     match plan.safety.verdict {
