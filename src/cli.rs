@@ -79,6 +79,16 @@ pub enum Command {
     /// IMAP migration of a cohort to Exchange Online mailboxes: plan, start, status, cutover.
     #[command(subcommand)]
     Migrate(MigrateCommand),
+    /// Bring back people ldap2exo deleted, from the tenant's recycle bin (within Microsoft's
+    /// 30 days). Exit 0 when all were restored, 1 when one could not be.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The uids to restore (as `status` and the reports name them).
+    #[arg(required = true, num_args = 1.., value_name = "UID")]
+    pub uids: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -61,6 +61,7 @@ fn main() -> ExitCode {
                     Command::Audit(args) => commands::audit(&config, args).await,
                     Command::Connectors(args) => commands::connectors(&config, args).await,
                     Command::Migrate(args) => commands::migrate(&config, args, &stop).await,
+                    Command::Restore(args) => commands::restore(&config, args).await,
                 };
                 match outcome {
                     Ok(exit) => exit,

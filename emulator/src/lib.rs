@@ -210,6 +210,22 @@ impl Emulator {
         })
     }
 
+    /// Test side door: the soft-deleted user `id` ages past the 30-day retention and is
+    /// purged, as Microsoft does after 30 days ("Restore deleted item (directory object)": "A
+    /// recently deleted item remains available for up to 30 days. After 30 days, the item is
+    /// permanently deleted"). The emulator keeps real time, so a test cannot wait for it.
+    /// Answers whether such a soft-deleted user was there.
+    pub fn expire_deleted(&self, id: &str) -> bool {
+        let mut s = lock(&self.shared.store);
+        let k = id.to_ascii_lowercase();
+        let Some(u) = s.users.get_mut(&k).filter(|u| u.is_deleted()) else {
+            return false;
+        };
+        u.deleted_unix = Some(0);
+        s.purge_expired();
+        true
+    }
+
     /// Test side door: every migration batch CSV received, as `(batch name, CSV text)`. The
     /// only place the emulator keeps the passwords of those CSVs.
     pub fn migration_csvs(&self) -> Vec<(String, String)> {

@@ -25,6 +25,8 @@
 
 mod steps;
 
+pub(crate) use steps::until_visible;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;

@@ -49,7 +49,7 @@ const POST_USER_FIELDS: [Field; 11] = [
 /// Calls `call` while it fails with an error `retry` says to wait out (most often 404: an
 /// object the service created a moment ago, or a value still propagating between Exchange and
 /// Graph, is not visible at once), with backoff, for at most `wait`.
-pub(super) async fn until_visible<T, F, Fut>(
+pub(crate) async fn until_visible<T, F, Fut>(
     wait: Duration,
     uid: &str,
     call: &mut F,

@@ -8,6 +8,7 @@
 //! - `audit`: `audit gal`, which reads LDAP and the tenant and writes nothing;
 //! - `connectors`: `connectors plan|apply|audit|postfix`, the mail-flow connectors;
 //! - `migrate`: `migrate plan|start|status|cutover`, IMAP migration of a cohort;
+//! - `restore`: `restore <uid>...`, people ldap2exo deleted, back from the recycle bin;
 //! - `output`: where reports go, and what a failed write means.
 
 mod audit;
@@ -15,6 +16,7 @@ mod check;
 mod connectors;
 mod migrate;
 mod output;
+mod restore;
 mod run;
 mod status;
 
@@ -22,6 +24,7 @@ pub use audit::audit;
 pub use check::check_config;
 pub use connectors::connectors;
 pub use migrate::migrate;
+pub use restore::restore;
 pub use run::{Finished, TenantWatch, apply_file, plan, sync};
 pub(crate) use run::{real_run, run_span};
 pub use status::status;

@@ -682,6 +682,23 @@ impl Graph {
         }
     }
 
+    /// `GET /directory/deletedItems/{id}`: the user in the tenant's recycle bin ("Get
+    /// deleted item (directory object)"). `Ok(None)` when the recycle bin does not hold it:
+    /// purged, past its 30 days, or never deleted.
+    pub async fn get_deleted_user(&self, id: &str) -> Result<Option<GraphUser>, TenantError> {
+        let reply = self
+            .send(Call::new(
+                Method::GET,
+                self.url(&["directory", "deletedItems", id]),
+            ))
+            .await?;
+        match reply.status.as_u16() {
+            404 => Ok(None),
+            s if (200..300).contains(&s) => reply.json(Service::Graph).map(Some),
+            _ => Err(reply_error(&reply, &format!("deleted user {id}"))),
+        }
+    }
+
     /// `POST /directory/deletedItems/{id}/restore`.
     pub async fn restore_user(&self, id: &str) -> Result<GraphUser, TenantError> {
         let reply = self
