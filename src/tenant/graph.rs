@@ -683,15 +683,19 @@ impl Graph {
     }
 
     /// `GET /directory/deletedItems/{id}`: the user in the tenant's recycle bin ("Get
-    /// deleted item (directory object)"). `Ok(None)` when the recycle bin does not hold it:
-    /// purged, past its 30 days, or never deleted.
+    /// deleted item (directory object)") with the properties that identify it, the stamp
+    /// included (`onPremisesExtensionAttributes` is not among the default properties).
+    /// `Ok(None)` when the recycle bin does not hold it: purged, past its 30 days, or never
+    /// deleted.
     pub async fn get_deleted_user(&self, id: &str) -> Result<Option<GraphUser>, TenantError> {
-        let reply = self
-            .send(Call::new(
-                Method::GET,
-                self.url(&["directory", "deletedItems", id]),
-            ))
-            .await?;
+        let url = with_query(
+            self.url(&["directory", "deletedItems", id]),
+            &[(
+                "$select",
+                "id,userPrincipalName,onPremisesExtensionAttributes".to_owned(),
+            )],
+        );
+        let reply = self.send(Call::new(Method::GET, url)).await?;
         match reply.status.as_u16() {
             404 => Ok(None),
             s if (200..300).contains(&s) => reply.json(Service::Graph).map(Some),

@@ -1,0 +1,197 @@
+//! `ldap2exo restore <uid>...` end to end: leavers deleted by a real sync (grace period 0)
+//! come back from the emulator's recycle bin with their addresses, stamp and state row; one
+//! past Microsoft's 30 days (purged in the emulator) fails alone, saying what is left.
+
+use ldap2exo::desired::Kind;
+use ldap2exo::state::{Stage, Store};
+use ldap2exo_emulator::{Emulator, RecipientKind, User};
+
+use crate::support::cli::{DAY, Install, Run};
+use crate::support::slapd::{Slapd, SlapdOptions};
+use crate::sync::{campus_emulator, live, runtime, stamp_of, sync};
+
+const PEOPLE: &str = "ou=people,dc=example,dc=edu";
+
+fn restore(install: &Install, uids: &[&str]) -> Run {
+    let mut args = vec!["restore"];
+    args.extend_from_slice(uids);
+    install.run(&args)
+}
+
+fn live_user(emu: &Emulator, upn: &str) -> Option<User> {
+    live(&emu.state())
+        .into_iter()
+        .find(|u| u.user_principal_name == upn)
+        .cloned()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn state_row(
+    rt: &tokio::runtime::Runtime,
+    install: &Install,
+    uid: &str,
+) -> ldap2exo::state::ManagedObject {
+    rt.block_on(async {
+        let store = Store::open(&install.state).await.unwrap();
+        let objects = store.objects().await.unwrap();
+        store.close().await;
+        objects
+            .into_iter()
+            .find(|o| o.uid == uid)
+            .unwrap_or_else(|| panic!("no state row for {uid}"))
+    })
+}
+
+#[test]
+fn deleted_leavers_come_back_with_their_addresses_and_one_past_the_window_fails_alone() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let mut install = Install::with_tenant(&server, &emu);
+    sync(&install, 0);
+    let before = emu.state();
+    let find = |upn: &str| {
+        live(&before)
+            .into_iter()
+            .find(|u| u.user_principal_name == upn)
+            .cloned()
+            .unwrap()
+    };
+    let (adavis, bmiller, jmueller) = (
+        find("adavis@example.edu"),
+        find("bmiller@example.edu"),
+        find("jmueller@example.edu"),
+    );
+    assert_eq!(adavis.recipient_type_details, Some(RecipientKind::MailUser));
+    assert_eq!(
+        bmiller.recipient_type_details,
+        Some(RecipientKind::UserMailbox)
+    );
+
+    // Three people leave; with no grace period the second sync deletes them.
+    for uid in ["adavis", "bmiller", "jmueller", "kokafor"] {
+        server.delete(&format!("uid={uid},{PEOPLE}"));
+    }
+    install
+        .env
+        .push(("LDAP2EXO__SAFETY__GRACE_PERIOD_DAYS".into(), "0".into()));
+    install
+        .env
+        .push(("LDAP2EXO__SAFETY__MAX_DELETE_PERCENT".into(), "50".into()));
+    sync(&install, 0);
+    install.now += 60;
+    sync(&install, 0);
+    for upn in [
+        "adavis@example.edu",
+        "bmiller@example.edu",
+        "jmueller@example.edu",
+        "kokafor@example.edu",
+    ] {
+        assert!(live_user(&emu, upn).is_none(), "{upn} was deleted");
+    }
+    assert_eq!(state_row(&rt, &install, "adavis").stage, Stage::Deleted);
+    // jmueller's object is past Microsoft's 30 days: purged from the recycle bin.
+    assert!(emu.expire_deleted(&jmueller.id));
+    // Restored people get the normal grace period from now on.
+    install.env.retain(|(k, _)| k != "LDAP2EXO__SAFETY__GRACE_PERIOD_DAYS");
+    install.now += 2 * DAY;
+    // kokafor's removal was wrong: the entry is back in LDAP before anyone syncs.
+    server.add_ldif(&fixture_entry("kokafor"));
+
+    let run = restore(
+        &install,
+        &["adavis", "jmueller", "bmiller", "nobody", "cwong", "kokafor"],
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let line = |uid: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{uid}: ")))
+            .unwrap_or_else(|| panic!("no line for {uid}:\n{}\n{}", run.stdout, run.stderr))
+            .to_owned()
+    };
+    let due = ldap2exo::plan::rfc3339(install.now + 30 * DAY)[..10].to_owned();
+    for uid in ["adavis", "bmiller"] {
+        let l = line(uid);
+        assert!(l.contains("restored hidden"), "{l}");
+        assert!(
+            l.contains(&format!("deleted again on {due} unless its LDAP entry returns")),
+            "{l}"
+        );
+    }
+    let gone = line("jmueller");
+    assert!(gone.contains("not restored"), "{gone}");
+    assert!(gone.contains("2 days ago"), "{gone}");
+    assert!(gone.contains("gone for good"), "{gone}");
+    assert!(gone.contains("What is left"), "{gone}");
+    assert!(gone.contains("creates a new mail user"), "{gone}");
+    assert!(line("nobody").contains("not managed by ldap2exo"));
+    assert!(line("cwong").contains("not deleted (stage active): nothing to restore"));
+    let kokafor = line("kokafor");
+    assert!(kokafor.contains("its LDAP entry is there: run `ldap2exo sync`"), "{kokafor}");
+    assert_eq!(state_row(&rt, &install, "kokafor").stage, Stage::Active);
+
+    // The same objects, with the same addresses and stamp, hidden as leavers.
+    for (before, kind) in [(&adavis, Kind::MailUser), (&bmiller, Kind::Mailbox)] {
+        let now = live_user(&emu, &before.user_principal_name)
+            .unwrap_or_else(|| panic!("{} is back", before.user_principal_name));
+        assert_eq!(now.id, before.id, "the same object, not a new one");
+        assert_eq!(
+            sorted(now.proxy_addresses.clone()),
+            sorted(before.proxy_addresses.clone())
+        );
+        assert_eq!(stamp_of(&now), stamp_of(before));
+        assert!(now.hidden_from_address_lists_enabled);
+        let uid = before.user_principal_name.split('@').next().unwrap();
+        let row = state_row(&rt, &install, uid);
+        assert_eq!(row.stage, Stage::Disabled);
+        assert_eq!(row.kind, kind);
+        assert_eq!(row.deleted_at, None);
+        assert_eq!(row.delete_due_at, Some(install.now + 30 * DAY));
+    }
+    assert!(live_user(&emu, "jmueller@example.edu").is_none());
+    assert_eq!(state_row(&rt, &install, "jmueller").stage, Stage::Deleted);
+
+    // Recorded as a run, with its journal.
+    let status = install.run(&["status", "--format", "json"]);
+    assert!(status.stdout.contains("\"restore\""), "{}", status.stdout);
+
+    // Nothing more to do for the restored leavers until their new date; kokafor is shown
+    // again by the next sync (no create: the restored object is updated).
+    let plan = install.dry_run(0, &[]);
+    let f: Vec<_> = plan.actions.iter().filter(|a| a.uid == "kokafor").collect();
+    assert!(
+        f.iter().all(|a| a.op == ldap2exo::plan::Op::Update) && !f.is_empty(),
+        "{f:#?}"
+    );
+    assert!(
+        plan.actions
+            .iter()
+            .all(|a| !["adavis", "bmiller"].contains(&a.uid.as_str())),
+        "{:#?}",
+        plan.actions
+    );
+    // A restored person who is in LDAP again comes back active: the next sync shows them.
+    server.add_ldif(&fixture_entry("adavis"));
+    sync(&install, 0);
+    let f = live_user(&emu, "kokafor@example.edu").unwrap();
+    assert!(!f.hidden_from_address_lists_enabled);
+    let back = live_user(&emu, "adavis@example.edu").unwrap();
+    assert_eq!(back.id, adavis.id);
+    assert!(!back.hidden_from_address_lists_enabled);
+}
+
+/// `uid`'s entry from the fixture (the same entryUUID).
+fn fixture_entry(uid: &str) -> String {
+    let fixture = include_str!("../fixtures/campus.ldif");
+    let start = fixture
+        .find(&format!("dn: uid={uid},"))
+        .expect("in the fixture");
+    let rest = &fixture[start..];
+    let end = rest.find("\n\n").unwrap_or(rest.len());
+    format!("{}\n", &rest[..end])
+}
