@@ -7,6 +7,7 @@
 mod support;
 
 mod audit;
+mod bill;
 mod cli;
 mod connectors;
 mod daemon;
