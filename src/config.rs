@@ -1014,7 +1014,10 @@ impl Config {
             ),
         ] {
             if !(v.is_finite() && v > 0.0 && v <= 10_000.0) {
-                return Err(key(k, format!("{v} is not a rate above 0 and at most 10000")));
+                return Err(key(
+                    k,
+                    format!("{v} is not a rate above 0 and at most 10000"),
+                ));
             }
         }
         if !(1..=256).contains(&t.concurrency) {

@@ -71,7 +71,11 @@ pub async fn restore(config: &Config, args: &RestoreArgs) -> Result<Exit, Comman
     store.close().await;
     drop(lock);
     let t = result?;
-    Ok(if t.failed == 0 { Exit::Ok } else { Exit::Failed })
+    Ok(if t.failed == 0 {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
 }
 
 #[derive(Debug, Default)]
@@ -182,7 +186,11 @@ fn pick<'a>(
     Ok((row, note))
 }
 
-async fn restore_one(ctx: &Ctx<'_>, objects: &[ManagedObject], uid: &str) -> Result<String, Failure> {
+async fn restore_one(
+    ctx: &Ctx<'_>,
+    objects: &[ManagedObject],
+    uid: &str,
+) -> Result<String, Failure> {
     let (row, note) = pick(objects, uid).map_err(Failure::Uid)?;
     let mut obj = row.clone();
     let Some(id) = obj.tenant_object_id.clone() else {
@@ -220,7 +228,10 @@ async fn restore_one(ctx: &Ctx<'_>, objects: &[ManagedObject], uid: &str) -> Res
 
     // 2. Restore, and wait for Exchange to show the recipient again.
     journal
-        .step("POST /directory/deletedItems/restore", graph.restore_user(&id))
+        .step(
+            "POST /directory/deletedItems/restore",
+            graph.restore_user(&id),
+        )
         .await?;
     let ex = ctx.tenant.exchange();
     let wait = Duration::from_secs(u64::from(ctx.config.tenant.propagation_wait_seconds));
@@ -231,10 +242,12 @@ async fn restore_one(ctx: &Ctx<'_>, objects: &[ManagedObject], uid: &str) -> Res
                 wait,
                 uid,
                 &mut || async {
-                    ex.get_recipient(&id).await?.ok_or_else(|| TenantError::NotFound {
-                        service: Service::Exchange,
-                        what: id.clone(),
-                    })
+                    ex.get_recipient(&id)
+                        .await?
+                        .ok_or_else(|| TenantError::NotFound {
+                            service: Service::Exchange,
+                            what: id.clone(),
+                        })
                 },
                 &|e| matches!(e, TenantError::NotFound { .. }),
             ),
@@ -247,8 +260,11 @@ async fn restore_one(ctx: &Ctx<'_>, objects: &[ManagedObject], uid: &str) -> Res
     let have: BTreeSet<String> = strings(recipient.get("EmailAddresses"))
         .filter_map(|p| smtp_proxy(&p).map(|(_, a)| a.to_ascii_lowercase()))
         .collect();
-    let primary_now = strings(recipient.get("EmailAddresses"))
-        .find_map(|p| smtp_proxy(&p).filter(|(p, _)| *p).map(|(_, a)| a.to_ascii_lowercase()));
+    let primary_now = strings(recipient.get("EmailAddresses")).find_map(|p| {
+        smtp_proxy(&p)
+            .filter(|(p, _)| *p)
+            .map(|(_, a)| a.to_ascii_lowercase())
+    });
     let recorded = recorded_addresses(&obj);
     let missing: Vec<String> = recorded
         .iter()
@@ -387,7 +403,11 @@ fn gone_for_good(obj: &ManagedObject, now: i64) -> String {
 /// primaries, lower case.
 fn recorded_addresses(obj: &ManagedObject) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    if let Some(p) = obj.attributes.get("primarySmtpAddress").and_then(Value::as_str) {
+    if let Some(p) = obj
+        .attributes
+        .get("primarySmtpAddress")
+        .and_then(Value::as_str)
+    {
         out.insert(p.to_ascii_lowercase());
     }
     for key in ["emailAddresses", "retainedAddresses"] {
@@ -427,7 +447,12 @@ impl Journal<'_> {
         match call.await {
             Ok(v) => {
                 store
-                    .journal_finish(row, "ok", self.obj.tenant_object_id.as_deref(), self.ctx.now)
+                    .journal_finish(
+                        row,
+                        "ok",
+                        self.obj.tenant_object_id.as_deref(),
+                        self.ctx.now,
+                    )
                     .await?;
                 Ok(v)
             }
@@ -480,7 +505,11 @@ mod tests {
         assert!(e.contains("not deleted (stage disabled)"), "{e}");
         assert!(e.contains("1970-02-10"), "{e}");
         assert!(pick(&rows, "cat").unwrap_err().contains("stage active"));
-        assert!(pick(&rows, "zed").unwrap_err().contains("not managed by ldap2exo"));
+        assert!(
+            pick(&rows, "zed")
+                .unwrap_err()
+                .contains("not managed by ldap2exo")
+        );
     }
 
     #[test]
@@ -490,7 +519,10 @@ mod tests {
         let m = gone_for_good(&o, 45 * DAY);
         assert!(m.contains("deleted on 1970-01-01, 45 days ago"), "{m}");
         assert!(m.contains("Microsoft keeps deleted users 30 days"), "{m}");
-        assert!(m.contains("mailbox content only from your own backup"), "{m}");
+        assert!(
+            m.contains("mailbox content only from your own backup"),
+            "{m}"
+        );
         assert!(m.contains("creates a new mailbox"), "{m}");
     }
 }

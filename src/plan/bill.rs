@@ -187,11 +187,16 @@ pub fn requests(
     seen: Option<&TenantObject>,
     usage_location: bool,
 ) -> Requests {
-    let fields: BTreeSet<Field> = a.changes.iter().filter_map(|(k, _)| k.parse().ok()).collect();
+    let fields: BTreeSet<Field> = a
+        .changes
+        .iter()
+        .filter_map(|(k, _)| k.parse().ok())
+        .collect();
     let mut r = Requests::default();
     match a.op {
         Op::Create => {
-            let restore = row.is_some_and(|o| o.stage == Stage::Deleted && o.tenant_object_id.is_some());
+            let restore =
+                row.is_some_and(|o| o.stage == Stage::Deleted && o.tenant_object_id.is_some());
             if restore {
                 r.graph_writes += 1;
                 let mut all = fields.clone();

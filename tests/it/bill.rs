@@ -115,9 +115,17 @@ fn the_bill_counts_the_writes_apply_sends_per_service() {
     for (uid, attr, value) in [
         ("adavis", "title", "Dean of Physics"),
         ("jmueller", "ou", "Physics"),
-        ("kokafor", "mailAlternateAddress", "kelechi.okafor@staff.example.edu"),
+        (
+            "kokafor",
+            "mailAlternateAddress",
+            "kelechi.okafor@staff.example.edu",
+        ),
     ] {
-        let op = if attr == "mailAlternateAddress" { "add" } else { "replace" };
+        let op = if attr == "mailAlternateAddress" {
+            "add"
+        } else {
+            "replace"
+        };
         server.modify(&format!(
             "dn: uid={uid},{PEOPLE}\nchangetype: modify\n{op}: {attr}\n{attr}: {value}\n"
         ));
@@ -130,11 +138,11 @@ fn the_bill_counts_the_writes_apply_sends_per_service() {
         .push(("LDAP2EXO__SAFETY__MAX_DELETE_PERCENT".into(), "50".into()));
     install.now += DAY;
     let plan = install.dry_run(0, &[]);
-    let ops: Vec<(Op, &str)> = plan.actions.iter().map(|a| (a.op, a.uid.as_str())).collect();
-    assert_eq!(
-        plan.summary.update + plan.summary.disable,
-        5,
-        "{ops:?}"
-    );
+    let ops: Vec<(Op, &str)> = plan
+        .actions
+        .iter()
+        .map(|a| (a.op, a.uid.as_str()))
+        .collect();
+    assert_eq!(plan.summary.update + plan.summary.disable, 5, "{ops:?}");
     check_bill(&install, &emu, 0);
 }

@@ -97,14 +97,18 @@ fn deleted_leavers_come_back_with_their_addresses_and_one_past_the_window_fails_
     // jmueller's object is past Microsoft's 30 days: purged from the recycle bin.
     assert!(emu.expire_deleted(&jmueller.id));
     // Restored people get the normal grace period from now on.
-    install.env.retain(|(k, _)| k != "LDAP2EXO__SAFETY__GRACE_PERIOD_DAYS");
+    install
+        .env
+        .retain(|(k, _)| k != "LDAP2EXO__SAFETY__GRACE_PERIOD_DAYS");
     install.now += 2 * DAY;
     // kokafor's removal was wrong: the entry is back in LDAP before anyone syncs.
     server.add_ldif(&fixture_entry("kokafor"));
 
     let run = restore(
         &install,
-        &["adavis", "jmueller", "bmiller", "nobody", "cwong", "kokafor"],
+        &[
+            "adavis", "jmueller", "bmiller", "nobody", "cwong", "kokafor",
+        ],
     );
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     let line = |uid: &str| {
@@ -119,7 +123,9 @@ fn deleted_leavers_come_back_with_their_addresses_and_one_past_the_window_fails_
         let l = line(uid);
         assert!(l.contains("restored hidden"), "{l}");
         assert!(
-            l.contains(&format!("deleted again on {due} unless its LDAP entry returns")),
+            l.contains(&format!(
+                "deleted again on {due} unless its LDAP entry returns"
+            )),
             "{l}"
         );
     }
@@ -132,7 +138,10 @@ fn deleted_leavers_come_back_with_their_addresses_and_one_past_the_window_fails_
     assert!(line("nobody").contains("not managed by ldap2exo"));
     assert!(line("cwong").contains("not deleted (stage active): nothing to restore"));
     let kokafor = line("kokafor");
-    assert!(kokafor.contains("its LDAP entry is there: run `ldap2exo sync`"), "{kokafor}");
+    assert!(
+        kokafor.contains("its LDAP entry is there: run `ldap2exo sync`"),
+        "{kokafor}"
+    );
     assert_eq!(state_row(&rt, &install, "kokafor").stage, Stage::Active);
 
     // The same objects, with the same addresses and stamp, hidden as leavers.
