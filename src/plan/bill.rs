@@ -321,7 +321,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -332,6 +332,168 @@ pub fn thousands(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Changes, Held, HeldOutcome, Phase};
+    use serde_json::json;
+
+    fn action(op: Op, kind: Kind, fields: &[&str]) -> Action {
+        Action {
+            op,
+            anchor: Anchor::new("a-1").unwrap(),
+            uid: "ann".into(),
+            kind,
+            dn: "uid=ann,ou=people,dc=example,dc=edu".into(),
+            changes: fields
+                .iter()
+                .map(|f| (f.to_string(), (Some(json!("old")), Some(json!("new")))))
+                .collect::<Changes>(),
+            reason: None,
+            held: None,
+            phase: Phase::Main,
+        }
+    }
+
+    fn row(kind: Kind, stage: Stage) -> ManagedObject {
+        ManagedObject {
+            anchor: Anchor::new("a-1").unwrap(),
+            kind,
+            uid: "ann".into(),
+            dn: String::new(),
+            tenant_object_id: Some("id-1".into()),
+            attributes: BTreeMap::new(),
+            stage,
+            created_at: 0,
+            updated_at: 0,
+            disabled_at: None,
+            delete_due_at: None,
+            deleted_at: None,
+        }
+    }
+
+    fn req(gw: u64, gr: u64, ew: u64, er: u64) -> Requests {
+        Requests {
+            graph_writes: gw,
+            graph_reads: gr,
+            exchange_writes: ew,
+            exchange_reads: er,
+        }
+    }
+
+    #[test]
+    fn each_op_counts_the_requests_apply_sends() {
+        let mu = Kind::MailUser;
+        let mb = Kind::Mailbox;
+        // A MailUser: New-MailUser, the stamp, Set-MailUser for the addresses and the hidden
+        // flag, Set-User for the department; the sign-in is blocked through Graph.
+        let create = action(
+            Op::Create,
+            mu,
+            &["userPrincipalName", "primarySmtpAddress", "department"],
+        );
+        assert_eq!(requests(&create, None, None, true), req(1, 0, 4, 0));
+        // Only what New-MailUser sets: no Set-MailUser, no Set-User after the stamp.
+        let bare = action(Op::Create, mu, &["userPrincipalName", "displayName"]);
+        assert_eq!(requests(&bare, None, None, true), req(1, 0, 2, 0));
+        // A mailbox: GET /subscribedSkus, POST /users, assignLicense, Get-Mailbox, then
+        // Get-Recipient and Set-Mailbox for the addresses, PATCH for accountEnabled.
+        let mailbox = action(
+            Op::Create,
+            mb,
+            &[
+                "userPrincipalName",
+                "emailAddresses",
+                "accountEnabled",
+                "department",
+            ],
+        );
+        assert_eq!(requests(&mailbox, None, None, true), req(3, 1, 1, 2));
+        // A person deleted within 30 days: restore, then every field by its writer.
+        let deleted = row(mu, Stage::Deleted);
+        assert_eq!(
+            requests(&bare, Some(&deleted), None, true),
+            req(2, 0, 2, 0),
+            "restore + PATCH; Set-MailUser (hidden) + Set-User"
+        );
+        // Updates: one request per writer.
+        let update = action(
+            Op::Update,
+            mu,
+            &["department", "jobTitle", "hiddenFromAddressLists"],
+        );
+        assert_eq!(
+            requests(&update, Some(&row(mu, Stage::Active)), None, true),
+            req(0, 0, 2, 0)
+        );
+        let disable = action(
+            Op::Disable,
+            mb,
+            &["hiddenFromAddressLists", "accountEnabled"],
+        );
+        assert_eq!(
+            requests(&disable, Some(&row(mb, Stage::Active)), None, true),
+            req(1, 0, 1, 0)
+        );
+        // Convert: usageLocation, assignLicense, Get-Mailbox; nothing for a mailbox → MailUser.
+        let convert = action(Op::Convert, mb, &["kind"]);
+        assert_eq!(requests(&convert, None, None, true), req(2, 0, 0, 1));
+        assert_eq!(requests(&convert, None, None, false), req(1, 0, 0, 1));
+        assert_eq!(
+            requests(&action(Op::Convert, mu, &["kind"]), None, None, true),
+            req(0, 0, 0, 0)
+        );
+        // Delete by the service that made the object; purge through Graph.
+        let delete = action(Op::Delete, mu, &[]);
+        assert_eq!(
+            requests(&delete, Some(&row(mu, Stage::Disabled)), None, true),
+            req(0, 0, 1, 0)
+        );
+        assert_eq!(
+            requests(&delete, Some(&row(mb, Stage::Disabled)), None, true),
+            req(1, 0, 0, 0)
+        );
+        assert_eq!(
+            requests(&action(Op::Purge, mu, &[]), None, None, true),
+            req(1, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn held_actions_and_blocked_removals_send_nothing() {
+        let mut held = action(Op::Create, Kind::MailUser, &["userPrincipalName"]);
+        held.held = Some(Held {
+            outcome: HeldOutcome::Failed,
+            reason: "no licence".into(),
+        });
+        let disable = action(Op::Disable, Kind::MailUser, &["hiddenFromAddressLists"]);
+        let mut plan = Plan {
+            generated_at: String::new(),
+            source: Default::default(),
+            summary: Default::default(),
+            safety: crate::plan::Safety {
+                verdict: Verdict::Blocked,
+                reasons: Vec::new(),
+                approved_removals: None,
+            },
+            actions: vec![held, disable],
+            quarantined: Vec::new(),
+            drift: Vec::new(),
+            warnings: Vec::new(),
+            licences: None,
+            bill: None,
+        };
+        let budget = Budget::default();
+        let facts = Facts {
+            objects: &[],
+            tenant: None,
+            usage_location: true,
+            budget: &budget,
+        };
+        let b = bill(&plan, &facts);
+        assert_eq!((b.binding, b.estimated_seconds), (None, 0));
+        plan.safety.verdict = Verdict::Ok;
+        let b = bill(&plan, &facts);
+        assert_eq!(b.service("exchange").unwrap().writes, 1);
+        assert_eq!(b.binding.as_deref(), Some("exchange"));
+    }
 
     #[test]
     fn the_binding_service_is_the_slower_one() {
