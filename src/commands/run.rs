@@ -720,6 +720,9 @@ pub async fn plan(config: &Config, args: &PlanArgs, stop: &Stop) -> Result<Exit,
     write_out(dest, |w| {
         report::write(w, &plan, None, Format::Json, "plan")
     })?;
+    if let Some(bill) = report::bill_line(&plan) {
+        eprintln!("{bill}");
+    }
     eprint!("{}", report::verdict_and_summary(&plan));
     Ok(verdict_exit(&plan))
 }

@@ -136,7 +136,7 @@ fn licence_line(plan: &Plan) -> Option<String> {
 /// `bill: 42,000 Exchange requests (~2 h 20 min at 5/s, binding), 21,000 Graph writes (~18
 /// min at 20/s); licences (SKU): 300 needed, 120 free — 180 short`; without a bill, the
 /// licence line alone.
-fn bill_line(plan: &Plan) -> Option<String> {
+pub fn bill_line(plan: &Plan) -> Option<String> {
     use crate::plan::bill::{duration, thousands};
     let Some(b) = &plan.bill else {
         return licence_line(plan);

@@ -455,6 +455,20 @@ fn output_goes_to_a_file_and_plan_writes_json() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let plan: Plan = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(plan.summary.create, 39);
+    // The bill: in the file for scripts, and on standard error beside the verdict.
+    let bill = plan.bill.expect("the plan has its bill");
+    let exchange = bill.service("exchange").unwrap();
+    assert_eq!(bill.binding.as_deref(), Some("exchange"));
+    assert_eq!(bill.estimated_seconds, exchange.seconds);
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with(&format!(
+            "bill: {} Exchange requests (~{} s at 5/s, binding), ",
+            exchange.writes + exchange.reads,
+            exchange.seconds
+        ))),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
