@@ -61,7 +61,7 @@ fn main() -> ExitCode {
                     Command::Audit(args) => commands::audit(&config, args).await,
                     Command::Connectors(args) => commands::connectors(&config, args).await,
                     Command::Migrate(args) => commands::migrate(&config, args, &stop).await,
-                    Command::Restore(args) => commands::restore(&config, args).await,
+                    Command::Restore(args) => commands::restore(&config, args, &stop).await,
                 };
                 match outcome {
                     Ok(exit) => exit,

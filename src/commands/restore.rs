@@ -15,8 +15,9 @@
 //! /directory/deletedItems/{id}/restore` (application permission `User.DeleteRestore.All`),
 //! a wait until Exchange shows the recipient again, its addresses checked against those the
 //! state recorded (missing ones added back), and the state row: active when LDAP has the
-//! person (the next `sync` brings every field up to date and shows them), else disabled and
-//! hidden as the leaver they were, with a fresh `delete_due_at`. A uid that cannot be
+//! person, and then a sync of just them (`sync --only`, its own run) brings every field up to
+//! date and shows them; else disabled and hidden as the leaver they were, with a fresh
+//! `delete_due_at`. A uid that cannot be
 //! restored fails alone, with what is left of it; the others go on.
 
 use std::collections::BTreeSet;
@@ -24,11 +25,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{CommandError, Exit, now};
-use crate::cli::RestoreArgs;
+use super::run::real_run;
+use super::{CommandError, Exit, TenantWatch, now};
+use crate::apply::Outcome as ApplyOutcome;
+use crate::cli::{RestoreArgs, Selection as SelectionArgs};
 use crate::config::Config;
 use crate::desired::{self, Kind};
+use crate::ids::Anchor;
 use crate::inventory::{STAMP_PREFIX, smtp_proxy};
+use crate::shutdown::Stop;
 use crate::source::{self, Selection};
 use crate::state::lock::{self, Lock};
 use crate::state::{ManagedObject, Outcome, RunEnd, RunMode, RunScope, Stage, Store};
@@ -42,7 +47,11 @@ const DAY: i64 = 86_400;
 /// The journal's op for the steps of this command.
 const OP: &str = "restore";
 
-pub async fn restore(config: &Config, args: &RestoreArgs) -> Result<Exit, CommandError> {
+pub async fn restore(
+    config: &Config,
+    args: &RestoreArgs,
+    stop: &Stop,
+) -> Result<Exit, CommandError> {
     let path = &config.state.path;
     crate::state::require_directory(path)?;
     let started = now()?;
@@ -71,17 +80,65 @@ pub async fn restore(config: &Config, args: &RestoreArgs) -> Result<Exit, Comman
     store.close().await;
     drop(lock);
     let t = result?;
-    Ok(if t.failed == 0 {
+    let synced_ok = sync_returned(config, &t.returned, stop).await;
+    Ok(if t.failed == 0 && synced_ok {
         Exit::Ok
     } else {
         Exit::Failed
     })
 }
 
+/// Restored people LDAP has again are brought up to date and shown at once: a sync of just
+/// them (`sync --only`), as its own run after the restore's, the way `migrate` provisions a
+/// cohort. False when it failed for one of them (each is named).
+async fn sync_returned(config: &Config, returned: &[(String, Anchor)], stop: &Stop) -> bool {
+    if returned.is_empty() {
+        return true;
+    }
+    let only: Vec<String> = returned.iter().map(|(uid, _)| uid.clone()).collect();
+    let uids = only.join(" ");
+    let sel = SelectionArgs {
+        only,
+        max_deletes: None,
+    };
+    let finished = match real_run(config, &sel, "restore", stop, &TenantWatch::new()).await {
+        Ok(f) => f,
+        Err(e) => {
+            println!(
+                "the sync of the restored people in LDAP did not run: {e}; run `ldap2exo sync --only {uids}`"
+            );
+            return false;
+        }
+    };
+    let mut ok = true;
+    for (uid, anchor) in returned {
+        let outcome = finished.results.iter().find(|r| &r.anchor == anchor);
+        match outcome.map(|r| &r.outcome) {
+            None | Some(ApplyOutcome::Done | ApplyOutcome::Pending(_)) => {
+                println!("{uid}: synced: shown in the address list with what LDAP says now");
+            }
+            Some(
+                ApplyOutcome::Failed(why)
+                | ApplyOutcome::Conflict(why)
+                | ApplyOutcome::Skipped(why)
+                | ApplyOutcome::NotStarted(why),
+            ) => {
+                ok = false;
+                println!(
+                    "{uid}: restored, but the sync did not finish: {why}; run `ldap2exo sync --only {uid}`"
+                );
+            }
+        }
+    }
+    ok
+}
+
 #[derive(Debug, Default)]
 struct Tally {
     done: usize,
     failed: usize,
+    /// Restored people LDAP has: synced after the restore.
+    returned: Vec<(String, Anchor)>,
 }
 
 /// What a uid's restore needs besides the uid.
@@ -92,7 +149,7 @@ struct Ctx<'a> {
     now: i64,
     tenant: &'a Tenant,
     /// Anchors LDAP has as recipients now.
-    in_ldap: &'a BTreeSet<crate::ids::Anchor>,
+    in_ldap: &'a BTreeSet<Anchor>,
 }
 
 async fn restore_all(
@@ -122,8 +179,11 @@ async fn restore_all(
     let mut tally = Tally::default();
     for uid in &args.uids {
         match restore_one(&ctx, &objects, uid).await {
-            Ok(message) => {
+            Ok((message, back)) => {
                 tally.done += 1;
+                if let Some(anchor) = back {
+                    tally.returned.push((uid.clone(), anchor));
+                }
                 tracing::info!(uid = %uid, "restored");
                 println!("{uid}: {message}");
             }
@@ -186,11 +246,13 @@ fn pick<'a>(
     Ok((row, note))
 }
 
+/// Restores `uid`; answers what to tell the operator and, when LDAP has the person, their
+/// anchor (synced next).
 async fn restore_one(
     ctx: &Ctx<'_>,
     objects: &[ManagedObject],
     uid: &str,
-) -> Result<String, Failure> {
+) -> Result<(String, Option<Anchor>), Failure> {
     let (row, note) = pick(objects, uid).map_err(Failure::Uid)?;
     let mut obj = row.clone();
     let Some(id) = obj.tenant_object_id.clone() else {
@@ -320,7 +382,7 @@ async fn restore_one(
         obj.disabled_at = None;
         obj.delete_due_at = None;
         format!(
-            "restored ({}, {id}); its LDAP entry is there: run `ldap2exo sync` (or `sync --only {uid}`) to bring it up to date and show it in the address list",
+            "restored ({}, {id}); its LDAP entry is there: a sync of it follows",
             obj.kind.as_str()
         )
     } else {
@@ -338,7 +400,7 @@ async fn restore_one(
     };
     ctx.store.upsert_object(&obj).await?;
     notes.insert(0, message);
-    Ok(notes.join("; "))
+    Ok((notes.join("; "), in_ldap.then(|| obj.anchor.clone())))
 }
 
 /// The stamp on the soft-deleted MailUser `id` as Exchange shows it (`Get-MailUser
@@ -470,7 +532,6 @@ impl Journal<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::Anchor;
     use std::collections::BTreeMap;
 
     fn row(anchor: &str, uid: &str, stage: Stage, deleted_at: Option<i64>) -> ManagedObject {
