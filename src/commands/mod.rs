@@ -10,6 +10,7 @@
 //! - `migrate`: `migrate plan|start|status|cutover`, IMAP migration of a cohort;
 //! - `output`: where reports go, and what a failed write means.
 
+mod approval;
 mod audit;
 mod check;
 mod connectors;

@@ -20,6 +20,7 @@ mod migrate;
 mod notify;
 mod packaging;
 mod real_tenant;
+mod rollover;
 mod source;
 mod state;
 mod sync;
