@@ -386,10 +386,14 @@ fn runs_table(out: &mut String, runs: &[RunRecord], approvals: &BTreeMap<i64, Ap
                 "        approved by {}: {flag}; let through {}{}",
                 a.approved_by,
                 a.let_through.len(),
-                if a.let_through.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", a.let_through.join(", "))
+                match a.let_through.len() {
+                    0 => String::new(),
+                    n if n <= LISTED => format!(" ({})", a.let_through.join(", ")),
+                    n => format!(
+                        " ({}, … and {} more)",
+                        a.let_through[..LISTED].join(", "),
+                        n - LISTED
+                    ),
                 }
             );
         }

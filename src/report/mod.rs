@@ -240,7 +240,7 @@ pub fn approval(plan: &Plan) -> String {
         true => String::new(),
         false => format!(" --only {}", plan.source.only.join(" ")),
     };
-    if let Some(_) = &plan.safety.approval {
+    if plan.safety.approval.is_some() {
         return format!(
             "The {} held removals need their own approval: review them above, then run ldap2exo sync{only} --approve-removals N --scope S with a scope that covers them",
             plan.safety.held_removals
