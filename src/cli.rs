@@ -174,9 +174,56 @@ pub struct Selection {
     #[arg(long, num_args = 1.., value_name = "UID")]
     pub only: Vec<String>,
 
-    /// Allow up to N removals (disable + delete) this run, beyond the configured caps.
+    /// Allow up to N removals (disable + delete) this run, beyond the configured caps and
+    /// rolling windows; more than N planned blocks them all.
     #[arg(long, value_name = "N")]
     pub max_deletes: Option<u32>,
+
+    #[command(flatten)]
+    pub approval: Approval,
+}
+
+/// `--approve-removals N --scope S`: the operator approves up to N removals within S.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct Approval {
+    /// Approve up to N removals (disable + delete) within --scope this run, beyond the
+    /// configured caps and rolling windows. The first N in scope (in plan order) go; the rest,
+    /// and every removal outside the scope, are held back and the run ends blocked (exit 3).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "scope",
+        conflicts_with = "max_deletes"
+    )]
+    pub approve_removals: Option<u32>,
+
+    /// What --approve-removals covers: a DN (a leaver whose last-seen DN is it or below it) or
+    /// an LDAP filter starting with `(` (a leaver whose entry under ldap.base_dn matches it; a
+    /// leaver whose entry is gone from LDAP can only be matched by a DN).
+    #[arg(
+        long,
+        value_name = "DN|FILTER",
+        requires = "approve_removals",
+        value_parser = parse_scope
+    )]
+    pub scope: Option<String>,
+}
+
+/// Checks a `--scope`: an LDAP filter that parses, or something shaped like a DN.
+fn parse_scope(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.starts_with('(') {
+        if crate::source::filter::is_valid(s) {
+            return Ok(s.to_owned());
+        }
+        return Err(format!("{s} is not a valid LDAP filter (RFC 4515)"));
+    }
+    if s.contains('=') && !s.starts_with('=') {
+        return Ok(s.to_owned());
+    }
+    Err(format!(
+        "{s:?} is neither a DN (like ou=staff,dc=example,dc=edu) nor an LDAP filter in parentheses"
+    ))
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +269,27 @@ pub struct ApplyArgs {
     /// Write the report here instead of standard output (created before anything is done).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// The plan carries its approval; given here, both must equal the plan's.
+    #[command(flatten)]
+    pub approval: ApplyApproval,
+}
+
+/// `apply`'s `--approve-removals N --scope S`: optional, checked against the plan's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ApplyApproval {
+    /// Must equal the plan's `safety.approval.removals`.
+    #[arg(long, value_name = "N", requires = "scope")]
+    pub approve_removals: Option<u32>,
+
+    /// Must equal the plan's `safety.approval.scope`.
+    #[arg(
+        long,
+        value_name = "DN|FILTER",
+        requires = "approve_removals",
+        value_parser = parse_scope
+    )]
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Args)]

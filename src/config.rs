@@ -471,6 +471,11 @@ impl Default for StateConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SafetyConfig {
     pub max_deletes_per_run: u32,
+    /// Removals (disables + deletes) applied in the last 24 hours, this run's included, above
+    /// which a run is blocked; 0: none without an approval.
+    pub max_deletes_per_24h: u32,
+    /// The same over the last 7 days.
+    pub max_deletes_per_7d: u32,
     pub max_delete_percent: f64,
     pub max_source_shrink_percent: f64,
     pub grace_period_days: u32,
@@ -480,6 +485,10 @@ impl Default for SafetyConfig {
     fn default() -> Self {
         Self {
             max_deletes_per_run: 50,
+            // Two and five full runs' worth: a slow leak of removals across runs stops
+            // well before it empties the address list.
+            max_deletes_per_24h: 100,
+            max_deletes_per_7d: 250,
             max_delete_percent: 5.0,
             max_source_shrink_percent: 10.0,
             grace_period_days: 30,
@@ -1039,6 +1048,16 @@ impl Config {
                 return Err(key(k, format!("{p} is not a percentage between 0 and 100")));
             }
         }
+        // A week allows less than a day would: the day's cap could never be reached.
+        if s.max_deletes_per_7d < s.max_deletes_per_24h {
+            return Err(key(
+                "safety.max_deletes_per_7d",
+                format!(
+                    "{} is less than safety.max_deletes_per_24h = {}",
+                    s.max_deletes_per_7d, s.max_deletes_per_24h
+                ),
+            ));
+        }
         if let Some(c) = &self.connectors {
             c.validate()?;
         }
@@ -1410,6 +1429,8 @@ upn_domain = "example.edu"
         assert_eq!(c.ldap.attributes.anchor, "entryUUID");
         assert_eq!(c.tenant.anchor_attribute, "extensionAttribute15");
         assert_eq!(c.safety.max_deletes_per_run, 50);
+        assert_eq!(c.safety.max_deletes_per_24h, 100);
+        assert_eq!(c.safety.max_deletes_per_7d, 250);
         assert_eq!(c.tenant.endpoints.graph, "https://graph.microsoft.com");
     }
 
@@ -1544,6 +1565,10 @@ upn_domain = "example.edu"
             (
                 ("LDAP2EXO__SAFETY__MAX_SOURCE_SHRINK_PERCENT", "150"),
                 "safety.max_source_shrink_percent",
+            ),
+            (
+                ("LDAP2EXO__SAFETY__MAX_DELETES_PER_7D", "99"),
+                "safety.max_deletes_per_7d",
             ),
             (("LDAP2EXO__LDAP__SCOPE", "subtree"), "ldap.scope"),
         ] {
@@ -1772,6 +1797,14 @@ smtp_host = "relay.example.edu"
         assert_eq!(
             example.safety.max_deletes_per_run,
             d.safety.max_deletes_per_run
+        );
+        assert_eq!(
+            example.safety.max_deletes_per_24h,
+            d.safety.max_deletes_per_24h
+        );
+        assert_eq!(
+            example.safety.max_deletes_per_7d,
+            d.safety.max_deletes_per_7d
         );
         assert_eq!(
             example.safety.max_delete_percent,

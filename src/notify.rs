@@ -204,14 +204,26 @@ fn safety_section(plan: &Plan, applied: bool) -> String {
     if plan.safety.verdict != Verdict::Blocked {
         return String::new();
     }
-    let mut s = String::from("\nThe safety gate held back every disable and delete:\n");
+    let mut s = match &plan.safety.approval {
+        Some(a) => format!(
+            "\nThe safety gate held back {} removals the approval (--approve-removals {} --scope {}) does not cover:\n",
+            plan.safety.held_removals, a.removals, a.scope
+        ),
+        None => String::from("\nThe safety gate held back every disable and delete:\n"),
+    };
     for r in &plan.safety.reasons {
         s.push_str(&format!("  - {r}\n"));
     }
-    if applied {
+    if applied && plan.safety.approval.is_some() {
+        s.push_str("Creates, updates and the approved removals went ahead (see below).\n");
+    } else if applied {
         s.push_str("Creates and updates went ahead (see below); nobody was disabled or deleted.\n");
     }
     let removals = plan.summary.removals();
+    if plan.safety.approval.is_some() {
+        s.push_str(&format!("\n{}\n", crate::report::approval(plan)));
+        return s;
+    }
     if plan.source.scope == "full" && plan.source.entries == 0 {
         s.push_str(
             "\nNo flag approves an empty read: check the LDAP server, ldap.base_dn and \

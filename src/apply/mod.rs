@@ -251,6 +251,7 @@ async fn run(
         match held.outcome {
             HeldOutcome::Conflict => Outcome::Conflict(held.reason.clone()),
             HeldOutcome::Failed => Outcome::Failed(held.reason.clone()),
+            HeldOutcome::Skipped => Outcome::Skipped(held.reason.clone()),
         }
     } else if (action.op.is_removal() || action.op == Op::Purge) && !ctx.allow_removals {
         // A purge destroys what a restore could bring back: held back with the removals.

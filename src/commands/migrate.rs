@@ -228,6 +228,7 @@ async fn plan(
         let sel = SelectionArgs {
             only: uids,
             max_deletes: None,
+            approval: Default::default(),
         };
         let (p, i) = dry_plan_migrating(config, &sel, &anchors, "migrate plan", stop).await?;
         (Some(p), i)
@@ -435,6 +436,7 @@ async fn start(
     let sel = SelectionArgs {
         only: members.iter().map(|p| p.uid.clone()).collect(),
         max_deletes: None,
+        approval: Default::default(),
     };
     let anchors: BTreeSet<Anchor> = members.iter().map(|p| p.anchor.clone()).collect();
     let finished = real_run_migrating(
@@ -1157,6 +1159,7 @@ async fn cutover(
         let sel = SelectionArgs {
             only: cut,
             max_deletes: None,
+            approval: Default::default(),
         };
         let uids = sel.only.join(" ");
         let finished = match real_run(config, &sel, "migrate cutover", stop, &TenantWatch::new())

@@ -11,6 +11,7 @@
 //! - `restore`: `restore <uid>...`, people ldap2exo deleted, back from the recycle bin;
 //! - `output`: where reports go, and what a failed write means.
 
+mod approval;
 mod audit;
 mod check;
 mod connectors;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::output::{self, write_out};
-use super::{CommandError, Exit, now};
+use super::{CommandError, Exit, approval, now};
 use crate::apply::{self, ActionResult};
 use crate::cli::{ApplyArgs, PlanArgs, Selection as SelectionArgs, SyncArgs};
 use crate::config::Config;
@@ -363,6 +363,14 @@ async fn make_plan(
     let mapped_ms = clock.elapsed().as_millis() as u64;
     let baseline = run.store.baseline().await?;
     let journaled_creates = run.store.journaled_creates().await?;
+    let recent_removals = run.store.recent_removals(run.started).await?;
+    let approval = match approval::resolve(config, &args.approval).await {
+        Ok(a) => a,
+        Err(e) => {
+            fail_run(&run.store, run.run_id, &e).await?;
+            return Err(e);
+        }
+    };
     let mut plan = plan::plan(plan::Input {
         desired,
         objects: &view.objects,
@@ -370,6 +378,8 @@ async fn make_plan(
         scope,
         safety: &config.safety,
         max_deletes: args.max_deletes,
+        approval: approval.as_ref(),
+        recent_removals,
         tenant: view.tenant.as_ref().map(|(_, inventory)| inventory),
         journaled_creates: &journaled_creates,
         now: run.started,
@@ -452,7 +462,9 @@ async fn finish_planned(c: Computed) -> Result<Plan, CommandError> {
         results: None,
         error: None,
     };
-    c.store.finish_run(c.run_id, &end, now()?).await?;
+    let ended = now()?;
+    c.store.finish_run(c.run_id, &end, ended).await?;
+    approval::record(&c.store, c.run_id, &c.plan, None, ended).await?;
     c.store.close().await;
     Ok(c.plan)
 }
@@ -628,7 +640,8 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
         run_id: c.run_id,
         now: c.started,
         progress: &c.progress,
-        allow_removals: !blocked,
+        // Under a scoped approval the plan holds every removal it does not cover.
+        allow_removals: c.plan.safety.removals_go(),
         concurrency: config.tenant.concurrency.max(1) as usize,
         visibility_wait: Duration::from_secs(u64::from(config.tenant.propagation_wait_seconds)),
         stop,
@@ -684,6 +697,7 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
     };
     let ended = now()?;
     c.store.finish_run(c.run_id, &end, ended).await?;
+    approval::record(&c.store, c.run_id, &c.plan, Some(&results), ended).await?;
     let notice = notify::Notice::of_run(
         Some(c.run_id),
         &c.command,
@@ -753,6 +767,7 @@ async fn apply_inner(config: &Config, args: &ApplyArgs, stop: &Stop) -> Result<E
     let selection = SelectionArgs {
         only: reviewed.source.only.clone(),
         max_deletes: reviewed.safety.approved_removals,
+        approval: approval::of_plan(&reviewed, &args.approval, &args.plan)?,
     };
     let dest = output::open(args.output.as_deref())?;
     let computed = match compute(

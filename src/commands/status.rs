@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::plan::{self, Summary};
 use crate::report;
 use crate::state::lock::{self, Held};
-use crate::state::{ManagedObject, QuarantineRecord, RunRecord, Stage, Store};
+use crate::state::{ApprovalRecord, ManagedObject, QuarantineRecord, RunRecord, Stage, Store};
 
 /// Entries of a long list shown in text before "… and N more".
 const LISTED: usize = 20;
@@ -33,17 +33,26 @@ struct View {
     daemon: Held,
     /// Who holds the run lock: a run in progress.
     running: Held,
+    /// The approvals of the runs shown, by run id.
+    approvals: BTreeMap<i64, ApprovalRecord>,
+    /// Removals applied in the rolling windows up to now.
+    recent: plan::RecentRemovals,
 }
 
 pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandError> {
     let store = Store::open_read_only(&config.state.path).await?;
     let read = async {
+        let runs = store.runs(args.runs).await?;
+        let first = runs.iter().map(|r| r.id).min().unwrap_or(i64::MAX);
+        let now = now()?;
         Ok::<_, CommandError>(View {
             objects: store.objects().await?,
-            runs: store.runs(args.runs).await?,
+            approvals: store.approvals_since(first).await?,
+            recent: store.recent_removals(now).await?,
+            runs,
             quarantine: store.quarantine().await?,
             last_full_sync: store.last_successful_full_sync().await?,
-            now: now()?,
+            now,
             daemon: holder(&config.state.path, lock::Kind::Daemon),
             running: holder(&config.state.path, lock::Kind::Run),
         })
@@ -200,6 +209,12 @@ fn as_json(config: &Config, view: &View) -> Value {
             "disabled": count(view, Stage::Disabled),
             "deleted": count(view, Stage::Deleted),
         },
+        "removals": {
+            "last_24h": view.recent.last_24h,
+            "max_per_24h": config.safety.max_deletes_per_24h,
+            "last_7d": view.recent.last_7d,
+            "max_per_7d": config.safety.max_deletes_per_7d,
+        },
         "pending_deletions_by_due_date": by_due_day(&pending),
         "pending_deletions": pending.iter().map(|o| json!({
             "anchor": o.anchor, "uid": o.uid,
@@ -220,6 +235,12 @@ fn as_json(config: &Config, view: &View) -> Value {
             "summary": nested(&r.summary),
             "results": nested(&r.results),
             "error": r.error,
+            "approval": view.approvals.get(&r.id).map(|a| json!({
+                "removals": a.removals,
+                "scope": a.scope,
+                "approved_by": a.approved_by,
+                "let_through": a.let_through,
+            })),
         })).collect::<Vec<_>>(),
         "quarantined_by_reason": by_reason(&view.quarantine)
             .into_iter()
@@ -279,7 +300,15 @@ fn as_text(config: &Config, view: &View) -> String {
         count(view, Stage::Disabled),
         count(view, Stage::Deleted)
     );
-    runs_table(&mut out, &view.runs);
+    let _ = writeln!(
+        out,
+        "removals: {} in the last 24 h of {}, {} in 7 d of {}",
+        view.recent.last_24h,
+        config.safety.max_deletes_per_24h,
+        view.recent.last_7d,
+        config.safety.max_deletes_per_7d
+    );
+    runs_table(&mut out, &view.runs, &view.approvals);
     let pending = pending(view);
     if !pending.is_empty() {
         let _ = writeln!(out, "\npending deletions ({}), by due date:", pending.len());
@@ -320,7 +349,7 @@ fn list(out: &mut String, entries: impl Iterator<Item = String>, total: usize) {
     }
 }
 
-fn runs_table(out: &mut String, runs: &[RunRecord]) {
+fn runs_table(out: &mut String, runs: &[RunRecord], approvals: &BTreeMap<i64, ApprovalRecord>) {
     use std::fmt::Write as _;
     let _ = writeln!(out, "\nlast runs:");
     if runs.is_empty() {
@@ -347,6 +376,27 @@ fn runs_table(out: &mut String, runs: &[RunRecord]) {
             r.outcome,
             r.error.as_deref().unwrap_or("")
         );
+        if let Some(a) = approvals.get(&r.id) {
+            let flag = match &a.scope {
+                Some(s) => format!("--approve-removals {} --scope {s}", a.removals),
+                None => format!("--max-deletes {}", a.removals),
+            };
+            let _ = writeln!(
+                out,
+                "        approved by {}: {flag}; let through {}{}",
+                a.approved_by,
+                a.let_through.len(),
+                match a.let_through.len() {
+                    0 => String::new(),
+                    n if n <= LISTED => format!(" ({})", a.let_through.join(", ")),
+                    n => format!(
+                        " ({}, … and {} more)",
+                        a.let_through[..LISTED].join(", "),
+                        n - LISTED
+                    ),
+                }
+            );
+        }
     }
 }
 

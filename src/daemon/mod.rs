@@ -188,6 +188,7 @@ async fn tick(config: &Config, health: &Health, schedule: &Schedule, due: i64, s
     let everyone = Selection {
         only: Vec::new(),
         max_deletes: None,
+        approval: Default::default(),
     };
     let watch = commands::TenantWatch::new();
     let result = commands::real_run(config, &everyone, "daemon", stop, &watch)

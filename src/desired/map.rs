@@ -304,6 +304,11 @@ fn judge(entry: &RawEntry, config: &Config, notes: &mut Vec<Note>) -> Judged {
     }
 }
 
+/// The anchor of `entry` as the mapping reads it; `None` when it has no usable one.
+pub fn anchor_of(entry: &RawEntry, attrs: &AttributeMap) -> Option<Anchor> {
+    read_anchor(&Reader::new(entry), attrs).ok()
+}
+
 fn read_anchor(reader: &Reader, attrs: &AttributeMap) -> Result<Anchor, Fault> {
     let value = reader.required("anchor", &attrs.anchor)?;
     Anchor::new(&value).map_err(|e| Fault::new("anchor", format!("anchor {e}")))

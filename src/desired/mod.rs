@@ -16,7 +16,7 @@ use crate::ids::{Anchor, SmtpAddress, Upn};
 
 mod map;
 
-pub use map::{Mapper, build};
+pub use map::{Mapper, anchor_of, build};
 
 /// What kind of Exchange recipient a person becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

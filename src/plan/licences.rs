@@ -174,6 +174,8 @@ mod tests {
                 verdict: crate::plan::Verdict::Ok,
                 reasons: Vec::new(),
                 approved_removals: None,
+                approval: None,
+                held_removals: 0,
             },
             actions,
             quarantined: Vec::new(),

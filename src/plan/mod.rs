@@ -29,7 +29,7 @@ pub use changes::{Change, Changes};
 pub use field::{Api, Field, UnknownField, Writer};
 pub use handover::{claimed_values, released_values};
 pub use licences::LicenceBill;
-pub use safety::{Safety, Verdict};
+pub use safety::{Approval, RecentRemovals, Safety, ScopeMatch, ScopedApproval, Verdict};
 
 /// State-store field that lists former primary addresses kept as aliases after a rename.
 pub const RETAINED: &str = "retainedAddresses";
@@ -138,6 +138,9 @@ pub enum HeldOutcome {
     Conflict,
     /// The tenant lacks what the action needs (a free licence).
     Failed,
+    /// A removal the operator's scoped approval does not cover: held back by the safety
+    /// gate, not attempted (reported as skipped).
+    Skipped,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,6 +278,10 @@ pub struct Input<'a> {
     pub safety: &'a SafetyConfig,
     /// `--max-deletes N`: the operator approves up to N removals this run.
     pub max_deletes: Option<u32>,
+    /// `--approve-removals N --scope S`, its scope resolved.
+    pub approval: Option<&'a ScopedApproval>,
+    /// Removals earlier runs applied in the rolling windows (read from the state store).
+    pub recent_removals: RecentRemovals,
     /// The tenant as read at the start of the run, when it could be read (a dry run without
     /// credentials plans against the state store alone): who holds the addresses, UPNs and
     /// `Name`s the plan wants, and the licences.
@@ -486,6 +493,12 @@ pub fn plan(input: Input) -> Plan {
         .iter()
         .filter(|o| o.stage != Stage::Deleted)
         .count();
+    // A scoped approval holds, in plan order, every removal it does not cover.
+    let approval = input.approval.map(|scoped| {
+        let empty = input.scope == Scope::Full && source_count == 0;
+        let tally = safety::hold_unapproved(&mut actions, &mut summary, scoped, empty);
+        (&scoped.approval, tally)
+    });
     // Handovers add no removals, so the verdict can be known before them; they need it to
     // know which leavers really leave this run.
     let safety = safety::verdict(&safety::Facts {
@@ -496,6 +509,8 @@ pub fn plan(input: Input) -> Plan {
         managed,
         config: input.safety,
         max_deletes: input.max_deletes,
+        recent: input.recent_removals,
+        approval,
     });
 
     let quarantined_anchors: BTreeSet<Anchor> = held.iter().map(|a| (*a).clone()).collect();

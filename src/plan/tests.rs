@@ -75,6 +75,8 @@ struct Case {
     scope: Scope,
     safety: SafetyConfig,
     max_deletes: Option<u32>,
+    approval: Option<super::ScopedApproval>,
+    recent: super::RecentRemovals,
     tenant: Option<Inventory>,
 }
 
@@ -87,6 +89,8 @@ impl Case {
             scope: Scope::Full,
             safety: SafetyConfig::default(),
             max_deletes: None,
+            approval: None,
+            recent: Default::default(),
             tenant: None,
         }
     }
@@ -98,6 +102,8 @@ impl Case {
             scope: self.scope,
             safety: &self.safety,
             max_deletes: self.max_deletes,
+            approval: self.approval.as_ref(),
+            recent_removals: self.recent,
             tenant: self.tenant.as_ref(),
             journaled_creates: &BTreeSet::new(),
             now: NOW,
@@ -427,6 +433,197 @@ fn removal_caps_block_and_max_deletes_approves() {
     let p = case.run();
     assert_eq!(p.safety.verdict, Verdict::Blocked);
     assert!(p.safety.reasons.iter().any(|r| r.contains("--max-deletes")));
+}
+
+/// 100 people, of whom `leavers` left; caps wide enough that only the windows matter.
+fn window_case(leavers: usize) -> Case {
+    let people = population(100);
+    let objects: Vec<_> = people.iter().map(managed).collect();
+    let mut case = Case::new(desired(people[..100 - leavers].to_vec()), objects);
+    case.safety.max_delete_percent = 100.0;
+    case.safety.max_source_shrink_percent = 100.0;
+    case.safety.max_deletes_per_24h = 5;
+    case.safety.max_deletes_per_7d = 8;
+    case
+}
+
+#[test]
+fn rolling_windows_count_removals_already_applied() {
+    let mut case = window_case(3);
+    assert_eq!(case.run().safety.verdict, Verdict::Ok, "3 of 5 in a day");
+    case.recent = RecentRemovals {
+        last_24h: 2,
+        last_7d: 2,
+    };
+    assert_eq!(case.run().safety.verdict, Verdict::Ok, "exactly 5 in a day");
+    case.recent.last_24h = 3;
+    case.recent.last_7d = 3;
+    let p = case.run();
+    assert_eq!(p.safety.verdict, Verdict::Blocked);
+    assert_eq!(
+        p.safety.reasons,
+        [
+            "3 removals planned and 3 already applied in the last 24 h, more than safety.max_deletes_per_24h = 5"
+        ]
+    );
+    case.recent.last_24h = 0;
+    case.recent.last_7d = 6;
+    let p = case.run();
+    assert!(
+        p.safety.reasons[0].contains("6 already applied in the last 7 days")
+            && p.safety.reasons[0].contains("max_deletes_per_7d = 8"),
+        "{:?}",
+        p.safety.reasons
+    );
+    // --max-deletes approves the run's removals past the windows.
+    case.max_deletes = Some(3);
+    assert_eq!(case.run().safety.verdict, Verdict::Ok);
+    // A run without removals is never blocked by what earlier runs removed.
+    let mut quiet = window_case(0);
+    quiet.recent = RecentRemovals {
+        last_24h: 50,
+        last_7d: 50,
+    };
+    assert_eq!(quiet.run().safety.verdict, Verdict::Ok);
+    // 0: no removal without an approval.
+    let mut none = window_case(1);
+    none.safety.max_deletes_per_24h = 0;
+    assert_eq!(none.run().safety.verdict, Verdict::Blocked);
+}
+
+/// 100 people in two OUs (even in ou=a, odd in ou=b); `leavers` of the first leave.
+fn two_ou_case(leavers: usize) -> Case {
+    let people: Vec<Recipient> = population(100)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            let ou = if i % 2 == 0 { "a" } else { "b" };
+            r.dn = format!("uid={},ou={ou},ou=people,dc=example,dc=edu", r.uid);
+            r
+        })
+        .collect();
+    let objects: Vec<_> = people.iter().map(managed).collect();
+    let mut case = Case::new(desired(people[leavers..].to_vec()), objects);
+    case.safety.max_deletes_per_run = 1;
+    case
+}
+
+fn scoped(n: u32, scope: &str, matcher: ScopeMatch) -> Option<ScopedApproval> {
+    Some(ScopedApproval {
+        approval: Approval {
+            removals: n,
+            scope: scope.into(),
+        },
+        matcher,
+    })
+}
+
+fn held_uids(p: &Plan) -> Vec<(&str, &str)> {
+    p.actions
+        .iter()
+        .filter_map(|a| Some((a.uid.as_str(), a.held.as_ref()?.reason.as_str())))
+        .collect()
+}
+
+#[test]
+fn a_scoped_approval_lets_through_the_first_n_in_scope_and_holds_the_rest() {
+    // u0000..u0009 leave: u0000, u0002, …, u0008 in ou=a; the odd ones in ou=b.
+    let mut case = two_ou_case(10);
+    let scope = "OU=a, ou=people,dc=example,dc=edu";
+    case.approval = scoped(3, scope, ScopeMatch::subtree(scope));
+    case.recent = RecentRemovals {
+        last_24h: 1000,
+        last_7d: 1000,
+    };
+    let p = case.run();
+    let going: Vec<&str> = p
+        .actions
+        .iter()
+        .filter(|a| a.op == Op::Disable && a.held.is_none())
+        .map(|a| a.uid.as_str())
+        .collect();
+    assert_eq!(going, ["u0000", "u0002", "u0004"], "the first 3 of ou=a");
+    let held = held_uids(&p);
+    assert_eq!(held.len(), 7, "{held:?}");
+    assert!(held.contains(&(
+        "u0001",
+        "outside the approved scope OU=a, ou=people,dc=example,dc=edu"
+    )));
+    assert!(
+        held.iter()
+            .any(|(u, r)| *u == "u0006" && r.contains("beyond the 3 removals"))
+    );
+    assert!(
+        p.actions
+            .iter()
+            .filter(|a| a.held.is_some())
+            .all(|a| a.held.as_ref().unwrap().outcome == HeldOutcome::Skipped)
+    );
+    assert_eq!((p.summary.disable, p.summary.held), (3, 7));
+    assert_eq!(
+        p.safety.verdict,
+        Verdict::Blocked,
+        "the operator must act on the held 7"
+    );
+    assert_eq!(p.safety.held_removals, 7);
+    assert!(p.safety.removals_go());
+    assert_eq!(
+        p.safety.reasons,
+        [
+            "7 removals held back (5 outside the scope OU=a, ou=people,dc=example,dc=edu, 2 in the scope beyond the 3 approved with --approve-removals); 3 approved removals go ahead"
+        ]
+    );
+    // Covering every removal in scope: nothing held, the verdict is ok, caps and windows
+    // (max_deletes_per_run = 1 here) lifted for the approved removals.
+    case.approval = scoped(
+        10,
+        "dc=example,dc=edu",
+        ScopeMatch::subtree("dc=example,dc=edu"),
+    );
+    let p = case.run();
+    assert_eq!(
+        (p.safety.verdict, p.summary.disable, p.summary.held),
+        (Verdict::Ok, 10, 0)
+    );
+    // A DN is a subtree: `ou=a` does not cover `ou=ba`, nor the entry's own parent.
+    assert!(
+        !ScopeMatch::subtree("ou=a,dc=x").covers(&Anchor::new("z").unwrap(), "uid=1,ou=ba,dc=x")
+    );
+    assert!(ScopeMatch::subtree("ou=a,dc=x").covers(&Anchor::new("z").unwrap(), "ou=a,dc=x"));
+    assert!(
+        !ScopeMatch::subtree("uid=1,ou=a,dc=x").covers(&Anchor::new("z").unwrap(), "ou=a,dc=x")
+    );
+}
+
+#[test]
+fn a_filter_scope_matches_by_anchor_and_an_empty_read_lets_nothing_through() {
+    let mut case = two_ou_case(4);
+    let anchors = ["a0001", "a0003"]
+        .iter()
+        .map(|a| Anchor::new(a).unwrap())
+        .collect();
+    case.approval = scoped(5, "(departmentNumber=42)", ScopeMatch::Anchors(anchors));
+    let p = case.run();
+    let going: Vec<&str> = p
+        .actions
+        .iter()
+        .filter(|a| a.op == Op::Disable && a.held.is_none())
+        .map(|a| a.uid.as_str())
+        .collect();
+    assert_eq!(going, ["u0001", "u0003"]);
+    assert_eq!(p.safety.held_removals, 2);
+
+    let mut empty = two_ou_case(0);
+    empty.desired = Desired::default();
+    empty.approval = scoped(
+        500,
+        "dc=example,dc=edu",
+        ScopeMatch::subtree("dc=example,dc=edu"),
+    );
+    let p = empty.run();
+    assert_eq!(p.safety.verdict, Verdict::Blocked);
+    assert_eq!((p.summary.disable, p.summary.held), (0, 100));
+    assert!(p.safety.reasons[0].contains("LDAP returned no entries"));
 }
 
 #[test]

@@ -267,6 +267,17 @@ fn safety_lines(out: &mut String, plan: &Plan) {
         Verdict::Ok => {
             let _ = writeln!(out, "Safety: ok");
         }
+        Verdict::Blocked if plan.safety.approval.is_some() => {
+            let _ = writeln!(
+                out,
+                "Safety: BLOCKED — only the approved removals would go; {} held back:",
+                plan.safety.held_removals
+            );
+            for r in &plan.safety.reasons {
+                let _ = writeln!(out, "  - {r}");
+            }
+            let _ = writeln!(out, "  {}", approval(plan));
+        }
         Verdict::Blocked => {
             let _ = writeln!(
                 out,
@@ -285,11 +296,17 @@ pub fn approval(plan: &Plan) -> String {
     if plan.source.scope == "full" && plan.source.entries == 0 {
         return "An empty LDAP read cannot be approved: fix what LDAP returns (filter, base DN, bind) and run again.".into();
     }
-    let n = plan.summary.removals();
     let only = match plan.source.only.is_empty() {
         true => String::new(),
         false => format!(" --only {}", plan.source.only.join(" ")),
     };
+    if plan.safety.approval.is_some() {
+        return format!(
+            "The {} held removals need their own approval: review them above, then run ldap2exo sync{only} --approve-removals N --scope S with a scope that covers them",
+            plan.safety.held_removals
+        );
+    }
+    let n = plan.summary.removals();
     format!(
         "To approve {n} removal{}, run: ldap2exo sync --max-deletes {n}{only}",
         if n == 1 { "" } else { "s" }
@@ -471,6 +488,7 @@ fn text_action(out: &mut String, a: &Action) {
         let what = match h.outcome {
             HeldOutcome::Conflict => "CONFLICT",
             HeldOutcome::Failed => "CANNOT BE DONE",
+            HeldOutcome::Skipped => "HELD BACK BY THE SAFETY GATE",
         };
         let _ = writeln!(out, "      {what}, not carried out: {}", h.reason);
     }

@@ -57,4 +57,4 @@ pub mod filter;
 mod reader;
 
 pub use error::{SourceError, rc_name, tls_refusal};
-pub use reader::{CheckReport, TlsMode, check, read, read_each, replace_values};
+pub use reader::{CheckReport, TlsMode, check, read, read_each, replace_values, search_anchors};

@@ -684,6 +684,30 @@ pub async fn read_each(
     Ok(count)
 }
 
+/// The entries under `base_dn` (with the configured scope) that `filter` matches, with the
+/// anchor attribute only: what `--approve-removals N --scope (filter)` covers. One paged
+/// search; the configured filter is not added, since a leaver is often no longer matched by
+/// it. Every entry or an error, as for [`read`].
+pub async fn search_anchors(
+    config: &LdapConfig,
+    filter: &str,
+) -> Result<Vec<RawEntry>, SourceError> {
+    if !is_valid(filter) {
+        return Err(SourceError::Filter {
+            filter: filter.to_owned(),
+        });
+    }
+    let ctx = Ctx::new(config);
+    let attrs = vec![config.attributes.anchor.clone()];
+    let mut entries = Vec::new();
+    let mut session = open(config).await?;
+    let done = paged_search(&mut session.ldap, &ctx, filter, &attrs, |e| entries.push(e)).await;
+    session.close().await;
+    done?;
+    debug!(url = %ctx.url, filter, matched = entries.len(), "searched the approval scope");
+    Ok(entries)
+}
+
 /// For `check-config`: connects, binds, checks that the base DN exists and the filters
 /// parse, and reads what the root DSE tells about the server.
 pub async fn check(config: &LdapConfig) -> Result<CheckReport, SourceError> {

@@ -305,6 +305,21 @@ pub struct JournalRecord {
     pub detail: Option<String>,
 }
 
+/// An approval of removals recorded with its run (see `migrations/0006_approvals.sql`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalRecord {
+    pub run_id: i64,
+    /// N of `--max-deletes N` or `--approve-removals N`.
+    pub removals: u32,
+    /// S of `--scope S`; `None` for `--max-deletes` (every removal of the run).
+    pub scope: Option<String>,
+    /// The login that ran it.
+    pub approved_by: String,
+    /// The uids of the removals it let through.
+    pub let_through: Vec<String>,
+    pub recorded_at: i64,
+}
+
 /// What [`Store::counts`] answers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -611,6 +626,86 @@ impl Store {
         )
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// Removals (disable and delete actions) applied in the 24 hours and the 7 days up to
+    /// `now`: each person's disable or delete counted once per run, when one of its steps
+    /// finished `ok` in the window (a partly applied removal counts: the cap errs on the
+    /// side of fewer removals).
+    pub async fn recent_removals(
+        &self,
+        now: i64,
+    ) -> Result<crate::plan::RecentRemovals, StateError> {
+        let (day, week): (i64, i64) = sqlx::query_as(
+            "SELECT
+                 COUNT(DISTINCT CASE WHEN finished_at > ?1 THEN run_id || ' ' || op || ' ' || anchor END),
+                 COUNT(DISTINCT run_id || ' ' || op || ' ' || anchor)
+             FROM journal
+             WHERE op IN ('disable', 'delete') AND result = 'ok'
+               AND finished_at > ?2 AND finished_at <= ?3",
+        )
+        .bind(now - 86_400)
+        .bind(now - 7 * 86_400)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(crate::plan::RecentRemovals {
+            last_24h: day.max(0) as u64,
+            last_7d: week.max(0) as u64,
+        })
+    }
+
+    /// Records the approval a run carried.
+    pub async fn record_approval(&self, a: &ApprovalRecord) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO approvals (run_id, removals, scope, approved_by, let_through, recorded_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.run_id)
+        .bind(i64::from(a.removals))
+        .bind(&a.scope)
+        .bind(&a.approved_by)
+        .bind(serde_json::to_string(&a.let_through).expect("uids serialise"))
+        .bind(a.recorded_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The approvals of runs from `first_run` on, by run id.
+    pub async fn approvals_since(
+        &self,
+        first_run: i64,
+    ) -> Result<BTreeMap<i64, ApprovalRecord>, StateError> {
+        let rows: Vec<(i64, i64, Option<String>, String, String, i64)> = sqlx::query_as(
+            "SELECT run_id, removals, scope, approved_by, let_through, recorded_at
+             FROM approvals WHERE run_id >= ? ORDER BY run_id",
+        )
+        .bind(first_run)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(
+                |(run_id, removals, scope, approved_by, let_through, recorded_at)| {
+                    let let_through =
+                        serde_json::from_str(&let_through).map_err(|e| StateError::Corrupt {
+                            anchor: format!("approval of run {run_id}"),
+                            message: format!("let_through: {e}"),
+                        })?;
+                    Ok((
+                        run_id,
+                        ApprovalRecord {
+                            run_id,
+                            removals: removals.clamp(0, i64::from(u32::MAX)) as u32,
+                            scope,
+                            approved_by,
+                            let_through,
+                            recorded_at,
+                        },
+                    ))
+                },
+            )
+            .collect()
     }
 
     /// The most recent runs, newest first.

@@ -22,6 +22,7 @@ mod notify;
 mod packaging;
 mod real_tenant;
 mod restore;
+mod rollover;
 mod source;
 mod state;
 mod sync;
