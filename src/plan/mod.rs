@@ -17,6 +17,7 @@ use crate::inventory::Inventory;
 use crate::state::{ManagedObject, Stage};
 
 mod changes;
+mod compare;
 mod field;
 mod handover;
 mod licences;
@@ -25,6 +26,7 @@ mod safety;
 mod tenant_conflicts;
 
 pub use changes::{Change, Changes};
+pub use compare::{Moved, digest, moved, unexplained};
 pub use field::{Api, Field, UnknownField, Writer};
 pub use handover::{claimed_values, released_values};
 pub use licences::LicenceBill;

@@ -19,6 +19,7 @@ mod logs;
 mod migrate;
 mod notify;
 mod packaging;
+mod plans;
 mod real_tenant;
 mod source;
 mod state;
