@@ -775,7 +775,14 @@ async fn apply_inner(config: &Config, args: &ApplyArgs, stop: &Stop) -> Result<E
         let resumable = args.resume
             || plan::unexplained(&reviewed, &computed.plan, &done.keys().cloned().collect())
                 .is_empty();
-        let message = stale_message(&args.plan, &computed.plan, &moved, &done, args.resume, resumable);
+        let message = stale_message(
+            &args.plan,
+            &computed.plan,
+            &moved,
+            &done,
+            args.resume,
+            resumable,
+        );
         // The run's record keeps one line; the message names everything.
         let record = format!(
             "stale plan {}: {} differences since it was made, e.g. {}",
@@ -794,7 +801,10 @@ async fn apply_inner(config: &Config, args: &ApplyArgs, stop: &Stop) -> Result<E
             "Resuming {}: {} of its {} actions were done by {}; applying the {} left.",
             args.plan.display(),
             // Resumable: every action left pairs with one of the plan's.
-            reviewed.actions.len() - computed.plan.actions.len(),
+            reviewed
+                .actions
+                .len()
+                .saturating_sub(computed.plan.actions.len()),
             reviewed.actions.len(),
             runs_named(&runs),
             computed.plan.actions.len()
@@ -823,8 +833,7 @@ async fn record_plan(
     digest: &str,
 ) -> Result<BTreeMap<(Anchor, plan::Op), i64>, CommandError> {
     c.store.set_run_plan(c.run_id, digest).await?;
-    Ok(c
-        .store
+    Ok(c.store
         .finished_by_plan(digest)
         .await?
         .into_iter()
@@ -863,7 +872,11 @@ fn stale_message(
         "{}: LDAP, the state store or the tenant changed since the plan was made ({} {}); nothing was written to the tenant:",
         file.display(),
         moved.len(),
-        if moved.len() == 1 { "difference" } else { "differences" }
+        if moved.len() == 1 {
+            "difference"
+        } else {
+            "differences"
+        }
     );
     for m in moved.iter().take(MOVED_SHOWN) {
         let _ = write!(out, "\n  {m}");
@@ -877,7 +890,10 @@ fn stale_message(
         let _ = write!(out, "\n  … and {} more", moved.len() - MOVED_SHOWN);
     }
     let runs: BTreeSet<i64> = done.values().copied().collect();
-    let new_plan = format!("review a new plan (ldap2exo plan --output {})", file.display());
+    let new_plan = format!(
+        "review a new plan (ldap2exo plan --output {})",
+        file.display()
+    );
     let _ = match (runs.is_empty(), resume, resumable) {
         (true, _, _) => write!(out, "\nR{}.", &new_plan[1..]),
         (false, true, _) => write!(

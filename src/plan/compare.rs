@@ -214,7 +214,9 @@ fn pairs<'a>(reviewed: &'a Plan, now: &'a Plan) -> Vec<Pair<'a>> {
     }
     let mut out = Vec::new();
     for anchor in order {
-        let (rs, mut ns) = by_anchor.remove(anchor).expect("listed anchors are grouped");
+        let (rs, mut ns) = by_anchor
+            .remove(anchor)
+            .expect("listed anchors are grouped");
         let mut left = Vec::new();
         for r in rs {
             match ns.iter().position(|n| n.op == r.op) {
@@ -371,8 +373,7 @@ pub fn unexplained(reviewed: &Plan, now: &Plan, finished: &BTreeSet<(Anchor, Op)
         match p {
             // A changed action is accepted only as the rest of one this plan's apply started.
             Pair::Both(r, n)
-                if r == n
-                    || (remainder(r, n) && finished.contains(&(r.anchor.clone(), r.op))) => {}
+                if r == n || (remainder(r, n) && finished.contains(&(r.anchor.clone(), r.op))) => {}
             Pair::Both(r, n) => differences(r, n, &mut out),
             Pair::Reviewed(r) if finished.contains(&(r.anchor.clone(), r.op)) => {}
             Pair::Reviewed(r) => out.push(Moved::Gone {
@@ -449,7 +450,10 @@ mod tests {
             Op::Create,
             "a-jdoe",
             "jdoe",
-            &[("displayName", None, display), ("mail", None, "jdoe@example.edu")],
+            &[
+                ("displayName", None, display),
+                ("mail", None, "jdoe@example.edu"),
+            ],
         )
     }
 
@@ -465,7 +469,11 @@ mod tests {
         let now = plan(vec![b, a]);
         assert!(moved(&reviewed, &now).is_empty());
         assert_eq!(digest(&reviewed), digest(&reviewed.clone()));
-        assert_ne!(digest(&reviewed), digest(&now), "the digest is of the file as reviewed");
+        assert_ne!(
+            digest(&reviewed),
+            digest(&now),
+            "the digest is of the file as reviewed"
+        );
     }
 
     #[test]
@@ -523,7 +531,12 @@ mod tests {
 
     #[test]
     fn resume_accepts_what_an_interrupted_apply_left() {
-        let done = action(Op::Create, "a-done", "done", &[("mail", None, "d@example.edu")]);
+        let done = action(
+            Op::Create,
+            "a-done",
+            "done",
+            &[("mail", None, "d@example.edu")],
+        );
         let half = jdoe("Jane Doe");
         let untouched = action(Op::Update, "a-u", "u", &[("title", Some("A"), "B")]);
         let reviewed = plan(vec![done.clone(), half, untouched.clone()]);
@@ -546,7 +559,10 @@ mod tests {
         );
         finished.insert((Anchor::new("a-jdoe").unwrap(), Op::Create));
         assert!(unexplained(&reviewed, &now, &finished).is_empty());
-        assert!(!moved(&reviewed, &now).is_empty(), "a plain apply refuses it");
+        assert!(
+            !moved(&reviewed, &now).is_empty(),
+            "a plain apply refuses it"
+        );
         // Without the journal's word, a vanished action is something that moved.
         assert_eq!(
             lines(&unexplained(&reviewed, &now, &BTreeSet::new())),
@@ -569,7 +585,10 @@ mod tests {
             lines(&unexplained(&reviewed, &plan(vec![extra]), &none)),
             [r#"jdoe (mail_user): title planned no change → now "Dean""#]
         );
-        let now = plan(vec![jdoe("Jane Doe"), action(Op::Create, "a-n", "neu", &[])]);
+        let now = plan(vec![
+            jdoe("Jane Doe"),
+            action(Op::Create, "a-n", "neu", &[]),
+        ]);
         assert_eq!(
             lines(&unexplained(&reviewed, &now, &none)),
             ["neu: not in the plan, now create"]
@@ -578,7 +597,11 @@ mod tests {
         let mut r = jdoe("Jane Doe");
         r.op = Op::Update;
         assert_eq!(
-            lines(&unexplained(&plan(vec![r]), &plan(vec![jdoe("Jane Doe")]), &none)),
+            lines(&unexplained(
+                &plan(vec![r]),
+                &plan(vec![jdoe("Jane Doe")]),
+                &none
+            )),
             ["jdoe: planned update, now create"]
         );
     }

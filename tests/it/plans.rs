@@ -10,7 +10,8 @@ use ldap2exo::plan::{Op, Plan};
 use crate::support::cli::Install;
 use crate::support::slapd::{Slapd, SlapdOptions};
 use crate::sync::{
-    assert_no_duplicates, campus_emulator, campus_emulator_with, live, runtime, show_run, stamp_of, stamped,
+    assert_no_duplicates, campus_emulator, campus_emulator_with, live, runtime, show_run, stamp_of,
+    stamped,
 };
 
 fn read_plan(path: &str) -> Plan {
@@ -92,8 +93,10 @@ fn a_plan_applied_unchanged_gives_exactly_its_actions() {
             )
         })
         .collect();
-    let applied: BTreeSet<(String, String)> =
-        results.iter().map(|(a, o, _)| (a.clone(), o.clone())).collect();
+    let applied: BTreeSet<(String, String)> = results
+        .iter()
+        .map(|(a, o, _)| (a.clone(), o.clone()))
+        .collect();
     let planned: BTreeSet<(String, String)> = plan
         .actions
         .iter()
@@ -101,10 +104,7 @@ fn a_plan_applied_unchanged_gives_exactly_its_actions() {
         .collect();
     assert_eq!(results.len(), plan.actions.len());
     assert_eq!(applied, planned);
-    assert!(
-        results.iter().all(|(_, _, o)| o == "done"),
-        "{results:#?}"
-    );
+    assert!(results.iter().all(|(_, _, o)| o == "done"), "{results:#?}");
     assert_eq!(
         plan_file(&install, file).actions,
         Vec::new(),
@@ -124,11 +124,15 @@ fn creates_executed(emu: &ldap2exo_emulator::Emulator) -> (u64, u64) {
 #[test]
 fn a_killed_apply_is_resumed_and_every_create_is_done_once() {
     let rt = runtime();
-    // Mailboxes are provisioned at once: a mailbox still provisioning when the resumed apply
-    // reaches it would be left pending for a later run, and the last plan not empty, for a
-    // reason that has nothing to do with resuming.
+    // Mailboxes are provisioned, and objects shown by the other API, at once: right after
+    // the kill the resumed apply meets objects the killed one made a moment before, and with
+    // Microsoft's lags some would be left pending for a later run (as after a killed `sync`;
+    // tests/it/real_tenant.rs covers the lags), the last plan not empty for a reason that
+    // has nothing to do with resuming.
     let emu = campus_emulator_with(&rt, Vec::new(), |cfg| {
-        cfg.realism.mailbox_provisioning_ms = 0
+        cfg.realism.mailbox_provisioning_ms = 0;
+        cfg.realism.graph_to_exchange_ms = 0;
+        cfg.realism.exchange_to_graph_ms = 0;
     });
     // A little latency, so the kill lands in the middle of the apply.
     emu.set_faults(ldap2exo_emulator::FaultConfig {
@@ -195,7 +199,9 @@ fn a_killed_apply_is_resumed_and_every_create_is_done_once() {
         show_run(&refused)
     );
     assert!(
-        refused.stderr.contains("no longer planned (create) — done by run "),
+        refused
+            .stderr
+            .contains("no longer planned (create) — done by run "),
         "{}",
         show_run(&refused)
     );
@@ -218,5 +224,29 @@ fn a_killed_apply_is_resumed_and_every_create_is_done_once() {
     assert_eq!(stamped(&state) as u64, users + boxes, "{log}");
     let anchors: BTreeSet<&str> = live(&state).into_iter().filter_map(stamp_of).collect();
     assert_eq!(anchors.len() as u64, users + boxes);
-    assert_eq!(plan_file(&install, file).actions, Vec::new(), "{log}");
+    let left = plan_file(&install, file).actions;
+    assert!(
+        left.is_empty(),
+        "left: {left:#?}\n{}\n{log}",
+        journal_of(&install, &left)
+    );
+}
+
+/// The journal rows of the people of `actions`, to read a failure from the test log alone.
+fn journal_of(install: &Install, actions: &[ldap2exo::plan::Action]) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = ldap2exo::state::Store::open(&install.state).await.unwrap();
+        let mut out = String::new();
+        for a in actions {
+            for j in store.journal(&a.anchor).await.unwrap() {
+                out.push_str(&format!("{} {j:?}\n", a.uid));
+            }
+        }
+        store.close().await;
+        out
+    })
 }
