@@ -31,11 +31,13 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0  finished; every action succeeded or is pending (dry run, plan: computed, verdict ok)
   1  some actions failed or met a conflict, or a fatal error (LDAP or tenant unreachable,
-     bind refused, an incomplete read, a stale plan, a state store that cannot be opened);
+     bind refused, an incomplete read, a state store that cannot be opened);
      for `audit gal`: findings
   2  invalid command line or configuration (a missing plan file, an --output file that
      cannot be created, a missing state directory; the message names the key or file)
-  3  the safety verdict is blocked: nothing was disabled or deleted
+  3  the safety verdict is blocked: nothing was disabled or deleted; or `apply` refused a
+     stale plan (LDAP, the state store or the tenant moved since it was made; the message
+     names each person and field): nothing was written to the tenant
 
 Environment:
   LDAP2EXO_CONFIG          the configuration file (like --config)
@@ -260,6 +262,11 @@ pub struct ApplyArgs {
     /// The plan written by `plan --output`.
     #[arg(value_name = "PLAN")]
     pub plan: PathBuf,
+
+    /// Continue an apply of this plan that was interrupted (signal, kill, network loss):
+    /// accepted when all that moved since the plan was made is what that apply did.
+    #[arg(long)]
+    pub resume: bool,
 
     /// Report format: text for people, json for scripts, csv for spreadsheets, markdown for
     /// tickets.

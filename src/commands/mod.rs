@@ -111,6 +111,8 @@ impl CommandError {
             CommandError::State(e) if e.is_configuration() => Exit::Usage,
             CommandError::Daemon(e) if e.is_configuration() => Exit::Usage,
             CommandError::Tenant(TenantError::Config(_)) => Exit::Usage,
+            // A safety gate: the reviewed plan no longer holds, nothing was written.
+            CommandError::Stale(_) => Exit::Blocked,
             _ => Exit::Failed,
         }
     }

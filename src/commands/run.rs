@@ -1,7 +1,7 @@
 //! `sync`, `plan` and `apply`: read LDAP and the tenant, plan, and (for a real run) apply,
 //! recording the run in the state store.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tracing::Instrument;
@@ -786,15 +786,59 @@ async fn apply_inner(config: &Config, args: &ApplyArgs, stop: &Stop) -> Result<E
             return Err(e);
         }
     };
-    if computed.plan.actions != reviewed.actions
-        || computed.plan.safety.verdict != reviewed.safety.verdict
-    {
-        let why = "LDAP, the state store or the tenant changed since the plan was made; review a new plan";
-        fail_run(&computed.store, computed.run_id, &why).await?;
-        return Err(CommandError::Stale(format!(
-            "{}: {why}",
-            args.plan.display()
-        )));
+    let digest = plan::digest(&reviewed);
+    let done = match record_plan(&computed, &digest).await {
+        Ok(done) => done,
+        Err(e) => {
+            fail_run(&computed.store, computed.run_id, &e).await?;
+            return Err(e);
+        }
+    };
+    let moved = match args.resume {
+        true => plan::unexplained(&reviewed, &computed.plan, &done.keys().cloned().collect()),
+        false => plan::moved(&reviewed, &computed.plan),
+    };
+    if !moved.is_empty() {
+        let resumable = args.resume
+            || plan::unexplained(&reviewed, &computed.plan, &done.keys().cloned().collect())
+                .is_empty();
+        let message = stale_message(
+            &args.plan,
+            &computed.plan,
+            &moved,
+            &done,
+            args.resume,
+            resumable,
+        );
+        // The run's record keeps one line; the message names everything.
+        let record = format!(
+            "stale plan {}: {} differences since it was made, e.g. {}",
+            args.plan.display(),
+            moved.len(),
+            moved[0]
+        );
+        fail_run(&computed.store, computed.run_id, &record).await?;
+        return Err(CommandError::Stale(message));
+    }
+    // What is applied, as the operator reviewed it: the plan (or, resuming, what is left
+    // of it), in the text form of `sync --dry-run`, before anything is written.
+    if args.resume && !done.is_empty() {
+        let runs: BTreeSet<i64> = done.values().copied().collect();
+        eprintln!(
+            "Resuming {}: {} of its {} actions were done by {}; applying the {} left.",
+            args.plan.display(),
+            // Resumable: every action left pairs with one of the plan's.
+            reviewed
+                .actions
+                .len()
+                .saturating_sub(computed.plan.actions.len()),
+            reviewed.actions.len(),
+            runs_named(&runs),
+            computed.plan.actions.len()
+        );
+        eprint!("{}", report::render(&computed.plan, Format::Text, "apply"));
+    } else {
+        eprint!("{}", report::render(&reviewed, Format::Text, "apply"));
     }
     let finished = execute(config, computed, stop).await?;
     write_out(dest, |w| {
@@ -807,6 +851,100 @@ async fn apply_inner(config: &Config, args: &ApplyArgs, stop: &Stop) -> Result<E
         )
     })?;
     Ok(finished.exit())
+}
+
+/// Records on the run which reviewed plan it applies; returns the actions an earlier,
+/// interrupted apply of the same plan finished (with the run that did each).
+async fn record_plan(
+    c: &Computed,
+    digest: &str,
+) -> Result<BTreeMap<(Anchor, plan::Op), i64>, CommandError> {
+    c.store.set_run_plan(c.run_id, digest).await?;
+    Ok(c.store
+        .finished_by_plan(digest)
+        .await?
+        .into_iter()
+        .filter(|(_, _, run)| *run != c.run_id)
+        .filter_map(|(anchor, op, run)| {
+            let op = plan::Op::ALL.into_iter().find(|o| o.as_str() == op)?;
+            Some(((anchor, op), run))
+        })
+        .collect())
+}
+
+fn runs_named(runs: &BTreeSet<i64>) -> String {
+    let ids: Vec<String> = runs.iter().map(i64::to_string).collect();
+    match ids.len() {
+        1 => format!("run {}", ids[0]),
+        _ => format!("runs {}", ids.join(", ")),
+    }
+}
+
+/// At most this many moved lines in a stale plan's message; the rest are counted.
+const MOVED_SHOWN: usize = 50;
+
+/// Why `apply` refuses `file`: what moved, person by person and field by field, and what to
+/// do: review a new plan, or (when all that moved is what an interrupted apply of this plan
+/// did, `resumable`) resume it.
+fn stale_message(
+    file: &std::path::Path,
+    now: &Plan,
+    moved: &[plan::Moved],
+    done: &BTreeMap<(Anchor, plan::Op), i64>,
+    resume: bool,
+    resumable: bool,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{}: LDAP, the state store or the tenant changed since the plan was made ({} {}); nothing was written to the tenant:",
+        file.display(),
+        moved.len(),
+        if moved.len() == 1 {
+            "difference"
+        } else {
+            "differences"
+        }
+    );
+    for m in moved.iter().take(MOVED_SHOWN) {
+        let _ = write!(out, "\n  {m}");
+        if let plan::Moved::Gone { anchor, op, .. } = m
+            && let Some(run) = done.get(&(anchor.clone(), *op))
+        {
+            let _ = write!(out, " — done by run {run}, an apply of this plan");
+        }
+    }
+    if moved.len() > MOVED_SHOWN {
+        let _ = write!(out, "\n  … and {} more", moved.len() - MOVED_SHOWN);
+    }
+    let runs: BTreeSet<i64> = done.values().copied().collect();
+    let new_plan = format!(
+        "review a new plan (ldap2exo plan --output {})",
+        file.display()
+    );
+    let _ = match (runs.is_empty(), resume, resumable) {
+        (true, _, _) => write!(out, "\nR{}.", &new_plan[1..]),
+        (false, true, _) => write!(
+            out,
+            "\nThese are not what the earlier apply of this plan ({}) left: {new_plan}.",
+            runs_named(&runs)
+        ),
+        (false, false, true) if now.actions.is_empty() => write!(
+            out,
+            "\nThis plan was applied already by {}: nothing of it is left to do.",
+            runs_named(&runs)
+        ),
+        (false, false, true) => write!(
+            out,
+            "\nThis plan was partly applied by {} (interrupted): re-run with --resume to continue it, or {new_plan}.",
+            runs_named(&runs)
+        ),
+        (false, false, false) => write!(
+            out,
+            "\nThis plan was partly applied by {}, and more has moved since: {new_plan}.",
+            runs_named(&runs)
+        ),
+    };
+    out
 }
 
 /// Resident memory in MiB (Linux; 0 elsewhere), for the debug log of large runs.

@@ -18,6 +18,7 @@ use crate::state::{ManagedObject, Stage};
 
 pub mod bill;
 mod changes;
+mod compare;
 mod field;
 mod handover;
 mod licences;
@@ -26,6 +27,7 @@ mod safety;
 mod tenant_conflicts;
 
 pub use changes::{Change, Changes};
+pub use compare::{Moved, digest, moved, unexplained};
 pub use field::{Api, Field, UnknownField, Writer};
 pub use handover::{claimed_values, released_values};
 pub use licences::LicenceBill;

@@ -547,6 +547,37 @@ impl Store {
         Ok(())
     }
 
+    /// Records which reviewed plan run `id` applies (`apply plan.json`): the digest of its
+    /// actions, see [`crate::plan::digest`].
+    pub async fn set_run_plan(&self, id: i64, digest: &str) -> Result<(), StateError> {
+        sqlx::query("UPDATE runs SET plan_digest = ? WHERE id = ?")
+            .bind(digest)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The actions (anchor, op) with a step journaled `ok` by a run that applied the plan of
+    /// `digest`, each with the last such run: what an interrupted apply of that plan did.
+    pub async fn finished_by_plan(
+        &self,
+        digest: &str,
+    ) -> Result<Vec<(Anchor, String, i64)>, StateError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT j.anchor, j.op, MAX(j.run_id) FROM journal j JOIN runs r ON r.id = j.run_id
+             WHERE r.plan_digest = ? AND j.result = 'ok'
+             GROUP BY j.anchor, j.op",
+        )
+        .bind(digest)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(a, op, run)| Some((Anchor::new(&a).ok()?, op, run)))
+            .collect())
+    }
+
     /// Marks runs still `running` as `interrupted`: their process died (crash, `kill -9`,
     /// power cut) without finishing them. Only the holder of the run lock may call this, since
     /// only then is no other process running one. Returns the ids it marked.

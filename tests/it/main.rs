@@ -20,6 +20,7 @@ mod logs;
 mod migrate;
 mod notify;
 mod packaging;
+mod plans;
 mod real_tenant;
 mod restore;
 mod rollover;

@@ -624,7 +624,7 @@ fn apply_takes_exactly_the_reviewed_plan_and_refuses_a_stale_one() {
     assert_eq!(emu.counters().writes(), 0, "plan changes nothing");
     server.modify("dn: uid=adavis,ou=people,dc=example,dc=edu\nchangetype: modify\nreplace: title\ntitle: Dean\n");
     let run = install.run(&["apply", file]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
         run.stderr.contains("changed since the plan was made"),
         "{}",
