@@ -100,6 +100,7 @@ async fn sync_returned(config: &Config, returned: &[(String, Anchor)], stop: &St
     let sel = SelectionArgs {
         only,
         max_deletes: None,
+        approval: Default::default(),
     };
     let finished = match real_run(config, &sel, "restore", stop, &TenantWatch::new()).await {
         Ok(f) => f,

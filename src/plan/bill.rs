@@ -21,7 +21,8 @@
 //!   /directory/deletedItems`.
 //!
 //! Held actions send nothing, nor do removals (and purges) while the safety verdict is
-//! blocked. The reads that wait for a new mailbox can take up to 4 `Get-Mailbox` calls; the
+//! blocked, unless a scoped approval lets the removals it does not hold go
+//! ([`super::Safety::removals_go`]). The reads that wait for a new mailbox can take up to 4 `Get-Mailbox` calls; the
 //! bill counts one (the reads are an estimate, the writes are exact on this path).
 //!
 //! Time: Graph is metered by its write quota (reads cost little there), so its seconds are
@@ -33,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Field, Op, Plan, Verdict, Writer};
+use super::{Action, Field, Op, Plan, Writer};
 use crate::config::Budget;
 use crate::desired::Kind;
 use crate::ids::Anchor;
@@ -128,7 +129,8 @@ pub struct Facts<'a> {
 pub fn bill(plan: &Plan, facts: &Facts) -> Bill {
     let rows: BTreeMap<&Anchor, &ManagedObject> =
         facts.objects.iter().map(|o| (&o.anchor, o)).collect();
-    let blocked = plan.safety.verdict == Verdict::Blocked;
+    // Under a scoped approval a blocked plan still sends the removals it does not hold.
+    let blocked = !plan.safety.removals_go();
     let mut total = Requests::default();
     for a in &plan.actions {
         if a.held.is_some() || (blocked && (a.op.is_removal() || a.op == Op::Purge)) {
@@ -332,7 +334,7 @@ pub fn thousands(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Changes, Held, HeldOutcome, Phase};
+    use crate::plan::{Changes, Held, HeldOutcome, Phase, Verdict};
     use serde_json::json;
 
     fn action(op: Op, kind: Kind, fields: &[&str]) -> Action {
@@ -472,6 +474,8 @@ mod tests {
                 verdict: Verdict::Blocked,
                 reasons: Vec::new(),
                 approved_removals: None,
+                approval: None,
+                held_removals: 0,
             },
             actions: vec![held, disable],
             quarantined: Vec::new(),
@@ -493,6 +497,14 @@ mod tests {
         let b = bill(&plan, &facts);
         assert_eq!(b.service("exchange").unwrap().writes, 1);
         assert_eq!(b.binding.as_deref(), Some("exchange"));
+        // A scoped approval's blocked plan still sends the removals it did not hold.
+        plan.safety.verdict = Verdict::Blocked;
+        plan.safety.approval = Some(crate::plan::Approval {
+            removals: 1,
+            scope: "ou=people,dc=example,dc=edu".into(),
+        });
+        let b = bill(&plan, &facts);
+        assert_eq!(b.service("exchange").unwrap().writes, 1);
     }
 
     #[test]

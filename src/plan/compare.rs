@@ -436,12 +436,15 @@ mod tests {
                 verdict: Verdict::Ok,
                 reasons: Vec::new(),
                 approved_removals: None,
+                approval: None,
+                held_removals: 0,
             },
             actions,
             quarantined: Vec::new(),
             drift: Vec::new(),
             warnings: Vec::new(),
             licences: None,
+            bill: None,
         }
     }
 
