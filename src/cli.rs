@@ -35,7 +35,8 @@ Exit codes:
      for `audit gal`: findings
   2  invalid command line or configuration (a missing plan file, an --output file that
      cannot be created, a missing state directory; the message names the key or file)
-  3  the safety verdict is blocked: nothing was disabled or deleted; or `apply` refused a
+  3  the safety verdict is blocked: nothing was disabled or deleted (under --approve-removals:
+     only the removals it let through were, the rest are held); or `apply` refused a
      stale plan (LDAP, the state store or the tenant moved since it was made; the message
      names each person and field): nothing was written to the tenant
 

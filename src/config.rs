@@ -472,23 +472,47 @@ impl Default for StateConfig {
 pub struct SafetyConfig {
     pub max_deletes_per_run: u32,
     /// Removals (disables + deletes) applied in the last 24 hours, this run's included, above
-    /// which a run is blocked; 0: none without an approval.
-    pub max_deletes_per_24h: u32,
-    /// The same over the last 7 days.
-    pub max_deletes_per_7d: u32,
+    /// which a run is blocked; 0: none without an approval. Unset: see
+    /// [`SafetyConfig::deletes_per_24h`].
+    pub max_deletes_per_24h: Option<u32>,
+    /// The same over the last 7 days. Unset: see [`SafetyConfig::deletes_per_7d`].
+    pub max_deletes_per_7d: Option<u32>,
     pub max_delete_percent: f64,
     pub max_source_shrink_percent: f64,
     pub grace_period_days: u32,
+}
+
+impl SafetyConfig {
+    /// The 24-hour cap: as configured, else two full runs' worth (at least 100), so that a
+    /// slow leak of removals across runs stops well before it empties the address list, and
+    /// a site with a large `max_deletes_per_run` is not blocked by a default smaller than it;
+    /// never above a configured 7-day cap.
+    pub fn deletes_per_24h(&self) -> u32 {
+        self.max_deletes_per_24h.unwrap_or_else(|| {
+            let default = self.max_deletes_per_run.saturating_mul(2).max(100);
+            self.max_deletes_per_7d
+                .map_or(default, |week| default.min(week))
+        })
+    }
+
+    /// The 7-day cap: as configured, else five full runs' worth (at least 250), and never
+    /// below the 24-hour cap.
+    pub fn deletes_per_7d(&self) -> u32 {
+        self.max_deletes_per_7d.unwrap_or_else(|| {
+            self.max_deletes_per_run
+                .saturating_mul(5)
+                .max(250)
+                .max(self.deletes_per_24h())
+        })
+    }
 }
 
 impl Default for SafetyConfig {
     fn default() -> Self {
         Self {
             max_deletes_per_run: 50,
-            // Two and five full runs' worth: a slow leak of removals across runs stops
-            // well before it empties the address list.
-            max_deletes_per_24h: 100,
-            max_deletes_per_7d: 250,
+            max_deletes_per_24h: None,
+            max_deletes_per_7d: None,
             max_delete_percent: 5.0,
             max_source_shrink_percent: 10.0,
             grace_period_days: 30,
@@ -1049,13 +1073,12 @@ impl Config {
             }
         }
         // A week allows less than a day would: the day's cap could never be reached.
-        if s.max_deletes_per_7d < s.max_deletes_per_24h {
+        if let (Some(week), Some(day)) = (s.max_deletes_per_7d, s.max_deletes_per_24h)
+            && week < day
+        {
             return Err(key(
                 "safety.max_deletes_per_7d",
-                format!(
-                    "{} is less than safety.max_deletes_per_24h = {}",
-                    s.max_deletes_per_7d, s.max_deletes_per_24h
-                ),
+                format!("{week} is less than safety.max_deletes_per_24h = {day}"),
             ));
         }
         if let Some(c) = &self.connectors {
@@ -1429,8 +1452,8 @@ upn_domain = "example.edu"
         assert_eq!(c.ldap.attributes.anchor, "entryUUID");
         assert_eq!(c.tenant.anchor_attribute, "extensionAttribute15");
         assert_eq!(c.safety.max_deletes_per_run, 50);
-        assert_eq!(c.safety.max_deletes_per_24h, 100);
-        assert_eq!(c.safety.max_deletes_per_7d, 250);
+        assert_eq!(c.safety.deletes_per_24h(), 100);
+        assert_eq!(c.safety.deletes_per_7d(), 250);
         assert_eq!(c.tenant.endpoints.graph, "https://graph.microsoft.com");
     }
 
@@ -1566,15 +1589,36 @@ upn_domain = "example.edu"
                 ("LDAP2EXO__SAFETY__MAX_SOURCE_SHRINK_PERCENT", "150"),
                 "safety.max_source_shrink_percent",
             ),
-            (
-                ("LDAP2EXO__SAFETY__MAX_DELETES_PER_7D", "99"),
-                "safety.max_deletes_per_7d",
-            ),
             (("LDAP2EXO__LDAP__SCOPE", "subtree"), "ldap.scope"),
         ] {
             let err = load(MINIMAL, &[env]).unwrap_err().to_string();
             assert!(err.contains(key), "{env:?}: {err}");
         }
+        let week_below_day = [
+            ("LDAP2EXO__SAFETY__MAX_DELETES_PER_24H", "100"),
+            ("LDAP2EXO__SAFETY__MAX_DELETES_PER_7D", "99"),
+        ];
+        let err = load(MINIMAL, &week_below_day).unwrap_err().to_string();
+        assert!(err.contains("safety.max_deletes_per_7d"), "{err}");
+    }
+
+    #[test]
+    fn unset_removal_windows_follow_the_per_run_cap_and_each_other() {
+        let big = load(MINIMAL, &[("LDAP2EXO__SAFETY__MAX_DELETES_PER_RUN", "200")]).unwrap();
+        assert_eq!(
+            (big.safety.deletes_per_24h(), big.safety.deletes_per_7d()),
+            (400, 1000)
+        );
+        let week = load(MINIMAL, &[("LDAP2EXO__SAFETY__MAX_DELETES_PER_7D", "99")]).unwrap();
+        assert_eq!(
+            (week.safety.deletes_per_24h(), week.safety.deletes_per_7d()),
+            (99, 99)
+        );
+        let day = load(MINIMAL, &[("LDAP2EXO__SAFETY__MAX_DELETES_PER_24H", "300")]).unwrap();
+        assert_eq!(
+            (day.safety.deletes_per_24h(), day.safety.deletes_per_7d()),
+            (300, 300)
+        );
     }
 
     const NOTIFY: &str = r#"
@@ -1798,14 +1842,8 @@ smtp_host = "relay.example.edu"
             example.safety.max_deletes_per_run,
             d.safety.max_deletes_per_run
         );
-        assert_eq!(
-            example.safety.max_deletes_per_24h,
-            d.safety.max_deletes_per_24h
-        );
-        assert_eq!(
-            example.safety.max_deletes_per_7d,
-            d.safety.max_deletes_per_7d
-        );
+        assert_eq!(example.safety.deletes_per_24h(), d.safety.deletes_per_24h());
+        assert_eq!(example.safety.deletes_per_7d(), d.safety.deletes_per_7d());
         assert_eq!(
             example.safety.max_delete_percent,
             d.safety.max_delete_percent

@@ -69,7 +69,16 @@ pub(super) fn of_plan(
         scope: plan.safety.approval.as_ref().map(|a| a.scope.clone()),
     };
     let given = (args.approve_removals, args.scope.as_deref().map(str::trim));
-    if given != (None, None) && given != (planned.approve_removals, planned.scope.as_deref()) {
+    // The same scope written another way (a DN's case and spaces) is the same approval.
+    let scope_key = |s: Option<&str>| {
+        s.map(|s| match s.starts_with('(') {
+            true => s.trim().to_owned(),
+            false => crate::source::filter::normalize_dn(s),
+        })
+    };
+    let same = given.0 == planned.approve_removals
+        && scope_key(given.1) == scope_key(planned.scope.as_deref());
+    if given != (None, None) && !same {
         let show = |n: Option<u32>, s: Option<&str>| match (n, s) {
             (Some(n), Some(s)) => format!("--approve-removals {n} --scope {s}"),
             _ => "no --approve-removals".to_owned(),

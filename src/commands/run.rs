@@ -2,6 +2,7 @@
 //! recording the run in the state store.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use tracing::Instrument;
@@ -734,10 +735,15 @@ pub async fn plan(config: &Config, args: &PlanArgs, stop: &Stop) -> Result<Exit,
     write_out(dest, |w| {
         report::write(w, &plan, None, Format::Json, "plan")
     })?;
-    if let Some(bill) = report::bill_line(&plan) {
-        eprintln!("{bill}");
+    // The text people sign off goes to standard output (`> plan.txt`); `apply` prints the
+    // same before it writes. On a terminal it already ends with the bill and the verdict.
+    print!("{}", report::render(&plan, Format::Text, "plan"));
+    if !std::io::stdout().is_terminal() {
+        if let Some(bill) = report::bill_line(&plan) {
+            eprintln!("{bill}");
+        }
+        eprint!("{}", report::verdict_and_summary(&plan));
     }
-    eprint!("{}", report::verdict_and_summary(&plan));
     Ok(verdict_exit(&plan))
 }
 

@@ -211,9 +211,9 @@ fn as_json(config: &Config, view: &View) -> Value {
         },
         "removals": {
             "last_24h": view.recent.last_24h,
-            "max_per_24h": config.safety.max_deletes_per_24h,
+            "max_per_24h": config.safety.deletes_per_24h(),
             "last_7d": view.recent.last_7d,
-            "max_per_7d": config.safety.max_deletes_per_7d,
+            "max_per_7d": config.safety.deletes_per_7d(),
         },
         "pending_deletions_by_due_date": by_due_day(&pending),
         "pending_deletions": pending.iter().map(|o| json!({
@@ -304,9 +304,9 @@ fn as_text(config: &Config, view: &View) -> String {
         out,
         "removals: {} in the last 24 h of {}, {} in 7 d of {}",
         view.recent.last_24h,
-        config.safety.max_deletes_per_24h,
+        config.safety.deletes_per_24h(),
         view.recent.last_7d,
-        config.safety.max_deletes_per_7d
+        config.safety.deletes_per_7d()
     );
     runs_table(&mut out, &view.runs, &view.approvals);
     let pending = pending(view);
@@ -383,8 +383,14 @@ fn runs_table(out: &mut String, runs: &[RunRecord], approvals: &BTreeMap<i64, Ap
             };
             let _ = writeln!(
                 out,
-                "        approved by {}: {flag}; let through {}{}",
+                "        approved by {}: {flag}; {} {}{}",
                 a.approved_by,
+                // A dry run or a plan changed nothing: its approval only says who would go.
+                if r.mode == "apply" {
+                    "let through"
+                } else {
+                    "would let through"
+                },
                 a.let_through.len(),
                 match a.let_through.len() {
                     0 => String::new(),

@@ -28,8 +28,14 @@ pub enum Moved {
     Op { uid: String, planned: Op, now: Op },
     /// In the reviewed plan, not planned any more.
     Gone { anchor: Anchor, uid: String, op: Op },
-    /// Planned now, not in the reviewed plan.
-    New { anchor: Anchor, uid: String, op: Op },
+    /// Planned now, not in the reviewed plan; `fields` says what it would change
+    /// (`title "A" → "B"`, at most [`NEW_FIELDS_SHOWN`] of them).
+    New {
+        anchor: Anchor,
+        uid: String,
+        op: Op,
+        fields: Vec<String>,
+    },
     /// The action was or is now held (known not to be carried out), or for another reason.
     Held {
         uid: String,
@@ -72,6 +78,29 @@ fn verdict_str(v: Verdict) -> &'static str {
     match v {
         Verdict::Ok => "ok",
         Verdict::Blocked => "blocked",
+    }
+}
+
+/// How many of a new action's fields a stale-plan line names.
+pub const NEW_FIELDS_SHOWN: usize = 4;
+
+/// A planned action the reviewed plan did not have, with the first fields it changes.
+fn new(a: &Action) -> Moved {
+    let mut fields: Vec<String> = a
+        .changes
+        .iter()
+        .take(NEW_FIELDS_SHOWN)
+        .map(|(field, (before, after))| format!("{field} {} → {}", show(before), show(after)))
+        .collect();
+    let more = a.changes.iter().count().saturating_sub(NEW_FIELDS_SHOWN);
+    if more > 0 {
+        fields.push(format!("… and {more} more"));
+    }
+    Moved::New {
+        anchor: a.anchor.clone(),
+        uid: a.uid.clone(),
+        op: a.op,
+        fields,
     }
 }
 
@@ -135,8 +164,14 @@ impl fmt::Display for Moved {
             Moved::Gone { uid, op, .. } => {
                 write!(f, "{uid}: in the plan, no longer planned ({})", op.as_str())
             }
-            Moved::New { uid, op, .. } => {
-                write!(f, "{uid}: not in the plan, now {}", op.as_str())
+            Moved::New {
+                uid, op, fields, ..
+            } => {
+                write!(f, "{uid}: not in the plan, now {}", op.as_str())?;
+                if !fields.is_empty() {
+                    write!(f, ": {}", fields.join(", "))?;
+                }
+                Ok(())
             }
             Moved::Held {
                 uid,
@@ -327,11 +362,7 @@ pub fn moved(reviewed: &Plan, now: &Plan) -> Vec<Moved> {
                 uid: r.uid.clone(),
                 op: r.op,
             }),
-            Pair::Now(n) => out.push(Moved::New {
-                anchor: n.anchor.clone(),
-                uid: n.uid.clone(),
-                op: n.op,
-            }),
+            Pair::Now(n) => out.push(new(n)),
         }
     }
     out
@@ -381,11 +412,7 @@ pub fn unexplained(reviewed: &Plan, now: &Plan, finished: &BTreeSet<(Anchor, Op)
                 uid: r.uid.clone(),
                 op: r.op,
             }),
-            Pair::Now(n) => out.push(Moved::New {
-                anchor: n.anchor.clone(),
-                uid: n.uid.clone(),
-                op: n.op,
-            }),
+            Pair::Now(n) => out.push(new(n)),
         }
     }
     out

@@ -146,7 +146,14 @@ pub(super) fn hold_unapproved(
             "LDAP returned no entries; no approval lets a removal through".to_owned()
         } else if !scoped.matcher.covers(&a.anchor, &a.dn) {
             t.outside += 1;
-            format!("outside the approved scope {scope}")
+            match scoped.approval.is_filter() {
+                // A filter is matched by slapd, which no longer has a deleted entry.
+                true => format!(
+                    "not matched by the approved filter {scope} (a filter sees only entries still in LDAP; approve a deleted entry by its DN subtree, e.g. --scope {})",
+                    parent_dn(&a.dn)
+                ),
+                false => format!("outside the approved scope {scope}"),
+            }
         } else if t.approved < n {
             t.approved += 1;
             continue;
@@ -209,10 +216,11 @@ pub(super) fn verdict(f: &Facts) -> Safety {
         }
         if !parts.is_empty() {
             reasons.push(format!(
-                "{} removals held back ({}); {} approved removals go ahead",
-                t.outside + t.beyond,
+                "{} held back ({}); {} approved removal{} ahead",
+                removals(t.outside + t.beyond),
                 parts.join(", "),
-                t.approved
+                t.approved,
+                if t.approved == 1 { " goes" } else { "s go" }
             ));
         }
         return Safety {
@@ -235,8 +243,8 @@ pub(super) fn verdict(f: &Facts) -> Safety {
         && f.removals > n as usize
     {
         reasons.push(format!(
-            "{} removals planned, more than the {n} approved with --max-deletes",
-            f.removals
+            "{} planned, more than the {n} approved with --max-deletes",
+            removals(f.removals)
         ));
     }
     if !approved {
@@ -256,16 +264,16 @@ pub(super) fn verdict(f: &Facts) -> Safety {
             let cap = f.config.max_deletes_per_run as usize;
             if f.removals > cap {
                 reasons.push(format!(
-                    "{} removals (disable + delete) planned, more than safety.max_deletes_per_run = {cap}",
-                    f.removals
+                    "{} (disable + delete) planned, more than safety.max_deletes_per_run = {cap}",
+                    removals(f.removals)
                 ));
             }
             if f.managed > 0 && f.removals > 0 {
                 let share = f.removals as f64 * 100.0 / f.managed as f64;
                 if share > f.config.max_delete_percent {
                     reasons.push(format!(
-                        "{} removals are {share:.1}% of the {} managed objects, more than safety.max_delete_percent = {}%",
-                        f.removals, f.managed, f.config.max_delete_percent
+                        "{} {} {share:.1}% of the {} managed objects, more than safety.max_delete_percent = {}%",
+                        removals(f.removals), if f.removals == 1 { "is" } else { "are" }, f.managed, f.config.max_delete_percent
                     ));
                 }
             }
@@ -274,19 +282,19 @@ pub(super) fn verdict(f: &Facts) -> Safety {
                     "24 h",
                     "max_deletes_per_24h",
                     f.recent.last_24h,
-                    f.config.max_deletes_per_24h,
+                    f.config.deletes_per_24h(),
                 ),
                 (
                     "7 days",
                     "max_deletes_per_7d",
                     f.recent.last_7d,
-                    f.config.max_deletes_per_7d,
+                    f.config.deletes_per_7d(),
                 ),
             ] {
                 if f.removals > 0 && done + f.removals as u64 > u64::from(cap) {
                     reasons.push(format!(
-                        "{} removals planned and {done} already applied in the last {window}, more than safety.{key} = {cap}",
-                        f.removals
+                        "{} planned and {done} already applied in the last {window}, more than safety.{key} = {cap}",
+                        removals(f.removals)
                     ));
                 }
             }
@@ -303,4 +311,24 @@ pub(super) fn verdict(f: &Facts) -> Safety {
         approval: None,
         held_removals: 0,
     }
+}
+
+/// "1 removal", "2 removals".
+fn removals(n: usize) -> String {
+    format!("{n} removal{}", if n == 1 { "" } else { "s" })
+}
+
+/// The DN one level up (`uid=a,ou=people,dc=x` → `ou=people,dc=x`); the DN itself when it
+/// has no parent. Splits at the first comma that is not escaped (RFC 4514).
+fn parent_dn(dn: &str) -> &str {
+    let bytes = dn.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b',' => return dn[i + 1..].trim_start(),
+            _ => i += 1,
+        }
+    }
+    dn
 }

@@ -442,8 +442,8 @@ fn window_case(leavers: usize) -> Case {
     let mut case = Case::new(desired(people[..100 - leavers].to_vec()), objects);
     case.safety.max_delete_percent = 100.0;
     case.safety.max_source_shrink_percent = 100.0;
-    case.safety.max_deletes_per_24h = 5;
-    case.safety.max_deletes_per_7d = 8;
+    case.safety.max_deletes_per_24h = Some(5);
+    case.safety.max_deletes_per_7d = Some(8);
     case
 }
 
@@ -487,7 +487,7 @@ fn rolling_windows_count_removals_already_applied() {
     assert_eq!(quiet.run().safety.verdict, Verdict::Ok);
     // 0: no removal without an approval.
     let mut none = window_case(1);
-    none.safety.max_deletes_per_24h = 0;
+    none.safety.max_deletes_per_24h = Some(0);
     assert_eq!(none.run().safety.verdict, Verdict::Blocked);
 }
 

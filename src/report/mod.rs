@@ -301,15 +301,16 @@ pub fn approval(plan: &Plan) -> String {
         false => format!(" --only {}", plan.source.only.join(" ")),
     };
     if plan.safety.approval.is_some() {
+        let n = plan.safety.held_removals;
         return format!(
-            "The {} held removals need their own approval: review them above, then run ldap2exo sync{only} --approve-removals N --scope S with a scope that covers them",
-            plan.safety.held_removals
+            "The {n} held removal{} need their own approval: review them in this report, then plan again (ldap2exo plan --output plan.json{only} --approve-removals N --scope S) or run ldap2exo sync{only} --approve-removals N --scope S, with a scope that covers them",
+            if n == 1 { "" } else { "s" }
         );
     }
     let n = plan.summary.removals();
+    let s = if n == 1 { "" } else { "s" };
     format!(
-        "To approve {n} removal{}, run: ldap2exo sync --max-deletes {n}{only}",
-        if n == 1 { "" } else { "s" }
+        "To approve {n} removal{s}, review them in this report, then run ldap2exo sync --max-deletes {n}{only}, or for a reviewed plan ldap2exo plan --output plan.json --max-deletes {n}{only} and ldap2exo apply plan.json (--approve-removals N --scope S approves only those within a DN subtree or LDAP filter)"
     )
 }
 

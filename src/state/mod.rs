@@ -660,17 +660,18 @@ impl Store {
     }
 
     /// Removals (disable and delete actions) applied in the 24 hours and the 7 days up to
-    /// `now`: each person's disable or delete counted once per run, when one of its steps
-    /// finished `ok` in the window (a partly applied removal counts: the cap errs on the
-    /// side of fewer removals).
+    /// `now`: each person's disable and each person's delete counted once, when one of its
+    /// steps finished `ok` in the window (a partly applied removal counts: the cap errs on the
+    /// side of fewer removals). Once, not once per run: a mailbox leaver whose hide Exchange
+    /// defers is planned and journaled again by every run until it is hidden.
     pub async fn recent_removals(
         &self,
         now: i64,
     ) -> Result<crate::plan::RecentRemovals, StateError> {
         let (day, week): (i64, i64) = sqlx::query_as(
             "SELECT
-                 COUNT(DISTINCT CASE WHEN finished_at > ?1 THEN run_id || ' ' || op || ' ' || anchor END),
-                 COUNT(DISTINCT run_id || ' ' || op || ' ' || anchor)
+                 COUNT(DISTINCT CASE WHEN finished_at > ?1 THEN op || ' ' || anchor END),
+                 COUNT(DISTINCT op || ' ' || anchor)
              FROM journal
              WHERE op IN ('disable', 'delete') AND result = 'ok'
                AND finished_at > ?2 AND finished_at <= ?3",

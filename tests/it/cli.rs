@@ -478,7 +478,7 @@ fn a_blocked_report_starts_with_the_verdict_and_how_to_approve_it() {
     ] {
         server.delete(&format!("uid={uid},ou=people,dc=example,dc=edu"));
     }
-    let approve = "To approve 6 removals, run: ldap2exo sync --max-deletes 6";
+    let approve = "To approve 6 removals, review them in this report, then run ldap2exo sync --max-deletes 6, or for a reviewed plan ldap2exo plan --output plan.json --max-deletes 6";
     let plan = install.dry_run(3, &[]);
     let boxes = plan
         .actions

@@ -453,6 +453,18 @@ fn output_goes_to_a_file_and_plan_writes_json() {
     let file = install.dir.path().join("plan.json");
     let run = install.run(&["plan", "--output", file.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+    // The text people sign off, on standard output (`> plan.txt`): what `sync --dry-run`
+    // shows, under the plan's title.
+    assert!(
+        run.stdout.starts_with("ldap2exo plan at "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("Summary: 39 to create"),
+        "{}",
+        run.stdout
+    );
     let plan: Plan = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(plan.summary.create, 39);
     // The bill: in the file for scripts, and on standard error beside the verdict.
