@@ -235,6 +235,17 @@ fn pick<'a>(
             _ => "not deleted (stage active): nothing to restore".into(),
         });
     };
+    // The same uid live under another anchor (a new LDAP entry, synced already) holds the
+    // UPN and the addresses the old object would come back with.
+    if let Some(live) = rows.iter().find(|o| o.stage != Stage::Deleted) {
+        return Err(format!(
+            "the uid is {} under another anchor ({}, tenant object {}), which holds the name and addresses the deleted object {} would come back with: not restored; to have the old object back, remove the new one first (or move its mail over)",
+            live.stage.as_str(),
+            live.anchor,
+            live.tenant_object_id.as_deref().unwrap_or("not made yet"),
+            row.tenant_object_id.as_deref().unwrap_or("?")
+        ));
+    }
     let note = (rows.len() > 1).then(|| {
         let anchors: Vec<String> = rows.iter().map(|o| o.anchor.to_string()).collect();
         format!(
@@ -289,13 +300,69 @@ async fn restore_one(
         )));
     }
 
-    // 2. Restore, and wait for Exchange to show the recipient again.
+    // 2. Restore, and record it at once: from here on the object is live again, and a
+    //    state row still saying "deleted" would make a second `restore` call it gone for
+    //    good and the next sync adopt it as somebody new.
     journal
         .step(
             "POST /directory/deletedItems/restore",
             graph.restore_user(&id),
         )
         .await?;
+    let in_ldap = ctx.in_ldap.contains(&obj.anchor);
+    obj.deleted_at = None;
+    obj.updated_at = ctx.now;
+    let message = if in_ldap {
+        obj.stage = Stage::Active;
+        obj.disabled_at = None;
+        obj.delete_due_at = None;
+        format!(
+            "restored ({}, {id}); its LDAP entry is there: a sync of it follows",
+            obj.kind.as_str()
+        )
+    } else {
+        // A leaver was hidden before the delete, and a restore brings the object back as
+        // it was: the row records it hidden (step 3 makes sure).
+        let due = ctx.now + i64::from(ctx.config.safety.grace_period_days) * DAY;
+        obj.stage = Stage::Disabled;
+        obj.disabled_at = Some(ctx.now);
+        obj.delete_due_at = Some(due);
+        obj.attributes
+            .insert("hiddenFromAddressLists".into(), json!(true));
+        format!(
+            "restored hidden ({}, {id}); it is deleted again on {} unless its LDAP entry returns",
+            obj.kind.as_str(),
+            day(due)
+        )
+    };
+    ctx.store.upsert_object(&obj).await?;
+    let mut notes: Vec<String> = vec![message];
+    notes.extend(note);
+
+    // 3. Exchange shows it again with the addresses the state recorded, a leaver hidden.
+    //    What Exchange cannot do yet is said, and left to the next sync.
+    let journal = Journal { ctx, obj: &obj };
+    if let Err(why) = check_restored(ctx, &journal, &obj, &id, in_ldap, &mut notes).await {
+        notes.push(why);
+    }
+    Ok((notes.join("; "), in_ldap.then(|| obj.anchor.clone())))
+}
+
+/// Waits for Exchange to show the restored recipient, adds back the addresses the state
+/// recorded that it lacks, and hides a leaver that shows. `Err` says what is left undone
+/// (the object is restored and recorded either way).
+async fn check_restored(
+    ctx: &Ctx<'_>,
+    journal: &Journal<'_>,
+    obj: &ManagedObject,
+    id: &str,
+    in_ldap: bool,
+    notes: &mut Vec<String>,
+) -> Result<(), String> {
+    let later = |e: Failure| match e {
+        Failure::Uid(why) => why,
+        Failure::State(e) => e.to_string(),
+    };
     let ex = ctx.tenant.exchange();
     let wait = Duration::from_secs(u64::from(ctx.config.tenant.propagation_wait_seconds));
     let recipient = journal
@@ -303,23 +370,25 @@ async fn restore_one(
             "Get-Recipient (restored)",
             crate::apply::until_visible(
                 wait,
-                uid,
+                &obj.uid,
                 &mut || async {
-                    ex.get_recipient(&id)
+                    ex.get_recipient(id)
                         .await?
                         .ok_or_else(|| TenantError::NotFound {
                             service: Service::Exchange,
-                            what: id.clone(),
+                            what: id.to_owned(),
                         })
                 },
                 &|e| matches!(e, TenantError::NotFound { .. }),
             ),
         )
-        .await?;
-
-    // 3. The addresses the state recorded, and the hidden flag of a leaver.
-    let in_ldap = ctx.in_ldap.contains(&obj.anchor);
-    let mut notes: Vec<String> = note.into_iter().collect();
+        .await
+        .map_err(|e| {
+            format!(
+                "Exchange did not show it back ({}): its addresses and address-list visibility are left to the next sync",
+                later(e)
+            )
+        })?;
     let have: BTreeSet<String> = strings(recipient.get("EmailAddresses"))
         .filter_map(|p| smtp_proxy(&p).map(|(_, a)| a.to_ascii_lowercase()))
         .collect();
@@ -328,8 +397,7 @@ async fn restore_one(
             .filter(|(p, _)| *p)
             .map(|(_, a)| a.to_ascii_lowercase())
     });
-    let recorded = recorded_addresses(&obj);
-    let missing: Vec<String> = recorded
+    let missing: Vec<String> = recorded_addresses(obj)
         .iter()
         .filter(|a| !have.contains(*a))
         .cloned()
@@ -338,7 +406,6 @@ async fn restore_one(
     if !missing.is_empty() {
         let add: Vec<String> = missing.iter().map(|a| format!("smtp:{a}")).collect();
         params.insert("EmailAddresses".into(), hashtable(&add, &[]));
-        notes.push(format!("added back {}", missing.join(", ")));
     }
     let hidden = recipient
         .get("HiddenFromAddressListsEnabled")
@@ -349,17 +416,27 @@ async fn restore_one(
     }
     if !params.is_empty() {
         let params = Value::Object(params);
-        match obj.kind {
+        let sent = match obj.kind {
             Kind::MailUser => {
                 journal
-                    .step("Set-MailUser (restored)", ex.set_mail_user(&id, params))
-                    .await?
+                    .step("Set-MailUser (restored)", ex.set_mail_user(id, params))
+                    .await
             }
             Kind::Mailbox => {
                 journal
-                    .step("Set-Mailbox (restored)", ex.set_mailbox(&id, params))
-                    .await?
+                    .step("Set-Mailbox (restored)", ex.set_mailbox(id, params))
+                    .await
             }
+        };
+        sent.map_err(|e| {
+            format!(
+                "adding back {} / hiding it was refused ({}): the next sync corrects it",
+                missing.join(", "),
+                later(e)
+            )
+        })?;
+        if !missing.is_empty() {
+            notes.push(format!("added back {}", missing.join(", ")));
         }
     }
     let recorded_primary = obj
@@ -374,34 +451,7 @@ async fn restore_one(
             recorded_primary.as_deref().unwrap_or("")
         ));
     }
-
-    // 4. The state row.
-    obj.deleted_at = None;
-    obj.updated_at = ctx.now;
-    let message = if in_ldap {
-        obj.stage = Stage::Active;
-        obj.disabled_at = None;
-        obj.delete_due_at = None;
-        format!(
-            "restored ({}, {id}); its LDAP entry is there: a sync of it follows",
-            obj.kind.as_str()
-        )
-    } else {
-        let due = ctx.now + i64::from(ctx.config.safety.grace_period_days) * DAY;
-        obj.stage = Stage::Disabled;
-        obj.disabled_at = Some(ctx.now);
-        obj.delete_due_at = Some(due);
-        obj.attributes
-            .insert("hiddenFromAddressLists".into(), json!(true));
-        format!(
-            "restored hidden ({}, {id}); it is deleted again on {} unless its LDAP entry returns",
-            obj.kind.as_str(),
-            day(due)
-        )
-    };
-    ctx.store.upsert_object(&obj).await?;
-    notes.insert(0, message);
-    Ok((notes.join("; "), in_ldap.then(|| obj.anchor.clone())))
+    Ok(())
 }
 
 /// The stamp on the soft-deleted MailUser `id` as Exchange shows it (`Get-MailUser
@@ -559,6 +609,8 @@ mod tests {
             row("a2", "ann", Stage::Deleted, Some(20)),
             row("b1", "bob", Stage::Disabled, None),
             row("c1", "cat", Stage::Active, None),
+            row("d1", "dan", Stage::Deleted, Some(10)),
+            row("d2", "dan", Stage::Active, None),
         ];
         let (r, note) = pick(&rows, "ann").unwrap();
         assert_eq!(r.anchor.to_string(), "a2");
@@ -567,6 +619,9 @@ mod tests {
         assert!(e.contains("not deleted (stage disabled)"), "{e}");
         assert!(e.contains("1970-02-10"), "{e}");
         assert!(pick(&rows, "cat").unwrap_err().contains("stage active"));
+        // Back under a new anchor and synced: the old object would clash with the new one.
+        let e = pick(&rows, "dan").unwrap_err();
+        assert!(e.contains("active under another anchor (d2"), "{e}");
         assert!(
             pick(&rows, "zed")
                 .unwrap_err()

@@ -4,7 +4,7 @@
 
 use ldap2exo::desired::Kind;
 use ldap2exo::state::{Stage, Store};
-use ldap2exo_emulator::{Emulator, RecipientKind, User};
+use ldap2exo_emulator::{Emulator, FaultAction, FaultConfig, FaultRule, RecipientKind, User};
 
 use crate::support::cli::{DAY, Install, Run};
 use crate::support::slapd::{Slapd, SlapdOptions};
@@ -200,6 +200,57 @@ fn deleted_leavers_come_back_with_their_addresses_and_one_past_the_window_fails_
     let back = live_user(&emu, "adavis@example.edu").unwrap();
     assert_eq!(back.id, adavis.id);
     assert!(!back.hidden_from_address_lists_enabled);
+}
+
+#[test]
+fn a_restore_exchange_does_not_confirm_is_still_recorded_and_not_repeated() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let mut install = Install::with_tenant(&server, &emu);
+    sync(&install, 0);
+    server.delete(&format!("uid=adavis,{PEOPLE}"));
+    install
+        .env
+        .push(("LDAP2EXO__SAFETY__GRACE_PERIOD_DAYS".into(), "0".into()));
+    sync(&install, 0);
+    install.now += 60;
+    sync(&install, 0);
+    assert_eq!(state_row(&rt, &install, "adavis").stage, Stage::Deleted);
+    install
+        .env
+        .retain(|(k, _)| k != "LDAP2EXO__SAFETY__GRACE_PERIOD_DAYS");
+
+    // The restore goes through; Exchange then refuses every look at the recipient.
+    emu.set_faults(FaultConfig {
+        rules: vec![FaultRule {
+            endpoint: "EXO Get-Recipient".into(),
+            action: FaultAction::Fail { status: 400 },
+            count: 1000,
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    let run = restore(&install, &["adavis"]);
+    let out = format!("{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 0, "{out}");
+    assert!(run.stdout.contains("adavis: restored hidden"), "{out}");
+    assert!(
+        run.stdout.contains("Exchange did not show it back"),
+        "{out}"
+    );
+    // The object is live again, and the state store says so: a second restore does not
+    // call it gone for good.
+    assert!(live_user(&emu, "adavis@example.edu").is_some(), "{out}");
+    assert_eq!(state_row(&rt, &install, "adavis").stage, Stage::Disabled);
+    emu.set_faults(FaultConfig::default()).unwrap();
+    let again = restore(&install, &["adavis"]);
+    assert_eq!(again.code, 1, "{}", again.stdout);
+    assert!(
+        again.stdout.contains("not deleted (stage disabled)"),
+        "{}",
+        again.stdout
+    );
 }
 
 /// `uid`'s entry from the fixture (the same entryUUID).
