@@ -203,7 +203,7 @@ fn deleted_leavers_come_back_with_their_addresses_and_one_past_the_window_fails_
 }
 
 /// `uid`'s entry from the fixture (the same entryUUID).
-fn fixture_entry(uid: &str) -> String {
+pub(crate) fn fixture_entry(uid: &str) -> String {
     let fixture = include_str!("../fixtures/campus.ldif");
     let start = fixture
         .find(&format!("dn: uid={uid},"))
