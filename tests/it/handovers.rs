@@ -391,7 +391,7 @@ fn a_regenerated_anchor_restamps_the_live_object_and_a_doubtful_one_is_held() {
 
 /// `uid`'s fixture entry under another entryUUID: what an LDIF backup put back by
 /// `ldapadd` gives (slapd assigns a new one).
-fn readded(uid: &str, uuid: &str) -> String {
+pub(crate) fn readded(uid: &str, uuid: &str) -> String {
     crate::restore::fixture_entry(uid)
         .lines()
         .map(|l| {
