@@ -17,10 +17,12 @@
 //! state recorded (missing ones added back), and the state row: active when LDAP has the
 //! person, and then a sync of just them (`sync --only`, its own run) brings every field up to
 //! date and shows them; else disabled and hidden as the leaver they were, with a fresh
-//! `delete_due_at`. A uid that cannot be
+//! `delete_due_at`. When LDAP has the uid under another anchor (the entry put back from a
+//! backup, with a new entryUUID), the row is restored disabled and the same sync follows: its
+//! plan re-anchors the object and shows it again (`plan/reanchor.rs`). A uid that cannot be
 //! restored fails alone, with what is left of it; the others go on.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -151,6 +153,9 @@ struct Ctx<'a> {
     tenant: &'a Tenant,
     /// Anchors LDAP has as recipients now.
     in_ldap: &'a BTreeSet<Anchor>,
+    /// The same recipients by uid: a person put back into LDAP from a backup has a new
+    /// anchor (entryUUID), which the sync after the restore takes the object over to.
+    by_uid: &'a BTreeMap<String, Anchor>,
 }
 
 async fn restore_all(
@@ -163,11 +168,10 @@ async fn restore_all(
     let objects = store.objects().await?;
     // Who LDAP has now: decides whether a restored person comes back active or as a leaver.
     let entries = source::read(&config.ldap, &Selection::Only(args.uids.clone())).await?;
-    let in_ldap: BTreeSet<_> = desired::build(&entries, config, &BTreeSet::new())
-        .recipients
-        .into_iter()
-        .map(|r| r.anchor)
-        .collect();
+    let recipients = desired::build(&entries, config, &BTreeSet::new()).recipients;
+    let in_ldap: BTreeSet<_> = recipients.iter().map(|r| r.anchor.clone()).collect();
+    let by_uid: BTreeMap<String, Anchor> =
+        recipients.into_iter().map(|r| (r.uid, r.anchor)).collect();
     let tenant = Tenant::connect(&config.tenant)?;
     let ctx = Ctx {
         config,
@@ -176,6 +180,7 @@ async fn restore_all(
         now,
         tenant: &tenant,
         in_ldap: &in_ldap,
+        by_uid: &by_uid,
     };
     let mut tally = Tally::default();
     for uid in &args.uids {
@@ -259,7 +264,7 @@ fn pick<'a>(
 }
 
 /// Restores `uid`; answers what to tell the operator and, when LDAP has the person, their
-/// anchor (synced next).
+/// anchor (synced next): the object's own, or the new one its entry came back under.
 async fn restore_one(
     ctx: &Ctx<'_>,
     objects: &[ManagedObject],
@@ -310,6 +315,14 @@ async fn restore_one(
         )
         .await?;
     let in_ldap = ctx.in_ldap.contains(&obj.anchor);
+    // A person whose entry is back under another anchor is restored as the hidden leaver the
+    // state knows; the sync that follows proves it is the same person and moves the object to
+    // the new anchor, showing it again (the planner's re-anchor phase).
+    let new_anchor = ctx
+        .by_uid
+        .get(&obj.uid)
+        .filter(|a| !in_ldap && **a != obj.anchor)
+        .cloned();
     obj.deleted_at = None;
     obj.updated_at = ctx.now;
     let message = if in_ldap {
@@ -329,11 +342,18 @@ async fn restore_one(
         obj.delete_due_at = Some(due);
         obj.attributes
             .insert("hiddenFromAddressLists".into(), json!(true));
-        format!(
-            "restored hidden ({}, {id}); it is deleted again on {} unless its LDAP entry returns",
-            obj.kind.as_str(),
-            day(due)
-        )
+        match &new_anchor {
+            Some(new) => format!(
+                "restored hidden ({}, {id}); its LDAP entry is back under a new anchor ({new}, was {}): a sync of it follows, which takes this object over to the new anchor and shows it again",
+                obj.kind.as_str(),
+                obj.anchor
+            ),
+            None => format!(
+                "restored hidden ({}, {id}); it is deleted again on {} unless its LDAP entry returns",
+                obj.kind.as_str(),
+                day(due)
+            ),
+        }
     };
     ctx.store.upsert_object(&obj).await?;
     let mut notes: Vec<String> = vec![message];
@@ -345,7 +365,8 @@ async fn restore_one(
     if let Err(why) = check_restored(ctx, &journal, &obj, &id, in_ldap, &mut notes).await {
         notes.push(why);
     }
-    Ok((notes.join("; "), in_ldap.then(|| obj.anchor.clone())))
+    let sync = in_ldap.then(|| obj.anchor.clone()).or(new_anchor);
+    Ok((notes.join("; "), sync))
 }
 
 /// Waits for Exchange to show the restored recipient, adds back the addresses the state

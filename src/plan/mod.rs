@@ -463,7 +463,12 @@ pub fn plan(input: Input) -> Plan {
     let gone: BTreeSet<&Anchor> = input
         .objects
         .iter()
-        .filter(|o| !wanted.contains(&o.anchor) && !disabled_in_ldap.contains(&o.anchor))
+        // A quarantined entry is still in LDAP: its anchor is not gone.
+        .filter(|o| {
+            !wanted.contains(&o.anchor)
+                && !disabled_in_ldap.contains(&o.anchor)
+                && !held.contains(&o.anchor)
+        })
         .map(|o| &o.anchor)
         .collect();
     reanchor::pair_anchor_changes(
@@ -472,6 +477,7 @@ pub fn plan(input: Input) -> Plan {
         &gone,
         &claimed,
         input.tenant,
+        input.scope,
         &mut summary,
     );
     let mut warnings = warnings;

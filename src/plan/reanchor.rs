@@ -11,6 +11,13 @@
 //!   tenant shows stamped with the old anchor. The two become one update on
 //!   the new anchor that re-stamps the object (`anchor: [old, new]`) and changes whatever
 //!   else differs.
+//! - **Returning while hidden**: the same proof against a managed object that an earlier
+//!   run already hid (stage disabled, within the grace period; the plan has no disable for it,
+//!   at most the delete that ends the grace period): the person was put back into LDAP from
+//!   an LDIF backup, with a new `entryUUID`. The create becomes the enable a person returning
+//!   under the same anchor gets (shown again, sign-in back for a mailbox owner), re-stamping
+//!   the object on the new anchor; a planned delete of it is dropped. The handover phase then
+//!   sees the old object's addresses as kept by this enable, so nothing strips them.
 //! - **Doubt**: the UPN matches but the primary address does not, or the tenant does not
 //!   show the old object, or the kinds differ. Both are held as conflicts and reported: the live person
 //!   is never hidden for it, and nothing is created twice. (A newcomer with only a leaver's
@@ -21,38 +28,54 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde_json::Value;
 
-use super::{Action, Field, Held, HeldOutcome, Op, Phase, Summary, diff, hold, target_fields};
+use super::{
+    ACCOUNT_ENABLED, Action, Field, HIDDEN, Held, HeldOutcome, Op, Phase, Scope, Summary, diff,
+    hold, target_fields,
+};
+use crate::desired::Kind;
 use crate::ids::Anchor;
 use crate::inventory::Inventory;
-use crate::state::ManagedObject;
+use crate::state::{ManagedObject, Stage};
 
-/// Pairs creates with disables of the same person under another anchor (see the module doc).
+/// Pairs creates with disables of the same person under another anchor, or with that
+/// person's object an earlier run hid (see the module doc).
 pub(super) fn pair_anchor_changes(
     actions: &mut Vec<Action>,
     objects: &BTreeMap<&Anchor, &ManagedObject>,
     gone: &BTreeSet<&Anchor>,
     claimed: &HashSet<String>,
     tenant: Option<&Inventory>,
+    scope: Scope,
     summary: &mut Summary,
 ) {
-    // Leavers whose anchor is gone from the read, by their UPN and by their primary address.
-    let mut by_identity: BTreeMap<String, usize> = BTreeMap::new();
+    // Leavers whose anchor is gone from the read, by their UPN and by their primary address:
+    // those this run hides, and those an earlier run hid.
+    let mut by_identity: BTreeMap<String, &Anchor> = BTreeMap::new();
+    let mut disables: BTreeMap<&Anchor, usize> = BTreeMap::new();
     for (i, a) in actions.iter().enumerate() {
         if a.op == Op::Disable
             && a.held.is_none()
             && gone.contains(&a.anchor)
-            && let Some(obj) = objects.get(&a.anchor)
+            && let Some((anchor, obj)) = objects.get_key_value(&a.anchor)
         {
+            disables.insert(anchor, i);
             for v in identity(&obj.attributes) {
-                by_identity.insert(v, i);
+                by_identity.insert(v, anchor);
+            }
+        }
+    }
+    for (anchor, obj) in objects {
+        if obj.stage == Stage::Disabled && gone.contains(anchor) {
+            for v in identity(&obj.attributes) {
+                by_identity.entry(v).or_insert(anchor);
             }
         }
     }
     if by_identity.is_empty() {
         return;
     }
-    let mut merged: Vec<(usize, usize)> = Vec::new();
-    let mut held: Vec<(usize, usize, String)> = Vec::new();
+    let mut merged: Vec<(usize, &Anchor)> = Vec::new();
+    let mut held: Vec<(usize, &Anchor, String)> = Vec::new();
     let mut used = BTreeSet::new();
     for (c, create) in actions.iter().enumerate() {
         if create.op != Op::Create || create.held.is_some() {
@@ -72,23 +95,29 @@ pub(super) fn pair_anchor_changes(
         );
         let by_upn = upn
             .as_ref()
-            .and_then(|u| by_identity.get(&format!("upn:{u}")));
+            .and_then(|u| by_identity.get(&format!("upn:{u}")))
+            .copied();
         let by_primary = primary
             .as_ref()
-            .and_then(|p| by_identity.get(&format!("primary:{p}")));
+            .and_then(|p| by_identity.get(&format!("primary:{p}")))
+            .copied();
         // Only the primary address matching is a different person taking over a leaver's
         // address (the handover phase frees it), not a doubt.
-        let Some(&d) = by_upn else {
+        let Some(d) = by_upn else {
             continue;
         };
+        let old = objects[d];
+        // An `--only` read covers just the named uids: an object of another uid missing
+        // from it may well still be in LDAP.
+        if scope == Scope::Only && !disables.contains_key(d) && old.uid != create.uid {
+            continue;
+        }
         if !used.insert(d) {
             continue;
         }
-        let leaver = &actions[d];
-        let old = objects[&leaver.anchor];
         let shown = tenant.is_none_or(|t| {
             t.managed
-                .get(&leaver.anchor)
+                .get(d)
                 .is_some_and(|o| Some(o.upn.to_ascii_lowercase()) == upn)
         });
         // A recycled uid and address (somebody else under the same name) must not take over
@@ -117,40 +146,58 @@ pub(super) fn pair_anchor_changes(
         }
     }
 
+    // The leaver's own action: this run's disable, or the delete that ends the grace period
+    // of an object an earlier run hid.
+    let leaver_action = |actions: &[Action], d: &Anchor| {
+        disables.get(d).copied().or_else(|| {
+            actions
+                .iter()
+                .position(|a| a.op == Op::Delete && a.held.is_none() && &a.anchor == d)
+        })
+    };
     for (c, d, doubt) in &held {
-        let (new, old) = (actions[*c].anchor.clone(), actions[*d].anchor.clone());
-        let (new_uid, old_uid) = (actions[*c].uid.clone(), actions[*d].uid.clone());
+        let old = objects[*d];
+        let (new, new_uid) = (actions[*c].anchor.clone(), actions[*c].uid.clone());
         hold(
             summary,
             &mut actions[*c],
             Held {
                 outcome: HeldOutcome::Conflict,
                 reason: format!(
-                    "the UPN or primary address belongs to ldap2exo's object of {old_uid} (anchor {old}), whose LDAP entry is gone; it may be the same person under a new entryUUID, but {doubt}: neither is changed until LDAP or the tenant settles it"
+                    "the UPN or primary address belongs to ldap2exo's object of {} (anchor {}), whose LDAP entry is gone; it may be the same person under a new entryUUID, but {doubt}: neither is changed until LDAP or the tenant settles it",
+                    old.uid, old.anchor
                 ),
             },
         );
-        hold(
-            summary,
-            &mut actions[*d],
-            Held {
-                outcome: HeldOutcome::Conflict,
-                reason: format!(
-                    "not hidden: the new LDAP entry of {new_uid} (anchor {new}) has this person's UPN or primary address, so this may be the same person under a new entryUUID, but {doubt}"
-                ),
-            },
-        );
+        if let Some(l) = leaver_action(actions, d) {
+            let what = if actions[l].op == Op::Disable {
+                "hidden"
+            } else {
+                "deleted"
+            };
+            hold(
+                summary,
+                &mut actions[l],
+                Held {
+                    outcome: HeldOutcome::Conflict,
+                    reason: format!(
+                        "not {what}: the new LDAP entry of {new_uid} (anchor {new}) has this person's UPN or primary address, so this may be the same person under a new entryUUID, but {doubt}"
+                    ),
+                },
+            );
+        }
     }
 
     let mut remove = BTreeSet::new();
     for (c, d) in merged {
-        let old = objects[&actions[d].anchor];
+        let old = objects[d];
         let create = &actions[c];
         let fields: BTreeMap<String, Value> = create
             .changes
             .iter()
             .filter_map(|(k, (_, after))| Some((k.to_owned(), after.clone()?)))
             .collect();
+        let hidden = fields.get(HIDDEN).cloned();
         let mut changes = diff(
             &old.attributes,
             target_fields(fields, create.kind, Some(old), claimed),
@@ -162,24 +209,61 @@ pub(super) fn pair_anchor_changes(
                 Some(Value::String(create.anchor.to_string())),
             ),
         );
+        let leaver = leaver_action(actions, d);
+        let (op, reason) = if disables.contains_key(d) {
+            (
+                Op::Update,
+                format!(
+                    "re-anchor: the LDAP entry's anchor changed from {} (gone from LDAP) to {}; same UPN and primary address, so the object is stamped with the new anchor",
+                    old.anchor, create.anchor
+                ),
+            )
+        } else {
+            // What the enable of a person back under the same anchor carries (plan::plan).
+            if old.kind == Kind::Mailbox {
+                changes.insert(
+                    ACCOUNT_ENABLED,
+                    (Some(Value::Bool(false)), Some(Value::Bool(true))),
+                );
+            }
+            changes.insert(
+                HIDDEN,
+                (
+                    Some(Value::Bool(true)),
+                    Some(hidden.unwrap_or(Value::Bool(false))),
+                ),
+            );
+            (
+                Op::Enable,
+                format!(
+                    "back in LDAP within the grace period under a new anchor: re-anchor from {} (gone from LDAP) to {}; same UPN and primary address, so the hidden object is shown again and stamped with the new anchor",
+                    old.anchor, create.anchor
+                ),
+            )
+        };
         actions[c] = Action {
-            op: Op::Update,
+            op,
             anchor: create.anchor.clone(),
             uid: create.uid.clone(),
             kind: create.kind,
             dn: create.dn.clone(),
             changes,
-            reason: Some(format!(
-                "re-anchor: the LDAP entry's anchor changed from {} (gone from LDAP) to {}; same UPN and primary address, so the object is stamped with the new anchor",
-                old.anchor, create.anchor
-            )),
+            reason: Some(reason),
             held: None,
             phase: Phase::Main,
         };
         *summary.slot(Op::Create) -= 1;
-        *summary.slot(Op::Disable) -= 1;
-        summary.bump(Op::Update);
-        remove.insert(d);
+        summary.bump(op);
+        match leaver {
+            Some(l) => {
+                *summary.slot(actions[l].op) -= 1;
+                remove.insert(l);
+            }
+            // An object hidden earlier with nothing planned was counted unchanged (a full run
+            // counts everyone; an `--only` run only the people it names).
+            None if scope == Scope::Full => summary.unchanged = summary.unchanged.saturating_sub(1),
+            None => {}
+        }
     }
     let mut i = 0;
     actions.retain(|_| {

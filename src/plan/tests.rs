@@ -853,6 +853,108 @@ fn a_new_anchor_with_the_same_upn_and_address_is_a_re_anchor() {
     assert_eq!(p.summary.held, 2, "{:#?}", p.actions);
 }
 
+/// A mailbox owner whom an earlier run hid `days_ago` days ago, and the same person as the
+/// LDAP entry put back from an LDIF backup (a new anchor).
+fn hidden_and_back(days_ago: i64) -> (ManagedObject, Recipient) {
+    let mut ann = person("old-anchor", "ann", "ann@example.edu");
+    ann.kind = Kind::Mailbox;
+    ann.external_address = None;
+    alias(&mut ann, "a.smith@example.edu");
+    let mut o = disabled_since(managed(&ann), days_ago);
+    o.attributes.insert(HIDDEN.into(), Value::Bool(true));
+    o.attributes
+        .insert(ACCOUNT_ENABLED.into(), Value::Bool(false));
+    let mut again = ann;
+    again.anchor = Anchor::new("new-anchor").unwrap();
+    (o, again)
+}
+
+#[test]
+fn a_hidden_person_back_under_a_new_anchor_is_enabled_on_it() {
+    for scope in [Scope::Full, Scope::Only] {
+        let (o, again) = hidden_and_back(3);
+        let mut case = Case::new(desired(vec![again]), vec![o.clone()]);
+        case.tenant = Some(tenant_showing(&[&o]));
+        case.scope = scope;
+        let p = case.run();
+        // One enable of the old object: no create, no handover stripping its addresses.
+        let a = only_action(&p);
+        assert_eq!((a.op, a.phase), (Op::Enable, Phase::Main), "{a:#?}");
+        assert_eq!(a.anchor.as_str(), "new-anchor");
+        assert_eq!(
+            a.changes["anchor"],
+            (Some(json!("old-anchor")), Some(json!("new-anchor")))
+        );
+        assert_eq!(a.changes[HIDDEN], (Some(json!(true)), Some(json!(false))));
+        assert_eq!(
+            a.changes[ACCOUNT_ENABLED],
+            (Some(json!(false)), Some(json!(true)))
+        );
+        for f in ["emailAddresses", "primarySmtpAddress", "userPrincipalName"] {
+            assert!(!a.changes.contains_key(f), "{f} changes: {a:#?}");
+        }
+        assert!(a.reason.as_deref().unwrap().contains("re-anchor"));
+        let s = &p.summary;
+        assert_eq!(
+            (s.create, s.update, s.enable, s.disable, s.delete, s.held),
+            (0, 0, 1, 0, 0, 0),
+            "{scope:?}"
+        );
+        assert_eq!(s.unchanged, 0, "{scope:?}");
+    }
+
+    // Past the grace period, the delete not yet applied: the enable replaces it.
+    let (o, again) = hidden_and_back(31);
+    let mut case = Case::new(desired(vec![again]), vec![o.clone()]);
+    case.tenant = Some(tenant_showing(&[&o]));
+    let p = case.run();
+    assert_eq!(only_action(&p).op, Op::Enable);
+    assert_eq!(p.summary.removals(), 0);
+}
+
+#[test]
+fn a_hidden_person_back_in_doubt_is_held_and_keeps_the_addresses() {
+    // Another display name: maybe somebody else under a recycled uid. The newcomer is held,
+    // nothing takes the hidden object's addresses, and its delete waits too.
+    for days_ago in [3, 31] {
+        let (o, mut again) = hidden_and_back(days_ago);
+        again.display_name = "Ann Other".into();
+        let mut case = Case::new(desired(vec![again]), vec![o.clone()]);
+        case.tenant = Some(tenant_showing(&[&o]));
+        let p = case.run();
+        assert!(
+            p.actions.iter().all(|a| a.held.is_some()),
+            "{:#?}",
+            p.actions
+        );
+        assert_eq!(p.summary.held, if days_ago > 30 { 2 } else { 1 });
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| a.uid == "ann" && a.anchor.as_str() == "old-anchor" && a.op == Op::Update)
+        );
+    }
+
+    // A quarantined entry of the hidden person is still in LDAP: their anchor is not gone.
+    let (o, again) = hidden_and_back(3);
+    let mut d = desired(vec![again]);
+    d.quarantined.push(crate::desired::Quarantined {
+        dn: "uid=ann-old,ou=people,dc=example,dc=edu".into(),
+        anchor: Some(o.anchor.clone()),
+        uid: Some("ann".into()),
+        field: "mail".into(),
+        reason: "two values".into(),
+    });
+    let mut case = Case::new(d, vec![o.clone()]);
+    case.tenant = Some(tenant_showing(&[&o]));
+    let p = case.run();
+    assert!(
+        p.actions.iter().all(|a| a.op != Op::Enable),
+        "{:#?}",
+        p.actions
+    );
+}
+
 #[test]
 fn a_new_anchor_with_only_the_upn_in_common_holds_both() {
     let ann = person("old-anchor", "ann", "ann@example.edu");

@@ -389,6 +389,121 @@ fn a_regenerated_anchor_restamps_the_live_object_and_a_doubtful_one_is_held() {
     assert!(!by_upn(&state, "kokafor@example.edu").hidden_from_address_lists_enabled);
 }
 
+/// `uid`'s fixture entry under another entryUUID: what an LDIF backup put back by
+/// `ldapadd` gives (slapd assigns a new one).
+pub(crate) fn readded(uid: &str, uuid: &str) -> String {
+    crate::restore::fixture_entry(uid)
+        .lines()
+        .map(|l| {
+            if l.starts_with("entryUUID:") {
+                format!("entryUUID: {uuid}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
+}
+
+/// Every state row of `uid`: (anchor, stage).
+fn rows_of(install: &Install, uid: &str) -> Vec<(String, ldap2exo::state::Stage)> {
+    runtime().block_on(async {
+        let store = ldap2exo::state::Store::open(&install.state).await.unwrap();
+        let rows = store.objects().await.unwrap();
+        store.close().await;
+        rows.into_iter()
+            .filter(|o| o.uid == uid)
+            .map(|o| (o.anchor.to_string(), o.stage))
+            .collect()
+    })
+}
+
+fn sorted_proxies(u: &User) -> Vec<String> {
+    let mut v: Vec<String> = u
+        .proxy_addresses
+        .iter()
+        .map(|p| p.to_ascii_lowercase())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_hidden_person_put_back_under_a_new_entry_uuid_gets_their_own_mailbox_back() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+    first_sync(&install);
+    let before = by_upn(&emu.state(), "bmiller@example.edu").clone();
+    assert_eq!(
+        before.recipient_type_details,
+        Some(RecipientKind::UserMailbox)
+    );
+    let users_before = live(&emu.state()).len();
+
+    // He leaves LDAP; a sync hides him (within the grace period).
+    server.delete(&format!("uid=bmiller,{PEOPLE}"));
+    sync_clean(&install);
+    let hidden = by_upn(&emu.state(), "bmiller@example.edu").clone();
+    assert!(hidden.hidden_from_address_lists_enabled);
+    assert!(!hidden.account_enabled);
+
+    // The identical entry comes back from a backup, under a new entryUUID.
+    let new_anchor = "7e1c0000-0000-4000-8000-0000000000c1";
+    server.add_ldif(&readded("bmiller", new_anchor));
+    let plan = install.dry_run(0, &[]);
+    let mine: Vec<&Action> = plan.actions.iter().filter(|a| a.uid == "bmiller").collect();
+    assert_eq!(
+        mine.len(),
+        1,
+        "one action, no create, no handover: {mine:#?}"
+    );
+    let enable = mine[0];
+    assert_eq!(enable.op, Op::Enable);
+    let (old, new) = &enable.changes["anchor"];
+    assert_eq!(
+        old.as_ref().unwrap(),
+        "5d0c7a3e-2b4f-4e61-9c8a-000000000007"
+    );
+    assert_eq!(new.as_ref().unwrap(), new_anchor);
+    assert!(
+        !enable.changes.contains_key("emailAddresses"),
+        "{enable:#?}"
+    );
+    assert_eq!((plan.summary.create, plan.summary.held), (0, 0));
+
+    sync_clean(&install);
+    let state = emu.state();
+    let after = by_upn(&state, "bmiller@example.edu");
+    assert_eq!(after.id, before.id, "his own mailbox");
+    assert!(!after.hidden_from_address_lists_enabled);
+    assert!(after.account_enabled);
+    assert_eq!(
+        stamp_of(after),
+        Some(format!("ldap2exo:{new_anchor}").as_str())
+    );
+    assert_eq!(
+        sorted_proxies(after),
+        sorted_proxies(&before),
+        "every address kept"
+    );
+    assert_eq!(live(&state).len(), users_before, "no second object");
+    assert!(
+        !state
+            .users
+            .iter()
+            .any(|u| u.user_principal_name.starts_with("bmiller-")
+                || u.exchange_name.as_deref() == Some("bmiller-2")),
+        "no bmiller-2"
+    );
+    assert_no_duplicates(&state);
+    assert_eq!(
+        rows_of(&install, "bmiller"),
+        [(new_anchor.to_owned(), ldap2exo::state::Stage::Active)]
+    );
+    assert_settled(&install, &emu);
+}
+
 #[test]
 fn a_upn_held_by_an_unmanaged_user_is_a_planned_conflict_and_a_taken_name_gets_a_free_one() {
     let rt = runtime();

@@ -254,7 +254,7 @@ fn a_restore_exchange_does_not_confirm_is_still_recorded_and_not_repeated() {
 }
 
 /// `uid`'s entry from the fixture (the same entryUUID).
-fn fixture_entry(uid: &str) -> String {
+pub(crate) fn fixture_entry(uid: &str) -> String {
     let fixture = include_str!("../fixtures/campus.ldif");
     let start = fixture
         .find(&format!("dn: uid={uid},"))
@@ -262,4 +262,73 @@ fn fixture_entry(uid: &str) -> String {
     let rest = &fixture[start..];
     let end = rest.find("\n\n").unwrap_or(rest.len());
     format!("{}\n", &rest[..end])
+}
+
+#[test]
+fn a_person_back_in_ldap_under_a_new_entry_uuid_is_restored_and_taken_over_by_the_sync() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let mut install = Install::with_tenant(&server, &emu);
+    sync(&install, 0);
+    let bmiller = live_user(&emu, "bmiller@example.edu").unwrap();
+    let users_before = live(&emu.state()).len();
+
+    // He leaves; with no grace period the second sync deletes his mailbox.
+    server.delete(&format!("uid=bmiller,{PEOPLE}"));
+    install
+        .env
+        .push(("LDAP2EXO__SAFETY__GRACE_PERIOD_DAYS".into(), "0".into()));
+    sync(&install, 0);
+    install.now += 60;
+    sync(&install, 0);
+    assert!(live_user(&emu, "bmiller@example.edu").is_none());
+    install
+        .env
+        .retain(|(k, _)| k != "LDAP2EXO__SAFETY__GRACE_PERIOD_DAYS");
+
+    // His entry is put back from a backup: slapd gives it a new entryUUID.
+    let new_anchor = "7e1c0000-0000-4000-8000-0000000000d1";
+    let entry = crate::handovers::readded("bmiller", new_anchor);
+    server.add_ldif(&entry);
+
+    let run = restore(&install, &["bmiller"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("bmiller: "))
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    assert!(
+        lines[0].contains("restored hidden")
+            && lines[0].contains(&format!("back under a new anchor ({new_anchor}"))
+            && !lines[0].contains("unless its LDAP entry returns"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains("synced: shown"), "{}", lines[1]);
+
+    // His own mailbox, shown, on the new anchor, with every address; nothing created.
+    let state = emu.state();
+    let back = live_user(&emu, "bmiller@example.edu").expect("bmiller is back");
+    assert_eq!(back.id, bmiller.id, "the same object");
+    assert!(!back.hidden_from_address_lists_enabled, "shown again");
+    assert!(back.account_enabled);
+    assert_eq!(
+        stamp_of(&back),
+        Some(format!("ldap2exo:{new_anchor}").as_str())
+    );
+    assert_eq!(
+        sorted(back.proxy_addresses.clone()),
+        sorted(bmiller.proxy_addresses.clone())
+    );
+    assert_eq!(live(&state).len(), users_before, "no second object");
+    let row = state_row(&rt, &install, "bmiller");
+    assert_eq!(
+        (row.anchor.to_string(), row.stage),
+        (new_anchor.to_owned(), Stage::Active)
+    );
+    let plan = install.dry_run(0, &[]);
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
 }
