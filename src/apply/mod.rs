@@ -117,7 +117,8 @@ pub struct Context<'a> {
     pub now: i64,
     /// False when the safety verdict is blocked: disables and deletes are skipped.
     pub allow_removals: bool,
-    /// Actions of different people in flight at once.
+    /// Actions of different people working at once (`tenant.concurrency`); an action that
+    /// waits for the tenant parks and gives its slot to another (see [`Workers`]).
     pub concurrency: usize,
     /// How long a step waits for an object that the service has just created but does not
     /// show yet (404 right after a create, propagation between Exchange and Graph):
@@ -143,6 +144,7 @@ pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, 
         .filter(|a| a.phase == Phase::Release && a.held.is_none())
         .flat_map(|a| crate::plan::released_values(&a.changes))
         .collect();
+    let workers = Workers::new(ctx.concurrency);
     let mut results = Vec::with_capacity(plan.actions.len());
     // Every release finishes before any claim starts (the plan lists releases first).
     for phase in [Phase::Release, Phase::Main] {
@@ -156,8 +158,8 @@ pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, 
         }
         let done: Vec<Result<ActionResult, ApplyError>> =
             futures_util::stream::iter(plan.actions.iter().filter(|a| a.phase == phase))
-                .map(|action| run(action, ctx, &late, &released))
-                .buffered(ctx.concurrency.max(1))
+                .map(|action| run(action, ctx, &late, &released, &workers))
+                .buffered(workers.started())
                 .collect()
                 .await;
         for r in done {
@@ -205,7 +207,7 @@ async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), 
                     .journal_start(ctx.run_id, &l.anchor, Op::Create.as_str(), "PATCH accountEnabled", ctx.now)
                     .await?;
                 let answer =
-                    steps::until_visible(ctx.visibility_wait, &l.uid, &mut || graph.update_user(&l.id, patch), &|e| matches!(e, TenantError::NotFound { .. }))
+                    steps::until_visible(ctx.visibility_wait, &l.uid, &mut || graph.update_user(&l.id, patch), &|e| matches!(e, TenantError::NotFound { .. }), None)
                         .await;
                 match answer {
                     Ok(()) => {
@@ -238,11 +240,83 @@ async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), 
     done.into_iter().collect()
 }
 
+/// Actions may wait for a while in the middle (an object the service has just created and
+/// does not show yet answers 404 for seconds; Exchange frees a released address only after a
+/// while). `tenant.concurrency` actions work at once; one that waits parks, giving its slot
+/// to another (many more are started than work, so one is ready), and takes a slot again
+/// when its wait is over. The services' limiters hold a request slot only during a request.
+pub(crate) struct Workers {
+    slots: tokio::sync::Semaphore,
+    concurrency: usize,
+}
+
+/// How many actions may be started per working slot: the rest wait parked.
+const STARTED_PER_SLOT: usize = 8;
+
+impl Workers {
+    fn new(concurrency: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        Self {
+            slots: tokio::sync::Semaphore::new(concurrency),
+            concurrency,
+        }
+    }
+
+    /// Actions started at once (working or parked).
+    fn started(&self) -> usize {
+        self.concurrency * STARTED_PER_SLOT
+    }
+
+    /// Waits for a working slot.
+    async fn enter(&self) -> Slot<'_> {
+        // The semaphore is never closed.
+        if let Ok(p) = self.slots.acquire().await {
+            p.forget();
+        }
+        Slot {
+            workers: self,
+            held: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+}
+
+/// An action's working slot; given back while it is parked and when it is dropped (also when
+/// the action is cut off in the middle).
+pub(crate) struct Slot<'a> {
+    workers: &'a Workers,
+    held: std::sync::atomic::AtomicBool,
+}
+
+impl Slot<'_> {
+    /// Awaits `wait` without the slot, then takes one again.
+    pub(crate) async fn park<F: std::future::Future>(&self, wait: F) -> F::Output {
+        use std::sync::atomic::Ordering;
+        if self.held.swap(false, Ordering::SeqCst) {
+            self.workers.slots.add_permits(1);
+        }
+        let out = wait.await;
+        if let Ok(p) = self.workers.slots.acquire().await {
+            p.forget();
+        }
+        self.held.store(true, Ordering::SeqCst);
+        out
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.held.load(std::sync::atomic::Ordering::SeqCst) {
+            self.workers.slots.add_permits(1);
+        }
+    }
+}
+
 async fn run(
     action: &Action,
     ctx: &Context<'_>,
     late: &Mutex<Vec<LateSignIn>>,
     released: &BTreeSet<String>,
+    workers: &Workers,
 ) -> Result<ActionResult, ApplyError> {
     let outcome = if let Some(held) = &action.held {
         // The plan knew from the tenant it read: nothing is sent.
@@ -259,7 +333,8 @@ async fn run(
         )
     } else {
         let job = async {
-            let mut job = Job::new(action, ctx, late, released).await?;
+            let slot = workers.enter().await;
+            let mut job = Job::new(action, ctx, late, released, &slot).await?;
             Ok::<_, ApplyError>(match job.execute().await {
                 Ok(()) => job.outcome(),
                 Err(Stop::Conflict(why)) => Outcome::Conflict(why),
@@ -342,6 +417,8 @@ struct Job<'a, 'c> {
     /// The anchor the tenant object and the state row carry: the action's own, or, for a
     /// re-anchor, the old one until the new stamp is written.
     from: Anchor,
+    /// The action's working slot, given up while it waits (see [`Workers`]).
+    slot: &'a Slot<'a>,
     /// Addresses and UPNs (lower case) the plan's release phase gives up: a claim refused for
     /// one of them is retried while Exchange frees it.
     released: &'a BTreeSet<String>,
@@ -353,6 +430,7 @@ impl<'a, 'c> Job<'a, 'c> {
         ctx: &'a Context<'c>,
         late: &'a Mutex<Vec<LateSignIn>>,
         released: &'a BTreeSet<String>,
+        slot: &'a Slot<'a>,
     ) -> Result<Self, StateError> {
         // A re-anchor (`anchor: [old, new]`) works on the object and row of the old anchor.
         let from = match action.changes.get(Field::Anchor.as_str()) {
@@ -395,6 +473,7 @@ impl<'a, 'c> Job<'a, 'c> {
             fresh_read: false,
             from,
             released,
+            slot,
         })
     }
 
@@ -898,7 +977,9 @@ impl<'a, 'c> Job<'a, 'c> {
         self.handled.insert(Field::Kind);
         let ex = self.ctx.tenant.exchange();
         for wait_ms in [0u64, 500, 1000, 1500] {
-            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            self.slot
+                .park(tokio::time::sleep(Duration::from_millis(wait_ms)))
+                .await;
             if self
                 .step("Get-Mailbox", ex.get_mailbox(id))
                 .await?

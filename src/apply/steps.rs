@@ -49,11 +49,15 @@ const POST_USER_FIELDS: [Field; 11] = [
 /// Calls `call` while it fails with an error `retry` says to wait out (most often 404: an
 /// object the service created a moment ago, or a value still propagating between Exchange and
 /// Graph, is not visible at once), with backoff, for at most `wait`.
+///
+/// With a `slot`, the action gives up its worker slot while it sleeps, so the others use the
+/// services meanwhile (see [`super::Workers`]).
 pub(super) async fn until_visible<T, F, Fut>(
     wait: Duration,
     uid: &str,
     call: &mut F,
     retry: &dyn Fn(&TenantError) -> bool,
+    slot: Option<&super::Slot<'_>>,
 ) -> Result<T, TenantError>
 where
     F: FnMut() -> Fut,
@@ -70,7 +74,10 @@ where
                     reason = %e,
                     "not visible or not free yet; waiting"
                 );
-                tokio::time::sleep(pause).await;
+                match slot {
+                    Some(slot) => slot.park(tokio::time::sleep(pause)).await,
+                    None => tokio::time::sleep(pause).await,
+                }
                 pause = (pause * 2).min(Duration::from_secs(4));
             }
             other => return other,
@@ -120,9 +127,13 @@ impl Job<'_, '_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, TenantError>>,
     {
-        until_visible(self.ctx.visibility_wait, &self.action.uid, call, &|e| {
-            matches!(e, TenantError::NotFound { .. }) || self.waits_for_release(e)
-        })
+        until_visible(
+            self.ctx.visibility_wait,
+            &self.action.uid,
+            call,
+            &|e| matches!(e, TenantError::NotFound { .. }) || self.waits_for_release(e),
+            Some(self.slot),
+        )
         .await
     }
 
@@ -484,6 +495,7 @@ impl Job<'_, '_> {
             &self.action.uid,
             &mut call,
             &|e| self.waits_for_release(e),
+            Some(self.slot),
         )
         .await;
         match answer {

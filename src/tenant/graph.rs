@@ -1044,7 +1044,10 @@ impl Graph {
                     let wait = ra.unwrap_or_else(|| exec.backoff(*n));
                     if resp.status == 429 {
                         super::http::Counters::bump(&exec.counters.throttled);
-                        exec.limiter.throttled(wait);
+                        match ra {
+                            Some(ra) => exec.limiter.throttled(ra),
+                            None => exec.limiter.refused(),
+                        }
                     } else {
                         super::http::Counters::bump(&exec.counters.server_errors);
                     }
