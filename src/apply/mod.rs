@@ -245,9 +245,14 @@ async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), 
 /// while). `tenant.concurrency` actions work at once; one that waits parks, giving its slot
 /// to another (many more are started than work, so one is ready), and takes a slot again
 /// when its wait is over. The services' limiters hold a request slot only during a request.
+///
+/// It also learns how long a new object takes to become visible after its create, per create
+/// request (see `Job::step_visible`), so the first call on a new object waits that long,
+/// parked, instead of spending requests (and write budget) on 404s.
 pub(crate) struct Workers {
     slots: tokio::sync::Semaphore,
     concurrency: usize,
+    visible_after: Mutex<BTreeMap<String, Duration>>,
 }
 
 /// How many actions may be started per working slot: the rest wait parked.
@@ -259,7 +264,27 @@ impl Workers {
         Self {
             slots: tokio::sync::Semaphore::new(concurrency),
             concurrency,
+            visible_after: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// How long objects made by `create` have taken to become visible (zero until learnt).
+    fn visible_after(&self, create: &str) -> Duration {
+        let learnt = self.visible_after.lock().unwrap_or_else(|e| e.into_inner());
+        learnt.get(create).copied().unwrap_or_default()
+    }
+
+    /// Learns from the first call on an object made by `create`, `tries` at `started` (since
+    /// the create): it became visible between the last two tries. A first try that went
+    /// through lowers the estimate a little, so it follows a service that got faster.
+    fn learn_visible_after(&self, create: &str, started: &[Duration]) {
+        let mut learnt = self.visible_after.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = learnt.entry(create.to_owned()).or_default();
+        *entry = match started {
+            [] => *entry,
+            [_] => *entry * 7 / 8,
+            [.., before, last] => (*before + *last) / 2,
+        };
     }
 
     /// Actions started at once (working or parked).
@@ -419,6 +444,9 @@ struct Job<'a, 'c> {
     from: Anchor,
     /// The action's working slot, given up while it waits (see [`Workers`]).
     slot: &'a Slot<'a>,
+    /// The create request this action just made its object with, and when: the next step
+    /// that waits for the object to be visible learns from it (then it is taken).
+    created: Mutex<Option<(String, std::time::Instant)>>,
     /// Addresses and UPNs (lower case) the plan's release phase gives up: a claim refused for
     /// one of them is retried while Exchange frees it.
     released: &'a BTreeSet<String>,
@@ -474,6 +502,7 @@ impl<'a, 'c> Job<'a, 'c> {
             from,
             released,
             slot,
+            created: Mutex::new(None),
         })
     }
 

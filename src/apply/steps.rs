@@ -112,7 +112,35 @@ impl Job<'_, '_> {
         Fut: Future<Output = Result<T, TenantError>>,
     {
         let row = self.journal_start(name).await?;
-        match self.until_visible(&mut call).await {
+        let fresh = self
+            .created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let answer = match fresh {
+            None => self.until_visible(&mut call).await,
+            Some((create, at)) => {
+                // The first call on an object this action just made: wait, parked, as long
+                // as such objects have taken to become visible, then learn from the tries.
+                let workers = self.slot.workers;
+                let wait = workers.visible_after(&create).saturating_sub(at.elapsed());
+                if !wait.is_zero() {
+                    self.slot.park(tokio::time::sleep(wait)).await;
+                }
+                let mut started = Vec::new();
+                let answer = self
+                    .until_visible(&mut || {
+                        started.push(at.elapsed());
+                        call()
+                    })
+                    .await;
+                if answer.is_ok() {
+                    workers.learn_visible_after(&create, &started);
+                }
+                answer
+            }
+        };
+        match answer {
             Ok(v) => {
                 self.journal_finish(row, "ok", self.obj.tenant_object_id.as_deref())
                     .await?;
@@ -501,6 +529,8 @@ impl Job<'_, '_> {
         match answer {
             Ok(created) => match id_of(&created) {
                 Some(id) => {
+                    *self.created.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((name.to_owned(), Instant::now()));
                     self.journal_finish(row, "ok", Some(&format!("created {id}")))
                         .await?;
                     Ok(Ok((id, created)))
