@@ -191,48 +191,89 @@ struct LateSignIn {
 /// whole run to catch up; whatever it still does not show after
 /// `tenant.propagation_wait_seconds` is left to the next run, whose inventory sees the
 /// account enabled and plans the change. The person is a working MailUser either way.
+///
+/// The PATCHes go across people through Graph's `$batch` (20 per request, each retried on its
+/// own when throttled); those answered 404 are sent again, in rounds with backoff.
 async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), ApplyError> {
     let graph = ctx.tenant.graph();
+    let store = ctx.store;
     let patch = json!({ "accountEnabled": false });
-    if !late.is_empty() {
-        ctx.progress
-            .phase(progress::Phase::BlockingSignIns, Some(late.len() as u64));
+    if late.is_empty() {
+        return Ok(());
     }
-    let done: Vec<Result<(), ApplyError>> = futures_util::stream::iter(late)
-        .map(|l| {
-            let patch = &patch;
-            async move {
-                let store = ctx.store;
-                let row = store
-                    .journal_start(ctx.run_id, &l.anchor, Op::Create.as_str(), "PATCH accountEnabled", ctx.now)
-                    .await?;
-                let answer =
-                    steps::until_visible(ctx.visibility_wait, &l.uid, &mut || graph.update_user(&l.id, patch), &|e| matches!(e, TenantError::NotFound { .. }), None)
-                        .await;
-                match answer {
-                    Ok(()) => {
-                        store.journal_finish(row, "ok", Some(&l.id), ctx.now).await?;
-                        if let Some(mut obj) = store.object(&l.anchor).await? {
-                            obj.attributes
-                                .insert(Field::AccountEnabled.as_str().into(), Value::Bool(false));
-                            store.upsert_object(&obj).await?;
+    ctx.progress
+        .phase(progress::Phase::BlockingSignIns, Some(late.len() as u64));
+    let mut rows = Vec::with_capacity(late.len());
+    for l in &late {
+        rows.push(
+            store
+                .journal_start(ctx.run_id, &l.anchor, Op::Create.as_str(), "PATCH accountEnabled", ctx.now)
+                .await?,
+        );
+    }
+    // Per person: None while Graph does not show the object, else the answer.
+    let mut answers: Vec<Option<Result<(), TenantError>>> = late.iter().map(|_| None).collect();
+    let deadline = std::time::Instant::now() + ctx.visibility_wait;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let waiting: Vec<usize> = (0..late.len()).filter(|&i| answers[i].is_none()).collect();
+        if waiting.is_empty() {
+            break;
+        }
+        let updates: Vec<(String, Value)> =
+            waiting.iter().map(|&i| (late[i].id.clone(), patch.clone())).collect();
+        // Chunks of the batch size, so a failure of one envelope touches only its people.
+        for (chunk, ids) in updates.chunks(20 * 8).zip(waiting.chunks(20 * 8)) {
+            match graph.update_users(chunk).await {
+                Ok(results) => {
+                    for (&i, r) in ids.iter().zip(results) {
+                        if !matches!(r, Err(TenantError::NotFound { .. })) {
+                            answers[i] = Some(r);
                         }
                     }
-                    Err(TenantError::NotFound { .. }) => {
-                        store
-                            .journal_finish(row, DEFERRED, Some("Graph does not show the object yet; the next run blocks sign-in"), ctx.now)
-                            .await?;
-                        tracing::info!(uid = %l.uid, "Graph does not show the new MailUser yet; its sign-in is blocked on a later run");
-                    }
-                    Err(e) => {
-                        let why = e.to_string();
-                        store.journal_finish(row, "failed", Some(&why), ctx.now).await?;
-                        tracing::warn!(uid = %l.uid, error = %why, "blocking a new MailUser's sign-in failed; the next run tries again");
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    for &i in ids {
+                        answers[i] = Some(Err(TenantError::Protocol {
+                            service: crate::tenant::Service::Graph,
+                            message: why.clone(),
+                        }));
                     }
                 }
-                ctx.progress.step();
-                Ok(())
             }
+        }
+        if answers.iter().all(Option::is_some) || std::time::Instant::now() + pause > deadline {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(4));
+    }
+    let done: Vec<Result<(), ApplyError>> = futures_util::stream::iter(late.into_iter().zip(rows).zip(answers))
+        .map(|((l, row), answer)| async move {
+            match answer {
+                Some(Ok(())) => {
+                    store.journal_finish(row, "ok", Some(&l.id), ctx.now).await?;
+                    if let Some(mut obj) = store.object(&l.anchor).await? {
+                        obj.attributes
+                            .insert(Field::AccountEnabled.as_str().into(), Value::Bool(false));
+                        store.upsert_object(&obj).await?;
+                    }
+                }
+                None => {
+                    store
+                        .journal_finish(row, DEFERRED, Some("Graph does not show the object yet; the next run blocks sign-in"), ctx.now)
+                        .await?;
+                    tracing::info!(uid = %l.uid, "Graph does not show the new MailUser yet; its sign-in is blocked on a later run");
+                }
+                Some(Err(e)) => {
+                    let why = e.to_string();
+                    store.journal_finish(row, "failed", Some(&why), ctx.now).await?;
+                    tracing::warn!(uid = %l.uid, error = %why, "blocking a new MailUser's sign-in failed; the next run tries again");
+                }
+            }
+            ctx.progress.step();
+            Ok(())
         })
         .buffer_unordered(ctx.concurrency.max(1))
         .collect()
