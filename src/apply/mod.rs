@@ -207,7 +207,13 @@ async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), 
     for l in &late {
         rows.push(
             store
-                .journal_start(ctx.run_id, &l.anchor, Op::Create.as_str(), "PATCH accountEnabled", ctx.now)
+                .journal_start(
+                    ctx.run_id,
+                    &l.anchor,
+                    Op::Create.as_str(),
+                    "PATCH accountEnabled",
+                    ctx.now,
+                )
                 .await?,
         );
     }
@@ -220,8 +226,10 @@ async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), 
         if waiting.is_empty() {
             break;
         }
-        let updates: Vec<(String, Value)> =
-            waiting.iter().map(|&i| (late[i].id.clone(), patch.clone())).collect();
+        let updates: Vec<(String, Value)> = waiting
+            .iter()
+            .map(|&i| (late[i].id.clone(), patch.clone()))
+            .collect();
         // Chunks of the batch size, so a failure of one envelope touches only its people.
         for (chunk, ids) in updates.chunks(20 * 8).zip(waiting.chunks(20 * 8)) {
             match graph.update_users(chunk).await {
