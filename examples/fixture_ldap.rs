@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example fixture_ldap -- [--generate N] [--keep-state FILE] -- COMMAND [ARGS...]
+//! cargo run --example fixture_ldap -- --print-generated N SEED
 //! ```
 //!
 //! The demo and the benchmark use it, so they run against exactly the server the integration
@@ -10,6 +11,13 @@
 //! It writes an ldap2exo configuration for that server and runs COMMAND with
 //! `LDAP2EXO_CONFIG` and `LDAP2EXO__LDAP__BIND_PASSWORD` set, plus `FIXTURE_*` variables for
 //! other LDAP clients (see below). Then it stops slapd and exits with COMMAND's status.
+//! `FIXTURE_ROOT_DN` and `FIXTURE_ROOT_PASSWORD` let COMMAND change the directory
+//! (`ldapmodify -x -e relax`, as the tests do), e.g. to roll a population over.
+//!
+//! `--print-generated N SEED` starts nothing: it prints N generated people of SEED as LDIF
+//! (without their `ou=generated` parent, which `--generate` already made) for `ldapmodify -a`;
+//! a SEED other than 1 gives other uids (`g<SEED>x…`) and other `entryUUID`s, so they are new
+//! people beside those of `--generate`.
 
 #[allow(dead_code)]
 #[path = "../tests/support/slapd.rs"]
@@ -21,7 +29,10 @@ use std::process::{Command, ExitCode};
 use slapd::{Slapd, SlapdOptions};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: fixture_ldap [--generate N] [--state FILE] -- COMMAND [ARGS...]");
+    eprintln!(
+        "usage: fixture_ldap [--generate N] [--state FILE] -- COMMAND [ARGS...]\n       \
+         fixture_ldap --print-generated N SEED"
+    );
     ExitCode::from(2)
 }
 
@@ -36,6 +47,18 @@ fn main() -> ExitCode {
                 Some(n) => generate = n,
                 None => return usage(),
             },
+            "--print-generated" => {
+                let n = args.next().and_then(|n| n.parse::<usize>().ok());
+                let seed = args.next().and_then(|n| n.parse::<u64>().ok());
+                let (Some(n), Some(seed)) = (n, seed) else {
+                    return usage();
+                };
+                let ldif = slapd::generate_people(n, seed);
+                // The first record is the `ou=generated` entry itself.
+                let people = ldif.split_once("\n\n").map_or("", |(_, rest)| rest);
+                print!("{people}");
+                return ExitCode::SUCCESS;
+            }
             "--state" => match args.next() {
                 Some(p) => state = Some(p.into()),
                 None => return usage(),
@@ -100,6 +123,8 @@ fn main() -> ExitCode {
         .env("FIXTURE_BIND_DN", slapd::SERVICE_DN)
         .env("FIXTURE_BIND_PASSWORD", slapd::SERVICE_PASSWORD)
         .env("FIXTURE_BASE_DN", base)
+        .env("FIXTURE_ROOT_DN", slapd::ROOT_DN)
+        .env("FIXTURE_ROOT_PASSWORD", slapd::ROOT_PASSWORD)
         .status();
     drop(server);
     match status {

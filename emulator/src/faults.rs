@@ -320,6 +320,10 @@ pub struct EndpointCounters {
     pub dropped: u64,
     /// Responses with a status of 400 or more produced by the handler itself (refusals).
     pub errors: u64,
+    /// Of `requests`, those that came inside a `POST /$batch` (each also counted there), so
+    /// HTTP requests on the wire are `requests - batched`.
+    #[serde(default)]
+    pub batched: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -119,7 +119,8 @@ pub struct Context<'a> {
     pub now: i64,
     /// False when the safety verdict is blocked: disables and deletes are skipped.
     pub allow_removals: bool,
-    /// Actions of different people in flight at once.
+    /// Actions of different people working at once (`tenant.concurrency`); an action that
+    /// waits for the tenant parks and gives its slot to another (see [`Workers`]).
     pub concurrency: usize,
     /// How long a step waits for an object that the service has just created but does not
     /// show yet (404 right after a create, propagation between Exchange and Graph):
@@ -145,6 +146,7 @@ pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, 
         .filter(|a| a.phase == Phase::Release && a.held.is_none())
         .flat_map(|a| crate::plan::released_values(&a.changes))
         .collect();
+    let workers = Workers::new(ctx.concurrency);
     let mut results = Vec::with_capacity(plan.actions.len());
     // Every release finishes before any claim starts (the plan lists releases first).
     for phase in [Phase::Release, Phase::Main] {
@@ -158,8 +160,8 @@ pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, 
         }
         let done: Vec<Result<ActionResult, ApplyError>> =
             futures_util::stream::iter(plan.actions.iter().filter(|a| a.phase == phase))
-                .map(|action| run(action, ctx, &late, &released))
-                .buffered(ctx.concurrency.max(1))
+                .map(|action| run(action, ctx, &late, &released, &workers))
+                .buffered(workers.started())
                 .collect()
                 .await;
         for r in done {
@@ -191,48 +193,97 @@ struct LateSignIn {
 /// whole run to catch up; whatever it still does not show after
 /// `tenant.propagation_wait_seconds` is left to the next run, whose inventory sees the
 /// account enabled and plans the change. The person is a working MailUser either way.
+///
+/// The PATCHes go across people through Graph's `$batch` (20 per request, each retried on its
+/// own when throttled); those answered 404 are sent again, in rounds with backoff.
 async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), ApplyError> {
     let graph = ctx.tenant.graph();
+    let store = ctx.store;
     let patch = json!({ "accountEnabled": false });
-    if !late.is_empty() {
-        ctx.progress
-            .phase(progress::Phase::BlockingSignIns, Some(late.len() as u64));
+    if late.is_empty() {
+        return Ok(());
     }
-    let done: Vec<Result<(), ApplyError>> = futures_util::stream::iter(late)
-        .map(|l| {
-            let patch = &patch;
-            async move {
-                let store = ctx.store;
-                let row = store
-                    .journal_start(ctx.run_id, &l.anchor, Op::Create.as_str(), "PATCH accountEnabled", ctx.now)
-                    .await?;
-                let answer =
-                    steps::until_visible(ctx.visibility_wait, &l.uid, &mut || graph.update_user(&l.id, patch), &|e| matches!(e, TenantError::NotFound { .. }))
-                        .await;
-                match answer {
-                    Ok(()) => {
-                        store.journal_finish(row, "ok", Some(&l.id), ctx.now).await?;
-                        if let Some(mut obj) = store.object(&l.anchor).await? {
-                            obj.attributes
-                                .insert(Field::AccountEnabled.as_str().into(), Value::Bool(false));
-                            store.upsert_object(&obj).await?;
+    ctx.progress
+        .phase(progress::Phase::BlockingSignIns, Some(late.len() as u64));
+    let mut rows = Vec::with_capacity(late.len());
+    for l in &late {
+        rows.push(
+            store
+                .journal_start(
+                    ctx.run_id,
+                    &l.anchor,
+                    Op::Create.as_str(),
+                    "PATCH accountEnabled",
+                    ctx.now,
+                )
+                .await?,
+        );
+    }
+    // Per person: None while Graph does not show the object, else the answer.
+    let mut answers: Vec<Option<Result<(), TenantError>>> = late.iter().map(|_| None).collect();
+    let deadline = std::time::Instant::now() + ctx.visibility_wait;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let waiting: Vec<usize> = (0..late.len()).filter(|&i| answers[i].is_none()).collect();
+        if waiting.is_empty() {
+            break;
+        }
+        let updates: Vec<(String, Value)> = waiting
+            .iter()
+            .map(|&i| (late[i].id.clone(), patch.clone()))
+            .collect();
+        // Chunks of the batch size, so a failure of one envelope touches only its people.
+        for (chunk, ids) in updates.chunks(20 * 8).zip(waiting.chunks(20 * 8)) {
+            match graph.update_users(chunk).await {
+                Ok(results) => {
+                    for (&i, r) in ids.iter().zip(results) {
+                        if !matches!(r, Err(TenantError::NotFound { .. })) {
+                            answers[i] = Some(r);
                         }
                     }
-                    Err(TenantError::NotFound { .. }) => {
-                        store
-                            .journal_finish(row, DEFERRED, Some("Graph does not show the object yet; the next run blocks sign-in"), ctx.now)
-                            .await?;
-                        tracing::info!(uid = %l.uid, "Graph does not show the new MailUser yet; its sign-in is blocked on a later run");
-                    }
-                    Err(e) => {
-                        let why = e.to_string();
-                        store.journal_finish(row, "failed", Some(&why), ctx.now).await?;
-                        tracing::warn!(uid = %l.uid, error = %why, "blocking a new MailUser's sign-in failed; the next run tries again");
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    for &i in ids {
+                        answers[i] = Some(Err(TenantError::Protocol {
+                            service: crate::tenant::Service::Graph,
+                            message: why.clone(),
+                        }));
                     }
                 }
-                ctx.progress.step();
-                Ok(())
             }
+        }
+        if answers.iter().all(Option::is_some) || std::time::Instant::now() + pause > deadline {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(4));
+    }
+    let done: Vec<Result<(), ApplyError>> = futures_util::stream::iter(late.into_iter().zip(rows).zip(answers))
+        .map(|((l, row), answer)| async move {
+            match answer {
+                Some(Ok(())) => {
+                    store.journal_finish(row, "ok", Some(&l.id), ctx.now).await?;
+                    if let Some(mut obj) = store.object(&l.anchor).await? {
+                        obj.attributes
+                            .insert(Field::AccountEnabled.as_str().into(), Value::Bool(false));
+                        store.upsert_object(&obj).await?;
+                    }
+                }
+                None => {
+                    store
+                        .journal_finish(row, DEFERRED, Some("Graph does not show the object yet; the next run blocks sign-in"), ctx.now)
+                        .await?;
+                    tracing::info!(uid = %l.uid, "Graph does not show the new MailUser yet; its sign-in is blocked on a later run");
+                }
+                Some(Err(e)) => {
+                    let why = e.to_string();
+                    store.journal_finish(row, "failed", Some(&why), ctx.now).await?;
+                    tracing::warn!(uid = %l.uid, error = %why, "blocking a new MailUser's sign-in failed; the next run tries again");
+                }
+            }
+            ctx.progress.step();
+            Ok(())
         })
         .buffer_unordered(ctx.concurrency.max(1))
         .collect()
@@ -240,11 +291,108 @@ async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), 
     done.into_iter().collect()
 }
 
+/// Actions may wait for a while in the middle (an object the service has just created and
+/// does not show yet answers 404 for seconds; Exchange frees a released address only after a
+/// while). `tenant.concurrency` actions work at once; one that waits parks, giving its slot
+/// to another (many more are started than work, so one is ready), and takes a slot again
+/// when its wait is over. The services' limiters hold a request slot only during a request.
+///
+/// It also learns how long a new object takes to become visible after its create, per create
+/// request (see `Job::step_visible`), so the first call on a new object waits that long,
+/// parked, instead of spending requests (and write budget) on 404s.
+pub(crate) struct Workers {
+    slots: tokio::sync::Semaphore,
+    concurrency: usize,
+    visible_after: Mutex<BTreeMap<String, Duration>>,
+}
+
+/// How many actions may be started per working slot: the rest wait parked.
+const STARTED_PER_SLOT: usize = 8;
+
+impl Workers {
+    fn new(concurrency: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        Self {
+            slots: tokio::sync::Semaphore::new(concurrency),
+            concurrency,
+            visible_after: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// How long objects made by `create` have taken to become visible (zero until learnt).
+    fn visible_after(&self, create: &str) -> Duration {
+        let learnt = self.visible_after.lock().unwrap_or_else(|e| e.into_inner());
+        learnt.get(create).copied().unwrap_or_default()
+    }
+
+    /// Learns from the first call on an object made by `create`, `tries` at `started` (since
+    /// the create): it became visible between the last two tries. A first try that went
+    /// through lowers the estimate a little, so it follows a service that got faster.
+    fn learn_visible_after(&self, create: &str, started: &[Duration]) {
+        let mut learnt = self.visible_after.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = learnt.entry(create.to_owned()).or_default();
+        *entry = match started {
+            [] => *entry,
+            [_] => *entry * 7 / 8,
+            [.., before, last] => (*before + *last) / 2,
+        };
+    }
+
+    /// Actions started at once (working or parked).
+    fn started(&self) -> usize {
+        self.concurrency * STARTED_PER_SLOT
+    }
+
+    /// Waits for a working slot.
+    async fn enter(&self) -> Slot<'_> {
+        // The semaphore is never closed.
+        if let Ok(p) = self.slots.acquire().await {
+            p.forget();
+        }
+        Slot {
+            workers: self,
+            held: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+}
+
+/// An action's working slot; given back while it is parked and when it is dropped (also when
+/// the action is cut off in the middle).
+pub(crate) struct Slot<'a> {
+    workers: &'a Workers,
+    held: std::sync::atomic::AtomicBool,
+}
+
+impl Slot<'_> {
+    /// Awaits `wait` without the slot, then takes one again.
+    pub(crate) async fn park<F: std::future::Future>(&self, wait: F) -> F::Output {
+        use std::sync::atomic::Ordering;
+        if self.held.swap(false, Ordering::SeqCst) {
+            self.workers.slots.add_permits(1);
+        }
+        let out = wait.await;
+        if let Ok(p) = self.workers.slots.acquire().await {
+            p.forget();
+        }
+        self.held.store(true, Ordering::SeqCst);
+        out
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.held.load(std::sync::atomic::Ordering::SeqCst) {
+            self.workers.slots.add_permits(1);
+        }
+    }
+}
+
 async fn run(
     action: &Action,
     ctx: &Context<'_>,
     late: &Mutex<Vec<LateSignIn>>,
     released: &BTreeSet<String>,
+    workers: &Workers,
 ) -> Result<ActionResult, ApplyError> {
     let outcome = if let Some(held) = &action.held {
         // The plan knew from the tenant it read: nothing is sent.
@@ -262,7 +410,8 @@ async fn run(
         )
     } else {
         let job = async {
-            let mut job = Job::new(action, ctx, late, released).await?;
+            let slot = workers.enter().await;
+            let mut job = Job::new(action, ctx, late, released, &slot).await?;
             Ok::<_, ApplyError>(match job.execute().await {
                 Ok(()) => job.outcome(),
                 Err(Stop::Conflict(why)) => Outcome::Conflict(why),
@@ -345,6 +494,11 @@ struct Job<'a, 'c> {
     /// The anchor the tenant object and the state row carry: the action's own, or, for a
     /// re-anchor, the old one until the new stamp is written.
     from: Anchor,
+    /// The action's working slot, given up while it waits (see [`Workers`]).
+    slot: &'a Slot<'a>,
+    /// The create request this action just made its object with, and when: the next step
+    /// that waits for the object to be visible learns from it (then it is taken).
+    created: Mutex<Option<(String, std::time::Instant)>>,
     /// Addresses and UPNs (lower case) the plan's release phase gives up: a claim refused for
     /// one of them is retried while Exchange frees it.
     released: &'a BTreeSet<String>,
@@ -356,6 +510,7 @@ impl<'a, 'c> Job<'a, 'c> {
         ctx: &'a Context<'c>,
         late: &'a Mutex<Vec<LateSignIn>>,
         released: &'a BTreeSet<String>,
+        slot: &'a Slot<'a>,
     ) -> Result<Self, StateError> {
         // A re-anchor (`anchor: [old, new]`) works on the object and row of the old anchor.
         let from = match action.changes.get(Field::Anchor.as_str()) {
@@ -398,6 +553,8 @@ impl<'a, 'c> Job<'a, 'c> {
             fresh_read: false,
             from,
             released,
+            slot,
+            created: Mutex::new(None),
         })
     }
 
@@ -901,7 +1058,9 @@ impl<'a, 'c> Job<'a, 'c> {
         self.handled.insert(Field::Kind);
         let ex = self.ctx.tenant.exchange();
         for wait_ms in [0u64, 500, 1000, 1500] {
-            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            self.slot
+                .park(tokio::time::sleep(Duration::from_millis(wait_ms)))
+                .await;
             if self
                 .step("Get-Mailbox", ex.get_mailbox(id))
                 .await?

@@ -49,11 +49,15 @@ const POST_USER_FIELDS: [Field; 11] = [
 /// Calls `call` while it fails with an error `retry` says to wait out (most often 404: an
 /// object the service created a moment ago, or a value still propagating between Exchange and
 /// Graph, is not visible at once), with backoff, for at most `wait`.
+///
+/// With a `slot`, the action gives up its worker slot while it sleeps, so the others use the
+/// services meanwhile (see [`super::Workers`]).
 pub(crate) async fn until_visible<T, F, Fut>(
     wait: Duration,
     uid: &str,
     call: &mut F,
     retry: &dyn Fn(&TenantError) -> bool,
+    slot: Option<&super::Slot<'_>>,
 ) -> Result<T, TenantError>
 where
     F: FnMut() -> Fut,
@@ -70,7 +74,10 @@ where
                     reason = %e,
                     "not visible or not free yet; waiting"
                 );
-                tokio::time::sleep(pause).await;
+                match slot {
+                    Some(slot) => slot.park(tokio::time::sleep(pause)).await,
+                    None => tokio::time::sleep(pause).await,
+                }
                 pause = (pause * 2).min(Duration::from_secs(4));
             }
             other => return other,
@@ -105,7 +112,35 @@ impl Job<'_, '_> {
         Fut: Future<Output = Result<T, TenantError>>,
     {
         let row = self.journal_start(name).await?;
-        match self.until_visible(&mut call).await {
+        let fresh = self
+            .created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let answer = match fresh {
+            None => self.until_visible(&mut call).await,
+            Some((create, at)) => {
+                // The first call on an object this action just made: wait, parked, as long
+                // as such objects have taken to become visible, then learn from the tries.
+                let workers = self.slot.workers;
+                let wait = workers.visible_after(&create).saturating_sub(at.elapsed());
+                if !wait.is_zero() {
+                    self.slot.park(tokio::time::sleep(wait)).await;
+                }
+                let mut started = Vec::new();
+                let answer = self
+                    .until_visible(&mut || {
+                        started.push(at.elapsed());
+                        call()
+                    })
+                    .await;
+                if answer.is_ok() {
+                    workers.learn_visible_after(&create, &started);
+                }
+                answer
+            }
+        };
+        match answer {
             Ok(v) => {
                 self.journal_finish(row, "ok", self.obj.tenant_object_id.as_deref())
                     .await?;
@@ -120,9 +155,13 @@ impl Job<'_, '_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, TenantError>>,
     {
-        until_visible(self.ctx.visibility_wait, &self.action.uid, call, &|e| {
-            matches!(e, TenantError::NotFound { .. }) || self.waits_for_release(e)
-        })
+        until_visible(
+            self.ctx.visibility_wait,
+            &self.action.uid,
+            call,
+            &|e| matches!(e, TenantError::NotFound { .. }) || self.waits_for_release(e),
+            Some(self.slot),
+        )
         .await
     }
 
@@ -484,11 +523,14 @@ impl Job<'_, '_> {
             &self.action.uid,
             &mut call,
             &|e| self.waits_for_release(e),
+            Some(self.slot),
         )
         .await;
         match answer {
             Ok(created) => match id_of(&created) {
                 Some(id) => {
+                    *self.created.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((name.to_owned(), Instant::now()));
                     self.journal_finish(row, "ok", Some(&format!("created {id}")))
                         .await?;
                     Ok(Ok((id, created)))

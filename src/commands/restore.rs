@@ -401,6 +401,7 @@ async fn check_restored(
                         })
                 },
                 &|e| matches!(e, TenantError::NotFound { .. }),
+                None,
             ),
         )
         .await

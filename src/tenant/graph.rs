@@ -652,6 +652,40 @@ impl Graph {
         Ok(())
     }
 
+    /// `PATCH /users/{id}` for many users at once, across people: through `POST /$batch`, 20
+    /// per request (Microsoft's "Combine multiple HTTP requests using JSON batching",
+    /// learn.microsoft.com/graph/json-batching: at most 20 requests per batch, answered with
+    /// one `responses` entry per request `id` carrying its own `status`, headers and body; each
+    /// request counts against the throttling limits on its own, so a 429 comes per request,
+    /// and [`Self::batch`] retries just that one after its own `Retry-After`). One update
+    /// alone goes as a plain request. Answers one result per update, in order, each the error
+    /// a single request would have given.
+    pub async fn update_users(
+        &self,
+        updates: &[(String, Value)],
+    ) -> Result<Vec<Result<(), TenantError>>, TenantError> {
+        if let [(id, patch)] = updates {
+            return Ok(vec![self.update_user(id, patch).await]);
+        }
+        let requests = updates
+            .iter()
+            .enumerate()
+            .map(|(i, (id, patch))| {
+                // Relative to the version root, encoded as the plain request's URL is.
+                let url = self.url(&["users", id]);
+                let root = self.inner.base.path().trim_end_matches('/').len();
+                let path = url.path().get(root..).unwrap_or_default().to_owned();
+                BatchRequest::new(i.to_string(), Method::PATCH, path).json(patch.clone())
+            })
+            .collect();
+        Ok(self
+            .batch(requests)
+            .await?
+            .into_iter()
+            .map(|r| r.error().map_or(Ok(()), Err))
+            .collect())
+    }
+
     /// `DELETE /users/{id}` (a soft delete, restorable for 30 days). Answers whether the
     /// user was there: a replayed delete finds nothing and that is fine.
     pub async fn delete_user(&self, id: &str) -> Result<bool, TenantError> {
@@ -1065,7 +1099,10 @@ impl Graph {
                     let wait = ra.unwrap_or_else(|| exec.backoff(*n));
                     if resp.status == 429 {
                         super::http::Counters::bump(&exec.counters.throttled);
-                        exec.limiter.throttled(wait);
+                        match ra {
+                            Some(ra) => exec.limiter.throttled(ra),
+                            None => exec.limiter.refused(),
+                        }
                     } else {
                         super::http::Counters::bump(&exec.counters.server_errors);
                     }

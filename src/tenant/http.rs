@@ -5,7 +5,7 @@
 //! Retry rules, from Microsoft's throttling guidance:
 //! - 429: always retried (the request was not executed), after `Retry-After` (seconds, may be
 //!   a decimal such as `2.128`) or, without it, exponential backoff with jitter; every request
-//!   to that service pauses too (see [`super::throttle`]).
+//!   to that service pauses too (see [`super::throttle`], which also learns the budget).
 //! - 503: the service did not take the request ("temporarily unavailable"), so it is retried
 //!   like a 429 but without pausing the others.
 //! - 500, 502, 504 and failures after the request left (timeout, reset connection, a body
@@ -18,8 +18,9 @@
 //!   run out they are [`TenantError::Transport`].
 //! - Exchange's concurrency refusal ("You have reached the maximum number of concurrent
 //!   requests per tenant. Please wait and try again", plain text or JSON, seen with 429 and
-//!   without `Retry-After`) is throttling whatever the status: backoff with jitter, the
-//!   Exchange limiter shrinks as for a 429, then a retry (the request was refused, not run).
+//!   without `Retry-After`) is throttling whatever the status: the Exchange limiter drops
+//!   below the number in flight, and the request is tried again after a short wait (the
+//!   request was refused, not run); nothing else pauses. So is a 429 without `Retry-After`.
 //!   Source: GreyCorbel/ExoHelper `Commands/Public/Invoke-ExoCommand.ps1`, which checks the
 //!   text independently of the status.
 //! - 401: one fresh token, one more try (see [`super::auth`]).
@@ -195,6 +196,10 @@ impl Reply {
     }
 }
 
+/// The longest wait, per attempt, before a request refused for concurrency is tried again:
+/// the limit has already dropped, so the retry only needs a slot to free up.
+const REFUSAL_WAIT: Duration = Duration::from_millis(50);
+
 /// Sends requests to one service with its token, limiter and retry policy.
 #[derive(Debug)]
 pub struct Executor {
@@ -334,8 +339,20 @@ impl Executor {
                 }
                 _ if status == 429 || refused_for_concurrency => {
                     Counters::bump(&self.counters.throttled);
-                    let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
-                    self.limiter.throttled(wait);
+                    // A spent budget (429 with Retry-After) pauses the whole service inside
+                    // the limiter; too many in flight (no Retry-After, or Exchange's
+                    // concurrency refusal) shrinks the limit and retries this request soon,
+                    // pausing nobody else.
+                    let wait = match retry_after {
+                        Some(ra) if !refused_for_concurrency => {
+                            self.limiter.throttled(ra);
+                            None
+                        }
+                        _ => {
+                            self.limiter.refused();
+                            Some(self.backoff(attempt).min(REFUSAL_WAIT * attempt))
+                        }
+                    };
                     drop(permit);
                     if attempt >= max {
                         tracing::warn!(service = %self.service, method = %call.method, attempts = attempt, "still throttled; giving up on this request");
@@ -350,13 +367,17 @@ impl Executor {
                     } else {
                         "throttled"
                     };
+                    let wait_ms = wait.or(retry_after).unwrap_or_default().as_millis() as u64;
                     if attempt >= 3 {
-                        tracing::warn!(service = %self.service, attempt, wait_ms = wait.as_millis() as u64, why, "throttled repeatedly; waiting");
+                        tracing::warn!(service = %self.service, attempt, wait_ms, why, "throttled repeatedly; waiting");
                     } else {
-                        tracing::debug!(service = %self.service, attempt, wait_ms = wait.as_millis() as u64, why, "throttled; waiting");
+                        tracing::debug!(service = %self.service, attempt, wait_ms, why, "throttled; waiting");
                     }
-                    Counters::bump(&self.counters.retries);
-                    // The limiter's pause holds this request back as well as the others.
+                    match wait {
+                        Some(wait) => self.pause(wait).await,
+                        // The limiter's pause holds this request back as well as the others.
+                        None => Counters::bump(&self.counters.retries),
+                    }
                     continue;
                 }
                 500 | 502 | 503 | 504 => {

@@ -968,3 +968,47 @@ async fn exchange_lists_every_recipient_and_the_soft_deleted_mail_users() {
     assert_eq!(deleted.len(), 1, "{deleted:?}");
     assert!(deleted[0].to_string().contains("removed"), "{}", deleted[0]);
 }
+
+#[tokio::test]
+async fn update_users_goes_across_people_in_batches_and_answers_each_like_a_single_request() {
+    let t = start(EmulatorConfig::default()).await;
+    let ids: Vec<String> = (0..25).map(|n| t.emu.add_user(seed_user(n))).collect();
+    let tenant = connect(&t);
+    let missing = "00000000-0000-4000-8000-00000000dead".to_owned();
+    let mut updates: Vec<(String, serde_json::Value)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), json!({"department": format!("dept {i}")})))
+        .collect();
+    updates.insert(3, (missing, json!({"department": "nobody"})));
+    let results = tenant.graph().update_users(&updates).await.unwrap();
+    assert_eq!(results.len(), 26, "one answer per update, in order");
+    for (i, r) in results.iter().enumerate() {
+        if i == 3 {
+            assert!(
+                matches!(r, Err(TenantError::NotFound { .. })),
+                "an unknown user is NotFound, as for a single PATCH: {r:?}"
+            );
+        } else {
+            assert!(r.is_ok(), "{i}: {r:?}");
+        }
+    }
+    let c = t.emu.counters();
+    assert_eq!(c.endpoint("POST /v1.0/$batch").requests, 2, "20 per batch");
+    let patch = c.endpoint("PATCH /v1.0/users/{id}");
+    assert_eq!(patch.batched, 26, "every PATCH inside a batch");
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            t.emu.user(id).unwrap().department.as_deref(),
+            Some(format!("dept {i}").as_str())
+        );
+    }
+    // One update alone is a plain request.
+    let one = tenant
+        .graph()
+        .update_users(&[(ids[0].clone(), json!({"department": "alone"}))])
+        .await
+        .unwrap();
+    assert!(one[0].is_ok());
+    assert_eq!(t.emu.counters().endpoint("POST /v1.0/$batch").requests, 2);
+}

@@ -311,6 +311,9 @@ pub fn execute(sh: &Shared, req: &Req, in_batch: bool) -> Resp {
     if in_batch && matches!(rt.kind, RouteKind::Batch) {
         return GraphError::bad("Nested $batch requests are not supported.").to_resp(&rid, crid);
     }
+    if in_batch {
+        lock(&sh.counters).bump(rt.label, |e| e.batched += 1);
+    }
     let (pct, drop) = match sh.gate(Api::Graph, rt.label, rt.write, rt.units) {
         Gate::Proceed {
             limit_percentage,
