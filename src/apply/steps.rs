@@ -12,6 +12,7 @@ use super::{Job, Stop, full_address_list, random_password, strings};
 use crate::desired::Kind;
 use crate::inventory::smtp_proxy;
 use crate::plan::Field;
+use crate::plan::{NEW_MAIL_USER_FIELDS, POST_USER_FIELDS};
 use crate::state::Stage;
 use crate::tenant::TenantError;
 use crate::tenant::exchange::{NewMailUser, hashtable};
@@ -19,32 +20,6 @@ use crate::tenant::graph::{ExtensionAttributes, GraphUser};
 
 /// Journal result of a create whose answer never came: the object may exist.
 const UNKNOWN: &str = "unknown";
-
-/// Fields `New-MailUser` sets.
-const NEW_MAIL_USER_FIELDS: [Field; 7] = [
-    Field::UserPrincipalName,
-    Field::MailNickname,
-    Field::Name,
-    Field::DisplayName,
-    Field::GivenName,
-    Field::Surname,
-    Field::ExternalEmailAddress,
-];
-
-/// Fields Graph `POST /users` sets.
-const POST_USER_FIELDS: [Field; 11] = [
-    Field::UserPrincipalName,
-    Field::MailNickname,
-    Field::DisplayName,
-    Field::GivenName,
-    Field::Surname,
-    Field::Department,
-    Field::JobTitle,
-    Field::BusinessPhones,
-    Field::MobilePhone,
-    Field::OfficeLocation,
-    Field::CompanyName,
-];
 
 /// Calls `call` while it fails with an error `retry` says to wait out (most often 404: an
 /// object the service created a moment ago, or a value still propagating between Exchange and

@@ -34,38 +34,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::field::{NEW_MAIL_USER_FIELDS, POST_USER_FIELDS};
 use super::{Action, Field, Op, Plan, Writer};
 use crate::config::Budget;
 use crate::desired::Kind;
 use crate::ids::Anchor;
 use crate::inventory::{Inventory, TenantObject};
 use crate::state::{ManagedObject, Stage};
-
-/// Fields `New-MailUser` sets (as in `apply/steps.rs`).
-const NEW_MAIL_USER_FIELDS: [Field; 7] = [
-    Field::UserPrincipalName,
-    Field::MailNickname,
-    Field::Name,
-    Field::DisplayName,
-    Field::GivenName,
-    Field::Surname,
-    Field::ExternalEmailAddress,
-];
-
-/// Fields Graph `POST /users` sets (as in `apply/steps.rs`).
-const POST_USER_FIELDS: [Field; 11] = [
-    Field::UserPrincipalName,
-    Field::MailNickname,
-    Field::DisplayName,
-    Field::GivenName,
-    Field::Surname,
-    Field::Department,
-    Field::JobTitle,
-    Field::BusinessPhones,
-    Field::MobilePhone,
-    Field::OfficeLocation,
-    Field::CompanyName,
-];
 
 /// The plan JSON's `bill`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

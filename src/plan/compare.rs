@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::{Action, Change, Op, Plan, Verdict};
+use super::{Action, Change, Op, Plan, Verdict, show_value};
 use crate::desired::Kind;
 use crate::ids::Anchor;
 
@@ -90,7 +90,9 @@ fn new(a: &Action) -> Moved {
         .changes
         .iter()
         .take(NEW_FIELDS_SHOWN)
-        .map(|(field, (before, after))| format!("{field} {} → {}", show(before), show(after)))
+        .map(|(field, (before, after))| {
+            format!("{field} {} → {}", show_value(before), show_value(after))
+        })
         .collect();
     let more = a.changes.iter().count().saturating_sub(NEW_FIELDS_SHOWN);
     if more > 0 {
@@ -101,26 +103,6 @@ fn new(a: &Action) -> Moved {
         uid: a.uid.clone(),
         op: a.op,
         fields,
-    }
-}
-
-/// A value for people: strings quoted, lists joined, absence as `∅`.
-fn show(v: &Option<Value>) -> String {
-    match v {
-        None | Some(Value::Null) => "∅".into(),
-        Some(Value::String(s)) => format!("\"{s}\""),
-        Some(Value::Array(items)) => {
-            let parts: Vec<String> = items
-                .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| i.to_string())
-                })
-                .collect();
-            format!("[{}]", parts.join(", "))
-        }
-        Some(other) => other.to_string(),
     }
 }
 
@@ -137,20 +119,25 @@ impl fmt::Display for Moved {
                 let head = format!("{uid} ({}): {field}", kind.as_str());
                 match (planned, now) {
                     (Some((_, p)), Some((_, n))) if p != n => {
-                        write!(f, "{head} planned {} → now {}", show(p), show(n))
+                        write!(
+                            f,
+                            "{head} planned {} → now {}",
+                            show_value(p),
+                            show_value(n)
+                        )
                     }
                     (Some((pb, p)), Some((nb, _))) => write!(
                         f,
                         "{head} was {} when planned, is {} now (target {} unchanged)",
-                        show(pb),
-                        show(nb),
-                        show(p)
+                        show_value(pb),
+                        show_value(nb),
+                        show_value(p)
                     ),
                     (Some((_, p)), None) => {
-                        write!(f, "{head} planned {} → now no change", show(p))
+                        write!(f, "{head} planned {} → now no change", show_value(p))
                     }
                     (None, Some((_, n))) => {
-                        write!(f, "{head} planned no change → now {}", show(n))
+                        write!(f, "{head} planned no change → now {}", show_value(n))
                     }
                     (None, None) => write!(f, "{head} unchanged"),
                 }

@@ -15,6 +15,33 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Fields `New-MailUser` sets when apply creates a MailUser (`apply/steps.rs`); the bill
+/// counts the rest as a second call.
+pub const NEW_MAIL_USER_FIELDS: [Field; 7] = [
+    Field::UserPrincipalName,
+    Field::MailNickname,
+    Field::Name,
+    Field::DisplayName,
+    Field::GivenName,
+    Field::Surname,
+    Field::ExternalEmailAddress,
+];
+
+/// Fields Graph `POST /users` sets when apply creates a mailbox person's user.
+pub const POST_USER_FIELDS: [Field; 11] = [
+    Field::UserPrincipalName,
+    Field::MailNickname,
+    Field::DisplayName,
+    Field::GivenName,
+    Field::Surname,
+    Field::Department,
+    Field::JobTitle,
+    Field::BusinessPhones,
+    Field::MobilePhone,
+    Field::OfficeLocation,
+    Field::CompanyName,
+];
+
 /// Which service a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Api {

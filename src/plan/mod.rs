@@ -26,9 +26,9 @@ mod reanchor;
 mod safety;
 mod tenant_conflicts;
 
-pub use changes::{Change, Changes};
+pub use changes::{Change, Changes, show_value};
 pub use compare::{Moved, digest, moved, unexplained};
-pub use field::{Api, Field, UnknownField, Writer};
+pub use field::{Api, Field, NEW_MAIL_USER_FIELDS, POST_USER_FIELDS, UnknownField, Writer};
 pub use handover::{claimed_values, released_values};
 pub use licences::LicenceBill;
 pub use safety::{Approval, RecentRemovals, Safety, ScopeMatch, ScopedApproval, Verdict};

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::apply::{ActionResult, Outcome, Tally};
 use crate::desired::Kind;
-use crate::plan::{Action, Change, HeldOutcome, Op, Plan, Verdict};
+use crate::plan::{Action, Change, HeldOutcome, Op, Plan, Verdict, show_value};
 
 /// Quarantine reasons listed at the top of a report, most frequent first; the rest are
 /// counted as one line, since the detail follows further down.
@@ -54,27 +54,6 @@ fn marker(op: Op) -> char {
         Op::Create | Op::Enable => '+',
         Op::Update | Op::Convert => '~',
         Op::Disable | Op::Delete | Op::Purge => '-',
-    }
-}
-
-/// A value for people: strings bare, lists joined, absence as `∅`.
-fn show(v: &Option<Value>) -> String {
-    match v {
-        None | Some(Value::Null) => "∅".into(),
-        Some(Value::String(s)) => format!("\"{s}\""),
-        Some(Value::Array(items)) if items.is_empty() => "[]".into(),
-        Some(Value::Array(items)) => {
-            let parts: Vec<String> = items
-                .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| i.to_string())
-                })
-                .collect();
-            format!("[{}]", parts.join(", "))
-        }
-        Some(other) => other.to_string(),
     }
 }
 
@@ -465,7 +444,7 @@ fn text_action(out: &mut String, a: &Action) {
                 match after {
                     Some(Value::Array(v)) if v.is_empty() => None,
                     Some(Value::Bool(false)) => None,
-                    _ => Some(format!("{f}: {}", show(after))),
+                    _ => Some(format!("{f}: {}", show_value(after))),
                 }
             })
             .collect();
@@ -481,7 +460,12 @@ fn text_action(out: &mut String, a: &Action) {
                 .unwrap_or_default();
             let _ = writeln!(out, "  {m} {:<16} {:<9}{why}", a.uid, a.kind.as_str());
             for (field, (before, after)) in &a.changes {
-                let _ = writeln!(out, "      {field}: {} → {}", show(before), show(after));
+                let _ = writeln!(
+                    out,
+                    "      {field}: {} → {}",
+                    show_value(before),
+                    show_value(after)
+                );
             }
         }
     }
@@ -904,9 +888,9 @@ mod tests {
 
     #[test]
     fn values_are_shown_plainly() {
-        assert_eq!(show(&None), "∅");
-        assert_eq!(show(&Some(Value::from("x"))), "\"x\"");
-        assert_eq!(show(&Some(serde_json::json!(["a", "b"]))), "[a, b]");
+        assert_eq!(show_value(&None), "∅");
+        assert_eq!(show_value(&Some(Value::from("x"))), "\"x\"");
+        assert_eq!(show_value(&Some(serde_json::json!(["a", "b"]))), "[a, b]");
         assert_eq!(cell(&Some(serde_json::json!(["a", "b"]))), "a; b");
         assert_eq!(cell(&Some(Value::Bool(true))), "true");
     }
