@@ -93,6 +93,27 @@ impl<'de> Deserialize<'de> for Changes {
     }
 }
 
+/// A value for people: strings quoted, lists joined in brackets, absence as `∅` (the report
+/// and the stale-plan lines).
+pub fn show_value(v: &Option<Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "∅".into(),
+        Some(Value::String(s)) => format!("\"{s}\""),
+        Some(Value::Array(items)) => {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect();
+            format!("[{}]", parts.join(", "))
+        }
+        Some(other) => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -123,26 +144,5 @@ mod tests {
         let text = serde_json::to_string(&c).unwrap();
         assert_eq!(text, r#"{"displayName":[null,"Jane Doe"]}"#);
         assert_eq!(serde_json::from_str::<Changes>(&text).unwrap(), c);
-    }
-}
-
-/// A value for people: strings quoted, lists joined in brackets, absence as `∅` (the report
-/// and the stale-plan lines).
-pub fn show_value(v: &Option<Value>) -> String {
-    match v {
-        None | Some(Value::Null) => "∅".into(),
-        Some(Value::String(s)) => format!("\"{s}\""),
-        Some(Value::Array(items)) => {
-            let parts: Vec<String> = items
-                .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| i.to_string())
-                })
-                .collect();
-            format!("[{}]", parts.join(", "))
-        }
-        Some(other) => other.to_string(),
     }
 }
