@@ -405,12 +405,19 @@ async fn run(
         // A purge destroys what a restore could bring back: held back with the removals.
         Outcome::Skipped("the safety verdict is blocked: nothing is disabled or deleted".into())
     } else if ctx.stop.is_requested() {
-        Outcome::NotStarted(
-            "the run was stopped before this action started; the next run does it".into(),
-        )
+        Outcome::NotStarted(NOT_STARTED.into())
     } else {
         let job = async {
-            let slot = workers.enter().await;
+            // Many more actions are started than work at once (see `Workers`): one that is
+            // still waiting for its first slot when the run is stopped has not started.
+            let slot = tokio::select! {
+                biased;
+                () = ctx.stop.requested() => None,
+                slot = workers.enter() => Some(slot),
+            };
+            let Some(slot) = slot.filter(|_| !ctx.stop.is_requested()) else {
+                return Ok(Outcome::NotStarted(NOT_STARTED.into()));
+            };
             let mut job = Job::new(action, ctx, late, released, &slot).await?;
             Ok::<_, ApplyError>(match job.execute().await {
                 Ok(()) => job.outcome(),
@@ -453,6 +460,9 @@ async fn run(
         outcome,
     })
 }
+
+/// The outcome of an action a stopped run did not start.
+const NOT_STARTED: &str = "the run was stopped before this action started; the next run does it";
 
 /// Why an action stopped early.
 enum Stop {
