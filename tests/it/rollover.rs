@@ -64,6 +64,30 @@ fn wide_caps(install: &mut Install) {
     }
 }
 
+/// The campus with a physics OU of three (plus `more` OUs as `(ou, prefix, n, department)`),
+/// synced under `max_deletes_per_run = 1`, then the three physicists deleted from LDAP: more
+/// leavers than the cap lets go.
+fn physics_leaving(
+    rt: &tokio::runtime::Runtime,
+    more: &[(&str, &str, usize, &str)],
+) -> (ldap2exo_emulator::Emulator, Slapd, Install) {
+    let emu = campus_emulator(rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    server.add_ldif(&ou_ldif("physics", "phys", 3, "42"));
+    for (ou, prefix, n, dept) in more {
+        server.add_ldif(&ou_ldif(ou, prefix, *n, dept));
+    }
+    let mut install = Install::with_tenant(&server, &emu);
+    install
+        .env
+        .push(("LDAP2EXO__SAFETY__MAX_DELETES_PER_RUN".into(), "1".into()));
+    sync(&install, 0);
+    for uid in ["phys1", "phys2", "phys3"] {
+        server.delete(&dn("physics", uid));
+    }
+    (emu, server, install)
+}
+
 #[test]
 fn the_rolling_window_blocks_the_second_of_two_runs_under_the_per_run_cap() {
     let rt = runtime();
@@ -124,19 +148,8 @@ fn the_rolling_window_blocks_the_second_of_two_runs_under_the_per_run_cap() {
 #[test]
 fn a_scoped_approval_lets_through_exactly_n_of_its_scope_and_none_outside() {
     let rt = runtime();
-    let emu = campus_emulator(&rt, Vec::new());
-    let server = Slapd::start(SlapdOptions::default());
-    server.add_ldif(&ou_ldif("physics", "phys", 3, "42"));
-    server.add_ldif(&ou_ldif("chemistry", "chem", 3, "43"));
-    let mut install = Install::with_tenant(&server, &emu);
+    let (emu, server, mut install) = physics_leaving(&rt, &[("chemistry", "chem", 3, "43")]);
     install.env.push(("SUDO_USER".into(), "opsadmin".into()));
-    install
-        .env
-        .push(("LDAP2EXO__SAFETY__MAX_DELETES_PER_RUN".into(), "1".into()));
-    sync(&install, 0);
-    for uid in ["phys1", "phys2", "phys3"] {
-        server.delete(&dn("physics", uid));
-    }
     for uid in ["chem1", "chem2", "chem3"] {
         server.delete(&dn("chemistry", uid));
     }
@@ -266,17 +279,7 @@ fn a_filter_scope_matches_entries_still_in_ldap_by_their_anchor() {
 #[test]
 fn a_blocked_run_still_creates_the_arrivals_and_leaves_the_leavers() {
     let rt = runtime();
-    let emu = campus_emulator(&rt, Vec::new());
-    let server = Slapd::start(SlapdOptions::default());
-    server.add_ldif(&ou_ldif("physics", "phys", 3, "42"));
-    let mut install = Install::with_tenant(&server, &emu);
-    install
-        .env
-        .push(("LDAP2EXO__SAFETY__MAX_DELETES_PER_RUN".into(), "1".into()));
-    sync(&install, 0);
-    for uid in ["phys1", "phys2", "phys3"] {
-        server.delete(&dn("physics", uid));
-    }
+    let (emu, server, install) = physics_leaving(&rt, &[]);
     server.add_ldif(&ou_ldif("chemistry", "chem", 2, "43"));
     let run = install.run(&["sync"]);
     run_code(&run, 3, "too many leavers");
@@ -331,17 +334,7 @@ fn approval_flags_are_checked_before_anything_runs() {
 #[test]
 fn apply_takes_the_approval_from_the_plan_and_refuses_another() {
     let rt = runtime();
-    let emu = campus_emulator(&rt, Vec::new());
-    let server = Slapd::start(SlapdOptions::default());
-    server.add_ldif(&ou_ldif("physics", "phys", 3, "42"));
-    let mut install = Install::with_tenant(&server, &emu);
-    install
-        .env
-        .push(("LDAP2EXO__SAFETY__MAX_DELETES_PER_RUN".into(), "1".into()));
-    sync(&install, 0);
-    for uid in ["phys1", "phys2", "phys3"] {
-        server.delete(&dn("physics", uid));
-    }
+    let (emu, _server, install) = physics_leaving(&rt, &[]);
     let scope = format!("ou=physics,{PEOPLE}");
     let path = install.dir.path().join("plan.json");
     let path = path.to_str().unwrap();
