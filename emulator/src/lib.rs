@@ -102,6 +102,7 @@ impl Emulator {
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             exchange_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            requests_in_flight: std::sync::atomic::AtomicUsize::new(0),
             used_next_links: Mutex::new(std::collections::HashSet::new()),
             tokens: Mutex::new(auth::TokenTable::default()),
             faults: Mutex::new(faults::FaultState::new(config.faults.clone())),
@@ -244,6 +245,30 @@ impl Emulator {
 
     pub fn counters(&self) -> Counters {
         lock(&self.shared.counters).clone()
+    }
+
+    /// Waits until no request is being handled and none has arrived for 100 ms, up to
+    /// `timeout`; `false` when it is still busy then. After a client was killed, what it had
+    /// already sent is still executed (a request in the emulated latency, a cmdlet in its
+    /// slot): read the counters after this, not before.
+    pub fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = (u64::MAX, 0u32);
+        while std::time::Instant::now() < deadline {
+            let busy = self.shared.requests_in_flight.load(Ordering::SeqCst);
+            let requests = lock(&self.shared.counters).total.requests;
+            if busy == 0 && requests == seen.0 {
+                seen.1 += 1;
+                if seen.1 >= 5 {
+                    return true;
+                }
+            } else {
+                seen = (requests, 0);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
     }
 
     pub fn reset_counters(&self) {

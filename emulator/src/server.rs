@@ -146,13 +146,42 @@ async fn dispatch(sh: Arc<Shared>, req: Req) -> (Resp, bool) {
     (resp, drop)
 }
 
+/// Counts a request in `Shared::requests_in_flight` until it is answered (or dropped).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(sh: &Arc<Shared>) -> Self {
+        sh.requests_in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(sh.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .requests_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 async fn serve_one(sh: Arc<Shared>, req: hyper::Request<Incoming>) -> hyper::Response<OutBody> {
+    let _in_flight = InFlight::new(&sh);
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes().to_vec())
-        .unwrap_or_default();
+    // A body cut off (the client died mid-request) is never executed: a real server answers
+    // 400 to what it could not read whole, and acting on an empty body would invent a call.
+    let body = match body.collect().await {
+        Ok(c) => c.to_bytes().to_vec(),
+        Err(_) => {
+            let mut r = hyper::Response::new(OutBody {
+                data: None,
+                fail: false,
+                len: 0,
+            });
+            *r.status_mut() = hyper::StatusCode::BAD_REQUEST;
+            return r;
+        }
+    };
     let path = percent_encoding::percent_decode_str(parts.uri.path())
         .decode_utf8_lossy()
         .into_owned();

@@ -22,6 +22,9 @@ pub struct Shared {
     pub store: Mutex<Store>,
     /// Exchange cmdlet calls being processed now (concurrency refusals).
     pub exchange_in_flight: std::sync::atomic::AtomicUsize,
+    /// HTTP requests received and not yet answered (any endpoint), so a test can wait until
+    /// what a killed client sent has been handled.
+    pub requests_in_flight: std::sync::atomic::AtomicUsize,
     /// Exchange nextLink tokens already used (they are single use in strict mode).
     pub used_next_links: Mutex<std::collections::HashSet<String>>,
     pub tokens: Mutex<TokenTable>,
