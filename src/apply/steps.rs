@@ -608,17 +608,10 @@ impl Job<'_, '_> {
             self.applied(&[]).await?;
         }
 
-        // The stamp first, alone: from here on the object is recognisably ours.
-        let stamp = json!({ self.stamp_parameter(): self.stamp() });
-        self.step_visible("Set-MailUser stamp", || {
-            ex.set_mail_user(&id, stamp.clone())
-        })
-        .await?;
-
         let changed = self.changed_fields()?;
         // An object found again was made by an earlier run with what LDAP said then: give it
         // every value, not only what New-MailUser leaves out.
-        let recipient: BTreeSet<Field> = changed
+        let mut recipient: BTreeSet<Field> = changed
             .iter()
             .copied()
             .filter(|f| {
@@ -626,9 +619,21 @@ impl Job<'_, '_> {
                     && (!new || !NEW_MAIL_USER_FIELDS.contains(f))
             })
             .collect();
-        if !recipient.is_empty() {
-            self.set_recipient(&id, Kind::MailUser, &recipient, current)
-                .await?;
+        // The stamp rides in the first Set-MailUser with the rest (one cmdlet less per
+        // person, and Exchange is the binding budget). When that call is refused (an
+        // address somebody else holds that the inventory could not see), the stamp is sent
+        // alone before the refusal is reported: the object must stay recognisably ours.
+        recipient.insert(Field::Anchor);
+        if let Err(refused) = self
+            .set_recipient(&id, Kind::MailUser, &recipient, current)
+            .await
+        {
+            let stamp = json!({ self.stamp_parameter(): self.stamp() });
+            self.step_visible("Set-MailUser stamp", || {
+                ex.set_mail_user(&id, stamp.clone())
+            })
+            .await?;
+            return Err(refused);
         }
         let user: BTreeSet<Field> = changed
             .iter()

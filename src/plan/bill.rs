@@ -3,8 +3,8 @@
 //! same rules `apply` follows (see `apply/mod.rs` and `apply/steps.rs`), never by sending.
 //!
 //! Per action, on the normal path (no retries, no adoption after a lost answer):
-//! - create MailUser: `New-MailUser`, `Set-MailUser` (stamp), `Set-MailUser` when a recipient
-//!   field beyond what `New-MailUser` sets changes, `Set-User` likewise; Graph `PATCH
+//! - create MailUser: `New-MailUser`, one `Set-MailUser` (the stamp and every recipient
+//!   field beyond what `New-MailUser` sets), `Set-User` when such a field changes; Graph `PATCH
 //!   accountEnabled` at the end of the run.
 //! - create mailbox: Graph `GET /subscribedSkus` (read), `POST /users`, `assignLicense`;
 //!   Exchange `Get-Mailbox` (read, 1 to 4 while Exchange provisions), then `Get-Recipient`
@@ -188,13 +188,13 @@ pub fn requests(
             } else {
                 match a.kind {
                     Kind::MailUser => {
-                        r.exchange_writes += 2; // New-MailUser, then the stamp alone
+                        // New-MailUser, then one Set-MailUser with the stamp and the rest.
+                        r.exchange_writes += 2;
                         let later = |w: Writer| {
                             fields
                                 .iter()
                                 .any(|f| f.writer() == w && !NEW_MAIL_USER_FIELDS.contains(f))
                         };
-                        r.exchange_writes += u64::from(later(Writer::SetRecipient));
                         r.exchange_writes += u64::from(later(Writer::SetUser));
                         r.graph_writes += 1; // sign-in blocked at the end of the run
                     }
@@ -359,15 +359,15 @@ mod tests {
     fn each_op_counts_the_requests_apply_sends() {
         let mu = Kind::MailUser;
         let mb = Kind::Mailbox;
-        // A MailUser: New-MailUser, the stamp, Set-MailUser for the addresses and the hidden
-        // flag, Set-User for the department; the sign-in is blocked through Graph.
+        // A MailUser: New-MailUser, one Set-MailUser for the stamp, the addresses and the
+        // hidden flag, Set-User for the department; the sign-in is blocked through Graph.
         let create = action(
             Op::Create,
             mu,
             &["userPrincipalName", "primarySmtpAddress", "department"],
         );
-        assert_eq!(requests(&create, None, None, true), req(1, 0, 4, 0));
-        // Only what New-MailUser sets: no Set-MailUser, no Set-User after the stamp.
+        assert_eq!(requests(&create, None, None, true), req(1, 0, 3, 0));
+        // Only what New-MailUser sets: the stamp alone in Set-MailUser, no Set-User.
         let bare = action(Op::Create, mu, &["userPrincipalName", "displayName"]);
         assert_eq!(requests(&bare, None, None, true), req(1, 0, 2, 0));
         // A mailbox: GET /subscribedSkus, POST /users, assignLicense, Get-Mailbox, then

@@ -681,3 +681,57 @@ fn a_refusal_the_plan_could_not_know_is_a_conflict_naming_the_address() {
                 .any(|p| p.ends_with("a.davis.new@example.edu"))
     }));
 }
+
+#[test]
+fn a_new_mail_user_refused_an_address_nobody_could_see_is_still_stamped_and_made_once() {
+    let rt = runtime();
+    // A mailbox in the recycle bin holds one of adavis's addresses before adavis is ever
+    // made. Her New-MailUser goes through; the Set-MailUser that carries the stamp with her
+    // addresses is refused.
+    let gone = User {
+        user_principal_name: "old.mailbox@example.edu".into(),
+        mail_nickname: "oldmbx".into(),
+        exchange_name: Some("oldmbx".into()),
+        recipient_type_details: Some(RecipientKind::UserMailbox),
+        proxy_addresses: vec![
+            "SMTP:old.mailbox@example.edu".into(),
+            "smtp:alice.davis@staff.example.edu".into(),
+        ],
+        deleted_unix: Some(yesterday()),
+        ..User::default()
+    };
+    let emu = campus_emulator(&rt, vec![gone]);
+    let server = Slapd::start(SlapdOptions::default());
+    let install = Install::with_tenant(&server, &emu);
+    let outcome = |run: &Run| {
+        assert_eq!(run.code, 1, "{}", show_run(run));
+        run.json()["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["uid"] == "adavis")
+            .unwrap()
+            .clone()
+    };
+    let first = install.run(&["sync", "--format", "json"]);
+    let adavis = outcome(&first);
+    assert_eq!(adavis["outcome"], "conflict", "{adavis}");
+    let why = adavis["detail"].as_str().unwrap();
+    assert!(why.contains("alice.davis@staff.example.edu"), "{why}");
+    // The stamp went alone after the refusal: the object is recognisably hers.
+    let state = emu.state();
+    let made = by_upn(&state, "adavis@example.edu");
+    assert!(
+        stamp_of(made).is_some_and(|s| s.starts_with("ldap2exo:")),
+        "{made:#?}\n{}",
+        show_run(&first)
+    );
+
+    // The next run finds her by the stamp: no second New-MailUser, the same refusal.
+    emu.reset_counters();
+    let again = outcome(&install.run(&["sync", "--format", "json"]));
+    assert_eq!(emu.counters().endpoint("EXO New-MailUser").writes, 0);
+    assert_eq!(again["outcome"], "conflict", "{again}");
+    assert_eq!(again["detail"], adavis["detail"]);
+    assert_no_duplicates(&emu.state());
+}
