@@ -104,7 +104,7 @@ LDAP2EXO__TENANT__ENDPOINTS__LOGIN="$url" LDAP2EXO__TENANT__ENDPOINTS__GRAPH="$u
 LDAP2EXO__TENANT__ENDPOINTS__EXCHANGE="$url" LDAP2EXO__TENANT__CONCURRENCY="$concurrency" \
 LDAP2EXO__TENANT__BUDGET__GRAPH_WRITES_PER_SECOND="$graph_budget" \
 LDAP2EXO__TENANT__BUDGET__EXCHANGE_REQUESTS_PER_SECOND="$exo_budget" \
-LDAP2EXO__STATE__PATH="$work/state.db" LDAP2EXO_LOG=error \
+LDAP2EXO__STATE__PATH="$work/state.db" LDAP2EXO_LOG="error,ldap2exo::progress=debug" \
 W="$work" URL="$url" CA="$emu/ca.pem" CHANGES="$changes" \
   target/release/examples/fixture_ldap --generate "$n" -- bash "$work/phases.sh" 2>"$work/fixture.err" ||
   { cat "$work/fixture.err" >&2; echo "the benchmark's phases failed" >&2; exit 1; }
@@ -178,6 +178,20 @@ for p, title, changed in (("provision", "initial provisioning (sync)", None),
             if v["batched"]:
                 line += f" ({v['requests'] / changed:.2f} counting each batched one)"
         print(line)
+    # Where the time went: ldap2exo logs each phase's end (progress.rs).
+    spans = re.findall(r'phase finished phase="?(\w+)"? elapsed_ms=(\d+) next="?(\w+)"?', rd(f"{p}.err"))
+    if spans:
+        parts = [f"{ph} {int(ms) / 1000:.1f} s" for ph, ms, _ in spans if ph != "starting" or int(ms) > 50]
+        rest = t - sum(int(ms) for _, ms, _ in spans) / 1000
+        parts.append(f"{spans[-1][2]} and exit {rest:.1f} s")
+        print("  phases: " + ", ".join(parts))
+    # Where the requests went, so the next person sees what to cut.
+    per = json.loads(rd(f"{p}.counters"))["per_endpoint"]
+    for label, v in sorted(per.items(), key=lambda kv: -kv[1].get("requests", 0)):
+        if service(label) and v.get("requests", 0) and p != "plan":
+            extra = f", {v['requests'] / changed:.2f} per changed person" if changed else ""
+            print(f"    {label:40} {v['requests']:7} requests, {v.get('writes', 0):7} writes, "
+                  f"{v.get('throttled', 0):5} 429s{extra}")
 
 plan = json.loads(rd("plan.json"))
 est = (plan.get("bill") or {}).get("estimated_seconds")

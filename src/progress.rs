@@ -126,7 +126,18 @@ impl Progress {
     /// Enters `phase`, with `total` steps when they are known.
     pub fn phase(&self, phase: Phase, total: Option<u64>) {
         let i = &self.0;
-        *i.phase_started.lock().expect("never poisoned") = Instant::now();
+        let took = std::mem::replace(
+            &mut *i.phase_started.lock().expect("never poisoned"),
+            Instant::now(),
+        )
+        .elapsed();
+        // Where a run's time goes, for an operator or a benchmark reading the log.
+        tracing::debug!(
+            phase = Phase::from_u8(i.phase.load(Ordering::Relaxed)).as_str(),
+            elapsed_ms = took.as_millis() as u64,
+            next = phase.as_str(),
+            "phase finished"
+        );
         i.done.store(0, Ordering::Relaxed);
         i.total.store(total.unwrap_or(0), Ordering::Relaxed);
         i.phase.store(phase as u8, Ordering::Relaxed);

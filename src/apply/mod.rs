@@ -503,6 +503,9 @@ struct Job<'a, 'c> {
     extra: BTreeMap<Field, Value>,
     /// Whether the proxy addresses in hand were read during this action.
     fresh_read: bool,
+    /// The addresses `Get-Mailbox` answered when the new mailbox appeared: a read as fresh
+    /// as `Get-Recipient`'s, so the address write that follows needs no other (taken then).
+    mailbox_read: Option<Vec<String>>,
     /// The anchor the tenant object and the state row carry: the action's own, or, for a
     /// re-anchor, the old one until the new stamp is written.
     from: Anchor,
@@ -563,6 +566,7 @@ impl<'a, 'c> Job<'a, 'c> {
             conflicting: BTreeSet::new(),
             extra: BTreeMap::new(),
             fresh_read: false,
+            mailbox_read: None,
             from,
             released,
             slot,
@@ -946,7 +950,7 @@ impl<'a, 'c> Job<'a, 'c> {
         let mut params = serde_json::Map::new();
         let mut recorded: Vec<Field> = fields.iter().copied().collect();
         if fields.iter().any(|f| f.is_address()) {
-            let current = match current {
+            let current = match current.or_else(|| self.mailbox_read.take()) {
                 Some(c) => {
                     self.fresh_read = true;
                     c
@@ -1069,15 +1073,26 @@ impl<'a, 'c> Job<'a, 'c> {
         self.obj.kind = Kind::Mailbox;
         self.handled.insert(Field::Kind);
         let ex = self.ctx.tenant.exchange();
-        for wait_ms in [0u64, 500, 1000, 1500] {
-            self.slot
-                .park(tokio::time::sleep(Duration::from_millis(wait_ms)))
-                .await;
-            if self
-                .step("Get-Mailbox", ex.get_mailbox(id))
-                .await?
-                .is_some()
-            {
+        // Each Get-Mailbox spends Exchange's budget: the first waits, parked, as long as
+        // mailboxes have taken to appear in this run, the rest back off (3 s in all).
+        let licensed_at = std::time::Instant::now();
+        let workers = self.slot.workers;
+        let first = workers
+            .visible_after(MAILBOX_APPEARS)
+            .min(Duration::from_secs(30));
+        let mut tries = Vec::new();
+        for wait in [first, ms(500), ms(1000), ms(1500)] {
+            let wait = if tries.is_empty() {
+                wait.saturating_sub(licensed_at.elapsed())
+            } else {
+                wait
+            };
+            self.slot.park(tokio::time::sleep(wait)).await;
+            tries.push(licensed_at.elapsed());
+            if let Some(mailbox) = self.step("Get-Mailbox", ex.get_mailbox(id)).await? {
+                workers.learn_visible_after(MAILBOX_APPEARS, &tries);
+                let proxies: Vec<String> = strings(mailbox.get("EmailAddresses")).collect();
+                self.mailbox_read = Some(proxies).filter(|p| !p.is_empty());
                 return Ok(());
             }
         }
@@ -1088,6 +1103,13 @@ impl<'a, 'c> Job<'a, 'c> {
         );
         Ok(())
     }
+}
+
+/// The key under which [`Workers`] learns how long a licensed mailbox takes to appear.
+const MAILBOX_APPEARS: &str = "assignLicense → Get-Mailbox";
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
 }
 
 /// A password nobody will use (MailUsers cannot sign in; mailbox owners reset theirs), but

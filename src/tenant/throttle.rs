@@ -201,7 +201,7 @@ impl AdaptiveLimiter {
         s.limit = (level as f64 - 1.0).min(s.limit).max(self.min);
     }
 
-    /// A success: grow by one slot per "limit" successes (per 20 × "limit" at or past the
+    /// A success: grow by one slot per "limit" successes (per 500 × "limit" at or past the
     /// level last refused), unless the service says the budget is more than 80 % used.
     pub fn succeeded(&self, limit_percentage: Option<f64>) {
         let grew = {
@@ -212,7 +212,8 @@ impl AdaptiveLimiter {
             } else {
                 let before = s.limit.floor();
                 let cautious = s.refused_at.is_some_and(|r| s.limit + 1.0 >= r as f64);
-                let step = if cautious { 20.0 * s.limit } else { s.limit };
+                // Each probe past the refused level costs a refused request: probe rarely.
+                let step = if cautious { 500.0 * s.limit } else { s.limit };
                 s.limit = (s.limit + 1.0 / step).min(self.max);
                 s.limit.floor() > before
             }
@@ -267,15 +268,15 @@ mod tests {
             l.succeeded(Some(0.9));
         }
         assert_eq!(l.limit(), 2, "no growth near the limit");
-        for _ in 0..30 {
+        for _ in 0..500 {
             l.succeeded(None);
         }
         assert_eq!(l.limit(), 2, "slow growth up to the level refused");
-        for _ in 0..30 {
+        for _ in 0..1_000 {
             l.succeeded(None);
         }
         assert_eq!(l.limit(), 3);
-        for _ in 0..10_000 {
+        for _ in 0..100_000 {
             l.succeeded(None);
         }
         assert_eq!(l.limit(), 8, "capped");
