@@ -14,6 +14,7 @@
 #   BENCH_EXCHANGE_MS       processing time of every cmdlet, inside Exchange's 3 slots, so
 #                           an Exchange call takes LATENCY + this (default 20)
 #   BENCH_CONCURRENCY       tenant.concurrency (default 16)
+#   BENCH_KEEP              when set, the work directory (counters, logs, state) is kept
 # Phases: load slapd, initial provisioning (sync), LDAP rollover (ldapmodify), `plan --output`,
 # the rollover sync (`--max-deletes CHANGES`). Per phase it prints the wall time, requests and
 # writes per service (the emulator's counters), the writes per second as a share of each
@@ -41,7 +42,7 @@ emu="$work/emulator"
 mkdir -p "$emu"
 cleanup() {
   [ -f "$emu/pid" ] && kill "$(cat "$emu/pid")" 2>/dev/null
-  rm -rf "$work"
+  if [ -n "${BENCH_KEEP:-}" ]; then echo "kept the benchmark's files in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
