@@ -484,17 +484,17 @@ async fn soft_deleted_stamp(
     id: &str,
 ) -> Result<Option<String>, Failure> {
     let ex = ctx.tenant.exchange();
-    let all = journal
-        .step(
-            "Get-MailUser -SoftDeletedMailUser",
-            ex.list_soft_deleted_mail_users(),
-        )
-        .await?;
     let custom = ctx
         .config
         .tenant
         .anchor_attribute
         .replace("extensionAttribute", "CustomAttribute");
+    let all = journal
+        .step(
+            "Get-MailUser -SoftDeletedMailUser",
+            ex.list_soft_deleted_mail_users(&["ExternalDirectoryObjectId", &custom]),
+        )
+        .await?;
     Ok(all
         .iter()
         .find(|r| {

@@ -183,6 +183,34 @@ const GRAPH_PROPERTIES: [&str; 8] = [
     "assignedPlans",
 ];
 
+/// What the inventory reads of an Exchange recipient besides the fields' own properties
+/// ([`Field::exchange_property`]) and the stamp's `CustomAttributeN`; the listings keep
+/// nothing else ([`crate::tenant::Exchange::list_recipients`]).
+const EXCHANGE_PROPERTIES: [&str; 8] = [
+    "ExternalDirectoryObjectId",
+    "RecipientTypeDetails",
+    "EmailAddresses",
+    "PrimarySmtpAddress",
+    "WindowsLiveID",
+    "HiddenFromAddressListsEnabled",
+    "Guid",
+    "Name",
+];
+
+/// Every Exchange property [`sort`] reads.
+fn exchange_properties(stamp: StampAttribute) -> Vec<String> {
+    let mut p: Vec<String> = EXCHANGE_PROPERTIES
+        .iter()
+        .copied()
+        .chain(Field::ALL.iter().filter_map(|f| f.exchange_property()))
+        .map(str::to_owned)
+        .collect();
+    p.push(stamp.exchange_name());
+    p.sort();
+    p.dedup();
+    p
+}
+
 /// The validated stamp attribute: `extensionAttributeN` (Graph) is `CustomAttributeN`
 /// (Exchange), N in 1..=15.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,9 +266,11 @@ pub async fn read_with_licences(
             None => Ok(None),
         }
     };
+    let properties = exchange_properties(stamp);
+    let properties: Vec<&str> = properties.iter().map(String::as_str).collect();
     let (recipients, soft_deleted, users, skus) = futures_util::future::try_join4(
-        ex.list_recipients(),
-        ex.list_soft_deleted_mail_users(),
+        ex.list_recipients(&properties),
+        ex.list_soft_deleted_mail_users(&properties),
         tenant.graph().list_users(&graph_query),
         skus,
     )
@@ -298,7 +328,10 @@ pub fn sort(
         .collect();
     let mut stamped: BTreeMap<Anchor, Vec<TenantObject>> = BTreeMap::new();
 
-    for r in &recipients {
+    // By value: each listed recipient is dropped once its object is made, so the raw
+    // listing and the sorted inventory are never both whole in memory.
+    for r in recipients {
+        let r = &r;
         if r.get("HiddenFromAddressListsEnabled")
             .and_then(Value::as_bool)
             != Some(true)
@@ -319,7 +352,8 @@ pub fn sort(
             _ => add_foreign_recipient(&mut inv, r, "", user.as_ref()),
         }
     }
-    for r in &soft_deleted {
+    for r in soft_deleted {
+        let r = &r;
         // Our own removed MailUsers reserve their addresses too: they are restored when
         // their person returns, or purged when a newcomer needs what they hold; anybody
         // else's are taken.
@@ -682,6 +716,79 @@ mod tests {
             }),
             ..GraphUser::default()
         }
+    }
+
+    /// A recipient with every property the inventory could read, and some it must not need.
+    fn full_recipient(id: &str, kind: &str, stamp: Option<&str>) -> Value {
+        let mut r = recipient(
+            id,
+            kind,
+            stamp,
+            &["SMTP:x@example.edu", "smtp:y@example.edu"],
+        );
+        for f in Field::ALL {
+            if let Some(p) = f.exchange_property()
+                && r.get(p).is_none()
+            {
+                r[p] = json!(format!("{p} of {id}"));
+            }
+        }
+        r["HiddenFromAddressListsEnabled"] = json!(kind == "MailContact");
+        r["ExternalEmailAddress"] = json!(format!("SMTP:{id}@mail.example.org"));
+        r["Guid"] = json!(format!("guid-{id}"));
+        r["PrimarySmtpAddress"] = json!(format!("p-{id}@example.edu"));
+        r["DistinguishedName"] = json!(format!("CN={id},OU=x"));
+        r["WhenCreated"] = json!("2026-01-01T00:00:00Z");
+        r["CustomAttribute3"] = json!("ldap2exo:not-this-one");
+        r
+    }
+
+    #[test]
+    fn the_listings_keep_every_property_the_inventory_reads() {
+        let properties = exchange_properties(STAMP);
+        let properties: Vec<&str> = properties.iter().map(String::as_str).collect();
+        let prune = |v: Value| crate::tenant::exchange::keep_properties(v, &properties);
+        let live = vec![
+            full_recipient("u1", "MailUser", Some("ldap2exo:a1")),
+            full_recipient("u2", "UserMailbox", Some("ldap2exo:a2")),
+            full_recipient("u3", "UserMailbox", None),
+            full_recipient("u4", "MailContact", None),
+        ];
+        let deleted = vec![
+            full_recipient("d1", "MailUser", Some("ldap2exo:a9")),
+            full_recipient("d2", "MailUser", None),
+        ];
+        let users = || {
+            vec![
+                user("u1", None, false),
+                user("u2", None, true),
+                user("u5", Some("ldap2exo:a5"), false),
+            ]
+        };
+        let full = sort(live.clone(), deleted.clone(), users(), STAMP);
+        let pruned = sort(
+            live.into_iter().map(prune).collect(),
+            deleted.into_iter().map(prune).collect(),
+            users(),
+            STAMP,
+        );
+        assert_eq!(full.managed.len(), 3);
+        assert!(
+            full.managed.values().all(|o| o.unknown.is_empty()),
+            "{:?}",
+            full.managed
+        );
+        assert_eq!(pruned.managed, full.managed);
+        assert_eq!(pruned.foreign, full.foreign);
+        assert_eq!(pruned.foreign_names, full.foreign_names);
+        assert_eq!(pruned.unstamped, full.unstamped);
+        assert_eq!(pruned.own_deleted, full.own_deleted);
+        assert_eq!(pruned.visible_addresses, full.visible_addresses);
+        assert!(!properties.contains(&"DistinguishedName"));
+        assert!(
+            !properties.contains(&"CustomAttribute3"),
+            "only the stamp's attribute"
+        );
     }
 
     #[test]

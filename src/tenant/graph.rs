@@ -1101,7 +1101,7 @@ impl Graph {
                         super::http::Counters::bump(&exec.counters.throttled);
                         match ra {
                             Some(ra) => exec.limiter.throttled(ra),
-                            None => exec.limiter.refused(),
+                            None => exec.limiter.refused_now(),
                         }
                     } else {
                         super::http::Counters::bump(&exec.counters.server_errors);

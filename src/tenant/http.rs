@@ -349,7 +349,7 @@ impl Executor {
                             None
                         }
                         _ => {
-                            self.limiter.refused();
+                            self.limiter.refused(permit.level());
                             Some(self.backoff(attempt).min(REFUSAL_WAIT * attempt))
                         }
                     };

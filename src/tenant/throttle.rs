@@ -9,11 +9,15 @@
 //! - A 429 with `Retry-After` says a budget (requests per window) is spent. Every request to
 //!   the service waits until then (the budget is shared; the others would only collect 429s
 //!   of their own), but the number in flight stays: it was the rate, not the concurrency,
-//!   that ran out. The limiter also learns the budget: how many requests it admitted since
-//!   the window began, and the window's length (from its start to the end of the pause).
-//!   From then on it admits at most that many per window and waits out the rest of the
-//!   window itself, instead of spending requests on 429s; each window in which it used its
-//!   whole allowance without a refusal it allows a little more, so a grown budget is found.
+//!   that ran out. The limiter also learns a pace from it: the requests answered since the
+//!   pace was last set, over the time from then to the end of the pause. From then on it
+//!   spaces requests evenly at that pace instead of spending requests on 429s; while the
+//!   pace is what holds requests back it creeps up, and each further 429 takes it down by
+//!   a twentieth. An even pace fits every window the service may count in (fixed or
+//!   sliding, of any length): one that runs a little fast meets its 429 near a window's end,
+//!   where the pause is short. (A burst-then-wait budget per learnt window does not: a
+//!   window begun off the service's boundaries straddles two of them, and the runs measured
+//!   at 55-65 % of Exchange's budget.)
 //! - Exchange's concurrency refusal ("maximum number of concurrent requests", no
 //!   `Retry-After`) and a 429 without `Retry-After` say too many are in flight: the limit
 //!   drops to what the service accepted (below the number in flight at the refusal), and the
@@ -37,23 +41,27 @@ pub struct Concurrency {
 /// waited out but not learnt from.
 const LONGEST_LEARNT_WINDOW: Duration = Duration::from_secs(10);
 
-/// A budget learnt from a 429: `budget` requests per `window`.
-#[derive(Debug, Clone, Copy)]
-struct Learnt {
-    budget: u32,
-    window: Duration,
-}
+/// What a further 429 leaves of the pace.
+const PACE_DECREASE: f64 = 0.95;
+
+/// How much the pace grows with each request it held back: 1 % per 50 requests, so back
+/// from a decrease in some 250 requests (5 s at 50 requests per second).
+const PACE_GROWTH: f64 = 0.0002;
 
 #[derive(Debug)]
 struct State {
     limit: f64,
     in_flight: u32,
     paused_until: Option<Instant>,
-    /// When the current budget window began (the first request admitted after a pause or
-    /// after the previous window ended), and how many requests were admitted since.
+    /// Since when requests are counted for learning the first pace (the first request
+    /// admitted after a pause), and how many were admitted since.
     window_start: Option<Instant>,
     admitted: u32,
-    learnt: Option<Learnt>,
+    /// The pace learnt from 429s, in requests per second, and when it lets the next go.
+    pace: Option<f64>,
+    next_at: Option<Instant>,
+    /// Whether a request waited for the pace since the last one was admitted.
+    held_back: bool,
     /// The number in flight when the service last refused for concurrency.
     refused_at: Option<u32>,
 }
@@ -70,6 +78,16 @@ pub struct AdaptiveLimiter {
 #[derive(Debug)]
 pub struct Permit<'a> {
     limiter: &'a AdaptiveLimiter,
+    /// How many requests were in flight, this one included, when it was admitted.
+    level: u32,
+}
+
+impl Permit<'_> {
+    /// How many requests were in flight, this one included, when it was admitted: the most
+    /// of ours the service can have been handling when it got this one.
+    pub fn level(&self) -> u32 {
+        self.level
+    }
 }
 
 impl Drop for Permit<'_> {
@@ -90,7 +108,9 @@ impl AdaptiveLimiter {
                 paused_until: None,
                 window_start: None,
                 admitted: 0,
-                learnt: None,
+                pace: None,
+                next_at: None,
+                held_back: false,
                 refused_at: None,
             }),
             notify: Notify::new(),
@@ -104,9 +124,9 @@ impl AdaptiveLimiter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a free slot, for any pause to end and for the learnt budget to allow
-    /// another request; answers the permit and how long it waited for a pause or the
-    /// budget (waiting for a slot is queueing, not throttling).
+    /// Waits for a free slot, for any pause to end and for the learnt pace to allow
+    /// another request; answers the permit and how long it waited for a pause or the pace
+    /// (waiting for a slot is queueing, not throttling).
     pub async fn acquire(&self) -> (Permit<'_>, Duration) {
         let mut paused = Duration::ZERO;
         loop {
@@ -117,39 +137,42 @@ impl AdaptiveLimiter {
             let pause = {
                 let mut s = self.lock();
                 let now = Instant::now();
-                match s.paused_until {
-                    Some(until) if until > now => Some(until),
+                match (s.paused_until, s.next_at) {
+                    (Some(until), _) if until > now => Some(until),
+                    (_, Some(next)) if next > now => {
+                        s.held_back = true;
+                        Some(next)
+                    }
                     _ => {
                         s.paused_until = None;
-                        // A window is over: the next begins with this request. A window whose
-                        // whole allowance went through without a 429 allows a little more.
-                        if let (Some(start), Some(l)) = (s.window_start, s.learnt)
-                            && now >= start + l.window
-                        {
-                            if s.admitted >= l.budget {
-                                let more = (l.budget / 20).max(1);
-                                s.learnt = Some(Learnt {
-                                    budget: l.budget.saturating_add(more),
-                                    ..l
-                                });
+                        if (s.in_flight as f64) < s.limit.floor() {
+                            if s.window_start.is_none() {
+                                s.window_start = Some(now);
+                                s.admitted = 0;
                             }
-                            s.window_start = None;
+                            s.admitted += 1;
+                            s.in_flight += 1;
+                            if let Some(p) = s.pace {
+                                // A request the pace held back: the pace may be below the
+                                // budget. Once per request, however many waited.
+                                let p = if std::mem::take(&mut s.held_back) {
+                                    p * (1.0 + PACE_GROWTH)
+                                } else {
+                                    p
+                                };
+                                s.pace = Some(p);
+                                s.next_at = Some(now + Duration::from_secs_f64(1.0 / p));
+                            }
+                            let level = s.in_flight;
+                            return (
+                                Permit {
+                                    limiter: self,
+                                    level,
+                                },
+                                paused,
+                            );
                         }
-                        match (s.window_start, s.learnt) {
-                            (Some(start), Some(l)) if s.admitted >= l.budget => {
-                                Some(start + l.window)
-                            }
-                            _ if (s.in_flight as f64) < s.limit.floor() => {
-                                if s.window_start.is_none() {
-                                    s.window_start = Some(now);
-                                    s.admitted = 0;
-                                }
-                                s.admitted += 1;
-                                s.in_flight += 1;
-                                return (Permit { limiter: self }, paused);
-                            }
-                            _ => None,
-                        }
+                        None
                     }
                 }
             };
@@ -164,41 +187,57 @@ impl AdaptiveLimiter {
         }
     }
 
-    /// A 429 with `Retry-After` (a spent budget): every request waits `retry_after`; the
-    /// first 429 of a window teaches the limiter the budget (see the module documentation).
+    /// A 429 with `Retry-After` (a spent budget): every request waits `retry_after`. The
+    /// first 429 of a pause teaches the limiter a pace, or lowers the one it has (see the
+    /// module documentation).
     pub fn throttled(&self, retry_after: Duration) {
         let mut s = self.lock();
         let now = Instant::now();
         let until = now + retry_after;
         let first = s.paused_until.is_none_or(|p| p <= now);
-        if first
-            && let Some(start) = s.window_start
-            && retry_after <= LONGEST_LEARNT_WINDOW
-        {
-            // The requests still in flight were admitted after the budget ran out, or
-            // nearly: count only those answered.
-            let budget = s.admitted.saturating_sub(s.in_flight).max(1);
-            s.learnt = Some(Learnt {
-                budget,
-                window: until.saturating_duration_since(start),
-            });
+        if first && retry_after <= LONGEST_LEARNT_WINDOW {
+            s.pace = match (s.pace, s.window_start) {
+                (Some(p), _) => Some(p * PACE_DECREASE),
+                (None, Some(start)) => {
+                    // The requests still in flight were admitted after the budget ran out,
+                    // or nearly: count only those answered.
+                    let answered = s.admitted.saturating_sub(s.in_flight).max(1);
+                    let window = until.saturating_duration_since(start).as_secs_f64();
+                    Some(answered as f64 / window.max(0.001))
+                }
+                (None, None) => None,
+            };
         }
         if s.paused_until.is_none_or(|p| p < until) {
             s.paused_until = Some(until);
         }
-        // The next window begins with the first request after the pause.
+        // After the pause the first request goes at once, the rest at the pace.
+        s.next_at = None;
         s.window_start = None;
         s.admitted = 0;
     }
 
     /// Too many requests in flight (Exchange's concurrency refusal, a 429 without
-    /// `Retry-After`): the limit drops below the number in flight, and that level is
-    /// remembered so growth past it is slow. Nothing pauses.
-    pub fn refused(&self) {
+    /// `Retry-After`) for a request admitted at `level` ([`Permit::level`]): the limit drops
+    /// below that level, which is remembered so growth past it is slow. Nothing pauses.
+    ///
+    /// The level is the one at admission, not the number in flight when the refusal comes
+    /// back: by then the limit may already have dropped for an earlier refusal of the same
+    /// burst, fewer are in flight, and counting those would lower the limit a second time,
+    /// below what the service accepts (measured: runs stuck at 2 of Exchange's 3 slots for
+    /// minutes, a third of the budget lost).
+    pub fn refused(&self, level: u32) {
         let mut s = self.lock();
-        let level = s.in_flight.max(1);
+        let level = level.max(1);
         s.refused_at = Some(level);
         s.limit = (level as f64 - 1.0).min(s.limit).max(self.min);
+    }
+
+    /// [`Self::refused`] for a refusal without a permit of its own (a sub-request of a
+    /// `$batch`): the level is the number in flight now, the batch's request included.
+    pub fn refused_now(&self) {
+        let level = self.lock().in_flight + 1;
+        self.refused(level);
     }
 
     /// A success: grow by one slot per "limit" successes (per 500 × "limit" at or past the
@@ -228,9 +267,9 @@ impl AdaptiveLimiter {
         self.lock().limit.floor() as u32
     }
 
-    /// The budget learnt from 429s: requests per window.
-    pub fn learnt_budget(&self) -> Option<(u32, Duration)> {
-        self.lock().learnt.map(|l| (l.budget, l.window))
+    /// The pace learnt from 429s, in requests per second.
+    pub fn pace(&self) -> Option<f64> {
+        self.lock().pace
     }
 }
 
@@ -254,7 +293,7 @@ mod tests {
             .into_iter()
             .map(|(p, _)| p)
             .collect();
-        l.refused();
+        l.refused(held[2].level());
         assert_eq!(l.limit(), 2, "one below the three in flight");
         drop(held);
         let (_p, waited) = l.acquire().await;
@@ -283,6 +322,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn late_refusals_of_one_burst_lower_the_limit_once() {
+        let l = limiter();
+        let held: Vec<_> = futures_util::future::join_all((0..4).map(|_| l.acquire()))
+            .await
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(
+            held.iter().map(Permit::level).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        let mut held = held.into_iter();
+        let (first, second, third, fourth) = (
+            held.next().unwrap(),
+            held.next().unwrap(),
+            held.next().unwrap(),
+            held.next().unwrap(),
+        );
+        // The service allows 3: the fourth is refused; the others end.
+        l.refused(fourth.level());
+        drop(fourth);
+        drop(first);
+        drop(second);
+        assert_eq!(l.limit(), 3);
+        // Another request of the same burst, admitted at 4, is refused only now, when a
+        // single one is in flight: the limit stays where the service accepts.
+        l.refused(4);
+        assert_eq!(l.limit(), 3, "not lowered again for the same level");
+        drop(third);
+        // A refusal at a level the service accepted before says it accepts fewer now.
+        let (p, _) = l.acquire().await;
+        let (q, _) = l.acquire().await;
+        let (r, _) = l.acquire().await;
+        l.refused(r.level());
+        assert_eq!(l.limit(), 2);
+        drop((p, q, r));
+    }
+
+    #[tokio::test]
     async fn admits_no_more_than_the_limit() {
         let l = limiter();
         let mut held = Vec::new();
@@ -297,9 +375,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_429_pauses_everything_and_teaches_the_budget_of_a_window() {
+    async fn a_429_pauses_everything_and_teaches_a_pace() {
         let l = limiter();
-        // Five admitted in this window; three answered, then a 429 while two are in flight.
+        // Five admitted since counting began; three answered, then a 429 while two are in
+        // flight.
         let mut held = Vec::new();
         for _ in 0..4 {
             held.push(l.acquire().await.0);
@@ -308,27 +387,33 @@ mod tests {
         held.push(l.acquire().await.0);
         drop(held.pop());
         drop(held.pop());
-        l.throttled(Duration::from_millis(200));
+        l.throttled(Duration::from_millis(300));
         drop(held);
         assert_eq!(l.limit(), 4, "a spent budget leaves the concurrency alone");
-        let (budget, window) = l.learnt_budget().expect("learnt");
-        assert_eq!(budget, 3, "the five admitted minus the two still in flight");
-        assert!(window >= Duration::from_millis(200), "{window:?}");
+        let pace = l.pace().expect("learnt");
+        // Three answered over the 300 ms until the pause ends (and the few before it).
+        assert!((9.0..=10.0).contains(&pace), "{pace}");
         // Everything waits for the pause to end.
         let (p, waited) = l.acquire().await;
-        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
         drop(p);
-        // Then three per window: the fourth waits for the next window, without a 429.
+        // Then requests go one per 1/pace (about 100 ms), not in a burst.
+        let start = Instant::now();
         for _ in 0..2 {
             let (p, waited) = l.acquire().await;
-            assert_eq!(waited, Duration::ZERO);
+            assert!(waited >= Duration::from_millis(80), "{waited:?}");
             drop(p);
         }
-        let (p, waited) = l.acquire().await;
-        assert!(waited >= Duration::from_millis(150), "{waited:?}");
-        drop(p);
-        // That window's allowance was used up without a 429: the next allows one more.
-        assert_eq!(l.learnt_budget().map(|(b, _)| b), Some(4));
+        assert!(start.elapsed() >= Duration::from_millis(180));
+        // The pace held requests back, so it crept up; a further 429 takes a twentieth off.
+        let grown = l.pace().unwrap();
+        assert!(grown > pace, "{grown} > {pace}");
+        l.throttled(Duration::from_millis(10));
+        let lowered = l.pace().unwrap();
+        assert!((lowered - grown * 0.95).abs() < 1e-9, "{lowered}");
+        // A 429 of the same pause does not lower it twice.
+        l.throttled(Duration::from_millis(5));
+        assert_eq!(l.pace(), Some(lowered));
     }
 
     #[tokio::test]
@@ -336,6 +421,6 @@ mod tests {
         let l = limiter();
         drop(l.acquire().await.0);
         l.throttled(LONGEST_LEARNT_WINDOW + Duration::from_secs(1));
-        assert!(l.learnt_budget().is_none());
+        assert!(l.pace().is_none());
     }
 }

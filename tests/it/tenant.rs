@@ -962,11 +962,18 @@ async fn exchange_lists_every_recipient_and_the_soft_deleted_mail_users() {
     x.new_mail_user(&mail_user("kept")).await.unwrap();
     x.new_mail_user(&mail_user("removed")).await.unwrap();
     assert!(x.remove_mail_user("removed").await.unwrap());
-    let all = x.list_recipients().await.unwrap();
+    let all = x
+        .list_recipients(&["Name", "EmailAddresses"])
+        .await
+        .unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
-    let deleted = x.list_soft_deleted_mail_users().await.unwrap();
+    // Only the properties asked for are kept, each as Exchange sent it.
+    let kept: Vec<&String> = all[0].as_object().unwrap().keys().collect();
+    assert_eq!(kept, ["EmailAddresses", "Name"], "{all:?}");
+    assert_eq!(all[0]["Name"], "kept");
+    let deleted = x.list_soft_deleted_mail_users(&["Name"]).await.unwrap();
     assert_eq!(deleted.len(), 1, "{deleted:?}");
-    assert!(deleted[0].to_string().contains("removed"), "{}", deleted[0]);
+    assert_eq!(deleted[0], json!({"Name": "removed"}));
 }
 
 #[tokio::test]
