@@ -5,7 +5,7 @@
 //! Retry rules, from Microsoft's throttling guidance:
 //! - 429: always retried (the request was not executed), after `Retry-After` (seconds, may be
 //!   a decimal such as `2.128`) or, without it, exponential backoff with jitter; every request
-//!   to that service pauses too (see [`super::throttle`], which also learns the budget).
+//!   to that service pauses too (see [`super::throttle`], which also learns a pace from it).
 //! - 503: the service did not take the request ("temporarily unavailable"), so it is retried
 //!   like a 429 but without pausing the others.
 //! - 500, 502, 504 and failures after the request left (timeout, reset connection, a body

@@ -10,18 +10,18 @@
 //!   the service waits until then (the budget is shared; the others would only collect 429s
 //!   of their own), but the number in flight stays: it was the rate, not the concurrency,
 //!   that ran out. The limiter also learns a pace from it: the requests answered since the
-//!   pace was last set, over the time from then to the end of the pause. From then on it
-//!   spaces requests evenly at that pace instead of spending requests on 429s; while the
-//!   pace is what holds requests back it creeps up, and each further 429 takes it down by
-//!   a twentieth. An even pace fits every window the service may count in (fixed or
+//!   previous pause (or the start), over the time from then to the end of this one. From
+//!   then on it spaces requests evenly at that pace instead of spending requests on 429s;
+//!   while the pace is what holds requests back it creeps up, and each further 429 takes it
+//!   down by a twentieth. An even pace fits every window the service may count in (fixed or
 //!   sliding, of any length): one that runs a little fast meets its 429 near a window's end,
 //!   where the pause is short. (A burst-then-wait budget per learnt window does not: a
 //!   window begun off the service's boundaries straddles two of them, and the runs measured
-//!   at 55-65 % of Exchange's budget.)
+//!   55-62 % of Exchange's budget.)
 //! - Exchange's concurrency refusal ("maximum number of concurrent requests", no
 //!   `Retry-After`) and a 429 without `Retry-After` say too many are in flight: the limit
-//!   drops to what the service accepted (below the number in flight at the refusal), and the
-//!   level refused is remembered, so growth past it is slow; nothing is paused.
+//!   drops below the number in flight when the refused request was admitted, and that
+//!   level is remembered, so growth past it is slow; nothing is paused.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -44,9 +44,10 @@ const LONGEST_LEARNT_WINDOW: Duration = Duration::from_secs(10);
 /// What a further 429 leaves of the pace.
 const PACE_DECREASE: f64 = 0.95;
 
-/// How much the pace grows with each request it held back: 1 % per 50 requests, so back
-/// from a decrease in some 250 requests (5 s at 50 requests per second).
-const PACE_GROWTH: f64 = 0.0002;
+/// What each request the pace held back adds to it, in requests per second. Such requests
+/// come at the pace, so the pace grows by 1 % per second whatever it is: back from a decrease
+/// in about 5 s, and from a pace learnt far too low (0.1/s) to 20/s in about 9 minutes.
+const PACE_GROWTH: f64 = 0.01;
 
 #[derive(Debug)]
 struct State {
@@ -156,7 +157,7 @@ impl AdaptiveLimiter {
                                 // A request the pace held back: the pace may be below the
                                 // budget. Once per request, however many waited.
                                 let p = if std::mem::take(&mut s.held_back) {
-                                    p * (1.0 + PACE_GROWTH)
+                                    p + PACE_GROWTH
                                 } else {
                                     p
                                 };

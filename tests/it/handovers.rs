@@ -617,25 +617,44 @@ fn a_upn_held_by_an_unmanaged_user_is_a_planned_conflict_and_a_taken_name_gets_a
     assert_no_duplicates(&emu.state());
 }
 
-#[test]
-fn a_refusal_the_plan_could_not_know_is_a_conflict_naming_the_address() {
-    let rt = runtime();
-    // A removed mailbox in the recycle bin still holds an address; nothing ldap2exo reads
-    // before the run lists it.
-    let gone = User {
+/// A mailbox removed yesterday (well within the 30 days its addresses stay reserved) that
+/// still holds `address`; Exchange's listings of live recipients do not show it.
+fn recycled_mailbox_holding(address: &str) -> User {
+    User {
         user_principal_name: "old.mailbox@example.edu".into(),
         mail_nickname: "oldmbx".into(),
         exchange_name: Some("oldmbx".into()),
         recipient_type_details: Some(RecipientKind::UserMailbox),
         proxy_addresses: vec![
             "SMTP:old.mailbox@example.edu".into(),
-            "smtp:a.davis.new@example.edu".into(),
+            format!("smtp:{address}"),
         ],
-        // Removed yesterday: well within the 30 days its addresses stay reserved.
         deleted_unix: Some(yesterday()),
         ..User::default()
-    };
-    let emu = campus_emulator(&rt, vec![gone]);
+    }
+}
+
+/// adavis's result in a run that must have failed (exit 1).
+fn adavis_outcome_in_failed(run: &Run) -> serde_json::Value {
+    assert_eq!(run.code, 1, "{}", show_run(run));
+    run.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["uid"] == "adavis")
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_refusal_the_plan_could_not_know_is_a_conflict_naming_the_address() {
+    let rt = runtime();
+    // A removed mailbox in the recycle bin still holds an address; nothing ldap2exo reads
+    // before the run lists it.
+    let emu = campus_emulator(
+        &rt,
+        vec![recycled_mailbox_holding("a.davis.new@example.edu")],
+    );
     let server = Slapd::start(SlapdOptions::default());
     let install = Install::with_tenant(&server, &emu);
     first_sync(&install);
@@ -654,16 +673,7 @@ fn a_refusal_the_plan_could_not_know_is_a_conflict_naming_the_address() {
             "alice.davis@staff.example.edu"
         ])
     );
-    let outcome = |run: &Run| {
-        assert_eq!(run.code, 1, "{}", show_run(run));
-        run.json()["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["uid"] == "adavis")
-            .unwrap()
-            .clone()
-    };
+    let outcome = adavis_outcome_in_failed;
     let adavis = outcome(&install.run(&["sync", "--format", "json"]));
     assert_eq!(adavis["outcome"], "conflict", "{adavis}");
     let why = adavis["detail"].as_str().unwrap();
@@ -688,31 +698,13 @@ fn a_new_mail_user_refused_an_address_nobody_could_see_is_still_stamped_and_made
     // A mailbox in the recycle bin holds one of adavis's addresses before adavis is ever
     // made. Her New-MailUser goes through; the Set-MailUser that carries the stamp with her
     // addresses is refused.
-    let gone = User {
-        user_principal_name: "old.mailbox@example.edu".into(),
-        mail_nickname: "oldmbx".into(),
-        exchange_name: Some("oldmbx".into()),
-        recipient_type_details: Some(RecipientKind::UserMailbox),
-        proxy_addresses: vec![
-            "SMTP:old.mailbox@example.edu".into(),
-            "smtp:alice.davis@staff.example.edu".into(),
-        ],
-        deleted_unix: Some(yesterday()),
-        ..User::default()
-    };
-    let emu = campus_emulator(&rt, vec![gone]);
+    let emu = campus_emulator(
+        &rt,
+        vec![recycled_mailbox_holding("alice.davis@staff.example.edu")],
+    );
     let server = Slapd::start(SlapdOptions::default());
     let install = Install::with_tenant(&server, &emu);
-    let outcome = |run: &Run| {
-        assert_eq!(run.code, 1, "{}", show_run(run));
-        run.json()["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["uid"] == "adavis")
-            .unwrap()
-            .clone()
-    };
+    let outcome = adavis_outcome_in_failed;
     let first = install.run(&["sync", "--format", "json"]);
     let adavis = outcome(&first);
     assert_eq!(adavis["outcome"], "conflict", "{adavis}");
