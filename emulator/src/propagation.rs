@@ -208,7 +208,10 @@ impl Store {
             self.users.values().find(|u| {
                 !u.is_deleted()
                     && self.hidden(u, Reader::Graph) != Some(Hidden::NotPropagated)
-                    && fold(&self.render(u, Reader::Graph).user_principal_name) == k
+                    && self
+                        .render(u, Reader::Graph)
+                        .user_principal_name
+                        .eq_ignore_ascii_case(&k)
             })
         });
         let u = found.ok_or(Hidden::NotPropagated)?;

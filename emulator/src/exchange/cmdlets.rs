@@ -241,14 +241,15 @@ pub(super) fn resolve(
         .filter(|u| u.is_deleted() == deleted)
         .filter(|u| kinds.contains(&u.recipient_type_details))
         .filter(|u| {
-            fold(&u.name()) == id
-                || fold(&u.mail_nickname) == id
+            // No allocation per user: this scans every recipient on every -Identity call.
+            u.name_str().eq_ignore_ascii_case(&id)
+                || u.mail_nickname.eq_ignore_ascii_case(&id)
                 || u.id == id
-                || fold(&u.exchange_guid) == id
-                || fold(&u.user_principal_name) == bare
+                || u.exchange_guid.eq_ignore_ascii_case(&id)
+                || u.user_principal_name.eq_ignore_ascii_case(&bare)
                 || u.proxy_addresses
                     .iter()
-                    .any(|p| fold(strip_smtp(p)) == bare)
+                    .any(|p| strip_smtp(p).eq_ignore_ascii_case(&bare))
         })
         .collect();
     match hits.as_slice() {
@@ -399,11 +400,11 @@ fn name_in_use(store: &Store, name: &str, except: Option<&str>) -> bool {
     store.users.values().any(|o| {
         Some(o.id.as_str()) != except
             && o.recipient_type_details.is_some()
-            && fold(&o.name()) == fold(name)
+            && o.name_str().eq_ignore_ascii_case(name)
     }) || store
         .mail_objects
         .iter()
-        .any(|o| fold(&o.name) == fold(name))
+        .any(|o| o.name.eq_ignore_ascii_case(name))
 }
 
 fn set_recipient(
