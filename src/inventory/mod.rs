@@ -26,6 +26,7 @@
 //! publishes no figure) is still managed when that side shows our stamp; the fields the other
 //! side would tell are left unknown, so they never look like drift.
 
+mod recipient;
 pub mod reconcile;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -39,7 +40,10 @@ use crate::plan::Field;
 use crate::tenant::graph::SubscribedSku;
 use crate::tenant::{GraphUser, Tenant, TenantError, UserQuery};
 
+pub use recipient::Recipient;
 pub use reconcile::{Drift, DriftKind, Reconciled, is_service_address, reconcile};
+
+use recipient::Col;
 
 /// A stamped object as the tenant shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,34 +187,6 @@ const GRAPH_PROPERTIES: [&str; 8] = [
     "assignedPlans",
 ];
 
-/// What the inventory reads of an Exchange recipient besides the fields' own properties
-/// ([`Field::exchange_property`]) and the stamp's `CustomAttributeN`; the listings keep
-/// nothing else ([`crate::tenant::Exchange::list_recipients`]).
-const EXCHANGE_PROPERTIES: [&str; 8] = [
-    "ExternalDirectoryObjectId",
-    "RecipientTypeDetails",
-    "EmailAddresses",
-    "PrimarySmtpAddress",
-    "WindowsLiveID",
-    "HiddenFromAddressListsEnabled",
-    "Guid",
-    "Name",
-];
-
-/// Every Exchange property [`sort`] reads.
-fn exchange_properties(stamp: StampAttribute) -> Vec<String> {
-    let mut p: Vec<String> = EXCHANGE_PROPERTIES
-        .iter()
-        .copied()
-        .chain(Field::ALL.iter().filter_map(|f| f.exchange_property()))
-        .map(str::to_owned)
-        .collect();
-    p.push(stamp.exchange_name());
-    p.sort();
-    p.dedup();
-    p
-}
-
 /// The validated stamp attribute: `extensionAttributeN` (Graph) is `CustomAttributeN`
 /// (Exchange), N in 1..=15.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,11 +242,11 @@ pub async fn read_with_licences(
             None => Ok(None),
         }
     };
-    let properties = exchange_properties(stamp);
-    let properties: Vec<&str> = properties.iter().map(String::as_str).collect();
+    let stamp_property = stamp.exchange_name();
+    let keep = |v: Value| Recipient::with_stamp_property(v, &stamp_property);
     let (recipients, soft_deleted, users, skus) = futures_util::future::try_join4(
-        ex.list_recipients(&properties),
-        ex.list_soft_deleted_mail_users(&properties),
+        ex.list_recipients_as(keep),
+        ex.list_soft_deleted_mail_users_as(keep),
         tenant.graph().list_users(&graph_query),
         skus,
     )
@@ -309,8 +285,8 @@ pub async fn read_with_licences(
 /// Sorts the listings into an [`Inventory`]. Pure, so the rules are testable without a
 /// tenant.
 pub fn sort(
-    recipients: Vec<Value>,
-    soft_deleted: Vec<Value>,
+    recipients: Vec<Recipient>,
+    soft_deleted: Vec<Recipient>,
     users: Vec<GraphUser>,
     stamp: StampAttribute,
 ) -> Inventory {
@@ -332,17 +308,16 @@ pub fn sort(
     // listing and the sorted inventory are never both whole in memory.
     for r in recipients {
         let r = &r;
-        if r.get("HiddenFromAddressListsEnabled")
-            .and_then(Value::as_bool)
-            != Some(true)
-        {
+        if r.flag(Col::HiddenFromAddressListsEnabled) != Some(true) {
             for a in smtp_proxies(r) {
                 inv.visible_addresses.insert(a.to_ascii_lowercase());
             }
         }
-        let id = text(r, "ExternalDirectoryObjectId").map(str::to_ascii_lowercase);
+        let id = r
+            .text(Col::ExternalDirectoryObjectId)
+            .map(str::to_ascii_lowercase);
         let user = id.as_deref().and_then(|id| graph.remove(id));
-        let anchor = our_anchor(text(r, &stamp.exchange_name()))
+        let anchor = our_anchor(r.text(Col::Stamp))
             .or_else(|| user.as_ref().and_then(|u| graph_anchor(u, stamp)));
         match (anchor, id) {
             (Some(anchor), Some(id)) => {
@@ -358,8 +333,8 @@ pub fn sort(
         // their person returns, or purged when a newcomer needs what they hold; anybody
         // else's are taken.
         match (
-            our_anchor(text(r, &stamp.exchange_name())),
-            text(r, "ExternalDirectoryObjectId"),
+            our_anchor(r.text(Col::Stamp)),
+            r.text(Col::ExternalDirectoryObjectId),
         ) {
             (Some(anchor), Some(id)) => {
                 let addresses = smtp_addresses_and_upn(r)
@@ -369,9 +344,9 @@ pub fn sort(
                     anchor,
                     DeletedObject {
                         id: id.to_ascii_lowercase(),
-                        exchange_guid: text(r, "Guid").map(str::to_owned),
+                        exchange_guid: r.text(Col::Guid).map(str::to_owned),
                         addresses,
-                        name: text(r, "Name").map(str::to_lowercase),
+                        name: r.text(Col::Name).map(str::to_lowercase),
                     },
                 );
             }
@@ -405,13 +380,6 @@ pub fn sort(
     inv
 }
 
-fn text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-}
-
 /// `ldap2exo:<anchor>` → the anchor. A value with our prefix but no valid anchor is not ours.
 fn our_anchor(stamp: Option<&str>) -> Option<Anchor> {
     let raw = stamp?.strip_prefix(STAMP_PREFIX)?;
@@ -438,21 +406,21 @@ fn exchange_licensed(user: Option<&GraphUser>) -> bool {
 }
 
 /// A managed object from its Exchange recipient, with what Graph masters laid over it.
-fn from_recipient(anchor: Anchor, id: String, r: &Value, user: Option<&GraphUser>) -> TenantObject {
+fn from_recipient(
+    anchor: Anchor,
+    id: String,
+    r: &Recipient,
+    user: Option<&GraphUser>,
+) -> TenantObject {
     let exchange_licensed = exchange_licensed(user);
-    let (kind, mailbox_pending) = match text(r, "RecipientTypeDetails") {
+    let (kind, mailbox_pending) = match r.text(Col::RecipientTypeDetails) {
         Some("UserMailbox") => (Kind::Mailbox, false),
         _ if exchange_licensed => (Kind::Mailbox, true),
         _ => (Kind::MailUser, false),
     };
-    let proxies: Vec<String> = r
-        .get("EmailAddresses")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.as_str().map(str::to_owned))
-        .collect();
-    let upn = text(r, "WindowsLiveID")
+    let proxies: Vec<String> = r.list(Col::EmailAddresses).map(str::to_owned).collect();
+    let upn = r
+        .text(Col::WindowsLiveID)
         .or_else(|| user.and_then(|u| u.user_principal_name.as_deref()))
         .unwrap_or_default()
         .to_ascii_lowercase();
@@ -465,22 +433,19 @@ fn from_recipient(anchor: Anchor, id: String, r: &Value, user: Option<&GraphUser
         );
     }
     for f in Field::ALL {
-        let Some(prop) = f.exchange_property() else {
+        let Some(col) = Col::of_field(f) else {
             continue;
         };
-        if f == Field::UserPrincipalName {
-            continue;
-        }
-        if r.get(prop).is_none() {
+        if !r.has(col) {
             unknown.insert(f);
             continue;
         }
         let v = match f {
-            Field::HiddenFromAddressLists => r.get(prop).and_then(Value::as_bool).map(Value::Bool),
-            Field::ExternalEmailAddress | Field::ForwardingSmtpAddress => {
-                text(r, prop).map(|a| Value::String(strip_smtp(a).to_ascii_lowercase()))
-            }
-            _ => text(r, prop).map(|s| Value::String(s.to_owned())),
+            Field::HiddenFromAddressLists => r.flag(col).map(Value::Bool),
+            Field::ExternalEmailAddress | Field::ForwardingSmtpAddress => r
+                .text(col)
+                .map(|a| Value::String(strip_smtp(a).to_ascii_lowercase())),
+            _ => r.text(col).map(|s| Value::String(s.to_owned())),
         };
         if let Some(v) = v {
             fields.insert(f.as_str().to_owned(), v);
@@ -576,32 +541,34 @@ fn insert_addresses(fields: &mut BTreeMap<String, Value>, proxies: &[String]) {
 }
 
 /// A recipient's SMTP proxy addresses (without the prefix) and its UPN (`WindowsLiveID`).
-fn smtp_addresses_and_upn(r: &Value) -> impl Iterator<Item = &str> {
-    smtp_proxies(r).chain(text(r, "WindowsLiveID"))
+fn smtp_addresses_and_upn(r: &Recipient) -> impl Iterator<Item = &str> {
+    smtp_proxies(r).chain(r.text(Col::WindowsLiveID))
 }
 
 /// A recipient's SMTP proxy addresses, without the prefix.
-fn smtp_proxies(r: &Value) -> impl Iterator<Item = &str> {
-    r.get("EmailAddresses")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
+fn smtp_proxies(r: &Recipient) -> impl Iterator<Item = &str> {
+    r.list(Col::EmailAddresses)
         .filter_map(|p| smtp_proxy(p).map(|(_, a)| a))
 }
 
 /// Records every address and the `Name` of a recipient without our stamp.
-fn add_foreign_recipient(inv: &mut Inventory, r: &Value, state: &str, user: Option<&GraphUser>) {
-    let name = text(r, "Name")
-        .or_else(|| text(r, "DisplayName"))
+fn add_foreign_recipient(
+    inv: &mut Inventory,
+    r: &Recipient,
+    state: &str,
+    user: Option<&GraphUser>,
+) {
+    let name = r
+        .text(Col::Name)
+        .or_else(|| r.text(Col::DisplayName))
         .unwrap_or("?");
-    let kind = text(r, "RecipientTypeDetails").unwrap_or("recipient");
+    let kind = r.text(Col::RecipientTypeDetails).unwrap_or("recipient");
     // The UPN identifies a user best; groups and contacts have only their Name.
-    let owner = match text(r, "WindowsLiveID") {
+    let owner = match r.text(Col::WindowsLiveID) {
         Some(upn) => format!("{upn} ({state}{kind} \"{name}\")"),
         None => format!("{name} ({state}{kind})"),
     };
-    let addresses = smtp_addresses_and_upn(r).chain(text(r, "PrimarySmtpAddress"));
+    let addresses = smtp_addresses_and_upn(r).chain(r.text(Col::PrimarySmtpAddress));
     for a in addresses {
         insert_lower(&mut inv.foreign, a, &owner);
     }
@@ -609,12 +576,12 @@ fn add_foreign_recipient(inv: &mut Inventory, r: &Value, state: &str, user: Opti
         add_foreign_user(&mut inv.foreign, u);
     }
     if state.is_empty()
-        && let (Some(upn), Some(n)) = (text(r, "WindowsLiveID"), text(r, "Name"))
+        && let (Some(upn), Some(n)) = (r.text(Col::WindowsLiveID), r.text(Col::Name))
     {
         inv.unstamped.insert(upn.to_ascii_lowercase(), n.to_owned());
     }
     // A soft-deleted recipient keeps its Name reserved too (a reused uid finds it taken).
-    if let Some(n) = text(r, "Name") {
+    if let Some(n) = r.text(Col::Name) {
         inv.foreign_names.insert(n.to_lowercase(), owner);
     }
 }
@@ -676,6 +643,21 @@ mod tests {
     use crate::tenant::graph::AssignedPlan;
 
     const STAMP: StampAttribute = StampAttribute(15);
+
+    /// [`sort`] of listings as Exchange sends them.
+    fn sort_values(
+        recipients: Vec<Value>,
+        soft_deleted: Vec<Value>,
+        users: Vec<GraphUser>,
+        stamp: StampAttribute,
+    ) -> Inventory {
+        let listed = |v: Vec<Value>| {
+            v.into_iter()
+                .map(|v| Recipient::from_listing(v, stamp))
+                .collect()
+        };
+        sort(listed(recipients), listed(soft_deleted), users, stamp)
+    }
 
     fn recipient(id: &str, kind: &str, stamp: Option<&str>, proxies: &[&str]) -> Value {
         json!({
@@ -744,10 +726,7 @@ mod tests {
     }
 
     #[test]
-    fn the_listings_keep_every_property_the_inventory_reads() {
-        let properties = exchange_properties(STAMP);
-        let properties: Vec<&str> = properties.iter().map(String::as_str).collect();
-        let prune = |v: Value| crate::tenant::exchange::keep_properties(v, &properties);
+    fn the_compact_listing_keeps_every_property_the_inventory_reads() {
         let live = vec![
             full_recipient("u1", "MailUser", Some("ldap2exo:a1")),
             full_recipient("u2", "UserMailbox", Some("ldap2exo:a2")),
@@ -758,42 +737,51 @@ mod tests {
             full_recipient("d1", "MailUser", Some("ldap2exo:a9")),
             full_recipient("d2", "MailUser", None),
         ];
-        let users = || {
-            vec![
-                user("u1", None, false),
-                user("u2", None, true),
-                user("u5", Some("ldap2exo:a5"), false),
-            ]
-        };
-        let full = sort(live.clone(), deleted.clone(), users(), STAMP);
-        let pruned = sort(
-            live.into_iter().map(prune).collect(),
-            deleted.into_iter().map(prune).collect(),
-            users(),
-            STAMP,
-        );
-        assert_eq!(full.managed.len(), 3);
+        let users = vec![
+            user("u1", None, false),
+            user("u2", None, true),
+            user("u5", Some("ldap2exo:a5"), false),
+        ];
+        let inv = sort_values(live, deleted, users, STAMP);
+        assert_eq!(inv.managed.len(), 3);
+        // A field whose property the compact form dropped would be unknown.
         assert!(
-            full.managed.values().all(|o| o.unknown.is_empty()),
+            inv.managed.values().all(|o| o.unknown.is_empty()),
             "{:?}",
-            full.managed
+            inv.managed
         );
-        assert_eq!(pruned.managed, full.managed);
-        assert_eq!(pruned.foreign, full.foreign);
-        assert_eq!(pruned.foreign_names, full.foreign_names);
-        assert_eq!(pruned.unstamped, full.unstamped);
-        assert_eq!(pruned.own_deleted, full.own_deleted);
-        assert_eq!(pruned.visible_addresses, full.visible_addresses);
-        assert!(!properties.contains(&"DistinguishedName"));
-        assert!(
-            !properties.contains(&"CustomAttribute3"),
-            "only the stamp's attribute"
+        let u1 = &inv.managed[&Anchor::new("a1").unwrap()];
+        assert_eq!(u1.fields["department"], json!("Physics"));
+        assert_eq!(u1.fields["jobTitle"], json!("Title of u1"));
+        assert_eq!(
+            u1.fields["externalEmailAddress"],
+            json!("u1@mail.example.org")
         );
+        assert_eq!(u1.fields["hiddenFromAddressLists"], json!(false));
+        assert_eq!(u1.upn, "u1@example.edu");
+        assert_eq!(u1.proxies, ["SMTP:x@example.edu", "smtp:y@example.edu"]);
+        assert_eq!(
+            inv.foreign["u3@example.edu"],
+            "u3@example.edu (UserMailbox \"n-u3\")"
+        );
+        assert_eq!(inv.foreign_names["n-u4"], "n-u4 (MailContact)");
+        assert_eq!(
+            inv.foreign_names["n-d2"],
+            "d2@example.edu (soft-deleted MailUser \"n-d2\")"
+        );
+        assert_eq!(inv.unstamped["u3@example.edu"], "n-u3");
+        let d1 = &inv.own_deleted[&Anchor::new("a9").unwrap()];
+        assert_eq!(d1.exchange_guid.as_deref(), Some("guid-d1"));
+        assert_eq!(d1.name.as_deref(), Some("n-d1"));
+        assert!(d1.addresses.contains("d1@example.edu"));
+        // The contact is hidden, so its addresses resolve for nobody.
+        assert!(inv.visible_addresses.contains("x@example.edu"));
+        assert!(inv.managed.contains_key(&Anchor::new("a5").unwrap()));
     }
 
     #[test]
     fn exchange_fields_come_from_exchange_and_sign_in_from_graph() {
-        let inv = sort(
+        let inv = sort_values(
             vec![recipient(
                 "u1",
                 "MailUser",
@@ -831,7 +819,7 @@ mod tests {
 
     #[test]
     fn groups_contacts_and_soft_deleted_recipients_own_addresses() {
-        let inv = sort(
+        let inv = sort_values(
             vec![
                 recipient(
                     "g1",
@@ -875,7 +863,7 @@ mod tests {
             &["SMTP:Hid@example.edu"],
         );
         hidden["HiddenFromAddressListsEnabled"] = json!(true);
-        let inv = sort(
+        let inv = sort_values(
             vec![
                 recipient(
                     "u1",
@@ -916,7 +904,7 @@ mod tests {
     #[test]
     fn objects_one_side_does_not_show_yet_are_still_ours() {
         // A MailUser Graph does not show yet, and a mailbox user Exchange does not show yet.
-        let inv = sort(
+        let inv = sort_values(
             vec![recipient(
                 "u1",
                 "MailUser",
@@ -938,7 +926,7 @@ mod tests {
     #[test]
     fn a_licensed_mail_user_is_a_pending_mailbox_and_a_stamp_on_either_side_counts() {
         // Stamp only in Graph (written by POST /users, not yet propagated to Exchange).
-        let inv = sort(
+        let inv = sort_values(
             vec![recipient("u1", "MailUser", None, &["SMTP:ann@example.edu"])],
             vec![],
             vec![user("u1", Some("ldap2exo:a1"), true)],
@@ -951,7 +939,7 @@ mod tests {
 
     #[test]
     fn a_stamp_on_two_objects_touches_neither() {
-        let inv = sort(
+        let inv = sort_values(
             vec![
                 recipient(
                     "u1",

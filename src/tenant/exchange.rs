@@ -574,11 +574,21 @@ impl Exchange {
     /// recipients with all of theirs would hold hundreds of megabytes until the inventory is
     /// sorted. An object that is not a JSON object is kept as it is.
     pub async fn list_recipients(&self, properties: &[&str]) -> Result<Vec<Value>, TenantError> {
+        self.list_recipients_as(|v| keep_properties(v, properties))
+            .await
+    }
+
+    /// Like [`Self::list_recipients`], keeping of each recipient what `each` makes of it as
+    /// its page arrives (the inventory's compact form).
+    pub async fn list_recipients_as<T: Send>(
+        &self,
+        each: impl FnMut(Value) -> T + Send,
+    ) -> Result<Vec<T>, TenantError> {
         self.invoke_map(
             "Get-Recipient",
             json!({"ResultSize": "Unlimited"}),
             repeat_for("Get-Recipient"),
-            |v| keep_properties(v, properties),
+            each,
         )
         .await
     }
@@ -607,11 +617,20 @@ impl Exchange {
         &self,
         properties: &[&str],
     ) -> Result<Vec<Value>, TenantError> {
+        self.list_soft_deleted_mail_users_as(|v| keep_properties(v, properties))
+            .await
+    }
+
+    /// Like [`Self::list_soft_deleted_mail_users`], keeping of each what `each` makes of it.
+    pub async fn list_soft_deleted_mail_users_as<T: Send>(
+        &self,
+        each: impl FnMut(Value) -> T + Send,
+    ) -> Result<Vec<T>, TenantError> {
         self.invoke_map(
             "Get-MailUser",
             json!({"SoftDeletedMailUser": true, "ResultSize": "Unlimited"}),
             repeat_for("Get-MailUser"),
-            |v| keep_properties(v, properties),
+            each,
         )
         .await
     }
