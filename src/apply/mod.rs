@@ -23,6 +23,7 @@
 //! next run to finish (see `steps.rs`, `licence_free` and `unlicensed`); a MailUser whose
 //! convert is refused stays the MailUser it was, its state row untouched.
 
+mod sign_ins;
 mod steps;
 
 pub(crate) use steps::until_visible;
@@ -137,9 +138,27 @@ pub struct Context<'a> {
     pub progress: &'a Progress,
 }
 
-/// Applies every action of `plan`; returns one result per action, in plan order.
+/// Applies every action of `plan`; returns one result per action, in plan order. The
+/// sign-ins of new MailUsers are blocked beside the actions ([`sign_ins`]).
 pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, ApplyError> {
-    let late = Mutex::new(Vec::new());
+    let (handover, new_mail_users) = tokio::sync::mpsc::unbounded_channel();
+    let (results, blocked) = futures_util::future::join(
+        apply_actions(plan, ctx, handover),
+        sign_ins::block(new_mail_users, ctx),
+    )
+    .await;
+    let results = results?;
+    blocked?;
+    Ok(results)
+}
+
+/// The actions of both phases; `handover` is dropped when they are over, which tells the
+/// sign-in blocker that no more new MailUsers come.
+async fn apply_actions(
+    plan: &Plan,
+    ctx: &Context<'_>,
+    handover: sign_ins::Handover,
+) -> Result<Vec<ActionResult>, ApplyError> {
     let released: BTreeSet<String> = plan
         .actions
         .iter()
@@ -160,7 +179,7 @@ pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, 
         }
         let done: Vec<Result<ActionResult, ApplyError>> =
             futures_util::stream::iter(plan.actions.iter().filter(|a| a.phase == phase))
-                .map(|action| run(action, ctx, &late, &released, &workers))
+                .map(|action| run(action, ctx, &handover, &released, &workers))
                 .buffered(workers.started())
                 .collect()
                 .await;
@@ -168,128 +187,11 @@ pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Result<Vec<ActionResult>, 
             results.push(r?);
         }
     }
-    let late = late
-        .into_inner()
-        .expect("the late-step list is never poisoned");
-    // After a stop the next run's inventory sees these accounts enabled and plans the change.
-    if !ctx.stop.is_requested() {
-        block_sign_ins(late, ctx).await?;
-    }
     Ok(results)
 }
 
 /// Journal result of a step the tenant could not take yet; a later run does it.
 const DEFERRED: &str = "deferred";
-
-/// A new MailUser whose sign-in is blocked at the end of the run.
-struct LateSignIn {
-    anchor: Anchor,
-    uid: String,
-    id: String,
-}
-
-/// Blocks the sign-in of the MailUsers this run created (MailUsers never sign in). Done last,
-/// so that Graph, which shows an object `New-MailUser` made only after a while, has had the
-/// whole run to catch up; whatever it still does not show after
-/// `tenant.propagation_wait_seconds` is left to the next run, whose inventory sees the
-/// account enabled and plans the change. The person is a working MailUser either way.
-///
-/// The PATCHes go across people through Graph's `$batch` (20 per request, each retried on its
-/// own when throttled); those answered 404 are sent again, in rounds with backoff.
-async fn block_sign_ins(late: Vec<LateSignIn>, ctx: &Context<'_>) -> Result<(), ApplyError> {
-    let graph = ctx.tenant.graph();
-    let store = ctx.store;
-    let patch = json!({ "accountEnabled": false });
-    if late.is_empty() {
-        return Ok(());
-    }
-    ctx.progress
-        .phase(progress::Phase::BlockingSignIns, Some(late.len() as u64));
-    let mut rows = Vec::with_capacity(late.len());
-    for l in &late {
-        rows.push(
-            store
-                .journal_start(
-                    ctx.run_id,
-                    &l.anchor,
-                    Op::Create.as_str(),
-                    "PATCH accountEnabled",
-                    ctx.now,
-                )
-                .await?,
-        );
-    }
-    // Per person: None while Graph does not show the object, else the answer.
-    let mut answers: Vec<Option<Result<(), TenantError>>> = late.iter().map(|_| None).collect();
-    let deadline = std::time::Instant::now() + ctx.visibility_wait;
-    let mut pause = Duration::from_millis(250);
-    loop {
-        let waiting: Vec<usize> = (0..late.len()).filter(|&i| answers[i].is_none()).collect();
-        if waiting.is_empty() {
-            break;
-        }
-        let updates: Vec<(String, Value)> = waiting
-            .iter()
-            .map(|&i| (late[i].id.clone(), patch.clone()))
-            .collect();
-        // Chunks of the batch size, so a failure of one envelope touches only its people.
-        for (chunk, ids) in updates.chunks(20 * 8).zip(waiting.chunks(20 * 8)) {
-            match graph.update_users(chunk).await {
-                Ok(results) => {
-                    for (&i, r) in ids.iter().zip(results) {
-                        if !matches!(r, Err(TenantError::NotFound { .. })) {
-                            answers[i] = Some(r);
-                        }
-                    }
-                }
-                Err(e) => {
-                    let why = e.to_string();
-                    for &i in ids {
-                        answers[i] = Some(Err(TenantError::Protocol {
-                            service: crate::tenant::Service::Graph,
-                            message: why.clone(),
-                        }));
-                    }
-                }
-            }
-        }
-        if answers.iter().all(Option::is_some) || std::time::Instant::now() + pause > deadline {
-            break;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(4));
-    }
-    let done: Vec<Result<(), ApplyError>> = futures_util::stream::iter(late.into_iter().zip(rows).zip(answers))
-        .map(|((l, row), answer)| async move {
-            match answer {
-                Some(Ok(())) => {
-                    store.journal_finish(row, "ok", Some(&l.id), ctx.now).await?;
-                    if let Some(mut obj) = store.object(&l.anchor).await? {
-                        obj.attributes
-                            .insert(Field::AccountEnabled.as_str().into(), Value::Bool(false));
-                        store.upsert_object(&obj).await?;
-                    }
-                }
-                None => {
-                    store
-                        .journal_finish(row, DEFERRED, Some("Graph does not show the object yet; the next run blocks sign-in"), ctx.now)
-                        .await?;
-                    tracing::info!(uid = %l.uid, "Graph does not show the new MailUser yet; its sign-in is blocked on a later run");
-                }
-                Some(Err(e)) => {
-                    let why = e.to_string();
-                    store.journal_finish(row, "failed", Some(&why), ctx.now).await?;
-                    tracing::warn!(uid = %l.uid, error = %why, "blocking a new MailUser's sign-in failed; the next run tries again");
-                }
-            }
-            ctx.progress.step();
-            Ok(())
-        })
-        .buffer_unordered(ctx.concurrency.max(1))
-        .collect()
-        .await;
-    done.into_iter().collect()
-}
 
 /// Actions may wait for a while in the middle (an object the service has just created and
 /// does not show yet answers 404 for seconds; Exchange frees a released address only after a
@@ -392,7 +294,7 @@ impl Drop for Slot<'_> {
 async fn run(
     action: &Action,
     ctx: &Context<'_>,
-    late: &Mutex<Vec<LateSignIn>>,
+    late: &sign_ins::Handover,
     released: &BTreeSet<String>,
     workers: &Workers,
 ) -> Result<ActionResult, ApplyError> {
@@ -486,8 +388,8 @@ impl From<StateError> for Stop {
 struct Job<'a, 'c> {
     action: &'a Action,
     ctx: &'a Context<'c>,
-    /// Steps left for the end of the run.
-    late: &'a Mutex<Vec<LateSignIn>>,
+    /// Where new MailUsers go to have their sign-in blocked ([`sign_ins`]).
+    late: &'a sign_ins::Handover,
     obj: ManagedObject,
     /// Field values before the action (the state's view, or the restored object's).
     before: BTreeMap<String, Value>,
@@ -523,7 +425,7 @@ impl<'a, 'c> Job<'a, 'c> {
     async fn new(
         action: &'a Action,
         ctx: &'a Context<'c>,
-        late: &'a Mutex<Vec<LateSignIn>>,
+        late: &'a sign_ins::Handover,
         released: &'a BTreeSet<String>,
         slot: &'a Slot<'a>,
     ) -> Result<Self, StateError> {

@@ -654,16 +654,14 @@ impl Job<'_, '_> {
     /// account enabled and the plan blocks it then.
     async fn block_sign_in(&mut self, id: &str) -> Result<(), Stop> {
         // Graph shows a new MailUser only after a delay; waiting here would hold a worker
-        // per person. The sign-in is blocked at the end of the run instead, when most new
-        // objects have reached Graph (see `super::block_sign_ins`).
-        self.late
-            .lock()
-            .expect("the late-step list is never poisoned")
-            .push(super::LateSignIn {
-                anchor: self.action.anchor.clone(),
-                uid: self.action.uid.clone(),
-                id: id.to_owned(),
-            });
+        // per person. The blocker sends it with others once Graph has most likely caught up
+        // (see `super::sign_ins`). It is gone only when the run is failing on its state
+        // store; the next run's inventory then sees the account enabled and plans it.
+        let _ = self.late.send(super::sign_ins::NewMailUser {
+            anchor: self.action.anchor.clone(),
+            uid: self.action.uid.clone(),
+            id: id.to_owned(),
+        });
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 //! Per action, on the normal path (no retries, no adoption after a lost answer):
 //! - create MailUser: `New-MailUser`, one `Set-MailUser` (the stamp and every recipient
 //!   field beyond what `New-MailUser` sets), `Set-User` when such a field changes; Graph `PATCH
-//!   accountEnabled` at the end of the run.
+//!   accountEnabled` in a `$batch` beside the run's Exchange work.
 //! - create mailbox: Graph `GET /subscribedSkus` (read), `POST /users`, `assignLicense`;
 //!   Exchange `Get-Mailbox` (read, counted once; up to 4 while Exchange provisions, the
 //!   first after the time mailboxes have taken to appear), whose answer is the fresh read of
@@ -197,7 +197,7 @@ pub fn requests(
                                 .any(|f| f.writer() == w && !NEW_MAIL_USER_FIELDS.contains(f))
                         };
                         r.exchange_writes += u64::from(later(Writer::SetUser));
-                        r.graph_writes += 1; // sign-in blocked at the end of the run
+                        r.graph_writes += 1; // sign-in blocked beside the Exchange work
                     }
                     Kind::Mailbox => {
                         let licensed = seen.is_some_and(|t| t.exchange_licensed);

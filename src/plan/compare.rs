@@ -371,7 +371,7 @@ fn remainder(r: &Action, n: &Action) -> bool {
 
 /// A target a create reaches without listing it: Graph makes every user with sign-in
 /// enabled, and the create of a MailUser blocks it as its last step
-/// ([`crate::apply`]'s `block_sign_ins`); a create cut off before that step leaves the
+/// (`crate::apply`'s `sign_ins`); a create cut off before that step leaves the
 /// update that blocks it.
 fn implied(r: &Action, field: &str, after: &Option<Value>) -> bool {
     r.op == Op::Create

@@ -109,6 +109,84 @@ pub(crate) fn sync(install: &Install, code: i32) -> Run {
     run
 }
 
+/// New MailUsers' sign-ins are blocked while the Exchange work of the run goes on (Graph's
+/// budget is separate from Exchange's, which binds), not in a phase of their own after it:
+/// with 40 more MailUsers and Exchange calls of 40 ms, a batch of blocks goes out before the
+/// last Exchange cmdlet. Every MailUser ends blocked, each block journaled once.
+#[test]
+fn sign_ins_are_blocked_beside_the_exchange_work() {
+    let rt = runtime();
+    let emu = campus_emulator_with(&rt, Vec::new(), |cfg| {
+        cfg.realism.exchange_cmdlet_ms = 40;
+        cfg.realism.exchange_to_graph_ms = 300;
+    });
+    let server = Slapd::start(SlapdOptions::default());
+    let mut ldif = String::from(
+        "dn: ou=arrivals,ou=people,dc=example,dc=edu\nobjectClass: organizationalUnit\nou: arrivals\n\n",
+    );
+    for i in 1..=40 {
+        ldif.push_str(&format!(
+            "dn: uid=new{i},ou=arrivals,ou=people,dc=example,dc=edu\nobjectClass: inetOrgPerson\n\
+             uid: new{i}\ncn: New {i}\nsn: New\ndisplayName: New {i}\nmail: new{i}@example.edu\n\n"
+        ));
+    }
+    server.add_ldif(&ldif);
+    let install = Install::with_tenant(&server, &emu);
+    let run = sync(&install, 0);
+    assert!(run.stdout.contains(" 0 failed"), "{}", run.stdout);
+
+    let state = emu.state();
+    let mail_users: Vec<&User> = live(&state)
+        .into_iter()
+        .filter(|u| u.recipient_type_details == Some(RecipientKind::MailUser))
+        .collect();
+    assert!(mail_users.len() >= 40, "{}", mail_users.len());
+    for u in &mail_users {
+        assert!(!u.account_enabled, "{} can sign in", u.user_principal_name);
+    }
+    let journal = rt.block_on(async {
+        let store = ldap2exo::state::Store::open_read_only(&install.state)
+            .await
+            .unwrap();
+        let mut rows = Vec::new();
+        for o in store.objects().await.unwrap() {
+            rows.extend(store.journal(&o.anchor).await.unwrap());
+        }
+        store.close().await;
+        rows
+    });
+    let ids = |exchange: bool| -> Vec<i64> {
+        journal
+            .iter()
+            .filter(|j| {
+                let cmdlet = j.step.starts_with("New-") || j.step.starts_with("Set-");
+                if exchange {
+                    cmdlet
+                } else {
+                    j.step == "PATCH accountEnabled"
+                }
+            })
+            .map(|j| j.id)
+            .collect()
+    };
+    let (cmdlets, blocks) = (ids(true), ids(false));
+    assert_eq!(blocks.len(), mail_users.len(), "one block per MailUser");
+    assert!(
+        journal
+            .iter()
+            .filter(|j| j.step == "PATCH accountEnabled")
+            .all(|j| j.result == "ok"),
+        "{journal:#?}"
+    );
+    let first_block = blocks.iter().min().unwrap();
+    let last_cmdlet = cmdlets.iter().max().unwrap();
+    assert!(
+        first_block < last_cmdlet,
+        "the first block (journal row {first_block}) came after the last Exchange cmdlet ({last_cmdlet}):\n{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn the_first_sync_creates_the_plan_and_the_second_writes_nothing() {
     let rt = runtime();
