@@ -82,6 +82,10 @@ impl Store {
                 announced: source != Origin::Exchange,
             });
         }
+        if let Some(before) = self.users.get(&id) {
+            self.index.remove(before);
+        }
+        self.index.add(&after);
         self.users.insert(id.clone(), after);
         self.touch(&id);
     }

@@ -397,11 +397,22 @@ fn new_mail_user(store: &mut Store, m: Map<String, Value>) -> Result<Value, ExoE
 /// Whether a recipient holds `name`. Soft-deleted recipients keep theirs: re-creating a
 /// removed user under the same name fails until the deleted one is purged (see README).
 fn name_in_use(store: &Store, name: &str, except: Option<&str>) -> bool {
-    store.users.values().any(|o| {
+    let holds = |o: &User| {
         Some(o.id.as_str()) != except
             && o.recipient_type_details.is_some()
             && o.name_str().eq_ignore_ascii_case(name)
-    }) || store
+    };
+    let used = store
+        .index
+        .named(&fold(name))
+        .filter_map(|id| store.users.get(id))
+        .any(holds);
+    debug_assert_eq!(
+        used,
+        store.users.values().any(holds),
+        "the name index is out of step for {name}"
+    );
+    used || store
         .mail_objects
         .iter()
         .any(|o| o.name.eq_ignore_ascii_case(name))
