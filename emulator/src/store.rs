@@ -350,6 +350,9 @@ pub struct Index {
     addresses: HashMap<String, BTreeSet<String>>,
     /// Folded `Name` ([`User::name_str`]) → user ids.
     names: HashMap<String, BTreeSet<String>>,
+    /// Folded alias (`mailNickname`) and Exchange `Guid` → user ids: with the two above, every
+    /// identity an Exchange `-Identity` names.
+    aliases: HashMap<String, BTreeSet<String>>,
 }
 
 impl Index {
@@ -361,6 +364,12 @@ impl Index {
             .entry(fold(u.name_str()))
             .or_default()
             .insert(u.id.clone());
+        for a in [&u.mail_nickname, &u.exchange_guid] {
+            self.aliases
+                .entry(fold(a))
+                .or_default()
+                .insert(u.id.clone());
+        }
     }
 
     pub(crate) fn remove(&mut self, u: &User) {
@@ -380,6 +389,26 @@ impl Index {
                 self.names.remove(&name);
             }
         }
+        for a in [fold(&u.mail_nickname), fold(&u.exchange_guid)] {
+            if let Some(ids) = self.aliases.get_mut(&a) {
+                ids.remove(&u.id);
+                if ids.is_empty() {
+                    self.aliases.remove(&a);
+                }
+            }
+        }
+    }
+
+    /// The ids that may answer to the folded `-Identity` (`id`; `bare` without `smtp:`): by
+    /// object id, Name, alias, Guid, UPN or address, in id order.
+    pub(crate) fn identified_by<'a>(&'a self, id: &'a str, bare: &'a str) -> BTreeSet<&'a String> {
+        self.names
+            .get(id)
+            .into_iter()
+            .chain(self.aliases.get(id))
+            .chain(self.addresses.get(bare))
+            .flatten()
+            .collect()
     }
 
     /// The ids that may hold the folded address, in id order (as a scan of `users` meets them).
@@ -1144,7 +1173,9 @@ mod tests {
         );
         s.purge(&id).unwrap();
         assert!(s.upn_owner("ann@example.edu", None).is_none());
-        assert!(s.index.addresses.is_empty() && s.index.names.is_empty());
+        assert!(
+            s.index.addresses.is_empty() && s.index.names.is_empty() && s.index.aliases.is_empty()
+        );
     }
 
     #[test]

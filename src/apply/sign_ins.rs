@@ -10,8 +10,9 @@
 //! the run's wall time.
 //!
 //! While the run's actions go on, only full batches are sent, of people whose object is at
-//! least as old as Graph has taken to show one (learnt: it jumps to the age of a block that
-//! went through after a 404 and creeps down 1/64 per block that went through at once). A
+//! least as old as Graph has taken to show one (learnt per call: it jumps to the age of the
+//! oldest object Graph did not show or showed only after a 404, and creeps down 1/64 when
+//! every first try went through). A
 //! block answered 404 is tried again with backoff. When the actions are over, the rest is
 //! sent at once, and what Graph still does not show within `tenant.propagation_wait_seconds`
 //! is left to the next run, whose inventory sees the account enabled and plans the change.
@@ -165,6 +166,29 @@ async fn next_arrival(
     }
 }
 
+/// What one call's answers say about how long Graph takes to show a new MailUser.
+#[derive(Default)]
+struct Learnt {
+    /// The oldest object Graph did not show yet (answered 404).
+    not_yet: Option<Duration>,
+    /// The oldest object shown after an earlier 404: Graph took about that long.
+    after_404: Option<Duration>,
+    /// Some object was shown at its first try.
+    at_once: bool,
+}
+
+impl Learnt {
+    /// Jumps up to what the answers showed Graph needs; creeps down by 1/64 when every
+    /// first try went through, following a Graph that got faster without many 404s.
+    fn update(&self, shows_after: Duration) -> Duration {
+        match (self.not_yet.max(self.after_404), self.at_once) {
+            (Some(longer), _) => shows_after.max(longer),
+            (None, true) => shows_after * 63 / 64,
+            (None, false) => shows_after,
+        }
+    }
+}
+
 /// Sends one block for each of `due`; journals and records what Graph answered and hands
 /// back those it answered 404, with their next try set. `counted`: the progress display
 /// shows the blocking phase, so each answered block is a step of it.
@@ -215,21 +239,27 @@ async fn send(
                 }
             };
         let now = Instant::now();
+        // Learnt once per call, not per block: twenty blocks that went through at once
+        // say no more than one does.
+        let mut shown = Learnt::default();
         for (mut w, answer) in chunk.into_iter().zip(answers) {
             w.tries += 1;
+            let age = now - w.created;
             match answer {
                 Err(TenantError::NotFound { .. }) => {
+                    shown.not_yet = shown.not_yet.max(Some(age));
                     let pause = FIRST_PAUSE * 2u32.saturating_pow(w.tries - 1);
                     w.next_try = now + pause.min(LONGEST_PAUSE);
                     retry.push(w);
                     continue;
                 }
-                Ok(()) if w.tries == 1 => *shows_after = *shows_after * 63 / 64,
-                Ok(()) => *shows_after = (*shows_after).max(now - w.created),
+                Ok(()) if w.tries == 1 => shown.at_once = true,
+                Ok(()) => shown.after_404 = shown.after_404.max(Some(age)),
                 Err(_) => {}
             }
             finish(w, answer, ctx, counted).await?;
         }
+        *shows_after = shown.update(*shows_after);
     }
     Ok(retry)
 }
@@ -288,4 +318,36 @@ async fn defer_all(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_s_delay_jumps_up_on_a_404_and_creeps_down_once_per_call() {
+        let s = Duration::from_millis(640);
+        let ms = Duration::from_millis;
+        let at_once = Learnt {
+            at_once: true,
+            ..Learnt::default()
+        };
+        assert_eq!(at_once.update(s), ms(630), "one call, one step down");
+        let late = Learnt {
+            after_404: Some(ms(1700)),
+            not_yet: Some(ms(900)),
+            at_once: true,
+        };
+        assert_eq!(late.update(s), ms(1700), "up to the oldest shown late");
+        let missing = Learnt {
+            not_yet: Some(ms(2000)),
+            ..Learnt::default()
+        };
+        assert_eq!(
+            missing.update(s),
+            ms(2000),
+            "longer than any object not shown yet"
+        );
+        assert_eq!(Learnt::default().update(s), s, "an error says nothing");
+    }
 }

@@ -234,24 +234,45 @@ pub(super) fn resolve(
 ) -> Result<String, ExoError> {
     let id = fold(identity);
     let bare = fold(strip_smtp(identity));
-    let users = store.exchange_users();
-    let hits: Vec<&User> = users
-        .iter()
-        .map(|u| u.as_ref())
-        .filter(|u| u.is_deleted() == deleted)
-        .filter(|u| kinds.contains(&u.recipient_type_details))
-        .filter(|u| {
-            // No allocation per user: this scans every recipient on every -Identity call.
-            u.name_str().eq_ignore_ascii_case(&id)
+    let answers = |u: &User| {
+        u.is_deleted() == deleted
+            && kinds.contains(&u.recipient_type_details)
+            && (u.name_str().eq_ignore_ascii_case(&id)
                 || u.mail_nickname.eq_ignore_ascii_case(&id)
                 || u.id == id
                 || u.exchange_guid.eq_ignore_ascii_case(&id)
                 || u.user_principal_name.eq_ignore_ascii_case(&bare)
                 || u.proxy_addresses
                     .iter()
-                    .any(|p| strip_smtp(p).eq_ignore_ascii_case(&bare))
-        })
+                    .any(|p| strip_smtp(p).eq_ignore_ascii_case(&bare)))
+    };
+    // Exchange sees an object as it is unless Graph wrote it recently (`render`): the
+    // candidates are those the index names for the identity plus every recently written
+    // one, not a render of every user per call.
+    let mut candidates = store.index.identified_by(&id, &bare);
+    candidates.extend(store.users.get_key_value(&id).map(|(k, _)| k));
+    candidates.extend(store.log.keys());
+    let seen: Vec<std::borrow::Cow<'_, User>> = candidates
+        .into_iter()
+        .filter_map(|c| store.users.get(c))
+        .filter(|u| store.hidden(u, Reader::Exchange) != Some(Hidden::NotPropagated))
+        .map(|u| store.render(u, Reader::Exchange))
         .collect();
+    let hits: Vec<&User> = seen
+        .iter()
+        .map(|u| u.as_ref())
+        .filter(|u| answers(u))
+        .collect();
+    debug_assert_eq!(
+        hits.iter().map(|u| &u.id).collect::<Vec<_>>(),
+        store
+            .exchange_users()
+            .iter()
+            .filter(|u| answers(u))
+            .map(|u| &u.id)
+            .collect::<Vec<_>>(),
+        "the identity index is out of step for {identity}"
+    );
     match hits.as_slice() {
         [one] if store.hidden(one, Reader::Exchange) == Some(Hidden::JustCreated) => {
             Err(ExoError::NotFound(identity.to_string()))
