@@ -14,8 +14,9 @@
 //! oldest object Graph did not show or showed only after a 404, and creeps down 1/64 when
 //! every first try went through). A
 //! block answered 404 is tried again with backoff. When the actions are over, the rest is
-//! sent at once, and what Graph still does not show within `tenant.propagation_wait_seconds`
-//! is left to the next run, whose inventory sees the account enabled and plans the change.
+//! sent at once. What Graph still does not show `tenant.propagation_wait_seconds` after its
+//! create (or after the actions, at the latest) is left to the next run, whose inventory sees
+//! the account enabled and plans the change.
 //! The person is a working MailUser either way.
 
 use std::time::{Duration, Instant};
@@ -43,6 +44,9 @@ pub(super) type Handover = mpsc::UnboundedSender<NewMailUser>;
 
 /// Sub-requests per `$batch` (Graph's limit, TENANT_FACTS "JSON batching").
 const BATCH: usize = 20;
+/// Why a block is left to the next run.
+const NOT_SHOWN: &str = "Graph does not show the object yet; the next run blocks sign-in";
+
 /// Blocks per `update_users` call: eight envelopes, so that a failure of one call touches
 /// only its people.
 const PER_CALL: usize = BATCH * 8;
@@ -120,13 +124,7 @@ pub(super) async fn block(
         }
         let next = waiting.iter().map(|w| w.next_try).min().unwrap_or(end);
         if next > end {
-            return defer_all(
-                waiting,
-                ctx,
-                "Graph does not show the object yet; the next run blocks sign-in",
-                true,
-            )
-            .await;
+            return defer_all(waiting, ctx, NOT_SHOWN, true).await;
         }
         tokio::time::sleep_until(next.into()).await;
     }
@@ -148,9 +146,11 @@ async fn next_arrival(
 ) -> Arrival {
     let now = Instant::now();
     let mut times: Vec<Instant> = waiting.iter().map(|w| w.next_try).collect();
-    times.sort();
-    // The moment BATCH of them are due, when it is still ahead.
-    let full = times.get(BATCH - 1).copied().filter(|t| *t > now);
+    // The moment BATCH of them are due, when it is still ahead (linear: no full sort per
+    // arrival, however many wait).
+    let full = (times.len() >= BATCH)
+        .then(|| *times.select_nth_unstable(BATCH - 1).1)
+        .filter(|t| *t > now);
     let sleep = async {
         match full {
             Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -200,6 +200,7 @@ async fn send(
 ) -> Result<Vec<Waiting>, ApplyError> {
     let patch = json!({ "accountEnabled": false });
     let mut retry = Vec::new();
+    let mut expired = Vec::new();
     let mut due = due.into_iter().peekable();
     while due.peek().is_some() {
         let mut chunk: Vec<Waiting> = due.by_ref().take(PER_CALL).collect();
@@ -246,6 +247,13 @@ async fn send(
             w.tries += 1;
             let age = now - w.created;
             match answer {
+                Err(TenantError::NotFound { .. }) if age >= ctx.visibility_wait => {
+                    // Not retried for the rest of a long run: the next run's inventory
+                    // shows the account enabled and plans the block.
+                    shown.not_yet = shown.not_yet.max(Some(age));
+                    expired.push(w);
+                    continue;
+                }
                 Err(TenantError::NotFound { .. }) => {
                     shown.not_yet = shown.not_yet.max(Some(age));
                     let pause = FIRST_PAUSE * 2u32.saturating_pow(w.tries - 1);
@@ -261,6 +269,7 @@ async fn send(
         }
         *shows_after = shown.update(*shows_after);
     }
+    defer_all(expired, ctx, NOT_SHOWN, counted).await?;
     Ok(retry)
 }
 

@@ -120,41 +120,18 @@ fn sign_ins_are_blocked_beside_the_exchange_work() {
         cfg.realism.exchange_cmdlet_ms = 40;
         cfg.realism.exchange_to_graph_ms = 300;
     });
-    let server = Slapd::start(SlapdOptions::default());
-    let mut ldif = String::from(
-        "dn: ou=arrivals,ou=people,dc=example,dc=edu\nobjectClass: organizationalUnit\nou: arrivals\n\n",
-    );
-    for i in 1..=40 {
-        ldif.push_str(&format!(
-            "dn: uid=new{i},ou=arrivals,ou=people,dc=example,dc=edu\nobjectClass: inetOrgPerson\n\
-             uid: new{i}\ncn: New {i}\nsn: New\ndisplayName: New {i}\nmail: new{i}@example.edu\n\n"
-        ));
-    }
-    server.add_ldif(&ldif);
+    let server = forty_arrivals();
     let install = Install::with_tenant(&server, &emu);
     let run = sync(&install, 0);
     assert!(run.stdout.contains(" 0 failed"), "{}", run.stdout);
 
     let state = emu.state();
-    let mail_users: Vec<&User> = live(&state)
-        .into_iter()
-        .filter(|u| u.recipient_type_details == Some(RecipientKind::MailUser))
-        .collect();
+    let mail_users = mail_users(&state);
     assert!(mail_users.len() >= 40, "{}", mail_users.len());
     for u in &mail_users {
         assert!(!u.account_enabled, "{} can sign in", u.user_principal_name);
     }
-    let journal = rt.block_on(async {
-        let store = ldap2exo::state::Store::open_read_only(&install.state)
-            .await
-            .unwrap();
-        let mut rows = Vec::new();
-        for o in store.objects().await.unwrap() {
-            rows.extend(store.journal(&o.anchor).await.unwrap());
-        }
-        store.close().await;
-        rows
-    });
+    let journal = journal(&rt, &install);
     let ids = |exchange: bool| -> Vec<i64> {
         journal
             .iter()
@@ -869,4 +846,84 @@ fn an_object_whose_create_was_never_journaled_is_found_by_its_planned_upn() {
         Some(format!("ldap2exo:{anchor}").as_str())
     );
     assert!(install.dry_run(0, &[]).actions.is_empty());
+}
+
+/// The campus with 40 more people in ou=arrivals, each a MailUser to create.
+fn forty_arrivals() -> Slapd {
+    let server = Slapd::start(SlapdOptions::default());
+    let mut ldif = String::from(
+        "dn: ou=arrivals,ou=people,dc=example,dc=edu\nobjectClass: organizationalUnit\nou: arrivals\n\n",
+    );
+    for i in 1..=40 {
+        ldif.push_str(&format!(
+            "dn: uid=new{i},ou=arrivals,ou=people,dc=example,dc=edu\nobjectClass: inetOrgPerson\n\
+             uid: new{i}\ncn: New {i}\nsn: New\ndisplayName: New {i}\nmail: new{i}@example.edu\n\n"
+        ));
+    }
+    server.add_ldif(&ldif);
+    server
+}
+
+fn mail_users(state: &StateDump) -> Vec<&User> {
+    live(state)
+        .into_iter()
+        .filter(|u| u.recipient_type_details == Some(RecipientKind::MailUser))
+        .collect()
+}
+
+/// Every journal row of every person in the state store.
+fn journal(rt: &tokio::runtime::Runtime, install: &Install) -> Vec<ldap2exo::state::JournalRecord> {
+    rt.block_on(async {
+        let store = ldap2exo::state::Store::open_read_only(&install.state)
+            .await
+            .unwrap();
+        let mut rows = Vec::new();
+        for o in store.objects().await.unwrap() {
+            rows.extend(store.journal(&o.anchor).await.unwrap());
+        }
+        store.close().await;
+        rows
+    })
+}
+
+/// A new MailUser Graph does not show within `tenant.propagation_wait_seconds` of its create
+/// is left to the next run, during the actions too, not tried again every few seconds for
+/// the rest of a long run: each block is journaled `deferred` after a few tries, the account
+/// stays as it is, and the run does not fail.
+#[test]
+fn a_block_graph_cannot_take_is_deferred_after_the_propagation_wait() {
+    let rt = runtime();
+    let emu = campus_emulator_with(&rt, Vec::new(), |cfg| {
+        cfg.realism.exchange_cmdlet_ms = 150;
+        cfg.realism.exchange_to_graph_ms = 600_000;
+    });
+    let server = forty_arrivals();
+    let mut install = Install::with_tenant(&server, &emu);
+    install.env.push((
+        "LDAP2EXO__TENANT__PROPAGATION_WAIT_SECONDS".into(),
+        "1".into(),
+    ));
+    let run = sync(&install, 0);
+    assert!(run.stdout.contains(" 0 failed"), "{}", run.stdout);
+    let state = emu.state();
+    let mail_users = mail_users(&state);
+    assert!(mail_users.len() >= 40, "{}", mail_users.len());
+    let blocks: Vec<_> = journal(&rt, &install)
+        .into_iter()
+        .filter(|j| j.step == "PATCH accountEnabled")
+        .collect();
+    assert_eq!(blocks.len(), mail_users.len(), "{blocks:#?}");
+    assert!(blocks.iter().all(|j| j.result == "deferred"), "{blocks:#?}");
+    // At most 4 tries each (after 0, 250, 750, 1,750 ms): within the second after its
+    // create, not every 4 s until the actions, some 12 s of 150 ms cmdlets, are over.
+    let tries = emu
+        .counters()
+        .per_endpoint
+        .get("PATCH /v1.0/users/{id}")
+        .map_or(0, |c| c.requests);
+    assert!(
+        tries <= 4 * mail_users.len() as u64,
+        "{tries} blocks for {} MailUsers",
+        mail_users.len()
+    );
 }
