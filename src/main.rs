@@ -18,8 +18,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc v3 keeps freed memory for a second (`purge_delay`, 1000 ms) and commits its
 /// arenas eagerly on Linux (`arena_eager_commit` 2) before giving pages back, so a run that
 /// frees the tenant's listings while it builds the plan held about twice its live heap.
-/// Returning freed memory at once cut the peak of a 5,000-person rollover from 130 to 84 MB
-/// for up to a sixth more CPU (README, "Rollover benchmark"). A site that sets
+/// Returning freed memory at once (both set through the environment) cut the peak of a
+/// 5,000-person rollover from 130 to 84 MB for up to a sixth more CPU; set here, the first
+/// arena may already exist, and the run peaked at 92 MB (README, `bench-rollover.sh`,
+/// with the inventory's compact recipients too). A site that sets
 /// `MIMALLOC_PURGE_DELAY` or `MIMALLOC_ARENA_EAGER_COMMIT` keeps its own choice.
 fn return_freed_memory_at_once() {
     // The option numbers of the bundled mimalloc 3.x (`mi_option_e` in its

@@ -640,12 +640,11 @@ impl Store {
             u.created_unix = now_unix();
         }
         let id = u.id.clone();
-        self.index.add(&u);
-        if let Some(old) = self.users.insert(id.clone(), u) {
-            self.index.remove(&old);
-            let u = &self.users[&id];
-            self.index.add(u);
+        if let Some(old) = self.users.get(&id) {
+            self.index.remove(old);
         }
+        self.index.add(&u);
+        self.users.insert(id.clone(), u);
         self.touch(&id);
         id
     }

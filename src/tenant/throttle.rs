@@ -10,7 +10,8 @@
 //!   the service waits until then (the budget is shared; the others would only collect 429s
 //!   of their own), but the number in flight stays: it was the rate, not the concurrency,
 //!   that ran out. The limiter also learns a pace from it: the requests answered since the
-//!   previous pause (or the start), over the time from then to the end of this one. From
+//!   previous pause, the last moment nothing was in flight or the start (at most the last
+//!   10 s), over the time from then to the end of this one. From
 //!   then on it spaces requests evenly at that pace instead of spending requests on 429s;
 //!   while the pace is what holds requests back it creeps up, and each further 429 takes it
 //!   down by a twentieth. An even pace fits every window the service may count in (fixed or
@@ -23,6 +24,7 @@
 //!   drops below the number in flight when the refused request was admitted, and that
 //!   level is remembered, so growth past it is slow; nothing is paused.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -41,6 +43,13 @@ pub struct Concurrency {
 /// waited out but not learnt from.
 const LONGEST_LEARNT_WINDOW: Duration = Duration::from_secs(10);
 
+/// Nothing of ours in flight for this long ends a busy period: the next request starts the
+/// count the first pace is learnt from anew. A run reads the tenant (one listing page at a
+/// time, for minutes at 40,000 people), plans, then writes: counted together, the 429 that
+/// ends the first burst of writes taught a pace of a tenth of the budget (measured: a 40,000
+/// rollover crawled at 8 Exchange requests per second five minutes in).
+const IDLE_RESTART: Duration = Duration::from_millis(200);
+
 /// What a further 429 leaves of the pace.
 const PACE_DECREASE: f64 = 0.95;
 
@@ -54,10 +63,12 @@ struct State {
     limit: f64,
     in_flight: u32,
     paused_until: Option<Instant>,
-    /// Since when requests are counted for learning the first pace (the first request
-    /// admitted after a pause), and how many were admitted since.
-    window_start: Option<Instant>,
-    admitted: u32,
+    /// When the requests counted for learning the first pace were admitted: since the last
+    /// pause, the last idle moment ([`IDLE_RESTART`]) or the start, at most the last
+    /// [`LONGEST_LEARNT_WINDOW`].
+    admissions: VecDeque<Instant>,
+    /// Since when nothing of ours is in flight.
+    idle_since: Option<Instant>,
     /// The pace learnt from 429s, in requests per second, and when it lets the next go.
     pace: Option<f64>,
     next_at: Option<Instant>,
@@ -65,6 +76,28 @@ struct State {
     held_back: bool,
     /// The number in flight when the service last refused for concurrency.
     refused_at: Option<u32>,
+}
+
+impl State {
+    /// Counts a request admitted `now` for learning the first pace (see `admissions`).
+    fn count_admission(&mut self, now: Instant) {
+        let idle = self.in_flight == 0
+            && self
+                .idle_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= IDLE_RESTART);
+        if idle {
+            self.admissions.clear();
+        }
+        while self
+            .admissions
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > LONGEST_LEARNT_WINDOW)
+        {
+            self.admissions.pop_front();
+        }
+        self.admissions.push_back(now);
+        self.idle_since = None;
+    }
 }
 
 #[derive(Debug)]
@@ -93,7 +126,13 @@ impl Permit<'_> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        self.limiter.lock().in_flight -= 1;
+        {
+            let mut s = self.limiter.lock();
+            s.in_flight -= 1;
+            if s.in_flight == 0 {
+                s.idle_since = Some(Instant::now());
+            }
+        }
         self.limiter.notify.notify_waiters();
     }
 }
@@ -107,8 +146,8 @@ impl AdaptiveLimiter {
                 limit: (c.initial as f64).clamp(min, max),
                 in_flight: 0,
                 paused_until: None,
-                window_start: None,
-                admitted: 0,
+                admissions: VecDeque::new(),
+                idle_since: None,
                 pace: None,
                 next_at: None,
                 held_back: false,
@@ -147,11 +186,7 @@ impl AdaptiveLimiter {
                     _ => {
                         s.paused_until = None;
                         if (s.in_flight as f64) < s.limit.floor() {
-                            if s.window_start.is_none() {
-                                s.window_start = Some(now);
-                                s.admitted = 0;
-                            }
-                            s.admitted += 1;
+                            s.count_admission(now);
                             s.in_flight += 1;
                             if let Some(p) = s.pace {
                                 // A request the pace held back: the pace may be below the
@@ -197,12 +232,14 @@ impl AdaptiveLimiter {
         let until = now + retry_after;
         let first = s.paused_until.is_none_or(|p| p <= now);
         if first && retry_after <= LONGEST_LEARNT_WINDOW {
-            s.pace = match (s.pace, s.window_start) {
+            s.pace = match (s.pace, s.admissions.front().copied()) {
                 (Some(p), _) => Some(p * PACE_DECREASE),
                 (None, Some(start)) => {
                     // The requests still in flight were admitted after the budget ran out,
                     // or nearly: count only those answered.
-                    let answered = s.admitted.saturating_sub(s.in_flight).max(1);
+                    let answered = (s.admissions.len() as u32)
+                        .saturating_sub(s.in_flight)
+                        .max(1);
                     let window = until.saturating_duration_since(start).as_secs_f64();
                     Some(answered as f64 / window.max(0.001))
                 }
@@ -214,8 +251,7 @@ impl AdaptiveLimiter {
         }
         // After the pause the first request goes at once, the rest at the pace.
         s.next_at = None;
-        s.window_start = None;
-        s.admitted = 0;
+        s.admissions.clear();
     }
 
     /// Too many requests in flight (Exchange's concurrency refusal, a 429 without
@@ -415,6 +451,28 @@ mod tests {
         // A 429 of the same pause does not lower it twice.
         l.throttled(Duration::from_millis(5));
         assert_eq!(l.pace(), Some(lowered));
+    }
+
+    #[tokio::test]
+    async fn a_pace_is_learnt_from_the_burst_not_from_the_listing_before_it() {
+        let l = limiter();
+        // A listing: three requests one after the other, then a pause to plan.
+        for _ in 0..3 {
+            drop(l.acquire().await.0);
+        }
+        tokio::time::sleep(IDLE_RESTART + Duration::from_millis(100)).await;
+        // The writes: four at once, two answered, then a 429 that ends in 100 ms.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(l.acquire().await.0);
+        }
+        drop(held.pop());
+        drop(held.pop());
+        l.throttled(Duration::from_millis(100));
+        // Two answered over about 100 ms: 20 per second. Counting the listing too would
+        // give five over 400 ms, 12.5 per second.
+        let pace = l.pace().expect("learnt");
+        assert!((16.0..=20.5).contains(&pace), "{pace}");
     }
 
     #[tokio::test]
