@@ -701,7 +701,7 @@ fn with_identity(identity: &str, parameters: Value) -> Value {
 }
 
 /// `v` with only the named properties, when it is an object.
-pub(crate) fn keep_properties(v: Value, properties: &[&str]) -> Value {
+fn keep_properties(v: Value, properties: &[&str]) -> Value {
     match v {
         Value::Object(mut m) => {
             m.retain(|k, _| properties.contains(&k.as_str()));
