@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::desired::Kind;
 use crate::ids::Anchor;
 use crate::inventory::{Inventory, TenantObject, smtp_proxy};
-use crate::plan::{Action, Field, HeldOutcome, Op, Phase, Plan, Writer};
+use crate::plan::{Action, Field, Fields, HeldOutcome, Op, Phase, Plan, Writer};
 use crate::progress::{self, Progress};
 use crate::secret::Secret;
 use crate::state::{ManagedObject, Stage, StateError, Store};
@@ -392,7 +392,7 @@ struct Job<'a, 'c> {
     late: &'a sign_ins::Handover,
     obj: ManagedObject,
     /// Field values before the action (the state's view, or the restored object's).
-    before: BTreeMap<String, Value>,
+    before: Fields,
     /// Fields sent (or found already in place) during this action.
     handled: BTreeSet<Field>,
     /// Fields left for a later run, with why.
@@ -443,7 +443,7 @@ impl<'a, 'c> Job<'a, 'c> {
             uid: action.uid.clone(),
             dn: action.dn.clone(),
             tenant_object_id: None,
-            attributes: BTreeMap::new(),
+            attributes: Fields::new(),
             stage: Stage::Active,
             created_at: ctx.now,
             updated_at: ctx.now,
@@ -452,7 +452,7 @@ impl<'a, 'c> Job<'a, 'c> {
             deleted_at: None,
         });
         let before = if action.op == Op::Create {
-            BTreeMap::new()
+            Fields::new()
         } else {
             obj.attributes.clone()
         };
@@ -542,7 +542,7 @@ impl<'a, 'c> Job<'a, 'c> {
                 continue;
             }
             match self.after(*f).cloned() {
-                Some(v) => self.obj.attributes.insert(key.to_owned(), v),
+                Some(v) => self.obj.attributes.insert(*f, v),
                 None => self.obj.attributes.remove(key),
             };
         }

@@ -289,7 +289,7 @@ async fn finish(
                 .await?;
             if let Some(mut obj) = store.object(&w.user.anchor).await? {
                 obj.attributes
-                    .insert(Field::AccountEnabled.as_str().into(), Value::Bool(false));
+                    .insert(Field::AccountEnabled, Value::Bool(false));
                 store.upsert_object(&obj).await?;
             }
             tracing::debug!(uid = %w.user.uid, "new MailUser's sign-in blocked");

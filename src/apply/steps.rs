@@ -712,7 +712,7 @@ impl Job<'_, '_> {
         self.obj.kind = Kind::Mailbox;
         self.obj
             .attributes
-            .insert(Field::AccountEnabled.as_str().into(), json!(true));
+            .insert(Field::AccountEnabled, json!(true));
         if new {
             self.applied(&POST_USER_FIELDS).await?;
         } else {
@@ -776,7 +776,7 @@ impl Job<'_, '_> {
             Ok(()) => {
                 self.obj
                     .attributes
-                    .insert(Field::AccountEnabled.as_str().into(), json!(false));
+                    .insert(Field::AccountEnabled, json!(false));
                 if let Err(Stop::State(e)) = self.applied(&[]).await {
                     return Stop::State(e);
                 }
@@ -932,14 +932,13 @@ impl Job<'_, '_> {
     /// Records the planned addresses minus those somebody else holds (the next run tries
     /// them again and reports them again).
     pub(super) async fn record_addresses_without_conflicts(&mut self) -> Result<(), Stop> {
-        let key = Field::EmailAddresses.as_str();
         let kept: Vec<Value> = strings(self.after(Field::EmailAddresses))
             .filter(|a| !self.conflicting.contains(&a.to_ascii_lowercase()))
             .map(Value::String)
             .collect();
         self.obj
             .attributes
-            .insert(key.to_owned(), Value::Array(kept));
+            .insert(Field::EmailAddresses, Value::Array(kept));
         self.handled.insert(Field::EmailAddresses);
         self.ctx.store.upsert_object(&self.obj).await?;
         Ok(())

@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::desired::{self, Kind};
 use crate::ids::Anchor;
 use crate::inventory::{STAMP_PREFIX, smtp_proxy};
+use crate::plan::Field;
 use crate::shutdown::Stop;
 use crate::source::{self, Selection};
 use crate::state::lock::{self, Lock};
@@ -341,7 +342,7 @@ async fn restore_one(
         obj.disabled_at = Some(ctx.now);
         obj.delete_due_at = Some(due);
         obj.attributes
-            .insert("hiddenFromAddressLists".into(), json!(true));
+            .insert(Field::HiddenFromAddressLists, json!(true));
         match &new_anchor {
             Some(new) => format!(
                 "restored hidden ({}, {id}); its LDAP entry is back under a new anchor ({new}, was {}): a sync of it follows, which takes this object over to the new anchor and shows it again",
@@ -605,7 +606,6 @@ impl Journal<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn row(anchor: &str, uid: &str, stage: Stage, deleted_at: Option<i64>) -> ManagedObject {
         ManagedObject {
@@ -614,7 +614,7 @@ mod tests {
             uid: uid.into(),
             dn: format!("uid={uid},ou=people,dc=example,dc=edu"),
             tenant_object_id: Some(format!("id-{anchor}")),
-            attributes: BTreeMap::new(),
+            attributes: Default::default(),
             stage,
             created_at: 0,
             updated_at: 0,

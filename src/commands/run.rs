@@ -259,7 +259,7 @@ async fn read_tenant(
             return Err(e.into());
         }
     };
-    let reconciled = inventory::reconcile(&objects, &inventory, run.started);
+    let reconciled = inventory::reconcile(objects, &inventory, run.started);
     let touched: BTreeSet<&Anchor> = reconciled.drift.iter().map(|d| &d.anchor).collect();
     let drifted = reconciled
         .objects

@@ -7,12 +7,13 @@
 //! record naming the field and the reason; it never stops the others. An entry that is usable
 //! but needed a choice (two surnames: the first is used) is provisioned with a warning.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{Anchor, SmtpAddress, Upn};
+use crate::plan::{Field, Fields};
 
 mod map;
 
@@ -76,41 +77,41 @@ pub struct Recipient {
 impl Recipient {
     /// The tenant-facing attributes, by the names Graph and Exchange use. The plan diffs these
     /// maps, and the state store keeps the last applied one; absent values are left out.
-    pub fn fields(&self) -> BTreeMap<String, Value> {
+    pub fn fields(&self) -> Fields {
         self.clone().into_fields()
     }
 
     /// [`Recipient::fields`], moving the values instead of copying them: planning 50,000
     /// people then holds each value once.
-    pub fn into_fields(self) -> BTreeMap<String, Value> {
+    pub fn into_fields(self) -> Fields {
         let text = |v: Option<String>| v.map(Value::String);
         let address = |a: SmtpAddress| Value::String(a.into());
         [
-            ("userPrincipalName", Some(Value::String(self.upn.into()))),
-            ("mailNickname", Some(Value::String(self.alias))),
-            ("name", Some(Value::String(self.name))),
-            ("displayName", Some(Value::String(self.display_name))),
-            ("givenName", text(self.given_name)),
-            ("surname", text(self.surname)),
-            ("primarySmtpAddress", Some(address(self.primary))),
+            (Field::UserPrincipalName, Some(Value::String(self.upn.into()))),
+            (Field::MailNickname, Some(Value::String(self.alias))),
+            (Field::Name, Some(Value::String(self.name))),
+            (Field::DisplayName, Some(Value::String(self.display_name))),
+            (Field::GivenName, text(self.given_name)),
+            (Field::Surname, text(self.surname)),
+            (Field::PrimarySmtpAddress, Some(address(self.primary))),
             (
-                "emailAddresses",
+                Field::EmailAddresses,
                 Some(Value::Array(
                     self.secondary.into_iter().map(address).collect(),
                 )),
             ),
-            ("externalEmailAddress", self.external_address.map(address)),
-            ("forwardingSmtpAddress", self.forwarding.map(address)),
-            ("department", text(self.department)),
-            ("jobTitle", text(self.job_title)),
-            ("businessPhones", text(self.phone)),
-            ("mobilePhone", text(self.mobile)),
-            ("officeLocation", text(self.office)),
-            ("companyName", text(self.company)),
-            ("hiddenFromAddressLists", Some(Value::Bool(self.hidden))),
+            (Field::ExternalEmailAddress, self.external_address.map(address)),
+            (Field::ForwardingSmtpAddress, self.forwarding.map(address)),
+            (Field::Department, text(self.department)),
+            (Field::JobTitle, text(self.job_title)),
+            (Field::BusinessPhones, text(self.phone)),
+            (Field::MobilePhone, text(self.mobile)),
+            (Field::OfficeLocation, text(self.office)),
+            (Field::CompanyName, text(self.company)),
+            (Field::HiddenFromAddressLists, Some(Value::Bool(self.hidden))),
         ]
         .into_iter()
-        .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+        .filter_map(|(k, v)| Some((k, v?)))
         .collect()
     }
 }

@@ -36,7 +36,7 @@ use serde_json::Value;
 
 use crate::desired::Kind;
 use crate::ids::Anchor;
-use crate::plan::Field;
+use crate::plan::{Field, Fields};
 use crate::tenant::graph::SubscribedSku;
 use crate::tenant::{GraphUser, Tenant, TenantError, UserQuery};
 
@@ -69,7 +69,7 @@ pub struct TenantObject {
     pub in_graph: bool,
     /// The fields as the planner names them, each read from its master (see the module doc);
     /// `emailAddresses` holds every SMTP address but the primary, lower case, sorted.
-    pub fields: BTreeMap<String, Value>,
+    pub fields: Fields,
     /// Every proxy address exactly as Exchange shows it (`SMTP:`, `smtp:`, `SIP:`, `SPO:`,
     /// `X500:`, ...): a full `EmailAddresses` list must keep what the tenant added.
     pub proxies: Vec<String>,
@@ -424,11 +424,11 @@ fn from_recipient(
         .or_else(|| user.and_then(|u| u.user_principal_name.as_deref()))
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let mut fields = BTreeMap::new();
+    let mut fields = Fields::new();
     let mut unknown = BTreeSet::new();
     if !upn.is_empty() {
         fields.insert(
-            Field::UserPrincipalName.as_str().to_owned(),
+            Field::UserPrincipalName,
             Value::String(upn.clone()),
         );
     }
@@ -448,15 +448,12 @@ fn from_recipient(
             _ => r.text(col).map(|s| Value::String(s.to_owned())),
         };
         if let Some(v) = v {
-            fields.insert(f.as_str().to_owned(), v);
+            fields.insert(f, v);
         }
     }
     insert_addresses(&mut fields, &proxies);
     if let Some(enabled) = user.and_then(|u| u.account_enabled) {
-        fields.insert(
-            Field::AccountEnabled.as_str().to_owned(),
-            Value::Bool(enabled),
-        );
+        fields.insert(Field::AccountEnabled, Value::Bool(enabled));
     }
     TenantObject {
         id,
@@ -483,16 +480,10 @@ fn from_graph_only(anchor: Anchor, user: &GraphUser) -> TenantObject {
         .clone()
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let mut fields = BTreeMap::new();
-    fields.insert(
-        Field::UserPrincipalName.as_str().to_owned(),
-        Value::String(upn.clone()),
-    );
+    let mut fields = Fields::new();
+    fields.insert(Field::UserPrincipalName, Value::String(upn.clone()));
     if let Some(enabled) = user.account_enabled {
-        fields.insert(
-            Field::AccountEnabled.as_str().to_owned(),
-            Value::Bool(enabled),
-        );
+        fields.insert(Field::AccountEnabled, Value::Bool(enabled));
     }
     TenantObject {
         id: user.id.clone().unwrap_or_default(),
@@ -516,7 +507,7 @@ fn from_graph_only(anchor: Anchor, user: &GraphUser) -> TenantObject {
 
 /// `primarySmtpAddress` and `emailAddresses` (every other SMTP address, lower case, sorted)
 /// from Exchange's proxy list.
-fn insert_addresses(fields: &mut BTreeMap<String, Value>, proxies: &[String]) {
+fn insert_addresses(fields: &mut Fields, proxies: &[String]) {
     let smtp: Vec<(bool, String)> = proxies
         .iter()
         .filter_map(|p| smtp_proxy(p))
@@ -529,13 +520,10 @@ fn insert_addresses(fields: &mut BTreeMap<String, Value>, proxies: &[String]) {
         .filter(|a| Some(*a) != primary.as_ref())
         .collect();
     if let Some(p) = primary {
-        fields.insert(
-            Field::PrimarySmtpAddress.as_str().to_owned(),
-            Value::String(p),
-        );
+        fields.insert(Field::PrimarySmtpAddress, Value::String(p));
     }
     fields.insert(
-        Field::EmailAddresses.as_str().to_owned(),
+        Field::EmailAddresses,
         Value::Array(secondary.into_iter().cloned().map(Value::String).collect()),
     );
 }

@@ -343,7 +343,7 @@ mod tests {
             uid: "ann".into(),
             dn: String::new(),
             tenant_object_id: Some("id-1".into()),
-            attributes: BTreeMap::new(),
+            attributes: Default::default(),
             stage,
             created_at: 0,
             updated_at: 0,

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use super::{Action, Changes, Field, Op, Phase, Scope, Summary};
+use super::{Action, Changes, Field, Fields, Op, Phase, Scope, Summary};
 use crate::ids::Anchor;
 use crate::inventory::{Inventory, smtp_proxy};
 use crate::state::{ManagedObject, Stage};
@@ -293,7 +293,7 @@ fn holders(objects: &[ManagedObject], tenant: Option<&Inventory>) -> HashMap<Str
 }
 
 /// The address values of a state row (or of one side of a change set), lower case.
-fn values(attributes: &BTreeMap<String, Value>) -> BTreeSet<String> {
+fn values(attributes: &Fields) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for f in SINGLE {
         if let Some(v) = attributes.get(f.as_str()).and_then(Value::as_str) {
@@ -307,11 +307,11 @@ fn values(attributes: &BTreeMap<String, Value>) -> BTreeSet<String> {
 }
 
 fn side(changes: &Changes, after: bool) -> BTreeSet<String> {
-    let map: BTreeMap<String, Value> = changes
+    let map: Fields = changes
         .iter()
         .filter_map(|(k, (b, a))| {
             let v = if after { a } else { b };
-            Some((k.to_owned(), v.clone()?))
+            Some((k.parse::<Field>().ok()?, v.clone()?))
         })
         .collect();
     values(&map)

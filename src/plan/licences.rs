@@ -139,7 +139,7 @@ pub fn bill(plan: &mut Plan, tenant: Option<&Inventory>) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
 
     use super::*;
     use crate::ids::Anchor;
@@ -209,7 +209,7 @@ mod tests {
             mailbox_pending: false,
             in_exchange,
             in_graph: true,
-            fields: BTreeMap::new(),
+            fields: Default::default(),
             proxies: Vec::new(),
             unknown: BTreeSet::new(),
         }

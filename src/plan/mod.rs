@@ -20,6 +20,7 @@ pub mod bill;
 mod changes;
 mod compare;
 mod field;
+mod fields;
 mod handover;
 mod licences;
 mod reanchor;
@@ -29,6 +30,7 @@ mod tenant_conflicts;
 pub use changes::{Change, Changes, show_value};
 pub use compare::{Moved, digest, moved, unexplained};
 pub use field::{Api, Field, NEW_MAIL_USER_FIELDS, POST_USER_FIELDS, UnknownField, Writer};
+pub use fields::Fields;
 pub use handover::{claimed_values, released_values};
 pub use licences::LicenceBill;
 pub use safety::{Approval, RecentRemovals, Safety, ScopeMatch, ScopedApproval, Verdict};
@@ -341,7 +343,7 @@ pub fn plan(input: Input) -> Plan {
             None => {
                 let changes = target
                     .into_iter()
-                    .map(|(k, v)| (k, (None, Some(v))))
+                    .map(|(k, v)| (k.as_str().to_owned(), (None, Some(v))))
                     .collect();
                 Some(who.action(Op::Create, changes, None))
             }
@@ -600,14 +602,14 @@ impl Who {
 /// sign-in as it belongs to the kind (a mailbox owner signs in, a MailUser never does) once
 /// the state knows the account's sign-in at all.
 fn target_fields(
-    mut fields: BTreeMap<String, Value>,
+    mut fields: Fields,
     kind: Kind,
     existing: Option<&ManagedObject>,
     claimed: &HashSet<String>,
-) -> BTreeMap<String, Value> {
+) -> Fields {
     let Some(obj) = existing else { return fields };
     if obj.attributes.contains_key(ACCOUNT_ENABLED) {
-        fields.insert(ACCOUNT_ENABLED.into(), Value::Bool(kind == Kind::Mailbox));
+        fields.insert(Field::AccountEnabled, Value::Bool(kind == Kind::Mailbox));
     }
     let mut retained: BTreeSet<String> = strings(obj.attributes.get(RETAINED)).collect();
     if let Some(old) = obj
@@ -620,7 +622,7 @@ fn target_fields(
     retained.retain(|a| !claimed.contains(a));
     if !retained.is_empty() {
         fields.insert(
-            RETAINED.into(),
+            Field::RetainedAddresses,
             Value::Array(retained.into_iter().map(Value::String).collect()),
         );
     }
@@ -635,17 +637,21 @@ fn strings(v: Option<&Value>) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Per-field before/after for every field whose value differs.
-fn diff(before: &BTreeMap<String, Value>, mut after: BTreeMap<String, Value>) -> Changes {
+fn diff(before: &Fields, mut after: Fields) -> Changes {
     let changes: Vec<(String, Change)> = before
         .iter()
-        .filter_map(|(k, b)| match after.remove(k) {
+        .filter_map(|(k, b)| match after.remove(k.as_str()) {
             Some(a) if &a == b => None,
-            a => Some((k.clone(), (Some(b.clone()), a))),
+            a => Some((k.as_str().to_owned(), (Some(b.clone()), a))),
         })
         .collect();
     changes
         .into_iter()
-        .chain(after.into_iter().map(|(k, a)| (k, (None, Some(a)))))
+        .chain(
+            after
+                .into_iter()
+                .map(|(k, a)| (k.as_str().to_owned(), (None, Some(a)))),
+        )
         .collect()
 }
 

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde_json::Value;
 
 use super::{
-    ACCOUNT_ENABLED, Action, Field, HIDDEN, Held, HeldOutcome, Op, Phase, Scope, Summary, diff,
+    ACCOUNT_ENABLED, Action, Field, Fields, HIDDEN, Held, HeldOutcome, Op, Phase, Scope, Summary, diff,
     hold, target_fields,
 };
 use crate::desired::Kind;
@@ -192,10 +192,11 @@ pub(super) fn pair_anchor_changes(
     for (c, d) in merged {
         let old = objects[d];
         let create = &actions[c];
-        let fields: BTreeMap<String, Value> = create
+        // The planner's own changes: every key names a field.
+        let fields: Fields = create
             .changes
             .iter()
-            .filter_map(|(k, (_, after))| Some((k.to_owned(), after.clone()?)))
+            .filter_map(|(k, (_, after))| Some((k.parse::<Field>().ok()?, after.clone()?)))
             .collect();
         let hidden = fields.get(HIDDEN).cloned();
         let mut changes = diff(
@@ -273,7 +274,7 @@ pub(super) fn pair_anchor_changes(
 }
 
 /// `upn:<upn>` and `primary:<address>` of a state row, lower case.
-fn identity(attributes: &BTreeMap<String, Value>) -> impl Iterator<Item = String> + '_ {
+fn identity(attributes: &Fields) -> impl Iterator<Item = String> + '_ {
     [
         ("upn", "userPrincipalName"),
         ("primary", "primarySmtpAddress"),

@@ -176,7 +176,7 @@ fn retained_addresses_survive_later_runs_but_yield_to_a_new_owner() {
     let mut applied = managed(&after);
     applied
         .attributes
-        .insert(RETAINED.into(), json!(["jane.doe@example.edu"]));
+        .insert(Field::RetainedAddresses, json!(["jane.doe@example.edu"]));
     let p = Case::new(desired(vec![after.clone()]), vec![applied.clone()]).run();
     assert!(
         p.actions.is_empty(),
@@ -327,7 +327,7 @@ fn deletion_waits_for_the_grace_period() {
 fn people_back_within_the_grace_period_are_enabled() {
     let r = person("a1", "back", "back@example.edu");
     let mut o = disabled_since(managed(&r), 3);
-    o.attributes.insert(HIDDEN.into(), Value::Bool(true));
+    o.attributes.insert(Field::HiddenFromAddressLists, Value::Bool(true));
     let p = Case::new(desired(vec![r]), vec![o]).run();
     let a = only_action(&p);
     assert_eq!(a.op, Op::Enable);
@@ -643,8 +643,8 @@ fn planning_is_deterministic() {
 }
 
 #[test]
-fn every_recipient_field_is_a_field_apply_can_write() {
-    // Whatever the mapping produces must be something apply knows how to write.
+fn a_full_recipient_carries_every_ldap_field_and_round_trips_through_the_state() {
+    // Every field LDAP maps reaches the state store and the plan, and reads back the same.
     let mut r = person("a1", "ann", "ann@example.edu");
     r.given_name = Some("Ann".into());
     r.surname = Some("Lee".into());
@@ -654,9 +654,23 @@ fn every_recipient_field_is_a_field_apply_can_write() {
     r.mobile = Some("+49 2".into());
     r.office = Some("B1".into());
     r.company = Some("Uni".into());
-    for k in r.into_fields().keys() {
-        assert!(k.parse::<Field>().is_ok(), "{k}");
-    }
+    r.forwarding = Some(SmtpAddress::parse("ann@onprem.example.edu").unwrap());
+    let fields = r.into_fields();
+    // Every field but the state's bookkeeping (retained addresses, sign-in, kind, anchor).
+    let expected: Vec<Field> = Field::ALL
+        .into_iter()
+        .filter(|f| {
+            !matches!(
+                f,
+                Field::RetainedAddresses | Field::AccountEnabled | Field::Kind | Field::Anchor
+            )
+        })
+        .collect();
+    let mut keys: Vec<Field> = fields.keys().collect();
+    keys.sort();
+    assert_eq!(keys, expected);
+    let stored = serde_json::to_string(&fields).unwrap();
+    assert_eq!(serde_json::from_str::<Fields>(&stored).unwrap(), fields);
 }
 
 // ----- the phases after the diff: handovers, re-anchors, what the tenant holds ----------
@@ -861,9 +875,9 @@ fn hidden_and_back(days_ago: i64) -> (ManagedObject, Recipient) {
     ann.external_address = None;
     alias(&mut ann, "a.smith@example.edu");
     let mut o = disabled_since(managed(&ann), days_ago);
-    o.attributes.insert(HIDDEN.into(), Value::Bool(true));
+    o.attributes.insert(Field::HiddenFromAddressLists, Value::Bool(true));
     o.attributes
-        .insert(ACCOUNT_ENABLED.into(), Value::Bool(false));
+        .insert(Field::AccountEnabled, Value::Bool(false));
     let mut again = ann;
     again.anchor = Anchor::new("new-anchor").unwrap();
     (o, again)
@@ -991,7 +1005,7 @@ fn what_unmanaged_objects_hold_is_planned_not_discovered() {
         .insert("ivy".into(), "lab (MailUser \"ivy\")".into());
     let ivy = person("a3", "ivy", "ivy@example.edu");
     let mut ivy_now = managed(&ivy);
-    ivy_now.attributes.insert("name".into(), json!("ivy-2"));
+    ivy_now.attributes.insert(Field::Name, json!("ivy-2"));
     let mut case = Case::new(
         desired(vec![
             person("a1", "hal", "hal.new@example.edu"),

@@ -20,6 +20,7 @@ use sqlx::{FromRow, SqlitePool};
 
 use crate::desired::{Kind, Quarantined};
 use crate::ids::Anchor;
+use crate::plan::Fields;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -139,8 +140,8 @@ pub struct ManagedObject {
     pub uid: String,
     pub dn: String,
     pub tenant_object_id: Option<String>,
-    /// Field name → value, as in `Recipient::fields()`.
-    pub attributes: BTreeMap<String, Value>,
+    /// The values last applied, as in `Recipient::fields()`.
+    pub attributes: Fields,
     pub stage: Stage,
     pub created_at: i64,
     pub updated_at: i64,
@@ -177,7 +178,7 @@ impl TryFrom<ObjectRow> for ManagedObject {
             kind: parse_kind(&r.kind).map_err(corrupt)?,
             stage: r.stage.parse().map_err(corrupt)?,
             attributes: serde_json::from_str(&r.attributes)
-                .map_err(|e| corrupt(format!("attributes are not a JSON object: {e}")))?,
+                .map_err(|e| corrupt(format!("attributes cannot be read: {e}")))?,
             uid: r.uid,
             dn: r.dn,
             tenant_object_id: r.tenant_object_id,

@@ -1,16 +1,15 @@
 //! The SQLite state store, on real files.
 
-use std::collections::BTreeMap;
-
 use ldap2exo::desired::{Kind, Quarantined};
 use ldap2exo::ids::Anchor;
+use ldap2exo::plan::{Field, Fields};
 use ldap2exo::state::{ManagedObject, Outcome, RunEnd, RunMode, RunScope, Stage, Store};
 use serde_json::json;
 
 fn object(anchor: &str, stage: Stage) -> ManagedObject {
-    let mut attributes = BTreeMap::new();
-    attributes.insert("displayName".to_owned(), json!("Jürgen Müller"));
-    attributes.insert("emailAddresses".to_owned(), json!(["jm@example.edu"]));
+    let mut attributes = Fields::new();
+    attributes.insert(Field::DisplayName, json!("Jürgen Müller"));
+    attributes.insert(Field::EmailAddresses, json!(["jm@example.edu"]));
     ManagedObject {
         anchor: Anchor::new(anchor).unwrap(),
         kind: Kind::MailUser,

@@ -180,7 +180,7 @@ async fn record_applied(path: &Path, plan: &Plan, now: i64, grace_days: i64) {
                 continue;
             }
             match after {
-                Some(v) => obj.attributes.insert(field.to_owned(), v.clone()),
+                Some(v) => obj.attributes.insert(field.parse().unwrap(), v.clone()),
                 None => obj.attributes.remove(field),
             };
         }

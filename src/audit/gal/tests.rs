@@ -55,7 +55,7 @@ fn mailbox(uid: &str) -> Recipient {
 
 /// The object `sync` leaves for `r`.
 fn in_step(r: &Recipient) -> TenantObject {
-    let mut fields: std::collections::BTreeMap<String, Value> = r
+    let mut fields: crate::plan::Fields = r
         .fields()
         .into_iter()
         .filter(|(k, _)| {
@@ -126,7 +126,7 @@ fn a_tenant_in_step_is_clean_and_complete() {
     let mut helpdesk = in_step(&people[2]);
     helpdesk
         .fields
-        .insert("hiddenFromAddressLists".into(), json!(true));
+        .insert(Field::HiddenFromAddressLists, json!(true));
     let inv = tenant(vec![in_step(&people[0]), in_step(&people[1]), helpdesk]);
     let a = audit_gal(&desired(people), &inv, true);
     assert!(a.findings.is_empty(), "{:#?}", a.findings);
@@ -153,7 +153,7 @@ fn hidden_is_a_finding_only_for_people_ldap_does_not_hide() {
     let ann = mail_user("ann", &[]);
     let mut o = in_step(&ann);
     o.fields
-        .insert("hiddenFromAddressLists".into(), json!(true));
+        .insert(Field::HiddenFromAddressLists, json!(true));
     let a = audit_gal(&desired(vec![ann]), &tenant(vec![o]), true);
     assert_eq!(codes(&a), [(Code::HiddenInGal, "ann", Some("false"))]);
     assert_eq!((a.summary.should_be, a.summary.resolvable), (1, 0));
@@ -164,8 +164,8 @@ fn a_wrong_primary_and_each_missing_alias_are_named() {
     let ann = mail_user("ann", &["a1@example.edu", "a2@example.edu"]);
     let mut o = in_step(&ann);
     o.fields
-        .insert("primarySmtpAddress".into(), json!("a1@example.edu"));
-    o.fields.insert("emailAddresses".into(), json!([]));
+        .insert(Field::PrimarySmtpAddress, json!("a1@example.edu"));
+    o.fields.insert(Field::EmailAddresses, json!([]));
     let a = audit_gal(&desired(vec![ann]), &tenant(vec![o]), true);
     assert_eq!(
         codes(&a),
@@ -182,7 +182,7 @@ fn a_mail_user_routed_elsewhere_is_named() {
     let ann = mail_user("ann", &[]);
     let mut o = in_step(&ann);
     o.fields
-        .insert("externalEmailAddress".into(), json!("ann@gmail.com"));
+        .insert(Field::ExternalEmailAddress, json!("ann@gmail.com"));
     let a = audit_gal(&desired(vec![ann]), &tenant(vec![o]), true);
     assert_eq!(
         codes(&a),
@@ -195,7 +195,7 @@ fn a_mail_user_routed_elsewhere_is_named() {
 fn a_mailbox_without_its_forward_target_bounces_or_loops() {
     let bob = mailbox("bob");
     let mut o = in_step(&bob);
-    o.fields.insert("emailAddresses".into(), json!([]));
+    o.fields.insert(Field::EmailAddresses, json!([]));
     let a = audit_gal(&desired(vec![bob.clone()]), &tenant(vec![o.clone()]), true);
     assert_eq!(
         codes(&a),
@@ -212,7 +212,7 @@ fn a_mailbox_without_its_forward_target_bounces_or_loops() {
     // Another person's object holds it: the finding names the holder.
     let mut other = in_step(&mail_user("eve", &[]));
     other.fields.insert(
-        "emailAddresses".into(),
+        Field::EmailAddresses,
         json!(["bob@exampleedu.mail.onmicrosoft.com"]),
     );
     let a = audit_gal(&desired(vec![bob]), &tenant(vec![o, other]), false);
@@ -261,7 +261,7 @@ fn a_forward_into_the_tenant_to_a_mail_user_is_a_loop() {
     o.kind = Kind::MailUser;
     o.exchange_licensed = false;
     o.fields
-        .insert("externalEmailAddress".into(), json!("bob@example.edu"));
+        .insert(Field::ExternalEmailAddress, json!("bob@example.edu"));
     let a = audit_gal(&desired(vec![bob]), &tenant(vec![o]), true);
     assert_eq!(codes(&a), [(Code::ForwardLoop, "bob", Some("UserMailbox"))]);
     assert!(a.findings[0].message.contains("bob@example.edu"));
@@ -274,7 +274,7 @@ fn a_visible_stamped_object_without_its_person_is_named_but_a_hidden_one_is_not(
     let mut leaving = in_step(&mail_user("lea", &[]));
     leaving
         .fields
-        .insert("hiddenFromAddressLists".into(), json!(true));
+        .insert(Field::HiddenFromAddressLists, json!(true));
     let mut disabled = in_step(&mail_user("dan", &[]));
     disabled.anchor = Anchor::new("anchor-dan").unwrap();
     let inv = tenant(vec![in_step(&ann), gone, leaving, disabled]);
@@ -301,7 +301,7 @@ fn a_visible_stamped_object_without_its_person_is_named_but_a_hidden_one_is_not(
 fn an_address_held_by_an_unmanaged_object_names_the_holder_once() {
     let ann = mail_user("ann", &["sales@example.edu"]);
     let mut o = in_step(&ann);
-    o.fields.insert("emailAddresses".into(), json!([]));
+    o.fields.insert(Field::EmailAddresses, json!([]));
     let mut inv = tenant(vec![o]);
     inv.foreign.insert(
         "sales@example.edu".into(),
