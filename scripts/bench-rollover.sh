@@ -20,6 +20,8 @@
 #                           an Exchange call takes LATENCY + this (default 5)
 #   BENCH_CONCURRENCY       tenant.concurrency (default 16)
 #   BENCH_KEEP              when set, the work directory (counters, logs, state) is kept
+#   BENCH_LOG               ldap2exo's log filter in the phases' *.err files (default error;
+#                           the progress lines the report reads are always logged)
 # Phases: load slapd, initial provisioning (sync), LDAP rollover (ldapmodify), `plan --output`,
 # the rollover sync (`--max-deletes CHANGES`). Per phase it prints the wall time, requests and
 # writes per service (the emulator's counters), the writes per second as a share of each
@@ -110,7 +112,7 @@ LDAP2EXO__TENANT__ENDPOINTS__LOGIN="$url" LDAP2EXO__TENANT__ENDPOINTS__GRAPH="$u
 LDAP2EXO__TENANT__ENDPOINTS__EXCHANGE="$url" LDAP2EXO__TENANT__CONCURRENCY="$concurrency" \
 LDAP2EXO__TENANT__BUDGET__GRAPH_WRITES_PER_SECOND="$graph_budget" \
 LDAP2EXO__TENANT__BUDGET__EXCHANGE_REQUESTS_PER_SECOND="$exo_budget" \
-LDAP2EXO__STATE__PATH="$work/state.db" LDAP2EXO_LOG="error,ldap2exo::progress=debug" \
+LDAP2EXO__STATE__PATH="$work/state.db" LDAP2EXO_LOG="${BENCH_LOG:-error},ldap2exo::progress=debug" \
 W="$work" URL="$url" CA="$emu/ca.pem" CHANGES="$changes" \
   target/release/examples/fixture_ldap --generate "$n" -- bash "$work/phases.sh" 2>"$work/fixture.err" ||
   { cat "$work/fixture.err" >&2; echo "the benchmark's phases failed" >&2; exit 1; }

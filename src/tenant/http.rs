@@ -371,7 +371,7 @@ impl Executor {
                     if attempt >= 3 {
                         tracing::warn!(service = %self.service, attempt, wait_ms, why, "throttled repeatedly; waiting");
                     } else {
-                        tracing::debug!(service = %self.service, attempt, wait_ms, why, "throttled; waiting");
+                        tracing::debug!(service = %self.service, attempt, wait_ms, why, pace_per_s = self.limiter.pace(), limit = self.limiter.limit(), "throttled; waiting");
                     }
                     match wait {
                         Some(wait) => self.pause(wait).await,

@@ -164,6 +164,61 @@ fn sign_ins_are_blocked_beside_the_exchange_work() {
     );
 }
 
+/// A slow action does not hold back the ones after it: a mailbox waits seconds for Exchange
+/// to provision it, and with one working slot (8 actions started at once) an action at least
+/// 8 places after a mailbox starts while the mailbox still waits. Collected in plan order,
+/// the 8th after it could only start once it had finished, and the run idled behind it.
+#[test]
+fn a_mailbox_being_provisioned_does_not_hold_back_the_actions_after_it() {
+    let rt = runtime();
+    let emu = campus_emulator_with(&rt, Vec::new(), |cfg| {
+        cfg.realism.mailbox_provisioning_ms = 3_000;
+    });
+    let server = forty_arrivals();
+    let mut install = Install::with_tenant(&server, &emu);
+    install
+        .env
+        .push(("LDAP2EXO__TENANT__CONCURRENCY".into(), "1".into()));
+    let plan = install.dry_run(0, &[]);
+    let place: BTreeMap<String, usize> = plan
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.anchor.to_string(), i))
+        .collect();
+    let run = sync(&install, 0);
+    assert!(run.stdout.contains(" 0 failed"), "{}", show_run(&run));
+
+    // Each action's first and last step, by journal row (the rows are numbered as the steps
+    // start); the sign-in blocks run beside the actions and are left out.
+    let journal = journal(&rt, &install);
+    let mut span: BTreeMap<usize, (i64, i64)> = BTreeMap::new();
+    let mut mailboxes = Vec::new();
+    for j in journal.iter().filter(|j| j.step != "PATCH accountEnabled") {
+        let i = place[&j.anchor];
+        let s = span.entry(i).or_insert((j.id, j.id));
+        *s = (s.0.min(j.id), s.1.max(j.id));
+        if j.step == "assignLicense" {
+            mailboxes.push(i);
+        }
+    }
+    assert!(!mailboxes.is_empty(), "{journal:#?}");
+    let span = &span;
+    let overtaken: Vec<(usize, usize)> = mailboxes
+        .iter()
+        .flat_map(|&m| {
+            span.iter()
+                .filter(move |&(&i, &(first, _))| i >= m + 8 && first < span[&m].1)
+                .map(move |(&i, _)| (m, i))
+        })
+        .collect();
+    assert!(
+        !overtaken.is_empty(),
+        "no action 8 or more places after a mailbox ({mailboxes:?}) started before it finished:\n{}",
+        show_run(&run)
+    );
+}
+
 #[test]
 fn the_first_sync_creates_the_plan_and_the_second_writes_nothing() {
     let rt = runtime();
