@@ -235,11 +235,10 @@ async fn read_tenant(
     progress: &Progress,
     stop: &Stop,
 ) -> Result<TenantView, CommandError> {
-    let objects = run.store.objects().await?;
     let Some(tenant) = tenant else {
         tracing::info!("no tenant credentials configured: planning against the state store alone");
         return Ok(TenantView {
-            objects,
+            objects: run.store.objects().await?,
             drift: Vec::new(),
             drifted: Vec::new(),
             tenant: None,
@@ -259,6 +258,9 @@ async fn read_tenant(
             return Err(e.into());
         }
     };
+    // Read after the tenant, whose raw listings are gone by now: read before, the rows
+    // and the listings were in memory together (heaptrack of a 20,000-person plan).
+    let objects = run.store.objects().await?;
     let reconciled = inventory::reconcile(objects, &inventory, run.started);
     let touched: BTreeSet<&Anchor> = reconciled.drift.iter().map(|d| &d.anchor).collect();
     let drifted = reconciled

@@ -291,17 +291,19 @@ pub fn sort(
     stamp: StampAttribute,
 ) -> Inventory {
     let mut inv = Inventory::default();
-    let mut graph: HashMap<String, GraphUser> = users
-        .into_iter()
-        .filter_map(|u| {
-            Some((
-                u.id.clone()
-                    .filter(|id| !id.is_empty())?
-                    .to_ascii_lowercase(),
-                u,
-            ))
+    // The users stay where the listing put them, found by id through an index: a map of
+    // them beside the listing's vector held both at once (heaptrack, 20,000 people: 39 MB
+    // of map beside 25 MB of vector).
+    let mut users = users;
+    let mut graph: HashMap<String, usize> = users
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| {
+            let id = u.id.as_deref().filter(|id| !id.is_empty())?;
+            Some((id.to_ascii_lowercase(), i))
         })
         .collect();
+    let mut take = |i: usize| std::mem::take(&mut users[i]);
     let mut stamped: BTreeMap<Anchor, Vec<TenantObject>> = BTreeMap::new();
 
     // By value: each listed recipient is dropped once its object is made, so the raw
@@ -316,7 +318,7 @@ pub fn sort(
         let id = r
             .text(Col::ExternalDirectoryObjectId)
             .map(str::to_ascii_lowercase);
-        let user = id.as_deref().and_then(|id| graph.remove(id));
+        let user = id.as_deref().and_then(|id| graph.remove(id)).map(&mut take);
         let anchor = our_anchor(r.text(Col::Stamp))
             .or_else(|| user.as_ref().and_then(|u| graph_anchor(u, stamp)));
         match (anchor, id) {
@@ -355,7 +357,8 @@ pub fn sort(
     }
     // Users Exchange does not show (yet): plain Entra users, and mailboxes just created
     // through Graph that Exchange has not provisioned.
-    let mut rest: Vec<GraphUser> = graph.into_values().collect();
+    let mut rest: Vec<GraphUser> = graph.into_values().map(take).collect();
+    drop(users);
     rest.sort_by(|a, b| a.id.cmp(&b.id));
     for user in rest {
         match graph_anchor(&user, stamp) {
