@@ -223,6 +223,7 @@ async fn send(
             .iter()
             .map(|w| (w.user.id.clone(), patch.clone()))
             .collect();
+        tracing::debug!(blocks = updates.len(), "sending sign-in blocks");
         let answers: Vec<Result<(), TenantError>> =
             match ctx.tenant.graph().update_users(&updates).await {
                 Ok(answers) => answers,
@@ -239,6 +240,7 @@ async fn send(
                         .collect()
                 }
             };
+        tracing::debug!(blocks = updates.len(), "sign-in blocks answered");
         let now = Instant::now();
         // Learnt once per call, not per block: twenty blocks that went through at once
         // say no more than one does.

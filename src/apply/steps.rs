@@ -102,15 +102,19 @@ impl Job<'_, '_> {
                 if !wait.is_zero() {
                     self.slot.park(tokio::time::sleep(wait)).await;
                 }
-                let mut started = Vec::new();
+                let answered = std::cell::RefCell::new(Vec::new());
                 let answer = self
                     .until_visible(&mut || {
-                        started.push(at.elapsed());
-                        call()
+                        let (reply, answered) = (call(), &answered);
+                        async move {
+                            let reply = reply.await;
+                            answered.borrow_mut().push(at.elapsed());
+                            reply
+                        }
                     })
                     .await;
                 if answer.is_ok() {
-                    workers.learn_visible_after(&create, &started);
+                    workers.learn_visible_after(&create, &answered.into_inner());
                 }
                 answer
             }
