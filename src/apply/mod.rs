@@ -217,6 +217,10 @@ pub(crate) struct Workers {
     visible_after: Mutex<BTreeMap<String, Duration>>,
 }
 
+/// A first call answered within this of the learnt visibility delay went out without waiting
+/// for the service's pace ([`Workers::learn_visible_after`]).
+const PROMPT: Duration = Duration::from_millis(100);
+
 /// How many actions may be started per working slot: the rest wait parked.
 const STARTED_PER_SLOT: usize = 8;
 
@@ -241,8 +245,11 @@ impl Workers {
     /// Waiting too long costs a parked action a little time; waiting too short costs a
     /// request of the binding budget. So the estimate jumps up to the answer of the last try
     /// that found nothing (the object was still hidden then, at the latest) and creeps down
-    /// (1/64 per first try that went through), following a service that got faster without
-    /// many 404s. Not up to the start of the try that went through: that includes the backoff
+    /// (1/64 per first try that went through and was answered within [`PROMPT`] of the
+    /// estimate), following a service that got faster without many 404s. A first try answered
+    /// later says nothing about the estimate: it waited for the service's pace, and counting
+    /// it took the estimate to nothing within a few hundred actions and drew a 404 for one new
+    /// MailUser in nine. Not up to the start of the try that went through: that includes the backoff
     /// and the wait for the service's pace, and a 400 ms window was learnt as 6.1-6.8 s at
     /// the start of a 2,000-person rollover; every new MailUser then waited that long,
     /// parked, and Exchange idled for seconds once all started actions were waiting.
@@ -252,7 +259,8 @@ impl Workers {
         let before = *entry;
         *entry = match answered {
             [] => *entry,
-            [_] => *entry * 63 / 64,
+            [first] if *first <= *entry + PROMPT => *entry * 63 / 64,
+            [_] => *entry,
             [.., missed, _] => (*entry).max(*missed),
         };
         if *entry > before {
@@ -1115,8 +1123,11 @@ mod tests {
         // started at 6.1 s only because it queued behind the service's pace.
         w.learn_visible_after("New-MailUser", &[s(0.4), s(6.1)]);
         assert_eq!(w.visible_after("New-MailUser"), s(0.4));
-        // A first try that went through: a 64th less.
-        w.learn_visible_after("New-MailUser", &[s(0.5)]);
+        // A first try that went through promptly: a 64th less. One answered long after (it
+        // queued behind the pace) says nothing.
+        w.learn_visible_after("New-MailUser", &[s(0.45)]);
+        assert_eq!(w.visible_after("New-MailUser"), s(0.4) * 63 / 64);
+        w.learn_visible_after("New-MailUser", &[s(3.0)]);
         assert_eq!(w.visible_after("New-MailUser"), s(0.4) * 63 / 64);
         // Hidden longer than learnt: up to that, never down.
         w.learn_visible_after("New-MailUser", &[s(0.2), s(0.9), s(1.4)]);
