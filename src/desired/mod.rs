@@ -87,7 +87,10 @@ impl Recipient {
         let text = |v: Option<String>| v.map(Value::String);
         let address = |a: SmtpAddress| Value::String(a.into());
         [
-            (Field::UserPrincipalName, Some(Value::String(self.upn.into()))),
+            (
+                Field::UserPrincipalName,
+                Some(Value::String(self.upn.into())),
+            ),
             (Field::MailNickname, Some(Value::String(self.alias))),
             (Field::Name, Some(Value::String(self.name))),
             (Field::DisplayName, Some(Value::String(self.display_name))),
@@ -100,7 +103,10 @@ impl Recipient {
                     self.secondary.into_iter().map(address).collect(),
                 )),
             ),
-            (Field::ExternalEmailAddress, self.external_address.map(address)),
+            (
+                Field::ExternalEmailAddress,
+                self.external_address.map(address),
+            ),
             (Field::ForwardingSmtpAddress, self.forwarding.map(address)),
             (Field::Department, text(self.department)),
             (Field::JobTitle, text(self.job_title)),
@@ -108,7 +114,10 @@ impl Recipient {
             (Field::MobilePhone, text(self.mobile)),
             (Field::OfficeLocation, text(self.office)),
             (Field::CompanyName, text(self.company)),
-            (Field::HiddenFromAddressLists, Some(Value::Bool(self.hidden))),
+            (
+                Field::HiddenFromAddressLists,
+                Some(Value::Bool(self.hidden)),
+            ),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))

@@ -430,10 +430,7 @@ fn from_recipient(
     let mut fields = Fields::new();
     let mut unknown = BTreeSet::new();
     if !upn.is_empty() {
-        fields.insert(
-            Field::UserPrincipalName,
-            Value::String(upn.clone()),
-        );
+        fields.insert(Field::UserPrincipalName, Value::String(upn.clone()));
     }
     for f in Field::ALL {
         let Some(col) = Col::of_field(f) else {

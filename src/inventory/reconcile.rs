@@ -486,7 +486,11 @@ mod tests {
     #[test]
     fn in_step_objects_show_no_drift() {
         let state = vec![object("a1", "ann", Stage::Active)];
-        let r = reconcile(state.clone(), &inventory(vec![tenant_object("a1", "ann")]), NOW);
+        let r = reconcile(
+            state.clone(),
+            &inventory(vec![tenant_object("a1", "ann")]),
+            NOW,
+        );
         assert!(r.drift.is_empty(), "{:?}", r.drift);
         // The MOERA the tenant added is not drift, and the row keeps our addresses.
         assert_eq!(r.objects, state);
@@ -613,9 +617,7 @@ mod tests {
     #[test]
     fn a_property_the_listing_lacks_is_unknown_not_changed() {
         let mut state = object("a1", "ann", Stage::Active);
-        state
-            .attributes
-            .insert(Field::MobilePhone, json!("+49 1"));
+        state.attributes.insert(Field::MobilePhone, json!("+49 1"));
         let mut t = tenant_object("a1", "ann");
         t.unknown.insert(Field::MobilePhone);
         let r = reconcile(vec![state.clone()], &inventory(vec![t]), NOW);
@@ -706,9 +708,7 @@ mod tests {
         // Graph does not show the new MailUser yet: nothing Graph masters is known, and
         // nothing Exchange masters is compared with Graph.
         let mut state = object("a1", "ann", Stage::Active);
-        state
-            .attributes
-            .insert(Field::AccountEnabled, json!(false));
+        state.attributes.insert(Field::AccountEnabled, json!(false));
         let mut t = tenant_object("a1", "ann");
         t.in_graph = false;
         t.account_enabled = None;
@@ -738,10 +738,7 @@ mod tests {
         let state = object("a1", "ann", Stage::Active);
         let mut t = tenant_object("a1", "ann");
         t.fields.insert(Field::AccountEnabled, json!(true));
-        let r = reconcile(vec![state.clone()],
-            &inventory(vec![t.clone()]),
-            NOW,
-        );
+        let r = reconcile(vec![state.clone()], &inventory(vec![t.clone()]), NOW);
         assert!(r.drift.is_empty(), "{:?}", r.drift);
         assert_eq!(r.objects[0].attributes["accountEnabled"], json!(true));
         let again = reconcile(r.objects.clone(), &inventory(vec![t]), NOW);

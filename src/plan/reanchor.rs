@@ -29,8 +29,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde_json::Value;
 
 use super::{
-    ACCOUNT_ENABLED, Action, Field, Fields, HIDDEN, Held, HeldOutcome, Op, Phase, Scope, Summary, diff,
-    hold, target_fields,
+    ACCOUNT_ENABLED, Action, Field, Fields, HIDDEN, Held, HeldOutcome, Op, Phase, Scope, Summary,
+    diff, hold, target_fields,
 };
 use crate::desired::Kind;
 use crate::ids::Anchor;

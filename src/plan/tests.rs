@@ -327,7 +327,8 @@ fn deletion_waits_for_the_grace_period() {
 fn people_back_within_the_grace_period_are_enabled() {
     let r = person("a1", "back", "back@example.edu");
     let mut o = disabled_since(managed(&r), 3);
-    o.attributes.insert(Field::HiddenFromAddressLists, Value::Bool(true));
+    o.attributes
+        .insert(Field::HiddenFromAddressLists, Value::Bool(true));
     let p = Case::new(desired(vec![r]), vec![o]).run();
     let a = only_action(&p);
     assert_eq!(a.op, Op::Enable);
@@ -875,7 +876,8 @@ fn hidden_and_back(days_ago: i64) -> (ManagedObject, Recipient) {
     ann.external_address = None;
     alias(&mut ann, "a.smith@example.edu");
     let mut o = disabled_since(managed(&ann), days_ago);
-    o.attributes.insert(Field::HiddenFromAddressLists, Value::Bool(true));
+    o.attributes
+        .insert(Field::HiddenFromAddressLists, Value::Bool(true));
     o.attributes
         .insert(Field::AccountEnabled, Value::Bool(false));
     let mut again = ann;

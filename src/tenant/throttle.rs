@@ -202,7 +202,11 @@ impl AdaptiveLimiter {
                                 // A request the pace held back: the pace may be below the
                                 // budget. Once per request, however many waited.
                                 let p = if std::mem::take(&mut s.held_back) {
-                                    p + if s.cut { PACE_GROWTH } else { FIRST_PACE_GROWTH }
+                                    p + if s.cut {
+                                        PACE_GROWTH
+                                    } else {
+                                        FIRST_PACE_GROWTH
+                                    }
                                 } else {
                                     p
                                 };

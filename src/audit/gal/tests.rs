@@ -152,8 +152,7 @@ fn a_missing_person_is_named_and_not_resolvable() {
 fn hidden_is_a_finding_only_for_people_ldap_does_not_hide() {
     let ann = mail_user("ann", &[]);
     let mut o = in_step(&ann);
-    o.fields
-        .insert(Field::HiddenFromAddressLists, json!(true));
+    o.fields.insert(Field::HiddenFromAddressLists, json!(true));
     let a = audit_gal(&desired(vec![ann]), &tenant(vec![o]), true);
     assert_eq!(codes(&a), [(Code::HiddenInGal, "ann", Some("false"))]);
     assert_eq!((a.summary.should_be, a.summary.resolvable), (1, 0));
