@@ -496,7 +496,9 @@ mod tests {
     async fn the_first_pace_grows_fast_until_a_429_lowers_it() {
         let l = limiter();
         drop(l.acquire().await.0);
-        l.throttled(Duration::from_millis(20));
+        // One answered over about 200 ms: some 5 per second, so the requests below are spaced
+        // 200 ms apart and each is held back even on a busy machine.
+        l.throttled(Duration::from_millis(200));
         let learnt = l.pace().expect("learnt");
         // Spaced at the pace, so every request but the first after the pause is held back.
         async fn grow(l: &AdaptiveLimiter, n: usize) {
