@@ -238,6 +238,13 @@ pub struct LdapConfig {
     /// Seconds the server may spend on one search; 0 means the server's own limit.
     #[serde(default = "default_ldap_timeout")]
     pub timeout_seconds: u64,
+    /// Read incrementally with RFC 4533 content synchronisation (OpenLDAP's `syncprov`):
+    /// only what changed since the last committed cookie; see `source::incremental`.
+    #[serde(default)]
+    pub content_sync: bool,
+    /// With `content_sync`, a full refresh at least this often (hours, 1 to 8760).
+    #[serde(default = "default_full_reconcile_hours")]
+    pub full_reconcile_interval_hours: u32,
     #[serde(default)]
     pub attributes: AttributeMap,
     #[serde(default)]
@@ -655,6 +662,9 @@ fn default_filter() -> String {
 fn default_page_size() -> u32 {
     500
 }
+fn default_full_reconcile_hours() -> u32 {
+    24
+}
 fn default_ldap_timeout() -> u64 {
     120
 }
@@ -867,6 +877,15 @@ impl Config {
             return Err(key(
                 "ldap.page_size",
                 format!("{} is not between 1 and 100000", l.page_size),
+            ));
+        }
+        if !(1..=8760).contains(&l.full_reconcile_interval_hours) {
+            return Err(key(
+                "ldap.full_reconcile_interval_hours",
+                format!(
+                    "{} is not between 1 and 8760 (to read in full every run, set content_sync = false)",
+                    l.full_reconcile_interval_hours
+                ),
             ));
         }
         for (k, f) in [
@@ -1448,6 +1467,8 @@ upn_domain = "example.edu"
     fn defaults_fill_what_the_file_leaves_out() {
         let c = load(MINIMAL, &[]).unwrap();
         assert_eq!(c.ldap.page_size, 500);
+        assert!(!c.ldap.content_sync);
+        assert_eq!(c.ldap.full_reconcile_interval_hours, 24);
         assert_eq!(c.ldap.scope, Scope::Sub);
         assert_eq!(c.ldap.attributes.anchor, "entryUUID");
         assert_eq!(c.tenant.anchor_attribute, "extensionAttribute15");
@@ -1562,6 +1583,10 @@ upn_domain = "example.edu"
         for (env, key) in [
             (("LDAP2EXO__LDAP__URL", "http://x"), "ldap.url"),
             (("LDAP2EXO__LDAP__PAGE_SIZE", "0"), "ldap.page_size"),
+            (
+                ("LDAP2EXO__LDAP__FULL_RECONCILE_INTERVAL_HOURS", "0"),
+                "ldap.full_reconcile_interval_hours",
+            ),
             (
                 ("LDAP2EXO__TENANT__UPN_DOMAIN", "other.org"),
                 "tenant.upn_domain",

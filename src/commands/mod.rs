@@ -92,6 +92,15 @@ pub enum CommandError {
     Daemon(#[from] crate::daemon::DaemonError),
 }
 
+impl From<crate::source::incremental::ReadError> for CommandError {
+    fn from(e: crate::source::incremental::ReadError) -> Self {
+        match e {
+            crate::source::incremental::ReadError::Source(e) => CommandError::Source(e),
+            crate::source::incremental::ReadError::State(e) => CommandError::State(e),
+        }
+    }
+}
+
 /// `daemon`: runs until SIGTERM/SIGINT; a clean stop is exit 0.
 pub async fn daemon(
     config: &Config,

@@ -20,9 +20,11 @@ use crate::plan::{self, Plan, Scope, Verdict};
 use crate::progress::{self, Phase, Progress};
 use crate::report::{self, Format};
 use crate::shutdown::Stop;
-use crate::source::{self, Selection};
+use crate::source::{self, Selection, incremental};
 use crate::state::lock::{self, Lock};
-use crate::state::{ManagedObject, Outcome, RunEnd, RunMode, RunScope, Stage, Store};
+use crate::state::{
+    LdapSyncCommit, ManagedObject, Outcome, RunEnd, RunMode, RunScope, Stage, Store,
+};
 use crate::tenant::{Tenant, TenantStats};
 
 fn selection(args: &SelectionArgs) -> (Selection, Scope, RunScope) {
@@ -48,6 +50,9 @@ struct Computed {
     /// State rows the tenant contradicted (adopted, missing, changed), as reconciled: a real
     /// run records them before applying, so each action starts from the tenant's truth.
     drifted: Vec<ManagedObject>,
+    /// The entries and cookie of an incremental LDAP read, stored once the run applied every
+    /// change (never by a dry run, a blocked or a failed run).
+    ldap_commit: Option<LdapSyncCommit>,
     /// What started the run (`sync`, `apply`, `daemon`, …), for the notification.
     command: String,
     /// The run lock, held until the run is recorded as finished.
@@ -174,7 +179,8 @@ async fn unless_stopped<T>(
 }
 
 /// Reads the whole selection from LDAP, mapping each entry as it arrives (the raw directory is
-/// never held in memory).
+/// never held in memory): a paged full read, or an incremental one (`ldap.content_sync`)
+/// whose changes and stored entries make up the same whole directory.
 async fn read_ldap<'c>(
     config: &'c Config,
     sel: &Selection,
@@ -182,8 +188,7 @@ async fn read_ldap<'c>(
     progress: &Progress,
     stop: &Stop,
     extra_migrating: &BTreeSet<Anchor>,
-) -> Result<desired::Mapper<'c>, CommandError> {
-    let mut mapper = desired::Mapper::new(config).selecting(sel);
+) -> Result<(desired::Mapper<'c>, incremental::Read), CommandError> {
     // People migrating by IMAP stay mailboxes forwarding to on-prem until cutover.
     let mut anchors: BTreeSet<Anchor> = match run.store.migrating().await {
         Ok(m) => m.into_keys().collect(),
@@ -193,30 +198,42 @@ async fn read_ldap<'c>(
         }
     };
     anchors.extend(extra_migrating.iter().cloned());
-    match &config.migration {
-        Some(m) => mapper = mapper.migrating(anchors, &m.onprem_routing_domain),
+    if config.migration.is_none() && !anchors.is_empty() {
         // Without the section LDAP alone would decide, and their mailboxes, which may hold
         // migrated mail already, would be planned back into MailUsers.
-        None if !anchors.is_empty() => {
-            let e = CommandError::Usage(format!(
-                "the state store has {} people migrating by IMAP (`ldap2exo migrate status`), but the configuration has no [migration] section: without its onprem_routing_domain their mailboxes would be planned back into MailUsers; restore the section (or the LDAP2EXO__MIGRATION__* variables) and run again",
-                anchors.len()
-            ));
-            fail_run(&run.store, run.run_id, &e).await?;
-            return Err(e);
-        }
-        None => {}
-    }
-    progress.phase(Phase::ReadingLdap, None);
-    let read = source::read_each(&config.ldap, sel, |entry| {
-        progress.step();
-        mapper.push(&entry)
-    });
-    if let Err(e) = unless_stopped(run, stop, read).await? {
+        let e = CommandError::Usage(format!(
+            "the state store has {} people migrating by IMAP (`ldap2exo migrate status`), but the configuration has no [migration] section: without its onprem_routing_domain their mailboxes would be planned back into MailUsers; restore the section (or the LDAP2EXO__MIGRATION__* variables) and run again",
+            anchors.len()
+        ));
         fail_run(&run.store, run.run_id, &e).await?;
-        return Err(e.into());
+        return Err(e);
     }
-    Ok(mapper)
+    let fresh = || {
+        let mapper = desired::Mapper::new(config).selecting(sel);
+        match &config.migration {
+            Some(m) => mapper.migrating(anchors.clone(), &m.onprem_routing_domain),
+            None => mapper,
+        }
+    };
+    let mut mapper = fresh();
+    progress.phase(Phase::ReadingLdap, None);
+    let mut sink = |entry: Option<&source::RawEntry>| match entry {
+        Some(entry) => {
+            progress.step();
+            mapper.push(entry);
+        }
+        // A refresh that starts again in full: what was mapped so far is dropped.
+        None => mapper = fresh(),
+    };
+    let read = incremental::read(&config.ldap, sel, &run.store, run.started, &mut sink);
+    match unless_stopped(run, stop, read).await? {
+        Ok(read) => Ok((mapper, read)),
+        Err(e) => {
+            let e = CommandError::from(e);
+            fail_run(&run.store, run.run_id, &e).await?;
+            Err(e)
+        }
+    }
 }
 
 /// The state store's objects as the tenant shows them, and the tenant with its inventory
@@ -326,10 +343,11 @@ async fn compute_with(
     }
     let run = open_run(config, mode, run_scope, command).await?;
     let (progress, renderer) = progress::start();
-    let mapper = read_ldap(config, &sel, &run, &progress, stop, extra_migrating).await?;
+    let (mapper, read) = read_ldap(config, &sel, &run, &progress, stop, extra_migrating).await?;
     let view = read_tenant(config, tenant, &run, &progress, stop).await?;
     progress.phase(Phase::Planning, None);
-    let plan = make_plan(config, args, scope, mapper, &view, &run).await?;
+    let mut plan = make_plan(config, args, scope, mapper, &view, &run).await?;
+    plan.source.read = read.report;
     interrupted(&run.store, run.run_id, stop).await?;
     Ok(Computed {
         plan,
@@ -338,6 +356,7 @@ async fn compute_with(
         started: run.started,
         tenant: view.tenant,
         drifted: view.drifted,
+        ldap_commit: read.commit,
         command: command.to_owned(),
         _lock: run.lock,
         progress,
@@ -626,6 +645,32 @@ async fn notify_failure(config: &Config, command: &str, e: &CommandError) {
     store.close().await;
 }
 
+/// Stores the entries and cookie of an incremental LDAP read when every change it covers is
+/// in the tenant (`complete`). After a failure, a block or a stop the old cookie stays, so the
+/// next run is sent the same changes again.
+async fn commit_ldap_read(
+    store: &Store,
+    commit: Option<&LdapSyncCommit>,
+    now: i64,
+    complete: bool,
+) -> Result<(), CommandError> {
+    let Some(commit) = commit else {
+        return Ok(());
+    };
+    if !complete {
+        tracing::info!("not every change was applied: the LDAP cookie stays where it was");
+        return Ok(());
+    }
+    store.commit_ldap_sync(commit, now).await?;
+    tracing::debug!(
+        full = commit.full,
+        upserts = commit.upserts.len(),
+        removes = commit.removes.len(),
+        "stored the LDAP entries and cookie"
+    );
+    Ok(())
+}
+
 /// Applies a computed plan and records the run: the shared end of `sync` and `apply`.
 async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, CommandError> {
     let Some((tenant, inventory)) = &c.tenant else {
@@ -683,6 +728,8 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
         (false, f) if f == results.len() => Outcome::Failed,
         _ => Outcome::Partial,
     };
+    let complete = outcome == Outcome::Ok && tally.not_started == 0;
+    commit_ldap_read(&c.store, c.ldap_commit.as_ref(), c.started, complete).await?;
     let end = RunEnd {
         outcome,
         source_count: Some(c.plan.source.entries as u64),

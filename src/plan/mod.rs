@@ -211,6 +211,9 @@ pub struct SourceInfo {
     /// The uids of an `--only` run (so `apply plan.json` can plan the same people again).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub only: Vec<String>,
+    /// How LDAP was read (`ldap.content_sync` only): incremental, full or paged, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<crate::source::incremental::ReadReport>,
 }
 
 /// Something the tenant showed that the state store did not expect, and what the plan does
@@ -535,6 +538,7 @@ pub fn plan(input: Input) -> Plan {
                 Scope::Only => "only".into(),
             },
             only: Vec::new(),
+            read: None,
         },
         summary,
         safety,

@@ -180,6 +180,9 @@ fn text(plan: &Plan, title: &str) -> String {
         "ldap2exo {title} at {}: {} LDAP entries read ({} scope), {} without mail skipped, {} marked disabled",
         plan.generated_at, src.entries, src.scope, src.skipped_no_mail, src.disabled_in_ldap
     );
+    if let Some(line) = read_line(plan) {
+        let _ = writeln!(out, "{line}");
+    }
     text_overview(&mut out, plan);
     for op in Op::ALL {
         let actions: Vec<&Action> = plan.actions.iter().filter(|a| a.op == op).collect();
@@ -268,6 +271,26 @@ fn safety_lines(out: &mut String, plan: &Plan) {
             let _ = writeln!(out, "  {}", approval(plan));
         }
     }
+}
+
+/// How LDAP was read, with `ldap.content_sync`: incremental, or full and why.
+fn read_line(plan: &Plan) -> Option<String> {
+    let r = plan.source.read.as_ref()?;
+    Some(match r.mode.as_str() {
+        "incremental" => format!(
+            "LDAP read incrementally (content synchronisation): {} entries changed, {} left",
+            r.changed, r.removed
+        ),
+        mode => format!(
+            "LDAP read in full ({}): {}",
+            if mode == "paged" {
+                "paged search"
+            } else {
+                "content synchronisation without a cookie"
+            },
+            r.reason.as_deref().unwrap_or("no reason given")
+        ),
+    })
 }
 
 /// How an operator approves a blocked plan: the exact command, or why it cannot be.
@@ -730,6 +753,9 @@ fn markdown(plan: &Plan, title: &str) -> String {
         plan.source.skipped_no_mail,
         plan.source.disabled_in_ldap
     );
+    if let Some(line) = read_line(plan) {
+        let _ = writeln!(out, "{}\n", md(&line));
+    }
     let _ = writeln!(
         out,
         "| create | update | convert | disable | enable | delete | purge | unchanged | quarantined | held |"

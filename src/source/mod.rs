@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One LDAP entry as read, before any mapping.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RawEntry {
     pub dn: String,
     /// Attribute values by attribute name in lower case (LDAP names are case-insensitive),
@@ -52,8 +52,10 @@ pub enum Selection {
     Only(Vec<String>),
 }
 
+pub mod content_sync;
 mod error;
 pub mod filter;
+pub mod incremental;
 mod reader;
 
 pub use error::{SourceError, rc_name, tls_refusal};

@@ -56,17 +56,17 @@ pub struct CheckReport {
 }
 
 /// Everything a search needs to name itself in errors and logs.
-struct Ctx<'a> {
-    url: String,
-    base_dn: &'a str,
-    scope: LdapScope,
+pub(super) struct Ctx<'a> {
+    pub(super) url: String,
+    pub(super) base_dn: &'a str,
+    pub(super) scope: LdapScope,
     page_size: i32,
-    server_time_limit: i32,
-    op_timeout: Duration,
+    pub(super) server_time_limit: i32,
+    pub(super) op_timeout: Duration,
 }
 
 impl Ctx<'_> {
-    fn new(config: &LdapConfig) -> Ctx<'_> {
+    pub(super) fn new(config: &LdapConfig) -> Ctx<'_> {
         Ctx {
             url: display_url(&config.url),
             base_dn: &config.base_dn,
@@ -82,7 +82,7 @@ impl Ctx<'_> {
     }
 
     /// Maps a library error during a search to a `SourceError`.
-    fn search_error(&self, e: LdapError, entries: usize) -> SourceError {
+    pub(super) fn search_error(&self, e: LdapError, entries: usize) -> SourceError {
         match e {
             LdapError::Timeout { .. } => SourceError::Timeout {
                 url: self.url.clone(),
@@ -102,7 +102,7 @@ impl Ctx<'_> {
     }
 
     /// Maps a non-zero result code to a `SourceError`.
-    fn result_error(
+    pub(super) fn result_error(
         &self,
         rc: u32,
         text: String,
@@ -148,14 +148,14 @@ fn op_timeout(timeout_seconds: u64) -> Duration {
 }
 
 /// An open, bound connection.
-struct Session {
-    ldap: Ldap,
+pub(super) struct Session {
+    pub(super) ldap: Ldap,
     driver: tokio::task::JoinHandle<()>,
     tls: TlsMode,
 }
 
 impl Session {
-    async fn close(mut self) {
+    pub(super) async fn close(mut self) {
         if let Err(e) = self.ldap.unbind().await {
             debug!(error = %e, "unbind failed");
         }
@@ -218,7 +218,7 @@ fn tls_message(e: &LdapError, password: Option<&str>) -> String {
 }
 
 /// Connects (with StartTLS or LDAPS as configured) and binds.
-async fn open(config: &LdapConfig) -> Result<Session, SourceError> {
+pub(super) async fn open(config: &LdapConfig) -> Result<Session, SourceError> {
     let url = display_url(&config.url);
     let password = config.bind_password.as_ref().map(|p| p.expose());
     let scheme = config
@@ -339,7 +339,7 @@ async fn open(config: &LdapConfig) -> Result<Session, SourceError> {
 /// Runs one complete paged search and hands every entry to `on_entry`. Returns the number
 /// of entries. Any non-zero result on any page, any continuation reference, any broken
 /// connection is an error.
-async fn paged_search(
+pub(super) async fn paged_search(
     ldap: &mut Ldap,
     ctx: &Ctx<'_>,
     filter: &str,
@@ -451,7 +451,7 @@ async fn paged_search(
 ///
 /// Never panics: LDAP content is untrusted, and a malformed entry is an error saying what is
 /// wrong, not a crash.
-fn to_raw(tag: StructureTag) -> Result<RawEntry, String> {
+pub(super) fn to_raw(tag: StructureTag) -> Result<RawEntry, String> {
     // SearchResultEntry ::= [APPLICATION 4] SEQUENCE { objectName LDAPDN,
     //     attributes PartialAttributeList }
     if tag.class != TagClass::Application || tag.id != 4 {
@@ -1001,6 +1001,8 @@ mod tests {
             filter: "(objectClass=*)".into(),
             page_size: 10,
             timeout_seconds: 60,
+            content_sync: false,
+            full_reconcile_interval_hours: 24,
             attributes: Default::default(),
             rules: Default::default(),
         };

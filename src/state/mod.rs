@@ -4,9 +4,11 @@
 //! runs, a journal of every tenant action, and the quarantined LDAP entries. The plan diffs
 //! LDAP against this view; apply writes each outcome here as soon as it is known.
 
+mod ldap_sync;
 pub mod lock;
 mod migration;
 
+pub use ldap_sync::{LdapSyncCommit, LdapSyncMark};
 pub use migration::{MigrationPerson, MigrationStage};
 
 use std::collections::{BTreeMap, BTreeSet};

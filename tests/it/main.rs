@@ -14,6 +14,7 @@ mod daemon;
 mod directory_shapes;
 mod dry_run;
 mod handovers;
+mod incremental;
 mod inventory;
 mod licences;
 mod logs;

@@ -71,6 +71,12 @@ pub struct SlapdOptions {
     pub extra_config: String,
     /// What kind of certificate the server presents (always signed by the test CA).
     pub certificate: ServerCertificate,
+    /// Load the `syncprov` overlay (RFC 4533 content synchronisation, `ldap.content_sync`)
+    /// on the database, with an index on `entryCSN`, as the README asks sites to. On by default.
+    pub syncprov: bool,
+    /// `syncprov-sessionlog`: with it, a refresh names the entries that left (the delete
+    /// phase); without it, the server names those still present (the present phase).
+    pub syncprov_sessionlog: Option<u32>,
 }
 
 /// The server certificate a test slapd presents.
@@ -94,6 +100,8 @@ impl Default for SlapdOptions {
             global_limits: "size.soft=500 size.hard=500 size.prtotal=unlimited".into(),
             extra_config: String::new(),
             certificate: ServerCertificate::default(),
+            syncprov: true,
+            syncprov_sessionlog: None,
         }
     }
 }
@@ -311,6 +319,8 @@ impl Slapd {
             filter: "(&(objectClass=inetOrgPerson)(mail=*))".into(),
             page_size: 500,
             timeout_seconds: 30,
+            content_sync: false,
+            full_reconcile_interval_hours: 24,
             attributes: Default::default(),
             rules: ldap2exo::config::Rules {
                 hidden_filter: Some("(employeeType=service)".into()),
@@ -559,7 +569,7 @@ pidfile "{d}/slapd.pid"
 argsfile "{d}/slapd.args"
 modulepath /usr/lib/ldap
 moduleload back_mdb
-loglevel 0
+{syncprov_module}loglevel 0
 
 TLSCACertificateFile "{d}/ca.pem"
 TLSCertificateFile "{d}/server.pem"
@@ -586,7 +596,21 @@ access to attrs=userPassword
 access to *
   by * read
 {extra}
+{syncprov_overlay}
 "#,
+        syncprov_module = if o.syncprov {
+            "moduleload syncprov\n"
+        } else {
+            ""
+        },
+        syncprov_overlay = match (o.syncprov, o.syncprov_sessionlog) {
+            (false, _) => String::new(),
+            (true, log) => format!(
+                "index entryCSN eq\noverlay syncprov\nsyncprov-checkpoint 100 5\n{}",
+                log.map(|n| format!("syncprov-sessionlog {n}\n"))
+                    .unwrap_or_default()
+            ),
+        },
         global = o.global_limits,
         service = o.service_limits,
         limited = o.limited_limits,

@@ -1,0 +1,306 @@
+//! Which LDAP read a run does, and how an incremental one still yields the whole directory.
+//!
+//! With `ldap.content_sync` off (the default), or for `sync --only`, every run is a paged full
+//! read ([`super::read_each`]). With it on, a run refreshes with the cookie the state store
+//! kept ([`super::content_sync`]): the server sends only what changed, and the entries the
+//! last committed refresh left in the state store (`ldap_entries`) fill in everybody else, so
+//! the mapper and the planner see the same whole directory a full read gives. Leavers,
+//! claims and the safety gates therefore work exactly as for a full read: an incremental run
+//! that would remove more than the caps is blocked the same way.
+//!
+//! A full refresh (no cookie) happens when there is no cookie yet, when the search changed
+//! (URL, base, scope, filter, rules or attributes), when the last full refresh is older than
+//! `ldap.full_reconcile_interval_hours`, when the server refuses the cookie
+//! (`e-syncRefreshRequired`) or when a stored entry cannot be read. A server that cannot do
+//! content synchronisation at all is read with the paged search. Each is logged and reported
+//! in the plan's `source.read`.
+//!
+//! Nothing is written here: the caller commits [`Read::commit`] (entries and cookie together)
+//! only after a real run applied every change (see `commands::run`), so a cookie never moves
+//! past an action that failed and a dry run changes nothing.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::content_sync::{self, Delta, Refresh, SyncUuid};
+use super::{RawEntry, Selection, SourceError, read_each};
+use crate::config::LdapConfig;
+use crate::state::{LdapSyncCommit, StateError, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// How the directory was read, for the plan's `source.read` (only with `ldap.content_sync`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReport {
+    /// `incremental` (a refresh with a cookie), `full` (a refresh without one) or `paged`
+    /// (the server cannot do content synchronisation).
+    pub mode: String,
+    /// Why the read was not incremental; `None` for an incremental read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Entries the server sent as added or changed (all of them for a full read).
+    pub changed: usize,
+    /// Entries that left since the last committed refresh (deleted or out of the filter).
+    pub removed: usize,
+}
+
+/// What a read produced besides the entries.
+#[derive(Debug, Default)]
+pub struct Read {
+    pub report: Option<ReadReport>,
+    /// The entries and cookie to store once the run applied everything; `None` for a paged
+    /// read.
+    pub commit: Option<LdapSyncCommit>,
+}
+
+/// Where the entries go: `Some(entry)` for each entry of the directory, `None` to drop every
+/// entry handed over so far (a refresh that had to start again in full).
+pub type Sink<'a> = dyn FnMut(Option<&RawEntry>) + 'a;
+
+/// Reads the people of `selection` into `sink`, incrementally when configured and possible.
+/// `now` is Unix seconds (for the full-reconcile interval and the commit).
+pub async fn read(
+    config: &LdapConfig,
+    selection: &Selection,
+    store: &Store,
+    now: i64,
+    sink: &mut Sink<'_>,
+) -> Result<Read, ReadError> {
+    // With content_sync off the stored entries and cookie stay: they are a consistent pair,
+    // and turned on again the interval (or the server) decides whether they are still usable.
+    if !config.content_sync || *selection != Selection::All {
+        read_each(config, selection, |e| sink(Some(&e))).await?;
+        return Ok(Read::default());
+    }
+    let search = search_key(config);
+    let mark = store.ldap_sync().await?;
+    let hours = i64::from(config.full_reconcile_interval_hours);
+    let (cookie, mut reason) = match mark {
+        None => (
+            None,
+            "no cookie yet: the first content-sync read is full".to_owned(),
+        ),
+        Some(m) if m.search != search => (
+            None,
+            "the search changed (URL, base, scope, filter, rules or attributes)".to_owned(),
+        ),
+        Some(m) if now - m.full_at >= hours * 3600 => (
+            None,
+            format!("the last full read is older than full_reconcile_interval_hours ({hours})"),
+        ),
+        Some(m) => (Some((m.cookie, m.full_at)), String::new()),
+    };
+    if let Some((cookie, full_at)) = cookie {
+        match incremental(config, store, &cookie, sink).await? {
+            Step::Done(mut read) => {
+                if let Some(c) = &mut read.commit {
+                    (c.search, c.full_at) = (search, full_at);
+                }
+                return Ok(read);
+            }
+            Step::Full(why) => reason = why,
+            Step::Paged(why) => return paged(config, sink, why).await,
+        }
+    }
+    info!(reason = %reason, "reading LDAP in full (content synchronisation without a cookie)");
+    full(config, sink, search, now, reason).await
+}
+
+/// The key that ties a cookie to its search: a change of any part starts in full.
+fn search_key(config: &LdapConfig) -> String {
+    serde_json::json!({
+        "url": super::error::display_url(&config.url),
+        "base_dn": config.base_dn,
+        "scope": format!("{:?}", config.scope),
+        "filter": config.filter.trim(),
+        "hidden": config.rules.hidden_filter.as_deref().map(str::trim),
+        "disabled": config.rules.disabled_filter.as_deref().map(str::trim),
+        "attributes": config.attributes.requested(),
+    })
+    .to_string()
+}
+
+enum Step {
+    Done(Read),
+    /// Start again with a full refresh, for this reason.
+    Full(String),
+    /// Fall back to the paged read, for this reason.
+    Paged(String),
+}
+
+/// A refresh with `cookie`, merged with the stored entries.
+async fn incremental(
+    config: &LdapConfig,
+    store: &Store,
+    cookie: &[u8],
+    sink: &mut Sink<'_>,
+) -> Result<Step, ReadError> {
+    let mut upserts = Vec::new();
+    let mut changed = HashSet::new();
+    let mut bad = None;
+    let refresh = content_sync::refresh(config, Some(cookie), |uuid, entry| {
+        match serde_json::to_string(&entry) {
+            Ok(json) => upserts.push((uuid.to_string(), json)),
+            Err(e) => bad = Some(e.to_string()),
+        }
+        changed.insert(uuid);
+        sink(Some(&entry));
+    })
+    .await?;
+    let delta = match refresh {
+        Refresh::Done(delta) => delta,
+        Refresh::CookieRefused => {
+            warn!("the LDAP server refused the stored cookie: reading in full");
+            return Ok(Step::Full(
+                "the server refused the cookie (e-syncRefreshRequired, or a cookie newer than the server's state)".into(),
+            ));
+        }
+        Refresh::Unavailable { reason } => return Ok(Step::Paged(reason)),
+    };
+    if let Some(e) = bad {
+        sink(None);
+        return Ok(Step::Full(format!("an entry cannot be stored: {e}")));
+    }
+    let mut removes = Vec::new();
+    let kept: Result<(), String> = store
+        .each_ldap_entry(|uuid, json| {
+            let id = SyncUuid::parse(uuid).ok_or_else(|| format!("`{uuid}` is not a UUID"))?;
+            if changed.contains(&id) {
+                return Ok(());
+            }
+            if gone(&delta, &id) {
+                removes.push(uuid.to_owned());
+                return Ok(());
+            }
+            let entry: RawEntry =
+                serde_json::from_str(json).map_err(|e| format!("entry {uuid}: {e}"))?;
+            sink(Some(&entry));
+            Ok(())
+        })
+        .await?;
+    if let Err(why) = kept {
+        warn!(problem = %why, "a stored LDAP entry cannot be read: reading in full");
+        sink(None);
+        return Ok(Step::Full(format!("a stored entry cannot be read ({why})")));
+    }
+    let Some(new_cookie) = delta.cookie.clone() else {
+        sink(None);
+        return Ok(Step::Full("the server sent no cookie".into()));
+    };
+    info!(
+        changed = delta.changed,
+        removed = removes.len(),
+        "read LDAP incrementally"
+    );
+    Ok(Step::Done(Read {
+        report: Some(ReadReport {
+            mode: "incremental".into(),
+            reason: None,
+            changed: delta.changed,
+            removed: removes.len(),
+        }),
+        commit: Some(LdapSyncCommit {
+            full: false,
+            upserts,
+            removes,
+            cookie: new_cookie,
+            search: String::new(),
+            full_at: 0,
+        }),
+    }))
+}
+
+/// True when `delta` says a stored entry left: named as deleted, or (present phase) not named
+/// as present.
+fn gone(delta: &Delta, id: &SyncUuid) -> bool {
+    delta.deleted.contains(id) || delta.present.as_ref().is_some_and(|p| !p.contains(id))
+}
+
+/// A refresh without a cookie: every entry, and the cookie to start from next time.
+async fn full(
+    config: &LdapConfig,
+    sink: &mut Sink<'_>,
+    search: String,
+    now: i64,
+    reason: String,
+) -> Result<Read, ReadError> {
+    let mut upserts = Vec::new();
+    let mut seen = HashSet::new();
+    let refresh = content_sync::refresh(config, None, |uuid, entry| {
+        if !seen.insert(uuid) {
+            warn!(uuid = %uuid, dn = %entry.dn, "the server sent an entry twice; the first is kept");
+            return;
+        }
+        if let Ok(json) = serde_json::to_string(&entry) {
+            upserts.push((uuid.to_string(), json));
+        }
+        sink(Some(&entry));
+    })
+    .await?;
+    let delta = match refresh {
+        Refresh::Done(delta) => delta,
+        // Without a cookie there is nothing to refuse; a server that does is not usable.
+        Refresh::CookieRefused => {
+            sink(None);
+            return paged(
+                config,
+                sink,
+                "the server refused a refresh without a cookie".into(),
+            )
+            .await;
+        }
+        Refresh::Unavailable { reason } => {
+            sink(None);
+            return paged(config, sink, reason).await;
+        }
+    };
+    let commit = delta.cookie.map(|cookie| LdapSyncCommit {
+        full: true,
+        upserts,
+        removes: Vec::new(),
+        cookie,
+        search,
+        full_at: now,
+    });
+    if commit.is_none() {
+        warn!(
+            "the LDAP server ended a full refresh without a cookie: the next run reads in full again"
+        );
+    }
+    Ok(Read {
+        report: Some(ReadReport {
+            mode: "full".into(),
+            reason: Some(reason),
+            changed: delta.changed,
+            removed: 0,
+        }),
+        commit,
+    })
+}
+
+/// The paged full read, when the server cannot do content synchronisation.
+async fn paged(
+    config: &LdapConfig,
+    sink: &mut Sink<'_>,
+    reason: String,
+) -> Result<Read, ReadError> {
+    warn!(reason = %reason, "LDAP content synchronisation is not available: reading with a paged search");
+    let entries = read_each(config, &Selection::All, |e| sink(Some(&e))).await?;
+    Ok(Read {
+        report: Some(ReadReport {
+            mode: "paged".into(),
+            reason: Some(reason),
+            changed: entries,
+            removed: 0,
+        }),
+        commit: None,
+    })
+}

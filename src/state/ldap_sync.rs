@@ -1,0 +1,104 @@
+//! The incremental LDAP read's memory (`ldap_entries`, `ldap_sync`, migration 0010): the
+//! directory's entries as the last committed content-sync refresh left them, and its cookie.
+//! `source::incremental` reads them to turn a refresh's changes into the whole directory; a real
+//! run commits the next pair once every change it covers has been applied.
+
+use futures_util::TryStreamExt;
+use sqlx::Row;
+
+use super::{StateError, Store};
+
+/// Where the last committed refresh ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdapSyncMark {
+    /// The server's opaque cookie (RFC 4533 `syncCookie`).
+    pub cookie: Vec<u8>,
+    /// The search the cookie belongs to (`source::incremental` writes and compares it).
+    pub search: String,
+    /// Unix seconds of the last full refresh.
+    pub full_at: i64,
+}
+
+/// What a run commits after applying everything a refresh covered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LdapSyncCommit {
+    /// The refresh was full: the entries below replace every stored one.
+    pub full: bool,
+    /// `(entryUUID, entry as JSON)` of every entry added or changed.
+    pub upserts: Vec<(String, String)>,
+    /// entryUUIDs of entries that left.
+    pub removes: Vec<String>,
+    pub cookie: Vec<u8>,
+    pub search: String,
+    pub full_at: i64,
+}
+
+impl Store {
+    /// The last committed refresh, if any.
+    pub async fn ldap_sync(&self) -> Result<Option<LdapSyncMark>, StateError> {
+        let row = sqlx::query("SELECT cookie, search, full_at FROM ldap_sync WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| LdapSyncMark {
+            cookie: r.get(0),
+            search: r.get(1),
+            full_at: r.get(2),
+        }))
+    }
+
+    /// Hands every stored entry to `each` as `(entryUUID, JSON)`, streamed from the database
+    /// (a 100,000-person directory is never in memory twice). Stops at the first error `each`
+    /// returns.
+    pub async fn each_ldap_entry<E>(
+        &self,
+        mut each: impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<Result<(), E>, StateError> {
+        let mut rows = sqlx::query("SELECT uuid, entry FROM ldap_entries").fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            let uuid: &str = row.get(0);
+            let entry: &str = row.get(1);
+            if let Err(e) = each(uuid, entry) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Writes the entries and the cookie of a refresh in one transaction.
+    pub async fn commit_ldap_sync(&self, c: &LdapSyncCommit, now: i64) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await?;
+        if c.full {
+            sqlx::query("DELETE FROM ldap_entries")
+                .execute(&mut *tx)
+                .await?;
+        }
+        for uuid in &c.removes {
+            sqlx::query("DELETE FROM ldap_entries WHERE uuid = ?1")
+                .bind(uuid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (uuid, entry) in &c.upserts {
+            sqlx::query(
+                "INSERT INTO ldap_entries (uuid, entry) VALUES (?1, ?2)
+                 ON CONFLICT (uuid) DO UPDATE SET entry = ?2",
+            )
+            .bind(uuid)
+            .bind(entry)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO ldap_sync (id, cookie, search, full_at, updated_at) VALUES (1, ?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET cookie = ?1, search = ?2, full_at = ?3, updated_at = ?4",
+        )
+        .bind(&c.cookie)
+        .bind(&c.search)
+        .bind(c.full_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,413 @@
+//! Incremental LDAP reads (`ldap.content_sync`, RFC 4533 refreshOnly against slapd's
+//! `syncprov`): an incremental run plans what a full read plans, falls back to a full read when
+//! it must, is held by the same safety gates, and never moves its cookie past a failed action.
+
+use ldap2exo::plan::{Op, Plan};
+use ldap2exo::state::{LdapSyncCommit, LdapSyncMark, Store};
+use ldap2exo_emulator::{FaultAction, FaultConfig, FaultRule};
+
+use crate::support::cli::{Install, Run};
+use crate::support::slapd::{PEOPLE_DN, Slapd, SlapdOptions};
+use crate::sync::{by_upn, campus_emulator, live, runtime};
+
+/// The bind DN may read without a size limit: a refresh cannot be paged (README).
+fn unlimited() -> SlapdOptions {
+    SlapdOptions {
+        service_limits: "size=unlimited time=unlimited".into(),
+        ..SlapdOptions::default()
+    }
+}
+
+fn with_content_sync(install: &mut Install) {
+    for (k, v) in [
+        ("LDAP2EXO__LDAP__CONTENT_SYNC", "true"),
+        ("LDAP2EXO__SAFETY__MAX_DELETE_PERCENT", "100"),
+        ("LDAP2EXO__SAFETY__MAX_SOURCE_SHRINK_PERCENT", "100"),
+    ] {
+        install.env.push((k.into(), v.into()));
+    }
+}
+
+/// The same installation with content synchronisation off: a paged full read.
+fn full_read(install: &Install) -> Plan {
+    let args = ["sync", "--dry-run", "--format", "json"];
+    let mut env = install.env.clone();
+    env.retain(|(k, _)| k != "LDAP2EXO__LDAP__CONTENT_SYNC");
+    let run = Install {
+        dir: tempfile::tempdir().unwrap(),
+        config: install.config.clone(),
+        state: install.state.clone(),
+        now: install.now,
+        env,
+    }
+    .run(&args);
+    expect(&run, 0, "the full read");
+    let plan = run.plan();
+    assert_eq!(
+        plan.source.read, None,
+        "a paged read reports no content sync"
+    );
+    plan
+}
+
+fn expect(run: &Run, code: i32, what: &str) {
+    assert_eq!(
+        run.code, code,
+        "{what}\nstdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+}
+
+fn sync(install: &Install, code: i32) -> Plan {
+    let run = install.run(&["sync", "--format", "json"]);
+    expect(&run, code, "sync");
+    run.plan()
+}
+
+fn mark(install: &Install) -> Option<LdapSyncMark> {
+    let rt = runtime();
+    rt.block_on(async {
+        let store = Store::open(&install.state).await.unwrap();
+        let mark = store.ldap_sync().await.unwrap();
+        store.close().await;
+        mark
+    })
+}
+
+/// What must agree between two plans of the same directory and tenant.
+fn assert_same_plan(incremental: &Plan, full: &Plan) {
+    let json = |p: &Plan| {
+        serde_json::json!({
+            "actions": p.actions,
+            "summary": p.summary,
+            "quarantined": p.quarantined,
+            "verdict": p.safety.verdict,
+            "entries": p.source.entries,
+        })
+    };
+    assert_eq!(
+        json(incremental),
+        json(full),
+        "the incremental plan differs from the full read's"
+    );
+}
+
+fn mode(plan: &Plan) -> &str {
+    plan.source
+        .read
+        .as_ref()
+        .map_or("none", |r| r.mode.as_str())
+}
+
+const NEWCOMER: &str = "dn: uid=nnew,ou=people,dc=example,dc=edu\nobjectClass: inetOrgPerson\nuid: nnew\n\
+     cn: Nora New\nsn: New\ngivenName: Nora\ndisplayName: Nora New\nmail: nora.new@example.edu\n";
+
+/// Without a session log slapd answers a refresh with the present phase (the unchanged
+/// entries by UUID; whoever is not named left).
+#[test]
+fn an_incremental_run_plans_what_a_full_read_plans_and_converges() {
+    converges(unlimited(), true);
+}
+
+/// With `syncprov-sessionlog` it names the entries that left (the delete phase).
+#[test]
+fn with_a_session_log_an_incremental_run_also_plans_what_a_full_read_plans() {
+    let options = SlapdOptions {
+        syncprov_sessionlog: Some(1000),
+        ..unlimited()
+    };
+    converges(options, false);
+}
+
+/// Syncs, changes the directory in every way a person can change, and compares the plan of
+/// the incremental read with the full read's; `present_phase` says which phase the server is
+/// expected to use (the refresh's log line counts present entries only for that one).
+fn converges(options: SlapdOptions, present_phase: bool) {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(options);
+    let mut install = Install::with_tenant(&server, &emu);
+    with_content_sync(&mut install);
+
+    let first = sync(&install, 0);
+    assert_eq!(mode(&first), "full");
+    let reason = first.source.read.as_ref().unwrap().reason.clone().unwrap();
+    assert!(reason.contains("no cookie yet"), "{reason}");
+    assert!(
+        mark(&install).is_some(),
+        "the first real run stores a cookie"
+    );
+
+    // Nothing changed: an incremental read with nothing in it, and nothing to do.
+    let quiet = install.dry_run(0, &[]);
+    assert_eq!(mode(&quiet), "incremental");
+    let r = quiet.source.read.clone().unwrap();
+    assert_eq!((r.changed, r.removed), (0, 0));
+    assert_eq!(quiet.actions.len(), 0, "{:?}", quiet.actions);
+    assert_same_plan(&quiet, &full_read(&install));
+
+    // An arrival, a change, a rename (modrdn), a deletion, someone leaving the filter, someone
+    // hidden and someone disabled by the rules (which a refresh checks for the changed only).
+    server.add_ldif(NEWCOMER);
+    server.modify(&format!(
+        "dn: uid=dgarcia,{PEOPLE_DN}\nchangetype: modify\nreplace: employeeType\nemployeeType: service\n"
+    ));
+    server.modify(&format!(
+        "dn: uid=hlee,{PEOPLE_DN}\nchangetype: modify\nreplace: shadowExpire\nshadowExpire: 1\n"
+    ));
+    server.modify(&format!(
+        "dn: uid=epatel,{PEOPLE_DN}\nchangetype: modify\nreplace: displayName\ndisplayName: Esha Patel-Shah\n"
+    ));
+    server.modify(&format!(
+        "dn: uid=adavis,{PEOPLE_DN}\nchangetype: modrdn\nnewrdn: uid=adavis2\ndeleteoldrdn: 1\n"
+    ));
+    server.delete(&format!("uid=bmiller,{PEOPLE_DN}"));
+    server.modify(&format!(
+        "dn: uid=cwong,{PEOPLE_DN}\nchangetype: modify\ndelete: mail\n"
+    ));
+
+    let run = install.run(&["sync", "--dry-run", "--format", "json"]);
+    expect(&run, 0, "the incremental dry run");
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("refreshed LDAP content"))
+        .unwrap_or_else(|| panic!("no refresh logged:\n{}", run.stderr));
+    assert_eq!(line.contains(" present="), present_phase, "{line}");
+    assert_eq!(line.contains(" deleted=2"), !present_phase, "{line}");
+    let incremental = run.plan();
+    assert_eq!(mode(&incremental), "incremental");
+    let r = incremental.source.read.clone().unwrap();
+    assert_eq!((r.changed, r.removed), (5, 2), "{r:?}");
+    let full = full_read(&install);
+    assert_same_plan(&incremental, &full);
+    for (op, uid) in [
+        (Op::Create, "nnew"),
+        (Op::Update, "epatel"),
+        (Op::Update, "adavis2"),
+        (Op::Update, "dgarcia"),
+        (Op::Disable, "hlee"),
+    ] {
+        assert!(
+            incremental
+                .actions
+                .iter()
+                .any(|a| a.op == op && a.uid == uid),
+            "{op:?} {uid} planned: {:?}",
+            incremental.actions
+        );
+    }
+    assert_eq!(
+        incremental.summary.removals(),
+        3,
+        "{:?}",
+        incremental.summary
+    );
+
+    // Applied, the next incremental read is empty and a full reconcile finds nothing to do.
+    sync(&install, 0);
+    let after = install.dry_run(0, &[]);
+    assert_eq!(mode(&after), "incremental");
+    let r = after.source.read.clone().unwrap();
+    assert_eq!((r.changed, r.removed), (0, 0), "{r:?}");
+    assert_eq!(after.actions.len(), 0, "{:?}", after.actions);
+    let reconcile = full_read(&install);
+    assert_eq!(reconcile.actions.len(), 0, "{:?}", reconcile.actions);
+    assert_same_plan(&after, &reconcile);
+    let state = emu.state();
+    assert_eq!(
+        by_upn(&state, "nnew@example.edu").display_name.as_deref(),
+        Some("Nora New")
+    );
+    assert!(
+        live(&state)
+            .iter()
+            .any(|u| u.display_name.as_deref() == Some("Esha Patel-Shah"))
+    );
+}
+
+#[test]
+fn a_refused_cookie_or_an_old_full_read_falls_back_to_a_full_read() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(unlimited());
+    let mut install = Install::with_tenant(&server, &emu);
+    with_content_sync(&mut install);
+    sync(&install, 0);
+    let stored = mark(&install).unwrap();
+
+    // A cookie from the future (a provider restored from an older backup sees its consumers'
+    // cookies this way) is refused with e-syncRefreshRequired.
+    let cookie = String::from_utf8(stored.cookie.clone()).expect("slapd's cookies are text");
+    let csn = cookie.find("csn=").expect("a csn in the cookie") + 4;
+    let future = format!("{}2099{}", &cookie[..csn], &cookie[csn + 4..]);
+    rt.block_on(async {
+        let store = Store::open(&install.state).await.unwrap();
+        let commit = LdapSyncCommit {
+            cookie: future.into_bytes(),
+            search: stored.search.clone(),
+            full_at: stored.full_at,
+            ..LdapSyncCommit::default()
+        };
+        store.commit_ldap_sync(&commit, install.now).await.unwrap();
+        store.close().await;
+    });
+    server.add_ldif(NEWCOMER);
+    let plan = install.dry_run(0, &[]);
+    assert_eq!(mode(&plan), "full", "{:?}", plan.source.read);
+    let reason = plan.source.read.as_ref().unwrap().reason.clone().unwrap();
+    assert!(reason.contains("refused the cookie"), "{reason}");
+    assert_same_plan(&plan, &full_read(&install));
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| a.op == Op::Create && a.uid == "nnew")
+    );
+
+    // A real run stores a fresh cookie; a day later the interval asks for a full read.
+    sync(&install, 0);
+    assert_eq!(mode(&install.dry_run(0, &[])), "incremental");
+    install.now += 24 * 3600;
+    let plan = install.dry_run(0, &[]);
+    assert_eq!(mode(&plan), "full");
+    let reason = plan.source.read.as_ref().unwrap().reason.clone().unwrap();
+    assert!(
+        reason.contains("full_reconcile_interval_hours (24)"),
+        "{reason}"
+    );
+    // A changed filter, too.
+    install.env.push((
+        "LDAP2EXO__LDAP__FILTER".into(),
+        "(&(objectClass=inetOrgPerson)(mail=*)(uid=*))".into(),
+    ));
+    install.now -= 24 * 3600;
+    let plan = install.dry_run(0, &[]);
+    let reason = plan.source.read.as_ref().unwrap().reason.clone().unwrap();
+    assert!(reason.contains("the search changed"), "{reason}");
+}
+
+#[test]
+fn a_server_without_syncprov_or_with_a_size_limit_is_read_with_a_paged_search() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    for (options, expected) in [
+        (
+            SlapdOptions {
+                syncprov: false,
+                ..unlimited()
+            },
+            "load the syncprov overlay",
+        ),
+        // The fixture's default: 10 entries per unpaged search.
+        (SlapdOptions::default(), "size=unlimited"),
+    ] {
+        let server = Slapd::start(options);
+        let mut install = Install::with_tenant(&server, &emu);
+        with_content_sync(&mut install);
+        let run = install.run(&["sync", "--dry-run", "--format", "json"]);
+        expect(&run, 0, "a dry run");
+        let plan = run.plan();
+        assert_eq!(mode(&plan), "paged");
+        let reason = plan.source.read.as_ref().unwrap().reason.clone().unwrap();
+        assert!(reason.contains(expected), "{reason}");
+        assert!(
+            run.stderr.contains("reading with a paged search"),
+            "{}",
+            run.stderr
+        );
+        assert_same_plan(&plan, &full_read(&install));
+        let text = install.run(&["sync", "--dry-run"]);
+        assert!(
+            text.stdout.contains("LDAP read in full (paged search)"),
+            "{}",
+            text.stdout
+        );
+        // A real run stores no cookie: there is none.
+        sync(&install, 0);
+        assert_eq!(mark(&install), None);
+    }
+}
+
+#[test]
+fn an_incremental_read_past_the_caps_is_blocked_and_keeps_its_cookie() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(unlimited());
+    let mut install = Install::with_tenant(&server, &emu);
+    with_content_sync(&mut install);
+    install
+        .env
+        .push(("LDAP2EXO__SAFETY__MAX_DELETES_PER_RUN".into(), "1".into()));
+    sync(&install, 0);
+    let before = mark(&install).unwrap();
+    for uid in ["bmiller", "dgarcia"] {
+        server.delete(&format!("uid={uid},{PEOPLE_DN}"));
+    }
+    let blocked = sync(&install, 3);
+    assert_eq!(mode(&blocked), "incremental");
+    assert!(
+        blocked
+            .safety
+            .reasons
+            .iter()
+            .any(|r| r.contains("max_deletes_per_run = 1")),
+        "{:?}",
+        blocked.safety.reasons
+    );
+    assert_eq!(
+        mark(&install),
+        Some(before.clone()),
+        "a blocked run keeps its cookie"
+    );
+    // The same two leavers come again, and an approval lets them go.
+    let run = install.run(&["sync", "--format", "json", "--max-deletes", "2"]);
+    expect(&run, 0, "the approved run");
+    let approved = run.plan();
+    assert_eq!(mode(&approved), "incremental");
+    assert_eq!(approved.source.read.as_ref().unwrap().removed, 2);
+    assert_ne!(mark(&install).unwrap().cookie, before.cookie);
+    assert_eq!(install.dry_run(0, &[]).actions.len(), 0);
+}
+
+#[test]
+fn the_cookie_never_moves_past_a_failed_action() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(unlimited());
+    let mut install = Install::with_tenant(&server, &emu);
+    with_content_sync(&mut install);
+    sync(&install, 0);
+    let before = mark(&install).unwrap();
+
+    server.add_ldif(NEWCOMER);
+    emu.set_faults(FaultConfig {
+        rules: vec![FaultRule {
+            endpoint: "EXO New-MailUser".into(),
+            action: FaultAction::Fail { status: 400 },
+            count: 100,
+        }],
+        ..FaultConfig::default()
+    })
+    .unwrap();
+    let run = install.run(&["sync", "--format", "json"]);
+    expect(&run, 1, "the run whose create fails");
+    assert_eq!(
+        mark(&install),
+        Some(before.clone()),
+        "the cookie stays behind the failure"
+    );
+
+    // The next run is sent the arrival again and creates it.
+    emu.set_faults(FaultConfig::default()).unwrap();
+    let retried = sync(&install, 0);
+    assert_eq!(mode(&retried), "incremental");
+    assert_eq!(retried.source.read.as_ref().unwrap().changed, 1);
+    assert!(
+        retried
+            .actions
+            .iter()
+            .any(|a| a.op == Op::Create && a.uid == "nnew")
+    );
+    by_upn(&emu.state(), "nnew@example.edu");
+    assert_ne!(mark(&install).unwrap().cookie, before.cookie);
+}
