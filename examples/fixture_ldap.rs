@@ -1,7 +1,7 @@
 //! Starts the test fixture directory in a private slapd and runs one command against it.
 //!
 //! ```text
-//! cargo run --example fixture_ldap -- [--generate N] [--keep-state FILE] -- COMMAND [ARGS...]
+//! cargo run --example fixture_ldap -- [--generate N] [--keep-state FILE] [--content-sync] -- COMMAND [ARGS...]
 //! cargo run --example fixture_ldap -- --print-generated N SEED
 //! ```
 //!
@@ -13,6 +13,10 @@
 //! other LDAP clients (see below). Then it stops slapd and exits with COMMAND's status.
 //! `FIXTURE_ROOT_DN` and `FIXTURE_ROOT_PASSWORD` let COMMAND change the directory
 //! (`ldapmodify -x -e relax`, as the tests do), e.g. to roll a population over.
+//!
+//! `--content-sync` gives the service account unlimited size and time limits and the
+//! `syncprov` overlay a session log, as the README asks of a site that turns on
+//! `ldap.content_sync` (the overlay itself is always loaded).
 //!
 //! `--print-generated N SEED` starts nothing: it prints N generated people of SEED as LDIF
 //! (without their `ou=generated` parent, which `--generate` already made) for `ldapmodify -a`;
@@ -30,7 +34,7 @@ use slapd::{Slapd, SlapdOptions};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: fixture_ldap [--generate N] [--state FILE] -- COMMAND [ARGS...]\n       \
+        "usage: fixture_ldap [--generate N] [--state FILE] [--content-sync] -- COMMAND [ARGS...]\n       \
          fixture_ldap --print-generated N SEED"
     );
     ExitCode::from(2)
@@ -41,8 +45,10 @@ fn main() -> ExitCode {
     let mut generate = 0usize;
     let mut state: Option<PathBuf> = None;
     let mut command: Vec<String> = Vec::new();
+    let mut content_sync = false;
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--content-sync" => content_sync = true,
             "--generate" => match args.next().and_then(|n| n.parse().ok()) {
                 Some(n) => generate = n,
                 None => return usage(),
@@ -73,11 +79,15 @@ fn main() -> ExitCode {
         return usage();
     }
 
-    let options = if generate > 0 {
+    let mut options = if generate > 0 {
         SlapdOptions::with_generated(generate, 1)
     } else {
         SlapdOptions::default()
     };
+    if content_sync {
+        options.service_limits = "size=unlimited time=unlimited".into();
+        options.syncprov_sessionlog = Some(100_000);
+    }
     eprintln!(
         "fixture_ldap: starting slapd with the campus fixture{}",
         if generate > 0 {

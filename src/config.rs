@@ -364,6 +364,14 @@ pub struct TenantConfig {
     /// that is safe, is left for the next run. 0 to 600.
     #[serde(default = "default_propagation_wait")]
     pub propagation_wait_seconds: u32,
+    /// Read only what changed in the tenant since the last real run (Graph `/users/delta`,
+    /// Exchange `WhenChangedUTC`), filling in the rest from the state store; see
+    /// `inventory::incremental`.
+    #[serde(default)]
+    pub incremental_read: bool,
+    /// With `incremental_read`, a full read at least this often (hours, 1 to 8760).
+    #[serde(default = "default_full_reconcile_hours")]
+    pub full_read_interval_hours: u32,
     /// `[tenant.budget]`: the request rates the plan's bill divides by to say how long a run
     /// takes (see `plan::bill`). They pace nothing: the limiter follows the services' answers.
     #[serde(default)]
@@ -1049,6 +1057,15 @@ impl Config {
             }
         }
 
+        if !(1..=8760).contains(&t.full_read_interval_hours) {
+            return Err(key(
+                "tenant.full_read_interval_hours",
+                format!(
+                    "{} is not between 1 and 8760 (to read in full every run, set incremental_read = false)",
+                    t.full_read_interval_hours
+                ),
+            ));
+        }
         if t.propagation_wait_seconds > 600 {
             return Err(key(
                 "tenant.propagation_wait_seconds",

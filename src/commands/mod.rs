@@ -92,6 +92,15 @@ pub enum CommandError {
     Daemon(#[from] crate::daemon::DaemonError),
 }
 
+impl From<crate::inventory::incremental::ReadError> for CommandError {
+    fn from(e: crate::inventory::incremental::ReadError) -> Self {
+        match e {
+            crate::inventory::incremental::ReadError::Tenant(e) => CommandError::Tenant(e),
+            crate::inventory::incremental::ReadError::State(e) => CommandError::State(e),
+        }
+    }
+}
+
 impl From<crate::source::incremental::ReadError> for CommandError {
     fn from(e: crate::source::incremental::ReadError) -> Self {
         match e {

@@ -24,6 +24,7 @@ use crate::source::{self, Selection, incremental};
 use crate::state::lock::{self, Lock};
 use crate::state::{
     LdapSyncCommit, ManagedObject, Outcome, RunEnd, RunMode, RunScope, Stage, Store,
+    TenantSyncCommit,
 };
 use crate::tenant::{Tenant, TenantStats};
 
@@ -53,6 +54,9 @@ struct Computed {
     /// The entries and cookie of an incremental LDAP read, stored once the run applied every
     /// change (never by a dry run, a blocked or a failed run).
     ldap_commit: Option<LdapSyncCommit>,
+    /// The tenant as an incremental read saw it, stored after applying (whatever the
+    /// outcome: changes after the read, this run's own included, come with the next round).
+    tenant_commit: Option<TenantSyncCommit>,
     /// What started the run (`sync`, `apply`, `daemon`, …), for the notification.
     command: String,
     /// The run lock, held until the run is recorded as finished.
@@ -243,6 +247,10 @@ struct TenantView {
     drift: Vec<plan::DriftNote>,
     drifted: Vec<ManagedObject>,
     tenant: Option<(Tenant, Inventory)>,
+    /// How the tenant was read, with `tenant.incremental_read`.
+    tenant_read: Option<incremental::ReadReport>,
+    /// What a real run stores of an incremental tenant read.
+    tenant_commit: Option<TenantSyncCommit>,
 }
 
 async fn read_tenant(
@@ -259,22 +267,35 @@ async fn read_tenant(
             drift: Vec::new(),
             drifted: Vec::new(),
             tenant: None,
+            tenant_read: None,
+            tenant_commit: None,
         });
     };
     progress.watch(&tenant);
     progress.phase(Phase::ReadingTenant, None);
-    let read = inventory::read_with_licences(
-        &tenant,
-        &config.tenant.anchor_attribute,
-        config.tenant.mailbox_sku.as_deref(),
-    );
-    let inventory = match unless_stopped(run, stop, read).await? {
-        Ok(inventory) => inventory,
+    let read = async {
+        if !config.tenant.incremental_read {
+            let inventory = inventory::read_with_licences(
+                &tenant,
+                &config.tenant.anchor_attribute,
+                config.tenant.mailbox_sku.as_deref(),
+            )
+            .await?;
+            return Ok((inventory, None));
+        }
+        let read = inventory::incremental::read(&tenant, &config.tenant, &run.store, run.started)
+            .await
+            .map_err(CommandError::from)?;
+        Ok::<_, CommandError>((read.inventory, Some((read.report, read.commit))))
+    };
+    let (inventory, incremental) = match unless_stopped(run, stop, read).await? {
+        Ok(read) => read,
         Err(e) => {
             fail_run(&run.store, run.run_id, &e).await?;
-            return Err(e.into());
+            return Err(e);
         }
     };
+    let (tenant_read, tenant_commit) = incremental.unzip();
     // Read after the tenant, whose raw listings are gone by now: read before, the rows
     // and the listings were in memory together (heaptrack of a 20,000-person plan).
     let objects = run.store.objects().await?;
@@ -301,6 +322,8 @@ async fn read_tenant(
         drift,
         drifted,
         tenant: Some((tenant, inventory)),
+        tenant_read,
+        tenant_commit,
     })
 }
 
@@ -348,6 +371,7 @@ async fn compute_with(
     progress.phase(Phase::Planning, None);
     let mut plan = make_plan(config, args, scope, mapper, &view, &run).await?;
     plan.source.read = read.report;
+    plan.tenant_read = view.tenant_read.clone();
     interrupted(&run.store, run.run_id, stop).await?;
     Ok(Computed {
         plan,
@@ -357,6 +381,7 @@ async fn compute_with(
         tenant: view.tenant,
         drifted: view.drifted,
         ldap_commit: read.commit,
+        tenant_commit: view.tenant_commit,
         command: command.to_owned(),
         _lock: run.lock,
         progress,
@@ -730,6 +755,9 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
     };
     let complete = outcome == Outcome::Ok && tally.not_started == 0;
     commit_ldap_read(&c.store, c.ldap_commit.as_ref(), c.started, complete).await?;
+    if let Some(commit) = &c.tenant_commit {
+        c.store.commit_tenant_sync(commit, c.started).await?;
+    }
     let end = RunEnd {
         outcome,
         source_count: Some(c.plan.source.entries as u64),

@@ -26,6 +26,7 @@
 //! publishes no figure) is still managed when that side shows our stamp; the fields the other
 //! side would tell are left unknown, so they never look like drift.
 
+pub mod incremental;
 mod recipient;
 pub mod reconcile;
 
@@ -253,22 +254,7 @@ pub async fn read_with_licences(
     .await?;
     let counts = (recipients.len(), soft_deleted.len(), users.len());
     let mut inventory = sort(recipients, soft_deleted, users, stamp);
-    if let (Some(sku), Some(skus)) = (mailbox_sku, skus) {
-        inventory.licences = LicencePool::of(&skus, sku);
-        match &inventory.licences {
-            Some(p) => tracing::info!(
-                sku = %p.sku,
-                enabled = p.enabled,
-                consumed = p.consumed,
-                free = p.free(),
-                "mailbox licences read"
-            ),
-            None => tracing::warn!(
-                sku,
-                "the tenant has no subscription for tenant.mailbox_sku; licences are not planned"
-            ),
-        }
-    }
+    attach_licences(&mut inventory, mailbox_sku, skus);
     tracing::info!(
         recipients = counts.0,
         soft_deleted = counts.1,
@@ -280,6 +266,31 @@ pub async fn read_with_licences(
         "tenant inventory read"
     );
     Ok(inventory)
+}
+
+/// Puts the units of `mailbox_sku` from `GET /subscribedSkus` into the inventory, and says so.
+fn attach_licences(
+    inventory: &mut Inventory,
+    mailbox_sku: Option<&str>,
+    skus: Option<Vec<SubscribedSku>>,
+) {
+    let (Some(sku), Some(skus)) = (mailbox_sku, skus) else {
+        return;
+    };
+    inventory.licences = LicencePool::of(&skus, sku);
+    match &inventory.licences {
+        Some(p) => tracing::info!(
+            sku = %p.sku,
+            enabled = p.enabled,
+            consumed = p.consumed,
+            free = p.free(),
+            "mailbox licences read"
+        ),
+        None => tracing::warn!(
+            sku,
+            "the tenant has no subscription for tenant.mailbox_sku; licences are not planned"
+        ),
+    }
 }
 
 /// Sorts the listings into an [`Inventory`]. Pure, so the rules are testable without a

@@ -172,6 +172,25 @@ impl Recipient {
         }
     }
 
+    /// The columns back as a JSON object with Exchange's property names (the stamp under
+    /// `stamp_property`): what the state store keeps for an incremental tenant read, and what
+    /// [`Self::with_stamp_property`] reads back into the same recipient.
+    pub(super) fn to_listing(&self, stamp_property: &str) -> Value {
+        let mut map = serde_json::Map::new();
+        for c in Col::ALL {
+            let value = match self.cell(c) {
+                Cell::Absent => continue,
+                Cell::Null => Value::Null,
+                Cell::Bool(b) => Value::Bool(*b),
+                Cell::Text(s) => Value::String(s.to_string()),
+                Cell::List(items) => items.iter().map(|s| Value::String(s.to_string())).collect(),
+                Cell::Other => Value::Object(serde_json::Map::new()),
+            };
+            map.insert(c.property().unwrap_or(stamp_property).to_owned(), value);
+        }
+        Value::Object(map)
+    }
+
     fn cell(&self, c: Col) -> &Cell {
         &self.cells[c as usize]
     }
@@ -253,6 +272,9 @@ mod tests {
         );
         assert_eq!(r.text(Col::Stamp), Some("ldap2exo:a1"));
         assert!(r.has(Col::Guid) && r.text(Col::Guid).is_none());
+        let again =
+            Recipient::with_stamp_property(r.to_listing("CustomAttribute15"), "CustomAttribute15");
+        assert_eq!(again, r, "a recipient survives the state store's JSON");
         let nothing = Recipient::from_listing(
             json!("x"),
             StampAttribute::parse("extensionAttribute1").unwrap(),

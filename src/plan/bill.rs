@@ -451,6 +451,7 @@ mod tests {
         let mut plan = Plan {
             generated_at: String::new(),
             source: Default::default(),
+            tenant_read: None,
             summary: Default::default(),
             safety: crate::plan::Safety {
                 verdict: Verdict::Blocked,

@@ -445,6 +445,7 @@ mod tests {
         Plan {
             generated_at: "2026-09-01T00:00:00Z".into(),
             source: Default::default(),
+            tenant_read: None,
             summary: Summary::default(),
             safety: Safety {
                 verdict: Verdict::Ok,

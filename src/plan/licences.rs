@@ -169,6 +169,7 @@ mod tests {
         Plan {
             generated_at: String::new(),
             source: SourceInfo::default(),
+            tenant_read: None,
             summary,
             safety: Safety {
                 verdict: crate::plan::Verdict::Ok,

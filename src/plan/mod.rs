@@ -232,6 +232,9 @@ pub struct Plan {
     /// RFC 3339, UTC.
     pub generated_at: String,
     pub source: SourceInfo,
+    /// How the tenant was read (`tenant.incremental_read` only): incremental or full, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_read: Option<crate::source::incremental::ReadReport>,
     pub summary: Summary,
     pub safety: Safety,
     pub actions: Vec<Action>,
@@ -540,6 +543,7 @@ pub fn plan(input: Input) -> Plan {
             only: Vec::new(),
             read: None,
         },
+        tenant_read: None,
         summary,
         safety,
         actions,

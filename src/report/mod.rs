@@ -180,7 +180,7 @@ fn text(plan: &Plan, title: &str) -> String {
         "ldap2exo {title} at {}: {} LDAP entries read ({} scope), {} without mail skipped, {} marked disabled",
         plan.generated_at, src.entries, src.scope, src.skipped_no_mail, src.disabled_in_ldap
     );
-    if let Some(line) = read_line(plan) {
+    for line in read_lines(plan) {
         let _ = writeln!(out, "{line}");
     }
     text_overview(&mut out, plan);
@@ -273,24 +273,40 @@ fn safety_lines(out: &mut String, plan: &Plan) {
     }
 }
 
-/// How LDAP was read, with `ldap.content_sync`: incremental, or full and why.
-fn read_line(plan: &Plan) -> Option<String> {
-    let r = plan.source.read.as_ref()?;
-    Some(match r.mode.as_str() {
-        "incremental" => format!(
-            "LDAP read incrementally (content synchronisation): {} entries changed, {} left",
-            r.changed, r.removed
-        ),
-        mode => format!(
-            "LDAP read in full ({}): {}",
-            if mode == "paged" {
-                "paged search"
-            } else {
-                "content synchronisation without a cookie"
-            },
-            r.reason.as_deref().unwrap_or("no reason given")
-        ),
-    })
+/// How LDAP and the tenant were read, when either may be read incrementally
+/// (`ldap.content_sync`, `tenant.incremental_read`): incremental, or full and why.
+fn read_lines(plan: &Plan) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(r) = &plan.source.read {
+        lines.push(match r.mode.as_str() {
+            "incremental" => format!(
+                "LDAP read incrementally (content synchronisation): {} entries changed, {} left",
+                r.changed, r.removed
+            ),
+            mode => format!(
+                "LDAP read in full ({}): {}",
+                if mode == "paged" {
+                    "paged search"
+                } else {
+                    "content synchronisation without a cookie"
+                },
+                r.reason.as_deref().unwrap_or("no reason given")
+            ),
+        });
+    }
+    if let Some(r) = &plan.tenant_read {
+        lines.push(match r.mode.as_str() {
+            "incremental" => format!(
+                "Tenant read incrementally (Graph delta, Exchange WhenChangedUTC): {} objects changed, {} users removed",
+                r.changed, r.removed
+            ),
+            _ => format!(
+                "Tenant read in full: {}",
+                r.reason.as_deref().unwrap_or("no reason given")
+            ),
+        });
+    }
+    lines
 }
 
 /// How an operator approves a blocked plan: the exact command, or why it cannot be.
@@ -753,7 +769,7 @@ fn markdown(plan: &Plan, title: &str) -> String {
         plan.source.skipped_no_mail,
         plan.source.disabled_in_ldap
     );
-    if let Some(line) = read_line(plan) {
+    for line in read_lines(plan) {
         let _ = writeln!(out, "{}\n", md(&line));
     }
     let _ = writeln!(

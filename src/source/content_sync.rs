@@ -91,6 +91,8 @@ pub struct Delta {
     pub cookie: Option<Vec<u8>>,
     /// How many entries were handed over as added or changed.
     pub changed: usize,
+    /// How many searches the refresh sent (itself and the rule searches).
+    pub searches: usize,
 }
 
 /// How a refresh ended.
@@ -131,8 +133,13 @@ pub async fn refresh(
     if attrs.is_empty() {
         attrs.push("1.1".into());
     }
+    let mut searches = 1;
     let full_flags = match cookie {
-        None => Some(rule_dns(config, &ctx, &rules, None).await?),
+        None => {
+            let flags = rule_dns(config, &ctx, &rules, None).await?;
+            searches += flags.searches;
+            Some(flags)
+        }
         Some(_) => None,
     };
     let mut session = open(config).await?;
@@ -156,9 +163,11 @@ pub async fn refresh(
         Searched::Unavailable(reason) => return Ok(Refresh::Unavailable { reason }),
     };
     delta.full = cookie.is_none();
+    delta.searches = searches;
     if !held.is_empty() {
         let uuids: Vec<SyncUuid> = held.iter().map(|(u, _)| *u).collect();
         let flags = rule_dns(config, &ctx, &rules, Some(&uuids)).await?;
+        delta.searches += flags.searches;
         for (uuid, entry) in held {
             on_entry(uuid, flagged(entry, &flags));
         }
@@ -169,6 +178,7 @@ pub async fn refresh(
         changed = delta.changed,
         deleted = delta.deleted.len(),
         present = delta.present.as_ref().map(HashSet::len),
+        searches = delta.searches,
         "refreshed LDAP content (RFC 4533)"
     );
     Ok(Refresh::Done(delta))
@@ -179,6 +189,8 @@ pub async fn refresh(
 struct Flags {
     hidden: Option<HashSet<String>>,
     disabled: Option<HashSet<String>>,
+    /// How many searches found them.
+    searches: usize,
 }
 
 fn flagged(mut entry: RawEntry, flags: &Flags) -> RawEntry {
@@ -238,6 +250,7 @@ async fn rule_dns(
                     .collect(),
             };
             for f in &filters {
+                flags.searches += 1;
                 paged_search(&mut session.ldap, ctx, f, &no_attrs, |e| {
                     dns.insert(normalize_dn(&e.dn));
                 })

@@ -7,9 +7,11 @@
 mod ldap_sync;
 pub mod lock;
 mod migration;
+mod tenant_sync;
 
 pub use ldap_sync::{LdapSyncCommit, LdapSyncMark};
 pub use migration::{MigrationPerson, MigrationStage};
+pub use tenant_sync::{TenantSyncCommit, TenantSyncMark};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

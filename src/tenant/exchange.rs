@@ -87,6 +87,14 @@ struct ExchangeInner {
 }
 
 /// Verbs whose cmdlets may be sent twice without doing anything twice.
+/// A UTC instant in the date form of Microsoft's OPATH examples, `M/d/yyyy h:mm:ss AM|PM`
+/// (en-US, the form "Filterable properties for the Filter parameter" shows).
+fn opath_date(unix: i64) -> String {
+    use chrono::{DateTime, Utc};
+    let t = DateTime::<Utc>::from_timestamp(unix, 0).unwrap_or_default();
+    t.format("%-m/%-d/%Y %-I:%M:%S %p").to_string()
+}
+
 fn repeat_for(cmdlet: &str) -> Repeat {
     let verb = cmdlet.split('-').next().unwrap_or("").to_ascii_lowercase();
     match verb.as_str() {
@@ -593,6 +601,26 @@ impl Exchange {
         .await
     }
 
+    /// Like [`Self::list_recipients_as`], for the recipients changed after `since` (Unix
+    /// seconds, UTC): `Get-Recipient -Filter "WhenChangedUTC -gt '<since>'"`, the filterable
+    /// property and the date form of Microsoft's "Filterable properties for the Filter
+    /// parameter on Exchange cmdlets" (example `WhenChangedUTC -gt '8/1/2017 2:00:00 PM'`).
+    /// Deleted recipients are not in it: a caller learns of those elsewhere.
+    pub async fn list_recipients_changed_since_as<T: Send>(
+        &self,
+        since: i64,
+        each: impl FnMut(Value) -> T + Send,
+    ) -> Result<Vec<T>, TenantError> {
+        let filter = format!("WhenChangedUTC -gt '{}'", opath_date(since));
+        self.invoke_map(
+            "Get-Recipient",
+            json!({"Filter": filter, "ResultSize": "Unlimited"}),
+            repeat_for("Get-Recipient"),
+            each,
+        )
+        .await
+    }
+
     /// `Remove-MailUser -Identity <identity> -PermanentlyDelete`: purges a soft-deleted mail
     /// user ("Remove-MailUser": the switch "permanently deletes … a soft-deleted mail user",
     /// cloud only). False when Exchange does not find it.
@@ -713,6 +741,15 @@ fn keep_properties(v: Value, properties: &[&str]) -> Value {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn opath_dates_take_the_documented_form() {
+        // 2017-08-01 14:00:00 UTC, the instant of Microsoft's example.
+        assert_eq!(opath_date(1_501_596_000), "8/1/2017 2:00:00 PM");
+        assert_eq!(opath_date(1_501_545_605), "8/1/2017 12:00:05 AM");
+        assert_eq!(opath_date(1_788_264_000), "9/1/2026 12:00:00 PM");
+    }
+
     use super::*;
     use crate::tenant::http::mock::{Answer, Server};
 

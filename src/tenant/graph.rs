@@ -270,12 +270,12 @@ pub struct UserQuery {
     pub advanced: bool,
 }
 
-/// One round of `/users/delta`.
+/// One round of `/users/delta`, each changed user kept as `T`.
 #[derive(Debug, Clone, Default)]
-pub struct DeltaRound {
+pub struct DeltaRoundOf<T> {
     /// Users created or changed (only the selected properties; the same change may come
     /// more than once).
-    pub changed: Vec<GraphUser>,
+    pub changed: Vec<T>,
     /// Users deleted since the last round.
     pub removed: Vec<RemovedUser>,
     /// Where the next round starts.
@@ -288,6 +288,9 @@ pub struct RemovedUser {
     /// `changed`: soft-deleted, still restorable; `deleted`: gone for good.
     pub reason: String,
 }
+
+/// One round of `/users/delta` with the users parsed.
+pub type DeltaRound = DeltaRoundOf<GraphUser>;
 
 /// One request inside a `$batch`. `url` is relative to the version root (`/users/{id}`).
 #[derive(Debug, Clone, Serialize)]
@@ -898,6 +901,23 @@ impl Graph {
         select: &[&str],
         delta_link: Option<&str>,
     ) -> Result<DeltaRound, TenantError> {
+        self.users_delta_as(select, delta_link, |item| {
+            serde_json::from_value(item).map_err(|e| TenantError::Protocol {
+                service: Service::Graph,
+                message: format!("delta item: {e}"),
+            })
+        })
+        .await
+    }
+
+    /// [`Self::users_delta`], keeping of each changed user what `each` makes of its JSON as
+    /// its page arrives.
+    pub async fn users_delta_as<T>(
+        &self,
+        select: &[&str],
+        delta_link: Option<&str>,
+        mut each: impl FnMut(Value) -> Result<T, TenantError>,
+    ) -> Result<DeltaRoundOf<T>, TenantError> {
         let mut next = Some(match delta_link {
             Some(link) => self.exec().same_origin(link)?,
             None => {
@@ -912,7 +932,11 @@ impl Graph {
                 )
             }
         });
-        let mut round = DeltaRound::default();
+        let mut round = DeltaRoundOf {
+            changed: Vec::new(),
+            removed: Vec::new(),
+            delta_link: String::new(),
+        };
         while let Some(url) = next.take() {
             let reply = self.send(Call::new(Method::GET, url)).await?;
             if !reply.status.is_success() {
@@ -935,14 +959,7 @@ impl Graph {
                         reason: removed["reason"].as_str().unwrap_or("deleted").to_owned(),
                     });
                 } else {
-                    round
-                        .changed
-                        .push(
-                            serde_json::from_value(item).map_err(|e| TenantError::Protocol {
-                                service: Service::Graph,
-                                message: format!("delta item: {e}"),
-                            })?,
-                        );
+                    round.changed.push(each(item)?);
                 }
             }
             match (page.next_link, page.delta_link) {

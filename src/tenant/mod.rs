@@ -30,8 +30,8 @@ pub use auth::{Audience, Scopes};
 pub use error::{Service, TenantError};
 pub use exchange::{Exchange, NewMailUser, hashtable};
 pub use graph::{
-    AssignedLicense, BatchRequest, BatchResponse, DeltaRound, Domain, ExtensionAttributes, Graph,
-    GraphUser, RemovedUser, SubscribedSku, UserQuery, odata_string,
+    AssignedLicense, BatchRequest, BatchResponse, DeltaRound, DeltaRoundOf, Domain,
+    ExtensionAttributes, Graph, GraphUser, RemovedUser, SubscribedSku, UserQuery, odata_string,
 };
 pub use http::Repeat;
 pub use jwt::AssertionAlgorithm;

@@ -411,3 +411,149 @@ fn the_cookie_never_moves_past_a_failed_action() {
     by_upn(&emu.state(), "nnew@example.edu");
     assert_ne!(mark(&install).unwrap().cookie, before.cookie);
 }
+
+/// The same installation with the tenant read in full.
+fn full_tenant_read(install: &Install) -> Plan {
+    let mut env = install.env.clone();
+    env.retain(|(k, _)| k != "LDAP2EXO__TENANT__INCREMENTAL_READ");
+    let run = Install {
+        dir: tempfile::tempdir().unwrap(),
+        config: install.config.clone(),
+        state: install.state.clone(),
+        now: install.now,
+        env,
+    }
+    .run(&["sync", "--dry-run", "--format", "json"]);
+    expect(&run, 0, "the full tenant read");
+    let plan = run.plan();
+    assert_eq!(plan.tenant_read, None);
+    plan
+}
+
+fn tenant_mode(plan: &Plan) -> &str {
+    plan.tenant_read
+        .as_ref()
+        .map_or("none", |r| r.mode.as_str())
+}
+
+/// What must agree between an incremental and a full tenant read of the same tenant.
+fn assert_same_tenant_plan(incremental: &Plan, full: &Plan) {
+    assert_same_plan(incremental, full);
+    assert_eq!(
+        serde_json::to_value(&incremental.drift).unwrap(),
+        serde_json::to_value(&full.drift).unwrap(),
+        "the drift differs"
+    );
+}
+
+fn incremental_tenant(install: &mut Install) {
+    install
+        .env
+        .push(("LDAP2EXO__TENANT__INCREMENTAL_READ".into(), "true".into()));
+}
+
+#[test]
+fn an_incremental_tenant_read_sees_what_changed_behind_our_back_like_a_full_read() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let mut install = Install::with_tenant(&server, &emu);
+    incremental_tenant(&mut install);
+
+    let first = sync(&install, 0);
+    assert_eq!(tenant_mode(&first), "full");
+    let reason = first.tenant_read.as_ref().unwrap().reason.clone().unwrap();
+    assert!(reason.contains("nothing stored yet"), "{reason}");
+
+    // The run's own writes come with the next round; nothing is left to do.
+    let quiet = install.dry_run(0, &[]);
+    assert_eq!(tenant_mode(&quiet), "incremental");
+    assert!(quiet.actions.is_empty(), "{:?}", quiet.actions);
+    assert_same_tenant_plan(&quiet, &full_tenant_read(&install));
+    sync(&install, 0);
+
+    // Behind our back: a display name changed, a managed MailUser deleted, and a foreign
+    // user took the address a newcomer wants.
+    let mut seed = emu
+        .state()
+        .users
+        .into_iter()
+        .find(|u| u.user_principal_name == "epatel@example.edu")
+        .unwrap();
+    seed.display_name = Some("Somebody Else".into());
+    // An Exchange MailUser nobody stamped, holding the newcomer's address.
+    let mut stranger = crate::support::emulator::seed_user(900);
+    stranger.proxy_addresses = vec!["SMTP:nora.new@example.edu".into()];
+    stranger.mail = Some("nora.new@example.edu".into());
+    stranger.recipient_type_details = Some(ldap2exo_emulator::RecipientKind::MailUser);
+    stranger.external_email_address = Some("SMTP:nora@elsewhere.example".into());
+    emu.seed(ldap2exo_emulator::Seed {
+        users: vec![seed, stranger],
+        ..Default::default()
+    })
+    .unwrap();
+    let config = ldap2exo::config::Config::load(&install.config, install.env.clone()).unwrap();
+    let gone = by_upn(&emu.state(), "jmueller@example.edu").id.clone();
+    rt.block_on(async {
+        let tenant = ldap2exo::tenant::Tenant::connect(&config.tenant).unwrap();
+        assert!(tenant.graph().delete_user(&gone).await.unwrap());
+    });
+    server.add_ldif(NEWCOMER);
+
+    let plan = install.dry_run(0, &[]);
+    assert_eq!(tenant_mode(&plan), "incremental");
+    assert!(plan.tenant_read.as_ref().unwrap().removed >= 1);
+    for (uid, kind) in [("epatel", "changed"), ("jmueller", "missing")] {
+        assert!(
+            plan.drift.iter().any(|d| d.uid == uid && d.kind == kind),
+            "{uid} {kind}: {:#?}",
+            plan.drift
+        );
+    }
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| a.uid == "nnew" && a.held.is_some()),
+        "the newcomer's address is taken: {:#?}",
+        plan.actions
+    );
+    assert_same_tenant_plan(&plan, &full_tenant_read(&install));
+
+    // Repaired, and then nothing differs from a full read.
+    let run = install.run(&["sync", "--format", "json"]);
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    let after = install
+        .run(&["sync", "--dry-run", "--format", "json"])
+        .plan();
+    assert_eq!(tenant_mode(&after), "incremental");
+    assert_same_tenant_plan(&after, &full_tenant_read(&install));
+    assert_eq!(
+        by_upn(&emu.state(), "epatel@example.edu")
+            .display_name
+            .as_deref(),
+        Some("Esha Patel")
+    );
+}
+
+#[test]
+fn an_expired_delta_link_reads_the_tenant_in_full() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(SlapdOptions::default());
+    let mut install = Install::with_tenant(&server, &emu);
+    incremental_tenant(&mut install);
+    sync(&install, 0);
+    emu.expire_delta_tokens();
+    let plan = install.dry_run(0, &[]);
+    assert_eq!(tenant_mode(&plan), "full");
+    let reason = plan.tenant_read.as_ref().unwrap().reason.clone().unwrap();
+    assert!(reason.contains("refused the delta link"), "{reason}");
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    // A real run stores the new link: the next read is incremental again.
+    sync(&install, 0);
+    assert_eq!(tenant_mode(&install.dry_run(0, &[])), "incremental");
+    install.now += 24 * 3600;
+    let plan = install.dry_run(0, &[]);
+    let reason = plan.tenant_read.as_ref().unwrap().reason.clone().unwrap();
+    assert!(reason.contains("full_read_interval_hours (24)"), "{reason}");
+}

@@ -1,0 +1,369 @@
+//! Incremental tenant reads (`tenant.incremental_read`): between full reads, only what changed.
+//!
+//! - **Graph** `/users/delta` ("user: delta"): the first round lists every user with the
+//!   inventory's `$select` and ends with a delta link; a later round from that link returns
+//!   the users changed since (all selected properties of each, per the page's "Properties"
+//!   section) and those removed (`@removed`). An expired link (410, or 400
+//!   `syncStateNotFound`) reads in full.
+//! - **Exchange** `Get-Recipient -Filter "WhenChangedUTC -gt '<date>'"` ("Filterable
+//!   properties for the Filter parameter"), from when the last listing started minus
+//!   [`EXCHANGE_MARGIN_SECONDS`] (clock skew between this host and Exchange, and Exchange's
+//!   own replication). A recipient deleted in Exchange is not in it: a user's recipient goes
+//!   when Graph's delta removes the user; a deleted group or contact keeps its addresses
+//!   "taken" until the next full read (at worst a create is held as a conflict a day longer,
+//!   never a wrong write).
+//! - The soft-deleted mail users and the licence counts are small and read in full each time.
+//!
+//! The users and recipients the last real run stored fill in everything that did not change,
+//! and the whole is sorted by [`super::sort`] exactly as a full read's listings are: the plan
+//! cannot tell the two apart. A full read happens when nothing is stored yet, when the
+//! endpoints or the stamp attribute changed, when the last full read is older than
+//! `tenant.full_read_interval_hours`, or when Graph refuses the delta link; the plan's
+//! `tenant_read` says which and why.
+//!
+//! Nothing is stored here: a real run stores [`Read::commit`] after applying (whatever the
+//! outcome, since the rows say what the tenant held when it was read, and everything after,
+//! its own writes included, comes with the next round). A dry run stores nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Instant, SystemTime};
+
+use serde_json::Value;
+
+use super::recipient::Col;
+use super::{GRAPH_PROPERTIES, Inventory, Recipient, StampAttribute, attach_licences, sort};
+use crate::config::TenantConfig;
+use crate::source::incremental::ReadReport;
+use crate::state::{StateError, Store, TenantSyncCommit};
+use crate::tenant::{GraphUser, Tenant, TenantError};
+
+/// How far before the last listing's start the next Exchange query reaches back (seconds).
+pub const EXCHANGE_MARGIN_SECONDS: i64 = 900;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// An inventory read incrementally or in full, and what a real run stores of it.
+pub struct Read {
+    pub inventory: Inventory,
+    pub report: ReadReport,
+    pub commit: TenantSyncCommit,
+}
+
+/// Reads the tenant as `config` says, incrementally when the state store allows. `now` is
+/// the run's clock (Unix seconds) for the full-read interval.
+pub async fn read(
+    tenant: &Tenant,
+    config: &TenantConfig,
+    store: &Store,
+    now: i64,
+) -> Result<Read, ReadError> {
+    let stamp = StampAttribute::parse(&config.anchor_attribute)?;
+    let key = serde_json::json!({
+        "graph": config.endpoints.graph,
+        "exchange": config.endpoints.exchange,
+        "tenant": config.tenant_id,
+        "stamp": config.anchor_attribute,
+    })
+    .to_string();
+    let hours = i64::from(config.full_read_interval_hours);
+    let reason = match store.tenant_sync().await? {
+        None => "nothing stored yet: the first incremental read is full".to_owned(),
+        Some(m) if m.key != key => "the endpoints or the stamp attribute changed".to_owned(),
+        Some(m) if now - m.full_at >= hours * 3600 => {
+            format!("the last full read is older than full_read_interval_hours ({hours})")
+        }
+        Some(m) => {
+            match changes(
+                tenant,
+                config,
+                store,
+                stamp,
+                &m.delta_link,
+                m.exchange_since,
+            )
+            .await
+            {
+                Ok(mut read) => {
+                    read.commit.key = key;
+                    read.commit.full_at = m.full_at;
+                    return Ok(read);
+                }
+                Err(ReadError::Tenant(TenantError::DeltaExpired)) => {
+                    tracing::warn!(
+                        "Graph refused the stored delta link: reading the tenant in full"
+                    );
+                    "Graph refused the delta link (expired)".to_owned()
+                }
+                Err(ReadError::State(StateError::Corrupt { anchor, message })) => {
+                    tracing::warn!(row = %anchor, problem = %message, "reading the tenant in full");
+                    format!("{anchor} {message}")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    tracing::info!(reason = %reason, "reading the tenant in full");
+    let mut read = full(tenant, config, stamp).await?;
+    read.report.reason = Some(reason);
+    read.commit.key = key;
+    read.commit.full_at = now;
+    Ok(read)
+}
+
+/// Unix seconds by this host's clock: what Exchange's `WhenChangedUTC` is compared with.
+fn wall_clock() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A Graph user with the JSON it came as (the state store keeps the JSON: the struct does
+/// not serialise its read-only properties).
+fn user_with_json(v: Value) -> Result<(GraphUser, String), TenantError> {
+    let json = v.to_string();
+    let user = serde_json::from_value(v).map_err(|e| TenantError::Protocol {
+        service: crate::tenant::Service::Graph,
+        message: format!("delta item: {e}"),
+    })?;
+    Ok((user, json))
+}
+
+fn guid_of(r: &Recipient) -> Option<String> {
+    r.text(Col::Guid).map(str::to_ascii_lowercase)
+}
+
+async fn full(
+    tenant: &Tenant,
+    config: &TenantConfig,
+    stamp: StampAttribute,
+) -> Result<Read, ReadError> {
+    let started = Instant::now();
+    let since = wall_clock();
+    let stamp_property = stamp.exchange_name();
+    let keep = |v: Value| Recipient::with_stamp_property(v, &stamp_property);
+    let (round, recipients, soft_deleted, skus) = futures_util::future::try_join4(
+        tenant
+            .graph()
+            .users_delta_as(&GRAPH_PROPERTIES, None, user_with_json),
+        tenant.exchange().list_recipients_as(keep),
+        tenant.exchange().list_soft_deleted_mail_users_as(keep),
+        skus(tenant, config),
+    )
+    .await?;
+    let mut commit = TenantSyncCommit {
+        full: true,
+        delta_link: round.delta_link,
+        exchange_since: since,
+        ..TenantSyncCommit::default()
+    };
+    let mut users = Vec::with_capacity(round.changed.len());
+    for (user, json) in round.changed {
+        if let Some(id) = &user.id {
+            commit.users.push((id.to_ascii_lowercase(), json));
+        }
+        users.push(user);
+    }
+    commit.recipients = stored_recipients(&recipients, &stamp_property);
+    let report = ReadReport {
+        mode: "full".into(),
+        reason: None,
+        changed: users.len() + recipients.len(),
+        removed: 0,
+    };
+    let inventory = finish(
+        recipients,
+        soft_deleted,
+        users,
+        stamp,
+        config,
+        skus,
+        started,
+    );
+    Ok(Read {
+        inventory,
+        report,
+        commit,
+    })
+}
+
+fn stored_recipients(recipients: &[Recipient], stamp_property: &str) -> Vec<(String, String)> {
+    recipients
+        .iter()
+        .filter_map(|r| Some((guid_of(r)?, r.to_listing(stamp_property).to_string())))
+        .collect()
+}
+
+async fn skus(
+    tenant: &Tenant,
+    config: &TenantConfig,
+) -> Result<Option<Vec<crate::tenant::graph::SubscribedSku>>, TenantError> {
+    match config.mailbox_sku {
+        Some(_) => tenant.graph().subscribed_skus().await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The changes since the stored link and time, merged with the stored rows.
+async fn changes(
+    tenant: &Tenant,
+    config: &TenantConfig,
+    store: &Store,
+    stamp: StampAttribute,
+    delta_link: &str,
+    exchange_since: i64,
+) -> Result<Read, ReadError> {
+    let started = Instant::now();
+    let since = wall_clock();
+    let stamp_property = stamp.exchange_name();
+    let keep = |v: Value| Recipient::with_stamp_property(v, &stamp_property);
+    let (round, changed_recipients, soft_deleted, skus) = futures_util::future::try_join4(
+        tenant
+            .graph()
+            .users_delta_as(&GRAPH_PROPERTIES, Some(delta_link), user_with_json),
+        tenant
+            .exchange()
+            .list_recipients_changed_since_as(exchange_since - EXCHANGE_MARGIN_SECONDS, keep),
+        tenant.exchange().list_soft_deleted_mail_users_as(keep),
+        skus(tenant, config),
+    )
+    .await?;
+    let removed: HashSet<String> = round
+        .removed
+        .iter()
+        .map(|r| r.id.to_ascii_lowercase())
+        .collect();
+    let mut commit = TenantSyncCommit {
+        full: false,
+        delta_link: round.delta_link,
+        exchange_since: since,
+        users_gone: removed.iter().cloned().collect(),
+        ..TenantSyncCommit::default()
+    };
+    // The same change may come twice in a round: the last one counts.
+    let mut changed_users: HashMap<String, GraphUser> = HashMap::new();
+    for (user, json) in round.changed {
+        if let Some(id) = user.id.as_deref().map(str::to_ascii_lowercase) {
+            commit.users.push((id.clone(), json));
+            changed_users.insert(id, user);
+        }
+    }
+    let mut users = stored_users(store, &removed, &changed_users).await?;
+    users.extend(changed_users.into_values());
+
+    let changed_guids: HashSet<String> = changed_recipients.iter().filter_map(guid_of).collect();
+    let (mut recipients, gone) =
+        stored_recipient_rows(store, &stamp_property, &removed, &changed_guids).await?;
+    commit.recipients_gone = gone;
+    commit.recipients = stored_recipients(&changed_recipients, &stamp_property);
+    let report = ReadReport {
+        mode: "incremental".into(),
+        reason: None,
+        changed: commit.users.len() + commit.recipients.len(),
+        removed: removed.len(),
+    };
+    recipients.extend(changed_recipients);
+    tracing::info!(
+        users_changed = commit.users.len(),
+        users_removed = removed.len(),
+        recipients_changed = commit.recipients.len(),
+        "read the tenant's changes"
+    );
+    let inventory = finish(
+        recipients,
+        soft_deleted,
+        users,
+        stamp,
+        config,
+        skus,
+        started,
+    );
+    Ok(Read {
+        inventory,
+        report,
+        commit,
+    })
+}
+
+/// The stored Graph users that neither changed nor left.
+async fn stored_users(
+    store: &Store,
+    removed: &HashSet<String>,
+    changed: &HashMap<String, GraphUser>,
+) -> Result<Vec<GraphUser>, ReadError> {
+    let mut users = Vec::new();
+    let read = store
+        .each_tenant_user(|id, json| {
+            if removed.contains(id) || changed.contains_key(id) {
+                return Ok(());
+            }
+            users.push(serde_json::from_str::<GraphUser>(json)?);
+            Ok::<_, serde_json::Error>(())
+        })
+        .await?;
+    read.map_err(|e| corrupt("a stored Graph user", e))?;
+    Ok(users)
+}
+
+/// The stored recipients that did not change, and the guids of those whose user left.
+async fn stored_recipient_rows(
+    store: &Store,
+    stamp_property: &str,
+    removed_users: &HashSet<String>,
+    changed: &HashSet<String>,
+) -> Result<(Vec<Recipient>, Vec<String>), ReadError> {
+    let mut kept = Vec::new();
+    let mut gone = Vec::new();
+    let read = store
+        .each_tenant_recipient(|guid, json| {
+            if changed.contains(guid) {
+                return Ok(());
+            }
+            let r = Recipient::with_stamp_property(serde_json::from_str(json)?, stamp_property);
+            let owner = r.text(Col::ExternalDirectoryObjectId);
+            if owner.is_some_and(|id| removed_users.contains(&id.to_ascii_lowercase())) {
+                gone.push(guid.to_owned());
+            } else {
+                kept.push(r);
+            }
+            Ok::<_, serde_json::Error>(())
+        })
+        .await?;
+    read.map_err(|e| corrupt("a stored Exchange recipient", e))?;
+    Ok((kept, gone))
+}
+
+fn corrupt(what: &str, e: serde_json::Error) -> ReadError {
+    ReadError::State(StateError::Corrupt {
+        anchor: what.to_owned(),
+        message: format!("cannot be read ({e})"),
+    })
+}
+
+fn finish(
+    recipients: Vec<Recipient>,
+    soft_deleted: Vec<Recipient>,
+    users: Vec<GraphUser>,
+    stamp: StampAttribute,
+    config: &TenantConfig,
+    skus: Option<Vec<crate::tenant::graph::SubscribedSku>>,
+    started: Instant,
+) -> Inventory {
+    let counts = (recipients.len(), soft_deleted.len(), users.len());
+    let mut inventory = sort(recipients, soft_deleted, users, stamp);
+    attach_licences(&mut inventory, config.mailbox_sku.as_deref(), skus);
+    tracing::info!(
+        recipients = counts.0,
+        soft_deleted = counts.1,
+        users = counts.2,
+        managed = inventory.managed.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "tenant inventory assembled"
+    );
+    inventory
+}

@@ -1,0 +1,152 @@
+//! The incremental tenant read's memory (`tenant_users`, `tenant_recipients`, `tenant_sync`,
+//! migration 0011): the Graph users and Exchange recipients as the last real run read them,
+//! the `/users/delta` link and when the Exchange listing started. `inventory::incremental`
+//! reads them to turn a round of changes into the whole tenant.
+
+use futures_util::TryStreamExt;
+use sqlx::Row;
+
+use super::{StateError, Store};
+
+/// Where the last stored tenant read ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSyncMark {
+    pub delta_link: String,
+    /// Unix seconds: when the last Exchange listing started.
+    pub exchange_since: i64,
+    pub key: String,
+    /// Unix seconds of the last full read.
+    pub full_at: i64,
+}
+
+/// What a run stores of its tenant read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantSyncCommit {
+    /// The read was full: the rows below replace every stored one.
+    pub full: bool,
+    /// `(id, JSON)` of Graph users read.
+    pub users: Vec<(String, String)>,
+    /// Ids of Graph users gone.
+    pub users_gone: Vec<String>,
+    /// `(guid, JSON)` of Exchange recipients read.
+    pub recipients: Vec<(String, String)>,
+    /// Guids of recipients gone.
+    pub recipients_gone: Vec<String>,
+    pub delta_link: String,
+    pub exchange_since: i64,
+    pub key: String,
+    pub full_at: i64,
+}
+
+impl Store {
+    /// The last stored tenant read, if any.
+    pub async fn tenant_sync(&self) -> Result<Option<TenantSyncMark>, StateError> {
+        let row = sqlx::query(
+            "SELECT delta_link, exchange_since, key, full_at FROM tenant_sync WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| TenantSyncMark {
+            delta_link: r.get(0),
+            exchange_since: r.get(1),
+            key: r.get(2),
+            full_at: r.get(3),
+        }))
+    }
+
+    /// Hands every stored Graph user to `each` as `(id, JSON)`, streamed.
+    pub async fn each_tenant_user<E>(
+        &self,
+        each: impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<Result<(), E>, StateError> {
+        self.each_row("SELECT id, user FROM tenant_users", each)
+            .await
+    }
+
+    /// Hands every stored Exchange recipient to `each` as `(guid, JSON)`, streamed.
+    pub async fn each_tenant_recipient<E>(
+        &self,
+        each: impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<Result<(), E>, StateError> {
+        self.each_row("SELECT guid, recipient FROM tenant_recipients", each)
+            .await
+    }
+
+    async fn each_row<E>(
+        &self,
+        query: &'static str,
+        mut each: impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<Result<(), E>, StateError> {
+        let mut rows = sqlx::query(query).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            if let Err(e) = each(row.get(0), row.get(1)) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Stores a tenant read in one transaction.
+    pub async fn commit_tenant_sync(
+        &self,
+        c: &TenantSyncCommit,
+        now: i64,
+    ) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await?;
+        if c.full {
+            sqlx::query("DELETE FROM tenant_users")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM tenant_recipients")
+                .execute(&mut *tx)
+                .await?;
+        }
+        for id in &c.users_gone {
+            sqlx::query("DELETE FROM tenant_users WHERE id = ?1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for guid in &c.recipients_gone {
+            sqlx::query("DELETE FROM tenant_recipients WHERE guid = ?1")
+                .bind(guid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (id, json) in &c.users {
+            sqlx::query(
+                "INSERT INTO tenant_users (id, user) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET user = ?2",
+            )
+            .bind(id)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (guid, json) in &c.recipients {
+            sqlx::query(
+                "INSERT INTO tenant_recipients (guid, recipient) VALUES (?1, ?2)
+                 ON CONFLICT (guid) DO UPDATE SET recipient = ?2",
+            )
+            .bind(guid)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO tenant_sync (id, delta_link, exchange_since, key, full_at, updated_at)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET delta_link = ?1, exchange_since = ?2, key = ?3,
+                 full_at = ?4, updated_at = ?5",
+        )
+        .bind(&c.delta_link)
+        .bind(c.exchange_since)
+        .bind(&c.key)
+        .bind(c.full_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
