@@ -76,6 +76,12 @@ pub fn apply_seed(sh: &Shared, seed: Seed) -> Result<Vec<String>, AdminError> {
             if o.alias.is_empty() {
                 o.alias = o.name.clone();
             }
+            if o.created_unix == 0 {
+                o.created_unix = now_unix();
+            }
+            if o.when_changed_ms == 0 {
+                o.when_changed_ms = o.created_unix * 1000;
+            }
             store.mail_objects.push(o);
         }
     }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 
 /// Fields that are bookkeeping, not directory values: never undone.
-const BOOKKEEPING: &[&str] = &["changedSeq", "changedMs", "mailboxDueMs"];
+const BOOKKEEPING: &[&str] = &["changedSeq", "changedMs", "whenChangedMs", "mailboxDueMs"];
 
 /// Which API is reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +58,10 @@ impl Store {
     }
 
     /// Stores a changed user (truth) as written through `source`, bumping its change
-    /// sequence; keeps the write in the log when the other API sees it late.
-    pub fn commit(&mut self, after: User, source: Origin) {
+    /// sequence; keeps the write in the log when the other API sees it late. A write that
+    /// changes what Exchange shows moves `WhenChanged`: now, or for a Graph write Exchange sees
+    /// late, once Exchange sees it ([`Store::exchange_changed_ms`]).
+    pub fn commit(&mut self, mut after: User, source: Origin) {
         let id = after.id.clone();
         let before = self.users.get(&id).cloned();
         let ms = now_millis();
@@ -68,6 +70,13 @@ impl Store {
             Origin::Graph => self.realism.graph_to_exchange_ms > 0,
             Origin::Seed => false,
         };
+        let exchange_visible = before
+            .as_ref()
+            .is_none_or(|b| self.exchange_properties(b) != self.exchange_properties(&after));
+        let logged = delayed && before.is_some();
+        if exchange_visible && !(logged && source == Origin::Graph) {
+            after.when_changed_ms = after.when_changed_ms.max(ms);
+        }
         if self.realism.address_release_ms > 0
             && let Some(before) = &before
         {
@@ -80,6 +89,7 @@ impl Store {
                 before,
                 after: after.clone(),
                 announced: source != Origin::Exchange,
+                exchange_visible,
             });
         }
         if let Some(before) = self.users.get(&id) {
@@ -123,6 +133,7 @@ impl Store {
                 before: u.clone(),
                 after: u,
                 announced: false,
+                exchange_visible: false,
             });
         }
         id
@@ -146,8 +157,11 @@ impl Store {
             self.apply_licence_effects(&id);
         }
         let e2g = self.realism.exchange_to_graph_ms;
-        let keep = e2g.max(self.realism.graph_to_exchange_ms);
+        let g2e = self.realism.graph_to_exchange_ms;
+        let keep = e2g.max(g2e);
         let mut announce = Vec::new();
+        // Graph writes Exchange has seen, whose `WhenChanged` the log stops answering for.
+        let mut seen_by_exchange = Vec::new();
         for (id, writes) in self.log.iter_mut() {
             for w in writes.iter_mut() {
                 if !w.announced && now >= w.ms + e2g {
@@ -155,9 +169,20 @@ impl Store {
                     announce.push(id.clone());
                 }
             }
-            writes.retain(|w| !(w.announced && now >= w.ms + keep));
+            writes.retain(|w| {
+                let forget = w.announced && now >= w.ms + keep;
+                if forget && w.source == Origin::Graph && w.exchange_visible {
+                    seen_by_exchange.push((id.clone(), w.ms + g2e));
+                }
+                !forget
+            });
         }
         self.log.retain(|_, w| !w.is_empty());
+        for (id, when) in seen_by_exchange {
+            if let Some(u) = self.users.get_mut(&id) {
+                u.when_changed_ms = u.when_changed_ms.max(when);
+            }
+        }
         announce.dedup();
         for id in announce {
             self.touch(&id);

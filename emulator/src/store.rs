@@ -14,7 +14,7 @@
 //! API object goes through [`Store::commit`], which keeps that short write log.
 
 use crate::config::{Realism, SkuConfig, TenantConfig};
-use crate::util::{Prng, fold, iso8601, now_unix};
+use crate::util::{Prng, exchange_local, exchange_utc, fold, iso8601, now_unix};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -111,6 +111,11 @@ pub struct MailObject {
     pub hidden_from_address_lists_enabled: bool,
     /// Set by the seed lists (`groups` / `contacts`).
     pub kind: MailObjectKind,
+    /// Unix seconds of the creation (`WhenCreated`); 0 in a seed: the time of seeding.
+    pub created_unix: u64,
+    /// Wall-clock milliseconds of the last change (`WhenChanged`); 0 in a seed: the creation
+    /// time. Nothing in the emulator changes a group or contact after seeding.
+    pub when_changed_ms: u64,
 }
 
 /// One directory object (user) with its Exchange side. Also the seed format for users:
@@ -159,6 +164,11 @@ pub struct User {
     pub changed_seq: u64,
     /// Wall-clock milliseconds of the last change (for eventual consistency).
     pub changed_ms: u64,
+    /// Wall-clock milliseconds of the last change Exchange shows (`WhenChanged`), stamped by
+    /// [`Store::commit`] (when the Exchange view changed), [`Store::soft_delete`] and
+    /// [`Store::restore`]; 0 in a seed: the creation time. A Graph write Exchange sees late
+    /// counts from when Exchange sees it ([`Store::exchange_changed_ms`]).
+    pub when_changed_ms: u64,
     /// Which API created the object (seeds: `seed`).
     pub origin: Origin,
     /// Wall-clock milliseconds of the create through an API (0 for seeds: long ago).
@@ -203,6 +213,7 @@ impl Default for User {
             deleted_unix: None,
             changed_seq: 0,
             changed_ms: 0,
+            when_changed_ms: 0,
             origin: Origin::Seed,
             created_ms: 0,
             mailbox_due_ms: None,
@@ -338,6 +349,9 @@ pub struct WriteRecord {
     pub after: User,
     /// Whether delta has been told (the write became visible to Graph).
     pub announced: bool,
+    /// Whether the write changed what Exchange shows of the user (then a Graph write moves
+    /// `WhenChanged` once Exchange sees it).
+    pub exchange_visible: bool,
 }
 
 /// Which users hold which address and which `Name`, so that the uniqueness checks every
@@ -639,6 +653,9 @@ impl Store {
         if u.created_unix == 0 {
             u.created_unix = now_unix();
         }
+        if u.when_changed_ms == 0 {
+            u.when_changed_ms = self.exchange_created_ms(&u);
+        }
         let id = u.id.clone();
         if let Some(old) = self.users.get(&id) {
             self.index.remove(old);
@@ -654,6 +671,7 @@ impl Store {
             .get_mut(id)
             .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         u.deleted_unix = Some(now_unix());
+        u.when_changed_ms = u.when_changed_ms.max(now_millis());
         self.touch(id);
         Ok(())
     }
@@ -683,6 +701,7 @@ impl Store {
         let id = u.id.clone();
         if let Some(u) = self.get_mut(&id) {
             u.deleted_unix = None;
+            u.when_changed_ms = u.when_changed_ms.max(now_millis());
         }
         self.touch(&id);
         Ok(())
@@ -928,6 +947,37 @@ impl Store {
         m.insert("licenseAssignmentStates".into(), Value::Array(states));
     }
 
+    /// When Exchange saw the user created (`WhenCreated`), in wall-clock milliseconds: the
+    /// create through an API (a Graph create once it has reached Exchange), or a seed's
+    /// `createdUnix`.
+    pub fn exchange_created_ms(&self, u: &User) -> u64 {
+        if u.created_ms == 0 {
+            return u.created_unix * 1000;
+        }
+        match u.origin {
+            Origin::Graph => u.created_ms + self.realism.graph_to_exchange_ms,
+            _ => u.created_ms,
+        }
+    }
+
+    /// When what Exchange shows of the user last changed (`WhenChanged`), in wall-clock
+    /// milliseconds: [`User::when_changed_ms`], or a later Graph write that changed the
+    /// Exchange view, counted from when it reached Exchange (its time plus
+    /// `graph_to_exchange_ms`; [`Store::settle`] folds it into the user when the log forgets
+    /// it).
+    pub fn exchange_changed_ms(&self, u: &User) -> u64 {
+        let delay = self.realism.graph_to_exchange_ms;
+        let now = now_millis();
+        self.log
+            .get(&u.id)
+            .into_iter()
+            .flatten()
+            .filter(|w| w.source == Origin::Graph && w.exchange_visible)
+            .map(|w| w.ms + delay)
+            .filter(|t| *t <= now)
+            .fold(u.when_changed_ms, u64::max)
+    }
+
     /// The Exchange view of a distribution group or mail contact.
     pub fn mail_object_view(&self, o: &MailObject) -> Map<String, Value> {
         let (details, kind) = o.kind.type_names();
@@ -994,11 +1044,25 @@ impl Store {
             m.insert(format!("CustomAttribute{i}"), json!(""));
         }
         m.insert("IsSoftDeletedByRemove".into(), json!(false));
+        insert_dates(&mut m, o.created_unix * 1000, o.when_changed_ms);
         m
     }
 
-    /// The Exchange recipient view (what Get-MailUser / Get-Mailbox / Get-Recipient show).
+    /// The Exchange recipient view (what Get-MailUser / Get-Mailbox / Get-Recipient /
+    /// Get-User show), with `WhenChanged`/`WhenCreated` and their `…UTC` forms.
     pub fn exchange_view(&self, u: &User) -> Map<String, Value> {
+        let mut m = self.exchange_properties(u);
+        insert_dates(
+            &mut m,
+            self.exchange_created_ms(u),
+            self.exchange_changed_ms(u),
+        );
+        m
+    }
+
+    /// [`Self::exchange_view`] without the change time: what a write must alter to move
+    /// `WhenChanged`.
+    pub(crate) fn exchange_properties(&self, u: &User) -> Map<String, Value> {
         let kind = u
             .recipient_type_details
             .map(|k| k.as_str())
@@ -1076,11 +1140,10 @@ impl Store {
             json!(u.user_principal_name),
         );
         m.insert("AccountDisabled".into(), json!(!u.account_enabled));
-        m.insert("WhenCreated".into(), json!(iso8601(u.created_unix)));
         m.insert(
             "WhenSoftDeleted".into(),
             u.deleted_unix
-                .map(|d| json!(iso8601(d)))
+                .map(|d| json!(exchange_local(d * 1000)))
                 .unwrap_or(Value::Null),
         );
         m.insert("IsSoftDeletedByRemove".into(), json!(u.is_deleted()));
@@ -1100,6 +1163,15 @@ impl Store {
         }
         m
     }
+}
+
+/// `WhenChanged`, `WhenChangedUTC`, `WhenCreated`, `WhenCreatedUTC` as Exchange's REST answers
+/// show them (see [`exchange_local`], [`exchange_utc`]).
+fn insert_dates(m: &mut Map<String, Value>, created_ms: u64, changed_ms: u64) {
+    m.insert("WhenChanged".into(), json!(exchange_local(changed_ms)));
+    m.insert("WhenCreated".into(), json!(exchange_local(created_ms)));
+    m.insert("WhenChangedUTC".into(), json!(exchange_utc(changed_ms)));
+    m.insert("WhenCreatedUTC".into(), json!(exchange_utc(created_ms)));
 }
 
 /// Graph's `assignedPlans[].service` for a service plan name (best effort).

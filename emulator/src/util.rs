@@ -60,8 +60,14 @@ pub fn now_unix() -> u64 {
 /// `2024-05-01T12:34:56Z`, the form Graph uses for `createdDateTime`, `deletedDateTime` and
 /// `innerError.date`.
 pub fn iso8601(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
+    let (y, m, d, hh, mm, ss) = civil(unix as i64);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// Year, month, day, hour, minute, second of a Unix time (UTC).
+fn civil(unix: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
     // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one format.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -73,12 +79,83 @@ pub fn iso8601(unix: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
+    (
+        y,
+        m as u32,
+        d as u32,
+        (secs / 3600) as u32,
+        ((secs / 60) % 60) as u32,
+        (secs % 60) as u32,
     )
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of [`civil`]).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Days in a month of the proleptic Gregorian calendar.
+pub fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// `2026-07-15T16:40:06.0000000Z`: how Exchange's REST answers show the `…UTC` date
+/// properties (`WhenChangedUTC`, `WhenCreatedUTC`). Seconds only, like the directory's
+/// `whenChanged`: the milliseconds are dropped, the seven fraction digits are zeros.
+pub fn exchange_utc(ms: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil((ms / 1000) as i64);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.0000000Z")
+}
+
+/// `2021-10-21T12:49:09+00:00`: Exchange's local-time date properties (`WhenChanged`,
+/// `WhenCreated`, `WhenSoftDeleted`) in the server's zone, which for the emulator is UTC.
+pub fn exchange_local(ms: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil((ms / 1000) as i64);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}+00:00")
+}
+
+/// Unix seconds of a date the emulator itself rendered with [`exchange_utc`],
+/// [`exchange_local`] or [`iso8601`] (`YYYY-MM-DDTHH:MM:SS`, an optional fraction, then `Z`
+/// or `+00:00`).
+pub fn parse_rendered_date(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)? as u32, num(8..10)? as u32);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    if let Some(f) = rest.strip_prefix('.') {
+        let digits = f.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &f[digits..];
+    }
+    if rest != "Z" && rest != "+00:00" {
+        return None;
+    }
+    Some(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 pub fn b64url(data: &[u8]) -> String {
@@ -119,6 +196,32 @@ mod tests {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(iso8601(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn exchange_dates() {
+        // 2023-11-14T22:13:20.999Z: the milliseconds are dropped, never rounded up.
+        assert_eq!(
+            exchange_utc(1_700_000_000_999),
+            "2023-11-14T22:13:20.0000000Z"
+        );
+        assert_eq!(
+            exchange_local(1_700_000_000_999),
+            "2023-11-14T22:13:20+00:00"
+        );
+        for s in [
+            "2023-11-14T22:13:20.0000000Z",
+            "2023-11-14T22:13:20+00:00",
+            "2023-11-14T22:13:20Z",
+        ] {
+            assert_eq!(parse_rendered_date(s), Some(1_700_000_000), "{s}");
+        }
+        assert_eq!(parse_rendered_date("2023-11-14 22:13:20Z"), None);
+        assert_eq!(parse_rendered_date("2023-11-14T22:13:20+01:00"), None);
+        assert_eq!(days_from_civil(2000, 2, 29) * 86_400, 951_782_400);
+        assert_eq!(days_from_civil(1601, 1, 1), -134_774);
+        assert_eq!(days_in_month(1900, 2), 28);
+        assert_eq!(days_in_month(2000, 2), 29);
     }
 
     #[test]

@@ -4,7 +4,15 @@
 //! `$false`, `$null`. Comparisons are case-insensitive like Exchange's. A multi-valued
 //! property (`EmailAddresses`) matches when any value does; an address compares with or
 //! without its `smtp:` prefix.
+//!
+//! The date properties (`WhenChanged`, `WhenChangedUTC`, `WhenCreated`, `WhenCreatedUTC`)
+//! take `-gt -ge -lt -le -eq -ne` and a value in the documented en-US form
+//! `'M/d/yyyy h:mm:ss AM|PM'` (`'8/1/2017 2:00:00 PM'`), read as UTC (the `…UTC` properties)
+//! or in the server's zone (the others; the emulator's is UTC). They compare the instant the
+//! answer shows, to the second. Other values (ISO 8601 included) and the ordering operators
+//! on other properties are refused ([`OpathError::BadDate`], [`OpathError::BadOperator`]).
 
+use crate::util::{days_from_civil, days_in_month, parse_rendered_date};
 use serde_json::{Map, Value};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -17,7 +25,27 @@ pub enum OpathError {
         "Cannot bind parameter 'Filter' to the target. Exception setting \"Filter\": \"\"{0}\" is not a recognized filterable property. For a list of filterable properties see the command help.\""
     )]
     UnknownProperty(String),
+    /// A date property compared with something that is not a date in the documented form.
+    /// The text is the emulator's (no live capture).
+    #[error(
+        "Cannot bind parameter 'Filter' to the target. Exception setting \"Filter\": \"The value \"{value}\" of property \"{prop}\" couldn't be converted to System.DateTime. Use the format M/d/yyyy h:mm:ss AM|PM, for example '8/1/2017 2:00:00 PM'.\""
+    )]
+    BadDate { prop: String, value: String },
+    /// An operator the property's type does not take (`-gt` on a string, `-like` on a date).
+    /// The text is the emulator's (no live capture).
+    #[error(
+        "Cannot bind parameter 'Filter' to the target. Exception setting \"Filter\": \"The operator \"-{op}\" can't be used with the property \"{prop}\".\""
+    )]
+    BadOperator { prop: String, op: String },
 }
+
+/// The filterable date properties.
+const DATES: &[&str] = &[
+    "WhenChanged",
+    "WhenChangedUTC",
+    "WhenCreated",
+    "WhenCreatedUTC",
+];
 
 const FILTERABLE: &[&str] = &[
     "Alias",
@@ -50,6 +78,10 @@ const FILTERABLE: &[&str] = &[
     "CustomAttribute13",
     "CustomAttribute14",
     "CustomAttribute15",
+    "WhenChanged",
+    "WhenChangedUTC",
+    "WhenCreated",
+    "WhenCreatedUTC",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +89,8 @@ pub enum Val {
     Str(String),
     Bool(bool),
     Null,
+    /// A date, in Unix seconds.
+    Date(i64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,6 +99,10 @@ pub enum Op {
     Ne,
     Like,
     NotLike,
+    Gt,
+    Ge,
+    Lt,
+    Le,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -207,12 +245,16 @@ impl P<'_> {
                     .iter()
                     .find(|p| p.eq_ignore_ascii_case(&prop))
                     .ok_or_else(|| OpathError::UnknownProperty(prop.clone()))?;
-                let op = match self.toks.get(self.pos) {
+                let (op, op_text) = match self.toks.get(self.pos) {
                     Some((_, Tok::Dash(d))) => match d.as_str() {
-                        "eq" => Op::Eq,
-                        "ne" => Op::Ne,
-                        "like" => Op::Like,
-                        "notlike" => Op::NotLike,
+                        "eq" => (Op::Eq, d.clone()),
+                        "ne" => (Op::Ne, d.clone()),
+                        "like" => (Op::Like, d.clone()),
+                        "notlike" => (Op::NotLike, d.clone()),
+                        "gt" => (Op::Gt, d.clone()),
+                        "ge" => (Op::Ge, d.clone()),
+                        "lt" => (Op::Lt, d.clone()),
+                        "le" => (Op::Le, d.clone()),
                         _ => return Err(self.err()),
                     },
                     _ => return Err(self.err()),
@@ -226,6 +268,36 @@ impl P<'_> {
                     Some((_, Tok::Word(w))) => Val::Str(w),
                     _ => return Err(self.err()),
                 };
+                let is_date = DATES.contains(canonical);
+                let ordering = matches!(op, Op::Gt | Op::Ge | Op::Lt | Op::Le);
+                let pattern = matches!(op, Op::Like | Op::NotLike);
+                if (ordering && !is_date) || (pattern && is_date) {
+                    return Err(OpathError::BadOperator {
+                        prop: canonical.to_string(),
+                        op: op_text,
+                    });
+                }
+                let value = if is_date {
+                    let text = match &value {
+                        Val::Str(s) => Some(s.as_str()),
+                        _ => None,
+                    };
+                    match text.and_then(parse_en_us_date) {
+                        Some(t) => Val::Date(t),
+                        None => {
+                            let raw = match self.toks.get(self.pos) {
+                                Some((_, Tok::Str(s) | Tok::Word(s))) => s.clone(),
+                                _ => String::new(),
+                            };
+                            return Err(OpathError::BadDate {
+                                prop: canonical.to_string(),
+                                value: raw,
+                            });
+                        }
+                    }
+                } else {
+                    value
+                };
                 self.pos += 1;
                 Ok(Filter::Cmp {
                     prop: canonical.to_string(),
@@ -236,6 +308,53 @@ impl P<'_> {
             _ => Err(self.err()),
         }
     }
+}
+
+/// Unix seconds of `M/d/yyyy h:mm:ss AM|PM` (month, day and hour of one or two digits,
+/// minutes and seconds of two, a four-digit year, upper-case `AM`/`PM`, single spaces): the
+/// en-US form of "Filterable properties for the Filter parameter" (`'8/1/2017 2:00:00 PM'`).
+/// Anything else, an impossible date included, is `None`.
+pub fn parse_en_us_date(s: &str) -> Option<i64> {
+    let num = |t: &str, lens: std::ops::RangeInclusive<usize>| -> Option<u32> {
+        (lens.contains(&t.len()) && t.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| t.parse().ok())?
+    };
+    let mut parts = s.split(' ');
+    let (date, time, half) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let mut d = date.split('/');
+    let (m, day, y) = (
+        num(d.next()?, 1..=2)?,
+        num(d.next()?, 1..=2)?,
+        num(d.next()?, 4..=4)? as i64,
+    );
+    let mut t = time.split(':');
+    let (h, min, sec) = (
+        num(t.next()?, 1..=2)?,
+        num(t.next()?, 2..=2)?,
+        num(t.next()?, 2..=2)?,
+    );
+    if d.next().is_some() || t.next().is_some() {
+        return None;
+    }
+    if !(1..=12).contains(&m)
+        || day == 0
+        || day > days_in_month(y, m)
+        || !(1601..=9999).contains(&y)
+        || !(1..=12).contains(&h)
+        || min > 59
+        || sec > 59
+    {
+        return None;
+    }
+    let h24 = match half {
+        "AM" => h % 12,
+        "PM" => h % 12 + 12,
+        _ => return None,
+    };
+    Some(days_from_civil(y, m, day) * 86_400 + (h24 * 3600 + min * 60 + sec) as i64)
 }
 
 pub fn parse(s: &str) -> Result<Filter, OpathError> {
@@ -306,6 +425,21 @@ fn matches_one(prop: &str, v: &Value, op: Op, want: &Val) -> bool {
             s.eq_ignore_ascii_case(w)
         }
     };
+    if let Val::Date(w) = want {
+        // The date the answer shows (second resolution), against the filter's instant.
+        let Some(t) = v.as_str().and_then(parse_rendered_date) else {
+            return false;
+        };
+        return match op {
+            Op::Eq => t == *w,
+            Op::Ne => t != *w,
+            Op::Gt => t > *w,
+            Op::Ge => t >= *w,
+            Op::Lt => t < *w,
+            Op::Le => t <= *w,
+            Op::Like | Op::NotLike => false,
+        };
+    }
     match (v, want) {
         (Value::Null, Val::Null) => matches!(op, Op::Eq),
         (Value::String(s), Val::Null) => {
@@ -326,6 +460,8 @@ fn matches_one(prop: &str, v: &Value, op: Op, want: &Val) -> bool {
             Op::NotLike => {
                 !(wildcard(w, s) || (addressy && wildcard(strip_prefix(w), strip_prefix(s))))
             }
+            // The parser keeps the ordering operators to the date properties.
+            Op::Gt | Op::Ge | Op::Lt | Op::Le => false,
         },
         (Value::Null, _) => matches!(op, Op::Ne | Op::NotLike),
         _ => false,
@@ -342,7 +478,9 @@ pub fn eval(f: &Filter, obj: &Map<String, Value>) -> bool {
             match v {
                 // Multi-valued: -eq/-like match any value; -ne/-notlike need all to differ.
                 Value::Array(items) => match op {
-                    Op::Eq | Op::Like => items.iter().any(|i| matches_one(prop, i, *op, value)),
+                    Op::Eq | Op::Like | Op::Gt | Op::Ge | Op::Lt | Op::Le => {
+                        items.iter().any(|i| matches_one(prop, i, *op, value))
+                    }
                     Op::Ne | Op::NotLike => items.iter().all(|i| matches_one(prop, i, *op, value)),
                 },
                 _ => matches_one(prop, v, *op, value),
@@ -393,6 +531,93 @@ mod tests {
         assert!(eval(
             &parse("CustomAttribute15 -eq 'it''s'").unwrap(),
             json!({"CustomAttribute15": "it's"}).as_object().unwrap()
+        ));
+    }
+
+    #[test]
+    fn en_us_dates() {
+        // 2017-08-01T14:00:00Z, the documentation's example.
+        assert_eq!(parse_en_us_date("8/1/2017 2:00:00 PM"), Some(1_501_596_000));
+        assert_eq!(
+            parse_en_us_date("08/01/2017 02:00:00 PM"),
+            Some(1_501_596_000)
+        );
+        assert_eq!(
+            parse_en_us_date("8/1/2017 12:00:00 AM"),
+            Some(1_501_545_600)
+        );
+        assert_eq!(
+            parse_en_us_date("8/1/2017 12:30:05 PM"),
+            Some(1_501_590_605)
+        );
+        assert_eq!(
+            parse_en_us_date("2/29/2016 11:59:59 PM"),
+            Some(1_456_790_399)
+        );
+        for bad in [
+            "2017-08-01T14:00:00Z",
+            "8/1/2017",
+            "8/1/2017 14:00:00",
+            "8/1/2017 2:00:00 pm",
+            "8/1/2017  2:00:00 PM",
+            "8/1/2017 2:0:00 PM",
+            "8/1/2017 0:00:00 AM",
+            "8/1/2017 13:00:00 PM",
+            "0/1/2017 2:00:00 PM",
+            "8/32/2017 2:00:00 PM",
+            "2/29/2017 2:00:00 PM",
+            "8/1/17 2:00:00 PM",
+            "8/1/1600 2:00:00 PM",
+            "8/1/2017 2:00:60 PM",
+            "+8/1/2017 2:00:00 PM",
+            "",
+        ] {
+            assert_eq!(parse_en_us_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn date_comparisons() {
+        let o = json!({"WhenChangedUTC": "2017-08-01T14:00:00.0000000Z",
+            "WhenChanged": "2017-08-01T14:00:00+00:00", "Alias": "a"});
+        let o = o.as_object().unwrap();
+        let t = |f: &str| eval(&parse(f).unwrap(), o);
+        assert!(t("WhenChangedUTC -gt '8/1/2017 1:59:59 PM'"));
+        assert!(!t("WhenChangedUTC -gt '8/1/2017 2:00:00 PM'"));
+        assert!(t("WhenChangedUTC -ge '8/1/2017 2:00:00 PM'"));
+        assert!(t("WhenChanged -eq '8/1/2017 2:00:00 PM'"));
+        assert!(!t("WhenChanged -ne '8/1/2017 2:00:00 PM'"));
+        assert!(t("whenchanged -LT '8/1/2017 2:00:01 PM'"));
+        assert!(t(
+            "WhenChanged -le '8/1/2017 2:00:00 PM' -and Alias -eq 'a'"
+        ));
+        assert!(!t("-not (WhenChangedUTC -le '8/1/2017 2:00:00 PM')"));
+        // Absent (a view without the property) matches no comparison.
+        assert!(!t("WhenCreatedUTC -lt '8/1/2030 2:00:00 PM'"));
+        assert_eq!(
+            parse("WhenChangedUTC -gt '2017-08-01T14:00:00Z'"),
+            Err(OpathError::BadDate {
+                prop: "WhenChangedUTC".into(),
+                value: "2017-08-01T14:00:00Z".into()
+            })
+        );
+        assert_eq!(
+            parse("Alias -ge 'a'"),
+            Err(OpathError::BadOperator {
+                prop: "Alias".into(),
+                op: "ge".into()
+            })
+        );
+        assert_eq!(
+            parse("WhenCreated -notlike '8*'"),
+            Err(OpathError::BadOperator {
+                prop: "WhenCreated".into(),
+                op: "notlike".into()
+            })
+        );
+        assert!(matches!(
+            parse("WhenCreated -gte '8/1/2017 2:00:00 PM'"),
+            Err(OpathError::Syntax { pos: 12, .. })
         ));
     }
 }
