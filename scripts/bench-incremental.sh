@@ -55,11 +55,11 @@ phase() {
   echo "$rc" >"$W/$name.rc"
   curl -sf --cacert "$CA" "$URL/_emulator/counters" >"$W/$name.counters"
 }
-sync() { target/release/ldap2exo sync --format json "$@"; }
-phase provision sync
+l2e="target/release/ldap2exo sync --format json"
+phase provision $l2e
 # The first incremental cycle reads back the provisioning's own writes; the next is a no-op.
-phase settle sync
-phase noop sync
+phase settle $l2e
+phase noop $l2e
 python3 - "$CHANGED" >"$W/changes.ldif" <<'PY'
 import sys
 for i in range(int(sys.argv[1])):
@@ -68,9 +68,8 @@ for i in range(int(sys.argv[1])):
 PY
 /usr/bin/ldapmodify -x -H "$FIXTURE_LDAP_URL" -D "$FIXTURE_ROOT_DN" -w "$FIXTURE_ROOT_PASSWORD" \
   -f "$W/changes.ldif" >"$W/ldapmodify.out"
-phase changed sync
-phase full env LDAP2EXO__LDAP__CONTENT_SYNC=false LDAP2EXO__TENANT__INCREMENTAL_READ=false \
-  target/release/ldap2exo sync --format json
+phase changed $l2e
+phase full env LDAP2EXO__LDAP__CONTENT_SYNC=false LDAP2EXO__TENANT__INCREMENTAL_READ=false $l2e
 SH
 
 LDAP2EXO__TENANT__TENANT_ID=00000000-0000-4000-8000-00000000e0e0 \

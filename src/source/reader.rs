@@ -17,6 +17,8 @@ use crate::config::{LdapConfig, Scope};
 
 /// OID of the paged results control (RFC 2696).
 const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
+/// OID of the Sync Request control (RFC 4533), listed by a server that offers it.
+const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
 
 /// How the connection was protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -749,6 +751,7 @@ pub async fn check(config: &LdapConfig) -> Result<CheckReport, SourceError> {
         let mut vendor = None;
         let mut naming_contexts = Vec::new();
         let mut paged_results = None;
+        let mut content_sync = None;
         let dse = session
             .ldap
             .with_timeout(ctx.op_timeout)
@@ -784,18 +787,19 @@ pub async fn check(config: &LdapConfig) -> Result<CheckReport, SourceError> {
                     let controls = get("supportedControl");
                     if !controls.is_empty() {
                         paged_results = Some(controls.iter().any(|c| c == PAGED_RESULTS_OID));
+                        content_sync = Some(controls.iter().any(|c| c == SYNC_REQUEST_OID));
                     }
                 }
             }
             Ok(ldap3::SearchResult(_, res)) => debug!(rc = res.rc, "cannot read the root DSE"),
             Err(e) => debug!(error = %e, "cannot read the root DSE"),
         }
-        Ok((vendor, naming_contexts, paged_results))
+        Ok((vendor, naming_contexts, paged_results, content_sync))
     }
     .await;
     let tls = session.tls;
     session.close().await;
-    let (vendor, naming_contexts, paged_results) = outcome?;
+    let (vendor, naming_contexts, paged_results, content_sync) = outcome?;
 
     let mut warnings = Vec::new();
     if !tls.is_tls() && config.bind_dn.is_some() {
@@ -803,6 +807,9 @@ pub async fn check(config: &LdapConfig) -> Result<CheckReport, SourceError> {
     }
     if paged_results == Some(false) {
         warnings.push("the server does not list the paged results control: large directories may hit its size limit".into());
+    }
+    if config.content_sync && content_sync == Some(false) {
+        warnings.push("ldap.content_sync is on, but the server does not list LDAP content synchronisation (RFC 4533): load the syncprov overlay, or every run reads with the paged search".into());
     }
     if !naming_contexts.is_empty() {
         let base = normalize_dn(&config.base_dn);

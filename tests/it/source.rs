@@ -569,6 +569,29 @@ async fn check_reports_the_server_and_a_missing_base() {
     );
     assert_eq!(report.paged_results, Some(true));
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    // With content_sync on, a server without syncprov is a warning with the fix.
+    let plain = Slapd::start(SlapdOptions {
+        syncprov: false,
+        ..SlapdOptions::default()
+    });
+    let wants_sync = LdapConfig {
+        content_sync: true,
+        ..plain.ldap_config()
+    };
+    let warned = source::check(&wants_sync).await.unwrap();
+    assert!(
+        warned
+            .warnings
+            .iter()
+            .any(|w| w.contains("load the syncprov overlay")),
+        "{:?}",
+        warned.warnings
+    );
+    let synced = LdapConfig {
+        content_sync: true,
+        ..config.clone()
+    };
+    assert!(source::check(&synced).await.unwrap().warnings.is_empty());
 
     let missing = LdapConfig {
         base_dn: "ou=nobody,dc=example,dc=edu".into(),
