@@ -372,6 +372,10 @@ pub struct TenantConfig {
     /// With `incremental_read`, a full read at least this often (hours, 1 to 8760).
     #[serde(default = "default_full_reconcile_hours")]
     pub full_read_interval_hours: u32,
+    /// With `incremental_read`, how far before the last Exchange listing's start the next one
+    /// reaches back (seconds, 1 to 86400): clock skew and Exchange's own replication.
+    #[serde(default = "default_exchange_margin")]
+    pub exchange_margin_seconds: u32,
     /// `[tenant.budget]`: the request rates the plan's bill divides by to say how long a run
     /// takes (see `plan::bill`). They pace nothing: the limiter follows the services' answers.
     #[serde(default)]
@@ -672,6 +676,9 @@ fn default_page_size() -> u32 {
 }
 fn default_full_reconcile_hours() -> u32 {
     24
+}
+fn default_exchange_margin() -> u32 {
+    900
 }
 fn default_ldap_timeout() -> u64 {
     120
@@ -1064,6 +1071,12 @@ impl Config {
                     "{} is not between 1 and 8760 (to read in full every run, set incremental_read = false)",
                     t.full_read_interval_hours
                 ),
+            ));
+        }
+        if !(1..=86_400).contains(&t.exchange_margin_seconds) {
+            return Err(key(
+                "tenant.exchange_margin_seconds",
+                format!("{} is not between 1 and 86400", t.exchange_margin_seconds),
             ));
         }
         if t.propagation_wait_seconds > 600 {

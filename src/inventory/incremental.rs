@@ -7,8 +7,8 @@
 //!   `syncStateNotFound`) reads in full.
 //! - **Exchange** `Get-Recipient -Filter "WhenChangedUTC -gt '<date>'"` ("Filterable
 //!   properties for the Filter parameter"), from when the last listing started minus
-//!   [`EXCHANGE_MARGIN_SECONDS`] (clock skew between this host and Exchange, and Exchange's
-//!   own replication). A recipient deleted in Exchange is not in it: a user's recipient goes
+//!   `tenant.exchange_margin_seconds` (default 900: clock skew between this host and
+//!   Exchange, and Exchange's own replication, for which Microsoft publishes no figure). A recipient deleted in Exchange is not in it: a user's recipient goes
 //!   when Graph's delta removes the user; a deleted group or contact keeps its addresses
 //!   "taken" until the next full read (at worst a create is held as a conflict a day longer,
 //!   never a wrong write).
@@ -36,9 +36,6 @@ use crate::config::TenantConfig;
 use crate::source::incremental::ReadReport;
 use crate::state::{StateError, Store, TenantSyncCommit};
 use crate::tenant::{GraphUser, Tenant, TenantError};
-
-/// How far before the last listing's start the next Exchange query reaches back (seconds).
-pub const EXCHANGE_MARGIN_SECONDS: i64 = 900;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -226,9 +223,10 @@ async fn changes(
         tenant
             .graph()
             .users_delta_as(&GRAPH_PROPERTIES, Some(delta_link), user_with_json),
-        tenant
-            .exchange()
-            .list_recipients_changed_since_as(exchange_since - EXCHANGE_MARGIN_SECONDS, keep),
+        tenant.exchange().list_recipients_changed_since_as(
+            exchange_since - i64::from(config.exchange_margin_seconds),
+            keep,
+        ),
         tenant.exchange().list_soft_deleted_mail_users_as(keep),
         skus(tenant, config),
     )
