@@ -368,7 +368,11 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(10));
+            // Journal writes queue for SQLite's one writer; with synchronous=FULL each waits
+            // for an fsync. On a disk busy with other work, 10 s was once not enough during a
+            // 10,000-person provisioning (bench-incremental beside two builds and a benchmark:
+            // "database is locked" ended the run); a minute is.
+            .busy_timeout(std::time::Duration::from_secs(60));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
