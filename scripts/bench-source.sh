@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: read, map and plan N generated people (default 50,000) from a private slapd,
 # next to `ldapsearch` dumping the same entries with the same page size and attributes.
-# Prints wall time and peak memory (GNU time's maximum resident set size) of both.
+# Prints wall time and peak memory (GNU time's maximum resident set size) of both (best of 3),
+# then where ldap2exo's time goes: the phase times of one more run with debug logging, taken
+# from its own log lines (`read LDAP entries`, `mapped and planned`, `wrote the report`).
 #
 #   scripts/bench-source.sh [N] [PAGE_SIZE]
 set -euo pipefail
@@ -36,12 +38,37 @@ read -r _ ls_s ls_kib < <(LDAPTLS_CACERT="$FIXTURE_CA_FILE" measure ldapsearch l
 read -r _ l2e_s l2e_kib < <(LDAP2EXO__STATE__PATH="$tmp/state.db" measure ldap2exo \
   target/release/ldap2exo sync --dry-run --format json --output "$tmp/plan.json")
 planned=$(grep -c "\"op\": \"create\"" "$tmp/plan.json" || true)
+rm -f "$tmp"/state.db*
+LDAP2EXO__STATE__PATH="$tmp/state.db" LDAP2EXO_LOG=ldap2exo=debug NO_COLOR=1 /usr/bin/time -f "%e" -o "$tmp/t" \
+  target/release/ldap2exo sync --dry-run --format json --output "$tmp/plan.json" >/dev/null 2>"$tmp/log"
+field() { # message, field: the value of `field` on the first log line with `message`
+  grep -F "$1" "$tmp/log" | head -n 1 | grep -o " $2=[0-9]*" | cut -d= -f2
+}
+logged_s=$(cat "$tmp/t")
+connected=$(field "read LDAP entries" connected_ms)
+rules=$(field "read LDAP entries" rules_ms)
+read_ms=$(field "read LDAP entries" elapsed_ms)
+mapped=$(field "mapped and planned" mapped_ms)
+plan_ms=$(field "mapped and planned" planned_ms)
+output=$(field "wrote the report" elapsed_ms)
 printf "\nldap2exo source benchmark: %s entries matched (%s generated), page size %s, best of 3\n" \
   "$count" "$BENCH_N" "$BENCH_PAGE_SIZE"
 printf "%-44s %8s %12s\n" "" "wall s" "peak MB"
 awk -v a="$ls_s" -v b="$ls_kib" -v c="$l2e_s" -v d="$l2e_kib" -v p="$planned" "BEGIN {
   printf \"%-44s %8.2f %12.1f\\n\", \"ldapsearch (dump, same attributes)\", a, b / 1024
   printf \"%-44s %8.2f %12.1f\\n\", \"ldap2exo sync --dry-run (read, map, plan)\", c, d / 1024
-  printf \"ratio ldap2exo / ldapsearch: %.2fx (target <= 1.5x); peak memory target < 200 MB; %d creates planned\\n\", c / a, p
+  printf \"ratio ldap2exo / ldapsearch: %.2fx (target <= 1.5x); peak memory target < 150 MB; %d creates planned\\n\", c / a, p
+}"
+awk -v wall="$logged_s" -v rules="$rules" -v conn="$connected" -v read="$read_ms" -v claims="$mapped" \
+  -v plan="$plan_ms" -v out="$output" "BEGIN {
+  printf \"\\nldap2exo phases, one more run with debug logging (%.2f s wall), ms:\\n\", wall
+  line = \"  %-62s %6d\\n\"
+  printf line, \"connect + rule searches (hidden/disabled DNs, 2 connections)\", rules
+  printf line, \"main connection (connect, StartTLS, bind)\", conn - rules
+  printf line, \"LDAP read + map (main paged search, mapping each entry)\", read - conn
+  printf line, \"claims (Mapper::finish)\", claims
+  printf line, \"plan (plan::plan, bill, state store reads)\", plan
+  printf line, \"output (JSON report written and synced)\", out
+  printf line, \"rest (start, config, state store, exit)\", wall * 1000 - read - claims - plan - out
 }"
 '

@@ -578,9 +578,15 @@ async fn sync_inner(config: &Config, args: &SyncArgs, stop: &Stop) -> Result<Exi
             .await?,
         )
         .await?;
+        let clock = std::time::Instant::now();
         write_out(dest, |w| {
             report::write(w, &plan, None, args.format, "sync --dry-run")
         })?;
+        tracing::debug!(
+            format = ?args.format,
+            elapsed_ms = clock.elapsed().as_millis() as u64,
+            "wrote the report"
+        );
         return Ok(verdict_exit(&plan));
     }
     let finished = real_run(config, &args.selection, "sync", stop, &TenantWatch::new()).await?;

@@ -142,7 +142,8 @@ impl<'a> Mapper<'a> {
                     );
                     self.warnings.push(warning);
                 }
-                self.claimants.push(claims::Claimant::Recipient(c));
+                self.claimants
+                    .push(claims::Claimant::Recipient(Box::new(c)));
             }
             Judged::Disabled(d) => self.claimants.push(claims::Claimant::Disabled(d)),
             Judged::NoMail(dn) => self.skipped_no_mail.push(dn),

@@ -2,8 +2,11 @@
 //!
 //! A sorted vector rather than a `BTreeMap`: a plan for 50,000 new people holds 800,000 of
 //! these pairs, and B-tree nodes sized for eleven entries cost about twice the memory of the
-//! pairs themselves. Serialises as the JSON object INTERFACE.md specifies.
+//! pairs themselves. Field names are `Cow<'static, str>`: the planner's names are constants,
+//! so those 800,000 pairs need no allocation for their names. Serialises as the JSON object
+//! INTERFACE.md specifies.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Index;
 
@@ -14,12 +17,12 @@ use serde_json::Value;
 pub type Change = (Option<Value>, Option<Value>);
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Changes(Vec<(String, Change)>);
+pub struct Changes(Vec<(Cow<'static, str>, Change)>);
 
 impl Changes {
     pub fn get(&self, field: &str) -> Option<&Change> {
         self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(field))
+            .binary_search_by(|(k, _)| k.as_ref().cmp(field))
             .ok()
             .map(|i| &self.0[i].1)
     }
@@ -29,16 +32,19 @@ impl Changes {
     }
 
     /// Sets `field`, replacing an earlier change of it.
-    pub fn insert(&mut self, field: impl Into<String>, change: Change) {
+    pub fn insert(&mut self, field: impl Into<Cow<'static, str>>, change: Change) {
         let field = field.into();
-        match self.0.binary_search_by(|(k, _)| k.cmp(&field)) {
+        match self
+            .0
+            .binary_search_by(|(k, _)| k.as_ref().cmp(field.as_ref()))
+        {
             Ok(i) => self.0[i].1 = change,
             Err(i) => self.0.insert(i, (field, change)),
         }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Change)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -52,9 +58,25 @@ impl Changes {
 
 impl FromIterator<(String, Change)> for Changes {
     fn from_iter<I: IntoIterator<Item = (String, Change)>>(iter: I) -> Self {
-        let mut v: Vec<(String, Change)> = iter.into_iter().collect();
+        Changes::sorted(iter.into_iter().map(|(k, c)| (Cow::Owned(k), c)).collect())
+    }
+}
+
+/// The planner's own field names (constants).
+impl FromIterator<(&'static str, Change)> for Changes {
+    fn from_iter<I: IntoIterator<Item = (&'static str, Change)>>(iter: I) -> Self {
+        Changes::sorted(
+            iter.into_iter()
+                .map(|(k, c)| (Cow::Borrowed(k), c))
+                .collect(),
+        )
+    }
+}
+
+impl Changes {
+    /// Sorted by field, the last change of a field winning, as with repeated inserts.
+    fn sorted(mut v: Vec<(Cow<'static, str>, Change)>) -> Self {
         v.sort_by(|a, b| a.0.cmp(&b.0));
-        // The last change of a field wins, as with repeated inserts.
         v.reverse();
         v.dedup_by(|later, earlier| later.0 == earlier.0);
         v.reverse();

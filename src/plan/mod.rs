@@ -322,14 +322,20 @@ pub fn plan(input: Input) -> Plan {
         .collect();
     let disabled_in_ldap: BTreeSet<&Anchor> = disabled.iter().map(|d| &d.anchor).collect();
     // Every address some LDAP entry claims now: a former primary is kept as an alias only
-    // while nobody else claims it.
-    let claimed: HashSet<String> = recipients
-        .iter()
-        .flat_map(|r| std::iter::once(&r.primary).chain(&r.secondary))
-        .map(|a| a.to_string())
-        .collect();
+    // while nobody else claims it. Only a state row has a former primary: a first run
+    // (no rows) needs none of the set, and at 50,000 people building it costs 25 ms.
+    let claimed: HashSet<String> = match input.objects.is_empty() {
+        true => HashSet::new(),
+        false => recipients
+            .iter()
+            .flat_map(|r| std::iter::once(&r.primary).chain(&r.secondary))
+            .map(|a| a.to_string())
+            .collect(),
+    };
 
-    let mut actions = Vec::new();
+    // At most one action per recipient and one per state row before the handover phase:
+    // sized once, the list of 50,000 creates is not copied as it grows.
+    let mut actions = Vec::with_capacity(recipients.len() + input.objects.len());
     let mut summary = Summary::default();
 
     for r in recipients {
@@ -349,7 +355,7 @@ pub fn plan(input: Input) -> Plan {
             None => {
                 let changes = target
                     .into_iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), (None, Some(v))))
+                    .map(|(k, v)| (k.as_str(), (None, Some(v))))
                     .collect();
                 Some(who.action(Op::Create, changes, None))
             }
@@ -646,11 +652,11 @@ fn strings(v: Option<&Value>) -> impl Iterator<Item = String> + '_ {
 
 /// Per-field before/after for every field whose value differs.
 fn diff(before: &Fields, mut after: Fields) -> Changes {
-    let changes: Vec<(String, Change)> = before
+    let changes: Vec<(&'static str, Change)> = before
         .iter()
         .filter_map(|(k, b)| match after.remove(k.as_str()) {
             Some(a) if &a == b => None,
-            a => Some((k.as_str().to_owned(), (Some(b.clone()), a))),
+            a => Some((k.as_str(), (Some(b.clone()), a))),
         })
         .collect();
     changes
@@ -658,7 +664,7 @@ fn diff(before: &Fields, mut after: Fields) -> Changes {
         .chain(
             after
                 .into_iter()
-                .map(|(k, a)| (k.as_str().to_owned(), (None, Some(a)))),
+                .map(|(k, a)| (k.as_str(), (None, Some(a)))),
         )
         .collect()
 }

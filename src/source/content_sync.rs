@@ -26,7 +26,7 @@ use tracing::{debug, info};
 use super::RawEntry;
 use super::error::SourceError;
 use super::filter::{and, is_valid, normalize_dn};
-use super::reader::{Ctx, open, paged_search, to_raw};
+use super::reader::{Ctx, client_tls, open_with, paged_search, to_raw};
 use crate::config::LdapConfig;
 
 const SYNC_STATE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.2";
@@ -129,6 +129,8 @@ pub async fn refresh(
     }
     let rules = rule_filters(config)?;
     let ctx = Ctx::new(config);
+    // One TLS configuration for the read's connections: loading the trust roots takes 10 ms.
+    let tls = client_tls(config)?;
     let mut attrs = config.attributes.requested();
     if attrs.is_empty() {
         attrs.push("1.1".into());
@@ -136,13 +138,13 @@ pub async fn refresh(
     let mut searches = 1;
     let full_flags = match cookie {
         None => {
-            let flags = rule_dns(config, &ctx, &rules, None).await?;
+            let flags = rule_dns(config, &tls, &ctx, &rules, None).await?;
             searches += flags.searches;
             Some(flags)
         }
         Some(_) => None,
     };
-    let mut session = open(config).await?;
+    let mut session = open_with(config, tls.clone()).await?;
     let mut held: Vec<(SyncUuid, RawEntry)> = Vec::new();
     let outcome = sync_search(
         &mut session.ldap,
@@ -166,7 +168,7 @@ pub async fn refresh(
     delta.searches = searches;
     if !held.is_empty() {
         let uuids: Vec<SyncUuid> = held.iter().map(|(u, _)| *u).collect();
-        let flags = rule_dns(config, &ctx, &rules, Some(&uuids)).await?;
+        let flags = rule_dns(config, &tls, &ctx, &rules, Some(&uuids)).await?;
         delta.searches += flags.searches;
         for (uuid, entry) in held {
             on_entry(uuid, flagged(entry, &flags));
@@ -225,6 +227,7 @@ fn rule_filters(config: &LdapConfig) -> Result<Vec<(bool, String)>, SourceError>
 /// Runs the rule searches (DNs only, one connection), restricted to `only` when given.
 async fn rule_dns(
     config: &LdapConfig,
+    tls: &Option<std::sync::Arc<rustls::ClientConfig>>,
     ctx: &Ctx<'_>,
     rules: &[(bool, String)],
     only: Option<&[SyncUuid]>,
@@ -233,7 +236,7 @@ async fn rule_dns(
     if rules.is_empty() {
         return Ok(flags);
     }
-    let mut session = open(config).await?;
+    let mut session = open_with(config, tls.clone()).await?;
     let no_attrs = vec![String::from("1.1")];
     let result = async {
         for (hidden, rule) in rules {

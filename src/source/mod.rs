@@ -26,10 +26,7 @@ pub struct RawEntry {
 impl RawEntry {
     /// All values of `attr` (any case); empty when absent.
     pub fn values(&self, attr: &str) -> &[String] {
-        self.attrs
-            .get(&attr.to_ascii_lowercase())
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        with_lower_case(attr, |name| self.attrs.get(name).map(Vec::as_slice)).unwrap_or(&[])
     }
 
     /// The first value of `attr`, if any.
@@ -39,7 +36,22 @@ impl RawEntry {
 
     /// True when `attr` had a value that is not valid UTF-8.
     pub fn is_binary(&self, attr: &str) -> bool {
-        self.binary.contains(&attr.to_ascii_lowercase())
+        !self.binary.is_empty() && with_lower_case(attr, |name| self.binary.contains(name))
+    }
+}
+
+/// Calls `f` with `name` in ASCII lower case, without allocating for a usual attribute name
+/// (the mapping looks up a dozen per entry, so 600,000 at 50,000 people).
+fn with_lower_case<T>(name: &str, f: impl FnOnce(&str) -> T) -> T {
+    let mut buf = [0u8; 64];
+    match buf.get_mut(..name.len()) {
+        Some(lower) => {
+            lower.copy_from_slice(name.as_bytes());
+            lower.make_ascii_lowercase();
+            // ASCII case changes keep UTF-8 valid.
+            f(std::str::from_utf8(lower).unwrap_or(name))
+        }
+        None => f(&name.to_ascii_lowercase()),
     }
 }
 
