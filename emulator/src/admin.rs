@@ -97,8 +97,8 @@ pub fn set_faults(sh: &Shared, f: FaultConfig) -> Result<(), AdminError> {
 }
 
 pub fn expire_delta_tokens(sh: &Shared) {
-    // Tokens carry their issue time in seconds; +1 makes ones issued this very second expire.
-    lock(&sh.store).delta_epoch = now_unix() + 1;
+    let mut store = lock(&sh.store);
+    store.delta_epoch = store.delta_issued + 1;
 }
 
 pub fn dump_state(sh: &Shared, path: &Path) -> Result<(), AdminError> {

@@ -454,7 +454,10 @@ pub struct Store {
     pub outbound_connectors: Vec<Value>,
     pub seq: u64,
     pub rng: Prng,
-    /// Delta tokens issued before this Unix time are treated as expired.
+    /// How many delta and skip tokens have been issued; each token carries its number.
+    pub delta_issued: u64,
+    /// Tokens numbered below this are treated as expired (`expire_delta_tokens`): counted,
+    /// not timed, so a token issued right after an expiry is good whatever the clock says.
     pub delta_epoch: u64,
     /// Addresses and UPNs (folded) recently removed from a recipient: its id, and until when
     /// (wall-clock ms) nobody else may take them ([`Realism::address_release_ms`]).
@@ -494,6 +497,7 @@ impl Store {
             outbound_connectors: Vec::new(),
             seq: 0,
             rng: Prng::new(id_seed),
+            delta_issued: 0,
             delta_epoch: 0,
             released: BTreeMap::new(),
             migration: Default::default(),

@@ -26,8 +26,11 @@ struct State {
     /// First round: only live objects, no `@removed` entries.
     initial: bool,
     select: Option<Vec<String>>,
-    /// When the deltaLink was issued (Unix seconds).
+    /// When the deltaLink was issued (Unix seconds), for the token lifetime.
     issued: u64,
+    /// The token's number ([`crate::store::Store::delta_issued`]), for expiry on demand.
+    #[serde(default)]
+    serial: u64,
 }
 
 fn encode(s: &State) -> String {
@@ -59,7 +62,7 @@ pub fn delta(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
     let state = if let Some(t) = req.query("$deltatoken") {
         let s = decode(t).ok_or_else(bad_token)?;
         let age = now_unix().saturating_sub(s.issued);
-        if s.issued < store.delta_epoch || age > sh.settings.delta_token_lifetime.as_secs() {
+        if s.serial < store.delta_epoch || age > sh.settings.delta_token_lifetime.as_secs() {
             return Err(GraphError::SyncStateNotFound {
                 status: sh.settings.delta_expired_status,
             });
@@ -71,6 +74,7 @@ pub fn delta(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
             initial: false,
             select: s.select,
             issued: s.issued,
+            serial: s.serial,
         }
     } else if let Some(t) = req.query("$skiptoken") {
         decode(t).ok_or_else(bad_token)?
@@ -82,6 +86,7 @@ pub fn delta(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
             initial: true,
             select: select_props(req)?,
             issued: now_unix(),
+            serial: 0,
         }
     };
 
@@ -108,6 +113,8 @@ pub fn delta(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
             ));
         }
     }
+    store.delta_issued += 1;
+    let serial = store.delta_issued;
     drop(store);
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     entries.retain(|(id, _)| state.after.as_ref().is_none_or(|a| id > a));
@@ -133,6 +140,7 @@ pub fn delta(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
             initial: false,
             select: state.select,
             issued: now_unix(),
+            serial,
         };
         body["@odata.deltaLink"] = json!(url(
             sh,
