@@ -92,6 +92,25 @@ fn assert_same_plan(incremental: &Plan, full: &Plan) {
     );
 }
 
+/// The state store (with its WAL) holds neither the bind password nor the client secret,
+/// although it now keeps LDAP entries and the tenant's users and recipients.
+/// `marker` is text only the new rows hold, so the check reads the files that hold them.
+fn assert_no_secret_stored(install: &Install, emu: &ldap2exo_emulator::Emulator, marker: &str) {
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(install.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("state.db") {
+            stored.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    let stored = String::from_utf8_lossy(&stored);
+    assert!(stored.contains(marker), "{marker:?} is in the files read");
+    let secret = emu.tenant().client_secret.unwrap();
+    for s in [crate::support::slapd::SERVICE_PASSWORD, secret.as_str()] {
+        assert!(!stored.contains(s), "secret {s:?} in the state store");
+    }
+}
+
 fn mode(plan: &Plan) -> &str {
     plan.source
         .read
@@ -214,6 +233,8 @@ fn converges(options: SlapdOptions, present_phase: bool) {
     let reconcile = full_read(&install);
     assert_eq!(reconcile.actions.len(), 0, "{:?}", reconcile.actions);
     assert_same_plan(&after, &reconcile);
+    // The stored LDAP entries' JSON names attributes in lower case.
+    assert_no_secret_stored(&install, &emu, "\"displayname\"");
     let state = emu.state();
     assert_eq!(
         by_upn(&state, "nnew@example.edu").display_name.as_deref(),
