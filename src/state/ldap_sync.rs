@@ -3,10 +3,9 @@
 //! `source::incremental` reads them to turn a refresh's changes into the whole directory; a real
 //! run commits the next pair once every change it covers has been applied.
 
-use futures_util::TryStreamExt;
 use sqlx::Row;
 
-use super::{StateError, Store};
+use super::{StateError, Store, replace_rows};
 
 /// Where the last committed refresh ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,17 +50,10 @@ impl Store {
     /// returns.
     pub async fn each_ldap_entry<E>(
         &self,
-        mut each: impl FnMut(&str, &str) -> Result<(), E>,
+        each: impl FnMut(&str, &str) -> Result<(), E>,
     ) -> Result<Result<(), E>, StateError> {
-        let mut rows = sqlx::query("SELECT uuid, entry FROM ldap_entries").fetch(&self.pool);
-        while let Some(row) = rows.try_next().await? {
-            let uuid: &str = row.get(0);
-            let entry: &str = row.get(1);
-            if let Err(e) = each(uuid, entry) {
-                return Ok(Err(e));
-            }
-        }
-        Ok(Ok(()))
+        self.each_row("SELECT uuid, entry FROM ldap_entries", each)
+            .await
     }
 
     /// Writes the entries and the cookie of a refresh in one transaction.
@@ -72,22 +64,15 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        for uuid in &c.removes {
-            sqlx::query("DELETE FROM ldap_entries WHERE uuid = ?1")
-                .bind(uuid)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (uuid, entry) in &c.upserts {
-            sqlx::query(
-                "INSERT INTO ldap_entries (uuid, entry) VALUES (?1, ?2)
-                 ON CONFLICT (uuid) DO UPDATE SET entry = ?2",
-            )
-            .bind(uuid)
-            .bind(entry)
-            .execute(&mut *tx)
-            .await?;
-        }
+        replace_rows(
+            &mut tx,
+            "ldap_entries",
+            "uuid",
+            "entry",
+            &c.removes,
+            &c.upserts,
+        )
+        .await?;
         sqlx::query(
             "INSERT INTO ldap_sync (id, cookie, search, full_at, updated_at) VALUES (1, ?1, ?2, ?3, ?4)
              ON CONFLICT (id) DO UPDATE SET cookie = ?1, search = ?2, full_at = ?3, updated_at = ?4",

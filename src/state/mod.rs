@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -929,6 +930,56 @@ impl Store {
                 .await?,
         )
     }
+}
+
+impl Store {
+    /// Hands each row of a two-column `query` to `each` as text, streamed from the database
+    /// (a 100,000-row table is never in memory twice). Stops at the first error `each`
+    /// returns.
+    pub(super) async fn each_row<E>(
+        &self,
+        query: &'static str,
+        mut each: impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<Result<(), E>, StateError> {
+        let mut rows = sqlx::query(query).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            if let Err(e) = each(sqlx::Row::get(&row, 0), sqlx::Row::get(&row, 1)) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// In `tx`, deletes the rows of `table` whose `key` is in `gone`, then inserts or replaces
+/// `rows` as `(key, value)`. For the incremental reads' stored copies (`ldap_entries`,
+/// `tenant_users`, `tenant_recipients`); the names are this crate's own, never input.
+pub(super) async fn replace_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    table: &'static str,
+    key: &'static str,
+    value: &'static str,
+    gone: &[String],
+    rows: &[(String, String)],
+) -> Result<(), StateError> {
+    let delete = format!("DELETE FROM {table} WHERE {key} = ?1");
+    for k in gone {
+        sqlx::query(sqlx::AssertSqlSafe(delete.as_str()))
+            .bind(k)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let upsert = format!(
+        "INSERT INTO {table} ({key}, {value}) VALUES (?1, ?2) ON CONFLICT ({key}) DO UPDATE SET {value} = ?2"
+    );
+    for (k, v) in rows {
+        sqlx::query(sqlx::AssertSqlSafe(upsert.as_str()))
+            .bind(k)
+            .bind(v)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The schema version this binary writes: its newest migration.

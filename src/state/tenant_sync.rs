@@ -3,10 +3,9 @@
 //! the `/users/delta` link and when the Exchange listing started. `inventory::incremental`
 //! reads them to turn a round of changes into the whole tenant.
 
-use futures_util::TryStreamExt;
 use sqlx::Row;
 
-use super::{StateError, Store};
+use super::{StateError, Store, replace_rows};
 
 /// Where the last stored tenant read ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,20 +71,6 @@ impl Store {
             .await
     }
 
-    async fn each_row<E>(
-        &self,
-        query: &'static str,
-        mut each: impl FnMut(&str, &str) -> Result<(), E>,
-    ) -> Result<Result<(), E>, StateError> {
-        let mut rows = sqlx::query(query).fetch(&self.pool);
-        while let Some(row) = rows.try_next().await? {
-            if let Err(e) = each(row.get(0), row.get(1)) {
-                return Ok(Err(e));
-            }
-        }
-        Ok(Ok(()))
-    }
-
     /// Stores a tenant read in one transaction.
     pub async fn commit_tenant_sync(
         &self,
@@ -101,38 +86,24 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        for id in &c.users_gone {
-            sqlx::query("DELETE FROM tenant_users WHERE id = ?1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for guid in &c.recipients_gone {
-            sqlx::query("DELETE FROM tenant_recipients WHERE guid = ?1")
-                .bind(guid)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (id, json) in &c.users {
-            sqlx::query(
-                "INSERT INTO tenant_users (id, user) VALUES (?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET user = ?2",
-            )
-            .bind(id)
-            .bind(json)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (guid, json) in &c.recipients {
-            sqlx::query(
-                "INSERT INTO tenant_recipients (guid, recipient) VALUES (?1, ?2)
-                 ON CONFLICT (guid) DO UPDATE SET recipient = ?2",
-            )
-            .bind(guid)
-            .bind(json)
-            .execute(&mut *tx)
-            .await?;
-        }
+        replace_rows(
+            &mut tx,
+            "tenant_users",
+            "id",
+            "user",
+            &c.users_gone,
+            &c.users,
+        )
+        .await?;
+        replace_rows(
+            &mut tx,
+            "tenant_recipients",
+            "guid",
+            "recipient",
+            &c.recipients_gone,
+            &c.recipients,
+        )
+        .await?;
         sqlx::query(
             "INSERT INTO tenant_sync (id, delta_link, exchange_since, key, full_at, updated_at)
              VALUES (1, ?1, ?2, ?3, ?4, ?5)

@@ -28,11 +28,10 @@ fn with_content_sync(install: &mut Install) {
     }
 }
 
-/// The same installation with content synchronisation off: a paged full read.
-fn full_read(install: &Install) -> Plan {
-    let args = ["sync", "--dry-run", "--format", "json"];
+/// A dry run of the same installation with the switch `key` left out (so off).
+fn dry_run_without(install: &Install, key: &str) -> Plan {
     let mut env = install.env.clone();
-    env.retain(|(k, _)| k != "LDAP2EXO__LDAP__CONTENT_SYNC");
+    env.retain(|(k, _)| k != key);
     let run = Install {
         dir: tempfile::tempdir().unwrap(),
         config: install.config.clone(),
@@ -40,9 +39,14 @@ fn full_read(install: &Install) -> Plan {
         now: install.now,
         env,
     }
-    .run(&args);
-    expect(&run, 0, "the full read");
-    let plan = run.plan();
+    .run(&["sync", "--dry-run", "--format", "json"]);
+    expect(&run, 0, &format!("the dry run without {key}"));
+    run.plan()
+}
+
+/// The same installation with content synchronisation off: a paged full read.
+fn full_read(install: &Install) -> Plan {
+    let plan = dry_run_without(install, "LDAP2EXO__LDAP__CONTENT_SYNC");
     assert_eq!(
         plan.source.read, None,
         "a paged read reports no content sync"
@@ -435,18 +439,7 @@ fn the_cookie_never_moves_past_a_failed_action() {
 
 /// The same installation with the tenant read in full.
 fn full_tenant_read(install: &Install) -> Plan {
-    let mut env = install.env.clone();
-    env.retain(|(k, _)| k != "LDAP2EXO__TENANT__INCREMENTAL_READ");
-    let run = Install {
-        dir: tempfile::tempdir().unwrap(),
-        config: install.config.clone(),
-        state: install.state.clone(),
-        now: install.now,
-        env,
-    }
-    .run(&["sync", "--dry-run", "--format", "json"]);
-    expect(&run, 0, "the full tenant read");
-    let plan = run.plan();
+    let plan = dry_run_without(install, "LDAP2EXO__TENANT__INCREMENTAL_READ");
     assert_eq!(plan.tenant_read, None);
     plan
 }
