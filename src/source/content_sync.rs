@@ -332,25 +332,7 @@ async fn sync_search(
         let step = if entry.is_intermediate() {
             sync_info(entry.0).map(|info| info.apply(&mut delta, &mut latest))
         } else {
-            entry_state(&entry.1).and_then(|state| {
-                if let Some(c) = &state.cookie {
-                    latest = Some(c.clone());
-                }
-                match state.state {
-                    0 => {
-                        delta.present.get_or_insert_default().insert(state.uuid);
-                    }
-                    1 | 2 => {
-                        let raw = to_raw(entry.0)?;
-                        delta.changed += 1;
-                        on_changed(state.uuid, raw);
-                    }
-                    _ => {
-                        delta.deleted.insert(state.uuid);
-                    }
-                }
-                Ok(())
-            })
+            take_entry(entry, &mut delta, &mut latest, &mut on_changed)
         };
         if let Err(message) = step {
             let _ = stream.finish().await;
@@ -385,6 +367,34 @@ async fn sync_search(
     }
     delta.cookie = latest.or_else(|| cookie.map(<[u8]>::to_vec));
     Ok(Searched::Done(delta))
+}
+
+/// Files one SearchResultEntry of a refresh by its Sync State: present, changed (handed to
+/// `on_changed`) or deleted.
+fn take_entry(
+    entry: ldap3::ResultEntry,
+    delta: &mut Delta,
+    latest: &mut Option<Vec<u8>>,
+    on_changed: &mut impl FnMut(SyncUuid, RawEntry),
+) -> Result<(), String> {
+    let state = entry_state(&entry.1)?;
+    if let Some(c) = state.cookie {
+        *latest = Some(c);
+    }
+    match state.state {
+        0 => {
+            delta.present.get_or_insert_default().insert(state.uuid);
+        }
+        1 | 2 => {
+            let raw = to_raw(entry.0)?;
+            delta.changed += 1;
+            on_changed(state.uuid, raw);
+        }
+        _ => {
+            delta.deleted.insert(state.uuid);
+        }
+    }
+    Ok(())
 }
 
 /// A non-zero result of the refresh: a refused cookie, a server that cannot do it, or an
