@@ -234,13 +234,15 @@ async fn full(
 ) -> Result<Read, ReadError> {
     let mut upserts = Vec::new();
     let mut seen = HashSet::new();
+    let mut unstored = None;
     let refresh = content_sync::refresh(config, None, |uuid, entry| {
         if !seen.insert(uuid) {
             warn!(uuid = %uuid, dn = %entry.dn, "the server sent an entry twice; the first is kept");
             return;
         }
-        if let Ok(json) = serde_json::to_string(&entry) {
-            upserts.push((uuid.to_string(), json));
+        match serde_json::to_string(&entry) {
+            Ok(json) => upserts.push((uuid.to_string(), json)),
+            Err(e) => unstored = Some(format!("{}: {e}", entry.dn)),
         }
         sink(Some(&entry));
     })
@@ -262,7 +264,13 @@ async fn full(
             return paged(config, sink, reason).await;
         }
     };
-    let commit = delta.cookie.map(|cookie| LdapSyncCommit {
+    // A copy missing an entry would make it look gone at the next incremental read: store
+    // nothing then, and read in full again next time.
+    if let Some(why) = &unstored {
+        warn!(problem = %why, "an entry cannot be stored: the next run reads in full again");
+    }
+    let cookie = delta.cookie.filter(|_| unstored.is_none());
+    let commit = cookie.map(|cookie| LdapSyncCommit {
         full: true,
         upserts,
         removes: Vec::new(),
