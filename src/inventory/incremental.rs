@@ -131,8 +131,13 @@ fn user_with_json(v: Value) -> Result<(GraphUser, String), TenantError> {
     Ok((user, json))
 }
 
+/// The key a recipient is stored under: its Exchange `Guid`, which every listed recipient
+/// has; should one lack it, its Entra id or its `Name` (unique among recipients) instead.
 fn guid_of(r: &Recipient) -> Option<String> {
-    r.text(Col::Guid).map(str::to_ascii_lowercase)
+    let lower = |c| r.text(c).map(str::to_ascii_lowercase);
+    lower(Col::Guid)
+        .or_else(|| lower(Col::ExternalDirectoryObjectId).map(|id| format!("id:{id}")))
+        .or_else(|| lower(Col::Name).map(|name| format!("name:{name}")))
 }
 
 async fn full(
