@@ -17,6 +17,7 @@ mod check;
 mod connectors;
 mod migrate;
 mod output;
+mod quiet;
 mod restore;
 mod run;
 mod status;

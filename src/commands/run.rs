@@ -8,6 +8,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::output::{self, write_out};
+use super::quiet::{self, QuietRun};
 use super::{CommandError, Exit, approval, now};
 use crate::apply::{self, ActionResult};
 use crate::cli::{ApplyArgs, PlanArgs, Selection as SelectionArgs, SyncArgs};
@@ -57,6 +58,9 @@ struct Computed {
     /// The tenant as an incremental read saw it, stored after applying (whatever the
     /// outcome: changes after the read, this run's own included, come with the next round).
     tenant_commit: Option<TenantSyncCommit>,
+    /// Set when the run may be quiet (`plan::quiet`): what deciding whether to keep its plan
+    /// needs at the end.
+    quiet: Option<QuietRun>,
     /// What started the run (`sync`, `apply`, `daemon`, …), for the notification.
     command: String,
     /// The run lock, held until the run is recorded as finished.
@@ -182,9 +186,50 @@ async fn unless_stopped<T>(
     }
 }
 
+/// The run's mapper, and what starting it again takes (a refresh that starts over in full).
+struct Mapping<'c> {
+    config: &'c Config,
+    sel: Selection,
+    migrating: BTreeSet<Anchor>,
+    mapper: desired::Mapper<'c>,
+}
+
+impl<'c> Mapping<'c> {
+    fn new(config: &'c Config, sel: &Selection, migrating: BTreeSet<Anchor>) -> Self {
+        let mut m = Mapping {
+            config,
+            sel: sel.clone(),
+            migrating,
+            mapper: desired::Mapper::new(config),
+        };
+        m.mapper = m.fresh();
+        m
+    }
+
+    fn fresh(&self) -> desired::Mapper<'c> {
+        let mapper = desired::Mapper::new(self.config).selecting(&self.sel);
+        match &self.config.migration {
+            Some(m) => mapper.migrating(self.migrating.clone(), &m.onprem_routing_domain),
+            None => mapper,
+        }
+    }
+
+    /// The sink of [`incremental::read`]: maps each entry; `None` drops what was mapped so far.
+    fn take(&mut self, entry: Option<&source::RawEntry>, progress: &Progress) {
+        match entry {
+            Some(entry) => {
+                progress.step();
+                self.mapper.push(entry);
+            }
+            None => self.mapper = self.fresh(),
+        }
+    }
+}
+
 /// Reads the whole selection from LDAP, mapping each entry as it arrives (the raw directory is
 /// never held in memory): a paged full read, or an incremental one (`ldap.content_sync`)
-/// whose changes and stored entries make up the same whole directory.
+/// whose changes and stored entries make up the same whole directory. With `quiet_first` a
+/// refresh that finds nothing changed leaves the stored entries to [`fill_ldap`].
 async fn read_ldap<'c>(
     config: &'c Config,
     sel: &Selection,
@@ -192,7 +237,8 @@ async fn read_ldap<'c>(
     progress: &Progress,
     stop: &Stop,
     extra_migrating: &BTreeSet<Anchor>,
-) -> Result<(desired::Mapper<'c>, incremental::Read), CommandError> {
+    quiet_first: bool,
+) -> Result<(Mapping<'c>, incremental::Read), CommandError> {
     // People migrating by IMAP stay mailboxes forwarding to on-prem until cutover.
     let mut anchors: BTreeSet<Anchor> = match run.store.migrating().await {
         Ok(m) => m.into_keys().collect(),
@@ -212,32 +258,44 @@ async fn read_ldap<'c>(
         fail_run(&run.store, run.run_id, &e).await?;
         return Err(e);
     }
-    let fresh = || {
-        let mapper = desired::Mapper::new(config).selecting(sel);
-        match &config.migration {
-            Some(m) => mapper.migrating(anchors.clone(), &m.onprem_routing_domain),
-            None => mapper,
-        }
-    };
-    let mut mapper = fresh();
+    let mut mapping = Mapping::new(config, sel, anchors);
     progress.phase(Phase::ReadingLdap, None);
-    let mut sink = |entry: Option<&source::RawEntry>| match entry {
-        Some(entry) => {
-            progress.step();
-            mapper.push(entry);
-        }
-        // A refresh that starts again in full: what was mapped so far is dropped.
-        None => mapper = fresh(),
-    };
-    let read = incremental::read(&config.ldap, sel, &run.store, run.started, &mut sink);
+    let mut sink = |entry: Option<&source::RawEntry>| mapping.take(entry, progress);
+    let read = incremental::read(
+        &config.ldap,
+        sel,
+        &run.store,
+        run.started,
+        quiet_first,
+        &mut sink,
+    );
     match unless_stopped(run, stop, read).await? {
-        Ok(read) => Ok((mapper, read)),
+        Ok(read) => Ok((mapping, read)),
         Err(e) => {
             let e = CommandError::from(e);
             fail_run(&run.store, run.run_id, &e).await?;
             Err(e)
         }
     }
+}
+
+/// Maps the stored entries a quiet refresh left ([`incremental::Read::fill`]).
+async fn fill_ldap(
+    config: &Config,
+    run: &Opened,
+    progress: &Progress,
+    stop: &Stop,
+    mapping: &mut Mapping<'_>,
+    read: &mut incremental::Read,
+) -> Result<(), CommandError> {
+    let mut sink = |entry: Option<&source::RawEntry>| mapping.take(entry, progress);
+    let fill = read.fill(&config.ldap, &run.store, run.started, &mut sink);
+    if let Err(e) = unless_stopped(run, stop, fill).await? {
+        let e = CommandError::from(e);
+        fail_run(&run.store, run.run_id, &e).await?;
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// The state store's objects as the tenant shows them, and the tenant with its inventory
@@ -251,14 +309,19 @@ struct TenantView {
     tenant_read: Option<incremental::ReadReport>,
     /// What a real run stores of an incremental tenant read.
     tenant_commit: Option<TenantSyncCommit>,
+    /// The incremental read's [`inventory::incremental::Read::fixed`].
+    fixed: Option<String>,
 }
 
+/// Reads the tenant (see [`TenantView`]); `started` is the first half of an incremental read
+/// when the run fetched it already (to see whether it can be quiet).
 async fn read_tenant(
     config: &Config,
     tenant: Option<Tenant>,
     run: &Opened,
     progress: &Progress,
     stop: &Stop,
+    started: Option<inventory::incremental::Start>,
 ) -> Result<TenantView, CommandError> {
     let Some(tenant) = tenant else {
         tracing::info!("no tenant credentials configured: planning against the state store alone");
@@ -269,6 +332,7 @@ async fn read_tenant(
             tenant: None,
             tenant_read: None,
             tenant_commit: None,
+            fixed: None,
         });
     };
     progress.watch(&tenant);
@@ -283,10 +347,16 @@ async fn read_tenant(
             .await?;
             return Ok((inventory, None));
         }
-        let read = inventory::incremental::read(&tenant, &config.tenant, &run.store, run.started)
-            .await
-            .map_err(CommandError::from)?;
-        Ok::<_, CommandError>((read.inventory, Some((read.report, read.commit))))
+        let (t, store, now) = (&config.tenant, &run.store, run.started);
+        let started = match started {
+            Some(s) => s,
+            None => inventory::incremental::start(&tenant, t, store, now).await?,
+        };
+        let read = inventory::incremental::finish_read(&tenant, t, store, now, started).await?;
+        Ok::<_, CommandError>((
+            read.inventory,
+            Some((read.report, (read.commit, read.fixed))),
+        ))
     };
     let (inventory, incremental) = match unless_stopped(run, stop, read).await? {
         Ok(read) => read,
@@ -295,7 +365,8 @@ async fn read_tenant(
             return Err(e);
         }
     };
-    let (tenant_read, tenant_commit) = incremental.unzip();
+    let (tenant_read, commit) = incremental.unzip();
+    let (tenant_commit, fixed) = commit.unzip();
     // Read after the tenant, whose raw listings are gone by now: read before, the rows
     // and the listings were in memory together (heaptrack of a 20,000-person plan).
     let objects = run.store.objects().await?;
@@ -324,6 +395,7 @@ async fn read_tenant(
         tenant: Some((tenant, inventory)),
         tenant_read,
         tenant_commit,
+        fixed,
     })
 }
 
@@ -366,13 +438,73 @@ async fn compute_with(
     }
     let run = open_run(config, mode, run_scope, command).await?;
     let (progress, renderer) = progress::start();
-    let (mapper, read) = read_ldap(config, &sel, &run, &progress, stop, extra_migrating).await?;
-    let view = read_tenant(config, tenant, &run, &progress, stop).await?;
+    let may_be_quiet = quiet::eligible(config, args, tenant.is_some(), !extra_migrating.is_empty());
+    let generation = run.store.planning_generation().await?;
+    let (mut mapping, mut read) = read_ldap(
+        config,
+        &sel,
+        &run,
+        &progress,
+        stop,
+        extra_migrating,
+        may_be_quiet,
+    )
+    .await?;
+    let mut tenant_start = None;
+    if let (true, Some(t)) = (read.deferred, &tenant) {
+        progress.watch(t);
+        progress.phase(Phase::ReadingTenant, None);
+        let start = inventory::incremental::start(t, &config.tenant, &run.store, run.started);
+        let start = match unless_stopped(&run, stop, start).await? {
+            Ok(start) => start,
+            Err(e) => {
+                let e = CommandError::from(e);
+                fail_run(&run.store, run.run_id, &e).await?;
+                return Err(e);
+            }
+        };
+        let kept = quiet::take(config, &run.store, &read, &start, generation, run.started).await?;
+        match (kept, start) {
+            (Some(mut plan), inventory::incremental::Start::Changes(changes)) => {
+                let tenant_read = changes.quiet(&config.tenant);
+                plan.source.read = read.report;
+                plan.tenant_read = Some(tenant_read.report);
+                quiet::announce(&plan);
+                after_planning(&plan, scope, &run).await?;
+                interrupted(&run.store, run.run_id, stop).await?;
+                return Ok(Computed {
+                    plan,
+                    store: run.store,
+                    run_id: run.run_id,
+                    started: run.started,
+                    tenant: tenant.map(|t| (t, tenant_read.inventory)),
+                    drifted: Vec::new(),
+                    ldap_commit: read.commit,
+                    tenant_commit: Some(tenant_read.commit),
+                    quiet: Some(QuietRun {
+                        generation,
+                        fixed: tenant_read.fixed,
+                    }),
+                    command: command.to_owned(),
+                    _lock: run.lock,
+                    progress,
+                    renderer,
+                });
+            }
+            (_, start) => tenant_start = Some(start),
+        }
+        fill_ldap(config, &run, &progress, stop, &mut mapping, &mut read).await?;
+    }
+    let view = read_tenant(config, tenant, &run, &progress, stop, tenant_start).await?;
     progress.phase(Phase::Planning, None);
-    let mut plan = make_plan(config, args, scope, mapper, &view, &run).await?;
+    let mut plan = make_plan(config, args, scope, mapping.mapper, &view, &run).await?;
     plan.source.read = read.report;
     plan.tenant_read = view.tenant_read.clone();
     interrupted(&run.store, run.run_id, stop).await?;
+    let quiet = match (may_be_quiet, view.fixed) {
+        (true, Some(fixed)) => Some(QuietRun { generation, fixed }),
+        _ => None,
+    };
     Ok(Computed {
         plan,
         store: run.store,
@@ -382,6 +514,7 @@ async fn compute_with(
         drifted: view.drifted,
         ldap_commit: read.commit,
         tenant_commit: view.tenant_commit,
+        quiet,
         command: command.to_owned(),
         _lock: run.lock,
         progress,
@@ -448,6 +581,13 @@ async fn make_plan(
         planned_ms = clock.elapsed().as_millis() as u64 - mapped_ms,
         "mapped and planned"
     );
+    after_planning(&plan, scope, run).await?;
+    Ok(plan)
+}
+
+/// What every plan is followed by, made or taken: its warnings logged, the quarantine
+/// recorded (for a full read), the summary logged.
+async fn after_planning(plan: &Plan, scope: Scope, run: &Opened) -> Result<(), CommandError> {
     for q in &plan.quarantined {
         tracing::warn!(dn = %q.dn, field = %q.field, reason = %q.reason, "entry quarantined");
     }
@@ -477,7 +617,7 @@ async fn make_plan(
         },
         "plan computed"
     );
-    Ok(plan)
+    Ok(())
 }
 
 /// The tenant client of a run, once connected: its request counters outlive a failed run.
@@ -759,7 +899,26 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
         (false, f) if f == results.len() => Outcome::Failed,
         _ => Outcome::Partial,
     };
-    let complete = outcome == Outcome::Ok && tally.not_started == 0;
+    // A held action was never sent: known from the reads, reported, and planned again from
+    // the stored entries by every run until what holds it goes. It does not hold the cookie.
+    let held: BTreeSet<(&Anchor, plan::Op)> = c
+        .plan
+        .actions
+        .iter()
+        .filter(|a| a.held.is_some())
+        .map(|a| (&a.anchor, a.op))
+        .collect();
+    let failed_sent = results
+        .iter()
+        .filter(|r| !held.contains(&(&r.anchor, r.op)))
+        .filter(|r| {
+            matches!(
+                r.outcome,
+                apply::Outcome::Failed(_) | apply::Outcome::Conflict(_)
+            )
+        })
+        .count();
+    let complete = !blocked && !stopped && failed_sent == 0 && tally.not_started == 0;
     commit_ldap_read(&c.store, c.ldap_commit.as_ref(), c.started, complete).await?;
     if let Some(commit) = &c.tenant_commit {
         c.store.commit_tenant_sync(commit, c.started).await?;
@@ -781,6 +940,16 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
     };
     let ended = now()?;
     c.store.finish_run(c.run_id, &end, ended).await?;
+    if let Some(q) = &c.quiet {
+        let ending = quiet::Ending {
+            plan: &c.plan,
+            run_id: c.run_id,
+            started: c.started,
+            ldap: c.ldap_commit.as_ref().filter(|_| complete),
+            tenant: c.tenant_commit.as_ref(),
+        };
+        quiet::keep(config, &c.store, q, ending).await?;
+    }
     approval::record(&c.store, c.run_id, &c.plan, Some(&results), ended).await?;
     let notice = notify::Notice::of_run(
         Some(c.run_id),

@@ -50,6 +50,29 @@ pub struct Read {
     pub inventory: Inventory,
     pub report: ReadReport,
     pub commit: TenantSyncCommit,
+    /// SHA-256 (hex) of what every read fetches in full (the soft-deleted MailUsers, the
+    /// licence counts): what `plan::quiet` compares besides the users and recipients.
+    pub fixed: String,
+}
+
+/// The first half of a read: the changes fetched, or why the tenant is read in full.
+pub enum Start {
+    Changes(Box<Changes>),
+    Full(String),
+}
+
+/// A round of changes, fetched but not yet merged with the stored rows.
+pub struct Changes {
+    round: crate::tenant::graph::DeltaRoundOf<(GraphUser, String)>,
+    recipients: Vec<Recipient>,
+    soft_deleted: Vec<Recipient>,
+    skus: Option<Vec<crate::tenant::graph::SubscribedSku>>,
+    stamp: StampAttribute,
+    since: i64,
+    started: Instant,
+    key: String,
+    full_at: i64,
+    fixed: String,
 }
 
 /// Reads the tenant as `config` says, incrementally when the state store allows. `now` is
@@ -60,14 +83,31 @@ pub async fn read(
     store: &Store,
     now: i64,
 ) -> Result<Read, ReadError> {
-    let stamp = StampAttribute::parse(&config.anchor_attribute)?;
-    let key = serde_json::json!({
+    let start = start(tenant, config, store, now).await?;
+    finish_read(tenant, config, store, now, start).await
+}
+
+/// What [`start`] depends on: endpoints, tenant and stamp attribute.
+fn read_key(config: &TenantConfig) -> String {
+    serde_json::json!({
         "graph": config.endpoints.graph,
         "exchange": config.endpoints.exchange,
         "tenant": config.tenant_id,
         "stamp": config.anchor_attribute,
     })
-    .to_string();
+    .to_string()
+}
+
+/// Fetches the changes since the stored round, or says why the tenant must be read in full
+/// (nothing stored, the key changed, the interval passed, Graph refused the delta link).
+pub async fn start(
+    tenant: &Tenant,
+    config: &TenantConfig,
+    store: &Store,
+    now: i64,
+) -> Result<Start, ReadError> {
+    let stamp = StampAttribute::parse(&config.anchor_attribute)?;
+    let key = read_key(config);
     let hours = i64::from(config.full_read_interval_hours);
     let reason = match store.tenant_sync().await? {
         None => "nothing stored yet: the first incremental read is full".to_owned(),
@@ -75,40 +115,45 @@ pub async fn read(
         Some(m) if now - m.full_at >= hours * 3600 => {
             format!("the last full read is older than full_read_interval_hours ({hours})")
         }
-        Some(m) => {
-            match changes(
-                tenant,
-                config,
-                store,
-                stamp,
-                &m.delta_link,
-                m.exchange_since,
-            )
-            .await
-            {
-                Ok(mut read) => {
-                    read.commit.key = key;
-                    read.commit.full_at = m.full_at;
-                    return Ok(read);
-                }
-                Err(ReadError::Tenant(TenantError::DeltaExpired)) => {
-                    tracing::warn!(
-                        "Graph refused the stored delta link: reading the tenant in full"
-                    );
-                    "Graph refused the delta link (expired)".to_owned()
-                }
-                Err(ReadError::State(StateError::Corrupt { anchor, message })) => {
-                    tracing::warn!(row = %anchor, problem = %message, "reading the tenant in full");
-                    format!("{anchor} {message}")
-                }
-                Err(e) => return Err(e),
+        Some(m) => match changes(tenant, config, stamp, &m.delta_link, m.exchange_since).await {
+            Ok(mut c) => {
+                (c.key, c.full_at) = (key, m.full_at);
+                return Ok(Start::Changes(Box::new(c)));
             }
-        }
+            Err(ReadError::Tenant(TenantError::DeltaExpired)) => {
+                tracing::warn!("Graph refused the stored delta link: reading the tenant in full");
+                "Graph refused the delta link (expired)".to_owned()
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(Start::Full(reason))
+}
+
+/// The second half of a read: the changes merged with the stored rows, or the full read.
+pub async fn finish_read(
+    tenant: &Tenant,
+    config: &TenantConfig,
+    store: &Store,
+    now: i64,
+    start: Start,
+) -> Result<Read, ReadError> {
+    let reason = match start {
+        Start::Changes(c) => match c.merge(store, config).await {
+            Ok(read) => return Ok(read),
+            Err(ReadError::State(StateError::Corrupt { anchor, message })) => {
+                tracing::warn!(row = %anchor, problem = %message, "reading the tenant in full");
+                format!("{anchor} {message}")
+            }
+            Err(e) => return Err(e),
+        },
+        Start::Full(reason) => reason,
     };
     tracing::info!(reason = %reason, "reading the tenant in full");
+    let stamp = StampAttribute::parse(&config.anchor_attribute)?;
     let mut read = full(tenant, config, stamp).await?;
     read.report.reason = Some(reason);
-    read.commit.key = key;
+    read.commit.key = read_key(config);
     read.commit.full_at = now;
     Ok(read)
 }
@@ -172,6 +217,7 @@ async fn full(
         users.push(user);
     }
     commit.recipients = stored_recipients(&recipients, &stamp_property);
+    let fixed = fixed_digest(&soft_deleted, skus.as_deref(), &stamp_property);
     let report = ReadReport {
         mode: "full".into(),
         reason: None,
@@ -191,6 +237,7 @@ async fn full(
         inventory,
         report,
         commit,
+        fixed,
     })
 }
 
@@ -211,20 +258,20 @@ async fn skus(
     }
 }
 
-/// The changes since the stored link and time, merged with the stored rows.
+/// Fetches the changes since the stored link and time (and, in full, the soft-deleted
+/// MailUsers and the licence counts).
 async fn changes(
     tenant: &Tenant,
     config: &TenantConfig,
-    store: &Store,
     stamp: StampAttribute,
     delta_link: &str,
     exchange_since: i64,
-) -> Result<Read, ReadError> {
+) -> Result<Changes, ReadError> {
     let started = Instant::now();
     let since = wall_clock();
     let stamp_property = stamp.exchange_name();
     let keep = |v: Value| Recipient::with_stamp_property(v, &stamp_property);
-    let (round, changed_recipients, soft_deleted, skus) = futures_util::future::try_join4(
+    let (round, recipients, soft_deleted, skus) = futures_util::future::try_join4(
         tenant
             .graph()
             .users_delta_as(&GRAPH_PROPERTIES, Some(delta_link), user_with_json),
@@ -236,61 +283,196 @@ async fn changes(
         skus(tenant, config),
     )
     .await?;
-    let removed: HashSet<String> = round
-        .removed
-        .iter()
-        .map(|r| r.id.to_ascii_lowercase())
-        .collect();
-    let mut commit = TenantSyncCommit {
-        full: false,
-        delta_link: round.delta_link,
-        exchange_since: since,
-        users_gone: removed.iter().cloned().collect(),
-        ..TenantSyncCommit::default()
-    };
-    // The same change may come twice in a round: the last one counts.
-    let mut changed_users: HashMap<String, GraphUser> = HashMap::new();
-    for (user, json) in round.changed {
-        if let Some(id) = user.id.as_deref().map(str::to_ascii_lowercase) {
-            commit.users.push((id.clone(), json));
-            changed_users.insert(id, user);
-        }
-    }
-    let mut users = stored_users(store, &removed, &changed_users).await?;
-    users.extend(changed_users.into_values());
-
-    let changed_guids: HashSet<String> = changed_recipients.iter().filter_map(guid_of).collect();
-    let (mut recipients, gone) =
-        stored_recipient_rows(store, &stamp_property, &removed, &changed_guids).await?;
-    commit.recipients_gone = gone;
-    commit.recipients = stored_recipients(&changed_recipients, &stamp_property);
-    let report = ReadReport {
-        mode: "incremental".into(),
-        reason: None,
-        changed: commit.users.len() + commit.recipients.len(),
-        removed: removed.len(),
-    };
-    recipients.extend(changed_recipients);
-    tracing::info!(
-        users_changed = commit.users.len(),
-        users_removed = removed.len(),
-        recipients_changed = commit.recipients.len(),
-        "read the tenant's changes"
-    );
-    let inventory = finish(
+    let fixed = fixed_digest(&soft_deleted, skus.as_deref(), &stamp_property);
+    Ok(Changes {
+        round,
         recipients,
         soft_deleted,
-        users,
-        stamp,
-        config,
         skus,
+        stamp,
+        since,
         started,
-    );
-    Ok(Read {
-        inventory,
-        report,
-        commit,
+        key: String::new(),
+        full_at: 0,
+        fixed,
     })
+}
+
+/// SHA-256 (hex) of the soft-deleted MailUsers and the licence counts, in an order of their
+/// own (the services promise none).
+fn fixed_digest(
+    soft_deleted: &[Recipient],
+    skus: Option<&[crate::tenant::graph::SubscribedSku]>,
+    stamp_property: &str,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut parts: Vec<String> = soft_deleted
+        .iter()
+        .map(|r| r.to_listing(stamp_property).to_string())
+        .collect();
+    parts.sort_unstable();
+    let mut skus: Vec<String> = skus
+        .unwrap_or_default()
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect();
+    skus.sort_unstable();
+    let mut hash = Sha256::new();
+    for p in parts.iter().chain(&skus) {
+        hash.update(p.as_bytes());
+        hash.update([0]);
+    }
+    format!("{:x}", hash.finalize())
+}
+
+impl Changes {
+    /// The Graph delta link the round was fetched with is replaced by this one.
+    fn commit_head(&self, removed: &HashSet<String>) -> TenantSyncCommit {
+        TenantSyncCommit {
+            full: false,
+            delta_link: self.round.delta_link.clone(),
+            exchange_since: self.since,
+            users_gone: removed.iter().cloned().collect(),
+            key: self.key.clone(),
+            full_at: self.full_at,
+            ..TenantSyncCommit::default()
+        }
+    }
+
+    fn removed(&self) -> HashSet<String> {
+        self.round
+            .removed
+            .iter()
+            .map(|r| r.id.to_ascii_lowercase())
+            .collect()
+    }
+
+    /// What [`Read::fixed`] will be.
+    pub fn fixed(&self) -> &str {
+        &self.fixed
+    }
+
+    /// True when the round holds nothing the stored rows do not already say: no user
+    /// removed, and every user and recipient it lists exactly as stored (the margin of the
+    /// Exchange query lists recently changed recipients again; Graph lists a user whose
+    /// unselected properties changed). Reads only the rows of what the round lists.
+    pub async fn is_quiet(&self, store: &Store) -> Result<bool, ReadError> {
+        if !self.round.removed.is_empty() {
+            return Ok(false);
+        }
+        for (user, json) in &self.round.changed {
+            let Some(id) = user.id.as_deref() else {
+                return Ok(false);
+            };
+            if store
+                .tenant_user(&id.to_ascii_lowercase())
+                .await?
+                .as_deref()
+                != Some(json)
+            {
+                return Ok(false);
+            }
+        }
+        let stamp_property = self.stamp.exchange_name();
+        for r in &self.recipients {
+            let Some(guid) = guid_of(r) else {
+                return Ok(false);
+            };
+            let listing = r.to_listing(&stamp_property).to_string();
+            if store.tenant_recipient(&guid).await?.as_deref() != Some(listing.as_str()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A quiet round ([`Self::is_quiet`]) as a read whose inventory holds only what was
+    /// fetched: the plan is taken from an earlier run, and apply needs the inventory only for
+    /// actions that are not held, of which a converged plan has none.
+    pub fn quiet(self, config: &TenantConfig) -> Read {
+        let mut commit = self.commit_head(&HashSet::new());
+        let stamp_property = self.stamp.exchange_name();
+        commit.users = self
+            .round
+            .changed
+            .iter()
+            .filter_map(|(u, json)| Some((u.id.as_deref()?.to_ascii_lowercase(), json.clone())))
+            .collect();
+        commit.recipients = stored_recipients(&self.recipients, &stamp_property);
+        let report = ReadReport {
+            mode: "incremental".into(),
+            reason: None,
+            changed: 0,
+            removed: 0,
+        };
+        tracing::info!("read the tenant's changes: nothing changed");
+        let inventory = finish(
+            Vec::new(),
+            self.soft_deleted,
+            Vec::new(),
+            self.stamp,
+            config,
+            self.skus,
+            self.started,
+        );
+        Read {
+            inventory,
+            report,
+            commit,
+            fixed: self.fixed,
+        }
+    }
+
+    /// The round merged with the stored rows: the whole tenant.
+    async fn merge(self, store: &Store, config: &TenantConfig) -> Result<Read, ReadError> {
+        let removed = self.removed();
+        let mut commit = self.commit_head(&removed);
+        let stamp_property = self.stamp.exchange_name();
+        // The same change may come twice in a round: the last one counts.
+        let mut changed_users: HashMap<String, GraphUser> = HashMap::new();
+        for (user, json) in self.round.changed {
+            if let Some(id) = user.id.as_deref().map(str::to_ascii_lowercase) {
+                commit.users.push((id.clone(), json));
+                changed_users.insert(id, user);
+            }
+        }
+        let mut users = stored_users(store, &removed, &changed_users).await?;
+        users.extend(changed_users.into_values());
+
+        let changed_guids: HashSet<String> = self.recipients.iter().filter_map(guid_of).collect();
+        let (mut recipients, gone) =
+            stored_recipient_rows(store, &stamp_property, &removed, &changed_guids).await?;
+        commit.recipients_gone = gone;
+        commit.recipients = stored_recipients(&self.recipients, &stamp_property);
+        let report = ReadReport {
+            mode: "incremental".into(),
+            reason: None,
+            changed: commit.users.len() + commit.recipients.len(),
+            removed: removed.len(),
+        };
+        recipients.extend(self.recipients);
+        tracing::info!(
+            users_changed = commit.users.len(),
+            users_removed = removed.len(),
+            recipients_changed = commit.recipients.len(),
+            "read the tenant's changes"
+        );
+        let inventory = finish(
+            recipients,
+            self.soft_deleted,
+            users,
+            self.stamp,
+            config,
+            self.skus,
+            self.started,
+        );
+        Ok(Read {
+            inventory,
+            report,
+            commit,
+            fixed: self.fixed,
+        })
+    }
 }
 
 /// The stored Graph users that neither changed nor left.

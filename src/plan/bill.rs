@@ -466,6 +466,7 @@ mod tests {
             warnings: Vec::new(),
             licences: None,
             bill: None,
+            unchanged_since_run: None,
         };
         let budget = Budget::default();
         let facts = Facts {

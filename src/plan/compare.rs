@@ -460,6 +460,7 @@ mod tests {
             warnings: Vec::new(),
             licences: None,
             bill: None,
+            unchanged_since_run: None,
         }
     }
 

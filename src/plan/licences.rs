@@ -184,6 +184,7 @@ mod tests {
             warnings: Vec::new(),
             licences: None,
             bill: None,
+            unchanged_since_run: None,
         }
     }
 

@@ -23,6 +23,7 @@ mod field;
 mod fields;
 mod handover;
 mod licences;
+pub mod quiet;
 mod reanchor;
 mod safety;
 mod tenant_conflicts;
@@ -254,6 +255,10 @@ pub struct Plan {
     /// ([`bill`]); set by the commands after planning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bill: Option<bill::Bill>,
+    /// Set when nothing this plan is made from changed since run N, whose plan it is: the
+    /// directory was not mapped nor planned again ([`quiet`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchanged_since_run: Option<i64>,
 }
 
 /// A note for the operator about one entry (or, without `dn`, about the whole run).
@@ -558,6 +563,7 @@ pub fn plan(input: Input) -> Plan {
         warnings,
         licences: None,
         bill: None,
+        unchanged_since_run: None,
     };
     // Licences before handovers: an address is never freed for someone held for want of one.
     licences::bill(&mut plan, input.tenant);

@@ -306,6 +306,11 @@ fn read_lines(plan: &Plan) -> Vec<String> {
             ),
         });
     }
+    if let Some(run) = plan.unchanged_since_run {
+        lines.push(format!(
+            "Nothing changed in LDAP, the tenant or the state store since run {run}: its plan stands (not mapped or planned again)"
+        ));
+    }
     lines
 }
 

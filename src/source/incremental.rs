@@ -59,6 +59,42 @@ pub struct Read {
     /// The entries and cookie to store once the run applied everything; `None` for a paged
     /// read.
     pub commit: Option<LdapSyncCommit>,
+    /// Set when a refresh found nothing changed and the stored entries were not handed to the
+    /// sink yet (asked for with `quiet_first`): [`Read::fill`] hands them over, unless the
+    /// run takes an earlier plan (`plan::quiet`) and needs no entries at all.
+    pub deferred: bool,
+}
+
+impl Read {
+    /// Hands the stored entries to `sink` when [`Read::deferred`]; a stored entry that cannot
+    /// be read makes it a full refresh, as during [`read`]. `now` as for [`read`].
+    pub async fn fill(
+        &mut self,
+        config: &LdapConfig,
+        store: &Store,
+        now: i64,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), ReadError> {
+        if !std::mem::take(&mut self.deferred) {
+            return Ok(());
+        }
+        let kept: Result<(), String> = store
+            .each_ldap_entry(|uuid, json| {
+                let entry: RawEntry =
+                    serde_json::from_str(json).map_err(|e| format!("entry {uuid}: {e}"))?;
+                sink(Some(&entry));
+                Ok(())
+            })
+            .await?;
+        if let Err(why) = kept {
+            warn!(problem = %why, "a stored LDAP entry cannot be read: reading in full");
+            sink(None);
+            let search = search_key(config);
+            let why = format!("a stored entry cannot be read ({why})");
+            *self = full(config, sink, search, now, why).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Where the entries go: `Some(entry)` for each entry of the directory, `None` to drop every
@@ -66,12 +102,15 @@ pub struct Read {
 pub type Sink<'a> = dyn FnMut(Option<&RawEntry>) + 'a;
 
 /// Reads the people of `selection` into `sink`, incrementally when configured and possible.
-/// `now` is Unix seconds (for the full-reconcile interval and the commit).
+/// `now` is Unix seconds (for the full-reconcile interval and the commit). With
+/// `quiet_first`, a refresh that finds nothing changed leaves the stored entries to
+/// [`Read::fill`].
 pub async fn read(
     config: &LdapConfig,
     selection: &Selection,
     store: &Store,
     now: i64,
+    quiet_first: bool,
     sink: &mut Sink<'_>,
 ) -> Result<Read, ReadError> {
     // With content_sync off the stored entries and cookie stay: they are a consistent pair,
@@ -99,7 +138,7 @@ pub async fn read(
         Some(m) => (Some((m.cookie, m.full_at)), String::new()),
     };
     if let Some((cookie, full_at)) = cookie {
-        match incremental(config, store, &cookie, sink).await? {
+        match incremental(config, store, &cookie, quiet_first, sink).await? {
             Step::Done(mut read) => {
                 if let Some(c) = &mut read.commit {
                     (c.search, c.full_at) = (search, full_at);
@@ -141,6 +180,7 @@ async fn incremental(
     config: &LdapConfig,
     store: &Store,
     cookie: &[u8],
+    quiet_first: bool,
     sink: &mut Sink<'_>,
 ) -> Result<Step, ReadError> {
     let mut upserts = Vec::new();
@@ -168,6 +208,9 @@ async fn incremental(
     if let Some(e) = bad {
         sink(None);
         return Ok(Step::Full(format!("an entry cannot be stored: {e}")));
+    }
+    if quiet_first && let Some(read) = quiet(&delta) {
+        return Ok(Step::Done(read));
     }
     let mut removes = Vec::new();
     let kept: Result<(), String> = store
@@ -215,7 +258,37 @@ async fn incremental(
             search: String::new(),
             full_at: 0,
         }),
+        deferred: false,
     }))
+}
+
+/// A refresh in which nothing changed, left, or was named present (which would need the
+/// stored entries to tell who left): its read, the stored entries not handed over yet.
+fn quiet(delta: &Delta) -> Option<Read> {
+    let nothing = delta.changed == 0 && delta.deleted.is_empty() && delta.present.is_none();
+    let cookie = delta.cookie.clone().filter(|_| nothing)?;
+    info!(
+        changed = 0,
+        removed = 0,
+        "read LDAP incrementally: nothing changed"
+    );
+    Some(Read {
+        report: Some(ReadReport {
+            mode: "incremental".into(),
+            reason: None,
+            changed: 0,
+            removed: 0,
+        }),
+        commit: Some(LdapSyncCommit {
+            full: false,
+            upserts: Vec::new(),
+            removes: Vec::new(),
+            cookie,
+            search: String::new(),
+            full_at: 0,
+        }),
+        deferred: true,
+    })
 }
 
 /// True when `delta` says a stored entry left: named as deleted, or (present phase) not named
@@ -291,6 +364,7 @@ async fn full(
             removed: 0,
         }),
         commit,
+        deferred: false,
     })
 }
 
@@ -310,5 +384,6 @@ async fn paged(
             removed: 0,
         }),
         commit: None,
+        deferred: false,
     })
 }

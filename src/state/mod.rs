@@ -7,10 +7,12 @@
 mod ldap_sync;
 pub mod lock;
 mod migration;
+mod quiet_plan;
 mod tenant_sync;
 
 pub use ldap_sync::{LdapSyncCommit, LdapSyncMark};
 pub use migration::{MigrationPerson, MigrationStage};
+pub use quiet_plan::QuietPlan;
 pub use tenant_sync::{TenantSyncCommit, TenantSyncMark};
 
 use std::collections::{BTreeMap, BTreeSet};

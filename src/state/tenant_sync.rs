@@ -71,6 +71,27 @@ impl Store {
             .await
     }
 
+    /// The stored JSON of Graph user `id` (lower case), if any.
+    pub async fn tenant_user(&self, id: &str) -> Result<Option<String>, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT user FROM tenant_users WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The stored JSON of Exchange recipient `guid` (as [`Self::each_tenant_recipient`] keys
+    /// it), if any.
+    pub async fn tenant_recipient(&self, guid: &str) -> Result<Option<String>, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT recipient FROM tenant_recipients WHERE guid = ?")
+                .bind(guid)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     /// Stores a tenant read in one transaction.
     pub async fn commit_tenant_sync(
         &self,

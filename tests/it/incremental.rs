@@ -571,3 +571,253 @@ fn an_expired_delta_link_reads_the_tenant_in_full() {
     let reason = plan.tenant_read.as_ref().unwrap().reason.clone().unwrap();
     assert!(reason.contains("full_read_interval_hours (24)"), "{reason}");
 }
+
+/// Both incremental reads on, and full reads no sooner than in a year (so that only what a
+/// test changes decides whether a run can be quiet).
+fn quiet_install(server: &Slapd, emu: &ldap2exo_emulator::Emulator) -> Install {
+    let mut install = Install::with_tenant(server, emu);
+    with_content_sync(&mut install);
+    incremental_tenant(&mut install);
+    for (k, v) in [
+        ("LDAP2EXO__LDAP__FULL_RECONCILE_INTERVAL_HOURS", "8760"),
+        ("LDAP2EXO__TENANT__FULL_READ_INTERVAL_HOURS", "8760"),
+    ] {
+        install.env.push((k.into(), v.into()));
+    }
+    install
+}
+
+/// The plan of the same installation with both incremental reads off: mapped and planned
+/// from full reads.
+fn full_reads(install: &Install) -> Plan {
+    let mut env = install.env.clone();
+    env.retain(|(k, _)| {
+        k != "LDAP2EXO__LDAP__CONTENT_SYNC" && k != "LDAP2EXO__TENANT__INCREMENTAL_READ"
+    });
+    let run = Install {
+        dir: tempfile::tempdir().unwrap(),
+        config: install.config.clone(),
+        state: install.state.clone(),
+        now: install.now,
+        env,
+    }
+    .run(&["sync", "--dry-run", "--format", "json"]);
+    expect(&run, 0, "the dry run with full reads");
+    let plan = run.plan();
+    assert_eq!(plan.unchanged_since_run, None, "full reads are never quiet");
+    plan
+}
+
+/// Real runs until one is quiet-ready: a run reads back the writes of the one before, so
+/// after changes it takes two. Returns the plan the last one made.
+fn settle(install: &Install) -> Plan {
+    for _ in 0..4 {
+        let plan = sync(install, 0);
+        if plan.actions.is_empty() && plan.drift.is_empty() {
+            return plan;
+        }
+    }
+    panic!("four runs did not converge");
+}
+
+/// Asserts that a dry run now takes the kept plan, and that it is what full reads plan.
+fn assert_taken(install: &Install, what: &str) -> Plan {
+    let run = install.run(&["sync", "--dry-run", "--format", "json"]);
+    expect(&run, 0, what);
+    let plan = run.plan();
+    assert!(
+        plan.unchanged_since_run.is_some(),
+        "{what}: the kept plan is taken\n{}",
+        run.stderr
+    );
+    assert_same_plan(&plan, &full_reads(install));
+    plan
+}
+
+/// Asserts that a dry run now plans again (something changed), and plans what full reads
+/// plan.
+fn assert_planned(install: &Install, what: &str) -> Plan {
+    let run = install.run(&["sync", "--dry-run", "--format", "json"]);
+    expect(&run, 0, what);
+    let plan = run.plan();
+    assert_eq!(
+        plan.unchanged_since_run, None,
+        "{what}: planned again\n{}",
+        run.stderr
+    );
+    assert_same_plan(&plan, &full_reads(install));
+    plan
+}
+
+/// A converged installation takes its last plan while nothing changes, and plans again as
+/// soon as LDAP, the tenant, the configuration, the state store or the clock (a grace
+/// period ending) gives a reason.
+#[test]
+fn a_quiet_run_takes_the_last_plan_until_something_changes() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(unlimited());
+    let mut install = quiet_install(&server, &emu);
+    install
+        .env
+        .push(("LDAP2EXO__SAFETY__GRACE_PERIOD_DAYS".into(), "2".into()));
+    sync(&install, 0);
+    let settled = settle(&install);
+    assert_eq!(settled.unchanged_since_run, None);
+
+    let taken = assert_taken(&install, "nothing changed");
+    assert_eq!(mode(&taken), "incremental");
+    assert_eq!(tenant_mode(&taken), "incremental");
+    // A real run takes it too, and keeps it for the next.
+    let run = install.run(&["sync"]);
+    expect(&run, 0, "a quiet real run");
+    assert!(run.stdout.contains("its plan stands"), "{}", run.stdout);
+    assert_taken(&install, "after a quiet real run");
+
+    // LDAP: a changed display name.
+    server.modify(&format!(
+        "dn: uid=epatel,{PEOPLE_DN}\nchangetype: modify\nreplace: displayName\ndisplayName: Esha Patel-Shah\n"
+    ));
+    let plan = assert_planned(&install, "a changed LDAP entry");
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| a.uid == "epatel" && a.op == Op::Update)
+    );
+    settle(&install);
+    assert_taken(&install, "settled after the LDAP change");
+
+    // The tenant: a display name changed behind our back.
+    let mut user = by_upn(&emu.state(), "epatel@example.edu").clone();
+    user.display_name = Some("Somebody Else".into());
+    emu.seed(ldap2exo_emulator::Seed {
+        users: vec![user],
+        ..Default::default()
+    })
+    .unwrap();
+    let plan = assert_planned(&install, "a user changed in the tenant");
+    assert!(
+        plan.drift.iter().any(|d| d.uid == "epatel"),
+        "{:?}",
+        plan.drift
+    );
+    settle(&install);
+    assert_taken(&install, "settled after the tenant change");
+    // Only Graph shows this one: a MailUser's sign-in enabled behind our back.
+    let mut user = by_upn(&emu.state(), "dgarcia@example.edu").clone();
+    assert!(!user.account_enabled, "a MailUser's sign-in is blocked");
+    user.account_enabled = true;
+    emu.seed(ldap2exo_emulator::Seed {
+        users: vec![user],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_planned(&install, "a sign-in enabled in Entra");
+    settle(&install);
+    assert_taken(&install, "settled after the sign-in change");
+
+    // The configuration.
+    let mut changed = install.env.clone();
+    changed.push(("LDAP2EXO__SAFETY__MAX_DELETES_PER_RUN".into(), "7".into()));
+    let other = Install {
+        dir: tempfile::tempdir().unwrap(),
+        config: install.config.clone(),
+        state: install.state.clone(),
+        now: install.now,
+        env: changed,
+    };
+    assert_planned(&other, "a changed configuration");
+
+    // The state store, written by someone else than a run.
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", install.state.display()))
+            .await
+            .unwrap();
+        sqlx::query("UPDATE managed_objects SET updated_at = updated_at + 1 WHERE uid = 'epatel'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    assert_planned(&install, "a state row written by hand");
+    settle(&install);
+    assert_taken(&install, "settled after the state change");
+
+    // The clock: a leaver's grace period ends while nothing else changes.
+    server.delete(&format!("uid=bmiller,{PEOPLE_DN}"));
+    let plan = assert_planned(&install, "a leaver");
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| a.uid == "bmiller" && a.op == Op::Disable)
+    );
+    settle(&install);
+    assert_taken(&install, "settled with a leaver in the grace period");
+    install.now += 3 * 24 * 3600;
+    let plan = assert_planned(&install, "a grace period ended");
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| a.uid == "bmiller" && a.op == Op::Delete),
+        "{:?}",
+        plan.actions
+    );
+}
+
+/// An action held for a conflict is not a failure of the run's own: the cookie moves on, and
+/// while the conflict stays the plan that holds it is taken again.
+#[test]
+fn a_held_action_lets_the_cookie_move_and_its_plan_is_taken_again() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(unlimited());
+    let install = quiet_install(&server, &emu);
+    sync(&install, 0);
+    settle(&install);
+
+    // A MailUser nobody stamped holds the address a newcomer wants.
+    let mut stranger = crate::support::emulator::seed_user(901);
+    stranger.proxy_addresses = vec!["SMTP:nora.new@example.edu".into()];
+    stranger.mail = Some("nora.new@example.edu".into());
+    stranger.recipient_type_details = Some(ldap2exo_emulator::RecipientKind::MailUser);
+    stranger.external_email_address = Some("SMTP:nora@elsewhere.example".into());
+    emu.seed(ldap2exo_emulator::Seed {
+        users: vec![stranger],
+        ..Default::default()
+    })
+    .unwrap();
+    server.add_ldif(NEWCOMER);
+    let before = mark(&install).unwrap();
+    let held = sync(&install, 1);
+    assert!(
+        held.actions
+            .iter()
+            .any(|a| a.uid == "nnew" && a.held.is_some()),
+        "{:?}",
+        held.actions
+    );
+    assert_ne!(
+        mark(&install).unwrap().cookie,
+        before.cookie,
+        "a held action does not hold the cookie back"
+    );
+    // The next run reads the newcomer from the stored entries, and holds it again.
+    let again = sync(&install, 1);
+    assert_eq!(mode(&again), "incremental");
+    assert_eq!(again.source.read.as_ref().unwrap().changed, 0);
+    assert!(
+        again
+            .actions
+            .iter()
+            .any(|a| a.uid == "nnew" && a.held.is_some())
+    );
+    let taken = install.dry_run(0, &[]);
+    assert!(taken.unchanged_since_run.is_some(), "the held plan is kept");
+    assert!(
+        taken
+            .actions
+            .iter()
+            .any(|a| a.uid == "nnew" && a.held.is_some())
+    );
+    assert_same_plan(&taken, &full_reads(&install));
+}
