@@ -99,6 +99,64 @@ pub fn taken(json: &str, run_id: i64, now: i64) -> Option<Plan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// A converged plan of the whole directory with `actions`.
+    fn plan(actions: serde_json::Value) -> Plan {
+        serde_json::from_value(json!({
+            "generated_at": "2026-09-01T00:00:00Z",
+            "source": {"entries": 3, "skipped_no_mail": 0, "disabled_in_ldap": 0, "scope": "full",
+                       "read": {"mode": "incremental", "changed": 0, "removed": 0}},
+            "tenant_read": {"mode": "full", "reason": "first", "changed": 9, "removed": 0},
+            "summary": {"create": 0, "update": 0, "convert": 0, "disable": 0, "enable": 0,
+                        "delete": 0, "purge": 0, "unchanged": 3, "held": 0, "quarantined": 0},
+            "safety": {"verdict": "ok", "reasons": []},
+            "actions": actions,
+            "quarantined": [],
+        }))
+        .expect("a plan")
+    }
+
+    fn create(held: bool) -> serde_json::Value {
+        let mut a = json!({"op": "create", "anchor": "8f2b6c1e-0000-4000-8000-000000000001",
+            "uid": "nnew", "kind": "mail_user", "dn": "uid=nnew,dc=x", "changes": {}});
+        if held {
+            a["held"] = json!({"outcome": "conflict", "reason": "address taken"});
+        }
+        a
+    }
+
+    #[test]
+    fn only_a_plan_that_changes_nothing_is_kept() {
+        assert!(keepable(&plan(json!([]))));
+        assert!(keepable(&plan(json!([create(true)]))), "held actions change nothing");
+        assert!(!keepable(&plan(json!([create(false)]))));
+        let mut blocked = plan(json!([]));
+        blocked.safety.verdict = Verdict::Blocked;
+        assert!(!keepable(&blocked));
+        let mut only = plan(json!([]));
+        only.source.scope = "only".into();
+        assert!(!keepable(&only));
+        let mut approved = plan(json!([]));
+        approved.safety.approved_removals = Some(2);
+        assert!(!keepable(&approved));
+    }
+
+    #[test]
+    fn a_kept_plan_comes_back_as_this_runs_plan() {
+        let original = plan(json!([create(true)]));
+        let json = stored(&original);
+        assert!(!json.contains("tenant_read") && !json.contains("\"read\""), "{json}");
+        let taken = taken(&json, 41, 1_800_000_000).expect("taken");
+        assert_eq!(taken.unchanged_since_run, Some(41));
+        assert_eq!(taken.generated_at, "2027-01-15T08:00:00Z");
+        assert_eq!(taken.actions, original.actions);
+        assert_eq!(taken.summary, original.summary);
+        assert_eq!(taken.source.read, None, "the run sets its own read reports");
+        assert!(super::taken("{not json", 41, 0).is_none());
+        let unheld = stored(&plan(json!([create(false)])));
+        assert!(super::taken(&unheld, 41, 0).is_none(), "never applies a change");
+    }
 
     fn inputs(config: &str) -> Inputs<'_> {
         Inputs {

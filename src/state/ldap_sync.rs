@@ -16,6 +16,8 @@ pub struct LdapSyncMark {
     pub search: String,
     /// Unix seconds of the last full refresh.
     pub full_at: i64,
+    /// Unix seconds: when the run that stored the cookie started.
+    pub updated_at: i64,
 }
 
 /// What a run commits after applying everything a refresh covered.
@@ -35,13 +37,14 @@ pub struct LdapSyncCommit {
 impl Store {
     /// The last committed refresh, if any.
     pub async fn ldap_sync(&self) -> Result<Option<LdapSyncMark>, StateError> {
-        let row = sqlx::query("SELECT cookie, search, full_at FROM ldap_sync WHERE id = 1")
+        let row = sqlx::query("SELECT cookie, search, full_at, updated_at FROM ldap_sync WHERE id = 1")
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| LdapSyncMark {
             cookie: r.get(0),
             search: r.get(1),
             full_at: r.get(2),
+            updated_at: r.get(3),
         }))
     }
 
@@ -54,6 +57,13 @@ impl Store {
     ) -> Result<Result<(), E>, StateError> {
         self.each_row("SELECT uuid, entry FROM ldap_entries", each)
             .await
+    }
+
+    /// How many entries are stored.
+    pub async fn ldap_entry_count(&self) -> Result<i64, StateError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM ldap_entries")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Writes the entries and the cookie of a refresh in one transaction.

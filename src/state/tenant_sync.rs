@@ -16,6 +16,8 @@ pub struct TenantSyncMark {
     pub key: String,
     /// Unix seconds of the last full read.
     pub full_at: i64,
+    /// Unix seconds: when the run that stored the read started.
+    pub updated_at: i64,
 }
 
 /// What a run stores of its tenant read.
@@ -41,7 +43,7 @@ impl Store {
     /// The last stored tenant read, if any.
     pub async fn tenant_sync(&self) -> Result<Option<TenantSyncMark>, StateError> {
         let row = sqlx::query(
-            "SELECT delta_link, exchange_since, key, full_at FROM tenant_sync WHERE id = 1",
+            "SELECT delta_link, exchange_since, key, full_at, updated_at FROM tenant_sync WHERE id = 1",
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -50,6 +52,7 @@ impl Store {
             exchange_since: r.get(1),
             key: r.get(2),
             full_at: r.get(3),
+            updated_at: r.get(4),
         }))
     }
 

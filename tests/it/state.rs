@@ -239,3 +239,70 @@ async fn an_older_store_upgrades_with_its_runs_and_journal() {
     assert_eq!(store.mark_abandoned_runs().await.unwrap(), vec![id]);
     assert_eq!(store.runs(1).await.unwrap()[0].outcome, "interrupted");
 }
+
+/// Every write to a table the planner reads moves the planning generation, whoever writes
+/// (runs, `migrate`, the journal); the bookkeeping of runs and reads does not. A kept plan
+/// (`plan::quiet`) is only taken at the generation it was made at.
+#[tokio::test]
+async fn the_planning_generation_moves_with_every_write_the_planner_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+    let anchor = Anchor::new("a-1").unwrap();
+    let mut last = store.planning_generation().await.unwrap();
+    let mut moved = |now: i64, what: &str| {
+        assert!(now > last, "{what} moves the generation ({last} → {now})");
+        last = now;
+    };
+    store
+        .upsert_object(&object("a-1", Stage::Active))
+        .await
+        .unwrap();
+    moved(store.planning_generation().await.unwrap(), "a new object");
+    let run = store
+        .begin_run(RunMode::Apply, RunScope::Full, "sync", 1)
+        .await
+        .unwrap();
+    store.finish_run(run, &end(Outcome::Ok, 1), 2).await.unwrap();
+    store.replace_quarantine(&[], 2).await.unwrap();
+    assert_eq!(
+        store.planning_generation().await.unwrap(),
+        last,
+        "runs and the quarantine are not planning inputs"
+    );
+    let row = store
+        .journal_start(run, &anchor, "create", "New-MailUser", 1)
+        .await
+        .unwrap();
+    moved(store.planning_generation().await.unwrap(), "a journal row");
+    store.journal_finish(row, "ok", None, 2).await.unwrap();
+    moved(store.planning_generation().await.unwrap(), "a journal result");
+    store
+        .start_migration(&anchor, "jmueller", "jm@example.edu", 3)
+        .await
+        .unwrap();
+    moved(store.planning_generation().await.unwrap(), "a migration start");
+    store
+        .move_object(&anchor, &object("a-3", Stage::Active))
+        .await
+        .unwrap();
+    moved(store.planning_generation().await.unwrap(), "an object re-anchored");
+
+    // The kept plan itself, and the grace window.
+    assert_eq!(store.quiet_plan().await.unwrap(), None);
+    let kept = ldap2exo::state::QuietPlan {
+        inputs: "d".repeat(64),
+        planned_at: 10,
+        run_id: run,
+        plan: "{}".into(),
+    };
+    store.set_quiet_plan(Some(&kept), 11).await.unwrap();
+    assert_eq!(store.quiet_plan().await.unwrap(), Some(kept));
+    store.set_quiet_plan(None, 12).await.unwrap();
+    assert_eq!(store.quiet_plan().await.unwrap(), None);
+    let mut leaver = object("a-2", Stage::Disabled);
+    (leaver.disabled_at, leaver.delete_due_at) = (Some(5), Some(100));
+    store.upsert_object(&leaver).await.unwrap();
+    assert!(!store.grace_ends_between(10, 99).await.unwrap());
+    assert!(store.grace_ends_between(10, 100).await.unwrap());
+    assert!(!store.grace_ends_between(100, 200).await.unwrap(), "ended before");
+}
