@@ -17,7 +17,10 @@ use crate::config::Config;
 use crate::plan::{self, Summary};
 use crate::report;
 use crate::state::lock::{self, Held};
-use crate::state::{ApprovalRecord, ManagedObject, QuarantineRecord, RunRecord, Stage, Store};
+use crate::state::{
+    ApprovalRecord, LdapSyncMark, ManagedObject, QuarantineRecord, RunRecord, Stage, Store,
+    TenantSyncMark,
+};
 
 /// Entries of a long list shown in text before "… and N more".
 const LISTED: usize = 20;
@@ -37,6 +40,25 @@ struct View {
     approvals: BTreeMap<i64, ApprovalRecord>,
     /// Removals applied in the rolling windows up to now.
     recent: plan::RecentRemovals,
+    incremental: Incremental,
+}
+
+/// What the incremental reads and quiet runs keep (README "Incremental runs").
+struct Incremental {
+    ldap: Option<LdapSyncMark>,
+    ldap_entries: i64,
+    tenant: Option<TenantSyncMark>,
+    /// The run whose plan is kept, and since when.
+    kept: Option<(i64, i64)>,
+}
+
+async fn incremental(store: &Store) -> Result<Incremental, CommandError> {
+    Ok(Incremental {
+        ldap: store.ldap_sync().await?,
+        ldap_entries: store.ldap_entry_count().await?,
+        tenant: store.tenant_sync().await?,
+        kept: store.quiet_plan().await?.map(|q| (q.run_id, q.planned_at)),
+    })
 }
 
 pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandError> {
@@ -53,6 +75,7 @@ pub async fn status(config: &Config, args: &StatusArgs) -> Result<Exit, CommandE
             quarantine: store.quarantine().await?,
             last_full_sync: store.last_successful_full_sync().await?,
             now,
+            incremental: incremental(&store).await?,
             daemon: holder(&config.state.path, lock::Kind::Daemon),
             running: holder(&config.state.path, lock::Kind::Run),
         })
@@ -215,6 +238,7 @@ fn as_json(config: &Config, view: &View) -> Value {
             "last_7d": view.recent.last_7d,
             "max_per_7d": config.safety.deletes_per_7d(),
         },
+        "incremental": incremental_json(&view.incremental),
         "pending_deletions_by_due_date": by_due_day(&pending),
         "pending_deletions": pending.iter().map(|o| json!({
             "anchor": o.anchor, "uid": o.uid,
@@ -252,6 +276,52 @@ fn as_json(config: &Config, view: &View) -> Value {
             "last_seen_at": plan::rfc3339(q.last_seen_at),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// The incremental reads' marks; `null` for what is not stored.
+fn incremental_json(i: &Incremental) -> Value {
+    json!({
+        "ldap": i.ldap.as_ref().map(|m| json!({
+            "cookie_stored_at": plan::rfc3339(m.updated_at),
+            "last_full_refresh_at": plan::rfc3339(m.full_at),
+            "entries": i.ldap_entries,
+        })),
+        "tenant": i.tenant.as_ref().map(|m| json!({
+            "stored_at": plan::rfc3339(m.updated_at),
+            "last_full_read_at": plan::rfc3339(m.full_at),
+        })),
+        "kept_plan": i.kept.map(|(run, at)| json!({"run": run, "since": plan::rfc3339(at)})),
+    })
+}
+
+/// Lines for what the incremental reads keep; none when nothing is stored.
+fn incremental_text(out: &mut String, i: &Incremental, now: i64) {
+    use std::fmt::Write as _;
+    let when = |t: i64| format!("{} ({})", plan::rfc3339(t), ago(t, now));
+    if let Some(m) = &i.ldap {
+        let _ = writeln!(
+            out,
+            "incremental LDAP read: cookie stored {}, last full refresh {}, {} entries kept",
+            when(m.updated_at),
+            when(m.full_at),
+            i.ldap_entries
+        );
+    }
+    if let Some(m) = &i.tenant {
+        let _ = writeln!(
+            out,
+            "incremental tenant read: stored {}, last full read {}",
+            when(m.updated_at),
+            when(m.full_at)
+        );
+    }
+    if let Some((run, at)) = i.kept {
+        let _ = writeln!(
+            out,
+            "quiet runs: the plan of run {run} stands while nothing changes (kept {})",
+            when(at)
+        );
+    }
 }
 
 fn as_text(config: &Config, view: &View) -> String {
@@ -308,6 +378,7 @@ fn as_text(config: &Config, view: &View) -> String {
         view.recent.last_7d,
         config.safety.deletes_per_7d()
     );
+    incremental_text(&mut out, &view.incremental, view.now);
     runs_table(&mut out, &view.runs, &view.approvals);
     let pending = pending(view);
     if !pending.is_empty() {

@@ -129,7 +129,10 @@ mod tests {
     #[test]
     fn only_a_plan_that_changes_nothing_is_kept() {
         assert!(keepable(&plan(json!([]))));
-        assert!(keepable(&plan(json!([create(true)]))), "held actions change nothing");
+        assert!(
+            keepable(&plan(json!([create(true)]))),
+            "held actions change nothing"
+        );
         assert!(!keepable(&plan(json!([create(false)]))));
         let mut blocked = plan(json!([]));
         blocked.safety.verdict = Verdict::Blocked;
@@ -146,7 +149,10 @@ mod tests {
     fn a_kept_plan_comes_back_as_this_runs_plan() {
         let original = plan(json!([create(true)]));
         let json = stored(&original);
-        assert!(!json.contains("tenant_read") && !json.contains("\"read\""), "{json}");
+        assert!(
+            !json.contains("tenant_read") && !json.contains("\"read\""),
+            "{json}"
+        );
         let taken = taken(&json, 41, 1_800_000_000).expect("taken");
         assert_eq!(taken.unchanged_since_run, Some(41));
         assert_eq!(taken.generated_at, "2027-01-15T08:00:00Z");
@@ -155,7 +161,10 @@ mod tests {
         assert_eq!(taken.source.read, None, "the run sets its own read reports");
         assert!(super::taken("{not json", 41, 0).is_none());
         let unheld = stored(&plan(json!([create(false)])));
-        assert!(super::taken(&unheld, 41, 0).is_none(), "never applies a change");
+        assert!(
+            super::taken(&unheld, 41, 0).is_none(),
+            "never applies a change"
+        );
     }
 
     fn inputs(config: &str) -> Inputs<'_> {

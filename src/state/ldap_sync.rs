@@ -37,9 +37,10 @@ pub struct LdapSyncCommit {
 impl Store {
     /// The last committed refresh, if any.
     pub async fn ldap_sync(&self) -> Result<Option<LdapSyncMark>, StateError> {
-        let row = sqlx::query("SELECT cookie, search, full_at, updated_at FROM ldap_sync WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT cookie, search, full_at, updated_at FROM ldap_sync WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| LdapSyncMark {
             cookie: r.get(0),
             search: r.get(1),

@@ -672,7 +672,32 @@ fn a_quiet_run_takes_the_last_plan_until_something_changes() {
     let run = install.run(&["sync"]);
     expect(&run, 0, "a quiet real run");
     assert!(run.stdout.contains("its plan stands"), "{}", run.stdout);
-    assert_taken(&install, "after a quiet real run");
+    let kept = assert_taken(&install, "after a quiet real run")
+        .unchanged_since_run
+        .unwrap();
+    // `status` says what the incremental reads keep.
+    let status = install.run(&["status"]);
+    expect(&status, 0, "status");
+    for line in [
+        "incremental LDAP read: cookie stored ".to_owned(),
+        "incremental tenant read: stored ".to_owned(),
+        format!("quiet runs: the plan of run {kept} stands while nothing changes"),
+    ] {
+        assert!(
+            status.stdout.contains(&line),
+            "{line:?} in\n{}",
+            status.stdout
+        );
+    }
+    let status = install.run(&["status", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(json["incremental"]["kept_plan"]["run"], kept);
+    assert_eq!(
+        json["incremental"]["ldap"]["entries"].as_u64(),
+        Some(settled.source.entries as u64),
+        "{}",
+        status.stdout
+    );
 
     // LDAP: a changed display name.
     server.modify(&format!(

@@ -249,20 +249,30 @@ async fn the_planning_generation_moves_with_every_write_the_planner_reads() {
     let store = Store::open(&dir.path().join("s.db")).await.unwrap();
     let anchor = Anchor::new("a-1").unwrap();
     let mut last = store.planning_generation().await.unwrap();
-    let mut moved = |now: i64, what: &str| {
-        assert!(now > last, "{what} moves the generation ({last} → {now})");
-        last = now;
-    };
+    macro_rules! moved {
+        ($what:expr) => {{
+            let now = store.planning_generation().await.unwrap();
+            assert!(
+                now > last,
+                "{} moves the generation ({last} → {now})",
+                $what
+            );
+            last = now;
+        }};
+    }
     store
         .upsert_object(&object("a-1", Stage::Active))
         .await
         .unwrap();
-    moved(store.planning_generation().await.unwrap(), "a new object");
+    moved!("a new object");
     let run = store
         .begin_run(RunMode::Apply, RunScope::Full, "sync", 1)
         .await
         .unwrap();
-    store.finish_run(run, &end(Outcome::Ok, 1), 2).await.unwrap();
+    store
+        .finish_run(run, &end(Outcome::Ok, 1), 2)
+        .await
+        .unwrap();
     store.replace_quarantine(&[], 2).await.unwrap();
     assert_eq!(
         store.planning_generation().await.unwrap(),
@@ -273,19 +283,20 @@ async fn the_planning_generation_moves_with_every_write_the_planner_reads() {
         .journal_start(run, &anchor, "create", "New-MailUser", 1)
         .await
         .unwrap();
-    moved(store.planning_generation().await.unwrap(), "a journal row");
+    moved!("a journal row");
     store.journal_finish(row, "ok", None, 2).await.unwrap();
-    moved(store.planning_generation().await.unwrap(), "a journal result");
+    moved!("a journal result");
     store
         .start_migration(&anchor, "jmueller", "jm@example.edu", 3)
         .await
         .unwrap();
-    moved(store.planning_generation().await.unwrap(), "a migration start");
+    moved!("a migration start");
     store
         .move_object(&anchor, &object("a-3", Stage::Active))
         .await
         .unwrap();
-    moved(store.planning_generation().await.unwrap(), "an object re-anchored");
+    moved!("an object re-anchored");
+    let _ = last;
 
     // The kept plan itself, and the grace window.
     assert_eq!(store.quiet_plan().await.unwrap(), None);
@@ -304,5 +315,8 @@ async fn the_planning_generation_moves_with_every_write_the_planner_reads() {
     store.upsert_object(&leaver).await.unwrap();
     assert!(!store.grace_ends_between(10, 99).await.unwrap());
     assert!(store.grace_ends_between(10, 100).await.unwrap());
-    assert!(!store.grace_ends_between(100, 200).await.unwrap(), "ended before");
+    assert!(
+        !store.grace_ends_between(100, 200).await.unwrap(),
+        "ended before"
+    );
 }
