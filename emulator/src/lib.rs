@@ -243,6 +243,23 @@ impl Emulator {
         lock(&self.shared.store).dump()
     }
 
+    /// Waits until every time-driven effect of the writes so far (mailbox provisioning,
+    /// propagation between Graph and Exchange, the 404 window of new objects) has happened,
+    /// so that the next read of either API shows the tenant as it stays.
+    pub fn wait_settled(&self) {
+        // What is due happens at the next request (`settle`); a conversion done then is a
+        // write that reaches Graph only later.
+        let due = || {
+            let mut store = lock(&self.shared.store);
+            store.settle();
+            store.settled_by_ms()
+        };
+        while let Some(t) = due() {
+            let wait = t.saturating_sub(store::now_millis()) + 20;
+            std::thread::sleep(std::time::Duration::from_millis(wait));
+        }
+    }
+
     pub fn counters(&self) -> Counters {
         lock(&self.shared.counters).clone()
     }

@@ -189,6 +189,30 @@ impl Store {
         }
     }
 
+    /// Unix milliseconds by which every time-driven effect pending now has happened and
+    /// both APIs show it: due mailbox conversions (and their write reaching Graph), writes
+    /// one API does not show the other yet, new objects still hidden; `None` when nothing
+    /// is pending.
+    pub fn settled_by_ms(&self) -> Option<u64> {
+        let now = now_millis();
+        let keep = self
+            .realism
+            .exchange_to_graph_ms
+            .max(self.realism.graph_to_exchange_ms);
+        let new = keep.max(self.realism.create_404_ms);
+        let mailboxes = self
+            .users
+            .values()
+            .filter_map(|u| u.mailbox_due_ms.map(|d| d + keep));
+        let writes = self.log.values().flatten().map(|w| w.ms + keep);
+        let created = self.users.values().map(|u| u.created_ms + new);
+        mailboxes
+            .chain(writes)
+            .chain(created)
+            .filter(|&t| t > now)
+            .max()
+    }
+
     /// Whether (and why) `u` is not there for `reader` now.
     pub fn hidden(&self, u: &User, reader: Reader) -> Option<Hidden> {
         if u.origin == Origin::Seed {

@@ -49,8 +49,19 @@ pub(super) async fn take(
     let Start::Changes(changes) = start else {
         return Ok(None);
     };
-    if !read.deferred || !changes.is_quiet(store).await.unwrap_or(false) {
+    if !read.deferred {
         return Ok(None);
+    }
+    match changes.news(store).await {
+        Ok(None) => {}
+        Ok(Some(news)) => {
+            tracing::info!(news = %news, "the tenant changed since the last run: planning");
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the tenant's changes cannot be compared: planning");
+            return Ok(None);
+        }
     }
     let (Some(kept), Some(ldap), Some(tenant)) = (
         store.quiet_plan().await?,
@@ -148,5 +159,26 @@ pub(super) fn announce(plan: &Plan) {
             actions = plan.actions.len(),
             "nothing changed in LDAP, the tenant or the state store: the plan of that run stands"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest takes the configuration as `Debug` prints it: two loads of the same file
+    /// must print the same (a `HashMap` in the configuration would not, and no run would
+    /// ever be quiet), and a changed key must print differently.
+    #[test]
+    fn the_configuration_prints_the_same_every_time() {
+        let path = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/ldap2exo.example.toml"
+        ));
+        let load = |env: Vec<(String, String)>| Config::load_without_secrets(path, env).unwrap();
+        let a = config_text(&load(Vec::new()));
+        assert_eq!(a, config_text(&load(Vec::new())));
+        let changed = vec![("LDAP2EXO__SAFETY__GRACE_PERIOD_DAYS".into(), "9".into())];
+        assert_ne!(a, config_text(&load(changed)));
     }
 }

@@ -352,17 +352,17 @@ impl Changes {
         &self.fixed
     }
 
-    /// True when the round holds nothing the stored rows do not already say: no user
-    /// removed, and every user and recipient it lists exactly as stored (the margin of the
-    /// Exchange query lists recently changed recipients again; Graph lists a user whose
-    /// unselected properties changed). Reads only the rows of what the round lists.
-    pub async fn is_quiet(&self, store: &Store) -> Result<bool, ReadError> {
-        if !self.round.removed.is_empty() {
-            return Ok(false);
+    /// What the round holds that the stored rows do not already say: the first user
+    /// removed, or user or recipient not exactly as stored (the margin of the Exchange query
+    /// lists recently changed recipients again; Graph lists a user whose unselected
+    /// properties changed); `None` when nothing. Reads only the rows of what the round lists.
+    pub async fn news(&self, store: &Store) -> Result<Option<String>, ReadError> {
+        if let Some(r) = self.round.removed.first() {
+            return Ok(Some(format!("Graph user {} removed", r.id)));
         }
         for (user, json) in &self.round.changed {
             let Some(id) = user.id.as_deref() else {
-                return Ok(false);
+                return Ok(Some("a Graph user without an id".into()));
             };
             if store
                 .tenant_user(&id.to_ascii_lowercase())
@@ -370,23 +370,23 @@ impl Changes {
                 .as_deref()
                 != Some(json)
             {
-                return Ok(false);
+                return Ok(Some(format!("Graph user {id} changed")));
             }
         }
         let stamp_property = self.stamp.exchange_name();
         for r in &self.recipients {
             let Some(guid) = guid_of(r) else {
-                return Ok(false);
+                return Ok(Some("an Exchange recipient without a Guid".into()));
             };
             let listing = r.to_listing(&stamp_property).to_string();
             if store.tenant_recipient(&guid).await?.as_deref() != Some(listing.as_str()) {
-                return Ok(false);
+                return Ok(Some(format!("Exchange recipient {guid} changed")));
             }
         }
-        Ok(true)
+        Ok(None)
     }
 
-    /// A quiet round ([`Self::is_quiet`]) as a read whose inventory holds only what was
+    /// A quiet round (no [`Self::news`]) as a read whose inventory holds only what was
     /// fetched: the plan is taken from an earlier run, and apply needs the inventory only for
     /// actions that are not held, of which a converged plan has none.
     pub fn quiet(self, config: &TenantConfig) -> Read {
