@@ -35,7 +35,7 @@ BEGIN UPDATE planning_generation SET generation = generation + 1 WHERE id = 1; E
 CREATE TABLE quiet_plan (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     -- SHA-256 (hex) of everything the plan was made from that is not in the tables above:
-    -- ldap2exo's version, the configuration (secrets redacted), the LDAP cookie and Graph
+    -- the build of ldap2exo, the configuration (secrets redacted), the LDAP cookie and Graph
     -- delta link the run committed, the soft-deleted MailUsers and licence counts it read,
     -- the baseline, and the planning generation.
     inputs TEXT NOT NULL,

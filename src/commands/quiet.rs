@@ -30,6 +30,14 @@ pub(super) fn eligible(config: &Config, args: &SelectionArgs, tenant: bool, coho
         && args.approval.scope.is_none()
 }
 
+/// [`quiet::Inputs::build`]: the version, and the size and modification time of the
+/// executable (a rebuild from changed sources keeps the version).
+fn build() -> String {
+    let exe = std::env::current_exe().and_then(std::fs::metadata);
+    let file = exe.map(|m| (m.len(), m.modified().ok()));
+    format!("{} {file:?}", env!("CARGO_PKG_VERSION"))
+}
+
 /// The configuration as [`quiet::Inputs::config`] takes it.
 fn config_text(config: &Config) -> String {
     format!("{config:?}")
@@ -71,6 +79,7 @@ pub(super) async fn take(
         return Ok(None);
     };
     let digest = quiet::Inputs {
+        build: &build(),
         config: &config_text(config),
         generation,
         baseline: store.baseline().await?,
@@ -130,6 +139,7 @@ pub(super) async fn keep(
         return store.set_quiet_plan(None, end.started).await;
     };
     let inputs = quiet::Inputs {
+        build: &build(),
         config: &config_text(config),
         generation: run.generation,
         baseline: store.baseline().await?,

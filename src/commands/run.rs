@@ -454,22 +454,10 @@ async fn compute_with(
     if let (true, Some(t)) = (read.deferred, &tenant) {
         progress.watch(t);
         progress.phase(Phase::ReadingTenant, None);
-        let start = inventory::incremental::start(t, &config.tenant, &run.store, run.started);
-        let start = match unless_stopped(&run, stop, start).await? {
-            Ok(start) => start,
-            Err(e) => {
-                let e = CommandError::from(e);
-                fail_run(&run.store, run.run_id, &e).await?;
-                return Err(e);
-            }
-        };
-        let kept = quiet::take(config, &run.store, &read, &start, generation, run.started).await?;
-        match (kept, start) {
-            (Some(mut plan), inventory::incremental::Start::Changes(changes)) => {
-                let tenant_read = changes.quiet(&config.tenant);
+        match take_quiet(config, &run, t, &read, stop, generation).await? {
+            Quiet::Taken(mut plan, tenant_read) => {
                 plan.source.read = read.report;
                 plan.tenant_read = Some(tenant_read.report);
-                quiet::announce(&plan);
                 after_planning(&plan, scope, &run).await?;
                 interrupted(&run.store, run.run_id, stop).await?;
                 return Ok(Computed {
@@ -491,7 +479,7 @@ async fn compute_with(
                     renderer,
                 });
             }
-            (_, start) => tenant_start = Some(start),
+            Quiet::Plan(start) => tenant_start = Some(start),
         }
         fill_ldap(config, &run, &progress, stop, &mut mapping, &mut read).await?;
     }
@@ -519,6 +507,42 @@ async fn compute_with(
         _lock: run.lock,
         progress,
         renderer,
+    })
+}
+
+/// Whether a run whose LDAP refresh found nothing changed is quiet ([`quiet::take`]).
+enum Quiet {
+    /// The kept plan, and the tenant read that found nothing changed.
+    Taken(Plan, inventory::incremental::Read),
+    /// Something changed: plan, with the tenant's changes already fetched.
+    Plan(inventory::incremental::Start),
+}
+
+/// Fetches the tenant's changes and takes the kept plan when nothing else changed either.
+async fn take_quiet(
+    config: &Config,
+    run: &Opened,
+    tenant: &Tenant,
+    read: &incremental::Read,
+    stop: &Stop,
+    generation: i64,
+) -> Result<Quiet, CommandError> {
+    let start = inventory::incremental::start(tenant, &config.tenant, &run.store, run.started);
+    let start = match unless_stopped(run, stop, start).await? {
+        Ok(start) => start,
+        Err(e) => {
+            let e = CommandError::from(e);
+            fail_run(&run.store, run.run_id, &e).await?;
+            return Err(e);
+        }
+    };
+    let kept = quiet::take(config, &run.store, read, &start, generation, run.started).await?;
+    Ok(match (kept, start) {
+        (Some(plan), inventory::incremental::Start::Changes(changes)) => {
+            quiet::announce(&plan);
+            Quiet::Taken(plan, changes.quiet(&config.tenant))
+        }
+        (_, start) => Quiet::Plan(start),
     })
 }
 
@@ -817,8 +841,8 @@ async fn notify_failure(config: &Config, command: &str, e: &CommandError) {
 }
 
 /// Stores the entries and cookie of an incremental LDAP read when every change it covers is
-/// in the tenant (`complete`). After a failure, a block or a stop the old cookie stays, so the
-/// next run is sent the same changes again.
+/// in the tenant or held by the plan (`complete`). After a failure, a block or a stop the old
+/// cookie stays, so the next run is sent the same changes again.
 async fn commit_ldap_read(
     store: &Store,
     commit: Option<&LdapSyncCommit>,

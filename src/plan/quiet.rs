@@ -15,7 +15,9 @@
 //! - The state store: the planning generation (a counter the database's triggers bump on
 //!   every write to the managed objects, the journal and the migration cohort) and the
 //!   baseline of the shrink guard.
-//! - Everything else a plan depends on: ldap2exo's version and the configuration.
+//! - Everything else a plan depends on: the build of ldap2exo (its version, and its
+//!   executable's size and time, so a rebuild from changed sources plans afresh) and the
+//!   configuration.
 //! - Time: the planner's only clock-driven decision is the end of a grace period; a disabled
 //!   object whose grace ends between the stored plan's `now` and this run's makes it stale.
 //!
@@ -34,6 +36,8 @@ use super::{Plan, Verdict};
 /// the marks and the generation stand for.
 #[derive(Debug, Serialize)]
 pub struct Inputs<'a> {
+    /// Which build of ldap2exo plans: a plan of another build is never taken.
+    pub build: &'a str,
     /// The configuration as `Debug` prints it (secrets print redacted).
     pub config: &'a str,
     /// [`crate::state::Store::planning_generation`].
@@ -52,13 +56,10 @@ pub struct Inputs<'a> {
 }
 
 impl Inputs<'_> {
-    /// SHA-256 (hex) of the inputs and ldap2exo's version.
+    /// SHA-256 (hex) of the inputs.
     pub fn digest(&self) -> String {
-        let json = serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "inputs": self,
-        });
-        format!("{:x}", Sha256::digest(json.to_string().as_bytes()))
+        let json = serde_json::to_string(self).expect("inputs serialise");
+        format!("{:x}", Sha256::digest(json.as_bytes()))
     }
 }
 
@@ -169,6 +170,7 @@ mod tests {
 
     fn inputs(config: &str) -> Inputs<'_> {
         Inputs {
+            build: "0.1.0 1234",
             config,
             generation: 7,
             baseline: Some(100),
@@ -186,6 +188,11 @@ mod tests {
         assert_eq!(base.len(), 64);
         let changed = [
             inputs("cfg2").digest(),
+            Inputs {
+                build: "0.1.1 1234",
+                ..inputs("cfg")
+            }
+            .digest(),
             Inputs {
                 generation: 8,
                 ..inputs("cfg")
