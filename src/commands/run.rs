@@ -455,7 +455,8 @@ async fn compute_with(
         progress.watch(t);
         progress.phase(Phase::ReadingTenant, None);
         match take_quiet(config, &run, t, &read, stop, generation).await? {
-            Quiet::Taken(mut plan, tenant_read) => {
+            Quiet::Taken(taken) => {
+                let (mut plan, tenant_read) = *taken;
                 plan.source.read = read.report;
                 plan.tenant_read = Some(tenant_read.report);
                 after_planning(&plan, scope, &run).await?;
@@ -513,7 +514,7 @@ async fn compute_with(
 /// Whether a run whose LDAP refresh found nothing changed is quiet ([`quiet::take`]).
 enum Quiet {
     /// The kept plan, and the tenant read that found nothing changed.
-    Taken(Plan, inventory::incremental::Read),
+    Taken(Box<(Plan, inventory::incremental::Read)>),
     /// Something changed: plan, with the tenant's changes already fetched.
     Plan(inventory::incremental::Start),
 }
@@ -540,7 +541,7 @@ async fn take_quiet(
     Ok(match (kept, start) {
         (Some(plan), inventory::incremental::Start::Changes(changes)) => {
             quiet::announce(&plan);
-            Quiet::Taken(plan, changes.quiet(&config.tenant))
+            Quiet::Taken(Box::new((plan, changes.quiet(&config.tenant))))
         }
         (_, start) => Quiet::Plan(start),
     })
