@@ -78,20 +78,8 @@ impl Read {
         if !std::mem::take(&mut self.deferred) {
             return Ok(());
         }
-        let kept: Result<(), String> = store
-            .each_ldap_entry(|uuid, json| {
-                let entry: RawEntry =
-                    serde_json::from_str(json).map_err(|e| format!("entry {uuid}: {e}"))?;
-                sink(Some(&entry));
-                Ok(())
-            })
-            .await?;
-        if let Err(why) = kept {
-            warn!(problem = %why, "a stored LDAP entry cannot be read: reading in full");
-            sink(None);
-            let search = search_key(config);
-            let why = format!("a stored entry cannot be read ({why})");
-            *self = full(config, sink, search, now, why).await?;
+        if let Err(why) = stored_entries(store, sink, |_| Ok(false)).await? {
+            *self = full(config, sink, search_key(config), now, why).await?;
         }
         Ok(())
     }
@@ -213,26 +201,16 @@ async fn incremental(
         return Ok(Step::Done(read));
     }
     let mut removes = Vec::new();
-    let kept: Result<(), String> = store
-        .each_ldap_entry(|uuid, json| {
-            let id = SyncUuid::parse(uuid).ok_or_else(|| format!("`{uuid}` is not a UUID"))?;
-            if changed.contains(&id) {
-                return Ok(());
-            }
-            if gone(&delta, &id) {
-                removes.push(uuid.to_owned());
-                return Ok(());
-            }
-            let entry: RawEntry =
-                serde_json::from_str(json).map_err(|e| format!("entry {uuid}: {e}"))?;
-            sink(Some(&entry));
-            Ok(())
-        })
-        .await?;
+    let kept = stored_entries(store, sink, |uuid| {
+        let id = SyncUuid::parse(uuid).ok_or_else(|| format!("`{uuid}` is not a UUID"))?;
+        if gone(&delta, &id) && !changed.contains(&id) {
+            removes.push(uuid.to_owned());
+        }
+        Ok(changed.contains(&id) || gone(&delta, &id))
+    })
+    .await?;
     if let Err(why) = kept {
-        warn!(problem = %why, "a stored LDAP entry cannot be read: reading in full");
-        sink(None);
-        return Ok(Step::Full(format!("a stored entry cannot be read ({why})")));
+        return Ok(Step::Full(why));
     }
     let Some(new_cookie) = delta.cookie.clone() else {
         sink(None);
@@ -259,6 +237,32 @@ async fn incremental(
             full_at: 0,
         }),
         deferred: false,
+    }))
+}
+
+/// Hands the stored entries to `sink`, but those `skip` says are not (changed, or gone); a
+/// stored entry that cannot be read drops everything handed over and says why, for a full
+/// refresh.
+async fn stored_entries(
+    store: &Store,
+    sink: &mut Sink<'_>,
+    mut skip: impl FnMut(&str) -> Result<bool, String>,
+) -> Result<Result<(), String>, ReadError> {
+    let kept: Result<(), String> = store
+        .each_ldap_entry(|uuid, json| {
+            if skip(uuid)? {
+                return Ok(());
+            }
+            let entry: RawEntry =
+                serde_json::from_str(json).map_err(|e| format!("entry {uuid}: {e}"))?;
+            sink(Some(&entry));
+            Ok(())
+        })
+        .await?;
+    Ok(kept.map_err(|why| {
+        warn!(problem = %why, "a stored LDAP entry cannot be read: reading in full");
+        sink(None);
+        format!("a stored entry cannot be read ({why})")
     }))
 }
 

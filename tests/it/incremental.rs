@@ -28,10 +28,10 @@ fn with_content_sync(install: &mut Install) {
     }
 }
 
-/// A dry run of the same installation with the switch `key` left out (so off).
-fn dry_run_without(install: &Install, key: &str) -> Plan {
+/// A dry run of the same installation with the switches `keys` left out (so off).
+fn dry_run_without(install: &Install, keys: &[&str]) -> Plan {
     let mut env = install.env.clone();
-    env.retain(|(k, _)| k != key);
+    env.retain(|(k, _)| !keys.contains(&k.as_str()));
     let run = Install {
         dir: tempfile::tempdir().unwrap(),
         config: install.config.clone(),
@@ -40,13 +40,13 @@ fn dry_run_without(install: &Install, key: &str) -> Plan {
         env,
     }
     .run(&["sync", "--dry-run", "--format", "json"]);
-    expect(&run, 0, &format!("the dry run without {key}"));
+    expect(&run, 0, &format!("the dry run without {keys:?}"));
     run.plan()
 }
 
 /// The same installation with content synchronisation off: a paged full read.
 fn full_read(install: &Install) -> Plan {
-    let plan = dry_run_without(install, "LDAP2EXO__LDAP__CONTENT_SYNC");
+    let plan = dry_run_without(install, &["LDAP2EXO__LDAP__CONTENT_SYNC"]);
     assert_eq!(
         plan.source.read, None,
         "a paged read reports no content sync"
@@ -439,7 +439,7 @@ fn the_cookie_never_moves_past_a_failed_action() {
 
 /// The same installation with the tenant read in full.
 fn full_tenant_read(install: &Install) -> Plan {
-    let plan = dry_run_without(install, "LDAP2EXO__TENANT__INCREMENTAL_READ");
+    let plan = dry_run_without(install, &["LDAP2EXO__TENANT__INCREMENTAL_READ"]);
     assert_eq!(plan.tenant_read, None);
     plan
 }
@@ -590,20 +590,13 @@ fn quiet_install(server: &Slapd, emu: &ldap2exo_emulator::Emulator) -> Install {
 /// The plan of the same installation with both incremental reads off: mapped and planned
 /// from full reads.
 fn full_reads(install: &Install) -> Plan {
-    let mut env = install.env.clone();
-    env.retain(|(k, _)| {
-        k != "LDAP2EXO__LDAP__CONTENT_SYNC" && k != "LDAP2EXO__TENANT__INCREMENTAL_READ"
-    });
-    let run = Install {
-        dir: tempfile::tempdir().unwrap(),
-        config: install.config.clone(),
-        state: install.state.clone(),
-        now: install.now,
-        env,
-    }
-    .run(&["sync", "--dry-run", "--format", "json"]);
-    expect(&run, 0, "the dry run with full reads");
-    let plan = run.plan();
+    let plan = dry_run_without(
+        install,
+        &[
+            "LDAP2EXO__LDAP__CONTENT_SYNC",
+            "LDAP2EXO__TENANT__INCREMENTAL_READ",
+        ],
+    );
     assert_eq!(plan.unchanged_since_run, None, "full reads are never quiet");
     plan
 }
