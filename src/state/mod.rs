@@ -23,7 +23,7 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, SqlitePool};
+use sqlx::{ConnectOptions, FromRow, SqlitePool};
 
 use crate::desired::{Kind, Quarantined};
 use crate::ids::Anchor;
@@ -375,7 +375,10 @@ impl Store {
             // for an fsync. On a disk busy with other work, 10 s was once not enough during a
             // 10,000-person provisioning (bench-incremental beside two builds and a benchmark:
             // "database is locked" ended the run); a minute is.
-            .busy_timeout(std::time::Duration::from_secs(60));
+            .busy_timeout(std::time::Duration::from_secs(60))
+            // sqlx logs a statement slower than a second at WARN: streaming the incremental
+            // reads' 100,000-row copies always is, and nobody has anything to do about it.
+            .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
