@@ -100,14 +100,7 @@ fn assert_same_plan(incremental: &Plan, full: &Plan) {
 /// although it now keeps LDAP entries and the tenant's users and recipients.
 /// `marker` is text only the new rows hold, so the check reads the files that hold them.
 fn assert_no_secret_stored(install: &Install, emu: &ldap2exo_emulator::Emulator, marker: &str) {
-    let mut stored = Vec::new();
-    for entry in std::fs::read_dir(install.dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.to_string_lossy().contains("state.db") {
-            stored.extend(std::fs::read(&path).unwrap());
-        }
-    }
-    let stored = String::from_utf8_lossy(&stored);
+    let stored = install.state_files_text();
     assert!(stored.contains(marker), "{marker:?} is in the files read");
     let secret = emu.tenant().client_secret.unwrap();
     for s in [crate::support::slapd::SERVICE_PASSWORD, secret.as_str()] {

@@ -773,14 +773,7 @@ fn secrets_and_tokens_stay_out_of_logs_reports_and_state() {
         seen.push_str(&run.stderr);
     }
     assert!(seen.contains("TRACE") || seen.contains("DEBUG"));
-    let mut stored = Vec::new();
-    for entry in std::fs::read_dir(install.dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.to_string_lossy().contains("state.db") {
-            stored.extend(std::fs::read(&path).unwrap());
-        }
-    }
-    let stored = String::from_utf8_lossy(&stored);
+    let stored = install.state_files_text();
     for needle in [
         secret.as_str(),
         crate::support::slapd::SERVICE_PASSWORD,

@@ -48,6 +48,19 @@ impl Run {
 }
 
 impl Install {
+    /// The state store's files (database, WAL, shared memory) as text: for checks that no
+    /// secret was ever written to them.
+    pub fn state_files_text(&self) -> String {
+        let mut stored = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().contains("state.db") {
+                stored.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        String::from_utf8_lossy(&stored).into_owned()
+    }
+
     /// A configuration for `server` with the fixture's tenant settings.
     pub fn new(server: &Slapd) -> Install {
         Self::with_toml(&server.ldap_toml())
