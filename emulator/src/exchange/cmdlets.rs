@@ -760,6 +760,7 @@ fn candidate_views(
     p: &Params,
     types: &[&str],
     deleted: bool,
+    changed_since: Option<i64>,
 ) -> Result<Vec<Map<String, Value>>, ExoError> {
     let identity = p.string("Identity")?;
     let kinds: Vec<Option<RecipientKind>> = [
@@ -781,8 +782,13 @@ fn candidate_views(
             Err(e) => return Err(e),
         }
     } else {
+        // Seconds as the view shows them; a user changed before the filter's bound cannot
+        // match it, so its view is not built.
+        let recent = |u: &crate::store::User| {
+            changed_since.is_none_or(|t| (store.exchange_changed_ms(u) / 1000) as i64 >= t)
+        };
         for u in store.exchange_users() {
-            if u.is_deleted() == deleted && types.contains(&user_type(&u)) {
+            if u.is_deleted() == deleted && types.contains(&user_type(&u)) && recent(&u) {
                 out.push(store.exchange_view(&u));
             }
         }
@@ -836,7 +842,8 @@ fn get_recipients(
         None
     };
     let mut values = Vec::new();
-    for mut view in candidate_views(store, &p, &types, deleted)? {
+    let since = filter.as_ref().and_then(opath::changed_since);
+    for mut view in candidate_views(store, &p, &types, deleted, since)? {
         if kind != GetKind::Mailbox {
             // Mailbox properties: Get-Mailbox shows them, Get-Recipient and Get-User do not
             // (every published script reads the forwarding from Get-Mailbox).
