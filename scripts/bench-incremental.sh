@@ -17,6 +17,8 @@
 #                          with 900 every cycle within 15 minutes of the provisioning lists
 #                          every recipient again)
 #   BENCH_KEEP   when set, the work directory (counters, logs, state) is kept
+#   BENCH_LOG    LDAP2EXO_LOG for every cycle (default: warnings, and the reads' info lines the
+#                table counts), e.g. `info,ldap2exo=debug` to see where a cycle's time goes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-10000}"
@@ -92,7 +94,7 @@ LDAP2EXO__TENANT__BUDGET__GRAPH_WRITES_PER_SECOND=2000 \
 LDAP2EXO__TENANT__BUDGET__EXCHANGE_REQUESTS_PER_SECOND=2000 \
 LDAP2EXO__LDAP__CONTENT_SYNC=true LDAP2EXO__TENANT__INCREMENTAL_READ=true \
 LDAP2EXO__TENANT__EXCHANGE_MARGIN_SECONDS="${BENCH_EXCHANGE_MARGIN:-5}" \
-LDAP2EXO__STATE__PATH="$work/state.db" LDAP2EXO_LOG="warn,ldap2exo::source=info,ldap2exo::inventory=info" \
+LDAP2EXO__STATE__PATH="$work/state.db" LDAP2EXO_LOG="${BENCH_LOG:-warn,ldap2exo::source=info,ldap2exo::inventory=info}" \
 W="$work" URL="$url" CA="$emu/ca.pem" CHANGED="$changed" \
   target/release/examples/fixture_ldap --generate "$n" --content-sync -- bash "$work/phases.sh" \
   2>"$work/fixture.err" ||
