@@ -7,13 +7,14 @@
 use super::addresses::{apply_email_addresses, check_address, check_upn, set_primary};
 use super::connectors as conn;
 use super::opath;
-use super::{ExoError, Output};
+use super::{ExoError, Output, Window};
 use crate::propagation::{Hidden, Reader};
 use crate::store::{
     Origin, RecipientKind, Store, User, domain_of, strip_smtp, valid_mail_nickname, valid_smtp,
 };
 use crate::util::fold;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 
 /// Exchange's default `-ResultSize` for Get-Recipient / Get-MailUser / Get-Mailbox /
 /// Get-EXORecipient.
@@ -160,34 +161,39 @@ fn with_custom(base: &[&'static str]) -> Vec<&'static str> {
     v
 }
 
+/// Runs `cmdlet`; a listing builds only the views of `window`'s page.
 pub fn run(
     store: &mut Store,
     cmdlet: &str,
     params: Map<String, Value>,
+    window: Window,
 ) -> Result<Output, ExoError> {
     let one = |v: Value| Output {
         values: vec![v],
         warnings: vec![],
+        total: None,
     };
     let none = || Output {
         values: vec![],
         warnings: vec![],
+        total: None,
     };
     let warn = |w: Vec<String>| Output {
         values: vec![],
         warnings: w,
+        total: None,
     };
     match cmdlet.to_ascii_lowercase().as_str() {
         "new-mailuser" => new_mail_user(store, params).map(one),
         "set-mailuser" => set_recipient(store, params, RecipientKind::MailUser).map(warn),
         "set-mailbox" => set_recipient(store, params, RecipientKind::UserMailbox).map(warn),
         "set-user" => set_user(store, params).map(warn),
-        "get-user" => get_recipients(store, params, GetKind::User),
+        "get-user" => get_recipients(store, params, GetKind::User, window),
         "remove-mailuser" => remove_mail_user(store, params).map(|_| none()),
-        "get-mailuser" => get_recipients(store, params, GetKind::MailUser),
-        "get-mailbox" => get_recipients(store, params, GetKind::Mailbox),
-        "get-recipient" => get_recipients(store, params, GetKind::Recipient),
-        "get-exorecipient" => get_recipients(store, params, GetKind::ExoRecipient),
+        "get-mailuser" => get_recipients(store, params, GetKind::MailUser, window),
+        "get-mailbox" => get_recipients(store, params, GetKind::Mailbox, window),
+        "get-recipient" => get_recipients(store, params, GetKind::Recipient, window),
+        "get-exorecipient" => get_recipients(store, params, GetKind::ExoRecipient, window),
         "get-accepteddomain" => accepted_domains(store, params),
         "get-inboundconnector" => connectors(&store.inbound_connectors, params),
         "get-outboundconnector" => connectors(&store.outbound_connectors, params),
@@ -754,14 +760,23 @@ fn view_matches(v: &Map<String, Value>, identity: &str) -> bool {
             })
 }
 
-/// The views a Get-* cmdlet lists (before `-Filter`), as Exchange sees them now.
-fn candidate_views(
-    store: &Store,
+/// One object a Get-* cmdlet may list: a user whose view is built only when it is output
+/// (a listing of 100,000 users built every view on every page), or a view built already.
+enum Candidate<'a> {
+    User(Cow<'a, User>),
+    View(Map<String, Value>),
+}
+
+/// What a Get-* cmdlet lists (before `-Filter`), as Exchange sees them now. Users changed
+/// before `changed_since` (Unix seconds, as the view shows them) cannot match the filter and
+/// are left out.
+fn candidates<'a>(
+    store: &'a Store,
     p: &Params,
     types: &[&str],
     deleted: bool,
     changed_since: Option<i64>,
-) -> Result<Vec<Map<String, Value>>, ExoError> {
+) -> Result<Vec<Candidate<'a>>, ExoError> {
     let identity = p.string("Identity")?;
     let kinds: Vec<Option<RecipientKind>> = [
         None,
@@ -776,20 +791,18 @@ fn candidate_views(
         match resolve(store, i, &kinds, deleted) {
             Ok(id) => {
                 let u = store.render(&store.users[&id], Reader::Exchange);
-                return Ok(vec![store.exchange_view(&u)]);
+                return Ok(vec![Candidate::View(store.exchange_view(&u))]);
             }
             Err(ExoError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
     } else {
-        // Seconds as the view shows them; a user changed before the filter's bound cannot
-        // match it, so its view is not built.
-        let recent = |u: &crate::store::User| {
+        let recent = |u: &User| {
             changed_since.is_none_or(|t| (store.exchange_changed_ms(u) / 1000) as i64 >= t)
         };
         for u in store.exchange_users() {
             if u.is_deleted() == deleted && types.contains(&user_type(&u)) && recent(&u) {
-                out.push(store.exchange_view(&u));
+                out.push(Candidate::User(u));
             }
         }
     }
@@ -798,7 +811,7 @@ fn candidate_views(
             if types.contains(&o.kind.type_names().0) {
                 let v = store.mail_object_view(o);
                 if identity.as_ref().is_none_or(|i| view_matches(&v, i)) {
-                    out.push(v);
+                    out.push(Candidate::View(v));
                 }
             }
         }
@@ -822,10 +835,44 @@ fn exo_extra(p: &Params) -> Result<Vec<String>, ExoError> {
     Ok(e)
 }
 
+/// A listed object's view as the cmdlet shows it (before `-Properties` projection).
+fn cmdlet_view(store: &Store, c: Candidate, kind: GetKind) -> Map<String, Value> {
+    let mut view = match c {
+        Candidate::User(u) => store.exchange_view(&u),
+        Candidate::View(v) => v,
+    };
+    if kind != GetKind::Mailbox {
+        // Mailbox properties: Get-Mailbox shows them, Get-Recipient and Get-User do not
+        // (every published script reads the forwarding from Get-Mailbox).
+        view.remove("ForwardingSmtpAddress");
+        view.remove("DeliverToMailboxAndForward");
+    }
+    view
+}
+
+/// `view` with only the properties Get-EXORecipient returns (`extra` `None`: all of them).
+fn project_exo(view: Map<String, Value>, extra: Option<&[String]>) -> Value {
+    let Some(extra) = extra else {
+        return Value::Object(view);
+    };
+    let mut o = Map::new();
+    for k in EXO_MINIMUM
+        .iter()
+        .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
+    {
+        if let Some((name, v)) = view.iter().find(|(n, _)| n.eq_ignore_ascii_case(&k)) {
+            o.insert(name.clone(), v.clone());
+        }
+    }
+    Value::Object(o)
+}
+
 fn get_recipients(
     store: &mut Store,
     m: Map<String, Value>,
     kind: GetKind,
+    window: Window,
 ) -> Result<Output, ExoError> {
     let p = Params::new(m, allowed_params(kind))?;
     let deleted = p.bool("SoftDeletedMailUser")?.unwrap_or(false)
@@ -841,46 +888,45 @@ fn get_recipients(
     } else {
         None
     };
-    let mut values = Vec::new();
+    let store: &Store = store;
     let since = filter.as_ref().and_then(opath::changed_since);
-    for mut view in candidate_views(store, &p, &types, deleted, since)? {
-        if kind != GetKind::Mailbox {
-            // Mailbox properties: Get-Mailbox shows them, Get-Recipient and Get-User do not
-            // (every published script reads the forwarding from Get-Mailbox).
-            view.remove("ForwardingSmtpAddress");
-            view.remove("DeliverToMailboxAndForward");
-        }
-        if let Some(f) = &filter
-            && !opath::eval(f, &view)
-        {
-            continue;
-        }
-        let out = match &extra {
-            None => view,
-            Some(extra) => {
-                let mut o = Map::new();
-                for k in EXO_MINIMUM
-                    .iter()
-                    .map(|s| s.to_string())
-                    .chain(extra.iter().cloned())
-                {
-                    if let Some((name, v)) = view.iter().find(|(n, _)| n.eq_ignore_ascii_case(&k)) {
-                        o.insert(name.clone(), v.clone());
-                    }
+    // A user the change-time bound let through matches a filter that is only that bound:
+    // its view need not be built to know it is listed.
+    let decided = filter.as_ref().is_none_or(opath::only_change_time);
+    let mut listed = Vec::new();
+    for c in candidates(store, &p, &types, deleted, since)? {
+        let c = match (c, &filter) {
+            (Candidate::User(u), _) if decided => Candidate::User(u),
+            (c, Some(f)) => {
+                let view = cmdlet_view(store, c, kind);
+                if !opath::eval(f, &view) {
+                    continue;
                 }
-                o
+                Candidate::View(view)
             }
+            (c, None) => c,
         };
-        values.push(Value::Object(out));
+        listed.push(c);
     }
     let mut warnings = Vec::new();
     if let Some(limit) = limit
-        && values.len() > limit
+        && listed.len() > limit
     {
-        values.truncate(limit);
+        listed.truncate(limit);
         warnings.push("There are more results available than are currently displayed. To view them, increase the value for the ResultSize parameter.".to_string());
     }
-    Ok(Output { values, warnings })
+    let total = listed.len();
+    let values = listed
+        .into_iter()
+        .skip(window.offset)
+        .take(window.size)
+        .map(|c| project_exo(cmdlet_view(store, c, kind), extra.as_deref()))
+        .collect();
+    Ok(Output {
+        values,
+        warnings,
+        total: Some(total),
+    })
 }
 
 fn accepted_domains(store: &Store, m: Map<String, Value>) -> Result<Output, ExoError> {
@@ -907,6 +953,7 @@ fn accepted_domains(store: &Store, m: Map<String, Value>) -> Result<Output, ExoE
     Ok(Output {
         values,
         warnings: vec![],
+        total: None,
     })
 }
 
@@ -935,5 +982,6 @@ fn connectors(list: &[Value], m: Map<String, Value>) -> Result<Output, ExoError>
     Ok(Output {
         values,
         warnings: vec![],
+        total: None,
     })
 }

@@ -205,6 +205,7 @@ pub fn get_endpoints(store: &mut Store, m: Map<String, Value>) -> Result<Output,
     Ok(Output {
         values,
         warnings: vec![],
+        total: None,
     })
 }
 
@@ -468,7 +469,11 @@ fn capped(mut values: Vec<Value>, p: &Params) -> Result<Output, ExoError> {
         values.truncate(limit);
         warnings.push("There are more results available than are currently displayed. To view them, increase the value for the ResultSize parameter.".to_string());
     }
-    Ok(Output { values, warnings })
+    Ok(Output {
+        values,
+        warnings,
+        total: None,
+    })
 }
 
 /// Exchange's default `-ResultSize` of Get-MigrationBatch and Get-MigrationUser.

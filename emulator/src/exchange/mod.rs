@@ -212,6 +212,17 @@ impl ExoError {
 pub struct Output {
     pub values: Vec<Value>,
     pub warnings: Vec<String>,
+    /// Set when `values` is already the page the request asked for ([`Window`]): how many
+    /// values the whole result has.
+    pub total: Option<usize>,
+}
+
+/// The page of a listing a request asks for: a listing that can count its result without
+/// building every object's view builds only this page's ([`page`] slices the others).
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub offset: usize,
+    pub size: usize,
 }
 
 fn page_size(req: &Req) -> usize {
@@ -292,7 +303,11 @@ pub fn handle(sh: &Shared, req: &Req, tenant: &str) -> Resp {
         let mut store = lock(&sh.store);
         store.purge_expired();
         store.settle();
-        cmdlets::run(&mut store, &cmdlet, params)
+        let window = Window {
+            offset,
+            size: page_size(req),
+        };
+        cmdlets::run(&mut store, &cmdlet, params, window)
     };
     let out = match out {
         Ok(o) => o,
@@ -389,8 +404,13 @@ fn next_link_offset(sh: &Shared, req: &Req, cmdlet: &str) -> Result<usize, ExoEr
 /// One page of a cmdlet's output, with `@odata.nextLink` when more remain.
 fn page(sh: &Shared, req: &Req, tenant: &str, cmdlet: &str, out: Output, offset: usize) -> Resp {
     let size = page_size(req);
-    let total = out.values.len();
-    let page: Vec<Value> = out.values.into_iter().skip(offset).take(size).collect();
+    let (total, page): (usize, Vec<Value>) = match out.total {
+        Some(total) => (total, out.values),
+        None => (
+            out.values.len(),
+            out.values.into_iter().skip(offset).take(size).collect(),
+        ),
+    };
     let mut body = json!({
         "@odata.context": format!("{}/adminapi/beta/{tenant}/$metadata#Collection(Exchange.GenericHashTable)", sh.base_url),
     });

@@ -489,6 +489,13 @@ pub fn eval(f: &Filter, obj: &Map<String, Value>) -> bool {
     }
 }
 
+/// Whether `f` is a lone `WhenChanged`/`WhenChangedUTC` `-gt` or `-ge`: [`changed_since`]
+/// then decides it alone.
+pub fn only_change_time(f: &Filter) -> bool {
+    matches!(f, Filter::Cmp { prop, op: Op::Gt | Op::Ge, value: Val::Date(_) }
+        if prop.eq_ignore_ascii_case("WhenChanged") || prop.eq_ignore_ascii_case("WhenChangedUTC"))
+}
+
 /// The earliest change time (Unix seconds) an object can have and still match `f`, when `f`
 /// requires one: a `WhenChanged`/`WhenChangedUTC` `-gt`, `-ge` or `-eq` at the top level or
 /// under `-and`. Lets a listing skip rendering the objects that cannot match (a change query
