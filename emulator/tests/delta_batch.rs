@@ -54,6 +54,14 @@ async fn delta_rounds_report_changes_and_removals() {
     .await;
     assert_eq!(all.len(), 130);
     assert!(all[0].get("displayName").is_none(), "$select is honoured");
+    // Never set, so not included at all (not `null`): user: delta, default behaviour.
+    let (with_names, _) = drain(&env, "/users/delta?$select=id,displayName,department").await;
+    assert!(
+        with_names
+            .iter()
+            .all(|u| u.get("department").is_none() && u["id"].is_string()),
+        "{with_names:?}"
+    );
 
     // Nothing changed: an empty round.
     let (none, link) = drain(&env, &link.replace(&env.emu.graph_url(), "")).await;

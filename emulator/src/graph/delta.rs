@@ -122,6 +122,13 @@ pub fn delta(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
                 Some(u) if u.is_deleted() => json!({"id": id, "@removed": {"reason": "changed"}}),
                 Some(u) => {
                     let mut v = project(&store.graph_view(u), &state.select);
+                    // "If the property has never been set before it will not be included in
+                    // the response at all" (user: delta, default behaviour). The emulator
+                    // cannot tell never set from cleared (documented as null), so every
+                    // empty property is left out: a client must read absent as empty.
+                    if let Value::Object(m) = &mut v {
+                        m.retain(|_, value| !value.is_null());
+                    }
                     v["id"] = json!(id);
                     v
                 }
