@@ -609,7 +609,7 @@ async fn a_listing_answers_the_same_whatever_its_page_size() {
                     assert_eq!(paged, whole, "{cmdlet} {params} in pages of {size}");
                     assert!(
                         warnings.iter().all(|w| whole_warnings.contains(w))
-                            && !warnings.is_empty() == !whole_warnings.is_empty(),
+                            && warnings.is_empty() == whole_warnings.is_empty(),
                         "{cmdlet} {params}: {warnings:?} against {whole_warnings:?}"
                     );
                 }

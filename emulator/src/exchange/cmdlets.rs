@@ -763,7 +763,8 @@ fn view_matches(v: &Map<String, Value>, identity: &str) -> bool {
 /// One object a Get-* cmdlet may list: a user whose view is built only when it is output
 /// (a listing of 100,000 users built every view on every page), or a view built already.
 enum Candidate<'a> {
-    User(Cow<'a, User>),
+    /// Boxed: an owned (re-rendered) user is large, and most are borrowed.
+    User(Box<Cow<'a, User>>),
     View(Map<String, Value>),
 }
 
@@ -802,7 +803,7 @@ fn candidates<'a>(
         };
         for u in store.exchange_users() {
             if u.is_deleted() == deleted && types.contains(&user_type(&u)) && recent(&u) {
-                out.push(Candidate::User(u));
+                out.push(Candidate::User(Box::new(u)));
             }
         }
     }
