@@ -31,7 +31,9 @@ use std::time::{Instant, SystemTime};
 use serde_json::Value;
 
 use super::recipient::Col;
-use super::{GRAPH_PROPERTIES, Inventory, Recipient, StampAttribute, attach_licences, sort};
+use super::{
+    GRAPH_PROPERTIES, Inventory, Recipient, STAMP_PREFIX, StampAttribute, attach_licences, sort,
+};
 use crate::config::TenantConfig;
 use crate::source::incremental::ReadReport;
 use crate::state::{StateError, Store, TenantSyncCommit};
@@ -353,9 +355,10 @@ impl Changes {
     }
 
     /// What the round holds that the stored rows do not already say: the first user
-    /// removed, or user or recipient not exactly as stored (the margin of the Exchange query
-    /// lists recently changed recipients again; Graph lists a user whose unselected
-    /// properties changed); `None` when nothing. Reads only the rows of what the round lists.
+    /// removed, a user new or changed in what the inventory reads of it, or a recipient not
+    /// exactly as stored (the margin of the Exchange query lists recently changed recipients
+    /// again; Graph lists a user whose unselected properties changed); `None` when nothing.
+    /// Reads only the rows of what the round lists.
     pub async fn news(&self, store: &Store) -> Result<Option<String>, ReadError> {
         if let Some(r) = self.round.removed.first() {
             return Ok(Some(format!("Graph user {} removed", r.id)));
@@ -364,14 +367,17 @@ impl Changes {
             let Some(id) = user.id.as_deref() else {
                 return Ok(Some("a Graph user without an id".into()));
             };
-            if store
-                .tenant_user(&id.to_ascii_lowercase())
-                .await?
-                .as_deref()
-                != Some(json)
-            {
-                return Ok(Some(format!("Graph user {id} changed")));
+            let id = id.to_ascii_lowercase();
+            let stored = store.tenant_user(&id).await?;
+            if stored.as_deref() == Some(json) {
+                continue;
             }
+            if let Some(stored) = stored
+                && self.same_foreign_holder(store, &id, &stored, user).await?
+            {
+                continue;
+            }
+            return Ok(Some(format!("Graph user {id} changed")));
         }
         let stamp_property = self.stamp.exchange_name();
         for r in &self.recipients {
@@ -384,6 +390,56 @@ impl Changes {
             }
         }
         Ok(None)
+    }
+
+    /// Whether `new` and its stored copy are both a user that is not ours and holds the same
+    /// UPN, mail and proxy addresses: all the inventory reads of such a user
+    /// (`add_foreign_user`), so its other properties (a job title, its sign-in, its licences)
+    /// change nothing a plan is made from. Not ours means no stamp of ours (valid or not) on
+    /// the user before or after, nor on a stored Exchange recipient belonging to it (the
+    /// inventory lays a user over its stamped recipient, reading more of it). Any doubt (a
+    /// stored copy that does not parse) is a change.
+    async fn same_foreign_holder(
+        &self,
+        store: &Store,
+        id: &str,
+        stored: &str,
+        new: &GraphUser,
+    ) -> Result<bool, ReadError> {
+        let Ok(old) = serde_json::from_str::<GraphUser>(stored) else {
+            return Ok(false);
+        };
+        let stamp = self.stamp.graph_name();
+        let stamped = |u: &GraphUser| {
+            u.on_premises_extension_attributes
+                .as_ref()
+                .and_then(|e| e.get(&stamp))
+                .is_some_and(|v| v.starts_with(STAMP_PREFIX))
+        };
+        let holder = |u: &GraphUser| {
+            (
+                u.id.as_deref().map(str::to_ascii_lowercase),
+                u.user_principal_name.clone(),
+                u.mail.clone(),
+                u.proxy_addresses.clone(),
+            )
+        };
+        if stamped(&old) || stamped(new) || holder(&old) != holder(new) {
+            return Ok(false);
+        }
+        let stamp_property = self.stamp.exchange_name();
+        for json in store.tenant_recipients_of_user(id).await? {
+            let Ok(v) = serde_json::from_str::<Value>(&json) else {
+                return Ok(false);
+            };
+            let r = Recipient::with_stamp_property(v, &stamp_property);
+            if r.text(Col::Stamp)
+                .is_some_and(|s| s.starts_with(STAMP_PREFIX))
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// A quiet round (no [`Self::news`]) as a read whose inventory holds only what was
@@ -551,4 +607,95 @@ fn finish(
         "tenant inventory assembled"
     );
     inventory
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ID: &str = "0f0e0d0c-1111-4222-8333-444455556666";
+
+    /// A round that lists the user `user` (JSON) as changed, and nothing else.
+    fn round_listing(user: Value) -> Changes {
+        let json = user.to_string();
+        let user: GraphUser = serde_json::from_value(user).unwrap();
+        Changes {
+            round: crate::tenant::graph::DeltaRoundOf {
+                changed: vec![(user, json)],
+                removed: Vec::new(),
+                delta_link: "https://graph.example/delta".into(),
+            },
+            recipients: Vec::new(),
+            soft_deleted: Vec::new(),
+            skus: None,
+            stamp: StampAttribute::parse("extensionAttribute15").unwrap(),
+            since: 0,
+            started: Instant::now(),
+            key: String::new(),
+            full_at: 0,
+            fixed: String::new(),
+        }
+    }
+
+    fn user(job: &str, mail: &str) -> Value {
+        json!({"id": ID, "userPrincipalName": "guest@example.edu", "mail": mail,
+               "jobTitle": job, "accountEnabled": true})
+    }
+
+    /// Stores `user` and, when given, a recipient of that user carrying `stamp`.
+    async fn store_with(user: Value, stamp: Option<&str>) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        let mut recipient = json!({"Guid": "g1", "Name": "guest",
+            // Exchange may write the id in another case than Graph.
+            "ExternalDirectoryObjectId": ID.to_ascii_uppercase()});
+        if let Some(s) = stamp {
+            recipient["CustomAttribute15"] = json!(s);
+        }
+        let commit = TenantSyncCommit {
+            full: true,
+            users: vec![(ID.into(), user.to_string())],
+            recipients: vec![("g1".into(), recipient.to_string())],
+            ..TenantSyncCommit::default()
+        };
+        store.commit_tenant_sync(&commit, 0).await.unwrap();
+        (dir, store)
+    }
+
+    /// A user that is not ours is news only through what it holds; one whose Exchange
+    /// recipient carries our stamp (the inventory reads more of it) is news through anything.
+    #[tokio::test]
+    async fn a_foreign_user_is_news_only_through_its_addresses() {
+        let stored = user("Scholar", "guest@example.edu");
+        let (_dir, store) = store_with(stored.clone(), None).await;
+        let news = |u: Value| {
+            let store = &store;
+            async move { round_listing(u).news(store).await.unwrap() }
+        };
+        assert_eq!(news(stored.clone()).await, None, "as stored");
+        assert_eq!(news(user("Professor", "guest@example.edu")).await, None);
+        let mut signed_out = stored.clone();
+        signed_out["accountEnabled"] = json!(false);
+        assert_eq!(news(signed_out).await, None);
+        assert!(news(user("Scholar", "other@example.edu")).await.is_some());
+        let mut stamped = stored.clone();
+        stamped["onPremisesExtensionAttributes"] = json!({"extensionAttribute15": "ldap2exo:x"});
+        assert!(news(stamped).await.is_some());
+
+        for stamp in [
+            "ldap2exo:5d0c7a3e-2b4f-4e61-9c8a-000000000012",
+            "ldap2exo:?",
+        ] {
+            let (_dir, store) = store_with(stored.clone(), Some(stamp)).await;
+            let changed = round_listing(user("Professor", "guest@example.edu"));
+            assert!(
+                changed.news(&store).await.unwrap().is_some(),
+                "a user of a recipient stamped {stamp}"
+            );
+        }
+        let (_dir, store) = store_with(stored.clone(), Some("somebody else's")).await;
+        let changed = round_listing(user("Professor", "guest@example.edu"));
+        assert_eq!(changed.news(&store).await.unwrap(), None);
+    }
 }

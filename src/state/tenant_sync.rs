@@ -95,6 +95,18 @@ impl Store {
         )
     }
 
+    /// The stored JSON of every Exchange recipient that belongs to Entra user `id` (its
+    /// `ExternalDirectoryObjectId`, compared in lower case; found by index).
+    pub async fn tenant_recipients_of_user(&self, id: &str) -> Result<Vec<String>, StateError> {
+        Ok(sqlx::query_scalar(
+            "SELECT recipient FROM tenant_recipients
+             WHERE lower(json_extract(recipient, '$.ExternalDirectoryObjectId')) = lower(?)",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Stores a tenant read in one transaction.
     pub async fn commit_tenant_sync(
         &self,

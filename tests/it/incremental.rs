@@ -842,3 +842,61 @@ fn a_held_action_lets_the_cookie_move_and_its_plan_is_taken_again() {
     );
     assert_same_plan(&taken, &full_reads(&install));
 }
+
+/// A user that is not ours matters to a plan only as the holder of its UPN and addresses:
+/// its other properties changing leaves a run quiet, its addresses or a stamp of ours do not.
+#[test]
+fn a_foreign_user_breaks_a_quiet_run_only_through_what_it_holds() {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(unlimited());
+    let install = quiet_install(&server, &emu);
+    // A cloud-only account nobody stamped.
+    let mut stranger = crate::support::emulator::seed_user(903);
+    stranger.mail = Some("seed0903@example.edu".into());
+    emu.seed(ldap2exo_emulator::Seed {
+        users: vec![stranger],
+        ..Default::default()
+    })
+    .unwrap();
+    sync(&install, 0);
+    settle(&install, &emu);
+    assert_taken(&install, "nothing changed");
+    let change = |f: &dyn Fn(&mut ldap2exo_emulator::User)| {
+        let mut user = by_upn(&emu.state(), "seed0903@example.edu").clone();
+        f(&mut user);
+        emu.seed(ldap2exo_emulator::Seed {
+            users: vec![user],
+            ..Default::default()
+        })
+        .unwrap();
+    };
+
+    // Its job title and its sign-in: listed by the delta round, and the run stays quiet.
+    change(&|u| {
+        u.job_title = Some("Visiting Scholar".into());
+        u.account_enabled = !u.account_enabled;
+    });
+    assert_taken(&install, "a foreign user's job title and sign-in");
+    let run = install.run(&["sync"]);
+    expect(&run, 0, "a quiet real run");
+    assert!(run.stdout.contains("its plan stands"), "{}", run.stdout);
+    assert!(
+        install.state_files_text().contains("Visiting Scholar"),
+        "the quiet run stored the user as the round listed it"
+    );
+    assert_taken(&install, "after storing the foreign user's change");
+
+    // Its addresses: a holder of something else now.
+    change(&|u| u.mail = Some("visiting.scholar@example.edu".into()));
+    assert_planned(&install, "a foreign user's mail");
+    settle(&install, &emu);
+    assert_taken(&install, "settled after the foreign user's mail");
+
+    // A stamp of ours on it, even one that names no anchor.
+    change(&|u| {
+        u.extension_attributes
+            .insert(15, "ldap2exo:not an anchor".into());
+    });
+    assert_planned(&install, "a stamp of ours on a foreign user");
+}
