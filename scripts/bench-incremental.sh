@@ -17,8 +17,8 @@
 #                          with 900 every cycle within 15 minutes of the provisioning lists
 #                          every recipient again)
 #   BENCH_KEEP   when set, the work directory (counters, logs, state) is kept
-#   BENCH_LOG    LDAP2EXO_LOG for every cycle (default: warnings, and the reads' info lines the
-#                table counts), e.g. `info,ldap2exo=debug` to see where a cycle's time goes
+#   BENCH_LOG    LDAP2EXO_LOG for every cycle (default: warnings, the reads' info lines the
+#                table counts and the phase timings it prints), e.g. `info,ldap2exo=debug`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-10000}"
@@ -94,7 +94,7 @@ LDAP2EXO__TENANT__BUDGET__GRAPH_WRITES_PER_SECOND=2000 \
 LDAP2EXO__TENANT__BUDGET__EXCHANGE_REQUESTS_PER_SECOND=2000 \
 LDAP2EXO__LDAP__CONTENT_SYNC=true LDAP2EXO__TENANT__INCREMENTAL_READ=true \
 LDAP2EXO__TENANT__EXCHANGE_MARGIN_SECONDS="${BENCH_EXCHANGE_MARGIN:-5}" \
-LDAP2EXO__STATE__PATH="$work/state.db" LDAP2EXO_LOG="${BENCH_LOG:-warn,ldap2exo::source=info,ldap2exo::inventory=info}" \
+LDAP2EXO__STATE__PATH="$work/state.db" LDAP2EXO_LOG="${BENCH_LOG:-warn,ldap2exo::source=info,ldap2exo::inventory=info,ldap2exo::progress=debug}" \
 W="$work" URL="$url" CA="$emu/ca.pem" CHANGED="$changed" \
   target/release/examples/fixture_ldap --generate "$n" --content-sync -- bash "$work/phases.sh" \
   2>"$work/fixture.err" ||
@@ -146,6 +146,21 @@ for p, title in (("provision", "initial provisioning (full reads)"),
         modes = (modes[0], modes[1] + f", plan of run {pl['unchanged_since_run']} taken")
     print(f"{title:34} {secs(p):8.2f} {rss(p):8.0f} {str(ldap_searches(p)):>14} {r['graph']:10} "
           f"{r['exchange']:13} {len(pl['actions']):8}  {modes[0]} / {modes[1]}  (exit {rd(p + '.rc').strip()})")
+def phases(p):
+    """Milliseconds per phase from the run's `phase finished` lines (the last one ends when
+    the actions are applied), and the rest of the wall time (commits, report, exit)."""
+    ms = {}
+    for name, n in re.findall(r'phase finished phase="?(\w+)"? elapsed_ms=(\d+)', rd(f"{p}.err")):
+        ms[name] = ms.get(name, 0) + int(n)
+    ms.pop("starting", None)
+    ms["rest"] = max(0, round(secs(p) * 1000) - sum(ms.values()))
+    return ", ".join(f"{k} {v}" for k, v in ms.items())
+
+print("\nwhere each cycle's time went, ms (phases from ldap2exo's log; rest = commits, report, "
+      "exit):")
+for p, title in (("noop", "no-op, incremental"), ("changed", f"{changed} changed"),
+                 ("full", "no-op, full reads")):
+    print(f"  {title:22} {phases(p)}")
 settled = int(rd("settle.runs"))
 print(f"(settling took {settled} incremental runs until the tenant showed no change, "
       f"{sum(secs(f'settle{i}') for i in range(1, settled + 1)):.1f} s in all)")

@@ -211,7 +211,8 @@ for p, title, changed in (("provision", "initial provisioning (sync)", None),
     if spans:
         parts = [f"{ph} {int(ms) / 1000:.1f} s" for ph, ms, _ in spans if ph != "starting" or int(ms) > 50]
         rest = t - sum(int(ms) for _, ms, _ in spans) / 1000
-        parts.append(f"{spans[-1][2]} and exit {rest:.1f} s")
+        last = spans[-1][2]
+        parts.append(f"{'commits, report' if last == 'done' else last} and exit {rest:.1f} s")
         print("  phases: " + ", ".join(parts))
     # Where the requests went, so the next person sees what to cut.
     per = json.loads(rd(f"{p}.counters"))["per_endpoint"]

@@ -125,22 +125,28 @@ impl Progress {
 
     /// Enters `phase`, with `total` steps when they are known.
     pub fn phase(&self, phase: Phase, total: Option<u64>) {
+        self.log_finished(phase.as_str());
+        let i = &self.0;
+        i.done.store(0, Ordering::Relaxed);
+        i.total.store(total.unwrap_or(0), Ordering::Relaxed);
+        i.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// Logs (DEBUG) how long the current phase took and restarts its clock: where a run's
+    /// time goes, for an operator or a benchmark reading the log.
+    fn log_finished(&self, next: &str) {
         let i = &self.0;
         let took = std::mem::replace(
             &mut *i.phase_started.lock().expect("never poisoned"),
             Instant::now(),
         )
         .elapsed();
-        // Where a run's time goes, for an operator or a benchmark reading the log.
         tracing::debug!(
             phase = Phase::from_u8(i.phase.load(Ordering::Relaxed)).as_str(),
             elapsed_ms = took.as_millis() as u64,
-            next = phase.as_str(),
+            next,
             "phase finished"
         );
-        i.done.store(0, Ordering::Relaxed);
-        i.total.store(total.unwrap_or(0), Ordering::Relaxed);
-        i.phase.store(phase as u8, Ordering::Relaxed);
     }
 
     /// One more step of the phase done (an entry read, an action finished).
@@ -355,13 +361,22 @@ pub fn start() -> (Progress, Renderer) {
     } else {
         tokio::spawn(log_lines(progress.clone(), interval()))
     };
-    (progress, Renderer { task })
+    let watched = progress.clone();
+    (
+        progress,
+        Renderer {
+            task,
+            progress: watched,
+        },
+    )
 }
 
-/// Stops the progress display when finished or dropped.
+/// Stops the progress display when finished or dropped, and logs how long the last phase
+/// took (`next="done"`).
 #[derive(Debug)]
 pub struct Renderer {
     task: tokio::task::JoinHandle<()>,
+    progress: Progress,
 }
 
 impl Renderer {
@@ -371,6 +386,7 @@ impl Renderer {
 
 impl Drop for Renderer {
     fn drop(&mut self) {
+        self.progress.log_finished("done");
         self.task.abort();
         let bar = BAR.write().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(bar) = bar {
