@@ -362,6 +362,84 @@ async fn paging_with_next_link() {
     assert!(message(&a).contains("page size"));
 }
 
+/// A listing builds only its page's views (without `$count` it stops one past the page): the
+/// pages must still make up exactly the one-page answer, filtered or not, and `$count` must
+/// count the whole result on every page.
+#[tokio::test]
+async fn pages_make_up_the_one_page_answer() {
+    let env = start_instant().await;
+    let users: Vec<User> = (0..23)
+        .map(|i| User {
+            user_principal_name: format!("p{i}@example.edu"),
+            mail_nickname: format!("p{i}"),
+            display_name: Some(format!("{} {i}", if i % 3 == 0 { "Ada" } else { "Bo" })),
+            ..Default::default()
+        })
+        .collect();
+    env.emu
+        .seed(Seed {
+            users,
+            ..Default::default()
+        })
+        .unwrap();
+    let all = |query: String, eventual: bool| {
+        let env = &env;
+        async move {
+            let first = format!("/users?{query}");
+            let mut a = match eventual {
+                true => env.get_eventual(&first).await,
+                false => env.get(&first).await,
+            };
+            let (mut ids, mut counts) = (Vec::new(), Vec::new());
+            loop {
+                assert_eq!(a.status, 200, "{query}: {}", a.body);
+                counts.push(a.body["@odata.count"].clone());
+                ids.extend(
+                    a.body["value"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|u| u["id"].as_str().unwrap().to_string()),
+                );
+                match a.body["@odata.nextLink"].as_str() {
+                    Some(next) if eventual => {
+                        a = env
+                            .send(
+                                env.http
+                                    .get(next)
+                                    .bearer_auth(&env.graph_token)
+                                    .header("ConsistencyLevel", "eventual"),
+                            )
+                            .await
+                    }
+                    Some(next) => a = env.get_url(next).await,
+                    None => return (ids, counts),
+                }
+            }
+        }
+    };
+    for (query, eventual, expected) in [
+        ("$select=id,displayName", false, 23),
+        ("$select=id&$filter=startswith(displayName,'Ada')", false, 8),
+        ("$select=id&$count=true", true, 23),
+        (
+            "$select=id&$count=true&$filter=startswith(displayName,'Bo')",
+            true,
+            15,
+        ),
+    ] {
+        let (whole, _) = all(format!("{query}&$top=999"), eventual).await;
+        assert_eq!(whole.len(), expected, "{query}");
+        for top in [1, 2, 5] {
+            let (paged, counts) = all(format!("{query}&$top={top}"), eventual).await;
+            assert_eq!(paged, whole, "{query} in pages of {top}");
+            if eventual {
+                assert!(counts.iter().all(|c| *c == expected), "{query}: {counts:?}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn licences_skus_and_domains() {
     let cfg = {

@@ -202,24 +202,31 @@ fn parse_filter(req: &Req) -> Result<(Option<odata::Expr>, bool), GraphError> {
 }
 
 /// Pages a list sorted by id: `$skiptoken` is the last id of the previous page.
+/// The id a `$skiptoken` says the previous page ended with.
+fn skip_after(req: &Req) -> Result<Option<String>, GraphError> {
+    match req.query("$skiptoken") {
+        Some(t) => Ok(Some(
+            b64url_decode(t)
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| GraphError::bad("The specified page token value has expired and can no longer be included in your request."))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// One page of `items` (in id order; those the `$skiptoken` already passed may be left out
+/// beforehand) with its `@odata.nextLink`; `total` is the whole result's size, for `$count`.
 fn paged(
     sh: &Shared,
     req: &Req,
     path: &str,
     entity: &str,
     items: Vec<(String, Value)>,
+    total: usize,
     select: &Option<Vec<String>>,
 ) -> Result<Answer, GraphError> {
     let top = parse_top(req)?;
-    let after = match req.query("$skiptoken") {
-        Some(t) => Some(
-            b64url_decode(t)
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| GraphError::bad("The specified page token value has expired and can no longer be included in your request."))?,
-        ),
-        None => None,
-    };
-    let total = items.len();
+    let after = skip_after(req)?;
     let mut rest: Vec<(String, Value)> = items
         .into_iter()
         .filter(|(id, _)| after.as_ref().is_none_or(|a| id > a))
@@ -254,24 +261,40 @@ pub fn list(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
     }
     let lag = sh.settings.advanced_query_lag.as_millis() as u64;
     let cutoff = now_millis().saturating_sub(lag);
+    let top = parse_top(req)?;
+    let after = skip_after(req)?;
+    // Without `$count` only this page's users need a view: those the skiptoken passed are
+    // skipped unseen and the walk stops one past the page (every page building every view
+    // made listing 100,000 users quadratic). Users come in id order.
+    let counting = req.query("$count") == Some("true");
     let mut store = lock(&sh.store);
     store.purge_expired();
-    let items: Vec<(String, Value)> = store
-        .graph_users()
+    let (mut items, mut total) = (Vec::new(), 0);
+    let users = store.graph_users();
+    for u in users
         .iter()
         .filter(|u| !u.is_deleted())
         // Advanced queries read an eventually consistent index: recent changes are not in it.
         .filter(|u| !(advanced && lag > 0 && u.changed_ms > cutoff))
-        .filter_map(|u| {
-            let view = store.graph_view(u);
-            match &filter {
-                Some(f) if !odata::eval(f, &view) => None,
-                _ => Some((u.id.clone(), project(&view, &select))),
-            }
-        })
-        .collect();
+    {
+        let passed = after.as_deref().is_some_and(|a| u.id.as_str() <= a);
+        if passed && !counting {
+            continue;
+        }
+        let view = store.graph_view(u);
+        if filter.as_ref().is_some_and(|f| !odata::eval(f, &view)) {
+            continue;
+        }
+        total += 1;
+        if !passed && items.len() <= top {
+            items.push((u.id.clone(), project(&view, &select)));
+        } else if !counting && items.len() > top {
+            break;
+        }
+    }
+    drop(users);
     drop(store);
-    paged(sh, req, "/users", "users", items, &select)
+    paged(sh, req, "/users", "users", items, total, &select)
 }
 
 pub fn get(sh: &Shared, req: &Req, key: &str) -> Result<Answer, GraphError> {
@@ -760,12 +783,14 @@ pub fn list_deleted(sh: &Shared, req: &Req) -> Result<Answer, GraphError> {
         .map(|u| (u.id.clone(), deleted_view(&store, u, &select)))
         .collect();
     drop(store);
+    let total = items.len();
     paged(
         sh,
         req,
         "/directory/deletedItems/microsoft.graph.user",
         "directoryObjects/microsoft.graph.user",
         items,
+        total,
         &select,
     )
 }
