@@ -7,7 +7,7 @@
 
 mod common;
 use common::*;
-use ldap2exo_emulator::{Budget, FaultConfig, Seed, User};
+use ldap2exo_emulator::{Budget, FaultConfig, User};
 use serde_json::{Value, json};
 
 async fn drain(env: &Env, first: &str) -> (Vec<Value>, String) {
@@ -40,13 +40,7 @@ async fn delta_rounds_report_changes_and_removals() {
             ..Default::default()
         })
         .collect();
-    let ids = env
-        .emu
-        .seed(Seed {
-            users,
-            ..Default::default()
-        })
-        .unwrap();
+    let ids = env.seed_users(users);
     let (all, link) = drain(
         &env,
         "/users/delta?$select=id,userPrincipalName,onPremisesExtensionAttributes",
@@ -106,12 +100,7 @@ async fn delta_pages_with_prefer_maxpagesize() {
             ..Default::default()
         })
         .collect();
-    env.emu
-        .seed(Seed {
-            users,
-            ..Default::default()
-        })
-        .unwrap();
+    env.seed_users(users);
     let a = env
         .send(
             env.http

@@ -330,12 +330,7 @@ async fn recipients_filter_and_page() {
             ..Default::default()
         })
         .collect();
-    env.emu
-        .seed(Seed {
-            users,
-            ..Default::default()
-        })
-        .unwrap();
+    env.seed_users(users);
     // A plain Entra user is not a recipient.
     env.create_user("plain", json!({})).await;
 

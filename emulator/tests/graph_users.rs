@@ -324,12 +324,7 @@ async fn paging_with_next_link() {
             ..Default::default()
         })
         .collect();
-    env.emu
-        .seed(Seed {
-            users,
-            ..Default::default()
-        })
-        .unwrap();
+    env.seed_users(users);
     // Default page is 100.
     let mut a = env.get("/users?$select=id").await;
     let mut seen = std::collections::HashSet::new();
@@ -376,12 +371,7 @@ async fn pages_make_up_the_one_page_answer() {
             ..Default::default()
         })
         .collect();
-    env.emu
-        .seed(Seed {
-            users,
-            ..Default::default()
-        })
-        .unwrap();
+    env.seed_users(users);
     let all = |query: String, eventual: bool| {
         let env = &env;
         async move {

@@ -2,7 +2,7 @@
 //! a reqwest client trusting its CA, tokens, and small Graph / Exchange call wrappers.
 #![allow(dead_code)]
 
-use ldap2exo_emulator::{Emulator, EmulatorConfig};
+use ldap2exo_emulator::{Emulator, EmulatorConfig, Seed, User};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -174,6 +174,16 @@ impl Env {
     }
 
     /// Runs a cmdlet through InvokeCommand.
+    /// Seeds `users` (nothing else); answers their ids.
+    pub fn seed_users(&self, users: Vec<User>) -> Vec<String> {
+        self.emu
+            .seed(Seed {
+                users,
+                ..Default::default()
+            })
+            .expect("seed")
+    }
+
     pub async fn exo(&self, cmdlet: &str, params: Value) -> Answer {
         self.exo_at(&self.emu.exchange_url(), cmdlet, params, None)
             .await
