@@ -32,7 +32,8 @@ use serde_json::Value;
 
 use super::recipient::Col;
 use super::{
-    GRAPH_PROPERTIES, Inventory, Recipient, STAMP_PREFIX, StampAttribute, attach_licences, sort,
+    GRAPH_PROPERTIES, Inventory, Recipient, STAMP_PREFIX, StampAttribute, attach_licences,
+    graph_stamp, sort,
 };
 use crate::config::TenantConfig;
 use crate::source::incremental::ReadReport;
@@ -409,13 +410,8 @@ impl Changes {
         let Ok(old) = serde_json::from_str::<GraphUser>(stored) else {
             return Ok(false);
         };
-        let stamp = self.stamp.graph_name();
-        let stamped = |u: &GraphUser| {
-            u.on_premises_extension_attributes
-                .as_ref()
-                .and_then(|e| e.get(&stamp))
-                .is_some_and(|v| v.starts_with(STAMP_PREFIX))
-        };
+        let stamped =
+            |u: &GraphUser| graph_stamp(u, self.stamp).is_some_and(|v| v.starts_with(STAMP_PREFIX));
         let holder = |u: &GraphUser| {
             (
                 u.id.as_deref().map(str::to_ascii_lowercase),

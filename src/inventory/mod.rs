@@ -407,11 +407,14 @@ fn our_anchor(stamp: Option<&str>) -> Option<Anchor> {
 }
 
 fn graph_anchor(user: &GraphUser, stamp: StampAttribute) -> Option<Anchor> {
-    our_anchor(
-        user.on_premises_extension_attributes
-            .as_ref()
-            .and_then(|e| e.get(&stamp.graph_name())),
-    )
+    our_anchor(graph_stamp(user, stamp))
+}
+
+/// The value of the stamp attribute as Graph shows it on `user`, whoever wrote it.
+fn graph_stamp(user: &GraphUser, stamp: StampAttribute) -> Option<&str> {
+    user.on_premises_extension_attributes
+        .as_ref()
+        .and_then(|e| e.get(&stamp.graph_name()))
 }
 
 fn exchange_licensed(user: Option<&GraphUser>) -> bool {
