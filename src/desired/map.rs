@@ -63,6 +63,7 @@ pub fn build(entries: &[RawEntry], config: &Config, known: &BTreeSet<Anchor>) ->
 pub struct Mapper<'a> {
     config: &'a Config,
     claimants: Vec<claims::Claimant>,
+    contest: claims::Contest,
     quarantined: Vec<Quarantined>,
     skipped_no_mail: Vec<String>,
     warnings: Vec<Warning>,
@@ -81,6 +82,7 @@ impl<'a> Mapper<'a> {
         Mapper {
             config,
             claimants: Vec::new(),
+            contest: claims::Contest::default(),
             quarantined: Vec::new(),
             skipped_no_mail: Vec::new(),
             warnings: Vec::new(),
@@ -142,19 +144,24 @@ impl<'a> Mapper<'a> {
                     );
                     self.warnings.push(warning);
                 }
-                self.claimants
-                    .push(claims::Claimant::Recipient(Box::new(c)));
+                self.claim(claims::Claimant::Recipient(Box::new(c)));
             }
-            Judged::Disabled(d) => self.claimants.push(claims::Claimant::Disabled(d)),
+            Judged::Disabled(d) => self.claim(claims::Claimant::Disabled(d)),
             Judged::NoMail(dn) => self.skipped_no_mail.push(dn),
             Judged::Quarantined(q) => self.quarantined.push(q),
         }
+    }
+
+    fn claim(&mut self, claimant: claims::Claimant) {
+        self.contest.enter(&claimant);
+        self.claimants.push(claimant);
     }
 
     /// Settles what entries contest between them and returns the sorted result.
     pub fn finish(self, known: &BTreeSet<Anchor>) -> Desired {
         let Mapper {
             claimants,
+            contest,
             mut quarantined,
             mut skipped_no_mail,
             mut warnings,
@@ -181,7 +188,7 @@ impl<'a> Mapper<'a> {
             warn!(uid = %uid, "--only names a uid LDAP does not have");
             warnings.push(warning);
         }
-        let settled = claims::settle(claimants, known);
+        let settled = contest.settle(claimants, known);
         quarantined.extend(settled.quarantined);
 
         let mut recipients = settled.recipients;

@@ -5,9 +5,15 @@
 //! existing person never loses an address to a newcomer), then the rest, each group by DN in
 //! lower case. The first to claim a value keeps it; a later entry that wants anything already
 //! held is quarantined whole and claims nothing, so it cannot block a third entry either.
+//!
+//! Almost every entry wants only values nobody else wants. [`Contest`] finds, while LDAP is
+//! still being read, the few that share one with another; only those go through the ordered
+//! settling ([`settle`]), which gives them exactly the outcome it would give them among
+//! everybody (see [`Contest`]). The rest keep everything without being sorted or booked.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use super::Candidate;
 use super::read::Fault;
@@ -62,6 +68,109 @@ impl Claimant {
             primary,
         )
     }
+}
+
+/// Which claimants want a value that another claimant wants too, learnt one claimant at a
+/// time as entries are mapped (so the work overlaps the LDAP read).
+///
+/// Why settling only those is exact: a claimant that shares no value with anyone is never
+/// quarantined (nobody else holds what it wants) and blocks nobody (nobody else wants what it
+/// holds), so leaving it out changes no other claimant's turn; and every claimant that does
+/// share a value is marked, together with everyone it shares one with, so [`settle`] sees
+/// each contested claimant with all its rivals. Values are compared by a 64-bit hash of the
+/// key [`Book`] compares them by: a collision only marks two more claimants for settling,
+/// which the argument above allows, and an equal key always has an equal hash.
+#[derive(Default)]
+pub(super) struct Contest {
+    /// The hash of each value wanted so far, and the first claimant (index) that wanted it.
+    first: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    /// Per claimant, in the order entered: whether it shares a value with another.
+    contested: Vec<bool>,
+}
+
+impl Contest {
+    /// Records what `claimant`, the next in order, wants.
+    pub(super) fn enter(&mut self, claimant: &Claimant) {
+        let me = self.contested.len() as u32;
+        self.contested.push(false);
+        for_each_key(claimant, |key| match self.first.entry(key) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(me);
+            }
+            // Its own values may repeat (a UPN that is also its address): no rival.
+            std::collections::hash_map::Entry::Occupied(slot) if *slot.get() == me => {}
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                self.contested[*slot.get() as usize] = true;
+                self.contested[me as usize] = true;
+            }
+        });
+    }
+
+    /// Settles `claimants` (entered in this order): the contested ones through [`settle`],
+    /// the rest keep what they want.
+    pub(super) fn settle(self, claimants: Vec<Claimant>, known: &BTreeSet<Anchor>) -> Settled {
+        debug_assert_eq!(claimants.len(), self.contested.len());
+        let mut rivals = Vec::new();
+        let mut out = Settled {
+            recipients: Vec::with_capacity(claimants.len()),
+            ..Settled::default()
+        };
+        for (claimant, contested) in claimants.into_iter().zip(self.contested) {
+            match (contested, claimant) {
+                (true, claimant) => rivals.push(claimant),
+                (false, Claimant::Recipient(c)) => out.recipients.push(c.recipient),
+                (false, Claimant::Disabled(d)) => out.disabled.push(d),
+            }
+        }
+        let settled = settle(rivals, known);
+        out.recipients.extend(settled.recipients);
+        out.disabled.extend(settled.disabled);
+        out.quarantined = settled.quarantined;
+        out
+    }
+}
+
+/// The map's hasher for keys that are hashes already: hashing them again (the map grows
+/// to a few hundred thousand keys, each rehashed at every growth) is work for nothing.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("Contest's map hashes only u64 keys")
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
+
+/// Calls `f` with the hash of every key `claimant` would hold in a [`Book`]: its anchor and,
+/// for a recipient, its UPN and addresses (one namespace), its Name and its alias, each
+/// normalised as the book normalises it.
+fn for_each_key(claimant: &Claimant, mut f: impl FnMut(u64)) {
+    let hash = |namespace: u8, value: &str| {
+        // SipHash with fixed keys: the same value hashes the same in every run.
+        let mut h = std::hash::DefaultHasher::new();
+        namespace.hash(&mut h);
+        value.hash(&mut h);
+        h.finish()
+    };
+    f(hash(0, claimant.anchor().as_str()));
+    let Claimant::Recipient(c) = claimant else {
+        return;
+    };
+    let r = &c.recipient;
+    f(hash(1, r.upn.as_str()));
+    for (address, _) in &c.addresses {
+        f(hash(1, address.as_str()));
+    }
+    f(hash(2, &lower(&r.name)));
+    f(hash(3, &ascii_lower(&r.alias)));
 }
 
 /// The outcome: who keeps what, and who is quarantined for wanting something taken.
