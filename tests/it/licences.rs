@@ -310,9 +310,14 @@ fn too_few_licences_are_planned_held_and_finished_in_plan_order_once_freed() {
 }
 
 /// Somebody else takes the last free licence while a run is under way: once `endpoint` has
-/// been answered for the first time, a user outside ldap2exo is given the last unit. The
-/// emulator delays every request by `LATENCY_MS` before it runs, so the run's next request
-/// comes well after that.
+/// been answered for the first time, a user outside ldap2exo is given the last unit.
+///
+/// The emulator counts a request as its handler starts, so the count alone does not say the
+/// request was answered: taking the licence at once raced the handler (the suite saw the
+/// first `GET subscribedSkus` already find it taken). The emulator delays every request by
+/// `LATENCY_MS` before its handler runs, so the run's next request is handled no sooner than
+/// `LATENCY_MS` after this one's answer: half of it after the count falls between the two
+/// with `LATENCY_MS / 2` to spare on either side.
 fn take_the_last_licence_after(emu: &Emulator, endpoint: &str, run: impl FnOnce()) {
     std::thread::scope(|s| {
         let watcher = s.spawn(|| {
@@ -324,6 +329,7 @@ fn take_the_last_licence_after(emu: &Emulator, endpoint: &str, run: impl FnOnce(
                 );
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
+            std::thread::sleep(std::time::Duration::from_millis(LATENCY_MS / 2));
             emu.add_user(User {
                 user_principal_name: "interloper@example.edu".into(),
                 mail_nickname: "interloper".into(),
