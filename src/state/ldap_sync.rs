@@ -49,15 +49,14 @@ impl Store {
         }))
     }
 
-    /// Hands every stored entry to `each` as `(entryUUID, JSON)`, streamed from the database
+    /// Hands every stored entry to `each` as `(entryUUID, JSON)`, a chunk of rows at a time
     /// (a 100,000-person directory is never in memory twice). Stops at the first error `each`
     /// returns.
     pub async fn each_ldap_entry<E>(
         &self,
         each: impl FnMut(&str, &str) -> Result<(), E>,
     ) -> Result<Result<(), E>, StateError> {
-        self.each_row("SELECT uuid, entry FROM ldap_entries", each)
-            .await
+        self.each_row("ldap_entries", "uuid", "entry", each).await
     }
 
     /// How many entries are stored.

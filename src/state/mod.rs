@@ -4,6 +4,7 @@
 //! runs, a journal of every tenant action, and the quarantined LDAP entries. The plan diffs
 //! LDAP against this view; apply writes each outcome here as soon as it is known.
 
+mod chunked;
 mod ldap_sync;
 pub mod lock;
 mod migration;
@@ -19,7 +20,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -42,6 +42,12 @@ pub enum StateError {
     Query(#[from] sqlx::Error),
     #[error("state store row for anchor {anchor} is corrupt: {message}")]
     Corrupt { anchor: String, message: String },
+    /// A chunk of rows did not decode ([`chunked`]): a bug, not the data.
+    #[error("state store table {table} could not be read: {message}")]
+    Chunk {
+        table: &'static str,
+        message: String,
+    },
     /// The directory of `state.path` does not exist: a configuration problem (a mistyped
     /// path, or an install that did not create it), never created behind the operator's back.
     #[error(
@@ -171,6 +177,59 @@ struct ObjectRow {
     disabled_at: Option<i64>,
     delete_due_at: Option<i64>,
     deleted_at: Option<i64>,
+}
+
+impl ObjectRow {
+    /// The columns [`ObjectRow::decoded`] takes, in its order.
+    const COLUMNS: [&'static str; 12] = [
+        "anchor",
+        "kind",
+        "uid",
+        "dn",
+        "tenant_object_id",
+        "attributes",
+        "stage",
+        "created_at",
+        "updated_at",
+        "disabled_at",
+        "delete_due_at",
+        "deleted_at",
+    ];
+
+    /// The row from the values of [`ObjectRow::COLUMNS`] as [`chunked::each_row`] gives them.
+    fn decoded(v: &[Option<&str>]) -> Result<ObjectRow, StateError> {
+        let anchor = v[0].unwrap_or_default().to_owned();
+        let text = |i: usize| v[i].unwrap_or_default().to_owned();
+        let number = |i: usize| -> Result<Option<i64>, StateError> {
+            v[i].map(|n| {
+                n.parse().map_err(|_| StateError::Corrupt {
+                    anchor: anchor.clone(),
+                    message: format!("{} is not a number: {n:?}", Self::COLUMNS[i]),
+                })
+            })
+            .transpose()
+        };
+        let required = |i: usize| -> Result<i64, StateError> {
+            number(i)?.ok_or_else(|| StateError::Corrupt {
+                anchor: anchor.clone(),
+                message: format!("{} is missing", Self::COLUMNS[i]),
+            })
+        };
+        Ok(ObjectRow {
+            kind: text(1),
+            uid: text(2),
+            dn: text(3),
+            tenant_object_id: v[4].map(str::to_owned),
+            attributes: text(5),
+            stage: text(6),
+            created_at: required(7)?,
+            updated_at: required(8)?,
+            disabled_at: number(9)?,
+            delete_due_at: number(10)?,
+            deleted_at: number(11)?,
+            anchor,
+        })
+    }
 }
 
 impl TryFrom<ObjectRow> for ManagedObject {
@@ -473,10 +532,20 @@ impl Store {
 
     /// Every managed object, deleted ones included, ordered by anchor.
     pub async fn objects(&self) -> Result<Vec<ManagedObject>, StateError> {
-        let rows: Vec<ObjectRow> = sqlx::query_as("SELECT * FROM managed_objects ORDER BY anchor")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(ManagedObject::try_from).collect()
+        let mut objects = Vec::new();
+        let read = chunked::each_row(
+            &self.pool,
+            "managed_objects",
+            "anchor",
+            &ObjectRow::COLUMNS,
+            |row| {
+                ObjectRow::decoded(row)
+                    .and_then(ManagedObject::try_from)
+                    .map(|o| objects.push(o))
+            },
+        )
+        .await?;
+        read.map(|()| objects)
     }
 
     pub async fn object(&self, anchor: &Anchor) -> Result<Option<ManagedObject>, StateError> {
@@ -938,21 +1007,20 @@ impl Store {
 }
 
 impl Store {
-    /// Hands each row of a two-column `query` to `each` as text, streamed from the database
-    /// (a 100,000-row table is never in memory twice). Stops at the first error `each`
-    /// returns.
+    /// Hands each row of `table` to `each` as its `key` and `value` columns, as text, in key
+    /// order, read a chunk at a time ([`chunked`]; a 100,000-row table is never in memory
+    /// twice). Stops at the first error `each` returns.
     pub(super) async fn each_row<E>(
         &self,
-        query: &'static str,
+        table: &'static str,
+        key: &'static str,
+        value: &'static str,
         mut each: impl FnMut(&str, &str) -> Result<(), E>,
     ) -> Result<Result<(), E>, StateError> {
-        let mut rows = sqlx::query(query).fetch(&self.pool);
-        while let Some(row) = rows.try_next().await? {
-            if let Err(e) = each(sqlx::Row::get(&row, 0), sqlx::Row::get(&row, 1)) {
-                return Ok(Err(e));
-            }
-        }
-        Ok(Ok(()))
+        chunked::each_row(&self.pool, table, key, &[key, value], |row| {
+            each(row[0].unwrap_or_default(), row[1].unwrap_or_default())
+        })
+        .await
     }
 }
 

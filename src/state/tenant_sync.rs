@@ -56,21 +56,21 @@ impl Store {
         }))
     }
 
-    /// Hands every stored Graph user to `each` as `(id, JSON)`, streamed.
+    /// Hands every stored Graph user to `each` as `(id, JSON)`, a chunk of rows at a time.
     pub async fn each_tenant_user<E>(
         &self,
         each: impl FnMut(&str, &str) -> Result<(), E>,
     ) -> Result<Result<(), E>, StateError> {
-        self.each_row("SELECT id, user FROM tenant_users", each)
-            .await
+        self.each_row("tenant_users", "id", "user", each).await
     }
 
-    /// Hands every stored Exchange recipient to `each` as `(guid, JSON)`, streamed.
+    /// Hands every stored Exchange recipient to `each` as `(guid, JSON)`, a chunk of rows at a
+    /// time.
     pub async fn each_tenant_recipient<E>(
         &self,
         each: impl FnMut(&str, &str) -> Result<(), E>,
     ) -> Result<Result<(), E>, StateError> {
-        self.each_row("SELECT guid, recipient FROM tenant_recipients", each)
+        self.each_row("tenant_recipients", "guid", "recipient", each)
             .await
     }
 
