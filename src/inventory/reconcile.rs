@@ -80,9 +80,7 @@ fn comparable(field: Field, obj: &ManagedObject, t: &TenantObject) -> bool {
         Some(Api::Exchange) => {
             t.in_exchange
                 && !t.mailbox_pending
-                && obj
-                    .attributes
-                    .contains_key(Field::PrimarySmtpAddress.as_str())
+                && obj.attributes.field(Field::PrimarySmtpAddress).is_some()
         }
     }
 }
@@ -322,8 +320,8 @@ fn merge(obj: ManagedObject, t: &TenantObject) -> (ManagedObject, Vec<String>) {
 
     for field in compared {
         let name = field.as_str();
-        let ours = merged.attributes.get(name);
-        let theirs = t.fields.get(name);
+        let ours = merged.attributes.field(field);
+        let theirs = t.fields.field(field);
         if field == Field::AccountEnabled && ours.is_none() {
             // Sign-in was never recorded (a state from an older version, or Graph did not
             // show a new MailUser in time): learn it, the plan then sets it as it belongs.

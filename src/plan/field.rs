@@ -164,6 +164,34 @@ impl Field {
         }
     }
 
+    /// The position of [`Field::as_str`] among all names in byte order: what
+    /// [`super::Fields`] keeps its fields sorted by, compared without comparing strings.
+    pub const fn rank(self) -> u8 {
+        match self {
+            Field::AccountEnabled => 0,
+            Field::Anchor => 1,
+            Field::BusinessPhones => 2,
+            Field::CompanyName => 3,
+            Field::Department => 4,
+            Field::DisplayName => 5,
+            Field::EmailAddresses => 6,
+            Field::ExternalEmailAddress => 7,
+            Field::ForwardingSmtpAddress => 8,
+            Field::GivenName => 9,
+            Field::HiddenFromAddressLists => 10,
+            Field::JobTitle => 11,
+            Field::Kind => 12,
+            Field::MailNickname => 13,
+            Field::MobilePhone => 14,
+            Field::Name => 15,
+            Field::OfficeLocation => 16,
+            Field::PrimarySmtpAddress => 17,
+            Field::RetainedAddresses => 18,
+            Field::Surname => 19,
+            Field::UserPrincipalName => 20,
+        }
+    }
+
     /// Which request writes this field on an existing object.
     pub fn writer(self) -> Writer {
         match self {
@@ -256,16 +284,48 @@ pub struct UnknownField(pub String);
 impl FromStr for Field {
     type Err = UnknownField;
 
+    /// By the name [`Field::as_str`] gives. A `match`, not a search of [`Field::ALL`]: every
+    /// key of every stored row is parsed here.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Field::ALL
-            .into_iter()
-            .find(|f| f.as_str() == s)
-            .ok_or_else(|| UnknownField(s.to_owned()))
+        Ok(match s {
+            "userPrincipalName" => Field::UserPrincipalName,
+            "mailNickname" => Field::MailNickname,
+            "name" => Field::Name,
+            "displayName" => Field::DisplayName,
+            "givenName" => Field::GivenName,
+            "surname" => Field::Surname,
+            "primarySmtpAddress" => Field::PrimarySmtpAddress,
+            "emailAddresses" => Field::EmailAddresses,
+            "retainedAddresses" => Field::RetainedAddresses,
+            "externalEmailAddress" => Field::ExternalEmailAddress,
+            "forwardingSmtpAddress" => Field::ForwardingSmtpAddress,
+            "hiddenFromAddressLists" => Field::HiddenFromAddressLists,
+            "accountEnabled" => Field::AccountEnabled,
+            "kind" => Field::Kind,
+            "department" => Field::Department,
+            "jobTitle" => Field::JobTitle,
+            "businessPhones" => Field::BusinessPhones,
+            "mobilePhone" => Field::MobilePhone,
+            "officeLocation" => Field::OfficeLocation,
+            "companyName" => Field::CompanyName,
+            "anchor" => Field::Anchor,
+            _ => return Err(UnknownField(s.to_owned())),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ranks_are_the_byte_order_of_the_names_and_names_parse_back() {
+        let mut by_name = super::Field::ALL;
+        by_name.sort_by_key(|f| f.as_str());
+        for (i, f) in by_name.into_iter().enumerate() {
+            assert_eq!(usize::from(f.rank()), i, "{f:?}");
+            assert_eq!(f.as_str().parse::<super::Field>(), Ok(f));
+        }
+        assert!("Name".parse::<super::Field>().is_err());
+    }
     use super::*;
 
     #[test]

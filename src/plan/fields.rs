@@ -28,14 +28,35 @@ impl Fields {
         Fields(Vec::new())
     }
 
+    /// Where `name` is (`Ok`) or would go (`Err`); a name of no field is nowhere.
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(f, _)| f.as_str().cmp(name))
+        match name.parse::<Field>() {
+            Ok(field) => self.position_of(field),
+            Err(_) => Err(self.0.len()),
+        }
+    }
+
+    /// Where `field` is (`Ok`) or would go (`Err`). Fields mostly arrive in name order (a
+    /// stored row, a listing mapped in order), so the end is tried first.
+    fn position_of(&self, field: Field) -> Result<usize, usize> {
+        let rank = field.rank();
+        match self.0.last() {
+            None => Err(0),
+            Some((last, _)) if last.rank() < rank => Err(self.0.len()),
+            _ => self.0.binary_search_by_key(&rank, |(f, _)| f.rank()),
+        }
     }
 
     /// The value of the field named `name` (a [`Field::as_str`]); `None` when absent or when
     /// `name` names no field.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.position(name).ok().map(|i| &self.0[i].1)
+    }
+
+    /// The value of `field`: [`Fields::get`] without going through its name, for the loops
+    /// over every field of every object (reconciliation).
+    pub fn field(&self, field: Field) -> Option<&Value> {
+        self.position_of(field).ok().map(|i| &self.0[i].1)
     }
 
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
@@ -48,7 +69,7 @@ impl Fields {
 
     /// Sets `field`, returning its earlier value.
     pub fn insert(&mut self, field: Field, value: Value) -> Option<Value> {
-        match self.position(field.as_str()) {
+        match self.position_of(field) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
                 self.0.insert(i, (field, value));
@@ -175,6 +196,8 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Fields>(&text).unwrap(), f);
         assert_eq!(f["surname"], json!("Smith"));
+        assert_eq!(f.field(Field::Surname), Some(&json!("Smith")));
+        assert_eq!(f.field(Field::Name), None);
         assert_eq!(f.remove("accountEnabled"), Some(json!(false)));
         assert!(!f.contains_key("accountEnabled"));
         assert_eq!(f.get("noSuchField"), None);
