@@ -12,7 +12,11 @@
 //! Encoding (built by SQL, read by [`decode`]): per column `-` for NULL, otherwise
 //! `<bytes>:<text>` with the length of the text in bytes. Self-delimiting, so any content
 //! (JSON, names with any character) survives. The chunks are read in one transaction: the
-//! whole table as of one moment, as a single statement would give.
+//! whole table as of one moment, as a single statement would give. Each chunk is asked for
+//! before the one before it is handed out, so the worker thread still reads while the
+//! caller parses.
+
+use std::future::Future;
 
 use super::StateError;
 
@@ -57,37 +61,74 @@ pub(super) async fn each_row<E>(
     mut each: impl FnMut(&[Option<&str>]) -> Result<(), E>,
 ) -> Result<Result<(), E>, StateError> {
     let first = chunk_query(table, key, columns, false);
-    let next = chunk_query(table, key, columns, true);
+    let after = chunk_query(table, key, columns, true);
     let mut tx = pool.begin().await?;
-    let mut last: Option<String> = None;
-    loop {
-        let query = match &last {
-            None => sqlx::query_as(sqlx::AssertSqlSafe(first.as_str())),
-            Some(k) => sqlx::query_as(sqlx::AssertSqlSafe(next.as_str())).bind(k.as_str()),
+    let mut chunk = fetch(&mut tx, &first, None).await?;
+    while let Some((end, text)) = chunk {
+        // The next chunk is asked for before this one is handed out: SQLite's worker thread
+        // reads it while `each` works, as it did when rows came one by one.
+        let mut next = std::pin::pin!(fetch(&mut tx, &after, Some(end.clone())));
+        let waker = std::task::Waker::noop();
+        // Polled once to send the query; it may already be answered (a small chunk), and a
+        // finished future must not be polled again.
+        let early = match next
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+        {
+            std::task::Poll::Ready(read) => Some(read),
+            std::task::Poll::Pending => None,
         };
-        let (end, text): (Option<String>, Option<String>) = query.fetch_one(&mut *tx).await?;
-        let (Some(end), Some(text)) = (end, text) else {
-            break;
-        };
-        let mut rest = text.as_str();
-        let mut values: Vec<Option<&str>> = Vec::with_capacity(columns.len());
-        while !rest.is_empty() {
-            values.clear();
-            for _ in columns {
-                let (value, after) = decode(rest).ok_or_else(|| StateError::Chunk {
-                    table,
-                    message: format!("unreadable row after key {end:?}"),
-                })?;
-                values.push(value);
-                rest = after;
-            }
-            if let Err(e) = each(&values) {
-                return Ok(Err(e));
-            }
+        if let Err(e) = hand_out(table, columns, &end, &text, &mut each)? {
+            return Ok(Err(e));
         }
-        last = Some(end);
+        chunk = match early {
+            Some(read) => read?,
+            None => next.await?,
+        };
     }
     tx.rollback().await?;
+    Ok(Ok(()))
+}
+
+/// One chunk: its last key and its rows encoded; `None` past the end.
+async fn fetch(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    sql: &str,
+    after: Option<String>,
+) -> Result<Option<(String, String)>, StateError> {
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    if let Some(k) = after {
+        query = query.bind(k);
+    }
+    let (end, text): (Option<String>, Option<String>) = query.fetch_one(&mut **tx).await?;
+    Ok(end.zip(text))
+}
+
+/// Decodes the rows of one chunk (`end` its last key, for the error) and hands each to
+/// `each`; the outer error is a chunk that does not decode, the inner one `each`'s.
+fn hand_out<E>(
+    table: &'static str,
+    columns: &[&'static str],
+    end: &str,
+    text: &str,
+    each: &mut impl FnMut(&[Option<&str>]) -> Result<(), E>,
+) -> Result<Result<(), E>, StateError> {
+    let mut rest = text;
+    let mut values: Vec<Option<&str>> = Vec::with_capacity(columns.len());
+    while !rest.is_empty() {
+        values.clear();
+        for _ in columns {
+            let (value, after) = decode(rest).ok_or_else(|| StateError::Chunk {
+                table,
+                message: format!("a row of the chunk that ends at key {end:?} does not decode"),
+            })?;
+            values.push(value);
+            rest = after;
+        }
+        if let Err(e) = each(&values) {
+            return Ok(Err(e));
+        }
+    }
     Ok(Ok(()))
 }
 
