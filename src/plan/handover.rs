@@ -278,10 +278,8 @@ fn current_single(changes: &Changes, row: Option<&ManagedObject>, value: &str) -
     })
 }
 
-/// Every address and UPN a managed object holds, lower case, by anchor: the state rows
-/// that are not deleted, and our removed objects still in the recycle bin.
-/// Who holds a value (lower case): the last state row not deleted that has it, else the
-/// first own deleted object in the recycle bin that has it.
+/// Who holds an address or UPN (lower case): the last state row not deleted that has it,
+/// else the first of our removed objects in the recycle bin that has it.
 ///
 /// Only the values the plan's actions claim are looked up, so the holders of those are
 /// found in one pass at the start instead of indexing every value of every row: a plan of
