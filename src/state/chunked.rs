@@ -67,24 +67,25 @@ pub(super) async fn each_row<E>(
     while let Some((end, text)) = chunk {
         // The next chunk is asked for before this one is handed out: SQLite's worker thread
         // reads it while `each` works, as it did when rows came one by one.
-        let mut next = std::pin::pin!(fetch(&mut tx, &after, Some(end.clone())));
+        let mut next = std::pin::pin!(futures_util::future::maybe_done(fetch(
+            &mut tx,
+            &after,
+            Some(end.clone())
+        )));
+        // Polled once to send the query; an answer that comes at once is kept by
+        // `MaybeDone`, which never polls a finished future again.
         let waker = std::task::Waker::noop();
-        // Polled once to send the query; it may already be answered (a small chunk), and a
-        // finished future must not be polled again.
-        let early = match next
+        let _ = next
             .as_mut()
-            .poll(&mut std::task::Context::from_waker(waker))
-        {
-            std::task::Poll::Ready(read) => Some(read),
-            std::task::Poll::Pending => None,
-        };
+            .poll(&mut std::task::Context::from_waker(waker));
         if let Err(e) = hand_out(table, columns, &end, &text, &mut each)? {
             return Ok(Err(e));
         }
-        chunk = match early {
-            Some(read) => read?,
-            None => next.await?,
-        };
+        next.as_mut().await;
+        chunk = next
+            .as_mut()
+            .take_output()
+            .expect("a finished MaybeDone has its output")?;
     }
     tx.rollback().await?;
     Ok(Ok(()))
