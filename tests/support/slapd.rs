@@ -586,6 +586,8 @@ directory "{d}/db"
 index objectClass eq
 index uid,mail eq
 index entryUUID eq
+# What the rules of config/fixture.toml test: each rule is a search of its own (README).
+index employeeType,shadowExpire eq
 
 limits dn.exact="{SERVICE_DN}" {service}
 limits dn.exact="{LIMITED_DN}" {limited}
