@@ -3,6 +3,8 @@
 # 10,000) in slapd with syncprov are synced into the tenant emulator with
 # `ldap.content_sync` and `tenant.incremental_read` on; then it times
 #   - a no-op cycle (`sync` when nothing changed: it takes the last plan, README "Quiet runs"),
+#   - a cycle with CHANGED people's passwords changed in LDAP (the server sends their entries
+#     again, with nothing ldap2exo reads changed: it stays quiet),
 #   - a cycle with CHANGED people (default 10) renamed in LDAP,
 #   - for comparison, a no-op cycle with both switches off (full reads),
 # and prints per cycle the wall time, ldap2exo's peak memory, the LDAP searches it sent (its
@@ -72,6 +74,15 @@ sys.exit(0 if not p["actions"] and p["tenant_read"]["changed"] == 0 else 1)' "$W
 done
 echo "$i" >"$W/settle.runs"
 phase noop $l2e
+python3 - "$CHANGED" >"$W/passwords.ldif" <<'PY'
+import sys
+for i in range(int(sys.argv[1])):
+    print(f"dn: uid=g1x{i:06d},ou=generated,dc=example,dc=edu\nchangetype: modify\n"
+          f"replace: userPassword\nuserPassword: new-secret-{i}\n")
+PY
+/usr/bin/ldapmodify -x -H "$FIXTURE_LDAP_URL" -D "$FIXTURE_ROOT_DN" -w "$FIXTURE_ROOT_PASSWORD" \
+  -f "$W/passwords.ldif" >"$W/ldapmodify.out"
+phase passwords $l2e
 python3 - "$CHANGED" >"$W/changes.ldif" <<'PY'
 import sys
 for i in range(int(sys.argv[1])):
@@ -133,6 +144,7 @@ print(f"{'cycle':34} {'wall s':>8} {'peak MB':>8} {'LDAP searches':>14} {'Graph 
 for p, title in (("provision", "initial provisioning (full reads)"),
                  ("settle1", "first incremental (own writes)"),
                  ("noop", "no-op, incremental"),
+                 ("passwords", f"{changed} passwords changed, incremental"),
                  ("changed", f"{changed} people changed, incremental"),
                  ("full", "no-op, full reads (switches off)")):
     try:
@@ -158,7 +170,8 @@ def phases(p):
 
 print("\nwhere each cycle's time went, ms (phases from ldap2exo's log; rest = commits, report, "
       "exit):")
-for p, title in (("noop", "no-op, incremental"), ("changed", f"{changed} changed"),
+for p, title in (("noop", "no-op, incremental"), ("passwords", f"{changed} passwords"),
+                 ("changed", f"{changed} changed"),
                  ("full", "no-op, full reads")):
     print(f"  {title:22} {phases(p)}")
 settled = int(rd("settle.runs"))

@@ -8,6 +8,11 @@
 //! claims and the safety gates therefore work exactly as for a full read: an incremental run
 //! that would remove more than the caps is blocked the same way.
 //!
+//! The server sends an entry whenever anything in it changed (a password, a login time).
+//! One whose DN, every attribute ldap2exo reads and the rules' verdicts are as stored is no
+//! change: it is neither counted nor stored again, and a refresh of only such entries leaves
+//! a run quiet (`plan::quiet`).
+//!
 //! A full refresh (no cookie) happens when there is no cookie yet, when the search changed
 //! (URL, base, scope, filter, rules or attributes), when the last full refresh is older than
 //! `ldap.full_reconcile_interval_hours`, when the server refuses the cookie
@@ -46,7 +51,9 @@ pub struct ReadReport {
     /// Why the read was not incremental; `None` for an incremental read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Entries the server sent as added or changed (all of them for a full read).
+    /// Entries added or changed: for an incremental read those the server sent that differ
+    /// from their stored copy (one sent again after a change to an attribute ldap2exo does
+    /// not read, a password or a login time, is not counted); all of them for a full read.
     pub changed: usize,
     /// Entries that left since the last committed refresh (deleted or out of the filter).
     pub removed: usize,
@@ -197,7 +204,24 @@ async fn incremental(
         sink(None);
         return Ok(Step::Full(format!("an entry cannot be stored: {e}")));
     }
-    if quiet_first && let Some(read) = quiet(&delta) {
+    let sent = upserts.len();
+    drop_as_stored(store, &mut upserts).await?;
+    if sent > upserts.len() {
+        info!(
+            unchanged = sent - upserts.len(),
+            "entries sent again with every attribute read as stored (a change ldap2exo does not read)"
+        );
+    }
+    if quiet_first
+        && upserts.is_empty()
+        && nobody_left(store, &delta, &changed).await?
+        && let Some(read) = quiet(&delta)
+    {
+        if sent > 0 {
+            // What was handed over is all as stored: the stored entries, handed over by
+            // `Read::fill` if the run plans at all, are the directory.
+            sink(None);
+        }
         return Ok(Step::Done(read));
     }
     let mut removes = Vec::new();
@@ -217,7 +241,7 @@ async fn incremental(
         return Ok(Step::Full("the server sent no cookie".into()));
     };
     info!(
-        changed = delta.changed,
+        changed = upserts.len(),
         removed = removes.len(),
         "read LDAP incrementally"
     );
@@ -225,7 +249,7 @@ async fn incremental(
         report: Some(ReadReport {
             mode: "incremental".into(),
             reason: None,
-            changed: delta.changed,
+            changed: upserts.len(),
             removed: removes.len(),
         }),
         commit: Some(LdapSyncCommit {
@@ -266,11 +290,52 @@ async fn stored_entries(
     }))
 }
 
-/// A refresh in which nothing changed, left, or was named present (which would need the
-/// stored entries to tell who left): its read, the stored entries not handed over yet.
+/// Keeps of `upserts` (in the order the server sent them) the last copy of each entry, and
+/// only if it differs from the stored one: an entry as stored changes nothing, neither the
+/// directory a plan is made from nor the stored copy.
+async fn drop_as_stored(
+    store: &Store,
+    upserts: &mut Vec<(String, String)>,
+) -> Result<(), ReadError> {
+    let mut seen = HashSet::new();
+    upserts.reverse();
+    upserts.retain(|(uuid, _)| seen.insert(uuid.clone()));
+    upserts.reverse();
+    let same = store.ldap_entries_as_stored(upserts).await?;
+    upserts.retain(|(uuid, _)| !same.contains(uuid));
+    Ok(())
+}
+
+/// Whether every stored entry is still there after `delta`: none named as deleted, and with
+/// a present phase (a server without a session log names every unchanged entry present)
+/// each stored one named present or `sent`. Reads only the stored entryUUIDs, and only for
+/// a present phase.
+async fn nobody_left(
+    store: &Store,
+    delta: &Delta,
+    sent: &HashSet<SyncUuid>,
+) -> Result<bool, ReadError> {
+    if !delta.deleted.is_empty() {
+        return Ok(false);
+    }
+    let Some(present) = &delta.present else {
+        return Ok(true);
+    };
+    let mut all = true;
+    store
+        .each_ldap_uuid(|uuid| {
+            // A stored key that is no UUID is for the full refresh the normal path starts.
+            all &=
+                SyncUuid::parse(uuid).is_some_and(|id| present.contains(&id) || sent.contains(&id));
+        })
+        .await?;
+    Ok(all)
+}
+
+/// A refresh that changed nothing (no entry other than as stored, nobody left: see
+/// [`nobody_left`]): its read, the stored entries not handed over yet.
 fn quiet(delta: &Delta) -> Option<Read> {
-    let nothing = delta.changed == 0 && delta.deleted.is_empty() && delta.present.is_none();
-    let cookie = delta.cookie.clone().filter(|_| nothing)?;
+    let cookie = delta.cookie.clone()?;
     info!(
         changed = 0,
         removed = 0,

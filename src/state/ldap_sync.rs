@@ -3,6 +3,8 @@
 //! `source::incremental` reads them to turn a refresh's changes into the whole directory; a real
 //! run commits the next pair once every change it covers has been applied.
 
+use std::collections::HashSet;
+
 use sqlx::Row;
 
 use super::{StateError, Store, replace_rows};
@@ -59,6 +61,44 @@ impl Store {
         self.each_row("ldap_entries", "uuid", "entry", each).await
     }
 
+    /// The entryUUIDs among `rows` (`(entryUUID, entry as JSON)`) whose stored entry is
+    /// exactly that JSON: a refresh hands over an entry whenever anything in it changed
+    /// (a password, a login time), also when every attribute ldap2exo reads is as stored.
+    /// Compared in SQL, a few hundred rows per query, so only the keys come back.
+    pub async fn ldap_entries_as_stored(
+        &self,
+        rows: &[(String, String)],
+    ) -> Result<HashSet<String>, StateError> {
+        // 2 variables a row: far below SQLite's limit of 32,766 a statement.
+        const ROWS_PER_QUERY: usize = 250;
+        let mut same = HashSet::new();
+        for chunk in rows.chunks(ROWS_PER_QUERY) {
+            let values = vec!["(?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "WITH fresh (uuid, entry) AS (VALUES {values})
+                 SELECT fresh.uuid FROM fresh JOIN ldap_entries USING (uuid)
+                 WHERE ldap_entries.entry = fresh.entry"
+            );
+            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for (uuid, json) in chunk {
+                query = query.bind(uuid).bind(json);
+            }
+            same.extend(query.fetch_all(&self.pool).await?);
+        }
+        Ok(same)
+    }
+
+    /// Hands the entryUUID of every stored entry to `each`, in order, without the entries.
+    pub async fn each_ldap_uuid(&self, mut each: impl FnMut(&str)) -> Result<(), StateError> {
+        let read = super::chunked::each_row(&self.pool, "ldap_entries", "uuid", &["uuid"], |row| {
+            each(row[0].unwrap_or_default());
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .await?;
+        let Ok(()) = read;
+        Ok(())
+    }
+
     /// How many entries are stored.
     pub async fn ldap_entry_count(&self) -> Result<i64, StateError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM ldap_entries")
@@ -95,5 +135,44 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More rows than one query takes: every row as stored is found, none that differs in
+    /// its entry or is not stored at all.
+    #[tokio::test]
+    async fn entries_as_stored_are_found_across_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        let row = |i: usize, v: &str| (format!("uuid-{i:04}"), format!("{{\"dn\":\"{v}{i}\"}}"));
+        let stored: Vec<_> = (0..600).map(|i| row(i, "uid=a")).collect();
+        let commit = LdapSyncCommit {
+            full: true,
+            upserts: stored,
+            cookie: b"c".to_vec(),
+            ..LdapSyncCommit::default()
+        };
+        store.commit_ldap_sync(&commit, 0).await.unwrap();
+        let mut asked: Vec<_> = (0..600)
+            .map(|i| row(i, if i % 3 == 0 { "uid=b" } else { "uid=a" }))
+            .collect();
+        asked.push(row(700, "uid=a"));
+        let same = store.ldap_entries_as_stored(&asked).await.unwrap();
+        let expected: HashSet<String> = (0..600)
+            .filter(|i| i % 3 != 0)
+            .map(|i| format!("uuid-{i:04}"))
+            .collect();
+        assert_eq!(same, expected);
+        let mut uuids = Vec::new();
+        store
+            .each_ldap_uuid(|u| uuids.push(u.to_owned()))
+            .await
+            .unwrap();
+        assert_eq!(uuids.len(), 600);
+        assert!(uuids.is_sorted());
     }
 }

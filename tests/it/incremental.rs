@@ -900,3 +900,79 @@ fn a_foreign_user_breaks_a_quiet_run_only_through_what_it_holds() {
     });
     assert_planned(&install, "a stamp of ours on a foreign user");
 }
+
+/// An entry the server sends again because something ldap2exo does not read changed (a
+/// password) is no change: the run stays quiet, the cookie moves on, and the entry counts as
+/// changed only together with a change ldap2exo reads. Without a session log slapd answers
+/// with the present phase, naming every unchanged entry.
+#[test]
+fn a_password_change_leaves_a_run_quiet() {
+    password_change_leaves_a_run_quiet(unlimited());
+}
+
+/// The same with a session log: slapd answers with the delete phase.
+#[test]
+fn a_password_change_leaves_a_run_quiet_with_a_session_log() {
+    password_change_leaves_a_run_quiet(SlapdOptions {
+        syncprov_sessionlog: Some(1000),
+        ..unlimited()
+    });
+}
+
+fn password_change_leaves_a_run_quiet(options: SlapdOptions) {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(options);
+    let install = quiet_install(&server, &emu);
+    sync(&install, 0);
+    settle(&install, &emu);
+    assert_taken(&install, "nothing changed");
+    let password = |uid: &str, secret: &str| {
+        server.modify(&format!(
+            "dn: uid={uid},{PEOPLE_DN}\nchangetype: modify\nreplace: userPassword\nuserPassword: {secret}\n"
+        ));
+    };
+
+    password("epatel", "first-new-secret");
+    let taken = assert_taken(&install, "a password changed");
+    let read = taken.source.read.clone().unwrap();
+    assert_eq!((read.mode.as_str(), read.changed), ("incremental", 0));
+    let before = mark(&install).unwrap();
+    let run = install.run(&["sync"]);
+    expect(&run, 0, "a quiet real run");
+    assert!(
+        run.stdout.contains("its plan stands"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("a change ldap2exo does not read"),
+        "the log says why the entry is no change\n{}",
+        run.stderr
+    );
+    assert_ne!(
+        mark(&install).unwrap().cookie,
+        before.cookie,
+        "the quiet run stored the refresh's cookie"
+    );
+    assert!(
+        !install.state_files_text().contains("first-new-secret"),
+        "the password is neither read nor stored"
+    );
+    assert_taken(&install, "after the quiet run");
+
+    // With a change ldap2exo reads, only that entry is a change.
+    password("epatel", "second-new-secret");
+    server.modify(&format!(
+        "dn: uid=dgarcia,{PEOPLE_DN}\nchangetype: modify\nreplace: displayName\ndisplayName: Diego Garcia-Lopez\n"
+    ));
+    let plan = assert_planned(&install, "a password and a display name changed");
+    assert_eq!(plan.source.read.as_ref().unwrap().changed, 1);
+    let updates: Vec<_> = plan
+        .actions
+        .iter()
+        .map(|a| (a.uid.as_str(), a.op))
+        .collect();
+    assert_eq!(updates, [("dgarcia", Op::Update)]);
+}
