@@ -6,9 +6,10 @@
 //! of them unchanged at a cost that does not grow with the directory:
 //!
 //! - LDAP: a refresh from the stored cookie that sends no entry other than as stored (a
-//!   password change sends the entry again, with every attribute ldap2exo reads unchanged),
-//!   names none as gone and has no present phase; the stored entries, committed with that
-//!   cookie, are then the directory.
+//!   password change sends the entry again, with every attribute ldap2exo reads unchanged)
+//!   and after which every stored entry is still there (none named as gone; with a present
+//!   phase, each named present or sent); the stored entries, committed with that cookie,
+//!   are then the directory.
 //! - The tenant: a Graph delta round with no user removed and every user it lists exactly as
 //!   stored, and an Exchange change query whose every recipient is exactly as stored; the
 //!   soft-deleted MailUsers and the licence counts, which are read in full anyway, as their
