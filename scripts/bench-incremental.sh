@@ -73,24 +73,23 @@ for i in 1 2 3 4 5; do
 sys.exit(0 if not p["actions"] and p["tenant_read"]["changed"] == 0 else 1)' "$W/settle$i.out" && break
 done
 echo "$i" >"$W/settle.runs"
+# modify NAME ATTRIBUTE VALUE: sets ATTRIBUTE of the first CHANGED generated people to VALUE
+# followed by their number.
+modify() {
+  python3 - "$CHANGED" "$2" "$3" >"$W/$1.ldif" <<'PY'
+import sys
+n, attribute, value = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+for i in range(n):
+    print(f"dn: uid=g1x{i:06d},ou=generated,dc=example,dc=edu\nchangetype: modify\n"
+          f"replace: {attribute}\n{attribute}: {value}{i}\n")
+PY
+  /usr/bin/ldapmodify -x -H "$FIXTURE_LDAP_URL" -D "$FIXTURE_ROOT_DN" -w "$FIXTURE_ROOT_PASSWORD" \
+    -f "$W/$1.ldif" >"$W/$1.ldapmodify"
+}
 phase noop $l2e
-python3 - "$CHANGED" >"$W/passwords.ldif" <<'PY'
-import sys
-for i in range(int(sys.argv[1])):
-    print(f"dn: uid=g1x{i:06d},ou=generated,dc=example,dc=edu\nchangetype: modify\n"
-          f"replace: userPassword\nuserPassword: new-secret-{i}\n")
-PY
-/usr/bin/ldapmodify -x -H "$FIXTURE_LDAP_URL" -D "$FIXTURE_ROOT_DN" -w "$FIXTURE_ROOT_PASSWORD" \
-  -f "$W/passwords.ldif" >"$W/ldapmodify.out"
+modify passwords userPassword new-secret-
 phase passwords $l2e
-python3 - "$CHANGED" >"$W/changes.ldif" <<'PY'
-import sys
-for i in range(int(sys.argv[1])):
-    print(f"dn: uid=g1x{i:06d},ou=generated,dc=example,dc=edu\nchangetype: modify\n"
-          f"replace: displayName\ndisplayName: Renamed Person {i}\n")
-PY
-/usr/bin/ldapmodify -x -H "$FIXTURE_LDAP_URL" -D "$FIXTURE_ROOT_DN" -w "$FIXTURE_ROOT_PASSWORD" \
-  -f "$W/changes.ldif" >"$W/ldapmodify.out"
+modify changes displayName "Renamed Person "
 phase changed $l2e
 phase full env LDAP2EXO__LDAP__CONTENT_SYNC=false LDAP2EXO__TENANT__INCREMENTAL_READ=false $l2e
 SH

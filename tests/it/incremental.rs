@@ -639,6 +639,19 @@ fn assert_planned(install: &Install, what: &str) -> Plan {
     plan
 }
 
+/// A real run that takes the kept plan: it says so, and exits 0.
+fn quiet_real_run(install: &Install, what: &str) -> Run {
+    let run = install.run(&["sync"]);
+    expect(&run, 0, what);
+    assert!(
+        run.stdout.contains("its plan stands"),
+        "{what}\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
 /// A converged installation takes its last plan while nothing changes, and plans again as
 /// soon as LDAP, the tenant, the configuration, the state store or the clock (a grace
 /// period ending) gives a reason.
@@ -658,14 +671,7 @@ fn a_quiet_run_takes_the_last_plan_until_something_changes() {
     assert_eq!(mode(&taken), "incremental");
     assert_eq!(tenant_mode(&taken), "incremental");
     // A real run takes it too, and keeps it for the next.
-    let run = install.run(&["sync"]);
-    expect(&run, 0, "a quiet real run");
-    assert!(
-        run.stdout.contains("its plan stands"),
-        "{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    quiet_real_run(&install, "a quiet real run");
     let kept = assert_taken(&install, "after a quiet real run")
         .unchanged_since_run
         .unwrap();
@@ -878,9 +884,7 @@ fn a_foreign_user_breaks_a_quiet_run_only_through_what_it_holds() {
         u.account_enabled = !u.account_enabled;
     });
     assert_taken(&install, "a foreign user's job title and sign-in");
-    let run = install.run(&["sync"]);
-    expect(&run, 0, "a quiet real run");
-    assert!(run.stdout.contains("its plan stands"), "{}", run.stdout);
+    quiet_real_run(&install, "a quiet real run");
     assert!(
         install.state_files_text().contains("Visiting Scholar"),
         "the quiet run stored the user as the round listed it"
@@ -938,14 +942,7 @@ fn password_change_leaves_a_run_quiet(options: SlapdOptions) {
     let read = taken.source.read.clone().unwrap();
     assert_eq!((read.mode.as_str(), read.changed), ("incremental", 0));
     let before = mark(&install).unwrap();
-    let run = install.run(&["sync"]);
-    expect(&run, 0, "a quiet real run");
-    assert!(
-        run.stdout.contains("its plan stands"),
-        "{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    let run = quiet_real_run(&install, "a quiet real run");
     assert!(
         run.stderr.contains("a change ldap2exo does not read"),
         "the log says why the entry is no change\n{}",
