@@ -959,6 +959,27 @@ fn password_change_leaves_a_run_quiet(options: SlapdOptions) {
     );
     assert_taken(&install, "after the quiet run");
 
+    // A password change while the tenant changed: the run plans from the stored entries,
+    // the one sent again among them once, exactly as a full read.
+    password("epatel", "another-new-secret");
+    let mut user = by_upn(&emu.state(), "epatel@example.edu").clone();
+    user.display_name = Some("Somebody Else".into());
+    emu.seed(ldap2exo_emulator::Seed {
+        users: vec![user],
+        ..Default::default()
+    })
+    .unwrap();
+    let plan = assert_planned(&install, "a password and the tenant changed");
+    assert_eq!(plan.source.read.as_ref().unwrap().changed, 0);
+    assert!(plan.quarantined.iter().all(|q| !q.dn.contains("epatel")));
+    assert!(
+        plan.drift.iter().any(|d| d.uid == "epatel"),
+        "{:?}",
+        plan.drift
+    );
+    settle(&install, &emu);
+    assert_taken(&install, "settled after the tenant change");
+
     // With a change ldap2exo reads, only that entry is a change.
     password("epatel", "second-new-secret");
     server.modify(&format!(
