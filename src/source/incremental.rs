@@ -8,10 +8,10 @@
 //! claims and the safety gates therefore work exactly as for a full read: an incremental run
 //! that would remove more than the caps is blocked the same way.
 //!
-//! The server sends an entry whenever anything in it changed (a password, a login time).
-//! One whose DN, every attribute ldap2exo reads and the rules' verdicts are as stored is no
-//! change: it is neither counted nor stored again, and a refresh of only such entries leaves
-//! a run quiet (`plan::quiet`).
+//! The server sends an entry whenever anything in it changed, a password or any other
+//! attribute ldap2exo does not read. One whose DN, every attribute ldap2exo reads and the
+//! rules' verdicts are as stored is no change: it is neither counted nor stored again, and
+//! a refresh of only such entries leaves a run quiet (`plan::quiet`).
 //!
 //! A full refresh (no cookie) happens when there is no cookie yet, when the search changed
 //! (URL, base, scope, filter, rules or attributes), when the last full refresh is older than
@@ -53,7 +53,7 @@ pub struct ReadReport {
     pub reason: Option<String>,
     /// Entries added or changed: for an incremental read those the server sent that differ
     /// from their stored copy (one sent again after a change to an attribute ldap2exo does
-    /// not read, a password or a login time, is not counted); all of them for a full read.
+    /// not read, a password, is not counted); all of them for a full read.
     pub changed: usize,
     /// Entries that left since the last committed refresh (deleted or out of the filter).
     pub removed: usize,

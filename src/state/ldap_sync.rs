@@ -63,7 +63,7 @@ impl Store {
 
     /// The entryUUIDs among `rows` (`(entryUUID, entry as JSON)`) whose stored entry is
     /// exactly that JSON: a refresh hands over an entry whenever anything in it changed
-    /// (a password, a login time), also when every attribute ldap2exo reads is as stored.
+    /// (a password), also when every attribute ldap2exo reads is as stored.
     /// Compared in SQL, a few hundred rows per query, so only the keys come back.
     pub async fn ldap_entries_as_stored(
         &self,
