@@ -639,6 +639,21 @@ fn assert_planned(install: &Install, what: &str) -> Plan {
     plan
 }
 
+/// Changes the tenant's user `upn` behind ldap2exo's back.
+fn change_user(
+    emu: &ldap2exo_emulator::Emulator,
+    upn: &str,
+    change: impl FnOnce(&mut ldap2exo_emulator::User),
+) {
+    let mut user = by_upn(&emu.state(), upn).clone();
+    change(&mut user);
+    emu.seed(ldap2exo_emulator::Seed {
+        users: vec![user],
+        ..Default::default()
+    })
+    .unwrap();
+}
+
 /// A real run that takes the kept plan: it says so, and exits 0.
 fn quiet_real_run(install: &Install, what: &str) -> Run {
     let run = install.run(&["sync"]);
@@ -715,13 +730,9 @@ fn a_quiet_run_takes_the_last_plan_until_something_changes() {
     assert_no_secret_stored(&install, &emu, "\"safety\":{\"verdict\":\"ok\"");
 
     // The tenant: a display name changed behind our back.
-    let mut user = by_upn(&emu.state(), "epatel@example.edu").clone();
-    user.display_name = Some("Somebody Else".into());
-    emu.seed(ldap2exo_emulator::Seed {
-        users: vec![user],
-        ..Default::default()
-    })
-    .unwrap();
+    change_user(&emu, "epatel@example.edu", |u| {
+        u.display_name = Some("Somebody Else".into())
+    });
     let plan = assert_planned(&install, "a user changed in the tenant");
     assert!(
         plan.drift.iter().any(|d| d.uid == "epatel"),
@@ -731,14 +742,10 @@ fn a_quiet_run_takes_the_last_plan_until_something_changes() {
     settle(&install, &emu);
     assert_taken(&install, "settled after the tenant change");
     // Only Graph shows this one: a MailUser's sign-in enabled behind our back.
-    let mut user = by_upn(&emu.state(), "dgarcia@example.edu").clone();
-    assert!(!user.account_enabled, "a MailUser's sign-in is blocked");
-    user.account_enabled = true;
-    emu.seed(ldap2exo_emulator::Seed {
-        users: vec![user],
-        ..Default::default()
-    })
-    .unwrap();
+    change_user(&emu, "dgarcia@example.edu", |u| {
+        assert!(!u.account_enabled, "a MailUser's sign-in is blocked");
+        u.account_enabled = true;
+    });
     assert_planned(&install, "a sign-in enabled in Entra");
     settle(&install, &emu);
     assert_taken(&install, "settled after the sign-in change");
@@ -869,13 +876,7 @@ fn a_foreign_user_breaks_a_quiet_run_only_through_what_it_holds() {
     settle(&install, &emu);
     assert_taken(&install, "nothing changed");
     let change = |f: &dyn Fn(&mut ldap2exo_emulator::User)| {
-        let mut user = by_upn(&emu.state(), "seed0903@example.edu").clone();
-        f(&mut user);
-        emu.seed(ldap2exo_emulator::Seed {
-            users: vec![user],
-            ..Default::default()
-        })
-        .unwrap();
+        change_user(&emu, "seed0903@example.edu", f);
     };
 
     // Its job title and its sign-in: listed by the delta round, and the run stays quiet.
@@ -962,13 +963,9 @@ fn password_change_leaves_a_run_quiet(options: SlapdOptions) {
     // A password change while the tenant changed: the run plans from the stored entries,
     // the one sent again among them once, exactly as a full read.
     password("epatel", "another-new-secret");
-    let mut user = by_upn(&emu.state(), "epatel@example.edu").clone();
-    user.display_name = Some("Somebody Else".into());
-    emu.seed(ldap2exo_emulator::Seed {
-        users: vec![user],
-        ..Default::default()
-    })
-    .unwrap();
+    change_user(&emu, "epatel@example.edu", |u| {
+        u.display_name = Some("Somebody Else".into())
+    });
     let plan = assert_planned(&install, "a password and the tenant changed");
     assert_eq!(plan.source.read.as_ref().unwrap().changed, 0);
     assert!(plan.quarantined.iter().all(|q| !q.dn.contains("epatel")));
