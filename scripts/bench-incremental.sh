@@ -5,7 +5,9 @@
 #   - a no-op cycle (`sync` when nothing changed: it takes the last plan, README "Quiet runs"),
 #   - a cycle with CHANGED people's passwords changed in LDAP (the server sends their entries
 #     again, with nothing ldap2exo reads changed: it stays quiet),
-#   - a cycle with CHANGED people (default 10) renamed in LDAP,
+#   - a cycle with CHANGED people (default 10) renamed in LDAP, and another right after it
+#     (planned partially, README "Partial plans": the first completes the kept plan of a
+#     quiet run, the second that of the first, whose own writes it reads back),
 #   - for comparison, a no-op cycle with both switches off (full reads),
 # and prints per cycle the wall time, ldap2exo's peak memory, the LDAP searches it sent (its
 # log), the requests Graph and Exchange answered (the emulator's counters) and the actions
@@ -91,6 +93,8 @@ modify passwords userPassword new-secret-
 phase passwords $l2e
 modify changes displayName "Renamed Person "
 phase changed $l2e
+modify changes2 displayName "Renamed Again "
+phase changed2 $l2e
 phase full env LDAP2EXO__LDAP__CONTENT_SYNC=false LDAP2EXO__TENANT__INCREMENTAL_READ=false $l2e
 SH
 
@@ -104,7 +108,7 @@ LDAP2EXO__TENANT__BUDGET__GRAPH_WRITES_PER_SECOND=2000 \
 LDAP2EXO__TENANT__BUDGET__EXCHANGE_REQUESTS_PER_SECOND=2000 \
 LDAP2EXO__LDAP__CONTENT_SYNC=true LDAP2EXO__TENANT__INCREMENTAL_READ=true \
 LDAP2EXO__TENANT__EXCHANGE_MARGIN_SECONDS="${BENCH_EXCHANGE_MARGIN:-5}" \
-LDAP2EXO__STATE__PATH="$work/state.db" LDAP2EXO_LOG="${BENCH_LOG:-warn,ldap2exo::source=info,ldap2exo::inventory=info,ldap2exo::progress=debug}" \
+LDAP2EXO__STATE__PATH="$work/state.db" LDAP2EXO_LOG="${BENCH_LOG:-warn,ldap2exo::source=info,ldap2exo::inventory=info,ldap2exo::progress=debug,ldap2exo::commands::run=debug}" \
 W="$work" URL="$url" CA="$emu/ca.pem" CHANGED="$changed" \
   target/release/examples/fixture_ldap --generate "$n" --content-sync -- bash "$work/phases.sh" \
   2>"$work/fixture.err" ||
@@ -145,6 +149,7 @@ for p, title in (("provision", "initial provisioning (full reads)"),
                  ("noop", "no-op, incremental"),
                  ("passwords", f"{changed} passwords changed, incremental"),
                  ("changed", f"{changed} people changed, incremental"),
+                 ("changed2", f"{changed} changed again, incremental"),
                  ("full", "no-op, full reads (switches off)")):
     try:
         r, pl = requests(p), plan(p)
@@ -155,6 +160,8 @@ for p, title in (("provision", "initial provisioning (full reads)"),
              (pl.get("tenant_read") or {}).get("mode", "full listing"))
     if pl.get("unchanged_since_run"):
         modes = (modes[0], modes[1] + f", plan of run {pl['unchanged_since_run']} taken")
+    if pl.get("partial"):
+        modes = (modes[0], modes[1] + f", partial: {pl['partial']['anchors']} people planned")
     print(f"{title:34} {secs(p):8.2f} {rss(p):8.0f} {str(ldap_searches(p)):>14} {r['graph']:10} "
           f"{r['exchange']:13} {len(pl['actions']):8}  {modes[0]} / {modes[1]}  (exit {rd(p + '.rc').strip()})")
 def phases(p):
@@ -164,13 +171,16 @@ def phases(p):
     for name, n in re.findall(r'phase finished phase="?(\w+)"? elapsed_ms=(\d+)', rd(f"{p}.err")):
         ms[name] = ms.get(name, 0) + int(n)
     ms.pop("starting", None)
+    base = re.findall(r'base for partial planning left elapsed_ms=(\d+)', rd(f"{p}.err"))
+    ms["base"] = sum(int(b) for b in base)
     ms["rest"] = max(0, round(secs(p) * 1000) - sum(ms.values()))
     return ", ".join(f"{k} {v}" for k, v in ms.items())
 
-print("\nwhere each cycle's time went, ms (phases from ldap2exo's log; rest = commits, report, "
-      "exit):")
-for p, title in (("noop", "no-op, incremental"), ("passwords", f"{changed} passwords"),
-                 ("changed", f"{changed} changed"),
+print("\nwhere each cycle's time went, ms (phases from ldap2exo's log; base = keeping the plan "
+      "for partial planning; rest = commits, report, exit):")
+for p, title in (("provision", "provisioning"), ("settle1", "first incremental"),
+                 ("noop", "no-op, incremental"), ("passwords", f"{changed} passwords"),
+                 ("changed", f"{changed} changed"), ("changed2", f"{changed} changed again"),
                  ("full", "no-op, full reads")):
     print(f"  {title:22} {phases(p)}")
 settled = int(rd("settle.runs"))

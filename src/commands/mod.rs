@@ -17,6 +17,7 @@ mod check;
 mod connectors;
 mod migrate;
 mod output;
+mod partial;
 mod quiet;
 mod restore;
 mod run;

@@ -32,14 +32,14 @@ pub(super) fn eligible(config: &Config, args: &SelectionArgs, tenant: bool, coho
 
 /// [`quiet::Inputs::build`]: the version, and the size and modification time of the
 /// executable (a rebuild from changed sources keeps the version).
-fn build() -> String {
+pub(super) fn build() -> String {
     let exe = std::env::current_exe().and_then(std::fs::metadata);
     let file = exe.map(|m| (m.len(), m.modified().ok()));
     format!("{} {file:?}", env!("CARGO_PKG_VERSION"))
 }
 
 /// The configuration as [`quiet::Inputs::config`] takes it.
-fn config_text(config: &Config) -> String {
+pub(super) fn config_text(config: &Config) -> String {
     format!("{config:?}")
 }
 
@@ -57,7 +57,8 @@ pub(super) async fn take(
     let Start::Changes(changes) = start else {
         return Ok(None);
     };
-    if !read.deferred {
+    // Deferred with changes: the run may plan only what they touch (`plan::partial`).
+    if !read.deferred || !read.changed().is_empty() {
         return Ok(None);
     }
     match changes.news(store).await {

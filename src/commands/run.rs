@@ -8,6 +8,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::output::{self, write_out};
+use super::partial;
 use super::quiet::{self, QuietRun};
 use super::{CommandError, Exit, approval, now};
 use crate::apply::{self, ActionResult};
@@ -61,6 +62,10 @@ struct Computed {
     /// Set when the run may be quiet (`plan::quiet`): what deciding whether to keep its plan
     /// needs at the end.
     quiet: Option<QuietRun>,
+    /// What the plan adds to the base of partial planning (`plan::partial`), for a real run
+    /// that may leave one; and the closure it covers when it planned partially.
+    draft: Option<partial::Draft>,
+    closure: Option<partial::Touched>,
     /// What started the run (`sync`, `apply`, `daemon`, …), for the notification.
     command: String,
     /// The run lock, held until the run is recorded as finished.
@@ -322,6 +327,7 @@ async fn read_tenant(
     progress: &Progress,
     stop: &Stop,
     started: Option<inventory::incremental::Start>,
+    closure: Option<&partial::Touched>,
 ) -> Result<TenantView, CommandError> {
     let Some(tenant) = tenant else {
         tracing::info!("no tenant credentials configured: planning against the state store alone");
@@ -352,7 +358,15 @@ async fn read_tenant(
             Some(s) => s,
             None => inventory::incremental::start(&tenant, t, store, now).await?,
         };
-        let read = inventory::incremental::finish_read(&tenant, t, store, now, started).await?;
+        let read = match (closure, started) {
+            (Some(c), inventory::incremental::Start::Changes(changes)) => {
+                inventory::incremental::finish_read_only(t, store, changes, &c.users, &c.recipients)
+                    .await?
+            }
+            (_, started) => {
+                inventory::incremental::finish_read(&tenant, t, store, now, started).await?
+            }
+        };
         Ok::<_, CommandError>((
             read.inventory,
             Some((read.report, (read.commit, read.fixed))),
@@ -369,7 +383,10 @@ async fn read_tenant(
     let (tenant_commit, fixed) = commit.unzip();
     // Read after the tenant, whose raw listings are gone by now: read before, the rows
     // and the listings were in memory together (heaptrack of a 20,000-person plan).
-    let objects = run.store.objects().await?;
+    let objects = match closure {
+        Some(c) => run.store.objects_of(&c.anchors).await?,
+        None => run.store.objects().await?,
+    };
     let reconciled = inventory::reconcile(objects, &inventory, run.started);
     let touched: BTreeSet<&Anchor> = reconciled.drift.iter().map(|d| &d.anchor).collect();
     let drifted = reconciled
@@ -451,6 +468,7 @@ async fn compute_with(
     )
     .await?;
     let mut tenant_start = None;
+    let mut closure = None;
     if let (true, Some(t)) = (read.deferred, &tenant) {
         progress.watch(t);
         progress.phase(Phase::ReadingTenant, None);
@@ -474,6 +492,8 @@ async fn compute_with(
                         generation,
                         fixed: tenant_read.fixed,
                     }),
+                    draft: None,
+                    closure: None,
                     command: command.to_owned(),
                     _lock: run.lock,
                     progress,
@@ -482,11 +502,32 @@ async fn compute_with(
             }
             Quiet::Plan(start) => tenant_start = Some(start),
         }
-        fill_ldap(config, &run, &progress, stop, &mut mapping, &mut read).await?;
+        if let Some(inventory::incremental::Start::Changes(changes)) = &tenant_start {
+            let found = partial::find(config, &run.store, &read, changes, run.started).await;
+            closure = failing(&run, found).await?;
+        }
+        match &closure {
+            Some(c) => fill_closure(&run, &progress, stop, &mut mapping, &mut read, c).await?,
+            None => fill_ldap(config, &run, &progress, stop, &mut mapping, &mut read).await?,
+        }
     }
-    let view = read_tenant(config, tenant, &run, &progress, stop, tenant_start).await?;
+    let view = read_tenant(
+        config,
+        tenant,
+        &run,
+        &progress,
+        stop,
+        tenant_start,
+        closure.as_ref(),
+    )
+    .await?;
     progress.phase(Phase::Planning, None);
-    let mut plan = make_plan(config, args, scope, mapping.mapper, &view, &run).await?;
+    let coverage = Coverage {
+        scope,
+        closure: closure.as_ref(),
+        draft: mode == RunMode::Apply && may_be_quiet,
+    };
+    let (mut plan, draft) = make_plan(config, args, coverage, mapping.mapper, &view, &run).await?;
     plan.source.read = read.report;
     plan.tenant_read = view.tenant_read.clone();
     interrupted(&run.store, run.run_id, stop).await?;
@@ -504,11 +545,45 @@ async fn compute_with(
         ldap_commit: read.commit,
         tenant_commit: view.tenant_commit,
         quiet,
+        draft,
+        closure,
         command: command.to_owned(),
         _lock: run.lock,
         progress,
         renderer,
     })
+}
+
+/// `result`, or the run recorded as failed with its error.
+async fn failing<T, E: Into<CommandError>>(
+    run: &Opened,
+    result: Result<T, E>,
+) -> Result<T, CommandError> {
+    match result {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let e = e.into();
+            fail_run(&run.store, run.run_id, &e).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Maps only the closure's entries ([`incremental::Read::fill_only`]): the stored ones and
+/// the refresh's changes among them.
+async fn fill_closure(
+    run: &Opened,
+    progress: &Progress,
+    stop: &Stop,
+    mapping: &mut Mapping<'_>,
+    read: &mut incremental::Read,
+    closure: &partial::Touched,
+) -> Result<(), CommandError> {
+    mapping.take(None, progress);
+    let mut sink = |entry: Option<&source::RawEntry>| mapping.take(entry, progress);
+    let fill = read.fill_only(&run.store, &closure.entries, &mut sink);
+    let filled = unless_stopped(run, stop, fill).await?;
+    failing(run, filled).await
 }
 
 /// Whether a run whose LDAP refresh found nothing changed is quiet ([`quiet::take`]).
@@ -547,16 +622,29 @@ async fn take_quiet(
     })
 }
 
+/// What a plan covers: everybody or `--only` people, or the closure of the changes
+/// (`plan::partial`); and whether the run keeps what the plan adds to the next run's base.
+struct Coverage<'a> {
+    scope: Scope,
+    closure: Option<&'a partial::Touched>,
+    draft: bool,
+}
+
 /// The planning phase: maps what LDAP gave against the state store and tenant, plans, logs
 /// the plan, and (for a full read) records the quarantine.
 async fn make_plan(
     config: &Config,
     args: &SelectionArgs,
-    scope: Scope,
+    coverage: Coverage<'_>,
     mapper: desired::Mapper<'_>,
     view: &TenantView,
     run: &Opened,
-) -> Result<Plan, CommandError> {
+) -> Result<(Plan, Option<partial::Draft>), CommandError> {
+    let Coverage {
+        scope,
+        closure,
+        draft: want_draft,
+    } = coverage;
     let clock = std::time::Instant::now();
     let known: BTreeSet<_> = view
         .objects
@@ -564,7 +652,12 @@ async fn make_plan(
         .filter(|o| o.stage != Stage::Deleted)
         .map(|o| o.anchor.clone())
         .collect();
-    let desired = mapper.finish(&known);
+    let mut desired = mapper.finish(&known);
+    let outside = match closure {
+        Some(c) => partial::complete(&run.store, c, &mut desired, &view.objects).await?,
+        None => plan::Outside::default(),
+    };
+    let draft = want_draft.then(|| partial::Draft::of(&desired, &view.objects));
     let mapped_ms = clock.elapsed().as_millis() as u64;
     let baseline = run.store.baseline().await?;
     let journaled_creates = run.store.journaled_creates().await?;
@@ -587,7 +680,13 @@ async fn make_plan(
         recent_removals,
         tenant: view.tenant.as_ref().map(|(_, inventory)| inventory),
         journaled_creates: &journaled_creates,
+        outside,
         now: run.started,
+    });
+    plan.partial = closure.map(|c| plan::Partially {
+        since_run: c.base_run,
+        entries: c.entries.len(),
+        anchors: c.anchors.len(),
     });
     plan.source.only = args.only.clone();
     plan.drift = view.drift.clone();
@@ -607,7 +706,7 @@ async fn make_plan(
         "mapped and planned"
     );
     after_planning(&plan, scope, run).await?;
-    Ok(plan)
+    Ok((plan, draft))
 }
 
 /// What every plan is followed by, made or taken: its warnings logged, the quarantine
@@ -867,6 +966,51 @@ async fn commit_ldap_read(
     Ok(())
 }
 
+/// Leaves the base of partial planning for the next run (`plan::partial`): this run's plan
+/// when it covered everybody and committed its LDAP read; the last one's, with the marks of
+/// this run's reads, when it took that plan (quiet); none otherwise.
+async fn leave_base(
+    config: &Config,
+    c: Ending<'_>,
+    q: &QuietRun,
+    complete: bool,
+) -> Result<(), CommandError> {
+    let clock = std::time::Instant::now();
+    match (c.draft, complete, c.plan.unchanged_since_run) {
+        (_, true, Some(_)) => c.store.advance_plan_base().await?,
+        (Some(draft), true, None) if c.plan.source.scope == "full" => {
+            let run = partial::BaseRun {
+                run_id: c.run_id,
+                planned_at: c.started,
+                plan: c.plan,
+                fixed: &q.fixed,
+                draft,
+                touched: c.closure,
+            };
+            if let Err(e) = partial::write(config, c.store, run).await {
+                tracing::warn!(error = %e, "cannot keep this plan for partial planning: the next run plans everybody");
+                c.store.drop_plan_base().await?;
+            }
+        }
+        _ => c.store.drop_plan_base().await?,
+    }
+    tracing::debug!(
+        elapsed_ms = clock.elapsed().as_millis() as u64,
+        "base for partial planning left"
+    );
+    Ok(())
+}
+
+/// What [`leave_base`] needs of a finished real run.
+struct Ending<'a> {
+    store: &'a Store,
+    run_id: i64,
+    started: i64,
+    plan: &'a Plan,
+    draft: Option<&'a partial::Draft>,
+    closure: Option<&'a partial::Touched>,
+}
+
 /// Applies a computed plan and records the run: the shared end of `sync` and `apply`.
 async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, CommandError> {
     let Some((tenant, inventory)) = &c.tenant else {
@@ -966,6 +1110,15 @@ async fn execute(config: &Config, c: Computed, stop: &Stop) -> Result<Finished, 
     let ended = now()?;
     c.store.finish_run(c.run_id, &end, ended).await?;
     if let Some(q) = &c.quiet {
+        let ending = Ending {
+            store: &c.store,
+            run_id: c.run_id,
+            started: c.started,
+            plan: &c.plan,
+            draft: c.draft.as_ref(),
+            closure: c.closure.as_ref(),
+        };
+        leave_base(config, ending, q, complete).await?;
         let ending = quiet::Ending {
             plan: &c.plan,
             run_id: c.run_id,

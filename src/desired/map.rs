@@ -26,6 +26,7 @@ mod read;
 mod tests;
 
 use crate::plan::Warning;
+use crate::plan::partial::{self, Key};
 use read::{Fault, Note, Reader};
 
 /// `New-MailUser -Name`: at most 64 characters.
@@ -310,6 +311,26 @@ fn judge(entry: &RawEntry, config: &Config, notes: &mut Vec<Note>) -> Judged {
         Ok(candidate) => Judged::Valid(candidate),
         Err(fault) => quarantine(Some(anchor), fault),
     }
+}
+
+/// The keys ([`Key`]) of what `entry` claims, whether or not it keeps it: its anchor as
+/// read and, for a person usable on their own, every value `desired` contests, every address
+/// it owns or routes to, and the tenant routing address an IMAP migration would give it.
+/// What [`crate::plan::partial`] finds the entries that share a value with by.
+pub fn entry_keys(entry: &RawEntry, config: &Config) -> Vec<Key> {
+    let mut keys: Vec<Key> = entry
+        .values(&config.ldap.attributes.anchor)
+        .iter()
+        .filter_map(|v| Anchor::new(v).ok())
+        .map(|a| Key::anchor(&a))
+        .collect();
+    if let Judged::Valid(c) = judge(entry, config, &mut Vec::new()) {
+        partial::recipient_keys(&c.recipient, &mut keys);
+        keys.extend(c.addresses.iter().map(|(a, _)| Key::identity(a.as_str())));
+        let routing = format!("{}@{}", c.recipient.alias, config.tenant.routing_domain);
+        keys.push(Key::identity(&routing));
+    }
+    keys
 }
 
 /// The anchor of `entry` as the mapping reads it; `None` when it has no usable one.

@@ -17,7 +17,7 @@ use crate::plan::{Field, Fields};
 
 mod map;
 
-pub use map::{Mapper, anchor_of, build};
+pub use map::{Mapper, anchor_of, build, entry_keys};
 
 /// What kind of Exchange recipient a person becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -25,7 +25,7 @@
 //! outcome, since the rows say what the tenant held when it was read, and everything after,
 //! its own writes included, comes with the next round). A dry run stores nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Instant, SystemTime};
 
 use serde_json::Value;
@@ -36,6 +36,7 @@ use super::{
     graph_stamp, sort,
 };
 use crate::config::TenantConfig;
+use crate::plan::partial::Key;
 use crate::source::incremental::ReadReport;
 use crate::state::{StateError, Store, TenantSyncCommit};
 use crate::tenant::{GraphUser, Tenant, TenantError};
@@ -159,6 +160,35 @@ pub async fn finish_read(
     read.commit.key = read_key(config);
     read.commit.full_at = now;
     Ok(read)
+}
+
+/// [`finish_read`] for a partial plan: the round merged with only the stored rows of
+/// `users` (Entra ids) and `recipients` (Guids). A stored row that cannot be read is an
+/// error (the caller plans in full instead).
+pub async fn finish_read_only(
+    config: &TenantConfig,
+    store: &Store,
+    changes: Box<Changes>,
+    users: &BTreeSet<String>,
+    recipients: &BTreeSet<String>,
+) -> Result<Read, ReadError> {
+    changes
+        .merge_with(store, config, Some((users, recipients)))
+        .await
+}
+
+/// The keys of a stored Graph user (`tenant_users.user`) for `plan::partial`.
+pub fn stored_user_keys(json: &str, stamp: StampAttribute) -> Result<Vec<Key>, ReadError> {
+    let user: GraphUser =
+        serde_json::from_str(json).map_err(|e| corrupt("a stored Graph user", e))?;
+    Ok(super::user_keys(&user, stamp))
+}
+
+/// The keys of a stored recipient (`tenant_recipients.recipient`) for `plan::partial`.
+pub fn stored_recipient_keys(json: &str, stamp: StampAttribute) -> Result<Vec<Key>, ReadError> {
+    let v = serde_json::from_str(json).map_err(|e| corrupt("a stored Exchange recipient", e))?;
+    let r = Recipient::with_stamp_property(v, &stamp.exchange_name());
+    Ok(super::recipient_keys(&r))
 }
 
 /// Unix seconds by this host's clock: what Exchange's `WhenChangedUTC` is compared with.
@@ -475,8 +505,61 @@ impl Changes {
         }
     }
 
+    /// The users and recipients this round lists differently from their stored copies, or
+    /// removes, as nodes of [`crate::plan::partial`] (`u:<Entra id>`, `r:<Guid>`), with the
+    /// keys of what it lists (a removed user's are the stored ones). One listed exactly as
+    /// stored changes nothing: Exchange's margin lists every recipient changed in the last
+    /// `tenant.exchange_margin_seconds` again, the last run's own writes among them.
+    pub async fn touched(&self, store: &Store) -> Result<Vec<(String, Vec<Key>)>, ReadError> {
+        let mut nodes = Vec::new();
+        let ids: BTreeSet<String> = self
+            .round
+            .changed
+            .iter()
+            .filter_map(|(u, _)| Some(u.id.as_deref()?.to_ascii_lowercase()))
+            .collect();
+        let stored: HashMap<String, String> =
+            store.tenant_users_of(&ids).await?.into_iter().collect();
+        for (u, json) in &self.round.changed {
+            if let Some(id) = u.id.as_deref().map(str::to_ascii_lowercase)
+                && stored.get(&id) != Some(json)
+            {
+                nodes.push((format!("u:{id}"), super::user_keys(u, self.stamp)));
+            }
+        }
+        for r in &self.round.removed {
+            nodes.push((format!("u:{}", r.id.to_ascii_lowercase()), Vec::new()));
+        }
+        let stamp_property = self.stamp.exchange_name();
+        let listed = stored_recipients(&self.recipients, &stamp_property);
+        let guids: BTreeSet<String> = listed.iter().map(|(g, _)| g.clone()).collect();
+        let stored: HashMap<String, String> = store
+            .tenant_recipients_of(&guids)
+            .await?
+            .into_iter()
+            .collect();
+        for r in &self.recipients {
+            let Some(guid) = guid_of(r) else { continue };
+            if stored.get(&guid) != Some(&r.to_listing(&stamp_property).to_string()) {
+                nodes.push((format!("r:{guid}"), super::recipient_keys(r)));
+            }
+        }
+        Ok(nodes)
+    }
+
     /// The round merged with the stored rows: the whole tenant.
     async fn merge(self, store: &Store, config: &TenantConfig) -> Result<Read, ReadError> {
+        self.merge_with(store, config, None).await
+    }
+
+    /// [`Changes::merge`] with only the stored rows of `only` (Entra ids, recipient Guids)
+    /// besides what the round lists: the part of the tenant a partial plan looks at.
+    async fn merge_with(
+        self,
+        store: &Store,
+        config: &TenantConfig,
+        only: Option<(&BTreeSet<String>, &BTreeSet<String>)>,
+    ) -> Result<Read, ReadError> {
         let removed = self.removed();
         let mut commit = self.commit_head(&removed);
         let stamp_property = self.stamp.exchange_name();
@@ -488,12 +571,27 @@ impl Changes {
                 changed_users.insert(id, user);
             }
         }
-        let mut users = stored_users(store, &removed, &changed_users).await?;
-        users.extend(changed_users.into_values());
+        let mut users = stored_users(store, &removed, &changed_users, only.map(|o| o.0)).await?;
+        // A partial plan's inventory holds only the closure's rows: every row listed
+        // differently from its stored copy is in it (see `Changes::touched`), so one left
+        // out is as stored, and nobody in the closure shares anything with it.
+        let in_users = |id: &String| only.is_none_or(|o| o.0.contains(id));
+        users.extend(
+            changed_users
+                .into_iter()
+                .filter(|(id, _)| in_users(id))
+                .map(|(_, u)| u),
+        );
 
         let changed_guids: HashSet<String> = self.recipients.iter().filter_map(guid_of).collect();
-        let (mut recipients, gone) =
-            stored_recipient_rows(store, &stamp_property, &removed, &changed_guids).await?;
+        let (mut recipients, gone) = stored_recipient_rows(
+            store,
+            &stamp_property,
+            &removed,
+            &changed_guids,
+            only.map(|o| o.1),
+        )
+        .await?;
         commit.recipients_gone = gone;
         commit.recipients = stored_recipients(&self.recipients, &stamp_property);
         let report = ReadReport {
@@ -502,7 +600,9 @@ impl Changes {
             changed: commit.users.len() + commit.recipients.len(),
             removed: removed.len(),
         };
-        recipients.extend(self.recipients);
+        let in_recipients =
+            |r: &Recipient| only.is_none_or(|o| guid_of(r).is_some_and(|g| o.1.contains(&g)));
+        recipients.extend(self.recipients.into_iter().filter(in_recipients));
         tracing::info!(
             users_changed = commit.users.len(),
             users_removed = removed.len(),
@@ -532,17 +632,24 @@ async fn stored_users(
     store: &Store,
     removed: &HashSet<String>,
     changed: &HashMap<String, GraphUser>,
+    only: Option<&BTreeSet<String>>,
 ) -> Result<Vec<GraphUser>, ReadError> {
     let mut users = Vec::new();
-    let read = store
-        .each_tenant_user(|id, json| {
-            if removed.contains(id) || changed.contains_key(id) {
-                return Ok(());
-            }
-            users.push(serde_json::from_str::<GraphUser>(json)?);
-            Ok::<_, serde_json::Error>(())
-        })
-        .await?;
+    let mut each = |id: &str, json: &str| {
+        if removed.contains(id) || changed.contains_key(id) {
+            return Ok(());
+        }
+        users.push(serde_json::from_str::<GraphUser>(json)?);
+        Ok::<_, serde_json::Error>(())
+    };
+    let read = match only {
+        None => store.each_tenant_user(each).await?,
+        Some(ids) => store
+            .tenant_users_of(ids)
+            .await?
+            .iter()
+            .try_for_each(|(id, json)| each(id, json)),
+    };
     read.map_err(|e| corrupt("a stored Graph user", e))?;
     Ok(users)
 }
@@ -553,24 +660,31 @@ async fn stored_recipient_rows(
     stamp_property: &str,
     removed_users: &HashSet<String>,
     changed: &HashSet<String>,
+    only: Option<&BTreeSet<String>>,
 ) -> Result<(Vec<Recipient>, Vec<String>), ReadError> {
     let mut kept = Vec::new();
     let mut gone = Vec::new();
-    let read = store
-        .each_tenant_recipient(|guid, json| {
-            if changed.contains(guid) {
-                return Ok(());
-            }
-            let r = Recipient::with_stamp_property(serde_json::from_str(json)?, stamp_property);
-            let owner = r.text(Col::ExternalDirectoryObjectId);
-            if owner.is_some_and(|id| removed_users.contains(&id.to_ascii_lowercase())) {
-                gone.push(guid.to_owned());
-            } else {
-                kept.push(r);
-            }
-            Ok::<_, serde_json::Error>(())
-        })
-        .await?;
+    let mut each = |guid: &str, json: &str| {
+        if changed.contains(guid) {
+            return Ok(());
+        }
+        let r = Recipient::with_stamp_property(serde_json::from_str(json)?, stamp_property);
+        let owner = r.text(Col::ExternalDirectoryObjectId);
+        if owner.is_some_and(|id| removed_users.contains(&id.to_ascii_lowercase())) {
+            gone.push(guid.to_owned());
+        } else {
+            kept.push(r);
+        }
+        Ok::<_, serde_json::Error>(())
+    };
+    let read = match only {
+        None => store.each_tenant_recipient(each).await?,
+        Some(guids) => store
+            .tenant_recipients_of(guids)
+            .await?
+            .iter()
+            .try_for_each(|(guid, json)| each(guid, json)),
+    };
     read.map_err(|e| corrupt("a stored Exchange recipient", e))?;
     Ok((kept, gone))
 }

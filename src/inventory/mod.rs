@@ -37,6 +37,7 @@ use serde_json::Value;
 
 use crate::desired::Kind;
 use crate::ids::Anchor;
+use crate::plan::partial::Key;
 use crate::plan::{Field, Fields};
 use crate::tenant::graph::SubscribedSku;
 use crate::tenant::{GraphUser, Tenant, TenantError, UserQuery};
@@ -392,6 +393,40 @@ pub fn sort(
         }
     }
     inv
+}
+
+/// The keys ([`crate::plan::partial::Key`]) of a Graph user as stored: its UPN, `mail` and
+/// SMTP proxies, the anchor of our stamp, its object id (which joins it with its recipient,
+/// as [`sort`] joins them).
+pub fn user_keys(user: &GraphUser, stamp: StampAttribute) -> Vec<Key> {
+    let mut keys: Vec<Key> = user
+        .user_principal_name
+        .iter()
+        .chain(user.mail.iter())
+        .map(|a| Key::identity(a.trim()))
+        .collect();
+    for p in user.proxy_addresses.iter().flatten() {
+        if let Some((_, a)) = smtp_proxy(p) {
+            keys.push(Key::identity(a.trim()));
+        }
+    }
+    keys.extend(graph_anchor(user, stamp).map(|a| Key::anchor(&a)));
+    keys.extend(user.id.as_deref().map(Key::object_id));
+    keys
+}
+
+/// The keys of an Exchange recipient as stored: its SMTP proxies, UPN and primary address,
+/// `Name`, alias, the anchor of our stamp, and the object id of its user.
+pub fn recipient_keys(r: &Recipient) -> Vec<Key> {
+    let mut keys: Vec<Key> = smtp_addresses_and_upn(r)
+        .chain(r.text(Col::PrimarySmtpAddress))
+        .map(|a| Key::identity(a.trim()))
+        .collect();
+    keys.extend(r.text(Col::Name).map(Key::name));
+    keys.extend(r.text(Col::Alias).map(Key::alias));
+    keys.extend(our_anchor(r.text(Col::Stamp)).map(|a| Key::anchor(&a)));
+    keys.extend(r.text(Col::ExternalDirectoryObjectId).map(Key::object_id));
+    keys
 }
 
 /// `ldap2exo:<anchor>` → the anchor. A value with our prefix but no valid anchor is not ours.

@@ -467,6 +467,7 @@ mod tests {
             licences: None,
             bill: None,
             unchanged_since_run: None,
+            partial: None,
         };
         let budget = Budget::default();
         let facts = Facts {

@@ -461,6 +461,7 @@ mod tests {
             licences: None,
             bill: None,
             unchanged_since_run: None,
+            partial: None,
         }
     }
 

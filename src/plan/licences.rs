@@ -185,6 +185,7 @@ mod tests {
             licences: None,
             bill: None,
             unchanged_since_run: None,
+            partial: None,
         }
     }
 

@@ -23,6 +23,7 @@ mod field;
 mod fields;
 mod handover;
 mod licences;
+pub mod partial;
 pub mod quiet;
 mod reanchor;
 mod safety;
@@ -259,6 +260,21 @@ pub struct Plan {
     /// directory was not mapped nor planned again ([`quiet`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unchanged_since_run: Option<i64>,
+    /// Set when the plan was made for the people the changes since run N touch, everybody
+    /// else as that run planned them ([`partial`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partially>,
+}
+
+/// What a partial plan planned ([`Plan::partial`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partially {
+    /// The run whose plan it completes.
+    pub since_run: i64,
+    /// LDAP entries mapped.
+    pub entries: usize,
+    /// Anchors planned.
+    pub anchors: usize,
 }
 
 /// A note for the operator about one entry (or, without `dn`, about the whole run).
@@ -306,6 +322,23 @@ pub struct Input<'a> {
     /// planned UPN and Name may be their own, which apply adopts; not a conflict to plan.
     pub journaled_creates: &'a BTreeSet<Anchor>,
     pub now: i64,
+    /// What a partial plan leaves out ([`partial`]); zero for a plan of everybody.
+    pub outside: Outside,
+}
+
+/// The totals of the people a partial plan leaves out ([`partial`]): none of them has an
+/// action, so they only add to the counts. `desired.source_count` is already the whole
+/// directory's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outside {
+    /// Entries without a mail address.
+    pub skipped_no_mail: usize,
+    /// Entries matching the disabled rule.
+    pub disabled_in_ldap: usize,
+    /// State rows not deleted (the safety caps count them).
+    pub managed: usize,
+    /// People counted as unchanged.
+    pub unchanged: usize,
 }
 
 /// Computes the plan. Deterministic: the same input always gives the same plan.
@@ -515,11 +548,13 @@ pub fn plan(input: Input) -> Plan {
     };
     actions.sort_by(by_phase_op_uid);
     summary.quarantined = quarantined.len();
+    summary.unchanged += input.outside.unchanged;
     let managed = input
         .objects
         .iter()
         .filter(|o| o.stage != Stage::Deleted)
-        .count();
+        .count()
+        + input.outside.managed;
     // A scoped approval holds, in plan order, every removal it does not cover.
     let approval = input.approval.map(|scoped| {
         let empty = input.scope == Scope::Full && source_count == 0;
@@ -545,8 +580,8 @@ pub fn plan(input: Input) -> Plan {
         generated_at: rfc3339(input.now),
         source: SourceInfo {
             entries: source_count,
-            skipped_no_mail: skipped_no_mail.len(),
-            disabled_in_ldap: disabled.len(),
+            skipped_no_mail: skipped_no_mail.len() + input.outside.skipped_no_mail,
+            disabled_in_ldap: disabled.len() + input.outside.disabled_in_ldap,
             scope: match input.scope {
                 Scope::Full => "full".into(),
                 Scope::Only => "only".into(),
@@ -564,6 +599,7 @@ pub fn plan(input: Input) -> Plan {
         licences: None,
         bill: None,
         unchanged_since_run: None,
+        partial: None,
     };
     // Licences before handovers: an address is never freed for someone held for want of one.
     licences::bill(&mut plan, input.tenant);

@@ -84,6 +84,7 @@ pub fn stored(plan: &Plan) -> String {
     plan.source.read = None;
     plan.tenant_read = None;
     plan.unchanged_since_run = None;
+    plan.partial = None;
     serde_json::to_string(&plan).expect("a plan serialises")
 }
 

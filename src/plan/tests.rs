@@ -106,6 +106,7 @@ impl Case {
             recent_removals: self.recent,
             tenant: self.tenant.as_ref(),
             journaled_creates: &BTreeSet::new(),
+            outside: Default::default(),
             now: NOW,
         })
     }

@@ -24,7 +24,7 @@
 //! only after a real run applied every change (see `commands::run`), so a cookie never moves
 //! past an action that failed and a dry run changes nothing.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -85,11 +85,62 @@ impl Read {
         if !std::mem::take(&mut self.deferred) {
             return Ok(());
         }
-        if let Err(why) = stored_entries(store, sink, |_| Ok(false)).await? {
+        let skip = self.changed();
+        if let Err(why) = stored_entries(store, sink, |uuid| Ok(skip.contains(uuid))).await? {
             *self = full(config, sink, search_key(config), now, why).await?;
+            return Ok(());
+        }
+        self.hand_over_changes(sink)
+    }
+
+    /// [`Read::fill`] for the entries `uuids` only (`plan::partial`): the stored ones among
+    /// them and the changed ones (every changed entry must be among them). An entry that
+    /// cannot be read is an error: the caller plans in full instead.
+    pub async fn fill_only(
+        &mut self,
+        store: &Store,
+        uuids: &BTreeSet<String>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), ReadError> {
+        self.deferred = false;
+        let skip = self.changed();
+        let wanted: Vec<String> = uuids
+            .iter()
+            .filter(|u| !skip.contains(*u))
+            .cloned()
+            .collect();
+        for (uuid, json) in store.ldap_entries_of(&wanted).await? {
+            let entry: RawEntry = serde_json::from_str(&json).map_err(|e| unreadable(&uuid, e))?;
+            sink(Some(&entry));
+        }
+        self.hand_over_changes(sink)
+    }
+
+    /// The entryUUIDs this read changed or removed: their stored copies are not the
+    /// directory's.
+    pub fn changed(&self) -> HashSet<String> {
+        self.commit
+            .iter()
+            .flat_map(|c| c.upserts.iter().map(|(u, _)| u).chain(&c.removes))
+            .cloned()
+            .collect()
+    }
+
+    /// Hands over the entries the refresh changed, kept as JSON since.
+    fn hand_over_changes(&self, sink: &mut Sink<'_>) -> Result<(), ReadError> {
+        for (uuid, json) in self.commit.iter().flat_map(|c| &c.upserts) {
+            let entry: RawEntry = serde_json::from_str(json).map_err(|e| unreadable(uuid, e))?;
+            sink(Some(&entry));
         }
         Ok(())
     }
+}
+
+fn unreadable(uuid: &str, e: serde_json::Error) -> ReadError {
+    ReadError::State(StateError::Corrupt {
+        anchor: format!("LDAP entry {uuid}"),
+        message: format!("cannot be read ({e})"),
+    })
 }
 
 /// Where the entries go: `Some(entry)` for each entry of the directory, `None` to drop every
@@ -225,16 +276,40 @@ async fn incremental(
         return Ok(Step::Done(read));
     }
     let mut removes = Vec::new();
-    let kept = stored_entries(store, sink, |uuid| {
-        let id = SyncUuid::parse(uuid).ok_or_else(|| format!("`{uuid}` is not a UUID"))?;
-        if gone(&delta, &id) && !changed.contains(&id) {
-            removes.push(uuid.to_owned());
+    if quiet_first {
+        // The run may plan only what the changes touch (`plan::partial`): the stored
+        // entries wait for `Read::fill` or `Read::fill_only`, and only their keys are read.
+        let mut bad = None;
+        store
+            .each_ldap_uuid(|uuid| match SyncUuid::parse(uuid) {
+                Some(id) if gone(&delta, &id) && !changed.contains(&id) => {
+                    removes.push(uuid.to_owned())
+                }
+                Some(_) => {}
+                None => {
+                    bad = Some(format!(
+                        "a stored entry cannot be read (`{uuid}` is not a UUID)"
+                    ))
+                }
+            })
+            .await?;
+        sink(None);
+        if let Some(why) = bad {
+            warn!(problem = %why, "a stored LDAP entry cannot be read: reading in full");
+            return Ok(Step::Full(why));
         }
-        Ok(changed.contains(&id) || gone(&delta, &id))
-    })
-    .await?;
-    if let Err(why) = kept {
-        return Ok(Step::Full(why));
+    } else {
+        let kept = stored_entries(store, sink, |uuid| {
+            let id = SyncUuid::parse(uuid).ok_or_else(|| format!("`{uuid}` is not a UUID"))?;
+            if gone(&delta, &id) && !changed.contains(&id) {
+                removes.push(uuid.to_owned());
+            }
+            Ok(changed.contains(&id) || gone(&delta, &id))
+        })
+        .await?;
+        if let Err(why) = kept {
+            return Ok(Step::Full(why));
+        }
     }
     let Some(new_cookie) = delta.cookie.clone() else {
         sink(None);
@@ -260,7 +335,7 @@ async fn incremental(
             search: String::new(),
             full_at: 0,
         }),
-        deferred: false,
+        deferred: quiet_first,
     }))
 }
 

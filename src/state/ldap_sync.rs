@@ -88,6 +88,26 @@ impl Store {
         Ok(same)
     }
 
+    /// The stored entries among `uuids`, as `(entryUUID, entry as JSON)` in entryUUID order.
+    pub async fn ldap_entries_of(
+        &self,
+        uuids: &[String],
+    ) -> Result<Vec<(String, String)>, StateError> {
+        let mut rows = Vec::new();
+        for chunk in uuids.chunks(500) {
+            let found = sqlx::query(
+                "SELECT uuid, entry FROM ldap_entries
+                 WHERE uuid IN (SELECT value FROM json_each(?)) ORDER BY uuid",
+            )
+            .bind(serde_json::to_string(chunk).expect("strings serialise"))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.extend(found.iter().map(|r| (r.get(0), r.get(1))));
+        }
+        rows.sort();
+        Ok(rows)
+    }
+
     /// Hands the entryUUID of every stored entry to `each`, in order, without the entries.
     pub async fn each_ldap_uuid(&self, mut each: impl FnMut(&str)) -> Result<(), StateError> {
         let read = super::chunked::each_row(&self.pool, "ldap_entries", "uuid", &["uuid"], |row| {

@@ -8,11 +8,13 @@ mod chunked;
 mod ldap_sync;
 pub mod lock;
 mod migration;
+mod plan_base;
 mod quiet_plan;
 mod tenant_sync;
 
 pub use ldap_sync::{LdapSyncCommit, LdapSyncMark};
 pub use migration::{MigrationPerson, MigrationStage};
+pub use plan_base::{BaseMark, BaseTotals, BaseWrite};
 pub use quiet_plan::QuietPlan;
 pub use tenant_sync::{TenantSyncCommit, TenantSyncMark};
 
@@ -546,6 +548,28 @@ impl Store {
         )
         .await?;
         read.map(|()| objects)
+    }
+
+    /// The objects of `anchors` that have a row, deleted ones included, ordered by anchor.
+    pub async fn objects_of(
+        &self,
+        anchors: &BTreeSet<Anchor>,
+    ) -> Result<Vec<ManagedObject>, StateError> {
+        let anchors: Vec<&str> = anchors.iter().map(Anchor::as_str).collect();
+        let mut objects = Vec::new();
+        for chunk in anchors.chunks(500) {
+            let rows: Vec<ObjectRow> = sqlx::query_as(
+                "SELECT * FROM managed_objects WHERE anchor IN (SELECT value FROM json_each(?))",
+            )
+            .bind(serde_json::to_string(chunk).expect("strings serialise"))
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rows {
+                objects.push(ManagedObject::try_from(row)?);
+            }
+        }
+        objects.sort_by(|a, b| a.anchor.cmp(&b.anchor));
+        Ok(objects)
     }
 
     pub async fn object(&self, anchor: &Anchor) -> Result<Option<ManagedObject>, StateError> {

@@ -107,6 +107,48 @@ impl Store {
         .await?)
     }
 
+    /// The stored Graph users among `ids`, as `(id, JSON)`.
+    pub async fn tenant_users_of(
+        &self,
+        ids: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        self.rows_of(
+            "SELECT id, user FROM tenant_users WHERE id IN (SELECT value FROM json_each(?))",
+            ids,
+        )
+        .await
+    }
+
+    /// The stored recipients among `guids`, as `(guid, JSON)`.
+    pub async fn tenant_recipients_of(
+        &self,
+        guids: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        self.rows_of(
+            "SELECT guid, recipient FROM tenant_recipients WHERE guid IN (SELECT value FROM json_each(?))",
+            guids,
+        )
+        .await
+    }
+
+    async fn rows_of(
+        &self,
+        sql: &'static str,
+        keys: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        let keys: Vec<&String> = keys.iter().collect();
+        let mut rows = Vec::new();
+        for chunk in keys.chunks(500) {
+            let found = sqlx::query(sql)
+                .bind(serde_json::to_string(chunk).expect("strings serialise"))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.extend(found.iter().map(|r| (r.get(0), r.get(1))));
+        }
+        rows.sort();
+        Ok(rows)
+    }
+
     /// Stores a tenant read in one transaction.
     pub async fn commit_tenant_sync(
         &self,

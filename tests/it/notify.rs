@@ -137,6 +137,7 @@ fn blocked_plan() -> Plan {
         recent_removals: Default::default(),
         tenant: None,
         journaled_creates: &BTreeSet::new(),
+        outside: Default::default(),
         now: NOW,
     });
     assert_eq!(p.safety.verdict, Verdict::Blocked, "{:?}", p.safety);
@@ -619,6 +620,7 @@ fn an_empty_read_offers_no_approval_and_an_interrupted_run_counts_what_is_left()
         recent_removals: Default::default(),
         tenant: None,
         journaled_creates: &BTreeSet::new(),
+        outside: Default::default(),
         now: NOW,
     });
     assert_eq!(plan.safety.verdict, Verdict::Blocked);
