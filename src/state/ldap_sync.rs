@@ -93,19 +93,10 @@ impl Store {
         &self,
         uuids: &[String],
     ) -> Result<Vec<(String, String)>, StateError> {
-        let mut rows = Vec::new();
-        for chunk in uuids.chunks(500) {
-            let found = sqlx::query(
-                "SELECT uuid, entry FROM ldap_entries
-                 WHERE uuid IN (SELECT value FROM json_each(?)) ORDER BY uuid",
-            )
-            .bind(serde_json::to_string(chunk).expect("strings serialise"))
-            .fetch_all(&self.pool)
-            .await?;
-            rows.extend(found.iter().map(|r| (r.get(0), r.get(1))));
-        }
-        rows.sort();
-        Ok(rows)
+        let uuids: Vec<&str> = uuids.iter().map(String::as_str).collect();
+        let sql =
+            "SELECT uuid, entry FROM ldap_entries WHERE uuid IN (SELECT value FROM json_each(?))";
+        super::pairs_of(&self.pool, sql, &uuids).await
     }
 
     /// Hands the entryUUID of every stored entry to `each`, in order, without the entries.

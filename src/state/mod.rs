@@ -1079,6 +1079,29 @@ pub(super) async fn replace_rows(
     Ok(())
 }
 
+/// The `(key, value)` rows `sql` selects for `keys`, 500 keys a query, in key order. `sql`
+/// reads the keys as a JSON array `?` (`IN (SELECT value FROM json_each(?))`).
+pub(super) async fn pairs_of(
+    pool: &sqlx::SqlitePool,
+    sql: &'static str,
+    keys: &[&str],
+) -> Result<Vec<(String, String)>, StateError> {
+    let mut rows = Vec::new();
+    for chunk in keys.chunks(500) {
+        let found = sqlx::query(sql)
+            .bind(serde_json::to_string(chunk).expect("strings serialise"))
+            .fetch_all(pool)
+            .await?;
+        rows.extend(
+            found
+                .iter()
+                .map(|r| (sqlx::Row::get(r, 0), sqlx::Row::get(r, 1))),
+        );
+    }
+    rows.sort();
+    Ok(rows)
+}
+
 /// The schema version this binary writes: its newest migration.
 pub fn schema_version() -> i64 {
     sqlx::migrate!("./migrations")

@@ -112,9 +112,11 @@ impl Store {
         &self,
         ids: &std::collections::BTreeSet<String>,
     ) -> Result<Vec<(String, String)>, StateError> {
-        self.rows_of(
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        super::pairs_of(
+            &self.pool,
             "SELECT id, user FROM tenant_users WHERE id IN (SELECT value FROM json_each(?))",
-            ids,
+            &ids,
         )
         .await
     }
@@ -124,29 +126,9 @@ impl Store {
         &self,
         guids: &std::collections::BTreeSet<String>,
     ) -> Result<Vec<(String, String)>, StateError> {
-        self.rows_of(
-            "SELECT guid, recipient FROM tenant_recipients WHERE guid IN (SELECT value FROM json_each(?))",
-            guids,
-        )
-        .await
-    }
-
-    async fn rows_of(
-        &self,
-        sql: &'static str,
-        keys: &std::collections::BTreeSet<String>,
-    ) -> Result<Vec<(String, String)>, StateError> {
-        let keys: Vec<&String> = keys.iter().collect();
-        let mut rows = Vec::new();
-        for chunk in keys.chunks(500) {
-            let found = sqlx::query(sql)
-                .bind(serde_json::to_string(chunk).expect("strings serialise"))
-                .fetch_all(&self.pool)
-                .await?;
-            rows.extend(found.iter().map(|r| (r.get(0), r.get(1))));
-        }
-        rows.sort();
-        Ok(rows)
+        let guids: Vec<&str> = guids.iter().map(String::as_str).collect();
+        let sql = "SELECT guid, recipient FROM tenant_recipients WHERE guid IN (SELECT value FROM json_each(?))";
+        super::pairs_of(&self.pool, sql, &guids).await
     }
 
     /// Stores a tenant read in one transaction.
