@@ -122,9 +122,22 @@ pub(super) async fn find(
         }
     };
     let commit = read.commit.as_ref().expect("checked in usable_base");
-    let seeds = seeds(config, store, commit, changes, &base, mark.planned_at, now).await?;
-    let nodes = grow(store, seeds).await?;
-    let touched = describe(config, store, commit, &nodes, mark.run_id).await?;
+    let found = async {
+        let seeds = seeds(config, store, commit, changes, &base, mark.planned_at, now).await?;
+        let nodes = grow(store, seeds).await?;
+        let touched = describe(config, store, commit, &nodes, mark.run_id).await?;
+        Ok::<_, StateError>((nodes, touched))
+    };
+    let (nodes, touched) = match found.await {
+        Ok(found) => found,
+        // A stored row that cannot be read: planning everybody reads LDAP in full instead
+        // (`incremental::Read::fill`), as an incremental read does.
+        Err(StateError::Corrupt { anchor, message }) => {
+            tracing::warn!(row = %anchor, problem = %message, "planning everybody");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     tracing::info!(
         since_run = mark.run_id,
         nodes = nodes.len(),
@@ -279,6 +292,19 @@ async fn describe(
     for (uuid, json) in &commit.upserts {
         let entry: RawEntry = serde_json::from_str(json).map_err(|e| corrupt(uuid, e))?;
         touched.anchors.extend(desired::anchor_of(&entry, attrs));
+    }
+    // The tenant rows must read too: a full tenant read replaces one that does not.
+    let stamp = StampAttribute::parse(&config.tenant.anchor_attribute).map_err(|e| {
+        StateError::Corrupt {
+            anchor: "the stamp attribute".into(),
+            message: e.to_string(),
+        }
+    })?;
+    for (_, json) in store.tenant_users_of(&touched.users).await? {
+        tenant_read::stored_user_keys(&json, stamp).map_err(unreadable)?;
+    }
+    for (_, json) in store.tenant_recipients_of(&touched.recipients).await? {
+        tenant_read::stored_recipient_keys(&json, stamp).map_err(unreadable)?;
     }
     Ok(touched)
 }

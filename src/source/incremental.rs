@@ -94,8 +94,8 @@ impl Read {
     }
 
     /// [`Read::fill`] for the entries `uuids` only (`plan::partial`): the stored ones among
-    /// them and the changed ones (every changed entry must be among them). An entry that
-    /// cannot be read is an error: the caller plans in full instead.
+    /// them and the changed ones (every changed entry must be among them). The caller has
+    /// read them before (`commands::partial`), so one that cannot be read now is an error.
     pub async fn fill_only(
         &mut self,
         store: &Store,

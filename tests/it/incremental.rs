@@ -1107,6 +1107,26 @@ fn a_partial_plan_covers_only_whom_a_change_touches() {
     let again = assert_partial(&install, 2, "the held create, again");
     assert_eq!(again.summary.held, 1, "{:?}", again.summary);
     assert_eq!(again.summary.update, 1, "{:?}", again.summary);
+
+    // A stored entry of the closure (the held newcomer) that cannot be read: the run plans
+    // everybody, reading LDAP in full, as an incremental read does.
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", install.state.display()))
+            .await
+            .unwrap();
+        sqlx::query("UPDATE ldap_entries SET entry = 'not JSON' WHERE entry LIKE '%uid=nnew,%'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    let run = install.run(&["sync", "--dry-run", "--format", "json"]);
+    expect(&run, 0, "a stored entry that cannot be read");
+    let plan = run.plan();
+    assert_eq!(plan.partial, None, "{}", run.stderr);
+    assert_eq!(mode(&plan), "full", "{:?}", plan.source.read);
+    assert!(run.stderr.contains("planning everybody"), "{}", run.stderr);
+    assert_same_whole_plan(&plan, &full_reads(&install));
 }
 
 /// Rounds of random changes to a converged installation (people renamed, addresses and
