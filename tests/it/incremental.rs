@@ -54,6 +54,17 @@ fn full_read(install: &Install) -> Plan {
     plan
 }
 
+/// Runs `sql` on the installation's state store, as an operator with sqlite3 would.
+fn write_by_hand(rt: &tokio::runtime::Runtime, install: &Install, sql: &'static str) {
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", install.state.display()))
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+}
+
 fn expect(run: &Run, code: i32, what: &str) {
     assert_eq!(
         run.code, code,
@@ -767,16 +778,11 @@ fn a_quiet_run_takes_the_last_plan_until_something_changes() {
     assert_planned(&other, "a changed configuration");
 
     // The state store, written by someone else than a run.
-    rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", install.state.display()))
-            .await
-            .unwrap();
-        sqlx::query("UPDATE managed_objects SET updated_at = updated_at + 1 WHERE uid = 'epatel'")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    });
+    write_by_hand(
+        &rt,
+        &install,
+        "UPDATE managed_objects SET updated_at = updated_at + 1 WHERE uid = 'epatel'",
+    );
     assert_planned(&install, "a state row written by hand");
     settle(&install, &emu);
     assert_taken(&install, "settled after the state change");
@@ -1110,16 +1116,11 @@ fn a_partial_plan_covers_only_whom_a_change_touches() {
 
     // A stored entry of the closure (the held newcomer) that cannot be read: the run plans
     // everybody, reading LDAP in full, as an incremental read does.
-    rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", install.state.display()))
-            .await
-            .unwrap();
-        sqlx::query("UPDATE ldap_entries SET entry = 'not JSON' WHERE entry LIKE '%uid=nnew,%'")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    });
+    write_by_hand(
+        &rt,
+        &install,
+        "UPDATE ldap_entries SET entry = 'not JSON' WHERE entry LIKE '%uid=nnew,%'",
+    );
     let run = install.run(&["sync", "--dry-run", "--format", "json"]);
     expect(&run, 0, "a stored entry that cannot be read");
     let plan = run.plan();
