@@ -449,9 +449,9 @@ pub(super) async fn write(
     };
     w.entries = run.draft.shares.clone();
     w.counted = run.draft.counted.clone();
-    let mut keys: Vec<(String, i64)> = Vec::new();
-    let add = |node: String, ks: Vec<Key>, keys: &mut Vec<(String, i64)>| {
-        keys.extend(ks.into_iter().map(|k| (node.clone(), k.stored())));
+    let mut keys: Vec<(String, Vec<i64>)> = Vec::new();
+    let add = |node: String, ks: Vec<Key>, keys: &mut Vec<(String, Vec<i64>)>| {
+        keys.push((node, ks.into_iter().map(Key::stored).collect()));
     };
     match run.touched {
         None => {
