@@ -625,6 +625,23 @@ fn settle(install: &Install, emu: &ldap2exo_emulator::Emulator) -> Plan {
     panic!("four runs did not converge");
 }
 
+/// A [`quiet_install`] of the campus directory, provisioned and settled. (The runtime comes
+/// first: the bindings drop in reverse order, the emulator before its runtime.)
+fn converged() -> (
+    tokio::runtime::Runtime,
+    ldap2exo_emulator::Emulator,
+    Slapd,
+    Install,
+) {
+    let rt = runtime();
+    let emu = campus_emulator(&rt, Vec::new());
+    let server = Slapd::start(unlimited());
+    let install = quiet_install(&server, &emu);
+    sync(&install, 0);
+    settle(&install, &emu);
+    (rt, emu, server, install)
+}
+
 /// Asserts that a dry run now takes the kept plan, and that it is what full reads plan.
 fn assert_taken(install: &Install, what: &str) -> Plan {
     let run = install.run(&["sync", "--dry-run", "--format", "json"]);
@@ -812,12 +829,7 @@ fn a_quiet_run_takes_the_last_plan_until_something_changes() {
 /// while the conflict stays the plan that holds it is taken again.
 #[test]
 fn a_held_action_lets_the_cookie_move_and_its_plan_is_taken_again() {
-    let rt = runtime();
-    let emu = campus_emulator(&rt, Vec::new());
-    let server = Slapd::start(unlimited());
-    let install = quiet_install(&server, &emu);
-    sync(&install, 0);
-    settle(&install, &emu);
+    let (_rt, emu, server, install) = converged();
 
     // A MailUser nobody stamped holds the address a newcomer wants.
     let mut stranger = crate::support::emulator::seed_user(901);
@@ -1045,12 +1057,7 @@ fn assert_same_whole_plan(partial: &Plan, full: &Plan) {
 /// wants; each plan is what full reads plan, and applied it leaves a base for the next.
 #[test]
 fn a_partial_plan_covers_only_whom_a_change_touches() {
-    let rt = runtime();
-    let emu = campus_emulator(&rt, Vec::new());
-    let server = Slapd::start(unlimited());
-    let install = quiet_install(&server, &emu);
-    sync(&install, 0);
-    settle(&install, &emu);
+    let (rt, emu, server, install) = converged();
 
     server.modify(&format!(
         "dn: uid=epatel,{PEOPLE_DN}\nchangetype: modify\nreplace: displayName\ndisplayName: Esha Patel-Shah\n"
@@ -1138,12 +1145,7 @@ fn a_partial_plan_covers_only_whom_a_change_touches() {
 #[test]
 fn random_changes_are_planned_partially_as_full_reads_plan_them() {
     let rounds: u64 = std::env::var("PARTIAL_ROUNDS").map_or(12, |n| n.parse().unwrap());
-    let rt = runtime();
-    let emu = campus_emulator(&rt, Vec::new());
-    let server = Slapd::start(unlimited());
-    let install = quiet_install(&server, &emu);
-    sync(&install, 0);
-    settle(&install, &emu);
+    let (_rt, emu, server, install) = converged();
 
     let mut people: Vec<&str> = vec![
         "adavis",
